@@ -1,0 +1,31 @@
+"""The exceptions pullback raises at run time.
+
+Every misuse of autograd raises an ``AutogradError``.  Where a builtin exception
+fits the misuse (a wrong shape is a ``ValueError``, using a freed graph is a
+``RuntimeError``), the raised class also subclasses that builtin, so code that
+already catches the builtin keeps working.
+"""
+
+
+class AutogradError(Exception):
+    """Base class of every autograd misuse pullback detects."""
+
+
+class GraphFreedError(AutogradError, RuntimeError):
+    """backward() reached a node whose graph an earlier backward() freed."""
+
+
+class NotRecordedError(AutogradError, RuntimeError):
+    """backward()/grad() was asked of an array that has no recorded history."""
+
+
+class HeadGradientError(AutogradError, ValueError):
+    """A head gradient's shape or dtype does not match its head."""
+
+
+class InPlaceError(AutogradError, RuntimeError):
+    """An array that a recorded node still needs was changed in place."""
+
+
+class GradReqError(AutogradError, ValueError):
+    """An invalid grad_req value."""

@@ -1,0 +1,332 @@
+"""NDArray: a contiguous numpy buffer plus the bookkeeping autograd needs.
+
+An NDArray owns ``_data`` (a C-contiguous numpy array, never 0-d: scalars are
+shape ``(1,)`` as in MXNet) and four pieces of autograd state:
+
+- ``_node``: the tape node that produced it (None for leaves and for arrays
+  computed while nothing was recorded);
+- ``_grad`` / ``_grad_req``: the gradient buffer ``attach_grad`` made, and how
+  backward writes into it ('write' or 'add');
+- ``_version``: bumped by every in-place change, so backward can tell that a
+  value a node saved has since been overwritten;
+- ``_users``: how many live, unfreed tape nodes hold this array as an input.
+
+Every operator goes through the primitive table (``runtime/primitives.py``);
+this file knows no op.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import tape
+from .errors import GradReqError, InPlaceError
+
+_GRAD_REQS = ("write", "add", "null")
+
+
+class Context:
+    """The device an array lives on. pullback runs on the CPU only."""
+
+    def __init__(self, device_type: str = "cpu", device_id: int = 0):
+        self.device_type = device_type
+        self.device_id = device_id
+
+    def __repr__(self) -> str:
+        return f"{self.device_type}({self.device_id})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Context) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+def cpu(device_id: int = 0) -> Context:
+    """The CPU context (the only one)."""
+    return Context("cpu", device_id)
+
+
+def as_data(value) -> np.ndarray:
+    """A C-contiguous, at least 1-d numpy array holding ``value``."""
+    data = np.asarray(value)
+    if data.ndim == 0:
+        data = data.reshape(1)
+    if not data.flags.c_contiguous:
+        data = np.ascontiguousarray(data)
+    return data
+
+
+class NDArray:
+    """An n-dimensional array with MXNet's autograd API."""
+
+    __slots__ = ("_data", "_node", "_grad", "_grad_req", "_version", "_users", "_why",
+                 "__weakref__")
+    __array_priority__ = 1000.0
+    __array_ufunc__ = None  # numpy defers to our reflected operators
+
+    def __init__(self, data: np.ndarray):
+        self._data = data
+        self._node = None
+        self._grad = None
+        self._grad_req = None
+        self._version = 0
+        self._users = 0
+        self._why = None
+
+    # ----- basic properties -------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self._data.shape
+
+    @property
+    def dtype(self):
+        return self._data.dtype.type
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def context(self) -> Context:
+        return cpu()
+
+    ctx = context
+
+    @property
+    def grad(self):
+        return self._grad
+
+    @property
+    def T(self) -> NDArray:
+        return _ops().transpose(self)
+
+    def asnumpy(self) -> np.ndarray:
+        """A copy of the values as a numpy array."""
+        return self._data.copy()
+
+    def asscalar(self):
+        """The value of a one-element array as a numpy scalar; ValueError otherwise."""
+        if self._data.size != 1:
+            raise ValueError(
+                f"asscalar() needs an array of exactly one element, got shape {self.shape}; "
+                "reduce it first (e.g. .sum()) or index one element"
+            )
+        return self._data.reshape(-1)[0]
+
+    def item(self):
+        return self.asscalar().item()
+
+    def wait_to_read(self) -> None:
+        """Arrays are computed eagerly; nothing to wait for."""
+
+    def __array__(self, dtype=None, copy=None):
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def __len__(self) -> int:
+        return self._data.shape[0]
+
+    def __bool__(self) -> bool:
+        if self._data.size != 1:
+            raise ValueError(
+                f"the truth value of an NDArray with {self._data.size} elements is ambiguous"
+            )
+        return bool(self._data.reshape(-1)[0])
+
+    def __float__(self) -> float:
+        return float(self.asscalar())
+
+    def __int__(self) -> int:
+        return int(self.asscalar())
+
+    def __index__(self) -> int:
+        return int(self.asscalar())
+
+    def __iter__(self):
+        for i in range(self._data.shape[0]):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        dims = "x".join(str(d) for d in self._data.shape)
+        return f"\n{self._data}\n<NDArray {dims} @cpu(0)>"
+
+    __str__ = __repr__
+
+    # ----- autograd ---------------------------------------------------------
+    def attach_grad(self, grad_req: str = "write", stype=None) -> None:
+        """Allocate ``self.grad`` (zeros) and mark this array as a variable.
+
+        On an intermediate result inside ``record()`` the graph is kept: backward
+        still flows through this array to the variables it was computed from.
+        """
+        if grad_req not in _GRAD_REQS:
+            raise GradReqError(
+                f"invalid grad_req {grad_req!r}; valid values are 'write', 'add' and 'null'"
+            )
+        self._grad_req = grad_req
+        self._grad = None if grad_req == "null" else NDArray(np.zeros_like(self._data))
+
+    def detach(self) -> NDArray:
+        """A new array with the same values and no history."""
+        out = NDArray(self._data)
+        out._why = "detached"
+        return out
+
+    def backward(self, out_grad=None, retain_graph: bool = False, train_mode: bool = True):
+        """Back-propagate from this array into the ``.grad`` of its variables."""
+        tape.backward([self], None if out_grad is None else [out_grad],
+                      retain_graph=retain_graph, train_mode=train_mode)
+
+    # ----- in-place changes -------------------------------------------------
+    def _check_inplace(self, what: str) -> None:
+        """Refuse, inside record(), to change an array the recorded graph relies on."""
+        if not tape.is_recording():
+            return
+        if self._node is not None:
+            raise InPlaceError(
+                f"{what} on an array that was computed inside record(): its recorded history "
+                "would no longer describe its value, so gradients would be wrong. The array was "
+                "left unchanged. Compute a new array instead (y = y + z), or detach() it first."
+            )
+        if self._users:
+            raise InPlaceError(
+                f"{what} on an array that a recorded operation still needs for its backward "
+                "pass. The array was left unchanged. Write the new value to a new array, or "
+                "run backward() first."
+            )
+
+    def _assign(self, key, value) -> None:
+        self._check_inplace("in-place assignment")
+        if isinstance(value, NDArray):
+            value = value._data
+        self._data[key] = value
+        self._version += 1
+
+    def __setitem__(self, key, value) -> None:
+        self._assign(_raw_key(key), value)
+
+    def __getitem__(self, key) -> NDArray:
+        return _ops().getitem(self, _raw_key(key))
+
+    # ----- conversion and methods ------------------------------------------
+    def astype(self, dtype, copy: bool = True) -> NDArray:
+        return _ops().astype(self, dtype=np.dtype(dtype))
+
+    def copy(self) -> NDArray:
+        return _ops().copy(self)
+
+    def copyto(self, other):
+        if isinstance(other, NDArray):
+            other._assign(slice(None), self._data)
+            return other
+        return self.copy()
+
+    def as_in_context(self, ctx) -> NDArray:
+        return self
+
+    def reshape(self, *shape, **kwargs) -> NDArray:
+        if "shape" in kwargs:
+            shape = kwargs.pop("shape")
+        elif len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _ops().reshape(self, tuple(shape), **kwargs)
+
+    def zeros_like(self):
+        return _ops().zeros_like(self)
+
+    def ones_like(self):
+        return _ops().ones_like(self)
+
+    def __neg__(self):
+        return _ops().negative(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _ops().abs(self)
+
+
+def _raw_key(key):
+    """Turn NDArrays inside an index into integer numpy arrays."""
+    if isinstance(key, NDArray):
+        return key._data.astype(np.int64)
+    if isinstance(key, tuple):
+        return tuple(_raw_key(k) for k in key)
+    return key
+
+
+def _ops():
+    from . import primitives
+
+    return primitives
+
+
+def _install_methods() -> None:
+    """Bind operators and array methods to the primitive table's ops."""
+    from . import primitives as P
+
+    binary = {
+        "add": P.add, "sub": P.subtract, "mul": P.multiply, "truediv": P.divide,
+        "pow": P.power, "mod": P.mod,
+    }
+    for name, op in binary.items():
+        setattr(NDArray, f"__{name}__", _forward_binary(op))
+        setattr(NDArray, f"__r{name}__", _reflected_binary(op))
+        setattr(NDArray, f"__i{name}__", _inplace_binary(op, name))
+    setattr(NDArray, "__div__", NDArray.__truediv__)
+    setattr(NDArray, "__rdiv__", NDArray.__rtruediv__)
+    compare = {"eq": P.equal, "ne": P.not_equal, "lt": P.lesser, "le": P.lesser_equal,
+               "gt": P.greater, "ge": P.greater_equal}
+    for name, op in compare.items():
+        setattr(NDArray, f"__{name}__", _forward_binary(op))
+    NDArray.__hash__ = object.__hash__
+    NDArray.__matmul__ = _forward_binary(P.dot)
+    for name in ("sum", "mean", "max", "min", "prod", "norm", "argmax", "argmin", "exp", "log",
+                 "sqrt", "square", "abs", "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
+                 "log1p", "expm1", "reciprocal", "floor", "ceil", "round", "transpose",
+                 "flatten", "expand_dims", "squeeze", "tile", "repeat", "broadcast_to", "clip",
+                 "softmax", "log_softmax", "slice_axis", "take", "pick", "split", "swapaxes",
+                 "clip"):
+        setattr(NDArray, name, getattr(P, name))
+
+
+def _forward_binary(op):
+    def method(self, other):
+        return op(self, other)
+
+    method.__name__ = op.__name__
+    return method
+
+
+def _reflected_binary(op):
+    def method(self, other):
+        return op(other, self)
+
+    method.__name__ = "r" + op.__name__
+    return method
+
+
+def _inplace_binary(op, name):
+    """``y += z``: out-of-place and rebinding when autograd must see it, else in place."""
+
+    def method(self, other):
+        if tape.is_recording() and (self._node is not None or tape.is_tracked(self)
+                                    or tape.is_tracked(other) or self._users):
+            return op(self, other)
+        if self._users or self._node is not None:
+            # Outside record(): keep the old array intact for the recorded graph too.
+            return op(self, other)
+        result = op(self, other)
+        if result._data.shape != self._data.shape or result._data.dtype != self._data.dtype:
+            return result
+        self._data[...] = result._data
+        self._version += 1
+        return self
+
+    method.__name__ = f"i{name}"
+    return method

@@ -1,0 +1,796 @@
+"""THE primitive table: every differentiable operation pullback knows, defined once.
+
+Each entry is made by ``primitive(name, forward, vjps, ...)``:
+
+- ``forward(*arrays, **params)`` computes the result with numpy;
+- ``vjps`` holds one rule per array argument, ``rule(g, ans, *args, **params)``
+  returning the gradient for that argument, written with the ops of this very
+  module (so a rule's own computation can be recorded and differentiated:
+  higher-order derivatives come for free).  ``None`` in place of a rule means
+  "no gradient flows into this argument"; ``vjps=None`` means the op is not
+  differentiable at all (comparisons, argmax, ...);
+- ``scalar`` (elementwise ops) is the op's formula in the names ``x``, ``y``
+  for the kernel fuser.
+
+``primitive`` returns the user-facing op function (``nd.exp`` and friends);
+the tape, the compiler and the fuser all read the table through ``REGISTRY``.
+Adding an op is one entry here.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .ndarray import NDArray, as_data
+from .tape import apply
+
+
+@dataclass(eq=False)
+class Primitive:
+    name: str
+    forward: Callable
+    vjps: tuple | None
+    scalar: str | None = None
+    params: tuple = field(default_factory=tuple)
+
+    def __repr__(self) -> str:
+        return f"<primitive {self.name}>"
+
+
+REGISTRY: dict[str, Primitive] = {}
+
+
+def primitive(name, forward, vjps, scalar=None, params=()):
+    """Register a primitive; return the op function that applies it."""
+    prim = Primitive(name, forward, None if vjps is None else tuple(vjps), scalar, tuple(params))
+    REGISTRY[name] = prim
+
+    def op(*args, out=None, **kwargs):
+        result = apply(prim, args, kwargs)
+        if out is not None:
+            out._assign(slice(None), result._data)
+            return out
+        return result
+
+    op.__name__ = name
+    op.__qualname__ = name
+    op.prim = prim
+    return op
+
+
+def _is_array(x) -> bool:
+    return type(x) is NDArray
+
+
+def shape_of(x) -> tuple:
+    return x.shape if _is_array(x) else np.shape(x)
+
+
+def unbroadcast(g, x):
+    """``g`` summed down to the shape of ``x`` (undoes numpy broadcasting)."""
+    if g.shape == shape_of(x):
+        return g
+    return sum_to(g, shape=shape_of(x))
+
+
+def _sum_to_forward(g, shape):
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    return np.sum(g, axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+
+
+def _broadcast_to_forward(x, shape):
+    return np.ascontiguousarray(np.broadcast_to(x, shape))
+
+
+def _sum_to_vjp(g, ans, x, shape):
+    return broadcast_to(g, shape=x.shape)
+
+
+def _broadcast_to_vjp(g, ans, x, shape):
+    return unbroadcast(g, x)
+
+
+sum_to = primitive("sum_to", _sum_to_forward, [_sum_to_vjp], params=("shape",))
+broadcast_to = primitive("broadcast_to", _broadcast_to_forward, [_broadcast_to_vjp],
+                         params=("shape",))
+
+
+# ----- elementwise binary ------------------------------------------------------------------
+
+def _add_vjp_x(g, ans, x, y):
+    return unbroadcast(g, x)
+
+
+def _add_vjp_y(g, ans, x, y):
+    return unbroadcast(g, y)
+
+
+def _sub_vjp_y(g, ans, x, y):
+    return unbroadcast(negative(g), y)
+
+
+def _mul_vjp_x(g, ans, x, y):
+    return unbroadcast(multiply(g, y), x)
+
+
+def _mul_vjp_y(g, ans, x, y):
+    return unbroadcast(multiply(g, x), y)
+
+
+def _div_vjp_x(g, ans, x, y):
+    return unbroadcast(divide(g, y), x)
+
+
+def _div_vjp_y(g, ans, x, y):
+    return unbroadcast(negative(divide(multiply(g, ans), y)), y)
+
+
+def _pow_vjp_x(g, ans, x, y):
+    return unbroadcast(multiply(g, multiply(y, power(x, subtract(y, 1)))), x)
+
+
+def _pow_vjp_y(g, ans, x, y):
+    safe_x = where(greater(x, 0), x, ones_like(x)) if _is_array(x) else (x if x > 0 else 1.0)
+    return unbroadcast(multiply(g, multiply(ans, log(safe_x))), y)
+
+
+def _maximum_vjp_x(g, ans, x, y):
+    return unbroadcast(multiply(g, greater_equal(x, y)), x)
+
+
+def _maximum_vjp_y(g, ans, x, y):
+    return unbroadcast(multiply(g, lesser(x, y)), y)
+
+
+def _minimum_vjp_x(g, ans, x, y):
+    return unbroadcast(multiply(g, lesser_equal(x, y)), x)
+
+
+def _minimum_vjp_y(g, ans, x, y):
+    return unbroadcast(multiply(g, greater(x, y)), y)
+
+
+add = primitive("add", np.add, [_add_vjp_x, _add_vjp_y], scalar="x + y")
+subtract = primitive("subtract", np.subtract, [_add_vjp_x, _sub_vjp_y], scalar="x - y")
+multiply = primitive("multiply", np.multiply, [_mul_vjp_x, _mul_vjp_y], scalar="x * y")
+divide = primitive("divide", np.true_divide, [_div_vjp_x, _div_vjp_y], scalar="x / y")
+power = primitive("power", np.power, [_pow_vjp_x, _pow_vjp_y], scalar="pow(x, y)")
+maximum = primitive("maximum", np.maximum, [_maximum_vjp_x, _maximum_vjp_y],
+                    scalar="max(x, y)")
+minimum = primitive("minimum", np.minimum, [_minimum_vjp_x, _minimum_vjp_y],
+                    scalar="min(x, y)")
+mod = primitive("mod", np.mod, None)
+broadcast_add, broadcast_sub = add, subtract
+broadcast_mul, broadcast_div = multiply, divide
+elemwise_add, elemwise_sub, elemwise_mul, elemwise_div = add, subtract, multiply, divide
+
+
+def _compare(ufunc):
+    def forward(x, y):
+        dtype = np.result_type(x, y)
+        if not np.issubdtype(dtype, np.inexact):
+            dtype = np.float32
+        return ufunc(x, y).astype(dtype)
+
+    forward.__name__ = ufunc.__name__
+    return forward
+
+
+equal = primitive("equal", _compare(np.equal), None, scalar="x == y")
+not_equal = primitive("not_equal", _compare(np.not_equal), None, scalar="x != y")
+lesser = primitive("lesser", _compare(np.less), None, scalar="x < y")
+lesser_equal = primitive("lesser_equal", _compare(np.less_equal), None, scalar="x <= y")
+greater = primitive("greater", _compare(np.greater), None, scalar="x > y")
+greater_equal = primitive("greater_equal", _compare(np.greater_equal), None, scalar="x >= y")
+
+
+# ----- elementwise unary -------------------------------------------------------------------
+
+def _zero_vjp(g, ans, x, **params):
+    return zeros_like(g)
+
+
+def _negative_vjp(g, ans, x):
+    return negative(g)
+
+
+def _exp_vjp(g, ans, x):
+    return multiply(g, ans)
+
+
+def _log_vjp(g, ans, x):
+    return divide(g, x)
+
+
+def _sqrt_vjp(g, ans, x):
+    return divide(multiply(g, 0.5), ans)
+
+
+def _square_vjp(g, ans, x):
+    return multiply(g, multiply(x, 2.0))
+
+
+def _abs_vjp(g, ans, x):
+    return multiply(g, sign(x))
+
+
+def _sin_vjp(g, ans, x):
+    return multiply(g, cos(x))
+
+
+def _cos_vjp(g, ans, x):
+    return negative(multiply(g, sin(x)))
+
+
+def _tan_vjp(g, ans, x):
+    return multiply(g, add(1.0, square(ans)))
+
+
+def _tanh_vjp(g, ans, x):
+    return multiply(g, subtract(1.0, square(ans)))
+
+
+def _sigmoid_vjp(g, ans, x):
+    return multiply(g, multiply(ans, subtract(1.0, ans)))
+
+
+def _relu_vjp(g, ans, x):
+    return multiply(g, greater(x, 0.0))
+
+
+def _log1p_vjp(g, ans, x):
+    return divide(g, add(x, 1.0))
+
+
+def _expm1_vjp(g, ans, x):
+    return multiply(g, add(ans, 1.0))
+
+
+def _reciprocal_vjp(g, ans, x):
+    return negative(multiply(g, square(ans)))
+
+
+def _sigmoid_forward(x):
+    # exp of a non-positive number only: no overflow for large |x|
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype)
+
+
+def _relu_forward(x):
+    return np.maximum(x, 0).astype(np.asarray(x).dtype)
+
+
+negative = primitive("negative", np.negative, [_negative_vjp], scalar="-x")
+exp = primitive("exp", np.exp, [_exp_vjp], scalar="exp(x)")
+log = primitive("log", np.log, [_log_vjp], scalar="log(x)")
+sqrt = primitive("sqrt", np.sqrt, [_sqrt_vjp], scalar="sqrt(x)")
+square = primitive("square", np.square, [_square_vjp], scalar="x * x")
+abs = primitive("abs", np.abs, [_abs_vjp], scalar="fabs(x)")
+sign = primitive("sign", np.sign, [_zero_vjp], scalar="sign(x)")
+sin = primitive("sin", np.sin, [_sin_vjp], scalar="sin(x)")
+cos = primitive("cos", np.cos, [_cos_vjp], scalar="cos(x)")
+tan = primitive("tan", np.tan, [_tan_vjp], scalar="tan(x)")
+tanh = primitive("tanh", np.tanh, [_tanh_vjp], scalar="tanh(x)")
+sigmoid = primitive("sigmoid", _sigmoid_forward, [_sigmoid_vjp], scalar="sigmoid(x)")
+relu = primitive("relu", _relu_forward, [_relu_vjp], scalar="max(x, 0)")
+log1p = primitive("log1p", np.log1p, [_log1p_vjp], scalar="log1p(x)")
+expm1 = primitive("expm1", np.expm1, [_expm1_vjp], scalar="expm1(x)")
+reciprocal = primitive("reciprocal", np.reciprocal, [_reciprocal_vjp], scalar="1 / x")
+floor = primitive("floor", np.floor, [_zero_vjp], scalar="floor(x)")
+ceil = primitive("ceil", np.ceil, [_zero_vjp], scalar="ceil(x)")
+round = primitive("round", np.round, [_zero_vjp], scalar="round(x)")
+rint = round
+
+
+def _identity_vjp(g, ans, x, **params):
+    return g
+
+
+def _astype_vjp(g, ans, x, dtype):
+    return astype(g, dtype=x._data.dtype)
+
+
+def _zeros_like_forward(x, **params):
+    return np.zeros_like(x)
+
+
+def _ones_like_forward(x, **params):
+    return np.ones_like(x)
+
+
+copy = primitive("copy", np.copy, [_identity_vjp])
+identity = copy
+def _astype_forward(x, dtype):
+    return x.astype(dtype)
+
+
+astype = primitive("astype", _astype_forward, [_astype_vjp], params=("dtype",))
+zeros_like = primitive("zeros_like", _zeros_like_forward, None)
+ones_like = primitive("ones_like", _ones_like_forward, None)
+stop_gradient = primitive("stop_gradient", np.copy, None)
+BlockGrad = stop_gradient
+
+
+# ----- where and clip ----------------------------------------------------------------------
+
+def _where_forward(cond, x, y):
+    return np.where(cond != 0, x, y)
+
+
+def _where_vjp_x(g, ans, cond, x, y):
+    return unbroadcast(where(cond, g, zeros_like(g)), x)
+
+
+def _where_vjp_y(g, ans, cond, x, y):
+    return unbroadcast(where(cond, zeros_like(g), g), y)
+
+
+where = primitive("where", _where_forward, [None, _where_vjp_x, _where_vjp_y])
+
+
+def _clip_forward(x, a_min, a_max):
+    return np.clip(x, a_min, a_max)
+
+
+def _clip_vjp(g, ans, x, a_min, a_max):
+    return multiply(g, multiply(greater_equal(x, a_min), lesser_equal(x, a_max)))
+
+
+clip = primitive("clip", _clip_forward, [_clip_vjp], params=("a_min", "a_max"))
+
+
+# ----- reductions --------------------------------------------------------------------------
+
+def _axes(ndim, axis):
+    if axis is None or axis == ():
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        return tuple(sorted(a % ndim for a in axis))
+    return (axis % ndim,)
+
+
+def _kept_shape(shape, axis):
+    axes = _axes(len(shape), axis)
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _expand_reduced(g, x, axis):
+    """Reshape a reduction's gradient so it broadcasts against ``x``."""
+    return reshape(g, shape=_kept_shape(x.shape, axis))
+
+
+def _reduction_forward(numpy_fn):
+    def forward(x, axis=None, keepdims=False):
+        axis = tuple(axis) if isinstance(axis, list) else axis
+        return numpy_fn(x, axis=axis, keepdims=keepdims)
+
+    forward.__name__ = numpy_fn.__name__
+    return forward
+
+
+def _sum_vjp(g, ans, x, axis=None, keepdims=False):
+    return broadcast_to(_expand_reduced(g, x, axis), shape=x.shape)
+
+
+def _count(x, axis):
+    return int(np.prod([x.shape[a] for a in _axes(x.ndim, axis)]))
+
+
+def _mean_vjp(g, ans, x, axis=None, keepdims=False):
+    return broadcast_to(divide(_expand_reduced(g, x, axis), float(_count(x, axis))),
+                        shape=x.shape)
+
+
+def _extremum_vjp(g, ans, x, axis=None, keepdims=False):
+    mask = equal(x, _expand_reduced(ans, x, axis))
+    share = divide(mask, sum(mask, axis=axis, keepdims=True))
+    return multiply(_expand_reduced(g, x, axis), share)
+
+
+def _prod_vjp(g, ans, x, axis=None, keepdims=False):
+    return multiply(_expand_reduced(multiply(g, ans), x, axis), reciprocal(x))
+
+
+def _norm_forward(x, ord=2, axis=None, keepdims=False):
+    axis = tuple(axis) if isinstance(axis, list) else axis
+    return np.sqrt(np.sum(np.square(x), axis=axis, keepdims=keepdims))
+
+
+def _norm_vjp(g, ans, x, ord=2, axis=None, keepdims=False):
+    return multiply(x, _expand_reduced(divide(g, ans), x, axis))
+
+
+def _arg_forward(numpy_fn):
+    def forward(x, axis=None, keepdims=False):
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
+        return numpy_fn(x, axis=axis, keepdims=keepdims).astype(dtype)
+
+    return forward
+
+
+sum = primitive("sum", _reduction_forward(np.sum), [_sum_vjp], params=("axis", "keepdims"))
+mean = primitive("mean", _reduction_forward(np.mean), [_mean_vjp], params=("axis", "keepdims"))
+max = primitive("max", _reduction_forward(np.max), [_extremum_vjp],
+                params=("axis", "keepdims"))
+min = primitive("min", _reduction_forward(np.min), [_extremum_vjp],
+                params=("axis", "keepdims"))
+prod = primitive("prod", _reduction_forward(np.prod), [_prod_vjp], params=("axis", "keepdims"))
+norm = primitive("norm", _norm_forward, [_norm_vjp], params=("ord", "axis", "keepdims"))
+argmax = primitive("argmax", _arg_forward(np.argmax), None, params=("axis", "keepdims"))
+argmin = primitive("argmin", _arg_forward(np.argmin), None, params=("axis", "keepdims"))
+sum_axis = sum
+
+
+# ----- linear algebra ----------------------------------------------------------------------
+
+def _dot_forward(x, y, transpose_a=False, transpose_b=False):
+    if transpose_a:
+        x = x.T
+    if transpose_b:
+        y = y.T
+    if x.ndim <= 2 and y.ndim <= 2:
+        return np.dot(x, y)
+    return np.tensordot(x, y, axes=([x.ndim - 1], [0]))
+
+
+def _as_matrix(a, rows_first):
+    """View an N-d operand of ``dot`` as a matrix (leading or trailing axes merged)."""
+    if a.ndim == 2:
+        return a
+    if a.ndim == 1:
+        return reshape(a, shape=(1, -1) if rows_first else (-1, 1))
+    return reshape(a, shape=(-1, a.shape[-1]) if rows_first else (a.shape[0], -1))
+
+
+def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
+    xs = transpose(x) if transpose_a else x
+    ys = transpose(y) if transpose_b else y
+    xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)
+    gm = reshape(g, shape=(xm.shape[0], ym.shape[1]))
+    gx = reshape(dot(gm, transpose(ym)), shape=xs.shape)
+    return transpose(gx) if transpose_a else gx
+
+
+def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
+    xs = transpose(x) if transpose_a else x
+    ys = transpose(y) if transpose_b else y
+    xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)
+    gm = reshape(g, shape=(xm.shape[0], ym.shape[1]))
+    gy = reshape(dot(transpose(xm), gm), shape=ys.shape)
+    return transpose(gy) if transpose_b else gy
+
+
+def _batch_dot_forward(x, y, transpose_a=False, transpose_b=False):
+    if transpose_a:
+        x = np.swapaxes(x, -1, -2)
+    if transpose_b:
+        y = np.swapaxes(y, -1, -2)
+    return np.matmul(x, y)
+
+
+def _batch_dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
+    if transpose_a:
+        return batch_dot(y, g, transpose_a=transpose_b, transpose_b=True)
+    return batch_dot(g, y, transpose_b=not transpose_b)
+
+
+def _batch_dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
+    if transpose_b:
+        return batch_dot(g, x, transpose_a=True, transpose_b=transpose_a)
+    return batch_dot(x, g, transpose_a=not transpose_a)
+
+
+dot = primitive("dot", _dot_forward, [_dot_vjp_x, _dot_vjp_y],
+                params=("transpose_a", "transpose_b"))
+batch_dot = primitive("batch_dot", _batch_dot_forward, [_batch_dot_vjp_x, _batch_dot_vjp_y],
+                      params=("transpose_a", "transpose_b"))
+
+
+# ----- shape -------------------------------------------------------------------------------
+
+def _reshape_forward(x, shape):
+    return x.reshape(shape)
+
+
+def _reshape_vjp(g, ans, x, shape):
+    return reshape(g, shape=x.shape)
+
+
+def _transpose_forward(x, axes=None):
+    return np.ascontiguousarray(np.transpose(x, axes))
+
+
+def _transpose_vjp(g, ans, x, axes=None):
+    inverse = None if axes is None else tuple(np.argsort([a % x.ndim for a in axes]).tolist())
+    return transpose(g, axes=inverse)
+
+
+def _expand_dims_forward(x, axis):
+    return np.expand_dims(x, axis)
+
+
+def _squeeze_forward(x, axis=None):
+    return np.squeeze(x, axis=axis)
+
+
+def _flatten_forward(x):
+    return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(x.shape[0], 1)
+
+
+reshape_raw = primitive("reshape", _reshape_forward, [_reshape_vjp], params=("shape",))
+transpose = primitive("transpose", _transpose_forward, [_transpose_vjp], params=("axes",))
+expand_dims = primitive("expand_dims", _expand_dims_forward, [_reshape_vjp], params=("axis",))
+squeeze = primitive("squeeze", _squeeze_forward, [_reshape_vjp], params=("axis",))
+flatten = primitive("flatten", _flatten_forward, [_reshape_vjp])
+Flatten = flatten
+
+
+def _mxnet_shape(in_shape, shape):
+    """MXNet's reshape codes: 0 copies the input's dimension, -1 is inferred."""
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    return tuple(in_shape[i] if d == 0 and i < len(in_shape) else d for i, d in enumerate(shape))
+
+
+def reshape(x, shape=None, reverse=False, out=None, **kwargs):
+    """``x`` with a new shape (MXNet codes: 0 keeps a dimension, -1 is inferred)."""
+    if shape is None:
+        shape = kwargs.pop("newshape")
+    return reshape_raw(x, shape=_mxnet_shape(shape_of(x), shape), out=out)
+
+
+def swapaxes(x, dim1=0, dim2=1):
+    axes = list(range(x.ndim))
+    axes[dim1], axes[dim2] = axes[dim2], axes[dim1]
+    return transpose(x, axes=tuple(axes))
+
+
+def _getitem_forward(x, key):
+    return x[key]
+
+
+def _getitem_vjp(g, ans, x, key):
+    return index_add(g, key=key, shape=x.shape)
+
+
+def _has_array(key) -> bool:
+    parts = key if isinstance(key, tuple) else (key,)
+    return builtins.any(isinstance(k, (np.ndarray, list)) for k in parts)
+
+
+def _index_add_forward(g, key, shape):
+    out = np.zeros(shape, dtype=g.dtype)
+    target_shape = out[key].shape
+    values = g.reshape(target_shape)
+    if _has_array(key):
+        np.add.at(out, key, values)
+    else:
+        out[key] += values
+    return out
+
+
+def _index_add_vjp(h, ans, g, key, shape):
+    return reshape(getitem(h, key=key), shape=g.shape)
+
+
+getitem_raw = primitive("getitem", _getitem_forward, [_getitem_vjp], params=("key",))
+index_add = primitive("index_add", _index_add_forward, [_index_add_vjp],
+                      params=("key", "shape"))
+
+
+def getitem(x, key):
+    """``x[key]`` (basic and integer-array indexing)."""
+    return getitem_raw(x, key=key)
+
+
+def slice(data, begin, end, step=None):
+    """MXNet's ``slice``: per-axis begin/end/step tuples (``None`` = whole axis)."""
+    step = step or (None,) * len(begin)
+    key = tuple(builtins.slice(b, e, s) for b, e, s in zip(begin, end, step, strict=True))
+    return getitem(data, key)
+
+
+def slice_axis(data, axis, begin, end):
+    """Elements ``begin:end`` along one axis."""
+    axis = axis % data.ndim
+    return getitem(data, (builtins.slice(None),) * axis + (builtins.slice(begin, end),))
+
+
+def _int_indices(indices):
+    return (indices._data if _is_array(indices) else np.asarray(indices)).astype(np.int64)
+
+
+def take(a, indices, axis=0, mode="clip"):
+    """Elements of ``a`` at ``indices`` along ``axis`` (MXNet default: indices clipped)."""
+    axis = axis % a.ndim
+    idx = _int_indices(indices)
+    n = a.shape[axis]
+    idx = np.clip(idx, 0, n - 1) if mode == "clip" else np.mod(idx, n)
+    return getitem(a, (builtins.slice(None),) * axis + (idx,))
+
+
+def pick(data, index, axis=-1, keepdims=False):
+    """``data[..., index[...], ...]``: one element along ``axis`` per position."""
+    axis = axis % data.ndim
+    idx = np.clip(_int_indices(index), 0, data.shape[axis] - 1)
+    rest = [n for i, n in enumerate(data.shape) if i != axis]
+    idx = idx.reshape(rest)
+    grids = np.ogrid[tuple(builtins.slice(0, n) for n in rest)] if rest else []
+    key = list(grids)
+    key.insert(axis, idx)
+    result = getitem(data, tuple(key))
+    if keepdims:
+        result = expand_dims(result, axis=axis)
+    return result
+
+
+def _concat_forward(*arrays, dim=1):
+    return np.concatenate(arrays, axis=dim)
+
+
+def _concat_rule(index):
+    def rule(g, ans, *arrays, dim=1):
+        start = builtins.sum(a.shape[dim] for a in arrays[:index])
+        return slice_axis(g, dim, start, start + arrays[index].shape[dim])
+
+    rule.__name__ = f"concat_vjp_{index}"
+    return rule
+
+
+def _stack_forward(*arrays, axis=0):
+    return np.stack(arrays, axis=axis)
+
+
+def _stack_rule(index):
+    def rule(g, ans, *arrays, axis=0):
+        axis = axis % g.ndim
+        return reshape(slice_axis(g, axis, index, index + 1), shape=arrays[index].shape)
+
+    rule.__name__ = f"stack_vjp_{index}"
+    return rule
+
+
+_VARIADIC_MAX = 64
+_concat_prim = primitive("concat", _concat_forward,
+                         [_concat_rule(i) for i in range(_VARIADIC_MAX)], params=("dim",))
+_stack_prim = primitive("stack", _stack_forward,
+                        [_stack_rule(i) for i in range(_VARIADIC_MAX)], params=("axis",))
+
+
+def _check_variadic(name, arrays):
+    if len(arrays) > _VARIADIC_MAX:
+        raise ValueError(f"{name} takes at most {_VARIADIC_MAX} arrays, got {len(arrays)}")
+
+
+def concat(*arrays, dim=1, out=None):
+    """Join arrays along axis ``dim`` (MXNet's default: 1)."""
+    _check_variadic("concat", arrays)
+    return _concat_prim(*arrays, dim=dim, out=out)
+
+
+def concatenate(arrays, axis=0, out=None):
+    return concat(*arrays, dim=axis, out=out)
+
+
+def stack(*arrays, axis=0, out=None):
+    """Stack arrays along a new axis."""
+    _check_variadic("stack", arrays)
+    return _stack_prim(*arrays, axis=axis, out=out)
+
+
+def split(data, num_outputs, axis=1, squeeze_axis=False):
+    """``num_outputs`` equal parts along ``axis`` (a list, or one array if 1)."""
+    n = data.shape[axis]
+    if n % num_outputs:
+        raise ValueError(f"cannot split an axis of length {n} into {num_outputs} equal parts")
+    step = n // num_outputs
+    parts = [slice_axis(data, axis, i * step, (i + 1) * step) for i in range(num_outputs)]
+    if squeeze_axis and step == 1:
+        parts = [squeeze(p, axis=axis) for p in parts]
+    return parts[0] if num_outputs == 1 else parts
+
+
+def _tile_forward(x, reps):
+    return np.tile(x, reps)
+
+
+def _tile_vjp(g, ans, x, reps):
+    reps = (reps,) if isinstance(reps, int) else tuple(reps)
+    ndim = builtins.max(len(reps), x.ndim)
+    reps = (1,) * (ndim - len(reps)) + reps
+    base = (1,) * (ndim - x.ndim) + x.shape
+    interleaved = tuple(d for pair in zip(reps, base, strict=True) for d in pair)
+    summed = sum(reshape(g, shape=interleaved), axis=tuple(range(0, 2 * ndim, 2)))
+    return reshape(summed, shape=x.shape)
+
+
+def _repeat_forward(x, repeats, axis=None):
+    return np.repeat(x, repeats, axis=axis)
+
+
+def _repeat_vjp(g, ans, x, repeats, axis=None):
+    if axis is None:
+        return reshape(sum(reshape(g, shape=(x.size, repeats)), axis=1), shape=x.shape)
+    axis = axis % x.ndim
+    split_shape = x.shape[:axis + 1] + (repeats,) + x.shape[axis + 1:]
+    return sum(reshape(g, shape=split_shape), axis=axis + 1)
+
+
+tile = primitive("tile", _tile_forward, [_tile_vjp], params=("reps",))
+repeat = primitive("repeat", _repeat_forward, [_repeat_vjp], params=("repeats", "axis"))
+
+
+# ----- neural-network ops ------------------------------------------------------------------
+
+def _softmax_forward(x, axis=-1):
+    shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return shifted / np.sum(shifted, axis=axis, keepdims=True)
+
+
+def _softmax_vjp(g, ans, x, axis=-1):
+    return multiply(ans, subtract(g, sum(multiply(g, ans), axis=axis, keepdims=True)))
+
+
+def _log_softmax_forward(x, axis=-1):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _log_softmax_vjp(g, ans, x, axis=-1):
+    return subtract(g, multiply(exp(ans), sum(g, axis=axis, keepdims=True)))
+
+
+softmax = primitive("softmax", _softmax_forward, [_softmax_vjp], params=("axis",))
+log_softmax = primitive("log_softmax", _log_softmax_forward, [_log_softmax_vjp],
+                        params=("axis",))
+
+
+# ----- creation (no gradient) --------------------------------------------------------------
+
+def _dtype(dtype, default=np.float32):
+    return np.dtype(default if dtype is None else dtype)
+
+
+def _shape(shape):
+    return (shape,) if isinstance(shape, int) else tuple(shape)
+
+
+def array(source, ctx=None, dtype=None):
+    """A new array. Python numbers default to float32; numpy input keeps its dtype."""
+    if _is_array(source):
+        data = source._data
+    else:
+        data = np.asarray(source)
+        if not isinstance(source, np.ndarray) and dtype is None:
+            dtype = np.float32
+    return NDArray(as_data(np.array(data, dtype=dtype, copy=True)))
+
+
+def zeros(shape, ctx=None, dtype=None, **kwargs):
+    return NDArray(as_data(np.zeros(_shape(shape), dtype=_dtype(dtype))))
+
+
+def ones(shape, ctx=None, dtype=None, **kwargs):
+    return NDArray(as_data(np.ones(_shape(shape), dtype=_dtype(dtype))))
+
+
+def full(shape, val, ctx=None, dtype=None, out=None):
+    result = NDArray(as_data(np.full(_shape(shape), val, dtype=_dtype(dtype))))
+    if out is not None:
+        out._assign(builtins.slice(None), result._data)
+        return out
+    return result
+
+
+def empty(shape, ctx=None, dtype=None):
+    return zeros(shape, dtype=dtype)
+
+
+def arange(start, stop=None, step=1.0, repeat=1, ctx=None, dtype=None):
+    values = np.arange(start, stop, step, dtype=_dtype(dtype))
+    return NDArray(as_data(np.repeat(values, repeat) if repeat != 1 else values))
