@@ -10,6 +10,11 @@ from pullback.runtime.errors import (  # noqa: F401
 )
 from pullback.runtime.ndarray import NDArray, cpu  # noqa: F401
 
+from pullback.compiler.api import (  # noqa: F401
+    CompiledFunction, adjoint_source, compile, grad, value_and_grad, vjp,
+)
+from pullback.compiler.errors import CompileError  # noqa: F401
+
 from . import autograd, ndarray  # noqa: F401
 from .ndarray import random  # noqa: F401
 

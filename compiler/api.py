@@ -1,0 +1,314 @@
+"""The public compiler API: ``compile``, ``grad``, ``value_and_grad``, ``vjp``,
+``adjoint_source``.
+
+A ``CompiledFunction`` wraps a user function.  Outside ``record()`` calling it
+runs the user's function as written (no stack work at all).  Under
+``record()`` with differentiable inputs, the call becomes ONE tape node: the
+generated forward runs with a fresh stack, and the node's backward runs the
+generated adjoint on a copy of that stack (so ``retain_graph`` works).  With
+``create_graph=True`` the node's backward re-runs the function eagerly on the
+tape instead, so higher derivatives stay exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+
+from pullback.runtime import tape
+from pullback.runtime.errors import AutogradError
+from pullback.runtime.ndarray import NDArray, as_data
+from pullback.runtime.primitives import Primitive
+from pullback.runtime.stack import Stack
+
+from .errors import CompileError
+from .parse import parse_function
+from .pipeline import Variant
+
+_BY_CODE = {}
+
+
+class CompiledFunction:
+    """A user function with lazily generated forward/adjoint variants."""
+
+    def __init__(self, fn, native: bool = True, fallback: str | None = None):
+        if fallback not in (None, "tape"):
+            raise ValueError(f"fallback must be None or 'tape', got {fallback!r}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.native = native
+        self.fallback = fallback
+        self._parsed = None
+        self._variants = {}
+        self.last_variant = None
+
+    def parsed(self):
+        if self._parsed is None:
+            self._parsed = parse_function(self.fn)
+        return self._parsed
+
+    @staticmethod
+    def variant_for(fn, mask) -> Variant:
+        return as_compiled(fn).variant(mask)
+
+    def variant(self, mask) -> Variant:
+        mask = tuple(bool(m) for m in mask)
+        found = self._variants.get(mask)
+        if found is None:
+            found = self._variants[mask] = Variant(self, mask)
+        self.last_variant = found
+        return found
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else functools.partial(self, obj)
+
+    def __call__(self, *args):
+        if not tape.is_recording():
+            return self.fn(*args)
+        mask = tuple(isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
+        if not any(mask):
+            return self.fn(*args)
+        try:
+            variant = self.variant(mask)
+            variant._build()
+        except CompileError:
+            if self.fallback == "tape":
+                return self.fn(*args)
+            raise
+        stack = Stack()
+        with tape.scope(recording=False, training=None):
+            out = variant.forward(stack, *args)
+        single = not isinstance(out, tuple)
+        outputs = [out] if single else list(out)
+        outputs = [_fresh_output(o, args) for o in outputs]
+        call = _CompiledCall(self, variant, stack, args,
+                             tuple((o.shape, o._data.dtype) for o in outputs))
+        tape.record_custom(_COMPILED, args, {"call": call}, outputs)
+        return outputs[0] if single else tuple(outputs)
+
+
+def _fresh_output(value, args):
+    if not isinstance(value, NDArray):
+        value = NDArray(as_data(np.asarray(value, dtype=np.float64)))
+    if value._node is not None or any(value is a for a in args):
+        value = NDArray(value._data)
+    return value
+
+
+class _CompiledCall:
+    """What one recorded call of a compiled function keeps for its backward."""
+
+    def __init__(self, function, variant, stack, args, out_shapes):
+        self.function, self.variant, self.stack = function, variant, stack
+        self.args, self.out_shapes = args, out_shapes
+        self.cache = None
+
+    def gradient(self, index, out_index, g):
+        key = (out_index, id(g))
+        if self.cache is None or self.cache[0] != key:
+            if tape.is_recording():   # create_graph: differentiate the eager road instead
+                grads = self._eager_gradients(out_index, g)
+            else:
+                head = g if len(self.out_shapes) == 1 else tuple(
+                    g if k == out_index else None for k in range(len(self.out_shapes)))
+                grads = self.variant.adjoint(copy.copy(self.stack), head)
+            self.cache = (key, grads)
+        return self.cache[1][index]
+
+    def _eager_gradients(self, out_index, g):
+        tracked = [a for a in self.args if isinstance(a, NDArray) and tape.is_tracked(a)]
+        out = self.function.fn(*self.args)
+        out = out if len(self.out_shapes) == 1 else out[out_index]
+        grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
+        by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
+        return [by_id.get(id(a)) for a in self.args]
+
+
+def _compiled_rule(index):
+    def rule(g, ans, *args, call, out_index):
+        return call.gradient(index, out_index, g)
+
+    rule.__name__ = f"compiled_vjp_{index}"
+    return rule
+
+
+_COMPILED = Primitive("compiled_call", None, tuple(_compiled_rule(i) for i in range(255)))
+
+
+def _stack_copy(stack):
+    clone = Stack(debug=stack.debug)
+    clone._items = list(stack._items)
+    if stack._tags is not None:
+        clone._tags = list(stack._tags)
+    return clone
+
+
+Stack.__copy__ = _stack_copy
+
+
+def as_compiled(fn) -> CompiledFunction:
+    """``fn`` as a CompiledFunction (plain functions are cached by code object)."""
+    if isinstance(fn, CompiledFunction):
+        return fn
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        raise CompileError(f"pullback can only differentiate Python functions, got {fn!r}")
+    key = (code, id(getattr(fn, "__globals__", None)))
+    found = _BY_CODE.get(key)
+    if found is None or found.fn.__closure__ is not fn.__closure__:
+        found = _BY_CODE[key] = CompiledFunction(fn)
+    return found
+
+
+def compile(fn=None, *, native: bool = True, fallback: str | None = None):
+    """Decorator: differentiate ``fn`` by source transformation.
+
+    Usable as ``@compile`` or ``@compile(native=..., fallback="tape")``.  The
+    function is transformed lazily, once per pattern of differentiated inputs.
+    """
+    if fn is None:
+        return functools.partial(compile, native=native, fallback=fallback)
+    return CompiledFunction(fn, native=native, fallback=fallback)
+
+
+# ----- functional API ------------------------------------------------------------------------
+
+def _to_internal(value, active):
+    if isinstance(value, NDArray):
+        return value
+    if isinstance(value, np.ndarray) or (active and isinstance(value, (int, float))):
+        data = np.asarray(value)
+        if not np.issubdtype(data.dtype, np.inexact):
+            data = data.astype(np.float64)
+        return NDArray(as_data(data))
+    return value
+
+
+def _to_external(value, like):
+    """Give a result the kind of the input it belongs to (numpy in, numpy out)."""
+    if isinstance(like, NDArray) or not isinstance(value, NDArray):
+        return value
+    if isinstance(like, np.ndarray):
+        return value._data.reshape(like.shape) if value.size == like.size else value._data
+    if isinstance(like, (int, float)):
+        return float(value._data.reshape(-1)[0])
+    return value
+
+
+def _ones(value):
+    if isinstance(value, tuple):
+        return tuple(_ones(v) for v in value)
+    if isinstance(value, NDArray):
+        return NDArray(np.ones_like(value._data))
+    raise AutogradError(f"the differentiated function must return arrays, got "
+                        f"{type(value).__name__}")
+
+
+def _output_kind(args):
+    if any(isinstance(a, NDArray) for a in args):
+        return None
+    if any(isinstance(a, np.ndarray) for a in args):
+        return np.zeros(0)
+    return None
+
+
+def _run(fn, argnums, args):
+    single = isinstance(argnums, int)
+    nums = (argnums,) if single else tuple(argnums)
+    for n in nums:
+        if not 0 <= n < len(args):
+            raise ValueError(f"argnums {argnums} out of range for {len(args)} arguments")
+    compiled = as_compiled(fn)
+    internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
+    mask = tuple(i in nums for i in range(len(args)))
+    variant = compiled.variant(mask)
+    stack = Stack()
+    with tape.scope(recording=False, training=None):
+        out = variant.forward(stack, *internal)
+    return compiled, variant, stack, internal, out, nums, single
+
+
+def _convert_grads(grads, internal, args, nums):
+    results = []
+    for n in nums:
+        g = grads[n]
+        if g is None:
+            g = NDArray(np.zeros_like(internal[n]._data))
+        elif g.shape != internal[n].shape:
+            g = NDArray(np.broadcast_to(g._data, internal[n].shape).copy())
+        results.append(_to_external(g, args[n]))
+    return results
+
+
+def _convert_value(out, args):
+    kind = _output_kind(args)
+    if kind is None:
+        return out
+    if isinstance(out, tuple):
+        return tuple(_convert_value(o, args) for o in out)
+    return out._data if isinstance(out, NDArray) else out
+
+
+def value_and_grad(fn, argnums=0):
+    """A function returning ``(fn(*args), gradient of sum(fn(*args)))``.
+
+    ``argnums``: an int (one gradient) or a tuple (a tuple of gradients).
+    Arguments may be NDArrays, numpy arrays or Python floats; each gradient has
+    the kind of its argument.
+    """
+
+    @functools.wraps(fn)
+    def value_and_grad_fn(*args):
+        _, variant, stack, internal, out, nums, single = _run(fn, argnums, args)
+        with tape.scope(recording=False, training=None):
+            grads = variant.adjoint(stack, _ones(out))
+        results = _convert_grads(grads, internal, args, nums)
+        return _convert_value(out, args), (results[0] if single else tuple(results))
+
+    return value_and_grad_fn
+
+
+def grad(fn, argnums=0):
+    """A function returning the gradient of ``sum(fn(*args))`` w.r.t. ``argnums``."""
+    value_and_grad_fn = value_and_grad(fn, argnums)
+
+    @functools.wraps(fn)
+    def grad_fn(*args):
+        return value_and_grad_fn(*args)[1]
+
+    return grad_fn
+
+
+def vjp(fn, *args):
+    """``(fn(*args), pullback)`` where ``pullback(g)`` returns one gradient per argument."""
+    _, variant, stack, internal, out, nums, _ = _run(fn, tuple(range(len(args))), args)
+
+    def pullback(g):
+        run_stack = copy.copy(saved)
+        head = tuple(_to_internal(x, True) for x in g) if isinstance(g, tuple) \
+            else _to_internal(g, True)
+        with tape.scope(recording=False, training=None):
+            grads = variant.adjoint(run_stack, head)
+        return tuple(_convert_grads(grads, internal, args, nums))
+
+    saved = copy.copy(stack)
+    return _convert_value(out, args), pullback
+
+
+def adjoint_source(fn, argnums=None) -> str:
+    """The generated forward and adjoint Python of ``fn`` as a string.
+
+    ``argnums`` chooses the differentiated parameters (default: the variant
+    compiled last, or all parameters).
+    """
+    compiled = as_compiled(fn)
+    n = len(compiled.parsed().tree.args.args)
+    if argnums is not None:
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+        variant = compiled.variant(tuple(i in nums for i in range(n)))
+    else:
+        variant = compiled.last_variant or compiled.variant((True,) * n)
+    variant._build()
+    return variant.source

@@ -1,0 +1,239 @@
+"""What each normalized statement computes: its operation, inputs and parameters.
+
+``describe(parsed, value)`` turns the right-hand side of a normalized
+assignment into an ``Operation``:
+
+- ``prim``: a primitive of the table, with the array arguments (atoms) and
+  the non-array parameters (keyword expressions), reached from an ``nd`` op,
+  a numpy function, an NDArray method or attribute, or a Python operator;
+- ``copy``, ``const``: ``y = x`` and ``y = 3.0``;
+- ``user``: a call of another user function (transformed recursively);
+- ``index``, ``pack``, ``append``: structural reads/builds of arrays,
+  tuples and lists;
+- ``inert``: anything that never carries a gradient (comparisons, ``len``,
+  ``range``, ``x.shape``, ``b.asscalar()``, ...).
+- ``unknown``: a call with no gradient rule; the reverse step raises a
+  CompileError if a differentiated value flows into it.
+
+All op-specific knowledge of the compiler is in the tables of this module.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import math
+import types
+from dataclasses import dataclass, field
+
+import gast
+import numpy as np
+
+from pullback.runtime import primitives as P
+
+from .errors import error_at
+
+BINARY = {gast.Add: "add", gast.Sub: "subtract", gast.Mult: "multiply", gast.Div: "divide",
+          gast.Pow: "power", gast.MatMult: "dot"}
+UNARY = {gast.USub: "negative"}
+
+# numpy functions that are primitives: numpy name -> (primitive, {numpy kw: our kw})
+NUMPY = {
+    "sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log",
+    "sqrt": "sqrt", "square": "square", "abs": "abs", "absolute": "abs", "sign": "sign",
+    "log1p": "log1p", "expm1": "expm1", "negative": "negative", "reciprocal": "reciprocal",
+    "floor": "floor", "ceil": "ceil", "round": "round", "rint": "round", "add": "add",
+    "subtract": "subtract", "multiply": "multiply", "divide": "divide",
+    "true_divide": "divide", "power": "power", "maximum": "maximum", "minimum": "minimum",
+    "dot": "dot", "matmul": "dot", "sum": "sum", "mean": "mean", "max": "max", "amax": "max",
+    "min": "min", "amin": "min", "prod": "prod", "where": "where", "transpose": "transpose",
+    "reshape": "reshape", "clip": "clip", "zeros_like": "zeros_like", "ones_like": "ones_like",
+    "broadcast_to": "broadcast_to", "tile": "tile", "repeat": "repeat",
+    "expand_dims": "expand_dims", "squeeze": "squeeze",
+}
+NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes": "axes"}
+
+# NDArray methods and attributes that are primitives
+METHODS = {name: name for name in (
+    "sum", "mean", "max", "min", "prod", "norm", "exp", "log", "sqrt", "square", "abs",
+    "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "log1p", "expm1", "reciprocal",
+    "floor", "ceil", "round", "transpose", "flatten", "expand_dims", "squeeze", "tile",
+    "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape")}
+ATTRIBUTES = {"T": "transpose"}
+INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
+INERT_METHODS = {"asscalar", "asnumpy", "item", "argmax", "argmin", "wait_to_read",
+                 "tolist", "zeros_like", "ones_like", "detach"}
+INERT_CALLABLES = {builtins.range, builtins.len, builtins.int, builtins.float, builtins.bool,
+                   builtins.print, builtins.isinstance, builtins.min, builtins.max,
+                   builtins.abs, builtins.round}
+# nd functions that are thin wrappers choosing one primitive's parameters
+WRAPPERS = {P.reshape: "reshape", P.getitem: "getitem"}
+
+
+@dataclass
+class Operation:
+    kind: str
+    prim: object = None
+    args: list = field(default_factory=list)      # atoms (array operands, in order)
+    params: list = field(default_factory=list)    # gast.keyword with atom values
+    callee: object = None                         # user function object
+    label: str = ""                               # what to call it in messages
+
+
+def _resolve(parsed, expr):
+    """The object a global name or attribute chain refers to (None if unknown)."""
+    if isinstance(expr, gast.Name):
+        try:
+            return parsed.resolve(expr.id)
+        except KeyError:
+            return None
+    if isinstance(expr, gast.Attribute):
+        base = _resolve(parsed, expr.value)
+        return getattr(base, expr.attr, None) if base is not None else None
+    return None
+
+
+def _dotted(expr) -> str:
+    if isinstance(expr, gast.Name):
+        return expr.id
+    if isinstance(expr, gast.Attribute):
+        return f"{_dotted(expr.value)}.{expr.attr}"
+    return type(expr).__name__
+
+
+def _split_arguments(prim, args, keywords, owner=None):
+    """Array operands and parameters of a primitive call, by the forward's signature."""
+    operands = ([owner] if owner is not None else []) + list(args)
+    n_arrays = len(prim.vjps) if prim.vjps is not None else None
+    if prim.params:
+        try:
+            sig = inspect.signature(prim.forward)
+            positional = [p.name for p in sig.parameters.values()
+                          if p.kind == p.POSITIONAL_OR_KEYWORD]
+            n_arrays = len([n for n in positional if n not in prim.params])
+        except (TypeError, ValueError):
+            pass
+    if n_arrays is None:
+        n_arrays = len(operands)
+    arrays, extra = operands[:n_arrays], operands[n_arrays:]
+    params = [gast.keyword(arg=NUMPY_KEYWORDS.get(k.arg, k.arg), value=k.value)
+              for k in keywords]
+    for pname, value in zip(prim.params, extra, strict=False):
+        params.append(gast.keyword(arg=pname, value=value))
+    return arrays, params
+
+
+def _reshape_params(args):
+    if len(args) == 1:
+        return args[0]
+    return gast.Tuple(elts=list(args), ctx=gast.Load())
+
+
+def describe(parsed, value, locals_=frozenset()) -> Operation:
+    """The operation a normalized right-hand side performs (``locals_``: local names)."""
+    if isinstance(value, gast.Name):
+        return Operation("copy", args=[value])
+    if isinstance(value, gast.Constant):
+        return Operation("const")
+    if isinstance(value, gast.BinOp):
+        prim_name = BINARY.get(type(value.op))
+        if prim_name is None:
+            return Operation("inert", args=[value.left, value.right])
+        return Operation("prim", P.REGISTRY[prim_name], [value.left, value.right])
+    if isinstance(value, gast.UnaryOp):
+        prim_name = UNARY.get(type(value.op))
+        if prim_name is None:
+            return Operation("inert", args=[value.operand])
+        return Operation("prim", P.REGISTRY[prim_name], [value.operand])
+    if isinstance(value, gast.Compare):
+        return Operation("inert")
+    if isinstance(value, gast.Attribute):
+        return _describe_attribute(value)
+    if isinstance(value, gast.Subscript):
+        return Operation("index", args=[value.value], params=[value.slice])
+    if isinstance(value, (gast.Tuple, gast.List)):
+        return Operation("pack", args=list(value.elts))
+    if isinstance(value, gast.Call):
+        return _describe_call(parsed, value, locals_)
+    raise error_at(parsed, value, f"unexpected {type(value).__name__} after normalization")
+
+
+def _describe_attribute(value) -> Operation:
+    if isinstance(value.value, gast.Name) and value.attr in ATTRIBUTES:
+        return Operation("prim", P.REGISTRY[ATTRIBUTES[value.attr]], [value.value],
+                         label=f".{value.attr}")
+    return Operation("inert", label=f".{value.attr}")
+
+
+def _describe_call(parsed, call, locals_) -> Operation:
+    func = call.func
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "append"):
+        return Operation("append", args=list(call.args))
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id in locals_):
+        return _describe_method(call, func)
+    target = _resolve(parsed, func)
+    label = _dotted(func)
+    prim = getattr(target, "prim", None)
+    if prim is not None and P.REGISTRY.get(prim.name) is prim:
+        arrays, params = _split_arguments(prim, call.args, call.keywords)
+        return Operation("prim", prim, arrays, params, label=label)
+    if target is P.reshape or target is np.reshape:
+        shape = call.args[1:] or [k.value for k in call.keywords]
+        return Operation("prim", P.REGISTRY["reshape"], [call.args[0]],
+                         [gast.keyword(arg="shape", value=_reshape_params(shape))], label=label)
+    if target is np.linalg.norm:
+        return Operation("prim", P.REGISTRY["norm"], [call.args[0]],
+                         list(call.keywords), label=label)
+    numpy_name = _numpy_name(target)
+    if numpy_name is not None:
+        prim = P.REGISTRY[NUMPY[numpy_name]]
+        arrays, params = _split_arguments(prim, call.args, call.keywords)
+        return Operation("prim", prim, arrays, params, label=label)
+    if target in INERT_CALLABLES or isinstance(target, (types.BuiltinFunctionType, type)) and \
+            getattr(target, "__module__", "") == "math" or _is_math(target):
+        return Operation("inert", label=label)
+    if isinstance(target, types.FunctionType) and _is_user_function(target):
+        return Operation("user", args=list(call.args), callee=target, label=label)
+    return Operation("unknown", args=list(call.args), label=label)
+
+
+def _describe_method(call, func) -> Operation:
+    method = func.attr
+    if method in INERT_METHODS:
+        return Operation("inert", label=f".{method}()")
+    prim_name = METHODS.get(method)
+    if prim_name is None:
+        return Operation("unknown", args=[func.value], label=f".{method}()")
+    if method == "reshape":
+        shape = call.args or [k.value for k in call.keywords]
+        return Operation("prim", P.REGISTRY["reshape"], [func.value],
+                         [gast.keyword(arg="shape", value=_reshape_params(shape))],
+                         label=".reshape()")
+    if method == "astype":
+        return Operation("prim", P.REGISTRY["astype"], [func.value],
+                         [gast.keyword(arg="dtype", value=call.args[0])], label=".astype()")
+    prim = P.REGISTRY[prim_name]
+    arrays, params = _split_arguments(prim, call.args, call.keywords, owner=func.value)
+    return Operation("prim", prim, arrays, params, label=f".{method}()")
+
+
+def _numpy_name(target):
+    if target is None:
+        return None
+    name = getattr(target, "__name__", None)
+    module = getattr(target, "__module__", None) or ""
+    is_numpy = isinstance(target, np.ufunc) or module.startswith("numpy")
+    if is_numpy and name in NUMPY and getattr(np, name, None) is target:
+        return name
+    return None
+
+
+def _is_math(target) -> bool:
+    return getattr(target, "__module__", None) == "math" or target in vars(math).values()
+
+
+def _is_user_function(fn) -> bool:
+    module = getattr(fn, "__module__", "") or ""
+    return not (module.startswith("pullback") or module.startswith("numpy"))

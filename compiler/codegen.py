@@ -1,0 +1,52 @@
+"""Step 6, codegen: generated source -> a real file -> live functions.
+
+Guarantees: the generated module is written to a file (atomically) and
+compiled with that file name, so tracebacks and ``pdb`` show the generated
+lines; its globals hold only the runtime helpers (``support``, ``ops``,
+``vjp``), the objects the user's free names referred to at compile time (as
+numba does, globals are read once, when the function is compiled) and the
+variants of the user functions it calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import linecache
+import os
+import tempfile
+from pathlib import Path
+
+from pullback.runtime import support
+
+
+def generated_dir() -> Path:
+    root = os.environ.get("PULLBACK_CACHE_DIR")
+    base = Path(root) if root else Path(tempfile.gettempdir()) / f"pullback-{os.getuid()}"
+    path = base / "generated"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load(source: str, stem: str, names: dict) -> dict:
+    """Execute ``source`` from a file named after ``stem``; returns its namespace."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    filename = f"{stem}.{digest}.py"
+    try:
+        path = generated_dir() / filename
+        if not path.exists() or path.read_text() != source:
+            _write_atomically(path, source)
+        filename = str(path)
+    except OSError:
+        filename = f"<pullback-generated {filename}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"__name__": f"pullback_generated.{stem}", "support": support,
+                 "ops": support.ops, "vjp": support.vjp}
+    namespace.update(names)
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace

@@ -1,0 +1,81 @@
+"""Step 2, fence: reject every construct the compiler does not support, in one place.
+
+Guarantees: after ``check`` passes, the function body contains only statements
+and expressions that ``normalize`` knows how to rewrite.  Each rejection is a
+CompileError at the construct's line, with a caret and what to do instead.
+"""
+
+from __future__ import annotations
+
+import gast
+
+from .errors import error_at
+
+_REJECTED = {
+    gast.Try: ("try/except", "move the error handling outside the differentiated function"),
+    gast.With: ("with blocks", "move the with block outside the differentiated function"),
+    gast.AsyncWith: ("async with", "differentiate a synchronous function"),
+    gast.AsyncFor: ("async for", "differentiate a synchronous function"),
+    gast.AsyncFunctionDef: ("async functions", "differentiate a synchronous function"),
+    gast.Yield: ("yield (generators)", "return a list or tuple instead"),
+    gast.YieldFrom: ("yield from (generators)", "return a list or tuple instead"),
+    gast.Await: ("await", "differentiate a synchronous function"),
+    gast.Global: ("global declarations (writing globals)",
+                  "return the value instead of writing a global"),
+    gast.Nonlocal: ("nonlocal declarations (writing enclosing variables)",
+                    "return the value instead of writing an enclosing variable"),
+    gast.Delete: ("del", "let the variable go out of scope, or rebind it"),
+    gast.ClassDef: ("class definitions", "define the class outside the function"),
+    gast.FunctionDef: ("nested function definitions", "define the helper at module level"),
+    gast.Raise: ("raise", "check inputs before calling the differentiated function"),
+    gast.Assert: ("assert", "check inputs before calling the differentiated function"),
+    gast.Import: ("import statements", "import at module level"),
+    gast.ImportFrom: ("import statements", "import at module level"),
+    gast.ListComp: ("list comprehensions", "write a for loop"),
+    gast.SetComp: ("set comprehensions", "write a for loop"),
+    gast.DictComp: ("dict comprehensions", "write a for loop"),
+    gast.GeneratorExp: ("generator expressions", "write a for loop"),
+    gast.Lambda: ("lambdas inside the function", "define the helper at module level"),
+    gast.Starred: ("*args unpacking", "pass the arguments one by one"),
+    gast.NamedExpr: ("the walrus operator :=", "assign in a separate statement"),
+    gast.IfExp: ("conditional expressions (a if c else b)", "write an if statement"),
+    gast.Match: ("match statements", "write if/elif/else"),
+}
+
+
+def _check_target(parsed, target) -> None:
+    if isinstance(target, gast.Name):
+        return
+    if isinstance(target, (gast.Tuple, gast.List)):
+        for elt in target.elts:
+            _check_target(parsed, elt)
+        return
+    if isinstance(target, gast.Subscript):
+        raise error_at(parsed, target, "writes into array slices are not supported",
+                       "build a new array instead (e.g. with nd.where or nd.concat)")
+    raise error_at(parsed, target, f"assignment to {type(target).__name__} is not supported",
+                   "assign to a plain variable name")
+
+
+def check(parsed) -> None:
+    """Raise CompileError at the first unsupported construct of the function."""
+    fn = parsed.tree
+    args = fn.args
+    if args.vararg or args.kwarg or args.kwonlyargs:
+        raise error_at(parsed, fn, "*args, **kwargs and keyword-only parameters are not "
+                       "supported", "use plain positional parameters")
+    for node in gast.walk(gast.Module(body=fn.body, type_ignores=[])):
+        rejected = _REJECTED.get(type(node))
+        if rejected:
+            what, hint = rejected
+            raise error_at(parsed, node, f"{what} cannot be differentiated by pullback",
+                           f"What to do: {hint}, or use @pb.compile(fallback='tape').")
+        if isinstance(node, (gast.Assign, gast.AugAssign)):
+            for target in (node.targets if isinstance(node, gast.Assign) else [node.target]):
+                _check_target(parsed, target)
+        if isinstance(node, gast.For) and not isinstance(node.target, gast.Name):
+            raise error_at(parsed, node.target, "for loops must bind one plain variable",
+                           "unpack inside the loop body")
+        if isinstance(node, (gast.For, gast.While)) and node.orelse:
+            raise error_at(parsed, node, "else clauses on loops are not supported",
+                           "use a flag variable")

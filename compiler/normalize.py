@@ -1,0 +1,471 @@
+"""Step 3, normalize: rewrite the function into the normalized form (the IR).
+
+Output guarantees (DESIGN 2.0).  The body contains only:
+
+- ``name = simple`` where ``simple`` is a Name or Constant, one operator over
+  atoms (``a * b``, ``-a``, ``a < b``), one call whose arguments are atoms, an
+  attribute of an atom (``a.T``), a subscript of an atom by atoms, or a
+  tuple/list of atoms (an *atom* is a Name or a Constant);
+- ``name = support.append(name, atom)`` for ``lst.append(x)``;
+- ``expr`` statements holding one call over atoms (e.g. ``print(a)``);
+- ``if name: ... else: ...``, ``while name: ...`` (the condition's statements
+  are repeated at the end of the body), ``for name in name: ...`` over a range
+  object;
+- exactly one ``return atom`` (or a tuple of atoms), the last statement.
+
+``break``, ``continue`` and early ``return`` are lowered to boolean flags
+first, so no jump statement is left; ``for`` loops that broke become ``while``
+loops over an index.  Temporaries get deterministic names derived from the
+operation (``mul1``, ``norm2``); user names are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gast
+
+from .errors import error_at
+
+_OP_NAMES = {
+    gast.Add: "add", gast.Sub: "sub", gast.Mult: "mul", gast.Div: "div", gast.Pow: "pow",
+    gast.MatMult: "matmul", gast.Mod: "mod", gast.FloorDiv: "floordiv", gast.USub: "neg",
+    gast.UAdd: "pos", gast.Not: "not", gast.Eq: "eq", gast.NotEq: "ne", gast.Lt: "lt",
+    gast.LtE: "le", gast.Gt: "gt", gast.GtE: "ge", gast.And: "and", gast.Or: "or",
+}
+
+
+def name(identifier: str, store: bool = False) -> gast.Name:
+    return gast.Name(id=identifier, ctx=gast.Store() if store else gast.Load(),
+                     annotation=None, type_comment=None)
+
+
+def const(value) -> gast.Constant:
+    return gast.Constant(value=value, kind=None)
+
+
+def assign(target: str, value, like=None) -> gast.Assign:
+    node = gast.Assign(targets=[name(target, store=True)], value=value, type_comment=None)
+    if like is not None:
+        gast.copy_location(node, like)
+    return node
+
+
+def is_atom(node) -> bool:
+    return isinstance(node, (gast.Name, gast.Constant))
+
+
+class Namer:
+    """Deterministic fresh names that never clash with the user's."""
+
+    def __init__(self, used):
+        self.used = set(used)
+        self.counts = {}
+
+    def fresh(self, base: str) -> str:
+        n = self.counts.get(base, 0)
+        while True:
+            n += 1
+            candidate = f"{base}{n}"
+            if candidate not in self.used:
+                self.counts[base] = n
+                self.used.add(candidate)
+                return candidate
+
+
+def local_names(fn: gast.FunctionDef) -> set:
+    """Parameters and every name the function assigns."""
+    names = {a.id for a in fn.args.args}
+    for node in gast.walk(fn):
+        if isinstance(node, gast.Name) and isinstance(node.ctx, gast.Store):
+            names.add(node.id)
+    return names
+
+
+# ---------------------------------------------------------------------------------------
+# Jump lowering: break / continue / return -> flags
+
+
+def _contains(stmts, kinds, into_loops: bool) -> bool:
+    for s in stmts:
+        for node in _walk_stmt(s, into_loops):
+            if isinstance(node, kinds):
+                return True
+    return False
+
+
+def _walk_stmt(stmt, into_loops):
+    yield stmt
+    children = []
+    if isinstance(stmt, gast.If):
+        children = stmt.body + stmt.orelse
+    elif isinstance(stmt, (gast.For, gast.While)) and into_loops:
+        children = stmt.body
+    for child in children:
+        yield from _walk_stmt(child, into_loops)
+
+
+class _JumpLowering:
+    def __init__(self, namer):
+        self.namer = namer
+        self.returned = None  # flag name once any early return exists
+
+    def flags_test(self, loop) -> gast.expr:
+        """``not (returned or broke or continued)`` for the current position."""
+        flags = [f for f in (self.returned, loop and loop.get("break"),
+                             loop and loop.get("continue")) if f]
+        test = gast.BoolOp(op=gast.Or(), values=[name(f) for f in flags]) if len(flags) > 1 \
+            else name(flags[0])
+        return gast.UnaryOp(op=gast.Not(), operand=test)
+
+    def block(self, stmts, loop):
+        out = []
+        for i, s in enumerate(stmts):
+            out.extend(self.stmt(s, loop))
+            jumps = _contains([s], (gast.Return,), True) or (
+                loop is not None and _contains([s], (gast.Break, gast.Continue), False))
+            if jumps and i + 1 < len(stmts):
+                rest = self.block(stmts[i + 1:], loop)
+                if rest:
+                    out.append(gast.copy_location(
+                        gast.If(test=self.flags_test(loop), body=rest, orelse=[]), stmts[i + 1]))
+                return out
+        return out
+
+    def stmt(self, s, loop):
+        if isinstance(s, gast.Return):
+            value = s.value if s.value is not None else const(None)
+            return [assign("_result", value, s), assign(self.returned, const(True), s)]
+        if isinstance(s, gast.Break):
+            return [assign(loop["break"], const(True), s)]
+        if isinstance(s, gast.Continue):
+            return [assign(loop["continue"], const(True), s)]
+        if isinstance(s, gast.If):
+            s.body, s.orelse = self.block(s.body, loop), self.block(s.orelse, loop)
+            return [s]
+        if isinstance(s, gast.While):
+            return self.loop(s, s.test, s.body, None)
+        if isinstance(s, gast.For):
+            breaks = _contains(s.body, (gast.Break,), False) or _contains(
+                s.body, (gast.Return,), True)
+            if breaks:
+                return self.loop(s, None, s.body, s)
+            inner = {"continue": self.namer.fresh("_continue")} if _contains(
+                s.body, (gast.Continue,), False) else None
+            body = self.block(s.body, inner)
+            if inner:
+                body = [assign(inner["continue"], const(False), s)] + body
+            s.body = body
+            return [s]
+        return [s]
+
+    def loop(self, s, test, body, for_node):
+        """A while loop whose condition also stops on break/return flags."""
+        info = {}
+        if _contains(body, (gast.Break,), False):
+            info["break"] = self.namer.fresh("_break")
+        if _contains(body, (gast.Continue,), False):
+            info["continue"] = self.namer.fresh("_continue")
+        pre = []
+        if for_node is not None:  # for x in seq (with break/return) -> while over an index
+            seq, idx = self.namer.fresh("_seq"), self.namer.fresh("_index")
+            pre += [assign(seq, for_node.iter, s), assign(idx, const(0), s)]
+            length = gast.Call(func=name("len"), args=[name(seq)], keywords=[])
+            test = gast.Compare(left=name(idx), ops=[gast.Lt()], comparators=[length])
+            step = [gast.copy_location(gast.Assign(
+                        targets=[for_node.target], value=gast.Subscript(
+                            value=name(seq), slice=name(idx), ctx=gast.Load()),
+                        type_comment=None), s),
+                    assign(idx, gast.BinOp(left=name(idx), op=gast.Add(), right=const(1)), s)]
+            body = step + body
+        if "break" in info:
+            pre.append(assign(info["break"], const(False), s))
+        new_body = self.block(body, info)
+        if "continue" in info:
+            new_body = [assign(info["continue"], const(False), s)] + new_body
+        stops = [f for f in (self.returned if _contains(body, (gast.Return,), True) else None,
+                             info.get("break")) if f]
+        if stops:
+            guard = [gast.UnaryOp(op=gast.Not(), operand=name(f)) for f in stops]
+            test = gast.BoolOp(op=gast.And(), values=guard + [test])
+        loop = gast.copy_location(gast.While(test=test, body=new_body, orelse=[]), s)
+        return pre + [loop]
+
+
+def lower_jumps(fn: gast.FunctionDef, namer: Namer) -> None:
+    """Replace break/continue/early return with flags (in place)."""
+    body = fn.body
+    returns = [n for s in body for n in _walk_stmt(s, True) if isinstance(n, gast.Return)]
+    simple_end = (returns and isinstance(body[-1], gast.Return) and len(returns) == 1)
+    lowering = _JumpLowering(namer)
+    if simple_end:
+        fn.body = lowering.block(body[:-1], None) + [body[-1]]
+        return
+    lowering.returned = "_returned"
+    namer.used.update({"_returned", "_result"})
+    start = [assign("_result", const(None)), assign("_returned", const(False))]
+    fn.body = start + lowering.block(body, None) + [
+        gast.Return(value=name("_result"))]
+
+
+# ---------------------------------------------------------------------------------------
+# Flattening: one operation per statement
+
+
+class _Flattener:
+    def __init__(self, parsed, namer, locals_):
+        self.parsed, self.namer, self.locals = parsed, namer, locals_
+        self.handlers = {
+            gast.Assign: self.assign_stmt, gast.AugAssign: self.augassign_stmt,
+            gast.Expr: self.expr_stmt, gast.If: self.if_stmt, gast.While: self.while_stmt,
+            gast.For: self.for_stmt, gast.Return: self.return_stmt, gast.Pass: self.pass_stmt,
+        }
+
+    def error(self, node, message, hint=None):
+        return error_at(self.parsed, node, message, hint)
+
+    def block(self, stmts):
+        out = []
+        for s in stmts:
+            handler = self.handlers.get(type(s))
+            if handler is None:
+                raise self.error(s, f"{type(s).__name__} statements are not supported")
+            out.extend(handler(s))
+        return out
+
+    # ----- statements ------------------------------------------------------------------
+    def assign_stmt(self, s):
+        if len(s.targets) != 1:
+            raise self.error(s, "chained assignment (a = b = ...) is not supported",
+                             "assign one name at a time")
+        out = []
+        self.bind(s.targets[0], s.value, out, s)
+        return out
+
+    def bind(self, target, value, out, like):
+        if isinstance(target, gast.Name):
+            out.append(assign(target.id, self.simple(value, out, base=target.id), like))
+            return
+        elts = target.elts
+        if isinstance(value, (gast.Tuple, gast.List)) and len(value.elts) == len(elts):
+            atoms = [self.atom(v, out) for v in value.elts]   # evaluate all first (swaps)
+            atoms = [self.copy_if_target(a, elts, out, like) for a in atoms]
+            for t, a in zip(elts, atoms, strict=True):
+                self.bind(t, a, out, like)
+            return
+        whole = self.atom(value, out, base="unpack")
+        for i, t in enumerate(elts):
+            item = gast.Subscript(value=whole, slice=const(i), ctx=gast.Load())
+            self.bind(t, item, out, like)
+
+    def copy_if_target(self, atom, targets, out, like):
+        """In ``a, b = b, a`` the right side must be read before any target is written."""
+        if isinstance(atom, gast.Name) and any(
+                isinstance(t, gast.Name) and t.id == atom.id for t in targets):
+            fresh = self.namer.fresh(f"old_{atom.id}_")
+            out.append(assign(fresh, atom, like))
+            return name(fresh)
+        return atom
+
+    def augassign_stmt(self, s):
+        out = []
+        right = self.atom(s.value, out)
+        value = gast.BinOp(left=name(s.target.id), op=s.op, right=right)
+        out.append(assign(s.target.id, value, s))
+        return out
+
+    def expr_stmt(self, s):
+        value = s.value
+        if isinstance(value, gast.Constant):
+            return []  # docstring or bare literal
+        if not isinstance(value, gast.Call):
+            raise self.error(s, "an expression statement that is not a call does nothing here")
+        func = value.func
+        if (isinstance(func, gast.Attribute) and func.attr == "append"
+                and isinstance(func.value, gast.Name) and func.value.id in self.locals
+                and len(value.args) == 1):
+            out = []
+            item = self.atom(value.args[0], out)
+            call = gast.Call(func=gast.Attribute(value=name("support"), attr="append",
+                                                 ctx=gast.Load()),
+                             args=[name(func.value.id), item], keywords=[])
+            out.append(assign(func.value.id, call, s))
+            return out
+        out = []
+        out.append(gast.copy_location(gast.Expr(value=self.simple(value, out)), s))
+        return out
+
+    def if_stmt(self, s):
+        out = []
+        test = self.atom(s.test, out, base="cond", force_name=True)
+        out.append(gast.copy_location(
+            gast.If(test=test, body=self.block(s.body), orelse=self.block(s.orelse)), s))
+        return out
+
+    def while_stmt(self, s):
+        out, again = [], []
+        cond = self.namer.fresh("cond")
+        self.bind(name(cond, store=True), s.test, out, s)
+        self.bind(name(cond, store=True), copy.deepcopy(s.test), again, s)
+        out.append(gast.copy_location(
+            gast.While(test=name(cond), body=self.block(s.body) + again, orelse=[]), s))
+        return out
+
+    def for_stmt(self, s):
+        out = []
+        it = s.iter
+        is_range = (isinstance(it, gast.Call) and isinstance(it.func, gast.Name)
+                    and it.func.id == "range" and it.func.id not in self.locals)
+        if is_range:
+            seq = self.atom(it, out, base="range", force_name=True)
+            body = self.block(s.body)
+            out.append(gast.copy_location(gast.For(target=s.target, iter=seq, body=body,
+                                                   orelse=[], type_comment=None), s))
+            return out
+        seq = self.atom(it, out, base="seq", force_name=True)
+        index = self.namer.fresh("index")
+        count = gast.Call(func=name("len"), args=[seq], keywords=[])
+        rng = self.atom(gast.Call(func=name("range"), args=[count], keywords=[]), out,
+                        base="range", force_name=True)
+        first = []
+        self.bind(s.target, gast.Subscript(value=seq, slice=name(index), ctx=gast.Load()),
+                  first, s)
+        body = first + self.block(s.body)
+        out.append(gast.copy_location(gast.For(target=name(index, store=True), iter=rng,
+                                               body=body, orelse=[], type_comment=None), s))
+        return out
+
+    def return_stmt(self, s):
+        out = []
+        value = s.value if s.value is not None else const(None)
+        if isinstance(value, gast.Tuple):
+            result = gast.Tuple(elts=[self.atom(v, out) for v in value.elts], ctx=gast.Load())
+        else:
+            result = self.atom(value, out, base="result")
+        out.append(gast.copy_location(gast.Return(value=result), s))
+        return out
+
+    def pass_stmt(self, s):
+        return []
+
+    # ----- expressions -----------------------------------------------------------------
+    def atom(self, e, out, base=None, force_name=False):
+        if isinstance(e, gast.Constant) and not force_name:
+            return e
+        if isinstance(e, gast.Name) and (e.id in self.locals or not force_name):
+            return name(e.id)
+        simple = self.simple(e, out, base)
+        if is_atom(simple) and not force_name:
+            return simple
+        temp = self.namer.fresh(base or _base_name(e))
+        out.append(assign(temp, simple, e))
+        return name(temp)
+
+    def simple(self, e, out, base=None):
+        if isinstance(e, (gast.Name, gast.Constant)):
+            return name(e.id) if isinstance(e, gast.Name) else e
+        if isinstance(e, gast.BinOp):
+            return gast.BinOp(left=self.atom(e.left, out), op=e.op, right=self.atom(e.right, out))
+        if isinstance(e, gast.UnaryOp):
+            if isinstance(e.op, gast.UAdd):
+                return self.atom(e.operand, out)
+            return gast.UnaryOp(op=e.op, operand=self.atom(e.operand, out))
+        if isinstance(e, gast.Compare):
+            return self.compare(e, out, base)
+        if isinstance(e, gast.BoolOp):
+            return self.boolop(e, out, base)
+        if isinstance(e, gast.Call):
+            return self.call(e, out)
+        if isinstance(e, gast.Attribute):
+            if self.is_global_chain(e):
+                return e
+            return gast.Attribute(value=self.atom(e.value, out), attr=e.attr, ctx=gast.Load())
+        if isinstance(e, gast.Subscript):
+            return gast.Subscript(value=self.atom(e.value, out), slice=self.index(e.slice, out),
+                                  ctx=gast.Load())
+        if isinstance(e, (gast.Tuple, gast.List)):
+            kind = gast.Tuple if isinstance(e, gast.Tuple) else gast.List
+            return kind(elts=[self.atom(v, out) for v in e.elts], ctx=gast.Load())
+        raise self.error(e, f"{type(e).__name__} expressions are not supported")
+
+    def index(self, s, out):
+        if isinstance(s, gast.Slice):
+            parts = [None if p is None else self.atom(p, out) for p in (s.lower, s.upper, s.step)]
+            return gast.Slice(lower=parts[0], upper=parts[1], step=parts[2])
+        if isinstance(s, gast.Tuple):
+            return gast.Tuple(elts=[self.index(p, out) for p in s.elts], ctx=gast.Load())
+        return self.atom(s, out)
+
+    def compare(self, e, out, base):
+        if len(e.ops) == 1:
+            return gast.Compare(left=self.atom(e.left, out), ops=e.ops,
+                                comparators=[self.atom(e.comparators[0], out)])
+        parts, left = [], e.left
+        for op, right in zip(e.ops, e.comparators, strict=True):
+            parts.append(gast.Compare(left=left, ops=[op], comparators=[right]))
+            left = right
+        return self.boolop(gast.BoolOp(op=gast.And(), values=parts), out, base)
+
+    def boolop(self, e, out, base):
+        """``a and b`` -> ``t = a; if t: t = b`` (short-circuit kept)."""
+        result = self.namer.fresh(base or _OP_NAMES[type(e.op)])
+        out.append(assign(result, self.simple(e.values[0], out), e))
+        for value in e.values[1:]:
+            rest = []
+            rest.append(assign(result, self.simple(value, rest), e))
+            test = name(result) if isinstance(e.op, gast.And) else gast.UnaryOp(
+                op=gast.Not(), operand=name(result))
+            if not isinstance(e.op, gast.And):
+                flag = self.namer.fresh("cond")
+                out.append(assign(flag, test, e))
+                test = name(flag)
+            out.append(gast.copy_location(gast.If(test=test, body=rest, orelse=[]), e))
+        return name(result)
+
+    def is_global_chain(self, e) -> bool:
+        while isinstance(e, gast.Attribute):
+            e = e.value
+        return isinstance(e, gast.Name) and e.id not in self.locals
+
+    def call(self, e, out):
+        func = e.func
+        if isinstance(func, gast.Name) or self.is_global_chain(func):
+            new_func = func
+        elif isinstance(func, gast.Attribute):
+            new_func = gast.Attribute(value=self.atom(func.value, out), attr=func.attr,
+                                      ctx=gast.Load())
+        else:
+            raise self.error(e, "calls must name a function or a method")
+        args = [self.atom(a, out) for a in e.args]
+        keywords = [gast.keyword(arg=k.arg, value=self.atom(k.value, out)) for k in e.keywords]
+        if any(k.arg is None for k in keywords):
+            raise self.error(e, "**kwargs in calls is not supported")
+        return gast.Call(func=new_func, args=args, keywords=keywords)
+
+
+def _base_name(e) -> str:
+    if isinstance(e, gast.Call):
+        func = e.func
+        return func.attr if isinstance(func, gast.Attribute) else getattr(func, "id", "call")
+    if isinstance(e, (gast.BinOp, gast.UnaryOp, gast.BoolOp)):
+        return _OP_NAMES.get(type(e.op), "tmp")
+    if isinstance(e, gast.Compare):
+        return _OP_NAMES.get(type(e.ops[0]), "cmp")
+    if isinstance(e, gast.Attribute):
+        return e.attr
+    if isinstance(e, gast.Subscript):
+        return "item"
+    return "tmp"
+
+
+def normalize(parsed) -> gast.FunctionDef:
+    """The function in normalized form (a new tree; ``parsed.tree`` is not modified)."""
+    fn = copy.deepcopy(parsed.tree)
+    namer = Namer(local_names(fn) | {"support", "ops", "vjp", "_stack"})
+    lower_jumps(fn, namer)
+    flattener = _Flattener(parsed, namer, local_names(fn))
+    fn.body = flattener.block(fn.body)
+    if not fn.body or not isinstance(fn.body[-1], gast.Return):
+        fn.body.append(gast.Return(value=const(None)))
+    fn.namer = namer
+    return fn

@@ -1,0 +1,398 @@
+"""Step 5, reverse: a normalized function -> its forward-with-stack and its adjoint.
+
+Given the analysis, emits two Python functions as source lines:
+
+``<f>_forward(_stack, *params)`` runs the user's computation and pushes, in
+this order of need: the old value of a needed variable right before it is
+overwritten; ``True``/``False`` after each branch whose adjoint does anything;
+the trip count after each ``while``; the range after each ``for``; finally one
+tuple with the values the adjoint starts from.  It returns the result.
+
+``<f>_adjoint(_stack, result_grad)`` pops that tuple, then walks the body in
+reverse: one statement per VJP rule call (``x_grad = support.accumulate(x_grad,
+vjp.multiply_0, y_grad, y, x, w)``), popping overwritten values right after the
+statement that overwrote them is reversed, mirroring ``if`` with the popped
+branch, ``while`` with a loop over the popped trip count and ``for`` over the
+reversed range.  It returns one gradient per parameter (None means zero).
+
+Guarantees: every push has exactly one pop, on every path; gradients of
+inactive variables are never computed; a zero gradient is ``None`` and never
+materialised.
+"""
+
+from __future__ import annotations
+
+import ast
+
+import gast
+
+from .analysis import maybe_undefined
+from .calls import _resolve
+from .errors import error_at
+
+
+def unparse(node) -> str:
+    return ast.unparse(gast.gast_to_ast(node))
+
+
+def key_source(node) -> str:
+    """An index expression as a standalone Python expression (slices spelled out)."""
+    if isinstance(node, gast.Slice):
+        parts = ["None" if p is None else unparse(p) for p in (node.lower, node.upper, node.step)]
+        return f"slice({', '.join(parts)})"
+    if isinstance(node, gast.Tuple):
+        return "(" + "".join(key_source(e) + ", " for e in node.elts) + ")"
+    return unparse(node)
+
+
+class Lines:
+    """Indented source lines."""
+
+    def __init__(self):
+        self.items = []
+
+    def add(self, text: str, depth: int = 0) -> None:
+        self.items.append((depth, text))
+
+    def extend(self, other: "Lines", depth: int = 0) -> None:
+        self.items.extend((d + depth, t) for d, t in other.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def render(self, base: int) -> list:
+        return ["    " * (base + d) + t for d, t in self.items]
+
+
+class ReverseTransform:
+    """Builds the forward and adjoint sources of one normalized function."""
+
+    def __init__(self, parsed, fn, analysis, callee_ref):
+        self.parsed, self.fn, self.a = parsed, fn, analysis
+        self.callee_ref = callee_ref   # (user function, active mask) -> name in generated code
+        self.counter = 0
+        self.grad_names = {}
+        self.reverse_cache = {}
+
+    # ----- naming -----------------------------------------------------------------------
+    def grad(self, var: str) -> str:
+        name = self.grad_names.get(var)
+        if name is None:
+            name = f"{var}_grad"
+            while name in self.a.locals:
+                name += "_"
+            self.grad_names[var] = name
+        return name
+
+    def fresh(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}{self.counter}"
+
+    # ----- forward ----------------------------------------------------------------------
+    def forward_block(self, stmts) -> Lines:
+        out = Lines()
+        for s in stmts:
+            handler = getattr(self, f"forward_{type(s).__name__.lower()}")
+            out.extend(handler(s))
+        return out
+
+    def forward_assign(self, s) -> Lines:
+        out = Lines()
+        target = s.targets[0].id
+        if id(s) in self.a.pushes:
+            out.add(f"_stack.push({target})")
+        op = self.a.op(s)
+        out.add(f"{target} = {self.forward_value(s.value, op)}")
+        return out
+
+    def forward_value(self, value, op) -> str:
+        if op.kind == "user":
+            mask = tuple(self.a.is_active_atom(a) for a in op.args)
+            args = ", ".join(unparse(a) for a in value.args)
+            if any(mask):
+                return f"{self.callee_ref(op.callee, mask)}.forward(_stack, {args})"
+            return unparse(value)
+        if op.kind == "prim" and isinstance(value, gast.Call) and not self._keeps_spelling(value):
+            return self.ops_call(op)
+        return unparse(value)
+
+    def _keeps_spelling(self, call) -> bool:
+        """nd ops and NDArray methods are called as the user wrote them; numpy functions
+        and wrappers are called through the primitive table."""
+        func = call.func
+        if isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name) \
+                and func.value.id in self.a.locals:
+            return True
+        target = _resolve(self.parsed, func)
+        prim = getattr(target, "prim", None)
+        return prim is not None
+
+    def ops_call(self, op) -> str:
+        parts = [unparse(a) for a in op.args]
+        parts += [f"{k.arg}={self.param_source(k)}" for k in op.params]
+        return f"ops.{op.prim.name}({', '.join(parts)})"
+
+    def param_source(self, keyword) -> str:
+        return key_source(keyword.value)
+
+    def forward_expr(self, s) -> Lines:
+        out = Lines()
+        out.add(unparse(s.value))
+        return out
+
+    def forward_if(self, s) -> Lines:
+        out = Lines()
+        record = bool(self.reverse_block(s.body) or self.reverse_block(s.orelse))
+        out.add(f"if {unparse(s.test)}:")
+        body = self.forward_block(s.body)
+        if record:
+            body.add("_stack.push(True)")
+        out.extend(body or self._pass(), 1)
+        orelse = self.forward_block(s.orelse)
+        if record:
+            orelse.add("_stack.push(False)")
+        if orelse:
+            out.add("else:")
+            out.extend(orelse, 1)
+        return out
+
+    def forward_while(self, s) -> Lines:
+        out = Lines()
+        record = bool(self.reverse_block(s.body))
+        trips = self.trips_name(s)
+        if record:
+            out.add(f"{trips} = 0")
+        out.add(f"while {unparse(s.test)}:")
+        body = self.forward_block(s.body)
+        if record:
+            body.add(f"{trips} += 1")
+        out.extend(body or self._pass(), 1)
+        if record:
+            out.add(f"_stack.push({trips})")
+        return out
+
+    def trips_name(self, s) -> str:
+        key = ("trips", id(s))
+        if key not in self.grad_names:
+            self.grad_names[key] = self.fresh("trips")
+        return self.grad_names[key]
+
+    def forward_for(self, s) -> Lines:
+        out = Lines()
+        record = bool(self.reverse_block(s.body))
+        target = s.target.id
+        if id(s) in self.a.pushes:
+            out.add(f"_stack.push({target})")
+        out.add(f"for {target} in {unparse(s.iter)}:")
+        out.extend(self.forward_block(s.body) or self._pass(), 1)
+        if record:
+            out.add(f"_stack.push({unparse(s.iter)})")
+        return out
+
+    def forward_return(self, s) -> Lines:
+        out = Lines()
+        saved = self.saved_names()
+        if saved:
+            out.add(f"_stack.push(({''.join(n + ', ' for n in saved)}))")
+        out.add(f"return {unparse(s.value)}")
+        return out
+
+    def saved_names(self) -> list:
+        return sorted(self.a.needed)
+
+    @staticmethod
+    def _pass() -> Lines:
+        lines = Lines()
+        lines.add("pass")
+        return lines
+
+    # ----- adjoint ----------------------------------------------------------------------
+    def reverse_block(self, stmts) -> Lines:
+        key = id(stmts)
+        if key in self.reverse_cache:
+            return self.reverse_cache[key][1]
+        out = Lines()
+        for s in reversed(stmts):
+            handler = getattr(self, f"reverse_{type(s).__name__.lower()}")
+            out.extend(handler(s))
+        self.reverse_cache[key] = (stmts, out)
+        return out
+
+    def reverse_expr(self, s) -> Lines:
+        return Lines()
+
+    def reverse_return(self, s) -> Lines:
+        return Lines()
+
+    def reverse_if(self, s) -> Lines:
+        out = Lines()
+        body, orelse = self.reverse_block(s.body), self.reverse_block(s.orelse)
+        if not (body or orelse):
+            return out
+        out.add(f"if _stack.pop():  # the branch taken at line {self.line(s)}")
+        out.extend(body or self._pass(), 1)
+        if orelse:
+            out.add("else:")
+            out.extend(orelse, 1)
+        return out
+
+    def reverse_while(self, s) -> Lines:
+        out = Lines()
+        body = self.reverse_block(s.body)
+        if body:
+            out.add(f"for _ in range(_stack.pop()):  # the while loop at line {self.line(s)}")
+            out.extend(body, 1)
+        return out
+
+    def reverse_for(self, s) -> Lines:
+        out = Lines()
+        body = self.reverse_block(s.body)
+        target = s.target.id
+        if body:
+            out.add(f"for {target} in reversed(_stack.pop()):  # the for loop at line "
+                    f"{self.line(s)}")
+            out.extend(body, 1)
+        if id(s) in self.a.pushes:
+            out.add(f"{target} = _stack.pop()")
+        return out
+
+    def line(self, node) -> int:
+        return getattr(node, "lineno", 0) + self.parsed.first_line - 1
+
+    def reverse_assign(self, s) -> Lines:
+        out = Lines()
+        target = s.targets[0].id
+        op = self.a.op(s)
+        pushed = id(s) in self.a.pushes
+        active = target in self.a.active
+        if not active:
+            if pushed:
+                out.add(f"{target} = _stack.pop()")
+            return out
+        g = self.grad(target)
+        reads_itself = any(isinstance(n, gast.Name) and n.id == target
+                           for a in op.args for n in gast.walk(a))
+        if reads_itself or pushed or op.kind == "user":
+            g_out = f"{target}_out_grad"
+            out.add(f"{g_out} = {g}")
+            out.add(f"{g} = None")
+            g = g_out
+            reset = False
+        else:
+            reset = target in self.a.redefined
+        ans = target
+        if pushed:
+            if op.kind == "prim":
+                ans = f"{target}_out"
+                out.add(f"{ans} = {target}")
+            out.add(f"{target} = _stack.pop()")
+        out.extend(getattr(self, f"rule_{op.kind}")(s, op, g, ans))
+        if reset:
+            out.add(f"{g} = None")
+        return out
+
+    def rule_prim(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        operands = [unparse(a) for a in op.args]
+        params = [f"{k.arg}={self.param_source(k)}" for k in op.params]
+        for i, a in enumerate(op.args):
+            if not self.a.is_active_atom(a) or op.prim.vjps[i] is None:
+                continue
+            arguments = ", ".join([g, ans] + operands + params)
+            acc = self.grad(a.id)
+            out.add(f"{acc} = support.accumulate({acc}, vjp.{op.prim.name}_{i}, {arguments})")
+        return out
+
+    def rule_copy(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        a = op.args[0]
+        if self.a.is_active_atom(a):
+            out.add(f"{self.grad(a.id)} = support.add_grads({self.grad(a.id)}, {g})")
+        return out
+
+    def rule_index(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        v = op.args[0]
+        if self.a.is_active_atom(v):
+            acc = self.grad(v.id)
+            out.add(f"{acc} = support.index_grad({acc}, {g}, {v.id}, {key_source(op.params[0])})")
+        return out
+
+    def rule_pack(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        for k, a in enumerate(op.args):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, {k}))")
+        return out
+
+    def rule_append(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, value = op.args
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.without_last({g}))")
+        if self.a.is_active_atom(value):
+            acc = self.grad(value.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, -1))")
+        return out
+
+    def rule_user(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        mask = tuple(self.a.is_active_atom(a) for a in op.args)
+        parts = self.fresh("parts")
+        out.add(f"{parts} = {self.callee_ref(op.callee, mask)}.adjoint(_stack, {g})")
+        for i, a in enumerate(op.args):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, {parts}[{i}])")
+        return out
+
+    def rule_const(self, s, op, g, ans) -> Lines:
+        return Lines()
+
+    rule_inert = rule_const
+
+    def rule_unknown(self, s, op, g, ans) -> Lines:
+        raise error_at(self.parsed, s, f"no gradient rule for {op.label}")
+
+    # ----- whole functions --------------------------------------------------------------
+    def sources(self, name: str) -> tuple:
+        """(forward source, adjoint source) of the function, named after ``name``."""
+        params = self.a.params
+        adjoint_body = self.reverse_block(self.fn.body)   # fills the caches first
+        forward = Lines()
+        initial = maybe_undefined(self.fn.body, self.a)
+        for v in initial:
+            forward.add(f"{v} = None")
+        forward.extend(self.forward_block(self.fn.body))
+        head = f"def {name}_forward(_stack, {', '.join(params)}):"
+        forward_src = "\n".join([head] + forward.render(1))
+
+        adjoint = Lines()
+        saved = self.saved_names()
+        if saved:
+            adjoint.add(f"{''.join(n + ', ' for n in saved)}= _stack.pop()")
+        grads = sorted({self.grad(v) for v in self.a.active})
+        if grads:
+            adjoint.add(" = ".join(grads) + " = None")
+        adjoint.extend(self.result_gradient())
+        adjoint.extend(adjoint_body)
+        returns = [self.grad(p) if p in self.a.active else "None" for p in params]
+        adjoint.add(f"return ({''.join(r + ', ' for r in returns)})")
+        head = f"def {name}_adjoint(_stack, result_grad):"
+        adjoint_src = "\n".join([head] + adjoint.render(1))
+        return forward_src, adjoint_src
+
+    def result_gradient(self) -> Lines:
+        out = Lines()
+        value = self.fn.body[-1].value
+        if isinstance(value, gast.Name) and value.id in self.a.active:
+            out.add(f"{self.grad(value.id)} = result_grad")
+        elif isinstance(value, gast.Tuple):
+            for k, e in enumerate(value.elts):
+                if isinstance(e, gast.Name) and e.id in self.a.active:
+                    acc = self.grad(e.id)
+                    out.add(f"{acc} = support.add_grads({acc}, "
+                            f"support.item_grad(result_grad, {k}))")
+        return out

@@ -1,0 +1,50 @@
+"""The stack that generated forward code pushes to and generated adjoint code pops.
+
+The forward pass of a compiled function pushes what its adjoint cannot recompute
+(branches taken, trip counts, overwritten values); the adjoint pops them in
+reverse.  Each compiled call under ``record()`` owns one stack, kept by its tape
+node, so interleaved calls never share one.
+
+In debug mode (``Stack(debug=True)`` or ``PULLBACK_DEBUG_STACK=1``) every push
+carries a tag naming what was pushed and where; a pop that finds another tag
+raises ``StackMismatchError``, pinpointing an unpaired push/pop.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class StackMismatchError(RuntimeError):
+    """A pop found a value pushed by a different statement (debug mode only)."""
+
+
+_DEBUG = os.environ.get("PULLBACK_DEBUG_STACK", "") not in ("", "0")
+
+
+class Stack:
+    """A LIFO of values with optional tag checking."""
+
+    __slots__ = ("_items", "_tags", "debug")
+
+    def __init__(self, debug: bool | None = None):
+        self._items = []
+        self.debug = _DEBUG if debug is None else debug
+        self._tags = [] if self.debug else None
+
+    def push(self, value, tag: str = "") -> None:
+        self._items.append(value)
+        if self._tags is not None:
+            self._tags.append(tag)
+
+    def pop(self, tag: str = ""):
+        if not self._items:
+            raise StackMismatchError(f"pop of {tag or 'a value'} from an empty stack")
+        if self._tags is not None:
+            pushed = self._tags.pop()
+            if pushed != tag:
+                raise StackMismatchError(f"pop expected {tag!r} but found {pushed!r}")
+        return self._items.pop()
+
+    def __len__(self) -> int:
+        return len(self._items)
