@@ -121,9 +121,9 @@ class _JumpLowering:
     def block(self, stmts, loop):
         out = []
         for i, s in enumerate(stmts):
-            out.extend(self.stmt(s, loop))
             jumps = _contains([s], (gast.Return,), True) or (
                 loop is not None and _contains([s], (gast.Break, gast.Continue), False))
+            out.extend(self.stmt(s, loop))
             if jumps and i + 1 < len(stmts):
                 rest = self.block(stmts[i + 1:], loop)
                 if rest:

@@ -45,6 +45,21 @@ class ParsedFunction:
         raise KeyError(name)
 
 
+def _lambda_as_function(module, fn, filename, first_line) -> gast.FunctionDef:
+    """The lambda of ``fn`` in its source line, rewritten as ``def <lambda>: return ...``."""
+    wanted = list(fn.__code__.co_varnames[:fn.__code__.co_argcount])
+    found = [n for n in gast.walk(module) if isinstance(n, gast.Lambda)
+             and [a.id for a in n.args.args] == wanted]
+    if len(found) != 1:
+        raise CompileError("cannot tell which lambda on this line to differentiate; "
+                           "define the function with def", filename, first_line)
+    node = found[0]
+    body = [gast.copy_location(gast.Return(value=node.body), node.body)]
+    tree = gast.FunctionDef(name="lambda_fn", args=node.args, body=body, decorator_list=[],
+                            returns=None, type_comment=None, type_params=[])
+    return gast.copy_location(tree, node)
+
+
 def parse_function(fn) -> ParsedFunction:
     """Parse ``fn``'s source. Raises CompileError if it has none (builtins, C code)."""
     try:
@@ -58,11 +73,14 @@ def parse_function(fn) -> ParsedFunction:
     text = "".join(lines)
     dedented = textwrap.dedent(text)
     indent = len(lines[0]) - len(lines[0].lstrip())
-    module = gast.parse(dedented)
+    try:
+        module = gast.parse(dedented)
+    except SyntaxError:
+        raise CompileError(f"cannot parse the source of {fn.__qualname__} on its own; "
+                           "define it with def at module level", filename, first_line) from None
     tree = module.body[0]
-    if isinstance(tree, gast.Assign) and isinstance(tree.value, gast.Lambda):
-        raise CompileError("lambdas defined in an assignment are not supported yet; "
-                           "use def", filename, first_line)
+    if fn.__name__ == "<lambda>":
+        tree = _lambda_as_function(module, fn, filename, first_line)
     if not isinstance(tree, gast.FunctionDef):
         raise CompileError(f"{fn!r} is not a plain function definition", filename, first_line)
     tree.decorator_list = []

@@ -69,7 +69,8 @@ def transform(parsed, mask, variant_for):
         key = (id(callee), callee_mask)
         if key not in callees:
             bits = "".join("1" if m else "0" for m in callee_mask)
-            callees[key] = (f"{callee.__name__}_{bits}", variant_for(callee, callee_mask))
+            stem = callee.__name__ if callee.__name__.isidentifier() else "lambda_fn"
+            callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask))
         return callees[key][0]
 
     transformer = ReverseTransform(parsed, fn, analysis, callee_ref)

@@ -296,7 +296,7 @@ class ReverseTransform:
         operands = [unparse(a) for a in op.args]
         params = [f"{k.arg}={self.param_source(k)}" for k in op.params]
         for i, a in enumerate(op.args):
-            if not self.a.is_active_atom(a) or op.prim.vjps[i] is None:
+            if not self.a.is_active_atom(a) or not op.prim.vjps or op.prim.vjps[i] is None:
                 continue
             arguments = ", ".join([g, ans] + operands + params)
             acc = self.grad(a.id)

@@ -1,0 +1,594 @@
+"""A corpus of ordinary Python functions that pullback must differentiate.
+
+Each entry is registered with ``@case(...)`` giving the shapes of its array
+arguments (and any extra non-differentiated arguments).  The compiler tests
+check every entry three ways: compiled gradient = eager-tape gradient =
+central finite differences.  ``numpy=True`` entries are plain numpy code (the
+tape cannot run them, so they are checked compiled vs finite differences).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import pullback.ndarray as nd
+from corpus_helpers import imported_pair, imported_softplus
+
+CASES = []
+
+
+def case(*shapes, extra=(), numpy=False, positive=False, low=-1.0, high=1.0):
+    def register(fn):
+        CASES.append({"fn": fn, "shapes": shapes, "extra": extra, "numpy": numpy,
+                      "positive": positive, "low": low, "high": high})
+        return fn
+
+    return register
+
+
+SCALE = 0.5
+
+
+def module_helper(x, w):
+    return nd.tanh(x * w) + w
+
+
+def multi_return_helper(x):
+    a = x * 2
+    b = nd.sin(x)
+    return a, b
+
+
+def recursive_power(x, n):
+    if n == 0:
+        return nd.ones_like(x)
+    return x * recursive_power(x, n - 1)
+
+
+def recursive_sum(x, n):
+    if n <= 0:
+        return x * 0
+    return nd.sin(x) + recursive_sum(x * 0.9, n - 1)
+
+
+def make_closure_function(k):
+    def inner_helper(x):
+        return x * k + nd.exp(-x * x)
+
+    def uses_closure(x):
+        return inner_helper(x) * k
+
+    return uses_closure
+
+
+# ----- straight-line code ----------------------------------------------------------------
+
+@case((3,))
+def chapter_f(a):
+    b = a * 2
+    while nd.norm(b).asscalar() < 1000:
+        b = b * 2
+    if nd.sum(b).asscalar() > 0:
+        c = b
+    else:
+        c = 100 * b
+    return c
+
+
+@case((4,))
+def arithmetic_mix(x):
+    return (x * 3 - 2) / (x * x + 1) + x ** 2 - (-x)
+
+
+@case((4,), (4,))
+def two_inputs(x, y):
+    return x * y + nd.sin(x) * nd.cos(y)
+
+
+@case((2, 3), (3,))
+def broadcasting(x, b):
+    return nd.tanh(x + b) * b
+
+
+@case((3,))
+def scalars_both_sides(x):
+    return 2.0 - x / 3.0 + 1.5 * x - 4 / (x + 3)
+
+
+@case((3,), positive=True)
+def logs_and_roots(x):
+    return nd.log(x) + nd.sqrt(x) + nd.log1p(x) + x ** 0.5
+
+
+@case((3,))
+def unary_zoo(x):
+    return nd.sigmoid(x) + nd.tanh(x) + nd.expm1(x) + nd.square(x) + nd.exp(x) + nd.cos(x)
+
+
+@case((3,), (3,))
+def tuple_unpacking(x, y):
+    a, b = x * 2, y * 3
+    return a * b
+
+
+@case((3,), (3,))
+def swap(x, y):
+    x, y = y, x
+    return x * 2 + y * 3
+
+
+@case((3,))
+def augmented(x):
+    y = x * 1
+    y += x
+    y *= x
+    y -= 1.0
+    y /= 2.0
+    y **= 2
+    return y
+
+
+@case((3,))
+def overwrite_chain(x):
+    y = x
+    y = y * 2
+    y = nd.sin(y)
+    y = y * y
+    return y
+
+
+@case((3,))
+def reuse_variable(x):
+    t = x * 2
+    u = t * t
+    t = nd.exp(x)
+    return u + t
+
+
+@case((2, 3))
+def reductions(x):
+    return nd.sum(x, axis=1) * nd.mean(x) + nd.max(x, axis=0).sum()
+
+
+@case((2, 3))
+def methods(x):
+    return x.sum(axis=0) * x.mean() + x.T.sum(axis=1) + x.reshape(3, 2).sum(axis=1)
+
+
+@case((3, 4), (4, 2))
+def matrix_product(a, b):
+    return nd.tanh(nd.dot(a, b))
+
+
+@case((3, 4))
+def softmax_rows(x):
+    return nd.softmax(x) * nd.log_softmax(x)
+
+
+@case((5,))
+def indexing(x):
+    return x[1:4] * x[0] + x[-1]
+
+
+@case((3, 4))
+def two_d_indexing(x):
+    return x[1] * x[:, 2].sum() + x[0, 1:3].sum()
+
+
+@case((4,))
+def norm_based(x):
+    return x / nd.norm(x)
+
+
+@case((3,))
+def maximum_minimum(x):
+    return nd.maximum(x, 0.1) + nd.minimum(x * 2, 0.3)
+
+
+@case((3,), (3,))
+def where_select(x, y):
+    return nd.where(x > 0, x * y, y * y)
+
+
+@case((3,))
+def global_constant(x):
+    return x * SCALE
+
+
+@case((3,))
+def module_helper_call(x):
+    return module_helper(x, x * 2)
+
+
+@case((3,))
+def helper_several_returns(x):
+    a, b = multi_return_helper(x)
+    return a * b
+
+
+@case((3,))
+def imported_helper(x):
+    return imported_softplus(x) * 2
+
+
+@case((3,), (3,))
+def imported_helper_pair(x, y):
+    s, d = imported_pair(x, y)
+    return s * d
+
+
+@case((3,))
+def helper_twice(x):
+    return module_helper(module_helper(x, 0.5), 0.25)
+
+
+@case((3,))
+def recursion_power(x):
+    return recursive_power(x, 4)
+
+
+@case((3,))
+def recursion_sum(x):
+    return recursive_sum(x, 3)
+
+
+closure_function = case((3,))(make_closure_function(1.5))
+
+
+@case((3,))
+def lambda_helper(x):
+    return square_lambda(x) + x
+
+
+square_lambda = lambda v: v * v  # noqa: E731
+
+
+# ----- branches ------------------------------------------------------------------------
+
+@case((3,))
+def if_else(x):
+    if nd.sum(x).asscalar() > 0:
+        y = x * 2
+    else:
+        y = x * 3
+    return y
+
+
+@case((3,))
+def if_no_else(x):
+    y = x * 1
+    if nd.sum(x).asscalar() > -10:
+        y = y * x
+    return y
+
+
+@case((3,))
+def elif_chain(x):
+    s = nd.sum(x).asscalar()
+    if s > 10:
+        y = x
+    elif s > -10:
+        y = nd.sin(x)
+    else:
+        y = x * x
+    return y
+
+
+@case((3,))
+def and_or_conditions(x):
+    s = nd.sum(x).asscalar()
+    y = x
+    if s > -10 and s < 10:
+        y = y * 2
+    if s > 100 or s < 100:
+        y = y + x
+    if not s > 100:
+        y = y * x
+    return y
+
+
+@case((3,))
+def python_comparison_in_if(x):
+    if float(nd.max(x).asscalar()) < 5:
+        return x * 3
+    return x
+
+
+@case((3,))
+def nested_if(x):
+    s = nd.sum(x).asscalar()
+    y = x
+    if s > -5:
+        if s < 5:
+            y = nd.exp(y)
+        else:
+            y = y * 2
+    return y
+
+
+@case((3,))
+def early_return(x):
+    y = x * 2
+    if nd.sum(y).asscalar() > -100:
+        return y * x
+    y = y + 1
+    return y
+
+
+@case((3,))
+def branch_on_index(x):
+    total = x * 0
+    for i in range(4):
+        if i % 2 == 0:
+            total = total + x * i
+        else:
+            total = total - nd.sin(x)
+    return total
+
+
+# ----- while loops ---------------------------------------------------------------------
+
+@case((3,))
+def while_scalar_condition(x):
+    y = x
+    while nd.norm(y).asscalar() < 50:
+        y = y * 1.5 + 0.1
+    return y
+
+
+@case((3,))
+def while_counter(x):
+    i = 0
+    y = x
+    while i < 5:
+        y = nd.sin(y) + x
+        i += 1
+    return y
+
+
+@case((3,))
+def while_with_break(x):
+    y = x
+    i = 0
+    while True:
+        y = y * 1.1
+        i = i + 1
+        if i >= 4:
+            break
+    return y
+
+
+@case((3,))
+def while_with_continue(x):
+    y = x
+    i = 0
+    while i < 6:
+        i = i + 1
+        if i % 3 == 0:
+            continue
+        y = y + x * i
+    return y
+
+
+@case((3,))
+def while_early_return(x):
+    y = x
+    k = 0
+    while k < 10:
+        y = y * 1.2
+        k = k + 1
+        if k == 3:
+            return y * x
+    return y
+
+
+@case((3,))
+def nested_while(x):
+    y = x
+    i = 0
+    while i < 3:
+        j = 0
+        while j < 2:
+            y = nd.tanh(y) + x
+            j += 1
+        i += 1
+    return y
+
+
+# ----- for loops -----------------------------------------------------------------------
+
+@case((3,))
+def for_range(x):
+    y = x
+    for _ in range(4):
+        y = y * x + 0.5
+    return y
+
+
+@case((3,))
+def for_range_uses_index(x):
+    s = x * 0
+    for i in range(1, 6):
+        s = s + nd.sin(x * i)
+    return s
+
+
+@case((3,))
+def for_range_step(x):
+    s = x * 0
+    for i in range(10, 0, -3):
+        s = s + x * i
+    return s
+
+
+@case((3,))
+def for_with_break(x):
+    y = x
+    for i in range(10):
+        y = y * 1.1
+        if i == 3:
+            break
+    return y
+
+
+@case((3,))
+def for_with_continue(x):
+    y = x
+    for i in range(6):
+        if i % 2 == 1:
+            continue
+        y = y * x + i
+    return y
+
+
+@case((3,))
+def for_early_return(x):
+    y = x
+    for i in range(8):
+        y = nd.sin(y) + x
+        if i == 2:
+            return y
+    return y * 0
+
+
+@case((3,))
+def nested_for(x):
+    y = x
+    for i in range(3):
+        for j in range(2):
+            y = y + x * (i + j)
+    return y
+
+
+@case((3,))
+def nested_for_early_return(x):
+    y = x
+    for i in range(4):
+        for j in range(4):
+            y = y * 1.05 + x
+            if i == 1 and j == 2:
+                return y
+    return y
+
+
+@case((3,))
+def nested_for_break_inner(x):
+    y = x
+    for i in range(3):
+        for j in range(5):
+            if j > i:
+                break
+            y = y + nd.cos(x) * j
+    return y
+
+
+@case((3,), (3,))
+def for_over_tuple(x, y):
+    total = x * 0
+    for v in (x, y, x * y):
+        total = total + v * v
+    return total
+
+
+@case((3,))
+def for_over_list(x):
+    items = [x, x * 2, nd.sin(x)]
+    total = x * 0
+    for v in items:
+        total = total + v
+    return total
+
+
+@case((3,))
+def list_append_and_index(x):
+    hs = []
+    h = x
+    for _ in range(4):
+        h = nd.tanh(h) + x
+        hs.append(h)
+    return hs[0] + hs[2] * hs[3]
+
+
+@case((3,))
+def loop_inside_branch(x):
+    y = x
+    if nd.sum(x).asscalar() > -100:
+        for _ in range(3):
+            y = y * x
+    else:
+        y = y * 2
+    return y
+
+
+@case((3,))
+def branch_inside_while(x):
+    y = x
+    i = 0
+    while i < 5:
+        if i < 2:
+            y = y + x
+        else:
+            y = y * 0.9
+        i = i + 1
+    return y
+
+
+@case((3,))
+def overwrite_inside_loop(x):
+    a = x
+    b = x * 2
+    for _ in range(3):
+        a, b = b, a * b
+    return a + b
+
+
+@case((3,))
+def accumulate_in_loop(x):
+    s = 0.0
+    for i in range(5):
+        s = s + nd.sin(x * i) * x
+    return s
+
+
+@case((8,), (8, 8), (8,))
+def rnn(x, w, b):
+    h = x * 0
+    for _ in range(3):
+        h = nd.tanh(nd.dot(w, h) + x + b)
+    return (h * h).sum()
+
+
+# ----- plain numpy code ----------------------------------------------------------------
+
+@case((4,), numpy=True)
+def numpy_elementwise(x):
+    return np.sum(np.tanh(x) * np.exp(-x * x) + np.sin(x) ** 2)
+
+
+@case((3, 4), (4,), numpy=True)
+def numpy_linear(a, w):
+    return np.sum(np.dot(a, w) ** 2)
+
+
+@case((3, 4), numpy=True)
+def numpy_axis_sum(x):
+    return np.sum(np.maximum(x, 0.0) * x.sum(axis=0), axis=1)
+
+
+@case((4,), numpy=True)
+def numpy_where_and_shape(x):
+    n = x.shape[0]
+    return np.where(x > 0, x * n, -x) + np.mean(x)
+
+
+@case((3,), numpy=True)
+def numpy_loop(x):
+    y = x
+    while np.linalg.norm(y) < 10:
+        y = y * 2
+    return y
+
+
+@case((2, 3), numpy=True)
+def numpy_transpose(x):
+    return np.sum(x.T * np.cos(x.T)) + np.sum(np.transpose(x) ** 2)

@@ -1,0 +1,98 @@
+"""Every corpus function: compiled gradient = eager-tape gradient = finite differences."""
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+from pullback.testing import check_grads
+
+from corpus import CASES
+
+
+def _inputs(entry, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    low, high = (0.2, 2.0) if entry["positive"] else (entry["low"], entry["high"])
+    return [rng.uniform(low, high, shape).astype(dtype) for shape in entry["shapes"]]
+
+
+def _tape_gradients(fn, arrays):
+    xs = [nd.array(a) for a in arrays]
+    for x in xs:
+        x.attach_grad()
+    with ag.record():
+        out = fn(*xs)
+    out.backward()
+    return [x.grad.asnumpy() for x in xs]
+
+
+def _compiled_gradients(fn, arrays, kind):
+    args = [nd.array(a) for a in arrays] if kind == "nd" else [a.copy() for a in arrays]
+    grads = pb.grad(fn, argnums=tuple(range(len(arrays))))(*args)
+    return [g.asnumpy() if isinstance(g, pb.NDArray) else np.asarray(g) for g in grads]
+
+
+def _numeric_gradient(fn, arrays, eps=1e-6):
+    """Central differences of sum(fn) for plain numpy functions, element by element."""
+    grads = []
+    for k, a in enumerate(arrays):
+        g = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            plus = [b.copy() for b in arrays]
+            minus = [b.copy() for b in arrays]
+            plus[k][idx] += eps
+            minus[k][idx] -= eps
+            g[idx] = (np.sum(fn(*plus)) - np.sum(fn(*minus))) / (2 * eps)
+        grads.append(g)
+    return grads
+
+
+IDS = [c["fn"].__name__ for c in CASES]
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.parametrize("entry", CASES, ids=IDS)
+def test_float64_three_ways(entry):
+    fn, arrays = entry["fn"], _inputs(entry, np.float64)
+    if entry["numpy"]:
+        compiled = _compiled_gradients(fn, arrays, "numpy")
+        numeric = _numeric_gradient(fn, arrays)
+        for c, n in zip(compiled, numeric, strict=True):
+            np.testing.assert_allclose(c, n, rtol=1e-5, atol=1e-6)
+        return
+    compiled = _compiled_gradients(fn, arrays, "nd")
+    tape = _tape_gradients(fn, arrays)
+    for c, t in zip(compiled, tape, strict=True):
+        np.testing.assert_allclose(c, t, rtol=1e-10, atol=1e-12)
+    check_grads(fn, [nd.array(a) for a in arrays])
+
+
+@pytest.mark.parametrize("entry", [c for c in CASES if not c["numpy"]],
+                         ids=[c["fn"].__name__ for c in CASES if not c["numpy"]])
+def test_float32_compiled_equals_tape(entry):
+    fn, arrays = entry["fn"], _inputs(entry, np.float32)
+    compiled = _compiled_gradients(fn, arrays, "nd")
+    tape = _tape_gradients(fn, arrays)
+    for c, t in zip(compiled, tape, strict=True):
+        assert c.dtype == np.float32
+        np.testing.assert_allclose(c, t, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("entry", [c for c in CASES if not c["numpy"]],
+                         ids=[c["fn"].__name__ for c in CASES if not c["numpy"]])
+def test_compiled_under_record_is_one_node(entry):
+    fn, arrays = entry["fn"], _inputs(entry, np.float64)
+    compiled = pb.compile(fn)
+    xs = [nd.array(a) for a in arrays]
+    for x in xs:
+        x.attach_grad()
+    with ag.record():
+        out = compiled(*xs)
+    out.backward()
+    tape = _tape_gradients(fn, arrays)
+    for x, t in zip(xs, tape, strict=True):
+        np.testing.assert_allclose(x.grad.asnumpy(), t, rtol=1e-10, atol=1e-12)
