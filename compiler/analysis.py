@@ -170,7 +170,7 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
         op = result.ops[id(node)]
         if op.kind == "unknown" and any(isinstance(a, gast.Name) and a.id in active
                                         for a in op.args):
-            raise error_at(parsed, node.value,
+            raise error_at(parsed, node,
                            f"no gradient rule for {op.label or 'this call'}, and it cannot be "
                            "transformed", "What to do: express it with nd/numpy operations "
                            "pullback knows, move it out of the differentiated function, or "

@@ -28,7 +28,7 @@ class ParsedFunction:
 
     def source_line(self, lineno: int) -> str:
         """Line ``lineno`` (1-based, relative to the parsed text) as the user wrote it."""
-        return self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else ""
+        return self.lines[lineno - 1].rstrip("\n") if 0 < lineno <= len(self.lines) else ""
 
     def location(self, node) -> str:
         return f"{self.filename}:{getattr(node, 'lineno', 1) + self.first_line - 1}"
@@ -84,4 +84,4 @@ def parse_function(fn) -> ParsedFunction:
     if not isinstance(tree, gast.FunctionDef):
         raise CompileError(f"{fn!r} is not a plain function definition", filename, first_line)
     tree.decorator_list = []
-    return ParsedFunction(fn, tree, filename, first_line, indent, dedented.splitlines())
+    return ParsedFunction(fn, tree, filename, first_line, indent, lines)

@@ -100,7 +100,7 @@ class ReverseTransform:
         out = Lines()
         target = s.targets[0].id
         if id(s) in self.a.pushes:
-            out.add(f"_stack.push({target})")
+            out.add(f"_stack.push({target}, {self.tag(target, s)})")
         op = self.a.op(s)
         out.add(f"{target} = {self.forward_value(s.value, op)}")
         return out
@@ -146,11 +146,11 @@ class ReverseTransform:
         out.add(f"if {unparse(s.test)}:")
         body = self.forward_block(s.body)
         if record:
-            body.add("_stack.push(True)")
+            body.add(f"_stack.push(True, {self.tag('branch', s)})")
         out.extend(body or self._pass(), 1)
         orelse = self.forward_block(s.orelse)
         if record:
-            orelse.add("_stack.push(False)")
+            orelse.add(f"_stack.push(False, {self.tag('branch', s)})")
         if orelse:
             out.add("else:")
             out.extend(orelse, 1)
@@ -168,7 +168,7 @@ class ReverseTransform:
             body.add(f"{trips} += 1")
         out.extend(body or self._pass(), 1)
         if record:
-            out.add(f"_stack.push({trips})")
+            out.add(f"_stack.push({trips}, {self.tag('trips', s)})")
         return out
 
     def trips_name(self, s) -> str:
@@ -182,18 +182,18 @@ class ReverseTransform:
         record = bool(self.reverse_block(s.body))
         target = s.target.id
         if id(s) in self.a.pushes:
-            out.add(f"_stack.push({target})")
+            out.add(f"_stack.push({target}, {self.tag(target, s)})")
         out.add(f"for {target} in {unparse(s.iter)}:")
         out.extend(self.forward_block(s.body) or self._pass(), 1)
         if record:
-            out.add(f"_stack.push({unparse(s.iter)})")
+            out.add(f"_stack.push({unparse(s.iter)}, {self.tag('range', s)})")
         return out
 
     def forward_return(self, s) -> Lines:
         out = Lines()
         saved = self.saved_names()
         if saved:
-            out.add(f"_stack.push(({''.join(n + ', ' for n in saved)}))")
+            out.add(f"_stack.push(({''.join(n + ', ' for n in saved)}), 'saved')")
         out.add(f"return {unparse(s.value)}")
         return out
 
@@ -229,7 +229,7 @@ class ReverseTransform:
         body, orelse = self.reverse_block(s.body), self.reverse_block(s.orelse)
         if not (body or orelse):
             return out
-        out.add(f"if _stack.pop():  # the branch taken at line {self.line(s)}")
+        out.add(f"if _stack.pop({self.tag('branch', s)}):")
         out.extend(body or self._pass(), 1)
         if orelse:
             out.add("else:")
@@ -240,7 +240,7 @@ class ReverseTransform:
         out = Lines()
         body = self.reverse_block(s.body)
         if body:
-            out.add(f"for _ in range(_stack.pop()):  # the while loop at line {self.line(s)}")
+            out.add(f"for _ in range(_stack.pop({self.tag('trips', s)})):")
             out.extend(body, 1)
         return out
 
@@ -249,12 +249,15 @@ class ReverseTransform:
         body = self.reverse_block(s.body)
         target = s.target.id
         if body:
-            out.add(f"for {target} in reversed(_stack.pop()):  # the for loop at line "
-                    f"{self.line(s)}")
+            out.add(f"for {target} in reversed(_stack.pop({self.tag('range', s)})):")
             out.extend(body, 1)
         if id(s) in self.a.pushes:
-            out.add(f"{target} = _stack.pop()")
+            out.add(f"{target} = _stack.pop({self.tag(target, s)})")
         return out
+
+    def tag(self, what: str, node) -> str:
+        """The debug tag of a push/pop pair: what is saved and the user's line."""
+        return repr(f"{what}@{self.line(node)}")
 
     def line(self, node) -> int:
         return getattr(node, "lineno", 0) + self.parsed.first_line - 1
@@ -267,7 +270,7 @@ class ReverseTransform:
         active = target in self.a.active
         if not active:
             if pushed:
-                out.add(f"{target} = _stack.pop()")
+                out.add(f"{target} = _stack.pop({self.tag(target, s)})")
             return out
         g = self.grad(target)
         reads_itself = any(isinstance(n, gast.Name) and n.id == target
@@ -285,7 +288,7 @@ class ReverseTransform:
             if op.kind == "prim":
                 ans = f"{target}_out"
                 out.add(f"{ans} = {target}")
-            out.add(f"{target} = _stack.pop()")
+            out.add(f"{target} = _stack.pop({self.tag(target, s)})")
         out.extend(getattr(self, f"rule_{op.kind}")(s, op, g, ans))
         if reset:
             out.add(f"{g} = None")
@@ -372,7 +375,7 @@ class ReverseTransform:
         adjoint = Lines()
         saved = self.saved_names()
         if saved:
-            adjoint.add(f"{''.join(n + ', ' for n in saved)}= _stack.pop()")
+            adjoint.add(f"{''.join(n + ', ' for n in saved)}= _stack.pop('saved')")
         grads = sorted({self.grad(v) for v in self.a.active})
         if grads:
             adjoint.add(" = ".join(grads) + " = None")

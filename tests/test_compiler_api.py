@@ -1,0 +1,211 @@
+"""The public compiler API: compile, grad, value_and_grad, vjp, and compiled calls on the tape."""
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+from pullback.compiler.api import as_compiled
+from pullback.runtime.stack import Stack, StackMismatchError
+
+
+def cube_sum(x):
+    return (x * x * x).sum()
+
+
+def loop_fn(x, n):
+    y = x
+    for i in range(n):
+        y = y * x + i
+    return y
+
+
+def two_outputs(x):
+    return x * 2, nd.sin(x)
+
+
+def test_decorator_with_and_without_arguments():
+    @pb.compile
+    def f(x):
+        return x * 3
+
+    @pb.compile(fallback="tape")
+    def g(x):
+        return x * 4
+
+    x = nd.array([1.0, 2.0])
+    assert f(x).asnumpy().tolist() == [3.0, 6.0]
+    assert g(x).asnumpy().tolist() == [4.0, 8.0]
+    assert f.__name__ == "f"
+
+
+def test_outside_record_runs_plain_forward_without_compiling():
+    compiled = pb.compile(cube_sum)
+    compiled(nd.array([1.0, 2.0]))
+    assert compiled._variants == {}
+
+
+def test_compiled_once_per_activity_pattern():
+    compiled = pb.compile(loop_fn)
+    x = nd.array([0.5, 0.2])
+    x.attach_grad()
+    for _ in range(3):
+        with ag.record():
+            y = compiled(x, 3)
+        y.backward()
+    assert list(compiled._variants) == [(True, False)]
+
+
+def test_under_record_head_gradient_and_grad_req_add():
+    compiled = pb.compile(loop_fn)
+    x = nd.array([0.5, -0.3], dtype="float64")
+    x.attach_grad(grad_req="add")
+    head = nd.array([2.0, 3.0], dtype="float64")
+    for _ in range(2):
+        with ag.record():
+            y = compiled(x, 2)
+        y.backward(head)
+    xv = x.asnumpy()
+    # y = (x*x + 0)*x + 1 = x^3 + 1 -> dy/dx = 3x^2
+    np.testing.assert_allclose(x.grad.asnumpy(), 2 * head.asnumpy() * 3 * xv ** 2)
+
+
+def test_under_record_retain_graph_and_freed_graph():
+    compiled = pb.compile(cube_sum)
+    x = nd.array([1.0, 2.0], dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = compiled(x)
+    y.backward(retain_graph=True)
+    y.backward()
+    np.testing.assert_allclose(x.grad.asnumpy(), 3 * x.asnumpy() ** 2)
+    with pytest.raises(pb.GraphFreedError, match="retain_graph"):
+        y.backward()
+
+
+def test_compiled_node_mixes_with_eager_ops():
+    compiled = pb.compile(loop_fn)
+    x = nd.array([0.5, -0.3], dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        z = nd.exp(compiled(nd.sin(x), 2)).sum()
+    z.backward()
+    eager = nd.array([0.5, -0.3], dtype="float64")
+    eager.attach_grad()
+    with ag.record():
+        w = nd.exp(loop_fn(nd.sin(eager), 2)).sum()
+    w.backward()
+    np.testing.assert_allclose(x.grad.asnumpy(), eager.grad.asnumpy(), rtol=1e-12)
+
+
+def test_create_graph_through_compiled_function():
+    compiled = pb.compile(cube_sum)
+    x = nd.array([1.0, 2.0], dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = compiled(x)
+        (dx,) = ag.grad([y], [x], create_graph=True)
+        z = dx.sum()
+    z.backward()
+    np.testing.assert_allclose(dx.asnumpy(), 3 * x.asnumpy() ** 2)
+    np.testing.assert_allclose(x.grad.asnumpy(), 6 * x.asnumpy())
+
+
+def test_several_outputs_under_record():
+    compiled = pb.compile(two_outputs)
+    x = nd.array([0.1, 0.7], dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        a, b = compiled(x)
+        total = (a * 3).sum() + (b * 5).sum()
+    total.backward()
+    np.testing.assert_allclose(x.grad.asnumpy(), 6 + 5 * np.cos(x.asnumpy()))
+
+
+def test_grad_argnums_int_and_tuple():
+    def f(x, y):
+        return x * y * y
+
+    x, y = nd.array([1.0, 2.0], dtype="float64"), nd.array([3.0, 4.0], dtype="float64")
+    gx = pb.grad(f)(x, y)
+    gx2, gy = pb.grad(f, argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx.asnumpy(), (y * y).asnumpy())
+    np.testing.assert_allclose(gx2.asnumpy(), (y * y).asnumpy())
+    np.testing.assert_allclose(gy.asnumpy(), (2 * x * y).asnumpy())
+    with pytest.raises(ValueError, match="argnums"):
+        pb.grad(f, argnums=2)(x, y)
+
+
+def test_value_and_grad_and_python_floats():
+    def f(x, y):
+        return x * x * y
+
+    value, (gx, gy) = pb.value_and_grad(f, argnums=(0, 1))(3.0, 2.0)
+    assert isinstance(gx, float) and isinstance(gy, float)
+    assert gx == pytest.approx(12.0) and gy == pytest.approx(9.0)
+    assert float(np.asarray(value).reshape(-1)[0]) == pytest.approx(18.0)
+
+
+def test_numpy_in_numpy_out():
+    def f(x):
+        return np.sum(np.sin(x) * x)
+
+    x = np.array([0.1, 0.5, 0.9])
+    g = pb.grad(f)(x)
+    assert isinstance(g, np.ndarray) and g.shape == x.shape
+    np.testing.assert_allclose(g, np.cos(x) * x + np.sin(x))
+
+
+def test_numpy_function_without_rule_names_it():
+    def f(x):
+        return np.sum(np.cumsum(x))
+
+    with pytest.raises(pb.CompileError, match="cumsum"):
+        pb.grad(f)(np.array([1.0, 2.0]))
+
+
+def test_vjp_with_head_gradient():
+    def f(x):
+        return nd.exp(x) * 2
+
+    x = nd.array([0.0, 1.0], dtype="float64")
+    out, pullback = pb.vjp(f, x)
+    (gx,) = pullback(nd.array([1.0, 0.5], dtype="float64"))
+    np.testing.assert_allclose(out.asnumpy(), 2 * np.exp([0.0, 1.0]))
+    np.testing.assert_allclose(gx.asnumpy(), [2.0, np.e])
+    (again,) = pullback(nd.array([1.0, 0.5], dtype="float64"))
+    np.testing.assert_allclose(again.asnumpy(), gx.asnumpy())
+
+
+def test_lambda_and_code_object_cache():
+    square = lambda v: v * v  # noqa: E731
+    g = pb.grad(square)(nd.array([3.0], dtype="float64"))
+    assert g.asnumpy().tolist() == [6.0]
+    assert as_compiled(cube_sum) is as_compiled(cube_sum)
+
+
+def test_integer_counters_get_no_adjoint_code():
+    source = pb.adjoint_source(loop_fn, argnums=0)
+    assert "i_grad" not in source and "n_grad" not in source
+    assert "reversed(_stack.pop('range@" in source
+
+
+def test_debug_stack_detects_unpaired_pop():
+    stack = Stack(debug=True)
+    stack.push(1, "b@3")
+    with pytest.raises(StackMismatchError, match="b@3"):
+        stack.pop("c@4")
+    with pytest.raises(StackMismatchError, match="empty"):
+        Stack(debug=True).pop("x@1")
+
+
+def test_tracebacks_point_into_generated_file():
+    def fails(x):
+        y = x * 2
+        return nd.dot(y, nd.ones((5, 5)))
+
+    with pytest.raises(ValueError) as info:
+        pb.grad(fails)(nd.array([1.0, 2.0]))
+    frames = [f.path for f in info.traceback]
+    assert any("generated" in str(f) and str(f).endswith(".py") for f in frames)
