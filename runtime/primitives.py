@@ -20,6 +20,7 @@ Adding an op is one entry here.
 from __future__ import annotations
 
 import builtins
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -50,6 +51,14 @@ def primitive(name, forward, vjps, scalar=None, params=()):
     REGISTRY[name] = prim
 
     def op(*args, out=None, **kwargs):
+        for a in args:
+            if type(a) is NDArray:
+                break
+        else:
+            if out is None:
+                # Raw road (compiled code; rules run on numpy arrays): no NDArray, no tape.
+                result = forward(*args, **kwargs)
+                return result if type(result) is np.ndarray and result.ndim else as_data(result)
         result = apply(prim, args, kwargs)
         if out is not None:
             out._assign(slice(None), result._data)
@@ -63,7 +72,7 @@ def primitive(name, forward, vjps, scalar=None, params=()):
 
 
 def _is_array(x) -> bool:
-    return type(x) is NDArray
+    return type(x) is NDArray or type(x) is np.ndarray
 
 
 def shape_of(x) -> tuple:
@@ -132,12 +141,18 @@ def _div_vjp_y(g, ans, x, y):
 
 
 def _pow_vjp_x(g, ans, x, y):
-    return unbroadcast(multiply(g, multiply(y, power(x, subtract(y, 1)))), x)
+    # A Python-number exponent stays a Python number: as a float64 array it would
+    # promote a float32 gradient to float64.
+    y_minus_one = subtract(y, 1) if _is_array(y) else y - 1
+    return unbroadcast(multiply(g, multiply(y, power(x, y_minus_one))), x)
 
 
 def _pow_vjp_y(g, ans, x, y):
-    safe_x = where(greater(x, 0), x, ones_like(x)) if _is_array(x) else (x if x > 0 else 1.0)
-    return unbroadcast(multiply(g, multiply(ans, log(safe_x))), y)
+    if _is_array(x):
+        log_x = log(where(greater(x, 0), x, ones_like(x)))
+    else:
+        log_x = math.log(x) if x > 0 else 0.0
+    return unbroadcast(multiply(g, multiply(ans, log_x)), y)
 
 
 def _maximum_vjp_x(g, ans, x, y):
@@ -173,10 +188,7 @@ elemwise_add, elemwise_sub, elemwise_mul, elemwise_div = add, subtract, multiply
 
 def _compare(ufunc):
     def forward(x, y):
-        dtype = np.result_type(x, y)
-        if not np.issubdtype(dtype, np.inexact):
-            dtype = np.float32
-        return ufunc(x, y).astype(dtype)
+        return ufunc(x, y).astype(np.result_type(x, y))
 
     forward.__name__ = ufunc.__name__
     return forward
@@ -293,7 +305,7 @@ def _identity_vjp(g, ans, x, **params):
 
 
 def _astype_vjp(g, ans, x, dtype):
-    return astype(g, dtype=x._data.dtype)
+    return astype(g, dtype=np.asarray(x).dtype)
 
 
 def _zeros_like_forward(x, **params):
@@ -339,7 +351,12 @@ def _clip_forward(x, a_min, a_max):
 
 
 def _clip_vjp(g, ans, x, a_min, a_max):
-    return multiply(g, multiply(greater_equal(x, a_min), lesser_equal(x, a_max)))
+    # A bound of None (numpy's "unbounded") masks nothing.
+    if a_min is not None:
+        g = multiply(g, greater_equal(x, a_min))
+    if a_max is not None:
+        g = multiply(g, lesser_equal(x, a_max))
+    return g
 
 
 clip = primitive("clip", _clip_forward, [_clip_vjp], params=("a_min", "a_max"))
@@ -365,10 +382,16 @@ def _expand_reduced(g, x, axis):
     return reshape(g, shape=_kept_shape(x.shape, axis))
 
 
+def _numpy_axis(axis):
+    """MXNet's ``axis`` for numpy: a list becomes a tuple, ``()`` means every axis."""
+    if isinstance(axis, list):
+        axis = tuple(axis)
+    return None if axis == () else axis
+
+
 def _reduction_forward(numpy_fn):
     def forward(x, axis=None, keepdims=False):
-        axis = tuple(axis) if isinstance(axis, list) else axis
-        return numpy_fn(x, axis=axis, keepdims=keepdims)
+        return numpy_fn(x, axis=_numpy_axis(axis), keepdims=keepdims)
 
     forward.__name__ = numpy_fn.__name__
     return forward
@@ -398,11 +421,17 @@ def _prod_vjp(g, ans, x, axis=None, keepdims=False):
 
 
 def _norm_forward(x, ord=2, axis=None, keepdims=False):
-    axis = tuple(axis) if isinstance(axis, list) else axis
-    return np.sqrt(np.sum(np.square(x), axis=axis, keepdims=keepdims))
+    axis = _numpy_axis(axis)
+    if ord == 1:
+        return np.sum(np.abs(x), axis=axis, keepdims=keepdims)
+    if ord == 2:
+        return np.sqrt(np.add.reduce(np.square(x), axis=axis, keepdims=keepdims))
+    raise ValueError(f"norm supports ord=1 and ord=2, got ord={ord!r}")
 
 
 def _norm_vjp(g, ans, x, ord=2, axis=None, keepdims=False):
+    if ord == 1:
+        return multiply(sign(x), _expand_reduced(g, x, axis))
     return multiply(x, _expand_reduced(divide(g, ans), x, axis))
 
 
@@ -414,11 +443,11 @@ def _arg_forward(numpy_fn):
     return forward
 
 
-sum = primitive("sum", _reduction_forward(np.sum), [_sum_vjp], params=("axis", "keepdims"))
+sum = primitive("sum", _reduction_forward(np.add.reduce), [_sum_vjp], params=("axis", "keepdims"))
 mean = primitive("mean", _reduction_forward(np.mean), [_mean_vjp], params=("axis", "keepdims"))
-max = primitive("max", _reduction_forward(np.max), [_extremum_vjp],
+max = primitive("max", _reduction_forward(np.maximum.reduce), [_extremum_vjp],
                 params=("axis", "keepdims"))
-min = primitive("min", _reduction_forward(np.min), [_extremum_vjp],
+min = primitive("min", _reduction_forward(np.minimum.reduce), [_extremum_vjp],
                 params=("axis", "keepdims"))
 prod = primitive("prod", _reduction_forward(np.prod), [_prod_vjp], params=("axis", "keepdims"))
 norm = primitive("norm", _norm_forward, [_norm_vjp], params=("ord", "axis", "keepdims"))
@@ -430,10 +459,12 @@ sum_axis = sum
 # ----- linear algebra ----------------------------------------------------------------------
 
 def _dot_forward(x, y, transpose_a=False, transpose_b=False):
+    # MXNet views an N-d operand as a matrix and transposes that: transpose_a
+    # contracts x's first axis, transpose_b y's last; other axes keep their order.
     if transpose_a:
-        x = x.T
+        x = np.moveaxis(x, 0, -1)
     if transpose_b:
-        y = y.T
+        y = np.moveaxis(y, -1, 0)
     if x.ndim <= 2 and y.ndim <= 2:
         return np.dot(x, y)
     return np.tensordot(x, y, axes=([x.ndim - 1], [0]))
@@ -448,22 +479,30 @@ def _as_matrix(a, rows_first):
     return reshape(a, shape=(-1, a.shape[-1]) if rows_first else (a.shape[0], -1))
 
 
+def _first_axis_last(a):
+    return transpose(a, axes=tuple(range(1, a.ndim)) + (0,))
+
+
+def _last_axis_first(a):
+    return transpose(a, axes=(a.ndim - 1,) + tuple(range(a.ndim - 1)))
+
+
 def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
-    xs = transpose(x) if transpose_a else x
-    ys = transpose(y) if transpose_b else y
+    xs = _first_axis_last(x) if transpose_a else x
+    ys = _last_axis_first(y) if transpose_b else y
     xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)
     gm = reshape(g, shape=(xm.shape[0], ym.shape[1]))
     gx = reshape(dot(gm, transpose(ym)), shape=xs.shape)
-    return transpose(gx) if transpose_a else gx
+    return _last_axis_first(gx) if transpose_a else gx
 
 
 def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
-    xs = transpose(x) if transpose_a else x
-    ys = transpose(y) if transpose_b else y
+    xs = _first_axis_last(x) if transpose_a else x
+    ys = _last_axis_first(y) if transpose_b else y
     xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)
     gm = reshape(g, shape=(xm.shape[0], ym.shape[1]))
     gy = reshape(dot(transpose(xm), gm), shape=ys.shape)
-    return transpose(gy) if transpose_b else gy
+    return _first_axis_last(gy) if transpose_b else gy
 
 
 def _batch_dot_forward(x, y, transpose_a=False, transpose_b=False):
@@ -498,7 +537,7 @@ def _reshape_forward(x, shape):
     return x.reshape(shape)
 
 
-def _reshape_vjp(g, ans, x, shape):
+def _restore_shape_vjp(g, ans, x, *params, **named_params):
     return reshape(g, shape=x.shape)
 
 
@@ -523,11 +562,13 @@ def _flatten_forward(x):
     return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(x.shape[0], 1)
 
 
-reshape_raw = primitive("reshape", _reshape_forward, [_reshape_vjp], params=("shape",))
+reshape_raw = primitive("reshape", _reshape_forward, [_restore_shape_vjp],
+                        params=("shape",))
 transpose = primitive("transpose", _transpose_forward, [_transpose_vjp], params=("axes",))
-expand_dims = primitive("expand_dims", _expand_dims_forward, [_reshape_vjp], params=("axis",))
-squeeze = primitive("squeeze", _squeeze_forward, [_reshape_vjp], params=("axis",))
-flatten = primitive("flatten", _flatten_forward, [_reshape_vjp])
+expand_dims = primitive("expand_dims", _expand_dims_forward, [_restore_shape_vjp],
+                        params=("axis",))
+squeeze = primitive("squeeze", _squeeze_forward, [_restore_shape_vjp], params=("axis",))
+flatten = primitive("flatten", _flatten_forward, [_restore_shape_vjp])
 Flatten = flatten
 
 
@@ -602,15 +643,28 @@ def slice_axis(data, axis, begin, end):
 
 
 def _int_indices(indices):
-    return (indices._data if _is_array(indices) else np.asarray(indices)).astype(np.int64)
+    return (indices._data if type(indices) is NDArray else np.asarray(indices)).astype(np.int64)
 
 
 def take(a, indices, axis=0, mode="clip"):
-    """Elements of ``a`` at ``indices`` along ``axis`` (MXNet default: indices clipped)."""
+    """Elements of ``a`` at ``indices`` along ``axis``.
+
+    ``mode`` says what an index outside ``[0, n)`` means: "clip" (MXNet's default)
+    clamps it, "wrap" takes it modulo ``n``, "raise" raises IndexError.
+    """
     axis = axis % a.ndim
     idx = _int_indices(indices)
     n = a.shape[axis]
-    idx = np.clip(idx, 0, n - 1) if mode == "clip" else np.mod(idx, n)
+    if mode == "clip":
+        idx = np.clip(idx, 0, n - 1)
+    elif mode == "wrap":
+        idx = np.mod(idx, n)
+    elif mode == "raise":
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"take: an index is outside [0, {n}) on axis {axis} "
+                             "(mode='raise'); use mode='clip' or mode='wrap' to allow it")
+    else:
+        raise ValueError(f"take: mode must be 'clip', 'wrap' or 'raise', got {mode!r}")
     return getitem(a, (builtins.slice(None),) * axis + (idx,))
 
 
@@ -762,7 +816,7 @@ def _shape(shape):
 
 def array(source, ctx=None, dtype=None):
     """A new array. Python numbers default to float32; numpy input keeps its dtype."""
-    if _is_array(source):
+    if type(source) is NDArray:
         data = source._data
     else:
         data = np.asarray(source)
