@@ -78,23 +78,27 @@ class CompiledFunction:
                 return self.fn(*args)
             raise
         stack = Stack()
+        raw_args = [a._data if isinstance(a, NDArray) else a for a in args]
         with tape.scope(recording=False, training=None):
-            out = variant.forward(stack, *args)
+            out = variant.forward(stack, *raw_args)
         single = not isinstance(out, tuple)
-        outputs = [out] if single else list(out)
-        outputs = [_fresh_output(o, args) for o in outputs]
+        outputs = [_fresh_output(o, raw_args) for o in ([out] if single else out)]
         call = _CompiledCall(self, variant, stack, args,
                              tuple((o.shape, o._data.dtype) for o in outputs))
         tape.record_custom(_COMPILED, args, {"call": call}, outputs)
         return outputs[0] if single else tuple(outputs)
 
 
-def _fresh_output(value, args):
-    if not isinstance(value, NDArray):
-        value = NDArray(as_data(np.asarray(value, dtype=np.float64)))
-    if value._node is not None or any(value is a for a in args):
-        value = NDArray(value._data)
-    return value
+def _fresh_output(value, raw_args):
+    """A new NDArray for a raw result (copied if it is one of the inputs' buffers)."""
+    if isinstance(value, NDArray):
+        value = value._data
+    data = np.asarray(value)
+    if not np.issubdtype(data.dtype, np.inexact):
+        data = data.astype(np.float64)
+    if any(data is a for a in raw_args):
+        data = data.copy()
+    return NDArray(as_data(data))
 
 
 class _CompiledCall:
@@ -111,9 +115,10 @@ class _CompiledCall:
             if tape.is_recording():   # create_graph: differentiate the eager road instead
                 grads = self._eager_gradients(out_index, g)
             else:
-                head = g if len(self.out_shapes) == 1 else tuple(
-                    g if k == out_index else None for k in range(len(self.out_shapes)))
-                grads = self.variant.adjoint(copy.copy(self.stack), head)
+                head = g._data if len(self.out_shapes) == 1 else tuple(
+                    g._data if k == out_index else None for k in range(len(self.out_shapes)))
+                grads = [None if gr is None else NDArray(as_data(np.asarray(gr)))
+                         for gr in self.variant.adjoint(copy.copy(self.stack), head)]
             self.cache = (key, grads)
         return self.cache[1][index]
 
@@ -176,42 +181,40 @@ def compile(fn=None, *, native: bool = True, fallback: str | None = None):
 # ----- functional API ------------------------------------------------------------------------
 
 def _to_internal(value, active):
+    """An argument as compiled code sees it: a numpy array (or an inactive Python value)."""
     if isinstance(value, NDArray):
-        return value
+        return value._data
     if isinstance(value, np.ndarray) or (active and isinstance(value, (int, float))):
-        data = np.asarray(value)
+        data = as_data(value)
         if not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)
-        return NDArray(as_data(data))
+        return data
     return value
 
 
 def _to_external(value, like):
-    """Give a result the kind of the input it belongs to (numpy in, numpy out)."""
-    if isinstance(like, NDArray) or not isinstance(value, NDArray):
-        return value
+    """Give a raw result the kind of the argument it belongs to (numpy in, numpy out)."""
+    if value is None:
+        return None
+    data = np.asarray(value)
+    if isinstance(like, NDArray):
+        return NDArray(as_data(data))
     if isinstance(like, np.ndarray):
-        return value._data.reshape(like.shape) if value.size == like.size else value._data
+        return data.reshape(like.shape) if data.size == like.size else data
     if isinstance(like, (int, float)):
-        return float(value._data.reshape(-1)[0])
-    return value
+        return float(data.reshape(-1)[0])
+    return NDArray(as_data(data))
 
 
 def _ones(value):
     if isinstance(value, tuple):
         return tuple(_ones(v) for v in value)
-    if isinstance(value, NDArray):
-        return NDArray(np.ones_like(value._data))
+    if isinstance(value, np.ndarray):
+        return np.ones_like(value)
+    if isinstance(value, (float, np.floating)):
+        return 1.0
     raise AutogradError(f"the differentiated function must return arrays, got "
                         f"{type(value).__name__}")
-
-
-def _output_kind(args):
-    if any(isinstance(a, NDArray) for a in args):
-        return None
-    if any(isinstance(a, np.ndarray) for a in args):
-        return np.zeros(0)
-    return None
 
 
 def _run(fn, argnums, args):
@@ -235,20 +238,22 @@ def _convert_grads(grads, internal, args, nums):
     for n in nums:
         g = grads[n]
         if g is None:
-            g = NDArray(np.zeros_like(internal[n]._data))
-        elif g.shape != internal[n].shape:
-            g = NDArray(np.broadcast_to(g._data, internal[n].shape).copy())
+            g = np.zeros_like(internal[n])
+        elif np.shape(g) != internal[n].shape:
+            g = np.broadcast_to(g, internal[n].shape).copy()
         results.append(_to_external(g, args[n]))
     return results
 
 
 def _convert_value(out, args):
-    kind = _output_kind(args)
-    if kind is None:
-        return out
+    """NDArrays in (or only Python numbers): NDArrays out; numpy in: numpy out."""
     if isinstance(out, tuple):
         return tuple(_convert_value(o, args) for o in out)
-    return out._data if isinstance(out, NDArray) else out
+    numpy_mode = any(isinstance(a, np.ndarray) for a in args) and not any(
+        isinstance(a, NDArray) for a in args)
+    if numpy_mode or not isinstance(out, np.ndarray):
+        return out
+    return NDArray(as_data(out))
 
 
 def value_and_grad(fn, argnums=0):

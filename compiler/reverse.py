@@ -31,6 +31,10 @@ from .calls import _resolve
 from .errors import error_at
 
 
+SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
+OPS_METHODS = {"argmax", "argmin", "zeros_like", "ones_like"}
+
+
 def unparse(node) -> str:
     return ast.unparse(gast.gast_to_ast(node))
 
@@ -102,30 +106,41 @@ class ReverseTransform:
         if id(s) in self.a.pushes:
             out.add(f"_stack.push({target}, {self.tag(target, s)})")
         op = self.a.op(s)
-        out.add(f"{target} = {self.forward_value(s.value, op)}")
+        out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
 
-    def forward_value(self, value, op) -> str:
+    def forward_value(self, value, op, target) -> str:
+        """The right-hand side as the generated forward computes it (on raw arrays)."""
         if op.kind == "user":
-            mask = tuple(self.a.is_active_atom(a) for a in op.args)
+            active = target in self.a.active
+            mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
             args = ", ".join(unparse(a) for a in value.args)
-            if any(mask):
-                return f"{self.callee_ref(op.callee, mask)}.forward(_stack, {args})"
-            return unparse(value)
-        if op.kind == "prim" and isinstance(value, gast.Call) and not self._keeps_spelling(value):
+            return f"{self.callee_ref(op.callee, mask)}.forward(_stack, {args})"
+        if op.kind == "prim":
+            if isinstance(value, (gast.BinOp, gast.UnaryOp)) and op.prim.name != "dot":
+                return unparse(value)
             return self.ops_call(op)
+        if op.kind == "inert" and isinstance(value, gast.Call):
+            return self.inert_call(value)
         return unparse(value)
 
-    def _keeps_spelling(self, call) -> bool:
-        """nd ops and NDArray methods are called as the user wrote them; numpy functions
-        and wrappers are called through the primitive table."""
+    def inert_call(self, call) -> str:
+        """Calls that carry no gradient, spelled so they work on raw numpy arrays."""
         func = call.func
+        args = [unparse(a) for a in call.args]
+        args += [f"{k.arg}={unparse(k.value)}" for k in call.keywords]
         if isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name) \
                 and func.value.id in self.a.locals:
-            return True
+            receiver = [func.value.id] + args
+            if func.attr in SUPPORT_METHODS:
+                return f"support.{func.attr}({', '.join(receiver)})"
+            if func.attr in OPS_METHODS:
+                return f"ops.{func.attr}({', '.join(receiver)})"
+            return unparse(call)
         target = _resolve(self.parsed, func)
-        prim = getattr(target, "prim", None)
-        return prim is not None
+        if (getattr(target, "__module__", None) or "").startswith("pullback"):
+            return f"support.raw({unparse(call)})"
+        return unparse(call)
 
     def ops_call(self, op) -> str:
         parts = [unparse(a) for a in op.args]

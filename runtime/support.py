@@ -40,8 +40,6 @@ def add_grads(total, part):
         return part
     if isinstance(part, list):
         return [add_grads(t, p) for t, p in zip(total, part, strict=True)]
-    if isinstance(part, NDArray) or isinstance(total, NDArray):
-        return P.add(total, part)
     return total + part
 
 
@@ -69,9 +67,9 @@ def index_grad(total, g, value, key):
         part = [None] * len(value)
         part[key] = g
         return add_grads(total if total is not None else [None] * len(value), part)
-    if not isinstance(value, NDArray):
+    if not isinstance(value, (NDArray, np.ndarray)):
         return total
-    return add_grads(total, P._getitem_vjp(g, None, value, index_key(key)))
+    return add_grads(total, raw(P._getitem_vjp(g, None, value, index_key(key))))
 
 
 def item_grad(g, index):
@@ -96,15 +94,41 @@ def without_last(g):
     return None if g is None else g[:-1]
 
 
-def ones_like(value):
-    return NDArray(np.ones_like(value._data)) if isinstance(value, NDArray) else 1.0
+# ----- raw arrays: compiled code computes on numpy arrays, not NDArrays ---------------------
 
-
-def to_array(value, dtype=None):
-    """An input as an NDArray (numpy arrays and Python numbers are wrapped)."""
+def raw(value):
+    """The numpy array behind an NDArray (containers mapped); anything else unchanged."""
     if isinstance(value, NDArray):
-        return value
-    data = np.asarray(value, dtype=dtype)
-    if dtype is None and not np.issubdtype(data.dtype, np.inexact):
-        data = data.astype(np.float64)
-    return NDArray(as_data(data))
+        return value._data
+    if isinstance(value, (tuple, list)):
+        return type(value)(raw(v) for v in value)
+    return value
+
+
+def asscalar(value):
+    """``x.asscalar()`` for NDArrays, numpy arrays and numbers alike."""
+    if isinstance(value, NDArray):
+        return value.asscalar()
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ValueError(f"asscalar() needs an array of exactly one element, got shape "
+                             f"{value.shape}")
+        return value.reshape(-1)[0]
+    return value
+
+
+def item(value):
+    scalar = asscalar(value)
+    return scalar.item() if hasattr(scalar, "item") else scalar
+
+
+def asnumpy(value):
+    return np.array(raw(value), copy=True)
+
+
+def detach(value):
+    return value
+
+
+def wait_to_read(value):
+    return None
