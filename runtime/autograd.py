@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 
 from . import tape
-from .errors import GradReqError
+from .errors import FunctionReuseError, GradReqError
 from .ndarray import NDArray
 from .primitives import Primitive
 from .tape import backward as _backward
@@ -15,32 +13,27 @@ from .tape import grad as _grad
 from .tape import is_recording, is_training, set_recording, set_training  # noqa: F401
 
 
-@contextmanager
-def record(train_mode: bool = True):
-    """Record operations in this block (per thread) so they can be differentiated."""
-    with tape.scope(recording=True, training=train_mode):
-        yield
+def record(train_mode: bool = True) -> tape.StateScope:
+    """``with record():`` records operations (in this thread) so they can be differentiated.
+
+    The previous recording and training state is restored when the block exits.
+    """
+    return tape.StateScope(recording=True, training=train_mode)
 
 
-@contextmanager
-def pause(train_mode: bool = False):
-    """Stop recording inside a ``record()`` block."""
-    with tape.scope(recording=False, training=train_mode):
-        yield
+def pause(train_mode: bool = False) -> tape.StateScope:
+    """``with pause():`` stops recording inside a ``record()`` block."""
+    return tape.StateScope(recording=False, training=train_mode)
 
 
-@contextmanager
-def train_mode():
-    """Training mode (affects e.g. dropout) without changing recording."""
-    with tape.scope(recording=None, training=True):
-        yield
+def train_mode() -> tape.StateScope:
+    """``with train_mode():`` training mode (affects e.g. dropout); recording unchanged."""
+    return tape.StateScope(recording=None, training=True)
 
 
-@contextmanager
-def predict_mode():
-    """Prediction mode without changing recording."""
-    with tape.scope(recording=None, training=False):
-        yield
+def predict_mode() -> tape.StateScope:
+    """``with predict_mode():`` prediction mode; recording unchanged."""
+    return tape.StateScope(recording=None, training=False)
 
 
 def _as_list(x):
@@ -74,16 +67,21 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
          train_mode=True):
     """Gradients of ``heads`` w.r.t. ``variables`` as new arrays; ``.grad`` is untouched.
 
-    With ``create_graph=True`` the backward pass is recorded, so the returned
-    gradients can be differentiated again.  Returns a list (one per variable).
+    Args:
+        heads: an NDArray or a list of them; several heads' gradients are summed.
+        variables: an NDArray or a list of them (each with ``attach_grad`` or history).
+        head_grads: one gradient per head (None: ones).
+        retain_graph: keep the graph for another backward; defaults to ``create_graph``.
+        create_graph: record the backward pass, so the returned gradients can be
+            differentiated again (higher-order derivatives).
+    Returns:
+        A list with one gradient per variable, even for a single variable (as MXNet does).
     """
-    single = isinstance(variables, NDArray)
     heads = _as_list(heads)
     if head_grads is not None:
         head_grads = _as_list(head_grads)
-    result = _grad(heads, _as_list(variables), head_grads, retain_graph, create_graph,
-                   train_mode)
-    return result if not single else result
+    return _grad(heads, _as_list(variables), head_grads, retain_graph, create_graph,
+                 train_mode)
 
 
 def _function_vjp(index):
@@ -102,12 +100,15 @@ class Function:
 
     Subclass it, define ``forward(self, *inputs)`` and ``backward(self, *output_grads)``
     (returning one gradient per input), call ``save_for_backward`` in ``forward`` and
-    read ``saved_tensors`` in ``backward``.  Each call of an instance records one node.
+    read ``saved_tensors`` in ``backward``.  As in MXNet, an instance serves one
+    recorded call: its saved tensors belong to that call's node, so calling it again
+    raises ``FunctionReuseError`` instead of corrupting the first call's gradient.
     """
 
     def __init__(self):
         self._saved = ()
-        self._grad_cache = None
+        self._recorded = False
+        self._pending = None  # (out_index, output gradient, {input index: gradient})
 
     def save_for_backward(self, *args) -> None:
         self._saved = args
@@ -123,29 +124,41 @@ class Function:
         raise NotImplementedError
 
     def __call__(self, *inputs):
+        if self._recorded:
+            raise FunctionReuseError(
+                f"this {type(self).__name__} instance was already called inside record(); its "
+                "saved tensors belong to that call. Create a new instance for each call, e.g. "
+                f"`{type(self).__name__}()(x)`."
+            )
         with pause():
             outputs = self.forward(*inputs)
         single = isinstance(outputs, NDArray)
         outputs = [outputs] if single else list(outputs)
-        # Outputs must be fresh arrays with no history of their own.
-        outputs = [NDArray(o._data) if o._node is not None or any(o is i for i in inputs)
+        # Outputs must be fresh arrays with no history of their own; an input returned
+        # as is becomes a new array over the same buffer.
+        outputs = [o._alias() if o._node is not None or any(o is i for i in inputs)
                    else o for o in outputs]
         shapes = tuple((o.shape, o._data.dtype) for o in outputs)
         tape.record_custom(_FUNCTION, inputs, {"function": self, "out_shapes": shapes}, outputs)
+        self._recorded = outputs[0]._node is not None
         return outputs[0] if single else tuple(outputs)
 
     def _input_gradient(self, index, out_index, out_shapes, g):
         """The gradient of input ``index`` from output ``out_index``'s gradient ``g``.
 
         ``backward`` is linear in the output gradients, so each output's share is
-        computed with zeros for the other outputs; results are cached per call.
+        computed with zeros for the other outputs.  The tape asks for each tracked
+        input's gradient in turn with the same ``g``, so one ``backward`` call serves
+        them all: its results are handed out once each and then dropped, so a later
+        pass (``retain_graph``) never sees a gradient computed from an older ``g``.
         """
-        key = (out_index, id(g))
-        if self._grad_cache is None or self._grad_cache[0] != key:
+        pending = self._pending
+        if (pending is None or pending[0] != out_index or pending[1] is not g
+                or index not in pending[2]):
             grads = [g if k == out_index else NDArray(np.zeros(shape, dtype))
                      for k, (shape, dtype) in enumerate(out_shapes)]
             with pause():
                 result = self.backward(*grads)
             result = [result] if isinstance(result, NDArray) else list(result)
-            self._grad_cache = (key, result)
-        return self._grad_cache[1][index]
+            pending = self._pending = (out_index, g, dict(enumerate(result)))
+        return pending[2].pop(index)

@@ -29,3 +29,7 @@ class InPlaceError(AutogradError, RuntimeError):
 
 class GradReqError(AutogradError, ValueError):
     """An invalid grad_req value."""
+
+
+class FunctionReuseError(AutogradError, RuntimeError):
+    """An ``autograd.Function`` instance whose call was recorded was called again."""

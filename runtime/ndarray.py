@@ -1,15 +1,20 @@
 """NDArray: a contiguous numpy buffer plus the bookkeeping autograd needs.
 
-An NDArray owns ``_data`` (a C-contiguous numpy array, never 0-d: scalars are
-shape ``(1,)`` as in MXNet) and four pieces of autograd state:
+An NDArray holds ``_data`` (a C-contiguous numpy array, never 0-d: scalars are
+shape ``(1,)`` as in MXNet) and this autograd state:
 
 - ``_node``: the tape node that produced it (None for leaves and for arrays
   computed while nothing was recorded);
 - ``_grad`` / ``_grad_req``: the gradient buffer ``attach_grad`` made, and how
   backward writes into it ('write' or 'add');
+- ``_base``: None when the array owns its buffer; otherwise the array that owns
+  the buffer this one views (``reshape``, basic indexing and ``detach`` return
+  views, as in MXNet).  The two counters below live on the owner only, so a
+  write through any view is seen by every node that saved any of them;
 - ``_version``: bumped by every in-place change, so backward can tell that a
   value a node saved has since been overwritten;
-- ``_users``: how many live, unfreed tape nodes hold this array as an input.
+- ``_users``: how many live, unfreed tape nodes hold this buffer as an input;
+- ``_why``: why the array has no node, for the error if it is differentiated.
 
 Every operator goes through the primitive table (``runtime/primitives.py``);
 this file knows no op.
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import tape
 from .errors import GradReqError, InPlaceError
 
 _GRAD_REQS = ("write", "add", "null")
@@ -60,8 +64,17 @@ def as_data(value) -> np.ndarray:
 class NDArray:
     """An n-dimensional array with MXNet's autograd API."""
 
-    __slots__ = ("_data", "_node", "_grad", "_grad_req", "_version", "_users", "_why",
-                 "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_base",
+        "_data",
+        "_grad",
+        "_grad_req",
+        "_node",
+        "_users",
+        "_version",
+        "_why",
+    )
     __array_priority__ = 1000.0
     __array_ufunc__ = None  # numpy defers to our reflected operators
 
@@ -70,6 +83,7 @@ class NDArray:
         self._node = None
         self._grad = None
         self._grad_req = None
+        self._base = None
         self._version = 0
         self._users = 0
         self._why = None
@@ -171,9 +185,19 @@ class NDArray:
         self._grad = None if grad_req == "null" else NDArray(np.zeros_like(self._data))
 
     def detach(self) -> NDArray:
-        """A new array with the same values and no history."""
+        """A new array over the same buffer (as in MXNet), with no history.
+
+        Writing to it in place changes this array too, and backward notices if a
+        recorded node needed the old values.
+        """
+        out = self._alias()
+        out._why = tape.DETACHED
+        return out
+
+    def _alias(self) -> NDArray:
+        """A new array over the same buffer, sharing its version counter; no autograd state."""
         out = NDArray(self._data)
-        out._why = "detached"
+        out._base = self if self._base is None else self._base
         return out
 
     def backward(self, out_grad=None, retain_graph: bool = False, train_mode: bool = True):
@@ -183,16 +207,21 @@ class NDArray:
 
     # ----- in-place changes -------------------------------------------------
     def _check_inplace(self, what: str) -> None:
-        """Refuse, inside record(), to change an array the recorded graph relies on."""
+        """Refuse, inside record(), to change an array the recorded graph relies on.
+
+        Outside record() the change is allowed; the version bump makes a later
+        backward through the old value fail instead.
+        """
         if not tape.is_recording():
             return
-        if self._node is not None:
+        owner = self if self._base is None else self._base
+        if self._node is not None or owner._node is not None:
             raise InPlaceError(
                 f"{what} on an array that was computed inside record(): its recorded history "
                 "would no longer describe its value, so gradients would be wrong. The array was "
                 "left unchanged. Compute a new array instead (y = y + z), or detach() it first."
             )
-        if self._users:
+        if owner._users:
             raise InPlaceError(
                 f"{what} on an array that a recorded operation still needs for its backward "
                 "pass. The array was left unchanged. Write the new value to a new array, or "
@@ -202,9 +231,16 @@ class NDArray:
     def _assign(self, key, value) -> None:
         self._check_inplace("in-place assignment")
         if isinstance(value, NDArray):
+            if tape.is_recording() and tape.is_tracked(value):
+                raise InPlaceError(
+                    "assigning an array that has recorded history into another array inside "
+                    "record() is not recorded, so the gradient through it would be lost. The "
+                    "target was left unchanged. Build the new array out of place (nd.concat, "
+                    "nd.where, ...), or assign value.detach() if no gradient should flow."
+                )
             value = value._data
         self._data[key] = value
-        self._version += 1
+        (self if self._base is None else self._base)._version += 1
 
     def __setitem__(self, key, value) -> None:
         self._assign(_raw_key(key), value)
@@ -221,7 +257,7 @@ class NDArray:
 
     def copyto(self, other):
         if isinstance(other, NDArray):
-            other._assign(slice(None), self._data)
+            other._assign(slice(None), self)
             return other
         return self.copy()
 
@@ -275,17 +311,17 @@ def _install_methods() -> None:
         "pow": P.power, "mod": P.mod,
     }
     for name, op in binary.items():
-        setattr(NDArray, f"__{name}__", _forward_binary(op))
+        setattr(NDArray, f"__{name}__", op)  # op(self, other): no wrapper frame
         setattr(NDArray, f"__r{name}__", _reflected_binary(op))
         setattr(NDArray, f"__i{name}__", _inplace_binary(op, name))
-    setattr(NDArray, "__div__", NDArray.__truediv__)
-    setattr(NDArray, "__rdiv__", NDArray.__rtruediv__)
+    NDArray.__div__ = NDArray.__truediv__
+    NDArray.__rdiv__ = NDArray.__rtruediv__
     compare = {"eq": P.equal, "ne": P.not_equal, "lt": P.lesser, "le": P.lesser_equal,
                "gt": P.greater, "ge": P.greater_equal}
     for name, op in compare.items():
-        setattr(NDArray, f"__{name}__", _forward_binary(op))
+        setattr(NDArray, f"__{name}__", op)
     NDArray.__hash__ = object.__hash__
-    NDArray.__matmul__ = _forward_binary(P.dot)
+    NDArray.__matmul__ = P.dot
     for name in ("sum", "mean", "max", "min", "prod", "norm", "argmax", "argmin", "exp", "log",
                  "sqrt", "square", "abs", "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
                  "log1p", "expm1", "reciprocal", "floor", "ceil", "round", "transpose",
@@ -293,14 +329,6 @@ def _install_methods() -> None:
                  "softmax", "log_softmax", "slice_axis", "take", "pick", "split", "swapaxes",
                  "clip"):
         setattr(NDArray, name, getattr(P, name))
-
-
-def _forward_binary(op):
-    def method(self, other):
-        return op(self, other)
-
-    method.__name__ = op.__name__
-    return method
 
 
 def _reflected_binary(op):
@@ -311,22 +339,32 @@ def _reflected_binary(op):
     return method
 
 
+def _in_graph(array) -> bool:
+    """Whether ``array``'s buffer belongs to the recorded graph (history, gradient or users)."""
+    owner = array if array._base is None else array._base
+    return (array._node is not None or array._grad is not None or owner._node is not None
+            or owner._users > 0)
+
+
 def _inplace_binary(op, name):
-    """``y += z``: out-of-place and rebinding when autograd must see it, else in place."""
+    """``y += z``.  Inside record(), if ``y`` or ``z`` is part of the graph, the op is
+    recorded out of place and ``y`` is rebound, leaving the old array intact for the
+    graph.  Otherwise ``y`` is updated in place (same object, as in MXNet); outside
+    record() that bumps its version, so a backward that still needs the old value fails.
+    """
 
     def method(self, other):
-        if tape.is_recording() and (self._node is not None or tape.is_tracked(self)
-                                    or tape.is_tracked(other) or self._users):
-            return op(self, other)
-        if self._users or self._node is not None:
-            # Outside record(): keep the old array intact for the recorded graph too.
+        if tape.is_recording() and (_in_graph(self) or tape.is_tracked(other)):
             return op(self, other)
         result = op(self, other)
         if result._data.shape != self._data.shape or result._data.dtype != self._data.dtype:
             return result
-        self._data[...] = result._data
-        self._version += 1
+        self._assign(Ellipsis, result._data)
         return self
 
     method.__name__ = f"i{name}"
     return method
+
+
+# tape.py imports this module, so it is bound last (either import order works).
+from . import tape

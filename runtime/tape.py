@@ -2,19 +2,23 @@
 
 The tape knows no operation.  ``apply`` runs a primitive's numpy forward and,
 while recording, links the result to a ``Node`` that keeps the primitive, its
-inputs and their versions.  ``backward`` walks the nodes reachable from the
-heads in reverse topological order and calls each primitive's per-argument
-VJP rules.  The rules are written with other primitives, so running them while
-recording (``create_graph=True``) records the backward pass itself and any
-order of derivative works.
+inputs and the versions of their buffers.  ``backward`` walks the nodes
+reachable from the heads in reverse topological order and calls each
+primitive's per-argument VJP rules.  The rules are written with other
+primitives, so running them while recording (``create_graph=True``) records
+the backward pass itself and any order of derivative works.
 
 Guarantees:
 - recording state (recording, training) is per thread;
 - a node is only created when recording and at least one input is tracked
   (has a node or a gradient buffer);
+- an array that gets no node remembers why (``_why``), so differentiating it
+  fails with the reason, not just "no history";
 - backward never returns a gradient computed from a value that was changed in
   place after it was recorded: versions are checked, and a mismatch raises
-  ``InPlaceError``;
+  ``InPlaceError``.  Arrays that view one buffer (``reshape``, basic indexing,
+  ``detach``) share one version counter, kept on the array that owns the
+  buffer (``NDArray._base``), so a write through any of them is seen;
 - without ``retain_graph`` every node a backward pass used is freed, and a
   second backward through it raises ``GraphFreedError``.
 """
@@ -22,7 +26,6 @@ Guarantees:
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -59,18 +62,35 @@ def set_training(train_mode: bool) -> bool:
     return previous
 
 
-@contextmanager
-def scope(recording: bool | None, training: bool | None):
-    """Set recording/training for a block and restore both afterwards, even on error."""
-    old_recording, old_training = _state.recording, _state.training
-    if recording is not None:
-        _state.recording = recording
-    if training is not None:
-        _state.training = training
-    try:
-        yield
-    finally:
-        _state.recording, _state.training = old_recording, old_training
+class StateScope:
+    """A ``with`` block that sets recording/training and restores both on exit, even on error.
+
+    ``None`` leaves that flag as it is.  Each entry pushes the state it replaces and
+    the matching exit pops it, so one scope object may be entered again, nested.
+    """
+
+    __slots__ = ("_saved", "recording", "training")
+
+    def __init__(self, recording: bool | None, training: bool | None):
+        self.recording = recording
+        self.training = training
+        self._saved = []
+
+    def __enter__(self):
+        state = _state
+        self._saved.append((state.recording, state.training))
+        if self.recording is not None:
+            state.recording = self.recording
+        if self.training is not None:
+            state.training = self.training
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        _state.recording, _state.training = self._saved.pop()
+        return False
+
+
+scope = StateScope
 
 
 def is_tracked(value) -> bool:
@@ -78,72 +98,169 @@ def is_tracked(value) -> bool:
     return getattr(value, "_node", None) is not None or getattr(value, "_grad", None) is not None
 
 
-class Node:
-    """One recorded primitive application: ``out = prim(*args, **params)``."""
+def _owner(array):
+    """The array that owns ``array``'s buffer and so keeps its version and user count."""
+    return array if array._base is None else array._base
 
-    __slots__ = ("prim", "args", "params", "tracked", "versions", "out_version", "freed")
+
+class Node:
+    """One recorded primitive application: ``out = prim(*args, **params)``.
+
+    ``versions[i]`` is the buffer version of ``args[i]`` when it was recorded (None for
+    non-arrays); ``out_version`` the same for the output.  While the node is alive and
+    not freed it counts as a user of each input buffer (``_users``), which is how an
+    in-place change inside ``record()`` knows it would corrupt the graph.
+    """
+
+    __slots__ = ("args", "freed", "out_version", "params", "prim", "tracked", "versions")
 
     def __init__(self, prim, args, params, tracked, out_version):
         self.prim = prim
         self.args = args
         self.params = params
         self.tracked = tracked
-        self.versions = tuple(getattr(a, "_version", 0) for a in args)
         self.out_version = out_version
         self.freed = False
+        versions = []
         for a in args:
-            if hasattr(a, "_users"):
-                a._users += 1
+            if type(a) is NDArray:
+                owner = a if a._base is None else a._base
+                owner._users += 1
+                versions.append(owner._version)
+            else:
+                versions.append(None)
+        self.versions = versions
 
     def free(self) -> None:
-        if not self.freed:
-            self.freed = True
-            for a in self.args:
-                if hasattr(a, "_users"):
-                    a._users -= 1
-            self.args = ()
+        if self.freed:
+            return
+        self.freed = True
+        for a in self.args:
+            if type(a) is NDArray:
+                (a if a._base is None else a._base)._users -= 1
+        self.args = ()
 
     def __del__(self):
-        try:
+        # Also safe at interpreter shutdown: with NDArray gone, free() touches no array.
+        if not self.freed:
             self.free()
-        except Exception:  # interpreter shutdown: module globals may be gone
-            pass
+
+
+class _Constant:
+    """The "primitive" of a node with no inputs: a value recorded as constant.
+
+    ``grad(create_graph=True)`` gives such a node to a gradient that does not depend on
+    any variable (the gradient of ``sum(x)``, say), so differentiating it again yields
+    zeros instead of a "not recorded" error.
+    """
+
+    name = "constant"
+    vjps = ()
+
+
+# Why an array has no node; the three reasons users hit, worded to follow "because".
+_NO_VARIABLE = (
+    "none of the arrays it was computed from had a gradient attached (attach_grad(), "
+    "with a grad_req other than 'null')"
+)
+_OUTSIDE_RECORD = (
+    "it (or an array it was computed from) was computed outside a `with autograd.record():` "
+    "block"
+)
+DETACHED = "it (or an array it was computed from) was detached from the graph with detach()"
+
+
+def _why_untracked(prim, args, recording: bool) -> str | None:
+    """Why the result of ``prim`` on ``args`` gets no node (None when nothing is amiss)."""
+    inherited = None
+    for a in args:
+        if type(a) is not NDArray:
+            continue
+        if a._node is not None or a._grad is not None:
+            if not recording:
+                return _OUTSIDE_RECORD
+            return f"'{prim.name}' passes no gradient to the inputs that have one"
+        if inherited is None:
+            inherited = a._why
+    if inherited is not None:
+        return inherited
+    return _NO_VARIABLE if recording else None
+
+
+def _viewed_owner(data, args):
+    """The owner of the buffer that ``data`` (a numpy view) looks into, if an input owns it.
+
+    numpy points a view's ``base`` at the array that owns the memory, so comparing bases
+    by identity finds the input without a memory-overlap test.
+    """
+    root = data.base
+    for a in args:
+        if type(a) is NDArray:
+            d = a._data
+            if d is root or d.base is root:
+                return a if a._base is None else a._base
+    return None
 
 
 def apply(prim, args, params):
-    """Run ``prim`` on ``args`` and, while recording, record it on the tape."""
-    from .ndarray import NDArray, as_data
+    """Run ``prim`` on ``args`` and, while recording, record it on the tape.
 
-    raw = [a._data if type(a) is NDArray else a for a in args]
-    result = NDArray(as_data(prim.forward(*raw, **params)))
-    if prim.vjps is None:
-        return result
-    if _state.recording:
-        tracked = tuple(i for i, a in enumerate(args)
-                        if type(a) is NDArray and (a._node is not None or a._grad is not None)
-                        and prim.vjps[i] is not None)
-        if tracked:
-            result._node = Node(prim, tuple(args), params, tracked, 0)
+    This is the eager road's per-op cost, so it is written as straight-line code with
+    one pass over the arguments.
+    """
+    raw = []
+    history = False  # some input has a node or a gradient buffer
+    inherited = False  # some input knows why it has no node
+    for a in args:
+        if type(a) is NDArray:
+            raw.append(a._data)
+            if a._node is not None or a._grad is not None:
+                history = True
+            elif a._why is not None:
+                inherited = True
         else:
-            result._why = "none of its inputs had a gradient attached (attach_grad)"
-    elif any(type(a) is NDArray and (a._node is not None or a._grad is not None) for a in args):
-        result._why = "it was computed outside autograd.record()"
+            raw.append(a)
+    data = prim.forward(*raw, **params)
+    if type(data) is not np.ndarray or data.ndim == 0 or not data.flags.c_contiguous:
+        data = as_data(data)
+    owner = None
+    if data.base is not None:
+        if not data.flags.writeable:  # e.g. np.broadcast_to views
+            data = data.copy()
+        else:
+            owner = _viewed_owner(data, args)
+    result = NDArray(data)
+    if owner is not None:
+        result._base = owner
+    recording = _state.recording
+    if history and recording and prim.vjps is not None:
+        vjps = prim.vjps
+        tracked = [i for i, a in enumerate(args)
+                   if type(a) is NDArray and (a._node is not None or a._grad is not None)
+                   and vjps[i] is not None]
+        if tracked:
+            result._node = Node(prim, args, params, tracked,
+                                0 if owner is None else owner._version)
+            return result
+    if history or inherited or recording:
+        result._why = _why_untracked(prim, args, recording)
     return result
 
 
 def record_custom(prim, args, params, outputs):
     """Link already-computed ``outputs`` to one node per output (custom Functions,
     compiled functions).  ``prim.vjps[i]`` receives ``g, ans, *args, out_index=k``."""
-    from .ndarray import NDArray
-
-    if not _state.recording:
+    args = tuple(args)
+    tracked = [i for i, a in enumerate(args)
+               if type(a) is NDArray and (a._node is not None or a._grad is not None)]
+    if _state.recording and tracked:
+        for k, out in enumerate(outputs):
+            out._node = Node(prim, args, dict(params, out_index=k), tracked,
+                             _owner(out)._version)
         return
-    tracked = tuple(i for i, a in enumerate(args)
-                    if type(a) is NDArray and (a._node is not None or a._grad is not None))
-    if not tracked:
-        return
-    for k, out in enumerate(outputs):
-        out._node = Node(prim, tuple(args), dict(params, out_index=k), tracked, out._version)
+    why = _why_untracked(prim, args, _state.recording)
+    for out in outputs:
+        out._why = why
 
 
 # ----------------------------------------------------------------------------------------
@@ -164,8 +281,6 @@ def _not_recorded_message(head) -> str:
 
 def _topological_order(heads):
     """Arrays reachable from heads, each after every array that consumes it."""
-    from .ndarray import NDArray
-
     order, visited = [], set()
     stack = [(h, False) for h in heads]
     while stack:
@@ -178,10 +293,11 @@ def _topological_order(heads):
         visited.add(id(arr))
         stack.append((arr, True))
         node = arr._node
-        if node is not None:
+        if node is not None and not node.freed:
+            args = node.args
             for i in node.tracked:
-                a = node.args[i] if not node.freed else None
-                if type(a) is NDArray and id(a) not in visited:
+                a = args[i]
+                if id(a) not in visited:
                     stack.append((a, False))
     order.reverse()
     return order
@@ -189,13 +305,13 @@ def _topological_order(heads):
 
 def _check_versions(arr, node) -> None:
     for a, v in zip(node.args, node.versions, strict=True):
-        if getattr(a, "_version", v) != v:
+        if v is not None and _owner(a)._version != v:
             raise InPlaceError(
                 f"an input of shape {a.shape} to a recorded '{node.prim.name}' was changed in "
                 "place after it was recorded, so its gradient can no longer be computed. Do the "
                 "in-place update after backward(), or write the new value to a new array."
             )
-    if arr._version != node.out_version:
+    if _owner(arr)._version != node.out_version:
         raise InPlaceError(
             f"the result (shape {arr.shape}) of a recorded '{node.prim.name}' was changed in "
             "place after it was recorded; its gradient would be wrong. Write the new value "
@@ -204,8 +320,6 @@ def _check_versions(arr, node) -> None:
 
 
 def _head_gradients(heads, head_grads):
-    from .ndarray import NDArray
-
     if head_grads is None:
         head_grads = [None] * len(heads)
     if len(head_grads) != len(heads):
@@ -217,7 +331,7 @@ def _head_gradients(heads, head_grads):
         if g is None:
             out.append(NDArray(np.ones_like(h._data)))
             continue
-        g = g if isinstance(g, NDArray) else NDArray(np.asarray(g))
+        g = g if isinstance(g, NDArray) else NDArray(as_data(g))
         if g.shape != h.shape:
             raise HeadGradientError(
                 f"head gradient has shape {g.shape} but its head has shape {h.shape}; "
@@ -233,18 +347,19 @@ def _head_gradients(heads, head_grads):
 
 
 def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode):
-    """Propagate; returns {id(array): (array, gradient)} for arrays with a gradient buffer
-    or that were asked for, and the set of nodes visited."""
-    from . import primitives as P
-
+    """Propagate from ``heads``; returns {id(array): (array, gradient)} for every array
+    the pass reached with a gradient."""
+    add = primitives.add
     for h in heads:
+        if type(h) is not NDArray:
+            raise TypeError(f"backward()/grad() heads must be NDArrays, got {type(h).__name__}")
         if h._node is None and h._grad is None:
             raise NotRecordedError(_not_recorded_message(h))
     grads = {}
     for h, g in zip(heads, _head_gradients(heads, head_grads), strict=True):
-        grads[id(h)] = g if id(h) not in grads else P.add(grads[id(h)], g)
+        grads[id(h)] = g if id(h) not in grads else add(grads[id(h)], g)
     reached = {}
-    with scope(recording=create_graph, training=train_mode):
+    with StateScope(recording=create_graph, training=train_mode):
         for arr in _topological_order(heads):
             g = grads.pop(id(arr), None)
             if g is None:
@@ -260,19 +375,16 @@ def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode):
                     "same graph again, or recompute the output inside record()."
                 )
             _check_versions(arr, node)
+            args, vjps = node.args, node.prim.vjps
             for i in node.tracked:
-                gi = node.prim.vjps[i](g, arr, *node.args, **node.params)
+                gi = vjps[i](g, arr, *args, **node.params)
                 if gi is None:
                     continue
-                key = id(node.args[i])
-                if key in grads:
-                    grads[key] = P.add(grads[key], gi)
-                else:
-                    grads[key] = gi
-                    reached.setdefault(key, None)
+                key = id(args[i])
+                grads[key] = gi if key not in grads else add(grads[key], gi)
             if not retain_graph:
                 node.free()
-    return {k: v for k, v in reached.items() if v is not None}
+    return reached
 
 
 def backward(heads, head_grads=None, retain_graph=False, train_mode=True):
@@ -280,21 +392,24 @@ def backward(heads, head_grads=None, retain_graph=False, train_mode=True):
     heads = list(heads)
     reached = _run_backward(heads, head_grads, retain_graph, False, train_mode)
     for arr, g in reached.values():
-        if arr._grad is None:
+        buffer = arr._grad
+        if buffer is None:
             continue
         data = g._data if g._data.shape == arr.shape else np.broadcast_to(g._data, arr.shape)
         if arr._grad_req == "add":
-            arr._grad._data += data
+            buffer._data += data
         else:
-            arr._grad._data[...] = data
-        arr._grad._version += 1
+            buffer._data[...] = data
+        _owner(buffer)._version += 1
 
 
 def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=False,
          train_mode=True):
-    """Gradients of heads with respect to variables, as new arrays (``.grad`` untouched)."""
-    from .ndarray import NDArray
+    """Gradients of heads with respect to variables, as new arrays (``.grad`` untouched).
 
+    With ``create_graph`` every returned gradient can be differentiated again: one that
+    depends on no variable becomes a recorded constant (its derivative is zero).
+    """
     for v in variables:
         if not isinstance(v, NDArray) or not is_tracked(v):
             raise NotRecordedError(
@@ -307,5 +422,15 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
     out = []
     for v in variables:
         hit = reached.get(id(v))
-        out.append(hit[1] if hit is not None else NDArray(np.zeros_like(v._data)))
+        g = hit[1] if hit is not None else NDArray(np.zeros_like(v._data))
+        if create_graph and g._node is None:
+            g = g._alias()
+            g._node = Node(_Constant, (), {}, (), _owner(g)._version)
+        out.append(g)
     return out
+
+
+# ndarray.py and primitives.py import this module, so they are bound last (any import
+# order works: each of the three modules imports the others at its end or uses them late).
+from . import primitives
+from .ndarray import NDArray, as_data
