@@ -39,6 +39,10 @@ with autograd.record():
 c.backward()
 print(a.grad == c / a)
 
+# pullback: the same f, differentiated by source transformation. This is the
+# forward (with its stack pushes) and the adjoint that pb.compile generates.
+print(mx.adjoint_source(f, argnums=0))
+
 # Head gradients and the chain rule
 with autograd.record():
     y = x * 2

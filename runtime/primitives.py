@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import InPlaceError
 from .ndarray import NDArray, as_data
 from .tape import apply
 
@@ -61,7 +62,12 @@ def primitive(name, forward, vjps, scalar=None, params=()):
                 return result if type(result) is np.ndarray and result.ndim else as_data(result)
         result = apply(prim, args, kwargs)
         if out is not None:
-            out._assign(slice(None), result._data)
+            if result._node is not None:
+                raise InPlaceError(
+                    f"{name}(..., out=...) inside autograd.record() would write a recorded "
+                    f"result into an existing array and lose its gradient; write "
+                    f"`y = {name}(...)` instead")
+            out._assign(builtins.slice(None), result._data)
             return out
         return result
 

@@ -420,9 +420,12 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
         retain_graph = create_graph
     reached = _run_backward(list(heads), head_grads, retain_graph, create_graph, train_mode)
     out = []
+    given = {id(h) for h in (head_grads or ()) if h is not None}
     for v in variables:
         hit = reached.get(id(v))
         g = hit[1] if hit is not None else NDArray(np.zeros_like(v._data))
+        if id(g) in given and g._node is None:   # never hand the caller's head back
+            g = NDArray(g._data.copy())
         if create_graph and g._node is None:
             g = g._alias()
             g._node = Node(_Constant, (), {}, (), _owner(g)._version)

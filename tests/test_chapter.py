@@ -13,7 +13,7 @@ from pathlib import Path
 
 CHAPTER = Path(__file__).resolve().parents[1] / "examples" / "autograd_chapter.py"
 
-EXPECTED = (
+EXPECTED_BEFORE = (
     "x.grad:  \n"
     "[[ 4.  8.]\n"
     " [12. 16.]]\n"
@@ -23,11 +23,16 @@ EXPECTED = (
     "\n"
     "[1. 1. 1.]\n"
     "<NDArray 3 @cpu(0)>\n"
+)
+EXPECTED_AFTER = (
     "\n"
     "[[40.    8.  ]\n"
     " [ 1.2   0.16]]\n"
     "<NDArray 2x2 @cpu(0)>\n"
 )
+# Between the two, the example shows pb.adjoint_source(f): a golden file.
+ADJOINT = Path(__file__).resolve().parent / "golden" / "chapter_example_adjoint.py.txt"
+EXPECTED = EXPECTED_BEFORE + ADJOINT.read_text() + "\n" + EXPECTED_AFTER
 
 
 def test_chapter_output_matches_mxnet_exactly():

@@ -220,18 +220,12 @@ def _with_one(values):
     return values
 
 
-# runtime/primitives.py's op wrapper calls `slice(None)`, which resolves to the module's
-# own MXNet-style nd.slice, so every `op(..., out=x)` raises TypeError before writing.
-_OUT_BROKEN = pytest.mark.xfail(strict=True, raises=TypeError,
-                                reason="primitives.py: out= calls the shadowed name `slice`")
-
 # name: (change, values after the change from the values before)
 MUTATIONS = {"x[:]=": (_set_all, lambda before: np.full_like(before, 5.0)),
              "x[i]=": (_set_one, _with_one),
              "full(out=x)": (_full_out, lambda before: np.full_like(before, 5.0)),
              "op(out=x)": (_op_out, lambda before: np.full_like(before, 5.0))}
-MUTATION_PARAMS = [pytest.param(name, marks=_OUT_BROKEN) if name == "op(out=x)" else name
-                   for name in MUTATIONS]
+MUTATION_PARAMS = list(MUTATIONS)
 
 
 def _graph(role):
@@ -496,3 +490,11 @@ def test_function_backward_twice_without_retain_graph():
     y.backward()
     with raises(pb.GraphFreedError, RuntimeError, "retain_graph"):
         y.backward()
+
+
+def test_out_of_a_recorded_result_inside_record_raises():
+    x = variable([1.0, 2.0])
+    target = nd.zeros((2,), dtype="float64")
+    with ag.record(), pytest.raises(pb.InPlaceError, match="out=.*lose its gradient"):
+        nd.exp(x, out=target)
+    assert target.asnumpy().tolist() == [0.0, 0.0]
