@@ -23,7 +23,7 @@ from .calls import describe
 from .errors import error_at
 from .normalize import local_names
 
-_DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append"}
+_DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel"}
 
 
 @dataclass
@@ -185,6 +185,10 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
                 result.needed |= _names(k.value)
         elif op.kind == "index":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
+        elif op.kind == "kernel":
+            result.needed.add(target)
+            for a in op.args:
+                result.needed |= _names(a)
     result.needed &= result.locals
     decide_pushes(fn.body, result)
     return result

@@ -167,6 +167,9 @@ def _describe_attribute(value) -> Operation:
 
 def _describe_call(parsed, call, locals_) -> Operation:
     func = call.func
+    kernel = getattr(call, "pb_kernel", None)
+    if kernel is not None:
+        return Operation("kernel", args=list(call.args), callee=kernel, label=kernel.name)
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "append"):
         return Operation("append", args=list(call.args))

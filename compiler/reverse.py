@@ -300,7 +300,7 @@ class ReverseTransform:
             reset = target in self.a.redefined
         ans = target
         if pushed:
-            if op.kind == "prim":
+            if op.kind in ("prim", "kernel"):
                 ans = f"{target}_out"
                 out.add(f"{ans} = {target}")
             out.add(f"{target} = _stack.pop({self.tag(target, s)})")
@@ -364,6 +364,18 @@ class ReverseTransform:
             if self.a.is_active_atom(a):
                 acc = self.grad(a.id)
                 out.add(f"{acc} = support.add_grads({acc}, {parts}[{i}])")
+        return out
+
+    def rule_kernel(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        inputs = [unparse(a) for a in op.args]
+        parts = self.fresh("parts")
+        out.add(f"{parts} = {op.callee.name}.vjp({g}, {ans}, {', '.join(inputs)})")
+        for i, a in enumerate(op.args):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.unbroadcast({parts}[{i}], "
+                        f"{a.id}))")
         return out
 
     def rule_const(self, s, op, g, ans) -> Lines:

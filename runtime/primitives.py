@@ -38,6 +38,7 @@ class Primitive:
     vjps: tuple | None
     scalar: str | None = None
     params: tuple = field(default_factory=tuple)
+    scalar_vjps: tuple = field(default_factory=tuple)
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -46,9 +47,17 @@ class Primitive:
 REGISTRY: dict[str, Primitive] = {}
 
 
-def primitive(name, forward, vjps, scalar=None, params=()):
-    """Register a primitive; return the op function that applies it."""
-    prim = Primitive(name, forward, None if vjps is None else tuple(vjps), scalar, tuple(params))
+def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=()):
+    """Register a primitive; return the op function that applies it.
+
+    ``scalar`` and ``scalar_vjps`` (elementwise ops only) are the op and its
+    per-argument derivative in the kernel fuser's scalar language, over the names
+    ``x``, ``y`` (operands), ``ans`` (result) and ``g`` (the result's gradient);
+    ``None`` marks a zero derivative. They compute exactly what the forward and
+    the VJP rules compute, in the same order of operations.
+    """
+    prim = Primitive(name, forward, None if vjps is None else tuple(vjps), scalar, tuple(params),
+                     tuple(scalar_vjps))
     REGISTRY[name] = prim
 
     def op(*args, out=None, **kwargs):
@@ -177,15 +186,22 @@ def _minimum_vjp_y(g, ans, x, y):
     return unbroadcast(multiply(g, greater(x, y)), y)
 
 
-add = primitive("add", np.add, [_add_vjp_x, _add_vjp_y], scalar="x + y")
-subtract = primitive("subtract", np.subtract, [_add_vjp_x, _sub_vjp_y], scalar="x - y")
-multiply = primitive("multiply", np.multiply, [_mul_vjp_x, _mul_vjp_y], scalar="x * y")
-divide = primitive("divide", np.true_divide, [_div_vjp_x, _div_vjp_y], scalar="x / y")
-power = primitive("power", np.power, [_pow_vjp_x, _pow_vjp_y], scalar="pow(x, y)")
+add = primitive("add", np.add, [_add_vjp_x, _add_vjp_y], scalar="x + y",
+                scalar_vjps=("g", "g"))
+subtract = primitive("subtract", np.subtract, [_add_vjp_x, _sub_vjp_y], scalar="x - y",
+                     scalar_vjps=("g", "-g"))
+multiply = primitive("multiply", np.multiply, [_mul_vjp_x, _mul_vjp_y], scalar="x * y",
+                     scalar_vjps=("g * y", "g * x"))
+divide = primitive("divide", np.true_divide, [_div_vjp_x, _div_vjp_y], scalar="x / y",
+                   scalar_vjps=("g / y", "-((g * ans) / y)"))
+power = primitive("power", np.power, [_pow_vjp_x, _pow_vjp_y], scalar="pow(x, y)",
+                  scalar_vjps=("g * (y * pow(x, y - 1))", "g * (ans * log(where(x > 0, x, 1.0)))"))
 maximum = primitive("maximum", np.maximum, [_maximum_vjp_x, _maximum_vjp_y],
-                    scalar="max(x, y)")
+                    scalar="max(x, y)",
+                    scalar_vjps=("g * (x >= y)", "g * (x < y)"))
 minimum = primitive("minimum", np.minimum, [_minimum_vjp_x, _minimum_vjp_y],
-                    scalar="min(x, y)")
+                    scalar="min(x, y)",
+                    scalar_vjps=("g * (x <= y)", "g * (x > y)"))
 mod = primitive("mod", np.mod, None)
 broadcast_add, broadcast_sub = add, subtract
 broadcast_mul, broadcast_div = multiply, divide
@@ -284,25 +300,44 @@ def _relu_forward(x):
     return np.maximum(x, 0).astype(np.asarray(x).dtype)
 
 
-negative = primitive("negative", np.negative, [_negative_vjp], scalar="-x")
-exp = primitive("exp", np.exp, [_exp_vjp], scalar="exp(x)")
-log = primitive("log", np.log, [_log_vjp], scalar="log(x)")
-sqrt = primitive("sqrt", np.sqrt, [_sqrt_vjp], scalar="sqrt(x)")
-square = primitive("square", np.square, [_square_vjp], scalar="x * x")
-abs = primitive("abs", np.abs, [_abs_vjp], scalar="fabs(x)")
-sign = primitive("sign", np.sign, [_zero_vjp], scalar="sign(x)")
-sin = primitive("sin", np.sin, [_sin_vjp], scalar="sin(x)")
-cos = primitive("cos", np.cos, [_cos_vjp], scalar="cos(x)")
-tan = primitive("tan", np.tan, [_tan_vjp], scalar="tan(x)")
-tanh = primitive("tanh", np.tanh, [_tanh_vjp], scalar="tanh(x)")
-sigmoid = primitive("sigmoid", _sigmoid_forward, [_sigmoid_vjp], scalar="sigmoid(x)")
-relu = primitive("relu", _relu_forward, [_relu_vjp], scalar="max(x, 0)")
-log1p = primitive("log1p", np.log1p, [_log1p_vjp], scalar="log1p(x)")
-expm1 = primitive("expm1", np.expm1, [_expm1_vjp], scalar="expm1(x)")
-reciprocal = primitive("reciprocal", np.reciprocal, [_reciprocal_vjp], scalar="1 / x")
-floor = primitive("floor", np.floor, [_zero_vjp], scalar="floor(x)")
-ceil = primitive("ceil", np.ceil, [_zero_vjp], scalar="ceil(x)")
-round = primitive("round", np.round, [_zero_vjp], scalar="round(x)")
+negative = primitive("negative", np.negative, [_negative_vjp], scalar="-x",
+                     scalar_vjps=("-g",))
+exp = primitive("exp", np.exp, [_exp_vjp], scalar="exp(x)",
+                scalar_vjps=("g * ans",))
+log = primitive("log", np.log, [_log_vjp], scalar="log(x)",
+                scalar_vjps=("g / x",))
+sqrt = primitive("sqrt", np.sqrt, [_sqrt_vjp], scalar="sqrt(x)",
+                 scalar_vjps=("(g * 0.5) / ans",))
+square = primitive("square", np.square, [_square_vjp], scalar="x * x",
+                   scalar_vjps=("g * (x * 2.0)",))
+abs = primitive("abs", np.abs, [_abs_vjp], scalar="fabs(x)",
+                scalar_vjps=("g * sign(x)",))
+sign = primitive("sign", np.sign, [_zero_vjp], scalar="sign(x)",
+                 scalar_vjps=(None,))
+sin = primitive("sin", np.sin, [_sin_vjp], scalar="sin(x)",
+                scalar_vjps=("g * cos(x)",))
+cos = primitive("cos", np.cos, [_cos_vjp], scalar="cos(x)",
+                scalar_vjps=("-(g * sin(x))",))
+tan = primitive("tan", np.tan, [_tan_vjp], scalar="tan(x)",
+                scalar_vjps=("g * (1.0 + ans * ans)",))
+tanh = primitive("tanh", np.tanh, [_tanh_vjp], scalar="tanh(x)",
+                 scalar_vjps=("g * (1.0 - ans * ans)",))
+sigmoid = primitive("sigmoid", _sigmoid_forward, [_sigmoid_vjp], scalar="sigmoid(x)",
+                    scalar_vjps=("g * (ans * (1.0 - ans))",))
+relu = primitive("relu", _relu_forward, [_relu_vjp], scalar="max(x, 0)",
+                 scalar_vjps=("g * (x > 0.0)",))
+log1p = primitive("log1p", np.log1p, [_log1p_vjp], scalar="log1p(x)",
+                  scalar_vjps=("g / (x + 1.0)",))
+expm1 = primitive("expm1", np.expm1, [_expm1_vjp], scalar="expm1(x)",
+                  scalar_vjps=("g * (ans + 1.0)",))
+reciprocal = primitive("reciprocal", np.reciprocal, [_reciprocal_vjp], scalar="1 / x",
+                       scalar_vjps=("-(g * (ans * ans))",))
+floor = primitive("floor", np.floor, [_zero_vjp], scalar="floor(x)",
+                  scalar_vjps=(None,))
+ceil = primitive("ceil", np.ceil, [_zero_vjp], scalar="ceil(x)",
+                 scalar_vjps=(None,))
+round = primitive("round", np.round, [_zero_vjp], scalar="round(x)",
+                  scalar_vjps=(None,))
 rint = round
 
 

@@ -50,6 +50,16 @@ def accumulate(total, rule, g, *args, **params):
     return add_grads(total, rule(g, *args, **params))
 
 
+def unbroadcast(g, value):
+    """A per-element gradient summed down to the shape of ``value`` (None stays None)."""
+    if g is None:
+        return None
+    shape = np.shape(value)
+    if np.shape(g) == shape:
+        return g
+    return P.sum_to(np.asarray(g), shape=shape)
+
+
 def index_key(key):
     """An index as numpy wants it: NDArrays inside become integer arrays."""
     if isinstance(key, NDArray):

@@ -96,3 +96,16 @@ def test_compiled_under_record_is_one_node(entry):
     tape = _tape_gradients(fn, arrays)
     for x, t in zip(xs, tape, strict=True):
         np.testing.assert_allclose(x.grad.asnumpy(), t, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("entry", CASES, ids=IDS)
+def test_fused_and_unfused_agree(entry, monkeypatch):
+    from pullback.compiler.api import CompiledFunction
+
+    fn, arrays = entry["fn"], _inputs(entry, np.float64, seed=1)
+    kind = "numpy" if entry["numpy"] else "nd"
+    fused = _compiled_gradients(CompiledFunction(fn), arrays, kind)
+    monkeypatch.setenv("PULLBACK_FUSE", "0")
+    unfused = _compiled_gradients(CompiledFunction(fn), arrays, kind)
+    for a, b in zip(fused, unfused, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
