@@ -1,8 +1,9 @@
 """The public compiler API: ``compile``, ``grad``, ``value_and_grad``, ``vjp``,
 ``adjoint_source``.
 
-A ``CompiledFunction`` wraps a user function.  Outside ``record()`` calling it
-runs the user's function as written (no stack work at all).  Under
+A ``CompiledFunction`` wraps a user function.  Outside ``record()`` (or with no
+differentiable input) calling it runs the generated forward with nothing
+differentiated: fused kernels, no stack work at all.  Under
 ``record()`` with differentiable inputs, the call becomes ONE tape node: the
 generated forward runs with a fresh stack, and the node's backward runs the
 generated adjoint on a copy of that stack (so ``retain_graph`` works).  With
@@ -58,18 +59,16 @@ class CompiledFunction:
         found = self._variants.get(mask)
         if found is None:
             found = self._variants[mask] = Variant(self, mask)
-        self.last_variant = found
+        if any(mask):
+            self.last_variant = found
         return found
 
     def __get__(self, obj, objtype=None):
         return self if obj is None else functools.partial(self, obj)
 
     def __call__(self, *args):
-        if not tape.is_recording():
-            return self.fn(*args)
-        mask = tuple(isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
-        if not any(mask):
-            return self.fn(*args)
+        recording = tape.is_recording()
+        mask = tuple(recording and isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
         try:
             variant = self.variant(mask)
             variant._build()
@@ -81,6 +80,8 @@ class CompiledFunction:
         raw_args = [a._data if isinstance(a, NDArray) else a for a in args]
         with tape.scope(recording=False, training=None):
             out = variant.forward(stack, *raw_args)
+        if not any(mask):   # a plain forward: nothing was pushed, nothing to record
+            return _convert_value(out, args)
         single = not isinstance(out, tuple)
         outputs = [_fresh_output(o, raw_args) for o in ([out] if single else out)]
         call = _CompiledCall(self, variant, stack, args,

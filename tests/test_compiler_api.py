@@ -40,10 +40,15 @@ def test_decorator_with_and_without_arguments():
     assert f.__name__ == "f"
 
 
-def test_outside_record_runs_plain_forward_without_compiling():
-    compiled = pb.compile(cube_sum)
-    compiled(nd.array([1.0, 2.0]))
-    assert compiled._variants == {}
+def test_outside_record_runs_the_forward_without_stack_work():
+    compiled = pb.compile(loop_fn)
+    x = nd.array([0.5, 2.0], dtype="float64")
+    out = compiled(x, 3)
+    np.testing.assert_allclose(out.asnumpy(), loop_fn(x, 3).asnumpy())
+    assert list(compiled._variants) == [(False, False)]
+    assert "_stack.push" not in compiled._variants[(False, False)].source
+    numpy_out = pb.compile(loop_fn)(np.array([0.5, 2.0]), 3)
+    assert isinstance(numpy_out, np.ndarray)
 
 
 def test_compiled_once_per_activity_pattern():
