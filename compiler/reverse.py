@@ -28,6 +28,7 @@ import gast
 
 from .analysis import maybe_undefined
 from .calls import _resolve
+from .fuse import numpy_source, substitute
 from .errors import error_at
 
 
@@ -300,7 +301,7 @@ class ReverseTransform:
             reset = target in self.a.redefined
         ans = target
         if pushed:
-            if op.kind in ("prim", "kernel"):
+            if op.kind == "kernel" or (op.kind == "prim" and self.reads_result(op)):
                 ans = f"{target}_out"
                 out.add(f"{ans} = {target}")
             out.add(f"{target} = _stack.pop({self.tag(target, s)})")
@@ -310,6 +311,8 @@ class ReverseTransform:
         return out
 
     def rule_prim(self, s, op, g, ans) -> Lines:
+        if self.elementwise(op):
+            return self.rule_elementwise(op, g, ans)
         out = Lines()
         operands = [unparse(a) for a in op.args]
         params = [f"{k.arg}={self.param_source(k)}" for k in op.params]
@@ -319,6 +322,40 @@ class ReverseTransform:
             arguments = ", ".join([g, ans] + operands + params)
             acc = self.grad(a.id)
             out.add(f"{acc} = support.accumulate({acc}, vjp.{op.prim.name}_{i}, {arguments})")
+        return out
+
+    def reads_result(self, op) -> bool:
+        """Whether the adjoint of ``op`` reads its result (``ans``)."""
+        if not self.elementwise(op):
+            return True
+        return any(f is not None and "ans" in f and self.a.is_active_atom(a)
+                   for f, a in zip(op.prim.scalar_vjps, op.args, strict=True))
+
+    @staticmethod
+    def elementwise(op) -> bool:
+        return (op.prim.scalar is not None and not op.params and op.prim.vjps is not None
+                and len(op.prim.scalar_vjps) == len(op.args))
+
+    def rule_elementwise(self, op, g, ans) -> Lines:
+        """An elementwise VJP inline, from the table's scalar derivative (a one-op kernel)."""
+        out = Lines()
+        operands = [unparse(a) for a in op.args]
+        bindings = {"g": g, "ans": ans, "x": operands[0],
+                    "y": operands[1] if len(operands) > 1 else None}
+        parts = []
+        for i, a in enumerate(op.args):
+            formula = op.prim.scalar_vjps[i]
+            if not self.a.is_active_atom(a) or formula is None:
+                continue
+            part = numpy_source(substitute(formula, bindings))
+            if any(isinstance(b, gast.Name) for j, b in enumerate(op.args) if j != i):
+                part = f"support.unbroadcast({part}, {a.id})"
+            acc = self.grad(a.id)
+            parts.append(f"{acc} = support.add_grads({acc}, {part})")
+        if parts:
+            out.add(f"if {g} is not None:")
+            for line in parts:
+                out.add(line, 1)
         return out
 
     def rule_copy(self, s, op, g, ans) -> Lines:
