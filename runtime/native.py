@@ -1,0 +1,695 @@
+"""Native kernels: the kernel contract, the JIT engine, the on-disk cache, and calling.
+
+The fuser (``compiler/fuse.py``) describes a fused elementwise run as a
+``KernelSpec``; the lowering (``compiler/lower.py``) turns it into LLVM IR text;
+``compile_kernel(spec, ir_text)`` here turns that text into a ``Kernel``, a
+callable the generated code calls as one statement.  This module never imports
+the compiler: it only compiles, caches, loads and calls IR that it is given.
+
+**Kernel ABI.**  The lowered IR defines one external function ``pb_kernel_<digest>``::
+
+    void kernel(i64 start, i64 stop, ptr arrays, ptr scalars, ptr partials)
+
+``arrays`` points to the data pointers of the input arrays then the output
+arrays (element 0 of each), ``scalars`` to the scalar arguments as doubles,
+``partials`` to ``ceil(n / CHUNK) * len(reductions)`` doubles: reduction ``r`` of
+the elements of chunk ``k`` (``[k*CHUNK, (k+1)*CHUNK)``) goes to
+``partials[k * R + r]``.  ``start`` is a multiple of ``CHUNK``.  Because chunks
+are fixed, the partials, and so every reduction (combined here, in chunk order),
+do not depend on how many threads ran the chunks.
+
+**Calling convention** (measured with ``bench/native_call_overhead.py``; numbers
+there and in the closing note of issue 4): a ctypes call costs ~0.85 us even with
+cached integer addresses, and getting the addresses costs ~1.7 us per array
+(``arr.ctypes.data``) or ~1.6 us (``arr.__array_interface__``) -- a 1,000-element
+kernel would lose to numpy.  So small calls go through one generic METH_FASTCALL
+trampoline compiled from IR (``runtime/fastcall.py``, ~35 ns per call): it reads
+the numpy array headers itself, checks type, dtype, length, contiguity,
+alignment, writeability and overlap, and calls the kernel; anything unusual
+makes it return ``NotImplemented`` and the careful Python path below runs
+(copies non-contiguous inputs, casts safely, handles overlap), so an odd
+argument is slow, never wrong.  Large calls go through ctypes, which releases
+the GIL, split across the cores at chunk boundaries.
+
+**Cache.**  Optimised object code lives in ``$PULLBACK_CACHE_DIR/kernels`` (default
+``/tmp/pullback-<uid>/kernels``) under a key hashing the IR text, the pullback
+version, the llvmlite and LLVM versions, the CPU name and features and the math
+library.  A file is a 48-byte header (magic, payload length, SHA-256 of the
+payload) then the object code; it is written to a temporary file and renamed
+into place, so a reader never sees a torn file.  A file that fails its checksum
+is reported with one ``NativeCacheWarning``, ignored and rebuilt.  Object code is
+only read from, and written to, a directory owned by the current user and not
+writable by others (else one warning and no disk cache).  Loading a cached
+kernel links the object file into the engine (``add_object_file``): no
+optimisation, no code generation.
+
+``PULLBACK_NATIVE=0`` makes ``native_enabled()`` false: the fuser then keeps the
+numpy path.  ``PULLBACK_THREADS=k`` (or ``set_threads(k)``) caps the threads a
+large kernel call uses.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import hashlib
+import keyword
+import math
+import os
+import platform
+import re
+import stat
+import struct
+import tempfile
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Elements per reduction chunk: partials are per chunk, threads split at chunk bounds.
+CHUNK = 4096
+#: Most input+output arrays, and most scalars, a kernel may take (the trampoline's buffers).
+MAX_ARRAYS = 64
+MAX_SCALARS = 64
+REDUCTIONS = ("sum", "max", "min")
+DTYPES = ("float32", "float64")
+
+
+class KernelSpecError(ValueError):
+    """A KernelSpec that cannot be lowered: names what is wrong and where."""
+
+
+class NativeCacheWarning(UserWarning):
+    """The on-disk kernel cache was unusable or held a damaged file (it is rebuilt)."""
+
+
+# ----- the contract ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One fused elementwise kernel.
+
+    dtype: "float32" or "float64".
+    arrays: input arrays: same length n, C-contiguous 1-d (the caller flattens).
+    scalars: input scalars (Python floats), broadcast to every element.
+    statements: SSA ``(target, expression)`` pairs in order; expressions use the
+        scalar language of ``compiler/lower.py`` over arrays, scalars and earlier targets.
+    outputs: names written to output arrays of length n.
+    reductions: ``(name, "sum"|"max"|"min")`` reduced over the n elements, returned
+        as Python floats after the output arrays.
+    """
+
+    dtype: str
+    arrays: tuple[str, ...]
+    scalars: tuple[str, ...]
+    statements: tuple[tuple[str, str], ...]
+    outputs: tuple[str, ...]
+    reductions: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self):
+        for field_name in ("arrays", "scalars", "outputs"):
+            object.__setattr__(self, field_name, tuple(getattr(self, field_name)))
+        object.__setattr__(self, "statements", tuple(tuple(s) for s in self.statements))
+        object.__setattr__(self, "reductions", tuple(tuple(r) for r in self.reductions))
+        _check_spec(self)
+
+
+def _check_spec(spec: KernelSpec) -> None:
+    def fail(message):
+        raise KernelSpecError(f"{message}\n  in {spec}")
+
+    if spec.dtype not in DTYPES:
+        fail(f"dtype must be one of {DTYPES}, not {spec.dtype!r}")
+    if not spec.arrays:
+        fail("a kernel needs at least one input array (it sets the length n)")
+    if len(spec.arrays) + len(spec.outputs) > MAX_ARRAYS or len(spec.scalars) > MAX_SCALARS:
+        fail(f"at most {MAX_ARRAYS} arrays (inputs + outputs) and {MAX_SCALARS} scalars")
+    defined = set()
+    for name in (*spec.arrays, *spec.scalars, *(t for t, _ in spec.statements)):
+        if not (isinstance(name, str) and name.isidentifier()) or keyword.iskeyword(name):
+            fail(f"{name!r} is not a valid name")
+        if name in defined:
+            fail(f"{name!r} is defined twice (statements are SSA: one target, one assignment)")
+        defined.add(name)
+    for target, expression in spec.statements:
+        if not isinstance(expression, str):
+            fail(f"the expression of {target!r} must be a string, not {expression!r}")
+    for name in (*spec.outputs, *(name for name, _ in spec.reductions)):
+        if name not in defined:
+            fail(f"{name!r} is an output or reduction but is never defined")
+    for name, op in spec.reductions:
+        if op not in REDUCTIONS:
+            fail(f"reduction {op!r} of {name!r} is not one of {REDUCTIONS}")
+    if not spec.outputs and not spec.reductions:
+        fail("a kernel must have an output or a reduction")
+
+
+def native_enabled() -> bool:
+    """Whether native kernels may be used: false when ``PULLBACK_NATIVE=0`` or when
+    llvmlite cannot be imported."""
+    if os.environ.get("PULLBACK_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return _llvmlite_available()
+
+
+@functools.cache
+def _llvmlite_available() -> bool:
+    try:
+        import llvmlite.binding  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ----- the host -------------------------------------------------------------------------
+
+#: libm functions the scalar language calls, with their number of arguments.
+LIBM_FUNCTIONS = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tan": 1, "tanh": 1,
+                  "log1p": 1, "expm1": 1, "pow": 2}
+#: Vector width (doubles per register) -> (LLVM feature that must be present, the vector
+#: function ABI's ISA letter for it).  Widest first.
+_VECTOR_ISAS = ((8, "+avx512f", "e"), (4, "+avx2", "d"), (2, "+sse2", "b"))
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the kernels are compiled for; part of every cache key."""
+
+    cpu: str                       # LLVM's name for the host CPU
+    features: str                  # LLVM feature string: +avx2,+avx512f,...
+    lanes: int                     # doubles per vector the kernels use
+    isa: str | None                # vector function ABI ISA letter for `lanes` (None: none)
+    vector_math: frozenset         # LIBM_FUNCTIONS names with a libmvec variant at `lanes`
+    mathlib: str                   # e.g. "glibc 2.36 libmvec.so.1"
+
+    def vector_symbol(self, function: str) -> str:
+        """The libmvec name of ``function`` (double) at this host's width."""
+        return f"_ZGV{self.isa}N{self.lanes}{'v' * LIBM_FUNCTIONS[function]}_{function}"
+
+
+@functools.cache
+def host() -> Host:
+    """The host CPU and math library, detected once per process."""
+    import llvmlite.binding as llvm
+
+    _initialize_llvm()
+    cpu = llvm.get_host_cpu_name()
+    features = llvm.get_host_cpu_features().flatten()
+    enabled = set(features.split(","))
+    lanes, isa = 2, None
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        lanes, isa = next((w, letter) for w, feature, letter in _VECTOR_ISAS
+                          if feature in enabled or w == 2)
+    libmvec = _load_libmvec()
+    vector_math = frozenset()
+    if libmvec is not None and isa is not None:
+        probe = Host(cpu, features, lanes, isa, frozenset(), "")
+        vector_math = frozenset(f for f in LIBM_FUNCTIONS
+                                if hasattr(libmvec, probe.vector_symbol(f)))
+    libc = " ".join(os.confstr("CS_GNU_LIBC_VERSION").split()) if hasattr(os, "confstr") else "?"
+    mathlib = f"{libc} {'libmvec.so.1' if libmvec is not None else 'libm only'}"
+    return Host(cpu, features, lanes, isa, vector_math, mathlib)
+
+
+@functools.cache
+def _load_libmvec():
+    """glibc's vector math library, loaded into the process so JIT code can call it."""
+    import llvmlite.binding as llvm
+
+    name = ctypes.util.find_library("mvec") or "libmvec.so.1"
+    try:
+        library = ctypes.CDLL(name)
+        llvm.load_library_permanently(name)
+    except OSError:
+        return None
+    return library
+
+
+@functools.cache
+def _initialize_llvm() -> None:
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+
+
+def kernel_symbol(ir_text: str) -> str:
+    """The kernel function's name in IR made by ``compiler/lower.py``."""
+    match = _KERNEL_DEFINITION.search(ir_text)
+    if match is None:
+        raise KernelSpecError("the IR defines no pb_kernel_<digest> function")
+    return match.group(1)
+
+
+_KERNEL_DEFINITION = re.compile(r'^define void @"?(pb_kernel_[0-9a-f]+)"?\(', re.MULTILINE)
+
+
+# ----- the engine -----------------------------------------------------------------------
+
+class _Engine:
+    """The process's one MCJIT engine.  Everything enters it as object code
+    (``add_object_file``), from the disk cache or freshly optimised and code-generated."""
+
+    def __init__(self):
+        import llvmlite.binding as llvm
+
+        _initialize_llvm()
+        _load_libmvec()
+        self.llvm, self.host = llvm, host()
+        self.lock = threading.RLock()
+        self.objects_loaded = 0
+        # One target machine for optimising and emitting object code, another owned by the
+        # engine (an engine must never share its target machine).
+        self.codegen = self._target_machine()
+        self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""),
+                                                 self._target_machine())
+
+    def _target_machine(self):
+        llvm = self.llvm
+        # PIC object code with the default code model: it can be cached and linked anywhere.
+        return llvm.Target.from_default_triple().create_target_machine(
+            cpu=self.host.cpu, features=self.host.features, opt=3, reloc="pic",
+            codemodel="default")
+
+    def object_code(self, ir_text: str) -> bytes:
+        """Optimise (O3; the IR is already vectorised, so no loop vectoriser) and emit."""
+        llvm = self.llvm
+        module = llvm.parse_assembly(ir_text)
+        module.triple = self.codegen.triple
+        module.data_layout = str(self.codegen.target_data)
+        module.verify()
+        tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+        tuning.loop_vectorization = False
+        tuning.slp_vectorization = False
+        tuning.loop_interleaving = False
+        passes = llvm.create_pass_builder(self.codegen, tuning)
+        passes.getModulePassManager().run(module, passes)
+        return self.codegen.emit_object(module)
+
+    def link(self, object_code: bytes, symbol: str) -> int:
+        """Link object code into the engine; the address of ``symbol``."""
+        self.engine.add_object_file(self.llvm.ObjectFileRef.from_data(object_code))
+        self.engine.finalize_object()
+        self.objects_loaded += 1
+        address = self.engine.get_function_address(symbol)
+        if not address:
+            raise RuntimeError(f"pullback: native symbol {symbol} not found after linking")
+        return address
+
+    def load(self, ir_text: str, symbol: str) -> tuple[int, str]:
+        """Address of ``symbol`` defined by ``ir_text``, via the disk cache when usable.
+
+        Returns (address, how) where how is "cached" or "compiled"."""
+        with self.lock:
+            cache = _DiskCache.current()
+            key = self.cache_key(ir_text)
+            object_code = cache.read(key) if cache is not None else None
+            how = "cached"
+            if object_code is None:
+                object_code, how = self.object_code(ir_text), "compiled"
+                if cache is not None:
+                    cache.write(key, object_code)
+            return self.link(object_code, symbol), how
+
+    def cache_key(self, ir_text: str) -> str:
+        import llvmlite
+
+        parts = [_CACHE_FORMAT, ir_text, _pullback_version(), llvmlite.__version__,
+                 ".".join(map(str, self.llvm.llvm_version_info)), self.host.cpu,
+                 self.host.features, self.host.mathlib]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+@functools.cache
+def _engine() -> _Engine:
+    return _Engine()
+
+
+@functools.cache
+def _pullback_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("pullback")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# ----- the disk cache -------------------------------------------------------------------
+
+_CACHE_FORMAT = "pullback-kernel-object-1"
+_MAGIC = b"PBKOBJ1\n"
+_HEADER = struct.Struct("<8sQ32s")          # magic, payload length, SHA-256 of the payload
+_WARNED_DIRECTORIES: set = set()
+
+
+def cache_directory() -> Path:
+    """Where kernel object code is cached: ``$PULLBACK_CACHE_DIR/kernels``."""
+    root = os.environ.get("PULLBACK_CACHE_DIR")
+    base = Path(root) if root else Path(tempfile.gettempdir()) / f"pullback-{os.getuid()}"
+    return base / "kernels"
+
+
+class _DiskCache:
+    """Object files named by cache key, each with a checksummed header."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    @classmethod
+    def current(cls) -> _DiskCache | None:
+        """The cache at ``cache_directory()``, or None (warned once) if it is not safe."""
+        directory = cache_directory()
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            problem = _unsafe_directory(directory)
+        except OSError as error:
+            problem = f"cannot create it ({error})"
+        if problem is None:
+            return cls(directory)
+        if directory not in _WARNED_DIRECTORIES:
+            _WARNED_DIRECTORIES.add(directory)
+            warnings.warn(f"pullback: not using the kernel cache {directory}: {problem}; "
+                          f"kernels are compiled in memory only", NativeCacheWarning,
+                          stacklevel=4)
+        return None
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.o"
+
+    def read(self, key: str) -> bytes | None:
+        """The cached object code, or None if absent or damaged (damage warned once)."""
+        path = self.path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            return self._damaged(path, f"cannot open it ({error})")
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                return self._damaged(path, "not a regular file owned by this user")
+            blob = file.read()
+        if len(blob) < _HEADER.size:
+            return self._damaged(path, f"truncated header ({len(blob)} bytes)")
+        magic, length, digest = _HEADER.unpack_from(blob)
+        payload = blob[_HEADER.size:]
+        if magic != _MAGIC:
+            return self._damaged(path, "bad magic")
+        if len(payload) != length:
+            return self._damaged(path, f"truncated: {len(payload)} of {length} bytes")
+        if hashlib.sha256(payload).digest() != digest:
+            return self._damaged(path, "checksum mismatch")
+        return payload
+
+    def _damaged(self, path: Path, reason: str) -> None:
+        warnings.warn(f"pullback: ignoring damaged kernel cache file {path} ({reason}); "
+                      f"it is rebuilt", NativeCacheWarning, stacklevel=5)
+
+    def write(self, key: str, payload: bytes) -> None:
+        """Atomically: write a temporary file in the same directory, then rename it."""
+        header = _HEADER.pack(_MAGIC, len(payload), hashlib.sha256(payload).digest())
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(header + payload)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, self.path(key))
+        except OSError:
+            with _suppress_os_error():
+                os.unlink(tmp)
+
+
+def _unsafe_directory(directory: Path) -> str | None:
+    """Why object code must not be loaded from ``directory`` (None: it is fine)."""
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a directory (or is a symbolic link)"
+    if info.st_uid != os.getuid():
+        return f"it is owned by uid {info.st_uid}, not by this user ({os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"it is writable by others (mode {stat.filemode(info.st_mode)})"
+    parent = os.stat(directory.parent)
+    parent_shared = parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if parent.st_uid not in (0, os.getuid()) or (parent_shared and
+                                                 not parent.st_mode & stat.S_ISVTX):
+        return f"its parent {directory.parent} can be changed by others"
+    return None
+
+
+class _suppress_os_error:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        return kind is not None and issubclass(kind, OSError)
+
+
+# ----- kernels --------------------------------------------------------------------------
+
+_KERNELS: dict[str, Kernel] = {}
+_KERNEL_C_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                  ctypes.c_void_p, ctypes.c_void_p)
+#: Rough cost per element of a kernel: a base (loads, stores, arithmetic) plus each libm
+#: call (bench/native_kernel.py measures libmvec at ~1-2 ns per element).
+_BASE_NS, _LIBM_CALL_NS = 0.3, 1.5
+#: A call holding the GIL (the fastcall path) stays under this much work; longer calls
+#: go through ctypes, which releases the GIL.
+_GIL_HOLD_NS = 100_000
+#: Splitting across threads costs a dispatch (~30-60 us); do it from this much work on.
+_PARALLEL_MIN_NS = 150_000
+_FOLD = {"sum": np.add.accumulate, "max": np.maximum.accumulate,
+         "min": np.minimum.accumulate}
+_LIBM_CALL = re.compile(r"\b(" + "|".join([*LIBM_FUNCTIONS, "sigmoid"]) + r")\s*\(")
+
+
+def compile_kernel(spec: KernelSpec, ir_text: str) -> Kernel:
+    """The callable kernel for ``ir_text`` (which ``compiler/lower.py`` made from ``spec``).
+
+    Compiled at most once per process (kept by IR hash), and its optimised object
+    code at most once per machine (the disk cache).
+    """
+    ir_hash = hashlib.sha256(ir_text.encode()).hexdigest()
+    kernel = _KERNELS.get(ir_hash)
+    if kernel is not None:
+        return kernel
+    engine = _engine()
+    with engine.lock:
+        kernel = _KERNELS.get(ir_hash)
+        if kernel is None:
+            symbol = kernel_symbol(ir_text)
+            address, how = engine.load(ir_text, symbol)
+            kernel = Kernel(spec, ir_text, symbol, address, how)
+            _KERNELS[ir_hash] = kernel
+    return kernel
+
+
+@functools.cache
+def _trampoline():
+    """The installed fastcall trampoline, or None where the object layouts differ."""
+    from . import fastcall
+
+    if not fastcall.available():
+        return None
+    engine = _engine()
+    address, _ = engine.load(fastcall.trampoline_ir(engine.codegen.triple), fastcall.SYMBOL)
+    return fastcall.Installed(address)
+
+
+class Kernel:
+    """A compiled kernel.
+
+    ``kernel(*arrays, *scalars, out=None)`` returns ``(*outputs, *reductions)``: the
+    output arrays (new, or the arrays of ``out``, which may be the inputs' own
+    buffers) then each reduction as a Python float.  Inputs that are not
+    C-contiguous 1-d arrays of the kernel's dtype are copied (safe casts only).
+    """
+
+    def __init__(self, spec: KernelSpec, ir_text: str, symbol: str, address: int, how: str):
+        self.spec, self.ir, self.symbol, self.address, self.loaded_from = (
+            spec, ir_text, symbol, address, how)
+        self.dtype = np.dtype(spec.dtype)
+        self._n_arrays, self._n_scalars = len(spec.arrays), len(spec.scalars)
+        self._n_outputs, self._n_reductions = len(spec.outputs), len(spec.reductions)
+        self._c_function = _KERNEL_C_TYPE(address)
+        libm_calls = sum(len(_LIBM_CALL.findall(text)) for _, text in spec.statements)
+        self.ns_per_element = _BASE_NS + _LIBM_CALL_NS * libm_calls
+        self.parallel_min = max(2 * CHUNK, math.ceil(_PARALLEL_MIN_NS / self.ns_per_element))
+        self.fastcall_max = max(CHUNK, math.ceil(_GIL_HOLD_NS / self.ns_per_element))
+        self._fallback = self._call_from_trampoline   # kept alive: the trampoline holds its id
+        trampoline = _trampoline()
+        from . import fastcall
+
+        if trampoline is None:
+            self.call = self._fallback
+        else:
+            self._descriptor = fastcall.descriptor(
+                address, len(spec.arrays), len(spec.scalars), len(spec.outputs),
+                spec.reductions, self.dtype, self.fastcall_max, CHUNK, self._fallback)
+            self.call = trampoline.function(self._descriptor)
+
+    def __repr__(self) -> str:
+        return f"<pullback Kernel {self.symbol} {self.spec.dtype} {self.spec.outputs}>"
+
+    def __call__(self, *args, out=None):
+        """``(*outputs, *reductions)``; ``kernel.call(*args[, *out])`` is the same without the
+        keyword, ~0.1 us cheaper (a builtin)."""
+        if out is None:
+            return self.call(*args)
+        return self.call(*args, *out)
+
+    def _allocate(self, n: int) -> tuple:
+        return tuple([np.empty(n, self.dtype) for _ in range(self._n_outputs)])
+
+    def _combine(self, partials: np.ndarray) -> tuple:
+        """The reductions from the per-chunk partials, folded in chunk order (the
+        trampoline folds the same way, so the result does not depend on the path)."""
+        table = partials.reshape(-1, self._n_reductions)
+        return tuple(float(_FOLD[op](table[:, r])[-1])
+                     for r, (_, op) in enumerate(self.spec.reductions))
+
+    def _call_from_trampoline(self, *args):
+        leading = self._n_arrays + self._n_scalars
+        if len(args) == leading:
+            return self._call_carefully(args, None)
+        if len(args) == leading + self._n_outputs:
+            return self._call_carefully(args[:leading], args[leading:])
+        return self._call_carefully(args, None)     # raises the argument-count error
+
+    # ----- the careful path: any argument, copies where needed, threads for large n -----
+
+    def _call_carefully(self, args, out):
+        spec = self.spec
+        if len(args) != self._n_arrays + self._n_scalars:
+            raise TypeError(f"kernel takes {self._n_arrays} arrays ({', '.join(spec.arrays)}) "
+                            f"and {self._n_scalars} scalars ({', '.join(spec.scalars)}), "
+                            f"got {len(args)} arguments")
+        inputs = [self._input(a, name) for a, name in zip(args, spec.arrays)]
+        n = len(inputs[0])
+        for array, name in zip(inputs, spec.arrays, strict=True):
+            if len(array) != n:
+                raise ValueError(f"kernel array {name!r} has length {len(array)}, "
+                                 f"{spec.arrays[0]!r} has {n}")
+        scalars = [self._scalar(s, name)
+                   for s, name in zip(args[self._n_arrays:], spec.scalars, strict=True)]
+        outputs = self._allocate(n) if out is None else self._check_out(out, n)
+        targets = [o if o.flags.c_contiguous else np.empty(n, self.dtype) for o in outputs]
+        inputs = [_unshared(a, targets) for a in inputs]
+        partials = np.empty(max(1, -(-n // CHUNK) * self._n_reductions))
+        if n:
+            self._run(n, inputs, scalars, targets, partials)
+        for target, output in zip(targets, outputs, strict=True):
+            if target is not output:
+                output[...] = target
+        return tuple(outputs) + self._reductions_of(partials, n)
+
+    def _input(self, value, name: str) -> np.ndarray:
+        array = np.asarray(value)
+        if array.dtype != self.dtype and not np.can_cast(array.dtype, self.dtype, "safe"):
+            raise TypeError(f"kernel array {name!r} is {array.dtype}, the kernel computes in "
+                            f"{self.dtype} (cast it explicitly)")
+        if array.ndim != 1:
+            raise ValueError(f"kernel array {name!r} must be 1-d (flatten it), "
+                             f"got shape {array.shape}")
+        return np.ascontiguousarray(array, dtype=self.dtype)
+
+    @staticmethod
+    def _scalar(value, name: str) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"kernel scalar {name!r} must be a number, got {value!r}") from None
+
+    def _check_out(self, out, n: int) -> tuple:
+        out = tuple(out)
+        if len(out) != self._n_outputs:
+            raise ValueError(f"out= needs {self._n_outputs} arrays ({', '.join(self.spec.outputs)})"
+                             f", got {len(out)}")
+        for array, name in zip(out, self.spec.outputs, strict=True):
+            if not isinstance(array, np.ndarray) or array.dtype != self.dtype \
+                    or array.shape != (n,) or not array.flags.writeable:
+                raise ValueError(f"out array for {name!r} must be a writeable {self.dtype} "
+                                 f"array of shape ({n},)")
+        return out
+
+    def _reductions_of(self, partials: np.ndarray, n: int) -> tuple:
+        if not self._n_reductions:
+            return ()
+        if n == 0:
+            empty = [name for name, op in self.spec.reductions if op != "sum"]
+            if empty:
+                raise ValueError(f"kernel reduction of {empty[0]!r}: max/min of zero elements")
+            return (0.0,) * self._n_reductions
+        return self._combine(partials)
+
+    def _run(self, n: int, inputs, scalars, outputs, partials) -> None:
+        """Through ctypes (the GIL is released), split at chunk bounds over the threads."""
+        pointers = np.array([a.ctypes.data for a in (*inputs, *outputs)], dtype=np.uintp)
+        scalar_block = np.array(scalars or [0.0], dtype=np.float64)
+        args = (pointers.ctypes.data, scalar_block.ctypes.data, partials.ctypes.data)
+        threads = min(thread_count(), -(-n // CHUNK)) if n >= self.parallel_min else 1
+        if threads == 1:
+            self._c_function(0, n, *args)
+            return
+        chunks = -(-n // CHUNK)
+        bounds = [min(n, (chunks * t // threads) * CHUNK) for t in range(threads + 1)]
+        pool = _pool()
+        pending = [pool.submit(self._c_function, bounds[t], bounds[t + 1], *args)
+                   for t in range(1, threads)]
+        self._c_function(bounds[0], bounds[1], *args)
+        for future in pending:
+            future.result()
+
+
+def _unshared(array: np.ndarray, outputs) -> np.ndarray:
+    """``array``, or a copy if it overlaps an output other than as the very same buffer."""
+    for output in outputs:
+        if output is array:
+            continue
+        same_buffer = (output.ctypes.data == array.ctypes.data and output.shape == array.shape)
+        if not same_buffer and np.may_share_memory(array, output):
+            return array.copy()
+    return array
+
+
+# ----- threads --------------------------------------------------------------------------
+
+_THREADS: list = [None]
+
+
+def thread_count() -> int:
+    """Threads a large kernel call uses: ``set_threads``, else ``$PULLBACK_THREADS``, else
+    the CPUs this process may run on."""
+    if _THREADS[0] is None:
+        configured = os.environ.get("PULLBACK_THREADS")
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        _THREADS[0] = max(1, int(configured)) if configured else available
+    return _THREADS[0]
+
+
+def set_threads(count: int | None) -> None:
+    """Cap the threads of large kernel calls (None: back to the default)."""
+    _THREADS[0] = None if count is None else max(1, int(count))
+
+
+_POOL: list = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        wanted = thread_count() - 1
+        if not _POOL or _POOL[0][0] < wanted:
+            _POOL[:] = [(wanted, ThreadPoolExecutor(max_workers=wanted,
+                                                    thread_name_prefix="pullback-kernel"))]
+        return _POOL[0][1]
