@@ -14,7 +14,7 @@ import numpy
 
 from pullback.runtime import fused
 
-from . import codegen
+from . import cache, codegen
 from .analysis import analyze
 from .fence import check
 from .fuse import adjoint_source as kernel_adjoint_source
@@ -37,10 +37,8 @@ class Variant:
         self.source = None
 
     def _build(self):
-        if self._forward is None:
-            self.source, namespace = transform(self.function.parsed(), self.mask,
-                                               self.function.variant_for)
-            name = self.function.parsed().tree.name
+        if self._forward is None:   # from the variant's artifact if valid, else transformed
+            self.source, namespace, name = cache.build(self.function, self.mask, transform)
             self._forward = namespace[f"{name}_forward"]
             self._adjoint = namespace[f"{name}_adjoint"]
 
@@ -63,10 +61,12 @@ def fusion_enabled() -> bool:
     return os.environ.get("PULLBACK_FUSE", "1") != "0"
 
 
-def transform(parsed, mask, variant_for):
+def transform(parsed, mask, variant_for, meta=None):
     """Generate and load the forward/adjoint pair of ``parsed`` for ``mask``.
 
-    Returns (source, namespace).
+    Returns (source, namespace).  If ``meta`` is a dict, it receives what
+    ``cache`` stores to load the source again without parsing: ``name`` (of the
+    generated functions), ``names`` (bound in the namespace), ``kernels``.
     """
     check(parsed)
     fn = normalize(parsed)
@@ -105,6 +105,8 @@ def transform(parsed, mask, variant_for):
     names.update({"_np": numpy, "_kernels": fused})
     source = f"{header}\n\n{kernel_src}{forward_src}\n\n\n{adjoint_src}\n"
     stem = f"{getattr(parsed.fn, '__module__', 'module')}.{fn.name}"
+    if meta is not None:
+        meta.update(name=fn.name, names=names, kernels=[k.name for k in kernels])
     return source, codegen.load(source, stem, names)
 
 
