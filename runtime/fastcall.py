@@ -11,16 +11,16 @@ no process address and can be cached.
 Called as ``fn(*inputs, *scalars)`` or ``fn(*inputs, *scalars, *outputs)`` it reads
 the numpy array headers (data, nd, dims, strides, descr, flags) and calls the
 kernel only when every argument is exactly what the kernel needs: exact
-``ndarray``\\ s of the kernel's dtype, 1-d, one length ``n`` (1 <= n <= the
-descriptor's ``max_n``), contiguous, aligned; outputs writeable and not
-partially overlapping an input (the very same buffer is fine: in place);
-scalars exact ``float`` or ``np.float64``.  It allocates missing outputs with
-``PyArray_New``, combines the per-chunk reduction partials in chunk order (as
-``Kernel`` does for threaded calls) and returns the tuple
+``ndarray``\\ s of the kernel's dtype, 1-d, one length ``n >= 1``, contiguous,
+aligned; outputs writeable and not partially overlapping an input (the very
+same buffer is fine: in place); scalars exact ``float`` or ``np.float64``; and
+the call is for one thread (``n < parallel_min`` or the thread count is 1).  It
+allocates missing outputs with ``PyArray_New``, releases the GIL around the
+kernel when ``n >= release_gil_min``, folds the per-chunk reduction partials in
+chunk order (as ``Kernel`` does for threaded calls) and returns the tuple
 ``(*outputs, *reductions)``.  For anything else it returns
 ``descriptor.fallback(*args)``: the careful Python path, which copies, casts,
-and splits large calls over threads with the GIL released.  The trampoline
-holds the GIL; ``max_n`` keeps such calls short.
+and splits large calls over threads.
 
 ``available()`` checks, at run time, the object layouts this relies on; where
 they differ (another CPython ABI), kernels are called through ctypes only.
@@ -39,10 +39,11 @@ from .irhelpers import I32, I64, PTR, conditional, counted_loop, require
 
 SYMBOL = "pb_fastcall"
 #: The descriptor's fields, in order (one int64 each), then one op code per reduction.
-FIELDS = ("kernel", "n_inputs", "n_scalars", "n_outputs", "n_reductions", "max_n", "chunk",
-          "dtype", "itemsize", "type_num", "ndarray_type", "float_type", "float64_type",
-          "fallback", "array_new", "tuple_new", "tuple_set_item", "float_from_double",
-          "incref", "decref", "vectorcall")
+FIELDS = ("kernel", "n_inputs", "n_scalars", "n_outputs", "n_reductions", "parallel_min",
+          "release_gil_min", "threads", "chunk", "dtype", "itemsize", "type_num",
+          "ndarray_type", "float_type", "float64_type", "fallback", "array_new", "tuple_new",
+          "tuple_set_item", "float_from_double", "incref", "decref", "vectorcall",
+          "save_thread", "restore_thread")
 _FIELD = {name: k for k, name in enumerate(FIELDS)}
 REDUCTION_CODES = {"sum": 0, "max": 1, "min": 2}
 #: Byte offsets in CPython objects and numpy's PyArrayObject (checked by ``available``).
@@ -53,7 +54,7 @@ _NPY_ALIGNED, _NPY_WRITEABLE = 0x0100, 0x0400
 _METH_FASTCALL = 0x0080
 _ARRAY_NEW_SLOT = 93             # PyArray_New in numpy's C-API table (stable across 1.x/2.x)
 MAX_ARGS = 64                    # arrays (inputs + outputs), and scalars, per kernel
-MAX_PARTIALS = 1024              # chunks x reductions the trampoline's stack buffer holds
+MAX_PARTIALS = 4096              # chunks x reductions the trampoline's stack buffer holds
 
 _F64 = ir.DoubleType()
 _KERNEL_TYPE = ir.FunctionType(ir.VoidType(), [I64, I64, PTR, PTR, PTR])
@@ -65,6 +66,8 @@ _C_FUNCTIONS = {
     "incref": ir.FunctionType(ir.VoidType(), [PTR]),
     "decref": ir.FunctionType(ir.VoidType(), [PTR]),
     "vectorcall": ir.FunctionType(PTR, [PTR, PTR, I64, PTR]),
+    "save_thread": ir.FunctionType(PTR, []),
+    "restore_thread": ir.FunctionType(ir.VoidType(), [PTR]),
 }
 
 
@@ -147,16 +150,28 @@ class _Trampoline:
             self.collect_given_outputs()
         with conditional(b, b.not_(self.outputs_given), "allocate") as _:
             self.allocate_outputs()
-        b.call(_Callee(b.inttoptr(self.f["kernel"], PTR, name="kernel"), _KERNEL_TYPE),
-               [_constant(0), self.n, self.pointers, self.scalars, self.partials])
+        self.call_kernel()
         self.return_results()
         b.position_at_end(self.fallback)
         # The careful Python path, with the very same arguments.
         b.ret(self.c_call("vectorcall", [b.inttoptr(self.f["fallback"], PTR), self.args,
                                          self.nargs, ir.Constant(PTR, None)], "careful"))
 
+    def call_kernel(self) -> None:
+        """kernel(0, n, ...), with the GIL released when n >= release_gil_min."""
+        b, f = self.b, self.f
+        release = b.icmp_signed(">=", self.n, f["release_gil_min"], name="release_gil")
+        state = ir.Constant(PTR, None)
+        with conditional(b, release, "unlock", [state], ["thread_state"]) as unlock:
+            unlock.values = [self.c_call("save_thread", [], "saved_thread_state")]
+        b.call(_Callee(b.inttoptr(f["kernel"], PTR, name="kernel"), _KERNEL_TYPE),
+               [_constant(0), self.n, self.pointers, self.scalars, self.partials])
+        with conditional(b, release, "relock"):
+            self.c_call("restore_thread", [unlock.values[0]])
+
     def check_counts(self) -> None:
-        """nargs is inputs + scalars (+ outputs); 1 <= n <= max_n; the partials fit."""
+        """nargs is inputs + scalars (+ outputs); n >= 1 and not for several threads
+        (n < parallel_min or one thread); the partials fit."""
         b, f = self.b, self.f
         self.n_leading = b.add(f["n_inputs"], f["n_scalars"], name="n_leading")
         given = b.sub(self.nargs, self.n_leading, name="n_given_outputs")
@@ -172,8 +187,10 @@ class _Trampoline:
         chunks = b.sdiv(b.add(self.n, b.sub(f["chunk"], _constant(1))), f["chunk"],
                         name="n_chunks")
         self.n_chunks = chunks
-        size_ok = b.and_(b.and_(b.icmp_signed(">=", self.n, _constant(1)),
-                                b.icmp_signed("<=", self.n, f["max_n"])),
+        threads = b.load(b.inttoptr(f["threads"], PTR), typ=I64, name="threads")
+        one_thread = b.or_(b.icmp_signed("<=", threads, _constant(1)),
+                           b.icmp_signed("<", self.n, f["parallel_min"]), name="one_thread")
+        size_ok = b.and_(b.and_(b.icmp_signed(">=", self.n, _constant(1)), one_thread),
                          b.icmp_signed("<=", b.mul(chunks, f["n_reductions"]),
                                        _constant(MAX_PARTIALS)), name="n_ok")
         require(b, size_ok, self.fallback, "n_checked")
@@ -393,19 +410,23 @@ def _address(name: str) -> int:
 
 
 def descriptor(kernel_address: int, n_inputs: int, n_scalars: int, n_outputs: int,
-               reductions: tuple, dtype: np.dtype, max_n: int, chunk: int,
-               fallback) -> np.ndarray:
-    """The int64 array the trampoline reads as ``self``."""
+               reductions: tuple, dtype: np.dtype, parallel_min: int, release_gil_min: int,
+               threads: np.ndarray, chunk: int, fallback) -> np.ndarray:
+    """The int64 array the trampoline reads as ``self``; ``threads`` is a one-element
+    int64 array holding the current thread count (read on every call)."""
     values = {
         "kernel": kernel_address, "n_inputs": n_inputs, "n_scalars": n_scalars,
-        "n_outputs": n_outputs, "n_reductions": len(reductions), "max_n": max_n,
-        "chunk": chunk, "dtype": id(dtype), "itemsize": dtype.itemsize, "type_num": dtype.num,
+        "n_outputs": n_outputs, "n_reductions": len(reductions),
+        "parallel_min": parallel_min, "release_gil_min": release_gil_min,
+        "threads": threads.ctypes.data, "chunk": chunk, "dtype": id(dtype), "itemsize": dtype.itemsize, "type_num": dtype.num,
         "ndarray_type": id(np.ndarray), "float_type": id(float),
         "float64_type": id(np.float64), "fallback": id(fallback),
         "array_new": _numpy_api()[_ARRAY_NEW_SLOT], "tuple_new": _address("PyTuple_New"),
         "tuple_set_item": _address("PyTuple_SetItem"),
         "float_from_double": _address("PyFloat_FromDouble"), "incref": _address("Py_IncRef"),
         "decref": _address("Py_DecRef"), "vectorcall": _address("PyObject_Vectorcall"),
+        "save_thread": _address("PyEval_SaveThread"),
+        "restore_thread": _address("PyEval_RestoreThread"),
     }
     codes = [REDUCTION_CODES[op] for _, op in reductions]
     return np.array([values[name] for name in FIELDS] + codes, dtype=np.int64)

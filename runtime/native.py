@@ -18,18 +18,20 @@ the elements of chunk ``k`` (``[k*CHUNK, (k+1)*CHUNK)``) goes to
 are fixed, the partials, and so every reduction (combined here, in chunk order),
 do not depend on how many threads ran the chunks.
 
-**Calling convention** (measured with ``bench/native_call_overhead.py``; numbers
-there and in the closing note of issue 4): a ctypes call costs ~0.85 us even with
-cached integer addresses, and getting the addresses costs ~1.7 us per array
-(``arr.ctypes.data``) or ~1.6 us (``arr.__array_interface__``) -- a 1,000-element
-kernel would lose to numpy.  So small calls go through one generic METH_FASTCALL
-trampoline compiled from IR (``runtime/fastcall.py``, ~35 ns per call): it reads
-the numpy array headers itself, checks type, dtype, length, contiguity,
-alignment, writeability and overlap, and calls the kernel; anything unusual
-makes it return ``NotImplemented`` and the careful Python path below runs
-(copies non-contiguous inputs, casts safely, handles overlap), so an odd
-argument is slow, never wrong.  Large calls go through ctypes, which releases
-the GIL, split across the cores at chunk boundaries.
+**Calling convention** (measured with ``bench/native_call_overhead.py``, numbers
+in its docstring).  A ctypes call costs ~0.7 us even with cached integer
+addresses, and getting the addresses costs ~1.3 us per array
+(``arr.ctypes.data``; ``arr.__array_interface__`` is no faster): ~4.6 us for a
+two-input kernel, against ~0.4 us for ``np.add`` on 3 elements.  So kernels are
+called through one generic METH_FASTCALL trampoline compiled from IR
+(``runtime/fastcall.py``): ``kernel.call(x, y)`` costs ~0.14 us including
+allocating the output (``kernel(x, y)``, the Python method, ~0.3 us).  It reads
+the numpy array headers itself and runs the kernel only for exactly the
+arguments it expects; anything else (non-contiguous or other-dtype inputs,
+overlapping outputs, a call large enough for several threads) goes to the
+careful Python path below, which copies, casts safely, and splits the work over
+threads -- slow, never wrong.  Calls estimated above ``_GIL_HOLD_NS`` of work
+release the GIL (the trampoline around the kernel; ctypes on the careful path).
 
 **Cache.**  Optimised object code lives in ``$PULLBACK_CACHE_DIR/kernels`` (default
 ``/tmp/pullback-<uid>/kernels``) under a key hashing the IR text, the pullback
@@ -61,6 +63,7 @@ import platform
 import re
 import stat
 import struct
+import sys
 import tempfile
 import threading
 import warnings
@@ -331,6 +334,11 @@ def _engine() -> _Engine:
 
 @functools.cache
 def _pullback_version() -> str:
+    # The facade's __version__ when it is loaded (it nearly always is): the metadata
+    # lookup below costs ~20 ms.
+    version = getattr(sys.modules.get("pullback"), "__version__", None)
+    if version:
+        return version
     from importlib import metadata
 
     try:
@@ -462,11 +470,11 @@ _KERNEL_C_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c
 #: Rough cost per element of a kernel: a base (loads, stores, arithmetic) plus each libm
 #: call (bench/native_kernel.py measures libmvec at ~1-2 ns per element).
 _BASE_NS, _LIBM_CALL_NS = 0.3, 1.5
-#: A call holding the GIL (the fastcall path) stays under this much work; longer calls
-#: go through ctypes, which releases the GIL.
-_GIL_HOLD_NS = 100_000
-#: Splitting across threads costs a dispatch (~30-60 us); do it from this much work on.
-_PARALLEL_MIN_NS = 150_000
+#: Calls estimated to take longer than this release the GIL.
+_GIL_HOLD_NS = 50_000
+#: Splitting across threads costs a dispatch (bench/native_kernel.py, table 5); split
+#: from this much estimated work on.
+_PARALLEL_MIN_NS = 200_000
 _FOLD = {"sum": np.add.accumulate, "max": np.maximum.accumulate,
          "min": np.minimum.accumulate}
 _LIBM_CALL = re.compile(r"\b(" + "|".join([*LIBM_FUNCTIONS, "sigmoid"]) + r")\s*\(")
@@ -524,7 +532,7 @@ class Kernel:
         libm_calls = sum(len(_LIBM_CALL.findall(text)) for _, text in spec.statements)
         self.ns_per_element = _BASE_NS + _LIBM_CALL_NS * libm_calls
         self.parallel_min = max(2 * CHUNK, math.ceil(_PARALLEL_MIN_NS / self.ns_per_element))
-        self.fastcall_max = max(CHUNK, math.ceil(_GIL_HOLD_NS / self.ns_per_element))
+        self.release_gil_min = math.ceil(_GIL_HOLD_NS / self.ns_per_element)
         self._fallback = self._call_from_trampoline   # kept alive: the trampoline holds its id
         trampoline = _trampoline()
         from . import fastcall
@@ -534,11 +542,21 @@ class Kernel:
         else:
             self._descriptor = fastcall.descriptor(
                 address, len(spec.arrays), len(spec.scalars), len(spec.outputs),
-                spec.reductions, self.dtype, self.fastcall_max, CHUNK, self._fallback)
+                spec.reductions, self.dtype, self.parallel_min, self.release_gil_min,
+                _THREAD_CELL, CHUNK, self._fallback)
             self.call = trampoline.function(self._descriptor)
 
     def __repr__(self) -> str:
         return f"<pullback Kernel {self.symbol} {self.spec.dtype} {self.spec.outputs}>"
+
+    def set_parallel_min(self, n: int) -> None:
+        """Split calls of at least ``n`` elements over the threads (benchmarks use this to
+        measure where splitting pays)."""
+        from . import fastcall
+
+        self.parallel_min = n
+        if self.call is not self._fallback:
+            self._descriptor[fastcall.FIELDS.index("parallel_min")] = n
 
     def __call__(self, *args, out=None):
         """``(*outputs, *reductions)``; ``kernel.call(*args[, *out])`` is the same without the
@@ -581,9 +599,12 @@ class Kernel:
                                  f"{spec.arrays[0]!r} has {n}")
         scalars = [self._scalar(s, name)
                    for s, name in zip(args[self._n_arrays:], spec.scalars, strict=True)]
-        outputs = self._allocate(n) if out is None else self._check_out(out, n)
-        targets = [o if o.flags.c_contiguous else np.empty(n, self.dtype) for o in outputs]
-        inputs = [_unshared(a, targets) for a in inputs]
+        if out is None:
+            outputs = targets = self._allocate(n)
+        else:
+            outputs = self._check_out(out, n)
+            targets = [o if o.flags.c_contiguous else np.empty(n, self.dtype) for o in outputs]
+            inputs = [_unshared(a, targets) for a in inputs]
         partials = np.empty(max(1, -(-n // CHUNK) * self._n_reductions))
         if n:
             self._run(n, inputs, scalars, targets, partials)
@@ -653,33 +674,37 @@ class Kernel:
 def _unshared(array: np.ndarray, outputs) -> np.ndarray:
     """``array``, or a copy if it overlaps an output other than as the very same buffer."""
     for output in outputs:
-        if output is array:
+        if output is array or not np.may_share_memory(array, output):
             continue
-        same_buffer = (output.ctypes.data == array.ctypes.data and output.shape == array.shape)
-        if not same_buffer and np.may_share_memory(array, output):
+        if output.__array_interface__["data"][0] != array.__array_interface__["data"][0]:
             return array.copy()
     return array
 
 
 # ----- threads --------------------------------------------------------------------------
 
-_THREADS: list = [None]
+def _default_threads() -> int:
+    configured = os.environ.get("PULLBACK_THREADS")
+    if configured:
+        return max(1, int(configured))
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+#: The thread count, where the trampoline reads it on every call.
+_THREAD_CELL = np.array([_default_threads()], dtype=np.int64)
 
 
 def thread_count() -> int:
     """Threads a large kernel call uses: ``set_threads``, else ``$PULLBACK_THREADS``, else
     the CPUs this process may run on."""
-    if _THREADS[0] is None:
-        configured = os.environ.get("PULLBACK_THREADS")
-        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-            else (os.cpu_count() or 1)
-        _THREADS[0] = max(1, int(configured)) if configured else available
-    return _THREADS[0]
+    return int(_THREAD_CELL[0])
 
 
 def set_threads(count: int | None) -> None:
     """Cap the threads of large kernel calls (None: back to the default)."""
-    _THREADS[0] = None if count is None else max(1, int(count))
+    _THREAD_CELL[0] = _default_threads() if count is None else max(1, int(count))
 
 
 _POOL: list = []

@@ -600,3 +600,42 @@ def test_two_processes_compiling_at_once_leave_no_torn_file(tmp_path):
     assert hashlib.sha256(blob[native._HEADER.size:]).digest() == digest
     again = _finish(_child(tmp_path, expression))
     assert again["how"] == "cached" and again["warnings"] == []
+
+
+def test_long_calls_release_the_gil():
+    """Another Python thread runs *during* one long single-threaded kernel call."""
+    import threading
+    import time
+
+    kernel = build(_spec("float64", [("f", "tanh(x) * exp(x) + sin(x)")], ["f"]))
+    x = np.random.default_rng(9).uniform(-3, 3, 4_000_000)
+    stamps, done = [], threading.Event()
+
+    def count():
+        while not done.is_set():
+            stamps.append(time.perf_counter())
+
+    counter = threading.Thread(target=count)
+    native.set_threads(1)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.001)
+    try:
+        counter.start()
+        time.sleep(0.01)
+        calls = []
+        for _ in range(3):
+            start = time.perf_counter()
+            kernel.call(x)
+            calls.append((start, time.perf_counter()))
+    finally:
+        done.set()
+        counter.join()
+        sys.setswitchinterval(interval)
+        native.set_threads(None)
+    stamps = np.array(stamps)
+    # Holding the GIL, the counter could only run just before the kernel starts or after
+    # it returns; so look at the first 40% of each call, after a margin.
+    early = [np.count_nonzero((stamps > a + 0.003) & (stamps < a + 0.4 * (b - a)))
+             for a, b in calls]
+    assert all(b - a > 0.01 for a, b in calls), "calls too short to tell"
+    assert max(early) > 10, early

@@ -1,0 +1,269 @@
+"""Native kernels vs plain numpy on loss = sum(tanh(x)*exp(-x*x) + sin(x)**2), float64.
+
+Run from the repository root:  python bench/native_kernel.py [--repeats 7] [--quick]
+
+Reports, all measured in this one run (cases interleaved in every repeat so that
+machine noise hits them alike; median over repeats):
+
+1. Time per element of the forward pass (loss only) and of value-and-gradient
+   (loss and dloss/dx in one pass), n = 1e6 and 1e7, native on one thread and on
+   every core, against the same computation in unfused numpy (numpy shares the
+   intermediates tanh, exp, sin between loss and gradient, as a person would).
+   Issue 4's targets: forward and value-and-grad each >= 8x numpy on one thread.
+2. The limits: the machine's copy bandwidth (np.copyto of 1e7 doubles) and the
+   math library's own cost per element (kernels computing only sum(exp(x)),
+   sum(tanh(x)), sum(sin(x)), sum(cos(x))).
+3. n = 1000: native (``kernel(...)``) against numpy, including one-op kernels.
+4. Compile time per kernel (target < 30 ms) in a fresh process with an empty
+   cache, and cached-kernel load time (target < 5 ms) in another fresh process;
+   the one-time cost per process (importing llvmlite, the engine, the
+   trampoline) is reported separately.
+5. Where splitting over threads starts to pay: the forward kernel and ``x * y + 1``
+   forced onto every core vs one thread, by n.  ``runtime/native.py`` splits a call
+   when its estimated work exceeds ``_PARALLEL_MIN_NS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from pullback.compiler.lower import lower
+from pullback.runtime import native
+from pullback.runtime.native import KernelSpec, compile_kernel
+
+FORWARD = KernelSpec(
+    "float64", ("x",), (),
+    (("t", "tanh(x)"), ("e", "exp(-x * x)"), ("s", "sin(x)"), ("f", "t * e + s ** 2")),
+    (), (("f", "sum"),))
+VALUE_AND_GRAD = KernelSpec(
+    "float64", ("x",), (),
+    (("t", "tanh(x)"), ("e", "exp(-x * x)"), ("s", "sin(x)"), ("c", "cos(x)"),
+     ("f", "t * e + s ** 2"),
+     ("g", "(1 - t ** 2) * e + t * e * (-2 * x) + 2 * s * c")),
+    ("g",), (("f", "sum"),))
+LIBM_ONLY = {name: KernelSpec("float64", ("x",), (), (("y", f"{name}(x)"),), (),
+                              (("y", "sum"),)) for name in ("exp", "tanh", "sin", "cos")}
+ONE_OPS = {
+    "x + y": KernelSpec("float64", ("x", "y"), (), (("z", "x + y"),), ("z",)),
+    "exp(x)": KernelSpec("float64", ("x",), (), (("z", "exp(x)"),), ("z",)),
+    "tanh(x)": KernelSpec("float64", ("x",), (), (("z", "tanh(x)"),), ("z",)),
+}
+NUMPY_ONE_OPS = {"x + y": lambda x, y: np.add(x, y), "exp(x)": lambda x, y: np.exp(x),
+                 "tanh(x)": lambda x, y: np.tanh(x)}
+
+
+def numpy_forward(x):
+    return float((np.tanh(x) * np.exp(-x * x) + np.sin(x) ** 2).sum())
+
+
+def numpy_value_and_grad(x):
+    t, e, s = np.tanh(x), np.exp(-x * x), np.sin(x)
+    loss = float((t * e + s ** 2).sum())
+    grad = (1 - t ** 2) * e + t * e * (-2 * x) + 2 * s * np.cos(x)
+    return loss, grad
+
+
+def build(spec):
+    return compile_kernel(spec, lower(spec))
+
+
+def with_threads(kernel, threads):
+    def run(*args):
+        native.set_threads(threads)
+        try:
+            return kernel(*args)
+        finally:
+            native.set_threads(None)
+    return run
+
+
+def interleaved(cases: dict, repeats: int, number: int = 1) -> dict:
+    """Median seconds per call of each case, the cases interleaved in every repeat."""
+    samples = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, (fn, args) in cases.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                fn(*args)
+            samples[name].append((time.perf_counter() - start) / number)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def check(x):
+    """The kernels compute what numpy computes (else the timings mean nothing)."""
+    loss, grad = numpy_value_and_grad(x)
+    (total,) = build(FORWARD)(x)
+    g, total2 = build(VALUE_AND_GRAD)(x)
+    scale = np.abs(x).size
+    assert abs(total - loss) <= 1e-12 * scale and abs(total2 - loss) <= 1e-12 * scale
+    assert np.allclose(g, grad, rtol=1e-13, atol=1e-15)
+
+
+def workload_table(sizes, repeats, cores):
+    forward, value_and_grad = build(FORWARD), build(VALUE_AND_GRAD)
+    print("\n1. loss = sum(tanh(x)*exp(-x*x) + sin(x)**2) and its gradient, float64 "
+          "(ns per element; ratio = numpy / native)")
+    print(f"{'n':>9} {'pass':<15} {'numpy':>8} {'native 1t':>10} {'ratio':>6} "
+          f"{f'native {cores}t':>10} {'ratio':>6}")
+    for n in sizes:
+        x = np.random.default_rng(0).uniform(-3, 3, n)
+        check(x[:100_003])
+        times = interleaved({
+            "numpy forward": (numpy_forward, (x,)),
+            "forward 1t": (with_threads(forward, 1), (x,)),
+            "forward all": (with_threads(forward, cores), (x,)),
+            "numpy vg": (numpy_value_and_grad, (x,)),
+            "vg 1t": (with_threads(value_and_grad, 1), (x,)),
+            "vg all": (with_threads(value_and_grad, cores), (x,)),
+        }, repeats)
+        per = {name: seconds / n * 1e9 for name, seconds in times.items()}
+        for label, key in (("forward", "forward"), ("value-and-grad", "vg")):
+            base = per[f"numpy {key}"]
+            one, many = per[f"{key} 1t"], per[f"{key} all"]
+            print(f"{n:>9.0e} {label:<15} {base:>8.2f} {one:>10.2f} {base / one:>5.1f}x "
+                  f"{many:>10.2f} {base / many:>5.1f}x")
+
+
+def limits_table(repeats):
+    n = 10_000_000
+    source, target = np.random.default_rng(1).uniform(-3, 3, n), np.empty(n)
+    copy = interleaved({"copy": (np.copyto, (target, source))}, repeats)["copy"]
+    print("\n2. limits (one thread)")
+    print(f"   np.copyto of 1e7 doubles: {copy * 1e3:.1f} ms = {2 * 8 * n / copy / 1e9:.1f} GB/s "
+          f"read+write = {copy / n * 1e9:.2f} ns per element copied")
+    x = source[:1_000_000]
+    kernels = {name: with_threads(build(spec), 1) for name, spec in LIBM_ONLY.items()}
+    times = interleaved({name: (k, (x,)) for name, k in kernels.items()}, repeats)
+    costs = {name: seconds / len(x) * 1e9 for name, seconds in times.items()}
+    print("   libmvec via a kernel sum(f(x)), n = 1e6: " + ", ".join(
+        f"{name} {cost:.2f}" for name, cost in costs.items()) + " ns per element")
+    print(f"   => forward's math alone (tanh + exp + sin): "
+          f"{costs['tanh'] + costs['exp'] + costs['sin']:.2f} ns/element; value-and-grad "
+          f"(+ cos): {sum(costs.values()):.2f} ns/element")
+
+
+def small_table(repeats):
+    n = 1000
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(-3, 3, n), rng.uniform(-3, 3, n)
+    print("\n3. n = 1000: kernel(...) vs numpy (us per call; ratio = numpy / native)")
+    cases = {}
+    for name, spec in ONE_OPS.items():
+        kernel = build(spec)
+        args = (x, y) if len(spec.arrays) == 2 else (x,)
+        cases[f"native {name}"] = (kernel, args)
+        cases[f"numpy {name}"] = (NUMPY_ONE_OPS[name], (x, y))
+    cases["native forward"] = (build(FORWARD), (x,))
+    cases["numpy forward"] = (numpy_forward, (x,))
+    cases["native value-and-grad"] = (build(VALUE_AND_GRAD), (x,))
+    cases["numpy value-and-grad"] = (numpy_value_and_grad, (x,))
+    times = interleaved(cases, repeats, number=2000)
+    for name in [*ONE_OPS, "forward", "value-and-grad"]:
+        a, b = times[f"numpy {name}"] * 1e6, times[f"native {name}"] * 1e6
+        print(f"   {name:<16} numpy {a:7.2f}  native {b:7.2f}  {a / b:5.2f}x")
+
+
+_CHILD = """
+import json, sys, time
+start = time.perf_counter()
+import llvmlite.binding  # noqa: F401  (the import alone is a one-time cost)
+imported = time.perf_counter()
+import numpy as np
+sys.path.insert(0, "bench")
+from native_kernel import FORWARD, VALUE_AND_GRAD, LIBM_ONLY
+from pullback.compiler.lower import lower
+from pullback.runtime import native
+before_setup = time.perf_counter()
+native._engine()
+native._trampoline()
+ready = time.perf_counter()
+result = {"import_ms": (imported - start) * 1e3, "setup_ms": (ready - before_setup) * 1e3,
+          "kernels": {}}
+for name, spec in [("forward", FORWARD), ("value-and-grad", VALUE_AND_GRAD),
+                   ("exp only", LIBM_ONLY["exp"])]:
+    t0 = time.perf_counter()
+    text = lower(spec)
+    t1 = time.perf_counter()
+    kernel = native.compile_kernel(spec, text)
+    t2 = time.perf_counter()
+    kernel(np.ones(10))
+    result["kernels"][name] = {"lower_ms": (t1 - t0) * 1e3, "load_ms": (t2 - t1) * 1e3,
+                               "how": kernel.loaded_from}
+print(json.dumps(result))
+"""
+
+
+def compile_table():
+    root = Path(__file__).resolve().parents[1]
+    print("\n4. compile and load, each in a fresh process (ms)")
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "PULLBACK_CACHE_DIR": cache}
+        runs = []
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=root, check=True,
+                                 capture_output=True, text=True).stdout
+            runs.append(json.loads(out))
+    for label, run in zip(("empty cache", "warm cache"), runs, strict=True):
+        print(f"   {label}: once per process: import llvmlite {run['import_ms']:.0f}, "
+              f"engine + trampoline {run['setup_ms']:.1f}")
+        for name, k in run["kernels"].items():
+            print(f"      {name:<15} lower (build IR) {k['lower_ms']:6.1f}   "
+                  f"{k['how']:<8} {k['load_ms']:6.1f}")
+
+
+def threads_table(repeats, cores):
+    print(f"\n5. splitting over {cores} threads vs one (us per call, median)")
+    if cores < 2:
+        print("   one core only: nothing to split")
+        return
+    arithmetic = build(KernelSpec("float64", ("x", "y"), (), (("z", "x * y + 1"),), ("z",)))
+    forward = build(FORWARD)
+    print(f"   {'kernel':<10} {'n':>8} {'1 thread':>9} {f'{cores} threads':>10} {'speedup':>8}"
+          f"   estimated work")
+    for name, kernel in (("forward", forward), ("x * y + 1", arithmetic)):
+        saved = kernel.parallel_min
+        kernel.set_parallel_min(2 * native.CHUNK)      # force the split for this table
+        try:
+            for n in (16_384, 65_536, 262_144, 1_048_576):
+                args = [np.random.default_rng(3).uniform(-3, 3, n)
+                        for _ in kernel.spec.arrays]
+                times = interleaved({"1": (with_threads(kernel, 1), args),
+                                     "all": (with_threads(kernel, cores), args)},
+                                    max(repeats, 9), number=5)
+                one, many = times["1"] * 1e6, times["all"] * 1e6
+                print(f"   {name:<10} {n:>8} {one:>9.1f} {many:>10.1f} {one / many:>7.2f}x"
+                      f"   {n * kernel.ns_per_element / 1e3:8.0f} us")
+        finally:
+            kernel.set_parallel_min(saved)
+    print(f"   (split from an estimated {native._PARALLEL_MIN_NS / 1e3:.0f} us of work on)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="n = 1e6 only, fewer repeats")
+    options = parser.parse_args()
+    cores = native.thread_count()
+    host = native.host()
+    print(f"host: {host.cpu}, {host.lanes} doubles per vector (ISA '{host.isa}'), "
+          f"{host.mathlib}, {cores} cores; numpy {np.__version__}")
+    sizes = [1_000_000] if options.quick else [1_000_000, 10_000_000]
+    repeats = 3 if options.quick else options.repeats
+    workload_table(sizes, repeats, cores)
+    limits_table(repeats)
+    small_table(repeats)
+    compile_table()
+    threads_table(repeats, cores)
+
+
+if __name__ == "__main__":
+    main()
