@@ -136,8 +136,8 @@ def header(mode, elapsed) -> str:
         f"- machine: {machine()}",
         f"- versions: {versions}",
         f"- threads: {threads}; torch.set_num_threads(1)",
-        f"- timing: median over {ROUNDS[mode]} interleaved rounds of per-call means over "
-        (f"batches of >= {TARGET_SECONDS[mode] * 1e3:.0f} ms; first call = the first "
+        (f"- timing: median over {ROUNDS[mode]} interleaved rounds of per-call means over "
+         f"batches of >= {TARGET_SECONDS[mode] * 1e3:.0f} ms; first call = the first "
          "gradient call, compile/jit/trace included"),
     ])
 

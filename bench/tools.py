@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class Impl:
     gradient: Callable[[], object]
     to_numpy: Callable[[object], tuple] = field(default=lambda g: tuple(np.asarray(x) for x in g))
     close: Callable[[], None] = field(default=lambda: None)
+    first_call: float | None = None     # set by a builder that had to make the first call
 
 
 def _as_tuple(g):
@@ -110,12 +112,14 @@ def jax_jit(module, args):
     primal = jax.jit(loss, static_argnums=static)
     gradient = jax.jit(jax.grad(loss, argnums=tuple(module.WRT)), static_argnums=static)
     jargs = _jax_args(args)
+    start = time.perf_counter()
     try:
         jax.block_until_ready(gradient(*jargs))      # tracing is where JAX refuses
     except Exception as error:
         raise Refused(f"jit(grad): {_first_line(error)}") from error
     return Impl(lambda: jax.block_until_ready(primal(*jargs)),
-                lambda: jax.block_until_ready(gradient(*jargs)))
+                lambda: jax.block_until_ready(gradient(*jargs)),
+                first_call=time.perf_counter() - start)
 
 
 def jax_eager(module, args):

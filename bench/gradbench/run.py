@@ -1,0 +1,241 @@
+"""pullback as a GradBench tool: GradBench's JSON-lines protocol on stdin/stdout.
+
+Run from the repository root:  python bench/gradbench/run.py
+
+Each line in is one message (start, define, evaluate, analysis, end), each line out the
+response with the same id.  Objectives are ordinary Python in ``objectives.py``,
+differentiated by pullback; inputs are converted to numpy outside the timed region.
+The first call of a differentiated function transforms it: that call is reported under
+the timing name ``compile`` (transformation plus one run) before the ``evaluate`` runs.
+Standard library, numpy and pullback only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import objectives as obj
+
+import pullback as pb
+
+NO_FORWARD_MODE = (
+    "pullback has no forward mode, so the ff, fr and rf variants cannot be written")
+NESTED_TOO_SLOW = (
+    "needs nested AD through an iterative solver; pullback can only nest on its eager "
+    "tape (ag.grad(create_graph=True)), and each inner gradient with respect to an "
+    "intermediate array re-walks the whole recorded history, so one outer gradient of "
+    "particle's 'rr' took 72 s here; " + NO_FORWARD_MODE)
+
+
+class Module:
+    """One GradBench module: ``prepare(input)`` -> arguments, and its functions."""
+
+    functions: dict
+
+    def prepare(self, function, data):
+        return data
+
+
+def _scalar(value):
+    return float(np.asarray(value).reshape(-1)[0])
+
+
+def _floats(values):
+    return np.asarray(values, dtype=np.float64)
+
+
+def _compiled(fn, argnums=0):
+    return pb.grad(pb.compile(fn), argnums=argnums)
+
+
+class Hello(Module):
+    def __init__(self):
+        double = _compiled(obj.square)
+        self.functions = {"square": obj.square, "double": lambda x: double(x)}
+
+    def prepare(self, function, data):
+        return (float(data),)
+
+
+class Lse(Module):
+    def __init__(self):
+        gradient = _compiled(obj.lse)
+        self.functions = {"primal": lambda x: float(obj.lse(x)),
+                          "gradient": lambda x: gradient(x).tolist()}
+
+    def prepare(self, function, data):
+        return (_floats(data["x"]),)
+
+
+class Llsq(Module):
+    def __init__(self):
+        gradient = _compiled(obj.llsq)
+        self.functions = {"primal": lambda x, n: float(obj.llsq(x, n)),
+                          "gradient": lambda x, n: gradient(x, n).tolist()}
+
+    def prepare(self, function, data):
+        return _floats(data["x"]), int(data["n"])
+
+
+class Ode(Module):
+    def __init__(self):
+        gradient = _compiled(obj.ode_last)
+        self.functions = {"primal": lambda x, s: obj.ode(x, s).tolist(),
+                          "gradient": lambda x, s: gradient(x, s).tolist()}
+
+    def prepare(self, function, data):
+        return _floats(data["x"]), int(data["s"])
+
+
+class Det(Module):
+    def __init__(self):
+        gradient = _compiled(obj.det)
+        self.functions = {"primal": lambda A: float(obj.det(A)),
+                          "gradient": lambda A: gradient(A).reshape(-1).tolist()}
+
+    def prepare(self, function, data):
+        ell = int(data["ell"])
+        return (_floats(data["A"]).reshape(ell, ell),)
+
+
+class Gmm(Module):
+    def __init__(self):
+        self.compiled = {}
+        self.functions = {"objective": self.objective, "jacobian": self.jacobian}
+
+    def prepare(self, function, data):
+        sizes = (data["d"], data["k"], data["n"], data["m"], float(data["gamma"]))
+        if sizes not in self.compiled:
+            fn = obj.make_gmm(*sizes)
+            self.compiled[sizes] = (fn, _compiled(fn, argnums=(0, 1, 2, 3)))
+        arrays = [_floats(data[key]) for key in ("alpha", "mu", "q", "l", "x")]
+        arrays[3] = arrays[3].reshape(data["k"], -1)
+        return (sizes, *arrays)
+
+    def objective(self, sizes, *arrays):
+        return float(self.compiled[sizes][0](*arrays))
+
+    def jacobian(self, sizes, *arrays):
+        grads = self.compiled[sizes][1](*arrays)
+        return {key: g.tolist() for key, g in zip(("alpha", "mu", "q", "l"), grads,
+                                                    strict=True)}
+
+
+class Kmeans(Module):
+    def __init__(self):
+        gradient = _compiled(obj.kmeans_cost)
+
+        def direction(centroids, points):
+            jacobian = gradient(centroids, points)
+            return (jacobian / obj.kmeans_hessian_diagonal(centroids, points)).tolist()
+
+        self.functions = {"cost": lambda c, p: _scalar(obj.kmeans_cost(c, p)), "dir": direction}
+
+    def prepare(self, function, data):
+        return _floats(data["centroids"]), _floats(data["points"])
+
+
+class Lstm(Module):
+    def __init__(self):
+        gradient = _compiled(obj.lstm_objective, argnums=(0, 1))
+
+        def jacobian(*args):
+            main, extra = gradient(*args)
+            return np.concatenate([main.reshape(-1), extra.reshape(-1)]).tolist()
+
+        self.functions = {"objective": lambda *args: float(obj.lstm_objective(*args)),
+                          "jacobian": jacobian}
+
+    def prepare(self, function, data):
+        return tuple(_floats(data[key]) for key in
+                     ("main_params", "extra_params", "state", "sequence"))
+
+
+MODULES = {"hello": Hello, "lse": Lse, "llsq": Llsq, "ode": Ode, "det": Det, "gmm": Gmm,
+           "kmeans": Kmeans, "lstm": Lstm}
+UNSUPPORTED = {
+    "particle": NESTED_TOO_SLOW,
+    "saddle": NESTED_TOO_SLOW,
+    "ba": "not implemented yet (bundle adjustment's sparse Jacobian)",
+    "ht": "not implemented yet (hand tracking's model files and Jacobian)",
+}
+
+
+def _ns(seconds):
+    return int(seconds * 1e9)
+
+
+class Tool:
+    def __init__(self):
+        self.modules = {}
+        self.first_call = set()
+
+    def start(self, message):
+        return {"tool": "pullback", "config": {"pullback": pb.__version__}}
+
+    def define(self, message):
+        name = message["module"]
+        if name in UNSUPPORTED:
+            return {"success": False, "error": UNSUPPORTED[name]}
+        if name not in MODULES:
+            return {"success": False, "error": f"unknown module {name!r}"}
+        start = time.perf_counter_ns()
+        self.modules[name] = MODULES[name]()
+        return {"success": True,
+                "timings": [{"name": "define", "nanoseconds": time.perf_counter_ns() - start}]}
+
+    def evaluate(self, message):
+        module = self.modules[message["module"]]
+        function = message["function"]
+        data = message["input"]
+        runs = data.get("min_runs", 1) if isinstance(data, dict) else 1
+        seconds = data.get("min_seconds", 0) if isinstance(data, dict) else 0
+        start = time.perf_counter_ns()
+        args = module.prepare(function, data)
+        timings = [{"name": "prepare", "nanoseconds": time.perf_counter_ns() - start}]
+        fn = module.functions[function]
+        key = (message["module"], function)
+        if key not in self.first_call:          # pullback transforms the source here
+            start = time.perf_counter_ns()
+            fn(*args)
+            timings.append({"name": "compile", "nanoseconds": time.perf_counter_ns() - start})
+            self.first_call.add(key)
+        begin = time.perf_counter()
+        count = 0
+        while count < runs or time.perf_counter() - begin < seconds:
+            start = time.perf_counter_ns()
+            output = fn(*args)
+            timings.append({"name": "evaluate", "nanoseconds": time.perf_counter_ns() - start})
+            count += 1
+        return {"success": True, "output": output, "timings": timings}
+
+
+def main():
+    tool = Tool()
+    handlers = {"start": tool.start, "define": tool.define, "evaluate": tool.evaluate}
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        message = json.loads(line)
+        response = {"id": message["id"]}
+        handler = handlers.get(message.get("kind"))
+        if handler is not None:
+            try:
+                response.update(handler(message))
+            except Exception:  # noqa: BLE001 -- the eval is told, and the tool goes on
+                response.update({"success": False, "error": traceback.format_exc()})
+        print(json.dumps(response), flush=True)
+        if message.get("kind") == "end":
+            break
+
+
+if __name__ == "__main__":
+    main()
