@@ -4,8 +4,8 @@
 (``pb_kernel_<digest>(start, stop, arrays, scalars, partials)``); the runtime
 compiles and calls it.  What the IR guarantees:
 
-- **Explicitly vectorised for the host**: ``W`` lanes, where ``W`` is the number of
-  doubles in the host's widest vector register (8 with AVX-512).  The statements
+- **Explicitly vectorised for the host**: ``W`` lanes, one vector register of the
+  dtype (AVX-512: 8 doubles or 16 floats).  The statements
   are lowered once, into an always-inlined function over ``<W x T>`` vectors
   (``pb_kernel_<digest>.body``), which reads like the spec; the kernel is the loop
   that calls it.
@@ -16,9 +16,10 @@ compiles and calls it.  What the IR guarantees:
 - **Vector math from glibc's libmvec**: exp, log, sin, cos, tan, tanh, log1p,
   expm1 and pow call libmvec's variant for the host ISA directly
   (``_ZGVeN8v_exp``); where libmvec lacks one, the scalar libm function per lane.
-  float32 computes them in float64 and rounds: libmvec's float variants differ
-  from numpy's by up to 4 (exp) and 6 (log) ulp, the rounded float64 result is
-  within 1 ulp of correctly rounded.
+  float32 calls libmvec's float variants where they are within 2 ulp of numpy's
+  float32 results (``_SINGLE_PRECISION_ACCURATE``); exp, log and pow are computed
+  in float64 and rounded (libmvec's expf and logf are 4 and 6 ulp from numpy's;
+  the rounded float64 result is within 1 ulp of correctly rounded).
 - **numpy's semantics, IEEE arithmetic**: no fast-math flags and no FMA
   contraction, so ``+ - * /``, sqrt, comparisons, floor/ceil/round are bit-equal
   to numpy; max/min propagate NaN like ``np.maximum``; sign(-0) = 0; round is
@@ -73,8 +74,9 @@ def lower(spec: KernelSpec, *, vector_math: bool = True, target: Host | None = N
             statement and pointing at the construct.
     """
     target = target or host()
-    digest = hashlib.sha256(
-        repr((spec, vector_math, target.lanes, target.isa)).encode()).hexdigest()[:16]
+    variant = (spec, target.lanes, target.isa, vector_math and sorted(target.vector_math),
+               vector_math and sorted(target.vector_math_single))
+    digest = hashlib.sha256(repr(variant).encode()).hexdigest()[:16]
     module = ir.Module(name=f"pullback kernel {digest}")
     module.triple = _target_triple()
     vectors = _Vectors(module, spec.dtype, target, vector_math)
@@ -96,11 +98,15 @@ class _Vectors:
 
     def __init__(self, module: ir.Module, dtype: str, target: Host, vector_math: bool):
         self.module, self.target = module, target
-        self.lanes = target.lanes
         self.scalar = _FLOAT_TYPES[dtype]
+        self.single = dtype == "float32"
+        self.lanes = target.lanes * (2 if self.single else 1)     # one register of T
         self.type = ir.VectorType(self.scalar, self.lanes)
         self.double = ir.VectorType(ir.DoubleType(), self.lanes)
+        self.register_double = ir.VectorType(ir.DoubleType(), target.lanes)
         self.vector_math = target.vector_math if vector_math else frozenset()
+        self.single_math = (target.vector_math_single & _SINGLE_PRECISION_ACCURATE
+                            if vector_math and self.single else frozenset())
         self.b: ir.IRBuilder | None = None
 
     def const(self, value: float, vtype=None) -> ir.Constant:
@@ -129,32 +135,66 @@ class _Vectors:
     def intrinsic(self, name: str, *args, name_as: str) -> ir.Value:
         """``llvm.<name>.v<W>f<bits>`` applied to vectors of the kernel's type."""
         vtype = args[0].type
-        suffix = f"v{self.lanes}f{64 if vtype.element == ir.DoubleType() else 32}"
-        fn = self.function(f"llvm.{name}.{suffix}", ir.FunctionType(vtype, [a.type for a in args]))
+        fn = self.function(f"llvm.{name}.{self.suffix(vtype)}",
+                           ir.FunctionType(vtype, [a.type for a in args]))
         return self.b.call(fn, args, name=name_as)
+
+    def suffix(self, vtype=None) -> str:
+        """The overload suffix of an intrinsic on ``vtype``: v8f64, v8f32, ..."""
+        vtype = vtype or self.type
+        return f"v{self.lanes}f{64 if vtype.element == ir.DoubleType() else 32}"
 
     def libm(self, function: str, *args, name: str) -> ir.Value:
         """A libm function of vectors: libmvec's vector variant, else scalar libm per
-        lane; float32 goes through float64."""
-        wide = [self.b.fpext(a, self.double, name=f"{name}.wide") if a.type != self.double
-                else a for a in args]
-        if function in self.vector_math:
-            symbol = self.target.vector_symbol(function)
-            fn = self.function(symbol, ir.FunctionType(self.double, [self.double] * len(args)),
+        lane.  float32 uses libmvec's float variant where that is accurate enough
+        (``_SINGLE_PRECISION_ACCURATE``), else computes in float64, a register of doubles
+        at a time, and rounds."""
+        if function in self.single_math:
+            symbol = self.target.vector_symbol(function, single=True)
+            fn = self.function(symbol, ir.FunctionType(self.type, [self.type] * len(args)),
                                ("nounwind", "readnone"))
-            result = self.b.call(fn, wide, name=f"{name}.f64" if wide != list(args) else name)
-        else:
-            result = self._per_lane(function, wide, name)
+            return self.b.call(fn, args, name=name)
+        parts = self.lanes // self.target.lanes
+        results = []
+        for part in range(parts):
+            part_name = f"{name}.part{part}" if parts > 1 else name
+            wide = [self.widen(self.register(a, part, part_name), part_name) for a in args]
+            results.append(self.double_libm(function, wide, part_name))
+        result = results[0] if parts == 1 else self.b.shuffle_vector(
+            results[0], results[1], _lanes(range(self.lanes)), name=f"{name}.f64")
         if result.type == self.type:
             return result
         return self.b.fptrunc(result, self.type, name=name)
+
+    def register(self, vector, part: int, name: str):
+        """Part ``part`` of ``vector``, one register of doubles wide."""
+        if self.lanes == self.target.lanes:
+            return vector
+        width = self.target.lanes
+        return self.b.shuffle_vector(vector, vector, _lanes(range(part * width, (part + 1) * width)),
+                                     name=f"{name}.lanes")
+
+    def widen(self, vector, name: str):
+        if vector.type.element == ir.DoubleType():
+            return vector
+        return self.b.fpext(vector, self.register_double, name=f"{name}.wide")
+
+    def double_libm(self, function: str, args, name: str) -> ir.Value:
+        """``function`` on one register of doubles: libmvec, else libm lane by lane."""
+        if function not in self.vector_math:
+            return self._per_lane(function, args, name)
+        symbol = self.target.vector_symbol(function)
+        vtype = self.register_double
+        fn = self.function(symbol, ir.FunctionType(vtype, [vtype] * len(args)),
+                           ("nounwind", "readnone"))
+        return self.b.call(fn, args, name=f"{name}.f64" if self.single else name)
 
     def _per_lane(self, function: str, args, name: str) -> ir.Value:
         scalar_fn = self.function(function, ir.FunctionType(ir.DoubleType(),
                                                             [ir.DoubleType()] * len(args)),
                                   ("nounwind", "readnone"))
-        result = ir.Constant(self.double, None)
-        for lane in range(self.lanes):
+        result = ir.Constant(self.register_double, None)
+        for lane in range(self.target.lanes):
             index = ir.Constant(I64, lane)
             lane_args = [self.b.extract_element(a, index, name=f"{name}.x{lane}") for a in args]
             value = self.b.call(scalar_fn, lane_args, name=f"{name}.lane{lane}")
@@ -252,6 +292,12 @@ def _square_root(v, x, name):
 def _reciprocal(v, x, name):
     return v.b.fdiv(v.const(1.0), x, name=name)
 
+
+#: float32 functions computed with libmvec's float variants: within 2 ulp of numpy's float32
+#: results (tests/test_native.py checks it).  libmvec's expf and logf are 4 and 6 ulp from
+#: numpy's (which are themselves up to 2 and 3 ulp from correctly rounded), and powf is
+#: not better: those go through float64.
+_SINGLE_PRECISION_ACCURATE = frozenset({"tanh", "tan", "sin", "cos", "log1p", "expm1"})
 
 #: Exponents numpy computes exactly without pow (np.power's scalar fast paths and C99's
 #: pow(x, 1) = x, pow(x, 0) = 1); any other exponent calls pow.
@@ -440,7 +486,7 @@ def _emit_body(module, spec: KernelSpec, v: _Vectors, name: str) -> ir.Function:
 def _vector_width_attributes(fn: ir.Function, v: _Vectors) -> None:
     # Without these, LLVM splits 512-bit vectors on CPUs that prefer 256-bit ones, and
     # would pass <8 x double> to libmvec's AVX-512 functions in two ymm registers.
-    bits = str(v.lanes * 64)
+    bits = str(v.target.lanes * 64)
     add_string_attribute(fn.attributes, "min-legal-vector-width", bits)
     add_string_attribute(fn.attributes, "prefer-vector-width", bits)
 
@@ -521,15 +567,10 @@ class _KernelLoop:
         with conditional(b, b.icmp_signed("<", loop.index, hi, name="tail.any"), "tail",
                          loop.carried, acc_names) as tail:
             left = b.sub(hi, loop.index, name="tail.left")
-            mask = b.icmp_signed("<", self.lane_numbers, self.v_splat_i64(left), name="tail.mask")
+            mask = b.icmp_signed("<", self.lane_numbers, self.v.splat(left, "tail.lanes_left"),
+                                 name="tail.mask")
             tail.values = self.step(loop.index, loop.carried, mask)
         return tail.values
-
-    def v_splat_i64(self, value):
-        one = self.b.insert_element(ir.Constant(ir.VectorType(I64, self.v.lanes), None), value,
-                                    ir.Constant(I64, 0), name="tail.left.one")
-        zeros = ir.Constant(ir.VectorType(ir.IntType(32), self.v.lanes), None)
-        return self.b.shuffle_vector(one, one, zeros, name="tail.lanes_left")
 
     def step(self, index, accumulators: list, mask) -> list:
         """The body on the vector at ``index`` (masked: only the lanes in ``mask``)."""
@@ -564,7 +605,7 @@ class _KernelLoop:
         address = self.element_address(data, index, name)
         if mask is None:
             return self.b.load(address, typ=self.v.type, name=name, align=self.align)
-        masked_load = self.v.function(f"llvm.masked.load.{self._suffix()}.p0", ir.FunctionType(
+        masked_load = self.v.function(f"llvm.masked.load.{self.v.suffix()}.p0", ir.FunctionType(
             self.v.type, [PTR, mask.type, self.v.type]))
         # The lanes past the end read as 1.0: harmless for every function (no special-case
         # path in libmvec), and never stored.
@@ -577,7 +618,7 @@ class _KernelLoop:
         if mask is None:
             self.b.store(value, address, align=self.align)
             return
-        masked_store = self.v.function(f"llvm.masked.store.{self._suffix()}.p0",
+        masked_store = self.v.function(f"llvm.masked.store.{self.v.suffix()}.p0",
                                        ir.FunctionType(ir.VoidType(),
                                                        [self.v.type, PTR, mask.type]))
         call = self.b.call(masked_store, [value, address, mask])
@@ -587,9 +628,6 @@ class _KernelLoop:
         attributes = ir.values.ArgumentAttributes()
         attributes.align = self.align
         call.arg_attributes[position] = attributes
-
-    def _suffix(self) -> str:
-        return f"v{self.v.lanes}f{32 if self.v.scalar == ir.FloatType() else 64}"
 
     def store_partials(self, chunk_start, accumulators: list) -> None:
         b, n_reductions = self.b, len(self.spec.reductions)

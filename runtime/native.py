@@ -186,12 +186,15 @@ class Host:
     features: str                  # LLVM feature string: +avx2,+avx512f,...
     lanes: int                     # doubles per vector the kernels use
     isa: str | None                # vector function ABI ISA letter for `lanes` (None: none)
-    vector_math: frozenset         # LIBM_FUNCTIONS names with a libmvec variant at `lanes`
+    vector_math: frozenset         # LIBM_FUNCTIONS names with a libmvec double variant
     mathlib: str                   # e.g. "glibc 2.36 libmvec.so.1"
+    vector_math_single: frozenset = frozenset()   # ... with a float variant (2 * lanes)
 
-    def vector_symbol(self, function: str) -> str:
-        """The libmvec name of ``function`` (double) at this host's width."""
-        return f"_ZGV{self.isa}N{self.lanes}{'v' * LIBM_FUNCTIONS[function]}_{function}"
+    def vector_symbol(self, function: str, single: bool = False) -> str:
+        """The libmvec name of ``function`` at this host's width: the double variant on
+        ``lanes`` lanes, or (``single``) the float variant on ``2 * lanes``."""
+        lanes, suffix = (2 * self.lanes, "f") if single else (self.lanes, "")
+        return f"_ZGV{self.isa}N{lanes}{'v' * LIBM_FUNCTIONS[function]}_{function}{suffix}"
 
 
 @functools.cache
@@ -208,14 +211,15 @@ def host() -> Host:
         lanes, isa = next((w, letter) for w, feature, letter in _VECTOR_ISAS
                           if feature in enabled or w == 2)
     libmvec = _load_libmvec()
-    vector_math = frozenset()
+    vector_math = vector_math_single = frozenset()
     if libmvec is not None and isa is not None:
         probe = Host(cpu, features, lanes, isa, frozenset(), "")
-        vector_math = frozenset(f for f in LIBM_FUNCTIONS
-                                if hasattr(libmvec, probe.vector_symbol(f)))
+        vector_math, vector_math_single = (
+            frozenset(f for f in LIBM_FUNCTIONS if hasattr(libmvec, probe.vector_symbol(f, single)))
+            for single in (False, True))
     libc = " ".join(os.confstr("CS_GNU_LIBC_VERSION").split()) if hasattr(os, "confstr") else "?"
     mathlib = f"{libc} {'libmvec.so.1' if libmvec is not None else 'libm only'}"
-    return Host(cpu, features, lanes, isa, vector_math, mathlib)
+    return Host(cpu, features, lanes, isa, vector_math, mathlib, vector_math_single)
 
 
 @functools.cache
@@ -709,6 +713,15 @@ def set_threads(count: int | None) -> None:
 
 _POOL: list = []
 _POOL_LOCK = threading.Lock()
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child has none of the parent's threads: a new pool is made on demand.
+    _POOL.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -261,6 +261,7 @@ FUNCTIONS = {
     "min": ("min(x, y)", "where(x <= y, 1, 0)"),
     "relu": ("max(x, 0)", "x > 0"),
     "where": ("where(x > y, x * y, x - y)", "where(x > y, y, 1)"),
+    "where_nan": ("where(x, y, -y)", "where(x, 1, -1) + 0 * y"),
     "add": ("x + y", "1 + 0 * x"),
     "subtract": ("x - y", "-1 + 0 * y"),
     "multiply": ("x * y", "y"),
@@ -342,21 +343,34 @@ def test_position_and_length(name, dtype):
                 assert got.tobytes() == want[index].tobytes(), (name, length, shift)
 
 
-def test_scalar_libm_fallback_and_narrower_vectors():
+def _host_at(lanes: int, isa: str) -> native.Host:
+    """This machine's host description, narrowed to another vector width."""
+    host, libmvec = native.host(), native._load_libmvec()
+    probe = native.Host(host.cpu, host.features, lanes, isa, frozenset(), host.mathlib)
+    available = [frozenset(f for f in native.LIBM_FUNCTIONS
+                           if libmvec is not None and hasattr(libmvec, probe.vector_symbol(f, s)))
+                 for s in (False, True)]
+    return native.Host(host.cpu, host.features, lanes, isa, available[0], host.mathlib,
+                       available[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scalar_libm_fallback_and_narrower_vectors(dtype):
     """Without libmvec (scalar libm per lane) and at AVX2 / SSE2 widths, results are
     still numpy's and still position-independent."""
     host = native.host()
-    targets = [host] + [native.Host(host.cpu, host.features, lanes, isa, host.vector_math,
-                                    host.mathlib)
-                        for lanes, isa in ((4, "d"), (2, "b")) if lanes < host.lanes]
-    x = wide_inputs("float64", n_random=300)
-    spec = function_specs("tanh", "float64")["fused"]
-    for target in targets:
-        for vector_math in (True, False):
-            kernel = build(spec, vector_math=vector_math, target=target)
-            check_against_numpy(spec, [x], kernel=kernel)
-            single = np.stack([kernel(x[i:i + 1])[0][0] for i in range(9)])
-            np.testing.assert_array_equal(kernel(x[:9])[0], single)
+    targets = [host] + [_host_at(lanes, isa) for lanes, isa in ((4, "d"), (2, "b"))
+                        if lanes < host.lanes]
+    x = wide_inputs(dtype, n_random=300)
+    for name in ("tanh", "pow"):
+        spec = function_specs(name, dtype)["fused"]
+        arrays, scalars = arguments(spec, x)
+        for target in targets:
+            for vector_math in (True, False):
+                kernel = build(spec, vector_math=vector_math, target=target)
+                check_against_numpy(spec, arrays, scalars, kernel=kernel)
+                single = [kernel(*[a[i:i + 1] for a in arrays])[0][0] for i in range(19)]
+                np.testing.assert_array_equal(kernel(*[a[:19] for a in arrays])[0], single)
 
 
 # ----- reductions, scalars, aliasing, layouts ----------------------------------------------
@@ -639,3 +653,31 @@ def test_long_calls_release_the_gil():
              for a, b in calls]
     assert all(b - a > 0.01 for a, b in calls), "calls too short to tell"
     assert max(early) > 10, early
+
+
+def test_fork_after_a_threaded_call():
+    """A child forked after threads were used can still split a call (fresh pool)."""
+    if not hasattr(os, "fork") or native.thread_count() < 2:
+        pytest.skip("needs fork and two cores")
+    kernel = build(_spec("float64", [("f", "exp(-x * x) * sin(x)")], ["f"]))
+    x = np.random.default_rng(10).standard_normal(400_000)
+    expected, = kernel(x)
+    pid = os.fork()
+    if pid == 0:                                        # the child: exit status is the verdict
+        try:
+            got, = kernel._call_carefully((x,), None)
+            os._exit(0 if np.array_equal(got, expected) else 1)
+        finally:
+            os._exit(2)
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.WEXITSTATUS(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung (a thread pool inherited from the parent?)")
