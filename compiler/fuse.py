@@ -30,11 +30,18 @@ from dataclasses import dataclass, field
 
 import gast
 
+from pullback.runtime import fused
+
 from .calls import describe
 from .normalize import assign, local_names, name
 
-EXPENSIVE = {"exp", "log", "sqrt", "sin", "cos", "tan", "tanh", "sigmoid", "log1p", "expm1",
-             "power"}
+# Save-or-recompute: what recomputing one element of an op costs in a native kernel
+# (ns, libmvec on this machine class: see NOTES-llvmlite.md and bench/native_kernel.py),
+# against what saving it costs (an extra output array written by the forward, first
+# touched there, and read back by the adjoint).  Arithmetic is ~0.1 ns: recomputed.
+RECOMPUTE_NS = {"exp": 1.1, "log": 1.5, "sqrt": 0.5, "sin": 1.0, "cos": 1.0, "tan": 4.0,
+                "tanh": 2.0, "sigmoid": 1.5, "log1p": 2.0, "expm1": 2.0, "power": 6.0}
+SAVE_NS = 2.5
 MIN_RUN = 2
 
 
@@ -48,6 +55,7 @@ class Kernel:
     outputs: list                # targets returned by the forward (live-outs, then saved)
     live: int                    # the first ``live`` outputs are read after the run
     lines: list = field(default_factory=list)   # the user's lines of the run
+    reduction: tuple | None = None              # (result, operand): a trailing full sum
 
     def formula(self, prim, operands) -> str:
         """The scalar formula of one statement with its operands substituted."""
@@ -56,7 +64,8 @@ class Kernel:
 
 
 def substitute(formula: str, names: dict) -> str:
-    """``formula`` (scalar language) with the names of ``names`` replaced by source."""
+    """``formula`` (scalar language) with the names of ``names`` replaced by source,
+    and arithmetic on literals folded (``pow(x, 2 - 1)`` -> ``pow(x, 1)`` -> ``x``)."""
     tree = ast.parse(formula, mode="eval")
 
     class Replace(ast.NodeTransformer):
@@ -65,7 +74,28 @@ def substitute(formula: str, names: dict) -> str:
                 return ast.parse(str(names[node.id]), mode="eval").body
             return node
 
-    return ast.unparse(Replace().visit(tree))
+    return ast.unparse(_Fold().visit(Replace().visit(tree)))
+
+
+class _Fold(ast.NodeTransformer):
+    """Fold literal arithmetic, and ``pow(x, 1)`` to ``x`` (exact in IEEE and numpy)."""
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        if isinstance(node.left, ast.Constant) and isinstance(node.right, ast.Constant):
+            try:
+                value = eval(compile(ast.Expression(node), "<fold>", "eval"))  # literals only
+            except ArithmeticError:
+                return node
+            return ast.copy_location(ast.Constant(value), node)
+        return node
+
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        if (isinstance(node.func, ast.Name) and node.func.id == "pow" and len(node.args) == 2
+                and isinstance(node.args[1], ast.Constant) and node.args[1].value == 1):
+            return node.args[0]
+        return node
 
 
 def _operand(atom):
@@ -119,12 +149,30 @@ class _Fuser:
             if info is not None:
                 run.append((s, info))
                 continue
-            out.extend(self.flush(run))
+            reduction = self.trailing_sum(s, run)
+            out.extend(self.flush(run, reduction))
             run = []
+            if reduction is not None:
+                continue
             self.nested(s)
             out.append(s)
         out.extend(self.flush(run))
         return out
+
+    def trailing_sum(self, s, run):
+        """``(r, t)`` if ``s`` is ``r = sum(t)`` over a value the run computes."""
+        if len(run) < MIN_RUN or not isinstance(s, gast.Assign):
+            return None
+        op = describe(self.parsed, s.value, self.locals)
+        if op.kind != "prim" or op.prim.name != "sum" or op.params:
+            return None
+        operand = op.args[0]
+        targets = [t for _, (t, _, _) in run]
+        result = s.targets[0].id
+        if not isinstance(operand, gast.Name) or operand.id not in targets or result in targets \
+                or any(result in operands for _, (_, _, operands) in run):
+            return None
+        return result, operand.id
 
     @staticmethod
     def joins(run, info) -> bool:
@@ -138,7 +186,7 @@ class _Fuser:
         elif isinstance(s, (gast.While, gast.For)):
             s.body = self.block(s.body)
 
-    def flush(self, run):
+    def flush(self, run, reduction=None):
         if len(run) < MIN_RUN:
             return [s for s, _ in run]
         inputs, reads, renamed, statements = [], {}, {}, []
@@ -152,15 +200,22 @@ class _Fuser:
             # also an input (``total = total + x``): then the new value is renamed
             renamed[target] = f"{target}_new" if target in inputs else target
             statements.append((renamed[target], prim, operands))
+        if reduction is not None:
+            reads[reduction[1]] = reads.get(reduction[1], 0) + 1
+            reduction = (reduction[0], renamed[reduction[1]])
+            renamed[reduction[0]] = reduction[0]
         user_name = {new: old for old, new in renamed.items()}
         live = [t for t, _, _ in statements
                 if self.uses.get(user_name[t], 0) > reads.get(user_name[t], 0)]
+        if reduction is not None:
+            live.append(reduction[0])
         referenced = _referenced_by_derivatives(statements)
         saved = [t for t, prim, _ in statements
-                 if prim.name in EXPENSIVE and t in referenced and t not in live]
+                 if RECOMPUTE_NS.get(prim.name, 0.0) > SAVE_NS and t in referenced
+                 and t not in live]
         kernel_name = self.namer.fresh("kernel_")
         kernel = Kernel(kernel_name, inputs, statements, live + saved, len(live),
-                        lines=[self.line(s) for s, _ in run])
+                        lines=[self.line(s) for s, _ in run], reduction=reduction)
         self.kernels.append(kernel)
         call = gast.Call(func=name(kernel_name), args=[name(i) for i in inputs], keywords=[])
         call.pb_kernel = kernel
@@ -175,6 +230,16 @@ class _Fuser:
 
     def line(self, node) -> int:
         return getattr(node, "lineno", 0) + self.parsed.first_line - 1
+
+
+def _lower(spec):
+    """Scalar program -> LLVM IR (imports llvmlite only when a native kernel is built)."""
+    from .lower import lower
+
+    return lower(spec)
+
+
+fused.set_lowering(_lower)
 
 
 def _formula_names(formula: str) -> set:
@@ -215,7 +280,7 @@ NUMPY_FUNCTIONS = {
     "tan": "_np.tan", "tanh": "_np.tanh", "log1p": "_np.log1p", "expm1": "_np.expm1",
     "pow": "_np.power", "fabs": "_np.abs", "sign": "_np.sign", "floor": "_np.floor",
     "ceil": "_np.ceil", "round": "_np.round", "max": "_np.maximum", "min": "_np.minimum",
-    "sigmoid": "_kernels.sigmoid", "where": "_kernels.where",
+    "sigmoid": "_kernels.sigmoid", "where": "_kernels.where", "spread": "_kernels.spread",
 }
 
 
@@ -236,25 +301,35 @@ def _zero_grads(statements):
     return {t: None for t, _, _ in statements}
 
 
-def forward_source(kernel: Kernel) -> str:
-    lines = [f"def {kernel.name}({', '.join(kernel.inputs)}):",
-             f'    """Fused forward of lines {_span(kernel.lines)}."""']
-    for target, prim, operands in kernel.statements:
-        lines.append(f"    {target} = {numpy_source(kernel.formula(prim, operands))}")
-    lines.append(f"    return ({''.join(o + ', ' for o in kernel.outputs)})")
-    return "\n".join(lines)
+def forward_program(kernel: Kernel) -> tuple:
+    """(inputs, statements, outputs, reduction) of the forward in the scalar language;
+    ``reduction`` is ``(result, operand)`` for a trailing full sum (``result`` is then
+    one of the outputs, of shape (1,)), else None."""
+    statements = tuple((t, kernel.formula(prim, operands))
+                       for t, prim, operands in kernel.statements)
+    return tuple(kernel.inputs), statements, tuple(kernel.outputs), kernel.reduction
 
 
-def adjoint_source(kernel: Kernel) -> str:
-    """The kernel's VJP: ``(output gradients, forward outputs, *inputs) -> input gradients``.
+def vjp_program(kernel: Kernel) -> tuple:
+    """The kernel's VJP in the scalar language, in SSA form.
 
-    Reverse-mode over the run's statements with the table's scalar derivatives;
-    gradients of outputs arrive as a list (None entries are zero).
+    Returns ``(grad_params, output_params, input_params, statements, results)``:
+    the gradients of the live outputs, the forward's outputs and inputs come in;
+    ``statements`` recompute the cheap intermediates the derivatives read and run
+    reverse mode over the run with the table's ``scalar_vjps``; ``results`` names
+    each input's gradient (None: no gradient flows into it).
     """
-    name_ = f"{kernel.name}_vjp"
-    lines = [f"def {name_}(grads, outputs, {', '.join(kernel.inputs)}):",
-             f'    """Fused adjoint of lines {_span(kernel.lines)}."""']
-    lines.append(f"    ({''.join(o + ', ' for o in kernel.outputs)}) = outputs")
+    taken = set(kernel.inputs) | set(kernel.outputs) | {t for t, _, _ in kernel.statements}
+
+    def fresh(base):
+        candidate, k = base, 1
+        while candidate in taken:
+            k += 1
+            candidate = f"{base}{k}"
+        taken.add(candidate)
+        return candidate
+
+    statements = []
     known = set(kernel.inputs) | set(kernel.outputs)
     wanted = _referenced_by_derivatives(kernel.statements)
     for target, prim, operands in reversed(kernel.statements):   # what recomputing needs
@@ -262,12 +337,18 @@ def adjoint_source(kernel: Kernel) -> str:
             wanted |= {o for o in operands if not _is_number(o)}
     for target, prim, operands in kernel.statements:
         if target in wanted and target not in known:
-            lines.append(f"    {target} = {numpy_source(kernel.formula(prim, operands))}")
+            statements.append((target, kernel.formula(prim, operands)))
             known.add(target)
-    grad = {}
-    for k, out in enumerate(kernel.outputs[:kernel.live]):
-        lines.append(f"    {out}_g = grads[{k}]")
-        grad[out] = f"{out}_g"
+    grad = {out: fresh(f"{out}_g") for out in kernel.outputs[:kernel.live]}
+    grad_params = tuple(grad.values())
+    if kernel.reduction is not None:   # d sum(t) / dt = 1 everywhere
+        result, operand = kernel.reduction
+        # spread(g, *inputs): g over the shape those inputs broadcast to (native: just g)
+        seed = f"spread({grad[result]}, {', '.join(_depends_on(kernel, operand))})"
+        if operand in grad:
+            seed = f"{grad[operand]} + {seed}"
+        grad[operand] = fresh(f"{operand}_g")
+        statements.append((grad[operand], seed))
     for target, prim, operands in reversed(kernel.statements):
         g = grad.get(target)
         if g is None:
@@ -278,15 +359,72 @@ def adjoint_source(kernel: Kernel) -> str:
                 continue
             part = substitute(rule, {"g": g, "ans": target, "x": operands[0],
                                      "y": operands[1] if len(operands) > 1 else None})
-            part = numpy_source(part)
+            new = fresh(f"{operand}_g")
             if operand in grad:
-                lines.append(f"    {operand}_g = _kernels.add({operand}_g, {part})")
-            else:
-                lines.append(f"    {operand}_g = {part}")
-                grad[operand] = f"{operand}_g"
-    results = [grad.get(i, "None") for i in kernel.inputs]
-    lines.append(f"    return ({''.join(r + ', ' for r in results)})")
+                part = f"{grad[operand]} + {part}"
+            statements.append((new, part))
+            grad[operand] = new
+    results = tuple(grad.get(i) for i in kernel.inputs)
+    return grad_params, tuple(kernel.outputs), tuple(kernel.inputs), tuple(statements), results
+
+
+def _depends_on(kernel: Kernel, name: str) -> list:
+    """The kernel inputs that ``name`` is computed from."""
+    sources = {}
+    for target, _, operands in kernel.statements:
+        sources[target] = operands
+    found, todo = [], [name]
+    while todo:
+        current = todo.pop()
+        for o in sources.get(current, ()):
+            if o in sources:
+                todo.append(o)
+            elif not _is_number(o) and o not in found:
+                found.append(o)
+    return sorted(found, key=kernel.inputs.index)
+
+
+def _tuple_source(names) -> str:
+    return "(" + "".join(f"{n}, " for n in names) + ")"
+
+
+def forward_source(kernel: Kernel) -> str:
+    inputs, statements, outputs, reduction = forward_program(kernel)
+    lines = [f"def {kernel.name}({', '.join(inputs)}):",
+             f'    """Fused forward of lines {_span(kernel.lines)}."""']
+    lines += [f"    {t} = {numpy_source(e)}" for t, e in statements]
+    if reduction is not None:
+        lines.append(f"    {reduction[0]} = _kernels.total({reduction[1]})")
+    lines.append(f"    return {_tuple_source(outputs)}")
     return "\n".join(lines)
+
+
+def adjoint_source(kernel: Kernel) -> str:
+    """The kernel's VJP as numpy: ``(output gradients, forward outputs, *inputs)`` ->
+    one gradient per input (None where none flows)."""
+    grads, outputs, inputs, statements, results = vjp_program(kernel)
+    lines = [f"def {kernel.name}_vjp(grads, outputs, {', '.join(inputs)}):",
+             f'    """Fused adjoint of lines {_span(kernel.lines)}."""',
+             f"    {_tuple_source(grads)} = grads",
+             f"    {_tuple_source(outputs)} = outputs"]
+    lines += [f"    {t} = {numpy_source(e)}" for t, e in statements]
+    lines.append(f"    return {_tuple_source(r or 'None' for r in results)}")
+    return "\n".join(lines)
+
+
+def wrapper_source(kernel: Kernel) -> str:
+    """The statement binding ``kernel_k`` to a FusedKernel (numpy functions + programs)."""
+    return (f"{kernel.name} = _kernels.FusedKernel(\n"
+            f"    {kernel.name!r}, {kernel.name}, {kernel.name}_vjp,\n"
+            f"    forward_program={forward_program(kernel)!r},\n"
+            f"    adjoint_program={vjp_program(kernel)!r},\n"
+            f"    steps={steps(kernel)!r},\n)")
+
+
+def steps(kernel: Kernel) -> tuple:
+    """``(target, primitive name, operands)`` per statement: what the kernel does, in the
+    primitive table's terms (the runtime falls back to these for irregular shapes)."""
+    return tuple((t, prim.name, tuple(operands)) for t, prim, operands in kernel.statements)
 
 
 def _span(lines) -> str:

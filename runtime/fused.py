@@ -1,16 +1,38 @@
 """Fused elementwise kernels at run time.
 
 The compiler emits each fused run as two plain numpy functions (the kernel and
-its VJP) into the generated module, and wraps them in a ``FusedKernel``.  The
-numpy functions are the reference; when the native backend is enabled and
-worth it (same-shape contiguous float arrays above a size threshold), the same
-kernel runs as native code instead.  ``sigmoid`` and ``where`` are the scalar
-language's functions that numpy does not have under the same name.
+its VJP) into the generated module, plus the same two programs in the scalar
+language, and wraps them in a ``FusedKernel``.  The numpy functions are the
+reference and run small or irregular calls; a call on same-shape float arrays
+of one dtype, at least ``NATIVE_MIN_SIZE`` elements, runs the native kernel
+(``runtime/native.py``) made from the scalar programs instead.  Native kernels
+are specialised per dtype and per which arguments are arrays or scalars, and
+built on first use.
+
+The lowering (scalar program -> LLVM IR) belongs to the compiler; it registers
+it here with ``set_lowering`` so the runtime never imports the compiler.
 """
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
+
+from . import native
+
+#: Below this many elements the numpy functions run (their call is cheaper than
+#: building native argument lists; measured with bench/fused_threshold.py).
+NATIVE_MIN_SIZE = 512
+
+_lowering = None
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def set_lowering(lower) -> None:
+    """Install ``lower(spec) -> IR text`` (done by ``pullback.compiler`` on import)."""
+    global _lowering
+    _lowering = lower
 
 
 def sigmoid(x):
@@ -24,29 +46,241 @@ def where(condition, a, b):
     return np.where(np.asarray(condition) != 0, a, b)
 
 
-def add(a, b):
-    return a + b
+def spread(g, *arrays):
+    """``g`` broadcast over the shape ``arrays`` broadcast to (the seed of a sum's adjoint)."""
+    shape = np.broadcast_shapes(np.shape(g), *(np.shape(a) for a in arrays))
+    return np.broadcast_to(g, shape)
+
+
+def total(values):
+    """A full sum as the ``sum`` primitive computes it: shape (1,)."""
+    return np.reshape(np.add.reduce(values, axis=None), (1,))
+
+
+def _layout(values):
+    """(dtype, shape, kinds) if ``values`` suit a native kernel, else None.
+
+    Suitable: the arrays share one float dtype and one shape, except one-element
+    arrays, which (like Python numbers and numpy scalars of that dtype) become
+    scalars broadcast to every element.  ``kinds`` has "a" (array) or "s" (scalar)
+    per value.
+    """
+    arrays = [v for v in values if type(v) is np.ndarray]
+    if not arrays:
+        return None
+    big = max(arrays, key=lambda a: a.size)
+    dtype, shape = big.dtype, big.shape
+    if dtype not in _FLOAT_DTYPES:
+        return None
+    kinds = []
+    for v in values:
+        if type(v) is np.ndarray:
+            if v.dtype != dtype:
+                return None
+            if v.shape == shape:
+                kinds.append("a")
+            elif v.size == 1:
+                kinds.append("s")
+            else:
+                return None
+        elif isinstance(v, (float, int)) and not isinstance(v, bool):
+            kinds.append("s")
+        elif isinstance(v, np.floating) and v.dtype == dtype:
+            kinds.append("s")
+        else:
+            return None
+    return dtype, shape, tuple(kinds)
+
+
+def _without_spread(statements):
+    """Native kernels broadcast by construction: ``spread(g, ...)`` is just ``g``."""
+    out = []
+    for target, expression in statements:
+        tree = ast.parse(expression, mode="eval")
+        for node in ast.walk(tree):
+            for name, child in ast.iter_fields(node):
+                if isinstance(child, ast.Call) and getattr(child.func, "id", "") == "spread":
+                    setattr(node, name, child.args[0])
+        if isinstance(tree.body, ast.Call) and getattr(tree.body.func, "id", "") == "spread":
+            tree.body = tree.body.args[0]
+        out.append((target, ast.unparse(tree)))
+    return tuple(out)
+
+
+def _value(operand, env):
+    return env[operand] if operand in env else float(operand)
 
 
 class FusedKernel:
-    """A fused run: ``kernel(*inputs) -> outputs`` and ``kernel.vjp(grads, outputs, *inputs)``."""
+    """A fused run: ``kernel(*inputs) -> outputs``; ``kernel.vjp(grads, outputs, *inputs)``."""
 
-    def __init__(self, name, forward, vjp, template=None):
+    def __init__(self, name, forward, vjp, forward_program, adjoint_program, steps):
         self.name = name
         self.forward = forward
         self._vjp = vjp
-        self.template = template   # the compiler's description, for the native backend
-        self.native = None
+        self.forward_program = forward_program
+        self.adjoint_program = adjoint_program
+        self.steps = steps
+        self._native = {}
+        self._uniform_cache = {}
+
+    def uniform(self, inputs) -> bool:
+        """Whether every statement of the run has the shape all inputs broadcast to.
+
+        Only then may gradient contributions be summed per element and reduced to
+        each input's shape at the end (and a native kernel, which is per element,
+        be used); otherwise the VJP runs statement by statement.
+        """
+        key = tuple(np.shape(v) for v in inputs)
+        found = self._uniform_cache.get(key)
+        if found is None:
+            shapes = dict(zip(self.forward_program[0], key, strict=True))
+            full = np.broadcast_shapes(*key)
+            found = True
+            for target, _, operands in self.steps:
+                shape = np.broadcast_shapes(*(shapes.get(o, ()) for o in operands))
+                shapes[target] = shape
+                # a one-element value broadcasts to every element: also fine
+                found = found and (shape == full or int(np.prod(shape)) == 1)
+            live = self.adjoint_program[1][:len(self.adjoint_program[0])]
+            reduction = self.forward_program[3]
+            found = found and all(shapes[o] == full for o in live
+                                  if reduction is None or o != reduction[0])
+            self._uniform_cache[key] = found
+        return found
 
     def __call__(self, *inputs):
+        layout = self._native_layout(inputs) if self.uniform(inputs) else None
+        if layout is not None:
+            kernel = self._native_kernel("forward", layout)
+            if kernel is not None:
+                return self._run(kernel, inputs, layout)
         return self.forward(*inputs)
 
     def vjp(self, grads, outputs, *inputs):
         """Gradients of the inputs given the list of output gradients (None = zero)."""
-        if grads is None or all(g is None for g in grads):
+        if grads is None:
             return (None,) * len(inputs)
-        grads = [np.zeros_like(outputs[k]) if g is None else g for k, g in enumerate(grads)]
+        grads = list(grads)[:len(self.adjoint_program[0])]   # saved outputs get none
+        if all(g is None for g in grads):
+            return (None,) * len(inputs)
+        if not self.uniform(inputs):
+            return self._vjp_by_steps(grads, inputs)
+        grads = [0.0 if g is None else g for g in grads]
+        values = (*grads, *outputs, *inputs)
+        layout = self._native_layout(values)
+        if layout is not None:
+            kernel = self._native_kernel("adjoint", layout)
+            if kernel is not None:
+                return self._run_vjp(kernel, values, layout)
+        grads = [np.zeros_like(outputs[k]) if isinstance(g, float) and g == 0.0 else g
+                 for k, g in enumerate(grads)]
         return self._vjp(grads, outputs, *inputs)
+
+    def _vjp_by_steps(self, grads, inputs):
+        """The VJP statement by statement with the primitives' own rules (irregular shapes)."""
+        from . import primitives, support
+
+        names = self.forward_program[0]
+        env = dict(zip(names, inputs, strict=True))
+        for target, prim_name, operands in self.steps:
+            values = [_value(o, env) for o in operands]
+            result = getattr(support.ops, prim_name)(*values)
+            if not any(type(v) is np.ndarray for v in values):   # numbers stay numbers
+                result = result.reshape(-1)[0].item()
+            env[target] = result
+        outputs_names = self.adjoint_program[1]
+        flowing = {}
+        for name, g in zip(outputs_names, grads, strict=False):
+            if g is not None:
+                flowing[name] = g
+        reduction = self.forward_program[3]
+        if reduction is not None and reduction[0] in flowing:
+            result, operand = reduction
+            spread_g = np.broadcast_to(flowing.pop(result), np.shape(env[operand]))
+            flowing[operand] = support.add_grads(flowing.get(operand), spread_g)
+        for target, prim_name, operands in reversed(self.steps):
+            g = flowing.pop(target, None)
+            if g is None:
+                continue
+            prim = primitives.REGISTRY[prim_name]
+            values = [_value(o, env) for o in operands]
+            for i, operand in enumerate(operands):
+                if operand in env and prim.vjps[i] is not None:
+                    part = prim.vjps[i](g, env[target], *values)
+                    flowing[operand] = support.add_grads(flowing.get(operand), part)
+        return tuple(flowing.get(name) for name in names)
+
+    # ----- native road ----------------------------------------------------------------------
+    def _native_layout(self, values):
+        if _lowering is None or not native.native_enabled():
+            return None
+        layout = _layout(values)
+        if layout is None or int(np.prod(layout[1])) < NATIVE_MIN_SIZE:
+            return None
+        return layout
+
+    def _native_kernel(self, which, layout):
+        key = (which, layout[0].name, layout[2])
+        if key not in self._native:
+            try:
+                spec = self._spec(which, layout[0].name, layout[2])
+                self._native[key] = native.compile_kernel(spec, _lowering(spec))
+            except native.KernelSpecError:
+                self._native[key] = None
+        return self._native[key]
+
+    def _spec(self, which, dtype, kinds):
+        if which == "forward":
+            params, statements, outputs, reduction = self.forward_program
+            reductions = ()
+            if reduction is not None:
+                outputs = tuple(o for o in outputs if o != reduction[0])
+                reductions = ((reduction[1], "sum"),)
+        else:
+            grads, outs, inputs, statements, results = self.adjoint_program
+            params = (*grads, *outs, *inputs)
+            input_kinds = kinds[len(grads) + len(outs):]
+            outputs = tuple(r for r, k in zip(results, input_kinds, strict=True)
+                            if r is not None and k == "a")
+            reductions = tuple((r, "sum") for r, k in zip(results, input_kinds, strict=True)
+                               if r is not None and k == "s")
+        arrays = tuple(p for p, k in zip(params, kinds, strict=True) if k == "a")
+        scalars = tuple(p for p, k in zip(params, kinds, strict=True) if k == "s")
+        return native.KernelSpec(dtype, arrays, scalars, _without_spread(statements), outputs,
+                                 reductions)
+
+    @staticmethod
+    def _split(values, kinds):
+        arrays = [v.reshape(-1) for v, k in zip(values, kinds, strict=True) if k == "a"]
+        scalars = [float(np.reshape(v, -1)[0]) if type(v) is np.ndarray else float(v)
+                   for v, k in zip(values, kinds, strict=True) if k == "s"]
+        return arrays, scalars
+
+    def _run(self, kernel, inputs, layout):
+        dtype, shape, kinds = layout
+        arrays, scalars = self._split(inputs, kinds)
+        produced = kernel(*arrays, *scalars)
+        _, _, outputs, reduction = self.forward_program
+        if reduction is None:
+            return tuple(o.reshape(shape) for o in produced)
+        arrays_out = iter(produced[:-1])
+        return tuple(np.full(1, produced[-1], dtype) if name == reduction[0]
+                     else next(arrays_out).reshape(shape) for name in outputs)
+
+    def _run_vjp(self, kernel, values, layout):
+        dtype, shape, kinds = layout
+        arrays, scalars = self._split(values, kinds)
+        produced = iter(kernel(*arrays, *scalars))
+        grads, outs, inputs, statements, results = self.adjoint_program
+        input_kinds = kinds[len(grads) + len(outs):]
+        array_results = [next(produced).reshape(shape) if r is not None and k == "a" else None
+                         for r, k in zip(results, input_kinds, strict=True)]
+        inputs = values[len(grads) + len(outs):]
+        return tuple(
+            array_results[i] if k == "a" else (
+                None if r is None else np.full(np.shape(inputs[i]), next(produced), dtype))
+            for i, (r, k) in enumerate(zip(results, input_kinds, strict=True)))
 
     def __repr__(self) -> str:
         return f"<fused kernel {self.name}>"

@@ -592,3 +592,24 @@ def numpy_loop(x):
 @case((2, 3), numpy=True)
 def numpy_transpose(x):
     return np.sum(x.T * np.cos(x.T)) + np.sum(np.transpose(x) ** 2)
+
+
+# ----- fusion edge cases: several shapes in one run, trailing sums ---------------------
+
+@case((3, 4), (3, 1), (4,))
+def mixed_shapes_in_one_run(x, m, b):
+    lse = m + nd.log(nd.exp(m) + 1.0)
+    prod = x * b
+    return nd.sum(lse) + nd.sum(prod * 2.0)
+
+
+@case((3, 4), (4,))
+def trailing_sum_with_broadcast(x, b):
+    return nd.sum(nd.tanh(x + b) * b)
+
+
+@case((5,))
+def trailing_sum_value_reused(x):
+    t = nd.sin(x) * x
+    s = nd.sum(t * 3.0)
+    return s * t

@@ -109,3 +109,24 @@ def test_fused_and_unfused_agree(entry, monkeypatch):
     unfused = _compiled_gradients(CompiledFunction(fn), arrays, kind)
     for a, b in zip(fused, unfused, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("entry", CASES, ids=IDS)
+def test_native_kernels_agree_with_tape(entry, dtype, monkeypatch):
+    """Every fused kernel runs natively (size threshold lowered to 1) and still agrees."""
+    from pullback.compiler.api import CompiledFunction
+    from pullback.runtime import fused, native
+
+    if not native.native_enabled():
+        pytest.skip("native kernels are disabled (PULLBACK_NATIVE=0)")
+    monkeypatch.setattr(fused, "NATIVE_MIN_SIZE", 1)
+    fn, arrays = entry["fn"], _inputs(entry, dtype, seed=2)
+    kind = "numpy" if entry["numpy"] else "nd"
+    native_grads = _compiled_gradients(CompiledFunction(fn), arrays, kind)
+    monkeypatch.setenv("PULLBACK_NATIVE", "0")
+    numpy_grads = _compiled_gradients(CompiledFunction(fn), arrays, kind)
+    rtol = 1e-9 if dtype == np.float64 else 2e-5
+    for a, b in zip(native_grads, numpy_grads, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)

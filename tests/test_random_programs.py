@@ -1,6 +1,7 @@
 """Hypothesis writes random programs; compiled = tape = finite differences on every one.
 
-Programs are expression DAGs over elementwise primitives, ``if``s on
+Programs are expression DAGs over elementwise primitives (on equal and on
+broadcasting input shapes), ``if``s on
 data-dependent conditions, and ``for``/``while`` loops that overwrite
 variables.  Each is written to a real module file and imported, so the
 compiler parses it like user code.  A failing program is printed as source.
@@ -105,12 +106,15 @@ def _tape_gradients(fn, arrays):
     return [x.grad.asnumpy() for x in xs]
 
 
+SHAPES = st.sampled_from([((3,), (3,)), ((2, 1), (3,)), ((4,), (1,))])
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(source=programs(), seed=st.integers(0, 2**16))
-def test_random_programs_agree_three_ways(tmp_path_factory, source, seed):
+@given(source=programs(), seed=st.integers(0, 2**16), shapes=SHAPES)
+def test_random_programs_agree_three_ways(tmp_path_factory, source, seed, shapes):
     fn = _load(source, tmp_path_factory.getbasetemp())
     rng = np.random.default_rng(seed)
-    arrays = [rng.uniform(-1, 1, 3), rng.uniform(-1, 1, 3)]
+    arrays = [rng.uniform(-1, 1, shapes[0]), rng.uniform(-1, 1, shapes[1])]
     try:
         compiled = pb.grad(fn, argnums=(0, 1))(*[nd.array(a) for a in arrays])
         tape = _tape_gradients(fn, arrays)
