@@ -21,8 +21,8 @@ import numpy as np
 
 from . import native
 
-#: Below this many elements the numpy functions run (their call is cheaper than
-#: building native argument lists; measured with bench/fused_threshold.py).
+#: Below this many elements the numpy functions run: bench/fused_threshold.py puts the
+#: crossover of a whole compiled gradient call between ~128 and ~1000 elements.
 NATIVE_MIN_SIZE = 512
 
 _lowering = None
@@ -213,12 +213,13 @@ class FusedKernel:
 
     # ----- native road ----------------------------------------------------------------------
     def _native_layout(self, values):
-        if _lowering is None or not native.native_enabled():
+        if _lowering is None:
             return None
-        layout = _layout(values)
-        if layout is None or int(np.prod(layout[1])) < NATIVE_MIN_SIZE:
+        if not any(type(v) is np.ndarray and v.size >= NATIVE_MIN_SIZE for v in values):
             return None
-        return layout
+        if not native.native_enabled():
+            return None
+        return _layout(values)
 
     def _native_kernel(self, which, layout):
         key = (which, layout[0].name, layout[2])
