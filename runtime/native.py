@@ -331,9 +331,17 @@ class _Engine:
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-@functools.cache
+_ENGINE: list = []
+_ENGINE_LOCK = threading.Lock()
+
+
 def _engine() -> _Engine:
-    return _Engine()
+    """The process's engine, made on first use (by one thread only)."""
+    if not _ENGINE:
+        with _ENGINE_LOCK:
+            if not _ENGINE:
+                _ENGINE.append(_Engine())
+    return _ENGINE[0]
 
 
 @functools.cache
@@ -505,16 +513,24 @@ def compile_kernel(spec: KernelSpec, ir_text: str) -> Kernel:
     return kernel
 
 
-@functools.cache
+_TRAMPOLINE: list = []
+
+
 def _trampoline():
-    """The installed fastcall trampoline, or None where the object layouts differ."""
+    """The installed fastcall trampoline (loaded once), or None where the object layouts
+    differ from the ones it reads."""
     from . import fastcall
 
-    if not fastcall.available():
-        return None
     engine = _engine()
-    address, _ = engine.load(fastcall.trampoline_ir(engine.codegen.triple), fastcall.SYMBOL)
-    return fastcall.Installed(address)
+    with engine.lock:
+        if not _TRAMPOLINE:
+            installed = None
+            if fastcall.available():
+                address, _ = engine.load(fastcall.trampoline_ir(engine.codegen.triple),
+                                         fastcall.SYMBOL)
+                installed = fastcall.Installed(address)
+            _TRAMPOLINE.append(installed)
+    return _TRAMPOLINE[0]
 
 
 class Kernel:

@@ -681,3 +681,25 @@ def test_fork_after_a_threaded_call():
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child hung (a thread pool inherited from the parent?)")
+
+
+def test_threads_compiling_and_calling_at_once():
+    import threading
+
+    factor = float(np.random.default_rng().integers(1 << 30)) + 0.375
+    spec = _spec("float64", [("f", f"tanh(x) * {factor!r}")], ["f"])
+    text = lower(spec)
+    x = np.random.default_rng(11).standard_normal(5000)
+    barrier, results = threading.Barrier(6), []
+
+    def work():
+        barrier.wait()
+        kernel = compile_kernel(spec, text)
+        results.append((kernel, kernel(x)[0].tobytes()))
+
+    workers = [threading.Thread(target=work) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len({id(k) for k, _ in results}) == 1 and len({r for _, r in results}) == 1
