@@ -309,12 +309,36 @@ def adjoint_source(fn, argnums=None) -> str:
     ``argnums`` chooses the differentiated parameters (default: the variant
     compiled last, or all parameters).
     """
+    return _built_variant(fn, argnums).source
+
+
+def _built_variant(fn, argnums):
     compiled = as_compiled(fn)
-    n = len(compiled.parsed().tree.args.args)
+    n = compiled.fn.__code__.co_argcount
     if argnums is not None:
         nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         variant = compiled.variant(tuple(i in nums for i in range(n)))
     else:
         variant = compiled.last_variant or compiled.variant((True,) * n)
     variant._build()
-    return variant.source
+    return variant
+
+
+def kernel_ir(fn, argnums=None, dtype: str = "float64") -> str:
+    """The LLVM IR of every fused kernel of ``fn`` (forward and adjoint), for ``dtype``
+    and all-array arguments, with named values.  Empty if ``fn`` has no fused run."""
+    from pullback.runtime.fused import FusedKernel
+
+    from .lower import lower
+
+    variant = _built_variant(fn, argnums)
+    texts = []
+    for name, value in sorted(variant._forward.__globals__.items()):
+        if not isinstance(value, FusedKernel):
+            continue
+        for which, program in (("forward", value.forward_program),
+                               ("adjoint", value.adjoint_program)):
+            params = program[0] if which == "forward" else program[0] + program[1] + program[2]
+            spec = value._spec(which, dtype, ("a",) * len(params))
+            texts.append(f"; ---- {name} ({which}, {dtype}) ----\n{lower(spec)}")
+    return "\n".join(texts)

@@ -214,3 +214,18 @@ def test_tracebacks_point_into_generated_file():
         pb.grad(fails)(nd.array([1.0, 2.0]))
     frames = [f.path for f in info.traceback]
     assert any("generated" in str(f) and str(f).endswith(".py") for f in frames)
+
+
+def test_kernel_ir_shows_named_llvm_values():
+    from pullback.runtime import native
+
+    def fused_loss(x):
+        return np.sum(np.tanh(x) * np.exp(-x * x))
+
+    if not native.native_enabled():
+        pytest.skip("native kernels are disabled (PULLBACK_NATIVE=0)")
+    ir_text = pb.kernel_ir(fused_loss, dtype="float64")
+    assert "(forward, float64)" in ir_text and "(adjoint, float64)" in ir_text
+    assert '%"tanh1"' in ir_text and "define void" in ir_text
+    assert "(forward, float32)" in pb.kernel_ir(cube_sum, dtype="float32")  # x*x*x + sum
+    assert pb.kernel_ir(two_outputs) == ""   # no run of two elementwise ops: no kernel
