@@ -491,13 +491,20 @@ def _load(function, mask, path, variant_key):
     if payload.get("key") != variant_key or payload.get("mask") != mask_bits(mask):
         _STATS["cache_stale"] += 1
         return None
-    names = _bind(function, payload)
-    if names is None:
-        _STATS["cache_stale"] += 1
-        return None
     fn = function.fn
-    namespace = codegen.load(payload["source"], f"{fn.__module__}.{payload['name']}", names)
-    _STATS["kernels_loaded"] += len(payload["kernels"])
+    try:
+        names = _bind(function, payload)
+        if names is None:
+            _STATS["cache_stale"] += 1
+            return None
+        namespace = codegen.load(payload["source"], f"{fn.__module__}.{payload['name']}", names)
+        kernels = len(payload["kernels"])
+    except (KeyError, TypeError, ValueError, SyntaxError) as exc:   # checksummed, yet not ours
+        _STATS["cache_corrupt"] += 1
+        _warn_once("corrupt", path, f"pullback: the cache file {path} cannot be used "
+                   f"({type(exc).__name__}: {exc}); it is ignored and rebuilt")
+        return None
+    _STATS["kernels_loaded"] += kernels
     return payload["source"], namespace, payload["name"]
 
 
@@ -511,7 +518,7 @@ def _bind(function, payload) -> dict | None:
             names[name] = resolver.resolve(name)
         for name, module in payload["modules"].items():
             names[name] = sys.modules.get(module) or importlib.import_module(module)
-    except (KeyError, ImportError):
+    except (LookupError, ImportError):
         return None
     for ref, module, qualname, bits, digest in payload["callees"]:
         callee = find_function(fn, module, qualname)

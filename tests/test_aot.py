@@ -218,14 +218,17 @@ def test_corrupted_or_truncated_artifacts_warn_once_and_are_rebuilt(project):
     truncated.write_bytes(truncated.read_bytes()[:200])
     tampered = folder / "model.f.0.pbc"   # still valid JSON, same length: only the checksum knows
     tampered.write_bytes(tampered.read_bytes().replace(b"tanh", b"sinh"))
+    forged = folder / "model.helper.1.pbc"   # a valid checksum over a source that is not ours
+    payload = cache.decode(forged.read_bytes())
+    forged.write_bytes(cache.encode({**payload, "source": "def helper_forward(:\n"}))
 
     report, stderr = run(project)
     assert results(report) == expected
-    assert stderr.count("CacheWarning") == 2, stderr
-    assert stderr.count(str(truncated)) == 1 and stderr.count(str(tampered)) == 1
-    assert "corrupted or truncated" in stderr
-    assert report["stats"]["cache_corrupt"] == 2
-    assert report["stats"]["functions_transformed"] == 2
+    assert stderr.count("CacheWarning") == 3, stderr
+    assert all(stderr.count(str(path)) == 1 for path in (truncated, tampered, forged))
+    assert "corrupted or truncated" in stderr and "cannot be used (SyntaxError" in stderr
+    assert report["stats"]["cache_corrupt"] == 3
+    assert report["stats"]["functions_transformed"] == 3
 
     again, stderr = run(project, "--no-parse")
     assert stderr == "" and again["stats"]["cache_hits"] == ALL_VARIANTS
