@@ -53,12 +53,11 @@ VALUE_AND_GRAD = KernelSpec(
 LIBM_ONLY = {name: KernelSpec("float64", ("x",), (), (("y", f"{name}(x)"),), (),
                               (("y", "sum"),)) for name in ("exp", "tanh", "sin", "cos")}
 ONE_OPS = {
-    "x + y": KernelSpec("float64", ("x", "y"), (), (("z", "x + y"),), ("z",)),
-    "exp(x)": KernelSpec("float64", ("x",), (), (("z", "exp(x)"),), ("z",)),
-    "tanh(x)": KernelSpec("float64", ("x",), (), (("z", "tanh(x)"),), ("z",)),
+    "x + y": (("x", "y"), "x + y", lambda x, y: np.add(x, y)),
+    "exp(x)": (("x",), "exp(x)", lambda x, y: np.exp(x)),
+    "tanh(x)": (("x",), "tanh(x)", lambda x, y: np.tanh(x)),
+    "log(x)": (("x",), "log(x)", lambda x, y: np.log(x)),
 }
-NUMPY_ONE_OPS = {"x + y": lambda x, y: np.add(x, y), "exp(x)": lambda x, y: np.exp(x),
-                 "tanh(x)": lambda x, y: np.tanh(x)}
 
 
 def numpy_forward(x):
@@ -159,22 +158,25 @@ def limits_table(repeats):
 def small_table(repeats):
     n = 1000
     rng = np.random.default_rng(2)
-    x, y = rng.uniform(-3, 3, n), rng.uniform(-3, 3, n)
     print("\n3. n = 1000: kernel(...) vs numpy (us per call; ratio = numpy / native)")
-    cases = {}
-    for name, spec in ONE_OPS.items():
-        kernel = build(spec)
-        args = (x, y) if len(spec.arrays) == 2 else (x,)
-        cases[f"native {name}"] = (kernel, args)
-        cases[f"numpy {name}"] = (NUMPY_ONE_OPS[name], (x, y))
-    cases["native forward"] = (build(FORWARD), (x,))
-    cases["numpy forward"] = (numpy_forward, (x,))
-    cases["native value-and-grad"] = (build(VALUE_AND_GRAD), (x,))
-    cases["numpy value-and-grad"] = (numpy_value_and_grad, (x,))
-    times = interleaved(cases, repeats, number=2000)
-    for name in [*ONE_OPS, "forward", "value-and-grad"]:
-        a, b = times[f"numpy {name}"] * 1e6, times[f"native {name}"] * 1e6
-        print(f"   {name:<16} numpy {a:7.2f}  native {b:7.2f}  {a / b:5.2f}x")
+    for dtype in ("float64", "float32"):
+        x, y = rng.uniform(0.1, 3, (2, n)).astype(dtype)
+        cases = {}
+        for name, (arrays, text, numpy_op) in ONE_OPS.items():
+            kernel = build(KernelSpec(dtype, arrays, (), (("z", text),), ("z",)))
+            cases[f"native {name}"] = (kernel, (x, y)[:len(arrays)])
+            cases[f"numpy {name}"] = (numpy_op, (x, y))
+        forward = KernelSpec(dtype, ("x",), (), FORWARD.statements, (), FORWARD.reductions)
+        value_and_grad = KernelSpec(dtype, ("x",), (), VALUE_AND_GRAD.statements, ("g",),
+                                    VALUE_AND_GRAD.reductions)
+        cases["native forward"] = (build(forward), (x,))
+        cases["numpy forward"] = (numpy_forward, (x,))
+        cases["native value-and-grad"] = (build(value_and_grad), (x,))
+        cases["numpy value-and-grad"] = (numpy_value_and_grad, (x,))
+        times = interleaved(cases, repeats, number=2000)
+        for name in [*ONE_OPS, "forward", "value-and-grad"]:
+            a, b = times[f"numpy {name}"] * 1e6, times[f"native {name}"] * 1e6
+            print(f"   {dtype} {name:<16} numpy {a:7.2f}  native {b:7.2f}  {a / b:5.2f}x")
 
 
 _CHILD = """

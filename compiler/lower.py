@@ -45,6 +45,9 @@ from llvmlite import ir
 from pullback.runtime.irhelpers import (
     I64,
     PTR,
+    FloatConstant,
+    Poison,
+    Splat,
     add_string_attribute,
     conditional,
     counted_loop,
@@ -110,11 +113,10 @@ class _Vectors:
         self.b: ir.IRBuilder | None = None
 
     def const(self, value: float, vtype=None) -> ir.Constant:
-        vtype = vtype or self.type
-        return ir.Constant(vtype, [ir.Constant(vtype.element, float(value))] * self.lanes)
+        return Splat(vtype or self.type, float(value))
 
     def splat(self, scalar, name: str) -> ir.Value:
-        one = self.b.insert_element(ir.Constant(ir.VectorType(scalar.type, self.lanes), None),
+        one = self.b.insert_element(Poison(ir.VectorType(scalar.type, self.lanes)),
                                     scalar, ir.Constant(I64, 0), name=f"{name}.one")
         zeros = ir.Constant(ir.VectorType(ir.IntType(32), self.lanes), None)
         return self.b.shuffle_vector(one, one, zeros, name=name)
@@ -193,7 +195,7 @@ class _Vectors:
         scalar_fn = self.function(function, ir.FunctionType(ir.DoubleType(),
                                                             [ir.DoubleType()] * len(args)),
                                   ("nounwind", "readnone"))
-        result = ir.Constant(self.register_double, None)
+        result = Poison(self.register_double)
         for lane in range(self.target.lanes):
             index = ir.Constant(I64, lane)
             lane_args = [self.b.extract_element(a, index, name=f"{name}.x{lane}") for a in args]
@@ -411,11 +413,11 @@ class _Expression:
         branches are uniform: every lane takes the same one)."""
         b = self.v.b
         scalar = b.extract_element(exponent, ir.Constant(I64, 0), name=f"{name}.exponent")
-        tests = {value: b.fcmp_ordered("==", scalar, ir.Constant(self.v.scalar, value),
+        tests = {value: b.fcmp_ordered("==", scalar, FloatConstant(self.v.scalar, value),
                                        name=f"{name}.is_{_label(value)}")
                  for value in _EXACT_POWERS}
         shortcut = b.or_(b.or_(tests[2.0], tests[0.5]), tests[-1.0], name=f"{name}.shortcut")
-        result = ir.Constant(self.v.type, None)
+        result = Poison(self.v.type)
         with conditional(b, b.not_(shortcut, name=f"{name}.general"), f"{name}.pow", [result],
                          [f"{name}.after_pow"]) as branch:
             branch.values = [self.v.libm("pow", base, exponent, name=f"{name}.pow")]
@@ -476,7 +478,7 @@ def _emit_body(module, spec: KernelSpec, v: _Vectors, name: str) -> ir.Function:
         env[statement[0]] = expression.lower()
         if expression.is_uniform(expression.root):
             uniform.add(statement[0])
-    result = ir.Constant(ftype.return_type, None)
+    result = Poison(ftype.return_type)
     for position, value_name in enumerate(returned):
         result = v.b.insert_value(result, env[value_name], position, name=f"returns.{value_name}")
     v.b.ret(result)

@@ -8,8 +8,11 @@ printed IR is readable: a loop named ``vector`` is the blocks ``vector.head``,
 
 from __future__ import annotations
 
+import math
+import struct
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from llvmlite import ir
 
@@ -107,3 +110,38 @@ def require(b: ir.IRBuilder, ok, otherwise: ir.Block, name: str) -> None:
     following = b.append_basic_block(name)
     b.cbranch(ok, following, otherwise)
     b.position_at_end(following)
+
+
+class FloatConstant(ir.Constant):
+    """A float or double constant printed as a decimal when that is exact (``1.0``,
+    ``-0.5``), in LLVM's hex notation otherwise (``0.1``, infinities)."""
+
+    def _get_reference(self):
+        value = float(self.constant)
+        if self.type == ir.FloatType():
+            value = struct.unpack("f", struct.pack("f", value))[0]
+        text = repr(value)
+        if math.isfinite(value) and Decimal(text) == Decimal(value):
+            return text
+        return super()._get_reference()
+
+
+class Splat(ir.Constant):
+    """A vector with every lane ``value``, printed ``splat (double 1.0)``."""
+
+    def __init__(self, vtype: ir.VectorType, value: float):
+        self.element = FloatConstant(vtype.element, value)
+        super().__init__(vtype, [self.element] * vtype.count)
+
+    def _get_reference(self):
+        return f"splat ({self.element._to_string()})"
+
+
+class Poison(ir.Constant):
+    """``poison`` of a type: a placeholder whose value is never used."""
+
+    def __init__(self, typ):
+        super().__init__(typ, None)
+
+    def _get_reference(self):
+        return "poison"
