@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pullback.compiler import cache
-from pullback.compiler.api import CompiledFunction, adjoint_source, as_compiled
+from pullback.compiler.api import CompiledFunction, adjoint_source, kernel_ir
 from pullback.compiler.errors import CompileError
-from pullback.runtime import fused
+from pullback.runtime import errors
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Failure:
 # ----- finding modules and functions ---------------------------------------------------------
 
 _NOT_USER_CODE = tuple(os.path.dirname(m.__file__) + os.sep
-                       for m in (importlib, cache, fused, sys.modules[__package__ or "pullback"]))
+                       for m in (importlib, cache, errors, sys.modules[__package__ or "pullback"]))
 
 
 def _location_of(exc: BaseException) -> str | None:
@@ -310,18 +310,9 @@ def command_show(spec: str, ir: bool, argnums, out=None) -> int:
         found = getattr(found, part)
     out.write(adjoint_source(found, argnums))
     if ir:
-        compiled = as_compiled(found)
-        variant = compiled.last_variant or next(iter(compiled._variants.values()))
-        kernels = [v for v in variant._forward.__globals__.values()
-                   if isinstance(v, fused.FusedKernel)]
-        if not kernels:
-            out.write("\n# no fused kernels\n")
-        for kernel in kernels:
-            for dtype in cache.DEFAULT_DTYPES:
-                text = kernel.ir(dtype) if callable(getattr(kernel, "ir", None)) else None
-                out.write(f"\n; ----- {kernel.name} ({dtype}) -----\n")
-                out.write(text if text else "; no native lowering for this kernel "
-                          "(FusedKernel.ir is not available)\n")
+        for dtype in cache.DEFAULT_DTYPES:
+            text = kernel_ir(found, argnums, dtype)
+            out.write(f"\n{text}\n" if text else f"\n; no fused kernels ({dtype})\n")
     return 0
 
 

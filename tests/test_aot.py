@@ -422,8 +422,10 @@ def test_cli_cache_info_clear_and_show(package):
     (package / "pkg" / "__pullback_cache__" / "models.square.1.pbc").write_bytes(b"PBC1 0\n{}")
     assert "CORRUPT" in cli(package, "cache", "info", "pkg").stdout
 
-    show = cli(package, "show", "pkg/models.py:scaled", "--argnums", "0")
+    show = cli(package, "show", "pkg/models.py:scaled", "--argnums", "0", "--ir")
     assert show.returncode == 0 and "def scaled_adjoint(_stack, result_grad):" in show.stdout
+    assert "(forward, float32) ----" in show.stdout and "(adjoint, float64) ----" in show.stdout
+    assert "define void @\"pb_kernel_" in show.stdout
 
     cleared = cli(package, "cache", "clear", "pkg.models")
     assert cleared.returncode == 0 and "removed 4 artifacts" in cleared.stdout
