@@ -57,6 +57,13 @@ class Kernel:
     lines: list = field(default_factory=list)   # the user's lines of the run
     reduction: tuple | None = None              # (result, operand): a trailing full sum
 
+    @property
+    def one_pass(self) -> bool:
+        """Whether value and gradient can come from one pass: the run's only value
+        used afterwards is its sum, so the adjoint is that sum's (scalar) gradient
+        times the gradient for a seed of 1, which the forward can compute."""
+        return self.reduction is not None and self.outputs[:self.live] == [self.reduction[0]]
+
     def formula(self, prim, operands) -> str:
         """The scalar formula of one statement with its operands substituted."""
         return substitute(prim.scalar, {"x": operands[0],
@@ -418,7 +425,35 @@ def wrapper_source(kernel: Kernel) -> str:
             f"    {kernel.name!r}, {kernel.name}, {kernel.name}_vjp,\n"
             f"    forward_program={forward_program(kernel)!r},\n"
             f"    adjoint_program={vjp_program(kernel)!r},\n"
-            f"    steps={steps(kernel)!r},\n)")
+            f"    steps={steps(kernel)!r},\n"
+            + (f"    with_gradient={kernel.name}_with_gradient,\n"
+               f"    gradient_program={gradient_program(kernel)!r},\n" if kernel.one_pass else "")
+            + ")")
+
+
+def gradient_program(kernel: Kernel) -> tuple | None:
+    """For a one-pass kernel: ``(inputs, statements, gradients, reduction)``: the
+    forward and the adjoint for a seed of 1 as one SSA program; ``gradients`` names
+    each input's gradient (None: none flows)."""
+    if not kernel.one_pass:
+        return None
+    inputs, forward, _, reduction = forward_program(kernel)
+    grads, _, _, adjoint, results = vjp_program(kernel)
+    defined = {t for t, _ in forward}
+    statements = list(forward) + [(grads[0], "1.0")]
+    statements += [(t, e) for t, e in adjoint if t not in defined]
+    return inputs, tuple(statements), results, reduction
+
+
+def value_and_gradient_source(kernel: Kernel) -> str:
+    """The numpy version of the one-pass kernel: the forward, then the adjoint for 1."""
+    return "\n".join([
+        f"def {kernel.name}_with_gradient({', '.join(kernel.inputs)}):",
+        f'    """Fused value and gradient of lines {_span(kernel.lines)} (seed 1)."""',
+        f"    outputs = {kernel.name}({', '.join(kernel.inputs)})",
+        f"    seed = _np.ones_like(outputs[0])",
+        f"    return outputs + {kernel.name}_vjp((seed, ), outputs, {', '.join(kernel.inputs)})",
+    ])
 
 
 def steps(kernel: Kernel) -> tuple:

@@ -18,7 +18,7 @@ from . import cache, codegen
 from .analysis import analyze
 from .fence import check
 from .fuse import adjoint_source as kernel_adjoint_source
-from .fuse import forward_source, fuse, wrapper_source
+from .fuse import forward_source, fuse, value_and_gradient_source, wrapper_source
 from .normalize import normalize
 from .parse import parse_function
 from .reverse import ReverseTransform, unparse
@@ -99,7 +99,9 @@ def transform(parsed, mask, variant_for, meta=None):
               f"{parsed.first_line}\n# Differentiated parameters: "
               f"{', '.join(active) or '(none)'}\n")
     kernel_src = "".join(
-        f"{forward_source(k)}\n\n\n{kernel_adjoint_source(k)}\n\n\n{wrapper_source(k)}\n\n\n"
+        f"{forward_source(k)}\n\n\n{kernel_adjoint_source(k)}\n\n\n"
+        + (f"{value_and_gradient_source(k)}\n\n\n" if k.one_pass else "")
+        + f"{wrapper_source(k)}\n\n\n"
         for k in kernels)
     names.update({"_np": numpy, "_kernels": fused})
     source = f"{header}\n\n{kernel_src}{forward_src}\n\n\n{adjoint_src}\n"

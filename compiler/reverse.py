@@ -117,6 +117,11 @@ class ReverseTransform:
             mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
             args = ", ".join(unparse(a) for a in value.args)
             return f"{self.callee_ref(op.callee, mask)}.forward(_stack, {args})"
+        if op.kind == "kernel" and target in self.a.active and op.callee.one_pass:
+            # its only result is a sum: compute the gradient in the same pass
+            wanted = tuple(self.a.is_active_atom(a) for a in op.args)
+            args = ", ".join(unparse(a) for a in op.args)
+            return f"{op.callee.name}.with_gradient({wanted!r}, {args})"
         if op.kind == "prim":
             if isinstance(value, (gast.BinOp, gast.UnaryOp)) and op.prim.name != "dot":
                 return unparse(value)

@@ -16,6 +16,7 @@ it here with ``set_lowering`` so the runtime never imports the compiler.
 from __future__ import annotations
 
 import ast
+import os
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from . import native
 
 #: Below this many elements the numpy functions run: bench/fused_threshold.py puts the
 #: crossover of a whole compiled gradient call between ~128 and ~1000 elements.
-NATIVE_MIN_SIZE = 512
+NATIVE_MIN_SIZE = int(os.environ.get("PULLBACK_NATIVE_MIN_SIZE", "512"))
 
 _lowering = None
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -114,15 +115,56 @@ def _value(operand, env):
 class FusedKernel:
     """A fused run: ``kernel(*inputs) -> outputs``; ``kernel.vjp(grads, outputs, *inputs)``."""
 
-    def __init__(self, name, forward, vjp, forward_program, adjoint_program, steps):
+    def __init__(self, name, forward, vjp, forward_program, adjoint_program, steps,
+                 with_gradient=None, gradient_program=None):
         self.name = name
         self.forward = forward
         self._vjp = vjp
         self.forward_program = forward_program
         self.adjoint_program = adjoint_program
         self.steps = steps
+        self._with_gradient = with_gradient
+        self.gradient_program = gradient_program
+        self._n_outputs = len(adjoint_program[1])
         self._native = {}
         self._uniform_cache = {}
+
+    def with_gradient(self, wanted, *inputs):
+        """The outputs (the sum) followed by each wanted input's gradient for a seed of 1:
+        value and gradient in one pass.  ``vjp`` then only scales them."""
+        layout = self._native_layout(inputs) if self.uniform(inputs) else None
+        if layout is not None:
+            kernel = self._native_kernel(("gradient", wanted), layout)
+            if kernel is not None:
+                return self._run_with_gradient(kernel, inputs, layout, wanted)
+        if not self.uniform(inputs):
+            outputs = self.forward(*inputs)
+            seed = np.ones_like(outputs[0])
+            return outputs + self._vjp_by_steps([seed], inputs)
+        return self._with_gradient(*inputs)
+
+    def _run_with_gradient(self, kernel, inputs, layout, wanted):
+        """Native one-pass call: array gradients are outputs; a scalar input's gradient
+        is a sum over the elements; the value (the run's sum) is the last reduction."""
+        dtype, shape, kinds = layout
+        arrays, scalars = self._split(inputs, kinds)
+        produced = list(kernel(*arrays, *scalars))
+        total = np.full(1, produced.pop(), dtype)
+        results = self.gradient_program[2]
+        takes = [r is not None and w for r, w in zip(results, wanted, strict=True)]
+        array_grads = iter(produced[:sum(1 for t, k in zip(takes, kinds, strict=True)
+                                         if t and k == "a")])
+        scalar_grads = iter(produced[sum(1 for t, k in zip(takes, kinds, strict=True)
+                                         if t and k == "a"):])
+        grads = []
+        for value, take, kind in zip(inputs, takes, kinds, strict=True):
+            if not take:
+                grads.append(None)
+            elif kind == "a":
+                grads.append(next(array_grads).reshape(shape))
+            else:
+                grads.append(np.full(np.shape(value), next(scalar_grads), dtype))
+        return (total, *grads)
 
     def uniform(self, inputs) -> bool:
         """Whether every statement of the run has the shape all inputs broadcast to.
@@ -162,6 +204,14 @@ class FusedKernel:
         if grads is None:
             return (None,) * len(inputs)
         grads = list(grads)[:len(self.adjoint_program[0])]   # saved outputs get none
+        if len(outputs) > self._n_outputs:   # from with_gradient: gradients for a seed of 1
+            seed = grads[0]
+            if seed is None:
+                return (None,) * len(inputs)
+            unit = outputs[self._n_outputs:]
+            if np.all(np.asarray(seed) == 1):
+                return tuple(unit)
+            return tuple(None if u is None else u * seed for u in unit)
         if all(g is None for g in grads):
             return (None,) * len(inputs)
         if not self.uniform(inputs):
@@ -232,7 +282,15 @@ class FusedKernel:
         return self._native[key]
 
     def _spec(self, which, dtype, kinds):
-        if which == "forward":
+        if isinstance(which, tuple):   # ("gradient", wanted): the one-pass kernel
+            params, statements, results, reduction = self.gradient_program
+            wanted = which[1]
+            outputs = tuple(r for r, k, w in zip(results, kinds, wanted, strict=True)
+                            if r is not None and k == "a" and w)
+            reductions = tuple((r, "sum") for r, k, w in zip(results, kinds, wanted, strict=True)
+                               if r is not None and k == "s" and w)
+            reductions += ((reduction[1], "sum"),)
+        elif which == "forward":
             params, statements, outputs, reduction = self.forward_program
             reductions = ()
             if reduction is not None:

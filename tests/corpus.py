@@ -613,3 +613,8 @@ def trailing_sum_value_reused(x):
     t = nd.sin(x) * x
     s = nd.sum(t * 3.0)
     return s * t
+
+
+@case((6,), (1,))
+def one_pass_with_broadcast_scalar(x, s):
+    return nd.sum(nd.tanh(x * s) + s * x * x)

@@ -124,3 +124,25 @@ def test_random_programs_agree_three_ways(tmp_path_factory, source, seed, shapes
     except Exception:
         print("failing program:\n" + source)
         raise
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=programs(), seed=st.integers(0, 2**16), shapes=SHAPES)
+def test_random_programs_native_kernels_agree(tmp_path_factory, source, seed, shapes):
+    """The same, with every fused kernel forced onto the native road."""
+    from pullback.runtime import fused, native
+
+    if not native.native_enabled():
+        return
+    fn = _load(source, tmp_path_factory.getbasetemp())
+    rng = np.random.default_rng(seed)
+    arrays = [rng.uniform(-1, 1, shapes[0]), rng.uniform(-1, 1, shapes[1])]
+    saved, fused.NATIVE_MIN_SIZE = fused.NATIVE_MIN_SIZE, 1
+    try:
+        compiled = pb.grad(fn, argnums=(0, 1))(*[nd.array(a) for a in arrays])
+    finally:
+        fused.NATIVE_MIN_SIZE = saved
+    tape = _tape_gradients(fn, arrays)
+    for c, t in zip(compiled, tape, strict=True):
+        np.testing.assert_allclose(c.asnumpy(), t, rtol=1e-9, atol=1e-11,
+                                   err_msg="failing program:\n" + source)
