@@ -166,6 +166,25 @@ class FusedKernel:
                 grads.append(np.full(np.shape(value), next(scalar_grads), dtype))
         return (total, *grads)
 
+    def precompile(self, dtype: str) -> int:
+        """Build (or load from the object cache) the native kernels for ``dtype`` with
+        every argument an array: the layout of an ordinary call.  Returns how many."""
+        if _lowering is None or not native.native_enabled():
+            return 0
+        dtype = np.dtype(dtype)
+        n_inputs = len(self.forward_program[0])
+        grads, outputs = self.adjoint_program[0], self.adjoint_program[1]
+        reduction = self.forward_program[3]
+        total = reduction[0] if reduction is not None else None
+        # a sum and its gradient are one-element arrays: scalars in the kernel
+        adjoint_kinds = tuple("s" if name == total else "a"
+                              for name in (*outputs[:len(grads)], *outputs)) + ("a",) * n_inputs
+        jobs = [("forward", ("a",) * n_inputs), ("adjoint", adjoint_kinds)]
+        if self.gradient_program is not None:
+            jobs.append((("gradient", (True,) * n_inputs), ("a",) * n_inputs))
+        return sum(self._native_kernel(which, (dtype, None, kinds)) is not None
+                   for which, kinds in jobs)
+
     def uniform(self, inputs) -> bool:
         """Whether every statement of the run has the shape all inputs broadcast to.
 
