@@ -232,6 +232,15 @@ def threads_table(repeats, cores):
     if cores < 2:
         print("   one core only: nothing to split")
         return
+    pool = native._pool()
+    pool.submit(int).result()
+    trips = []
+    for _ in range(500):
+        start = time.perf_counter()
+        pool.submit(int).result()
+        trips.append(time.perf_counter() - start)
+    print(f"   thread pool round trip (submit + result of a no-op): median "
+          f"{statistics.median(trips) * 1e6:.0f} us, min {min(trips) * 1e6:.0f} us")
     arithmetic = build(KernelSpec("float64", ("x", "y"), (), (("z", "x * y + 1"),), ("z",)))
     forward = build(FORWARD)
     print(f"   {'kernel':<10} {'n':>8} {'1 thread':>9} {f'{cores} threads':>10} {'speedup':>8}"

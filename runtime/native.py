@@ -484,9 +484,11 @@ _KERNEL_C_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64, ctypes.c
 _BASE_NS, _LIBM_CALL_NS = 0.3, 1.5
 #: Calls estimated to take longer than this release the GIL.
 _GIL_HOLD_NS = 50_000
-#: Splitting across threads costs a dispatch (bench/native_kernel.py, table 5); split
-#: from this much estimated work on.
-_PARALLEL_MIN_NS = 200_000
+#: Splitting across threads costs a pool round trip: 60-100 us measured here with the other
+#: core busy, 20-60 us idle (bench/native_kernel.py, table 5).  Two threads pay off once
+#: half the work exceeds that; split from this much estimated work on (the estimate can
+#: be 2x off).
+_PARALLEL_MIN_NS = 400_000
 _FOLD = {"sum": np.add.accumulate, "max": np.maximum.accumulate,
          "min": np.minimum.accumulate}
 _LIBM_CALL = re.compile(r"\b(" + "|".join([*LIBM_FUNCTIONS, "sigmoid"]) + r")\s*\(")
