@@ -703,3 +703,24 @@ def test_threads_compiling_and_calling_at_once():
     for worker in workers:
         worker.join()
     assert len({id(k) for k, _ in results}) == 1 and len({r for _, r in results}) == 1
+
+
+def test_split_over_threads_gives_the_same_bits():
+    spec = function_specs("sigmoid", "float64")["fused"]
+    spec = KernelSpec(spec.dtype, spec.arrays, spec.scalars, spec.statements, spec.outputs,
+                      (("both", "sum"), ("f", "max")))
+    kernel = build(spec)
+    x = wide_inputs("float64", n_random=30000, seed=12)
+    saved = kernel.parallel_min
+    try:
+        native.set_threads(1)
+        alone = kernel(x)
+        native.set_threads(3)
+        kernel.set_parallel_min(2 * CHUNK)
+        split = kernel(x)
+    finally:
+        kernel.set_parallel_min(saved)
+        native.set_threads(None)
+    assert len(x) > 4 * CHUNK
+    for a, b in zip(alone, split, strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
