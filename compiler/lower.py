@@ -11,8 +11,11 @@ compiles and calls it.  What the IR guarantees:
   that calls it.
 - **Same instructions for every element**: the main loop calls the body on full
   vectors; the last, partial vector calls the same body with masked loads and
-  stores.  An element's result does not depend on its position or on the array
-  length (a vectoriser's scalar remainder loop would use other math code).
+  stores.  An element's result does not depend on its position, on the array
+  length or on aliasing.  (LLVM's loop vectoriser with the
+  ``vector-function-abi-variant`` attribute keeps scalar libm for its remainder
+  loop and whenever its alias check fails, e.g. in place: 43% of exp results then
+  differ, ``bench/native_vectoriser_determinism.py``.)
 - **Vector math from glibc's libmvec**: exp, log, sin, cos, tan, tanh, log1p,
   expm1 and pow call libmvec's variant for the host ISA directly
   (``_ZGVeN8v_exp``); where libmvec lacks one, the scalar libm function per lane.
