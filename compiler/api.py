@@ -187,8 +187,8 @@ def _to_internal(value, active):
         return value._data
     if isinstance(value, np.ndarray) or (active and isinstance(value, (int, float))):
         data = as_data(value)
-        if not np.issubdtype(data.dtype, np.inexact):
-            data = data.astype(np.float64)
+        if active and not np.issubdtype(data.dtype, np.inexact):
+            data = data.astype(np.float64)   # integers are differentiated as float64
         return data
     return value
 

@@ -186,6 +186,9 @@ def _describe_call(parsed, call, locals_) -> Operation:
         shape = call.args[1:] or [k.value for k in call.keywords]
         return Operation("prim", P.REGISTRY["reshape"], [call.args[0]],
                          [gast.keyword(arg="shape", value=_reshape_params(shape))], label=label)
+    if target in (P.concat, P.stack):
+        prim = P.REGISTRY["concat" if target is P.concat else "stack"]
+        return Operation("prim", prim, list(call.args), list(call.keywords), label=label)
     if target is np.linalg.norm:
         return Operation("prim", P.REGISTRY["norm"], [call.args[0]],
                          list(call.keywords), label=label)

@@ -305,6 +305,13 @@ class ReverseTransform:
         else:
             reset = target in self.a.redefined
         ans = target
+        if op.kind == "user":
+            # the callee pushed its own frame after the old value was pushed: its
+            # adjoint pops that frame first, then the old value comes back
+            out.extend(self.rule_user(s, op, g, ans))
+            if pushed:
+                out.add(f"{target} = _stack.pop({self.tag(target, s)})")
+            return out
         if pushed:
             if op.kind == "kernel" or (op.kind == "prim" and self.reads_result(op)):
                 ans = f"{target}_out"
@@ -425,8 +432,9 @@ class ReverseTransform:
 
     rule_inert = rule_const
 
-    def rule_unknown(self, s, op, g, ans) -> Lines:
-        raise error_at(self.parsed, s, f"no gradient rule for {op.label}")
+    # analysis rejected unknown calls that a differentiated value flows into, so what
+    # is left only makes constants (np.zeros(n), ...): no gradient to propagate
+    rule_unknown = rule_const
 
     # ----- whole functions --------------------------------------------------------------
     def sources(self, name: str) -> tuple:

@@ -148,7 +148,7 @@ class FusedKernel:
         is a sum over the elements; the value (the run's sum) is the last reduction."""
         dtype, shape, kinds = layout
         arrays, scalars = self._split(inputs, kinds)
-        produced = list(kernel(*arrays, *scalars))
+        produced = list(kernel.call(*arrays, *scalars))
         total = np.full(1, produced.pop(), dtype)
         results = self.gradient_program[2]
         takes = [r is not None and w for r, w in zip(results, wanted, strict=True)]
@@ -196,7 +196,11 @@ class FusedKernel:
         found = self._uniform_cache.get(key)
         if found is None:
             shapes = dict(zip(self.forward_program[0], key, strict=True))
-            full = np.broadcast_shapes(*key)
+            try:
+                full = np.broadcast_shapes(*key)
+            except ValueError:   # independent statements over unrelated shapes
+                self._uniform_cache[key] = False
+                return False
             found = True
             for target, _, operands in self.steps:
                 shape = np.broadcast_shapes(*(shapes.get(o, ()) for o in operands))
@@ -338,7 +342,7 @@ class FusedKernel:
     def _run(self, kernel, inputs, layout):
         dtype, shape, kinds = layout
         arrays, scalars = self._split(inputs, kinds)
-        produced = kernel(*arrays, *scalars)
+        produced = kernel.call(*arrays, *scalars)
         _, _, outputs, reduction = self.forward_program
         if reduction is None:
             return tuple(o.reshape(shape) for o in produced)
@@ -349,7 +353,7 @@ class FusedKernel:
     def _run_vjp(self, kernel, values, layout):
         dtype, shape, kinds = layout
         arrays, scalars = self._split(values, kinds)
-        produced = iter(kernel(*arrays, *scalars))
+        produced = iter(kernel.call(*arrays, *scalars))
         grads, outs, inputs, statements, results = self.adjoint_program
         input_kinds = kinds[len(grads) + len(outs):]
         array_results = [next(produced).reshape(shape) if r is not None and k == "a" else None

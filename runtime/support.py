@@ -79,6 +79,7 @@ def index_grad(total, g, value, key):
         return add_grads(total if total is not None else [None] * len(value), part)
     if not isinstance(value, (NDArray, np.ndarray)):
         return total
+    g = np.asarray(raw(g))
     return add_grads(total, raw(P._getitem_vjp(g, None, value, index_key(key))))
 
 

@@ -618,3 +618,56 @@ def trailing_sum_value_reused(x):
 @case((6,), (1,))
 def one_pass_with_broadcast_scalar(x, s):
     return nd.sum(nd.tanh(x * s) + s * x * x)
+
+
+# ----- helper calls inside loops (the callee's frame sits between pushes) --------------
+
+def scaled_step(x, a):
+    return a * x
+
+
+@case((3,), (3,))
+def helper_inside_for(a, x):
+    for _ in range(3):
+        x = x + 0.1 * scaled_step(x, a)
+    return x
+
+
+@case((3,))
+def helper_several_returns_inside_while(x):
+    y = x
+    k = 0
+    while k < 3:
+        p, q = multi_return_helper(y)
+        y = p * 0.3 + q
+        k += 1
+    return y
+
+
+@case((3,))
+def recursion_inside_loop(x):
+    total = x * 0
+    for n in range(3):
+        total = total + recursive_power(x, n)
+    return total
+
+
+@case((2, 3), (2, 3))
+def concat_and_stack(x, y):
+    both = nd.concat(x, y * 2, dim=1)
+    layers = nd.stack(x, nd.sin(y), axis=0)
+    return nd.sum(both * both) + nd.sum(layers * 3.0)
+
+
+@case((3,), numpy=True)
+def numpy_zeros_then_accumulate(x):
+    s = np.zeros(3)
+    for i in range(3):
+        s = s + np.sin(x * i)
+    return s
+
+
+@case((4,), numpy=True)
+def numpy_last_element(x):
+    y = np.tanh(x) * x
+    return y[-1]
