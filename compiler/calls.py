@@ -34,7 +34,7 @@ from pullback.runtime import primitives as P
 from .errors import error_at
 
 BINARY = {gast.Add: "add", gast.Sub: "subtract", gast.Mult: "multiply", gast.Div: "divide",
-          gast.Pow: "power", gast.MatMult: "dot"}
+          gast.Pow: "power", gast.MatMult: "matmul"}
 UNARY = {gast.USub: "negative"}
 
 # numpy functions that are primitives: numpy name -> (primitive, {numpy kw: our kw})
@@ -45,7 +45,7 @@ NUMPY = {
     "floor": "floor", "ceil": "ceil", "round": "round", "rint": "round", "add": "add",
     "subtract": "subtract", "multiply": "multiply", "divide": "divide",
     "true_divide": "divide", "power": "power", "maximum": "maximum", "minimum": "minimum",
-    "dot": "dot", "matmul": "dot", "sum": "sum", "mean": "mean", "max": "max", "amax": "max",
+    "dot": "dot", "matmul": "matmul", "sum": "sum", "mean": "mean", "max": "max", "amax": "max",
     "min": "min", "amin": "min", "prod": "prod", "where": "where", "transpose": "transpose",
     "reshape": "reshape", "clip": "clip", "zeros_like": "zeros_like", "ones_like": "ones_like",
     "broadcast_to": "broadcast_to", "tile": "tile", "repeat": "repeat",

@@ -123,7 +123,7 @@ class ReverseTransform:
             args = ", ".join(unparse(a) for a in op.args)
             return f"{op.callee.name}.with_gradient({wanted!r}, {args})"
         if op.kind == "prim":
-            if isinstance(value, (gast.BinOp, gast.UnaryOp)) and op.prim.name != "dot":
+            if isinstance(value, (gast.BinOp, gast.UnaryOp)) and op.prim.name != "matmul":
                 return unparse(value)
             return self.ops_call(op)
         if op.kind == "inert" and isinstance(value, gast.Call):

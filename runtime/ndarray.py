@@ -321,7 +321,8 @@ def _install_methods() -> None:
     for name, op in compare.items():
         setattr(NDArray, f"__{name}__", op)
     NDArray.__hash__ = object.__hash__
-    NDArray.__matmul__ = P.dot
+    NDArray.__matmul__ = P.matmul   # numpy's @ (nd.dot keeps MXNet's dot)
+    NDArray.__rmatmul__ = _reflected_binary(P.matmul)
     for name in ("sum", "mean", "max", "min", "prod", "norm", "argmax", "argmin", "exp", "log",
                  "sqrt", "square", "abs", "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu",
                  "log1p", "expm1", "reciprocal", "floor", "ceil", "round", "transpose",

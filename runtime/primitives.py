@@ -575,6 +575,31 @@ batch_dot = primitive("batch_dot", _batch_dot_forward, [_batch_dot_vjp_x, _batch
                       params=("transpose_a", "transpose_b"))
 
 
+def _matmul_operands(x, y):
+    """``x`` and ``y`` as stacks of matrices (1-d promoted as numpy does) and the shape
+    of the result in those terms."""
+    x2 = x if x.ndim >= 2 else reshape(x, shape=(1, -1))
+    y2 = y if y.ndim >= 2 else reshape(y, shape=(-1, 1))
+    batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
+    return x2, y2, batch + (x2.shape[-2], y2.shape[-1])
+
+
+def _matmul_vjp_x(g, ans, x, y):
+    x2, y2, g_shape = _matmul_operands(x, y)
+    gx = matmul(reshape(g, shape=g_shape), swapaxes(y2, -1, -2))
+    return reshape(unbroadcast(gx, x2), shape=x.shape)
+
+
+def _matmul_vjp_y(g, ans, x, y):
+    x2, y2, g_shape = _matmul_operands(x, y)
+    gy = matmul(swapaxes(x2, -1, -2), reshape(g, shape=g_shape))
+    return reshape(unbroadcast(gy, y2), shape=y.shape)
+
+
+# numpy's matmul (the ``@`` operator): stacks of matrices broadcast, 1-d promoted
+matmul = primitive("matmul", np.matmul, [_matmul_vjp_x, _matmul_vjp_y])
+
+
 # ----- shape -------------------------------------------------------------------------------
 
 def _reshape_forward(x, shape):

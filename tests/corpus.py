@@ -671,3 +671,13 @@ def numpy_zeros_then_accumulate(x):
 def numpy_last_element(x):
     y = np.tanh(x) * x
     return y[-1]
+
+
+@case((4, 2, 3), (3, 2), numpy=True)
+def numpy_matmul_stacks(a, b):
+    return np.sum(np.tanh(np.matmul(a, b)))
+
+
+@case((2, 3), (4, 3, 2))
+def matmul_operator_broadcasts(a, b):
+    return nd.sum(nd.sin(a @ b))

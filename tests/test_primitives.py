@@ -47,7 +47,7 @@ COVERED = (
     "sigmoid", "relu", "log1p", "expm1", "reciprocal", "floor", "ceil", "round",
     "copy", "astype", "where", "clip",
     "sum", "mean", "max", "min", "prod", "norm",
-    "dot", "batch_dot",
+    "dot", "batch_dot", "matmul",
     "reshape", "transpose", "expand_dims", "squeeze", "flatten", "getitem", "index_add",
     "concat", "stack", "tile", "repeat",
     "softmax", "log_softmax",
@@ -334,6 +334,12 @@ BATCH_DOT_SHAPES = [
 ]
 
 
+# numpy's matmul (the @ operator): 1-d promotion and broadcast stacks of matrices
+MATMUL_SHAPES = [((2, 3), (3, 2)), ((3,), (3, 4)), ((2, 3), (3,)), ((3,), (3,)),
+                 ((4, 2, 3), (3, 2)), ((2, 3), (4, 3, 2)), ((4, 2, 3), (4, 3, 2)),
+                 ((1, 2, 3), (4, 3, 2)), ((4, 2, 3), (3,))]
+
+
 def with_params(op, **params):
     def fn(*xs):
         return op(*xs, **params)
@@ -353,9 +359,10 @@ def linalg_cases():
         cases.append(case(f"batch_dot-{shape_id(x_shape)}-{shape_id(y_shape)}{flag_id}",
                           with_params(nd.batch_dot, **flags), uniform(x_shape),
                           uniform(y_shape), covers="batch_dot"))
+    for x_shape, y_shape in MATMUL_SHAPES:
+        cases.append(case(f"matmul-{shape_id(x_shape)}-{shape_id(y_shape)}", operator.matmul,
+                          uniform(x_shape), uniform(y_shape), covers="matmul"))
     cases += [
-        case("operator-matmul", operator.matmul, uniform((2, 3)), uniform((3, 2)),
-             covers="dot"),
         case("dot-same-array", lambda x: nd.dot(x, x, transpose_b=True), uniform((2, 3)),
              covers="dot"),
     ]
