@@ -462,7 +462,18 @@ def build(function, mask, transform):
     Loads the variant's artifact if a valid one exists; otherwise runs
     ``transform(parsed, mask, variant_for, meta=...)`` and stores an artifact.
     ``name`` is the generated functions' stem (``<name>_forward``, ``<name>_adjoint``).
+    Fused kernels keep their native object code in ``kernels/`` beside the artifact.
     """
+    built = _build(function, mask, transform)
+    path = artifact_path(function.fn, mask)
+    if path is not None:
+        for value in built[1].values():
+            if isinstance(value, fused.FusedKernel):
+                value.object_directory = path.parent / "kernels"
+    return built
+
+
+def _build(function, mask, transform):
     fn = function.fn
     path = artifact_path(fn, mask)
     source = function_source(fn) if path is not None else None

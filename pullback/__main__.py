@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import shutil
 import sys
 import time
 import traceback
@@ -269,6 +270,11 @@ def command_cache_info(targets, out=None) -> int:
         trusted = cache.directory_usable(folder)
         note = "" if trusted else f" -- ignored: {cache.ignored_directories()[str(folder)]}"
         out.write(f"{folder}: {_plural(len(files), 'artifact')}, {_size(size)}{note}\n")
+        kernels = sorted((folder / "kernels").glob("*.o"))
+        if kernels:
+            kernel_size = sum(k.stat().st_size for k in kernels)
+            out.write(f"  native object code: {_plural(len(kernels), 'kernel')}, "
+                      f"{_size(kernel_size)}\n")
         for path in files:
             payload = cache.decode(path.read_bytes())
             if payload is None:
@@ -291,6 +297,11 @@ def command_cache_clear(targets, out=None) -> int:
             size += path.stat().st_size
             path.unlink(missing_ok=True)
             removed += 1
+        kernels = folder / "kernels"
+        if kernels.is_dir() and not any(folder.glob(f"*{cache.SUFFIX}")):
+            # native object code is shared by the folder's artifacts: it goes with the last
+            size += sum(k.stat().st_size for k in kernels.iterdir())
+            shutil.rmtree(kernels, ignore_errors=True)
         if not any(folder.iterdir()):
             folder.rmdir()
     out.write(f"removed {_plural(removed, 'artifact')} ({_size(size)}) from "

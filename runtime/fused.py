@@ -128,6 +128,9 @@ class FusedKernel:
         self._n_outputs = len(adjoint_program[1])
         self._native = {}
         self._uniform_cache = {}
+        #: where native object code is cached first (set by the compiler's artifact
+        #: cache to ``__pullback_cache__/kernels`` beside the user's source)
+        self.object_directory = None
 
     def with_gradient(self, wanted, *inputs):
         """The outputs (the sum) followed by each wanted input's gradient for a seed of 1:
@@ -299,7 +302,8 @@ class FusedKernel:
         if key not in self._native:
             try:
                 spec = self._spec(which, layout[0].name, layout[2])
-                self._native[key] = native.compile_kernel(spec, _lowering(spec))
+                self._native[key] = native.compile_kernel(spec, _lowering(spec),
+                                                          self.object_directory)
             except native.KernelSpecError:
                 self._native[key] = None
         return self._native[key]

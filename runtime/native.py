@@ -307,19 +307,26 @@ class _Engine:
             raise RuntimeError(f"pullback: native symbol {symbol} not found after linking")
         return address
 
-    def load(self, ir_text: str, symbol: str) -> tuple[int, str]:
+    def load(self, ir_text: str, symbol: str, directory: Path | None = None) -> tuple[int, str]:
         """Address of ``symbol`` defined by ``ir_text``, via the disk cache when usable.
 
+        ``directory`` (e.g. a ``__pullback_cache__/kernels`` beside the source, filled by
+        ``pullback compile``) is looked in first and written to instead of the default.
         Returns (address, how) where how is "cached" or "compiled"."""
         with self.lock:
-            cache = _DiskCache.current()
+            caches = [c for c in ((_DiskCache.current(directory) if directory else None),
+                                  _DiskCache.current()) if c is not None]
             key = self.cache_key(ir_text)
-            object_code = cache.read(key) if cache is not None else None
+            object_code, found_in = None, None
+            for found_in, cache in enumerate(caches):
+                object_code = cache.read(key)
+                if object_code is not None:
+                    break
             how = "cached"
             if object_code is None:
                 object_code, how = self.object_code(ir_text), "compiled"
-                if cache is not None:
-                    cache.write(key, object_code)
+            if caches and (how == "compiled" or found_in > 0):
+                caches[0].write(key, object_code)   # the preferred cache gets a copy
             return self.link(object_code, symbol), how
 
     def cache_key(self, ir_text: str) -> str:
@@ -381,9 +388,10 @@ class _DiskCache:
         self.directory = directory
 
     @classmethod
-    def current(cls) -> _DiskCache | None:
-        """The cache at ``cache_directory()``, or None (warned once) if it is not safe."""
-        directory = cache_directory()
+    def current(cls, directory: Path | None = None) -> _DiskCache | None:
+        """The cache at ``directory`` (default ``cache_directory()``), or None (warned
+        once) if it is not safe."""
+        directory = Path(directory) if directory is not None else cache_directory()
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             problem = _unsafe_directory(directory)
@@ -494,11 +502,12 @@ _FOLD = {"sum": np.add.accumulate, "max": np.maximum.accumulate,
 _LIBM_CALL = re.compile(r"\b(" + "|".join([*LIBM_FUNCTIONS, "sigmoid"]) + r")\s*\(")
 
 
-def compile_kernel(spec: KernelSpec, ir_text: str) -> Kernel:
+def compile_kernel(spec: KernelSpec, ir_text: str, directory: Path | None = None) -> Kernel:
     """The callable kernel for ``ir_text`` (which ``compiler/lower.py`` made from ``spec``).
 
     Compiled at most once per process (kept by IR hash), and its optimised object
-    code at most once per machine (the disk cache).
+    code at most once per machine (the disk cache; ``directory``, if given, is an
+    extra cache looked in first and written to, e.g. beside the user's source).
     """
     ir_hash = hashlib.sha256(ir_text.encode()).hexdigest()
     kernel = _KERNELS.get(ir_hash)
@@ -509,7 +518,7 @@ def compile_kernel(spec: KernelSpec, ir_text: str) -> Kernel:
         kernel = _KERNELS.get(ir_hash)
         if kernel is None:
             symbol = kernel_symbol(ir_text)
-            address, how = engine.load(ir_text, symbol)
+            address, how = engine.load(ir_text, symbol, directory)
             kernel = Kernel(spec, ir_text, symbol, address, how)
             _KERNELS[ir_hash] = kernel
     return kernel
