@@ -7,6 +7,7 @@ import pullback as pb
 from pullback import autograd as ag
 from pullback import nd
 from pullback.testing import check_grads
+from tape_helpers import tape_gradients
 
 from corpus import CASES
 
@@ -15,16 +16,6 @@ def _inputs(entry, dtype, seed=0):
     rng = np.random.default_rng(seed)
     low, high = (0.2, 2.0) if entry["positive"] else (entry["low"], entry["high"])
     return [rng.uniform(low, high, shape).astype(dtype) for shape in entry["shapes"]]
-
-
-def _tape_gradients(fn, arrays):
-    xs = [nd.array(a) for a in arrays]
-    for x in xs:
-        x.attach_grad()
-    with ag.record():
-        out = fn(*xs)
-    out.backward()
-    return [x.grad.asnumpy() for x in xs]
 
 
 def _compiled_gradients(fn, arrays, kind):
@@ -65,7 +56,7 @@ def test_float64_three_ways(entry):
             np.testing.assert_allclose(c, n, rtol=1e-5, atol=1e-6)
         return
     compiled = _compiled_gradients(fn, arrays, "nd")
-    tape = _tape_gradients(fn, arrays)
+    tape = tape_gradients(fn, arrays)
     for c, t in zip(compiled, tape, strict=True):
         np.testing.assert_allclose(c, t, rtol=1e-10, atol=1e-12)
     check_grads(fn, [nd.array(a) for a in arrays])
@@ -76,7 +67,7 @@ def test_float64_three_ways(entry):
 def test_float32_compiled_equals_tape(entry):
     fn, arrays = entry["fn"], _inputs(entry, np.float32)
     compiled = _compiled_gradients(fn, arrays, "nd")
-    tape = _tape_gradients(fn, arrays)
+    tape = tape_gradients(fn, arrays)
     for c, t in zip(compiled, tape, strict=True):
         assert c.dtype == np.float32
         np.testing.assert_allclose(c, t, rtol=1e-5, atol=1e-6)
@@ -93,7 +84,7 @@ def test_compiled_under_record_is_one_node(entry):
     with ag.record():
         out = compiled(*xs)
     out.backward()
-    tape = _tape_gradients(fn, arrays)
+    tape = tape_gradients(fn, arrays)
     for x, t in zip(xs, tape, strict=True):
         np.testing.assert_allclose(x.grad.asnumpy(), t, rtol=1e-10, atol=1e-12)
 

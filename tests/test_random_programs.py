@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pullback as pb
-from pullback import autograd as ag
 from pullback import nd
 from pullback.testing import check_grads
+from tape_helpers import tape_gradients
 
 UNARY = ["nd.sin({})", "nd.cos({})", "nd.tanh({})", "nd.sigmoid({})", "({} * 0.5)",
          "nd.exp(nd.sin({}))", "nd.square(nd.tanh({}))"]
@@ -96,16 +96,6 @@ def _load(source, tmp_dir):
     return module.program
 
 
-def _tape_gradients(fn, arrays):
-    xs = [nd.array(a) for a in arrays]
-    for x in xs:
-        x.attach_grad()
-    with ag.record():
-        out = fn(*xs)
-    out.backward()
-    return [x.grad.asnumpy() for x in xs]
-
-
 SHAPES = st.sampled_from([((3,), (3,)), ((2, 1), (3,)), ((4,), (1,))])
 
 
@@ -117,7 +107,7 @@ def test_random_programs_agree_three_ways(tmp_path_factory, source, seed, shapes
     arrays = [rng.uniform(-1, 1, shapes[0]), rng.uniform(-1, 1, shapes[1])]
     try:
         compiled = pb.grad(fn, argnums=(0, 1))(*[nd.array(a) for a in arrays])
-        tape = _tape_gradients(fn, arrays)
+        tape = tape_gradients(fn, arrays)
         for c, t in zip(compiled, tape, strict=True):
             np.testing.assert_allclose(c.asnumpy(), t, rtol=1e-9, atol=1e-11)
         check_grads(fn, [nd.array(a) for a in arrays], rtol=1e-4, atol=1e-6)
@@ -142,7 +132,7 @@ def test_random_programs_native_kernels_agree(tmp_path_factory, source, seed, sh
         compiled = pb.grad(fn, argnums=(0, 1))(*[nd.array(a) for a in arrays])
     finally:
         fused.NATIVE_MIN_SIZE = saved
-    tape = _tape_gradients(fn, arrays)
+    tape = tape_gradients(fn, arrays)
     for c, t in zip(compiled, tape, strict=True):
         np.testing.assert_allclose(c.asnumpy(), t, rtol=1e-9, atol=1e-11,
                                    err_msg="failing program:\n" + source)
