@@ -201,6 +201,9 @@ def _to_external(value, like):
     if isinstance(like, NDArray):
         return NDArray(as_data(data))
     if isinstance(like, np.ndarray):
+        if not (data.flags.c_contiguous and data.flags.writeable) or any(
+                data is a for a in (like,)):
+            data = np.array(data)   # the caller owns a fresh, writeable array
         return data.reshape(like.shape) if data.size == like.size else data
     if isinstance(like, (int, float)):
         return float(data.reshape(-1)[0])

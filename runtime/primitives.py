@@ -611,7 +611,9 @@ def _restore_shape_vjp(g, ans, x, *params, **named_params):
 
 
 def _transpose_forward(x, axes=None):
-    return np.ascontiguousarray(np.transpose(x, axes))
+    # a view: NDArrays copy it to a contiguous buffer (as_data), while compiled code
+    # hands it to BLAS as is (np.dot(X.T, g) needs no copy of X)
+    return np.transpose(x, axes)
 
 
 def _transpose_vjp(g, ans, x, axes=None):
