@@ -420,7 +420,7 @@ def _kept_shape(shape, axis):
 
 def _expand_reduced(g, x, axis):
     """Reshape a reduction's gradient so it broadcasts against ``x``."""
-    return reshape(g, shape=_kept_shape(x.shape, axis))
+    return reshape_raw(g, shape=_kept_shape(x.shape, axis))
 
 
 def _numpy_axis(axis):
@@ -519,8 +519,8 @@ def _as_matrix(a, rows_first):
     if a.ndim == 2:
         return a
     if a.ndim == 1:
-        return reshape(a, shape=(1, -1) if rows_first else (-1, 1))
-    return reshape(a, shape=(-1, a.shape[-1]) if rows_first else (a.shape[0], -1))
+        return reshape_raw(a, shape=(1, -1) if rows_first else (-1, 1))
+    return reshape_raw(a, shape=(-1, a.shape[-1]) if rows_first else (a.shape[0], -1))
 
 
 def _first_axis_last(a):
@@ -535,8 +535,8 @@ def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
     xs = _first_axis_last(x) if transpose_a else x
     ys = _last_axis_first(y) if transpose_b else y
     xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)
-    gm = reshape(g, shape=(xm.shape[0], ym.shape[1]))
-    gx = reshape(dot(gm, transpose(ym)), shape=xs.shape)
+    gm = reshape_raw(g, shape=(xm.shape[0], ym.shape[1]))
+    gx = reshape_raw(dot(gm, transpose(ym)), shape=xs.shape)
     return _last_axis_first(gx) if transpose_a else gx
 
 
@@ -544,8 +544,8 @@ def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
     xs = _first_axis_last(x) if transpose_a else x
     ys = _last_axis_first(y) if transpose_b else y
     xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)
-    gm = reshape(g, shape=(xm.shape[0], ym.shape[1]))
-    gy = reshape(dot(transpose(xm), gm), shape=ys.shape)
+    gm = reshape_raw(g, shape=(xm.shape[0], ym.shape[1]))
+    gy = reshape_raw(dot(transpose(xm), gm), shape=ys.shape)
     return _first_axis_last(gy) if transpose_b else gy
 
 
@@ -578,22 +578,22 @@ batch_dot = primitive("batch_dot", _batch_dot_forward, [_batch_dot_vjp_x, _batch
 def _matmul_operands(x, y):
     """``x`` and ``y`` as stacks of matrices (1-d promoted as numpy does) and the shape
     of the result in those terms."""
-    x2 = x if x.ndim >= 2 else reshape(x, shape=(1, -1))
-    y2 = y if y.ndim >= 2 else reshape(y, shape=(-1, 1))
+    x2 = x if x.ndim >= 2 else reshape_raw(x, shape=(1, -1))
+    y2 = y if y.ndim >= 2 else reshape_raw(y, shape=(-1, 1))
     batch = np.broadcast_shapes(x2.shape[:-2], y2.shape[:-2])
     return x2, y2, batch + (x2.shape[-2], y2.shape[-1])
 
 
 def _matmul_vjp_x(g, ans, x, y):
     x2, y2, g_shape = _matmul_operands(x, y)
-    gx = matmul(reshape(g, shape=g_shape), swapaxes(y2, -1, -2))
-    return reshape(unbroadcast(gx, x2), shape=x.shape)
+    gx = matmul(reshape_raw(g, shape=g_shape), swapaxes(y2, -1, -2))
+    return reshape_raw(unbroadcast(gx, x2), shape=x.shape)
 
 
 def _matmul_vjp_y(g, ans, x, y):
     x2, y2, g_shape = _matmul_operands(x, y)
-    gy = matmul(swapaxes(x2, -1, -2), reshape(g, shape=g_shape))
-    return reshape(unbroadcast(gy, y2), shape=y.shape)
+    gy = matmul(swapaxes(x2, -1, -2), reshape_raw(g, shape=g_shape))
+    return reshape_raw(unbroadcast(gy, y2), shape=y.shape)
 
 
 # numpy's matmul (the ``@`` operator): stacks of matrices broadcast, 1-d promoted
@@ -607,7 +607,7 @@ def _reshape_forward(x, shape):
 
 
 def _restore_shape_vjp(g, ans, x, *params, **named_params):
-    return reshape(g, shape=x.shape)
+    return reshape_raw(g, shape=x.shape)
 
 
 def _transpose_forward(x, axes=None):
@@ -687,7 +687,7 @@ def _index_add_forward(g, key, shape):
 
 
 def _index_add_vjp(h, ans, g, key, shape):
-    return reshape(getitem(h, key=key), shape=g.shape)
+    return reshape_raw(getitem(h, key=key), shape=g.shape)
 
 
 getitem_raw = primitive("getitem", _getitem_forward, [_getitem_vjp], params=("key",))
@@ -774,7 +774,7 @@ def _stack_forward(*arrays, axis=0):
 def _stack_rule(index):
     def rule(g, ans, *arrays, axis=0):
         axis = axis % g.ndim
-        return reshape(slice_axis(g, axis, index, index + 1), shape=arrays[index].shape)
+        return reshape_raw(slice_axis(g, axis, index, index + 1), shape=arrays[index].shape)
 
     rule.__name__ = f"stack_vjp_{index}"
     return rule
@@ -830,8 +830,8 @@ def _tile_vjp(g, ans, x, reps):
     reps = (1,) * (ndim - len(reps)) + reps
     base = (1,) * (ndim - x.ndim) + x.shape
     interleaved = tuple(d for pair in zip(reps, base, strict=True) for d in pair)
-    summed = sum(reshape(g, shape=interleaved), axis=tuple(range(0, 2 * ndim, 2)))
-    return reshape(summed, shape=x.shape)
+    summed = sum(reshape_raw(g, shape=interleaved), axis=tuple(range(0, 2 * ndim, 2)))
+    return reshape_raw(summed, shape=x.shape)
 
 
 def _repeat_forward(x, repeats, axis=None):
@@ -840,10 +840,10 @@ def _repeat_forward(x, repeats, axis=None):
 
 def _repeat_vjp(g, ans, x, repeats, axis=None):
     if axis is None:
-        return reshape(sum(reshape(g, shape=(x.size, repeats)), axis=1), shape=x.shape)
+        return reshape_raw(sum(reshape_raw(g, shape=(x.size, repeats)), axis=1), shape=x.shape)
     axis = axis % x.ndim
     split_shape = x.shape[:axis + 1] + (repeats,) + x.shape[axis + 1:]
-    return sum(reshape(g, shape=split_shape), axis=axis + 1)
+    return sum(reshape_raw(g, shape=split_shape), axis=axis + 1)
 
 
 tile = primitive("tile", _tile_forward, [_tile_vjp], params=("reps",))
