@@ -451,7 +451,7 @@ def value_and_gradient_source(kernel: Kernel) -> str:
         f"def {kernel.name}_with_gradient({', '.join(kernel.inputs)}):",
         f'    """Fused value and gradient of lines {_span(kernel.lines)} (seed 1)."""',
         f"    outputs = {kernel.name}({', '.join(kernel.inputs)})",
-        f"    seed = _np.ones_like(outputs[0])",
+        "    seed = _np.ones_like(outputs[0])",
         f"    return outputs + {kernel.name}_vjp((seed, ), outputs, {', '.join(kernel.inputs)})",
     ])
 

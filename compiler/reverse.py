@@ -29,7 +29,6 @@ import gast
 from .analysis import maybe_undefined
 from .calls import _resolve
 from .fuse import numpy_source, substitute
-from .errors import error_at
 
 
 SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}

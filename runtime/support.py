@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import primitives as P
-from .ndarray import NDArray, as_data
+from .ndarray import NDArray
 
 def _build_namespaces():
     op_functions = {}
