@@ -268,11 +268,27 @@ def value_and_grad(fn, argnums=0):
     the kind of its argument.
     """
 
+    single = isinstance(argnums, int)
+    nums = (argnums,) if single else tuple(argnums)
+    prepared = {}   # number of arguments -> the variant's (forward, adjoint)
+
     @functools.wraps(fn)
     def value_and_grad_fn(*args):
-        _, variant, stack, internal, out, nums, single = _run(fn, argnums, args)
+        entry = prepared.get(len(args))
+        if entry is None:
+            for n in nums:
+                if not 0 <= n < len(args):
+                    raise ValueError(f"argnums {argnums} out of range for {len(args)} "
+                                     "arguments")
+            variant = as_compiled(fn).variant(tuple(i in nums for i in range(len(args))))
+            variant._build()
+            entry = prepared[len(args)] = (variant._forward, variant._adjoint)
+        forward, adjoint = entry
+        internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
+        stack = Stack()
         with tape.scope(recording=False, training=None):
-            grads = variant.adjoint(stack, _ones(out))
+            out = forward(stack, *internal)
+            grads = adjoint(stack, _ones(out))
         results = _convert_grads(grads, internal, args, nums)
         return _convert_value(out, args), (results[0] if single else tuple(results))
 

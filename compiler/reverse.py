@@ -75,6 +75,7 @@ class ReverseTransform:
         self.parsed, self.fn, self.a = parsed, fn, analysis
         self.callee_ref = callee_ref   # (user function, active mask) -> name in generated code
         self.counter = 0
+        self.known_none = set()   # gradients just reset to None by the statement in hand
         self.grad_names = {}
         self.reverse_cache = {}
 
@@ -295,10 +296,12 @@ class ReverseTransform:
         g = self.grad(target)
         reads_itself = any(isinstance(n, gast.Name) and n.id == target
                            for a in op.args for n in gast.walk(a))
+        self.known_none = set()
         if reads_itself or pushed or op.kind == "user":
             g_out = f"{target}_out_grad"
             out.add(f"{g_out} = {g}")
             out.add(f"{g} = None")
+            self.known_none.add(g)   # so the rule may assign it instead of adding to it
             g = g_out
             reset = False
         else:
@@ -362,7 +365,11 @@ class ReverseTransform:
             if any(isinstance(b, gast.Name) for j, b in enumerate(op.args) if j != i):
                 part = f"support.unbroadcast({part}, {a.id})"
             acc = self.grad(a.id)
-            parts.append(f"{acc} = support.add_grads({acc}, {part})")
+            if acc in self.known_none:
+                self.known_none.discard(acc)
+                parts.append(f"{acc} = {part}")
+            else:
+                parts.append(f"{acc} = support.add_grads({acc}, {part})")
         if parts:
             out.add(f"if {g} is not None:")
             for line in parts:

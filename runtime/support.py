@@ -15,12 +15,24 @@ import numpy as np
 from . import primitives as P
 from .ndarray import NDArray
 
+def _raw_op(prim):
+    """The primitive on numpy arrays only (what compiled code calls): no NDArray check,
+    no tape; results are at least 1-d, as everywhere in pullback."""
+    forward = prim.forward
+
+    def raw_op(*args, **params):
+        result = forward(*args, **params)
+        if type(result) is np.ndarray and result.ndim:
+            return result
+        return np.array((result,))   # a 0-d result or numpy scalar, as shape (1,)
+
+    raw_op.__name__ = prim.name
+    return raw_op
+
+
 def _build_namespaces():
-    op_functions = {}
-    for value in vars(P).values():
-        prim = getattr(value, "prim", None)
-        if prim is not None and P.REGISTRY.get(prim.name) is prim:
-            op_functions.setdefault(prim.name, value)
+    op_functions = {prim.name: _raw_op(prim) for prim in P.REGISTRY.values()
+                    if prim.forward is not None}
     rules = {}
     for prim in P.REGISTRY.values():
         for i, rule in enumerate(prim.vjps or ()):
@@ -118,6 +130,8 @@ def raw(value):
 
 def asscalar(value):
     """``x.asscalar()`` for NDArrays, numpy arrays and numbers alike."""
+    if type(value) is np.ndarray and value.shape == (1,):
+        return value[0]
     if isinstance(value, NDArray):
         return value.asscalar()
     if isinstance(value, np.ndarray):
