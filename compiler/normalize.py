@@ -161,6 +161,7 @@ class _JumpLowering:
 
     def loop(self, s, test, body, for_node):
         """A while loop whose condition also stops on break/return flags."""
+        returns = _contains(body, (gast.Return,), True)   # before lowering replaces them
         info = {}
         if _contains(body, (gast.Break,), False):
             info["break"] = self.namer.fresh("_break")
@@ -183,8 +184,7 @@ class _JumpLowering:
         new_body = self.block(body, info)
         if "continue" in info:
             new_body = [assign(info["continue"], const(False), s)] + new_body
-        stops = [f for f in (self.returned if _contains(body, (gast.Return,), True) else None,
-                             info.get("break")) if f]
+        stops = [f for f in (self.returned if returns else None, info.get("break")) if f]
         if stops:
             guard = [gast.UnaryOp(op=gast.Not(), operand=name(f)) for f in stops]
             test = gast.BoolOp(op=gast.And(), values=guard + [test])

@@ -1,7 +1,8 @@
 """Hypothesis writes random programs; compiled = tape = finite differences on every one.
 
 Programs are expression DAGs over elementwise primitives (on equal and on
-broadcasting input shapes), ``if``s on
+broadcasting input shapes), calls of helper functions, ``break``/``continue``/
+early ``return`` under data-dependent conditions, ``if``s on
 data-dependent conditions, and ``for``/``while`` loops that overwrite
 variables.  Each is written to a real module file and imported, so the
 compiler parses it like user code.  A failing program is printed as source.
@@ -37,15 +38,40 @@ def expressions(draw, names, depth=2):
     return template.format(a, b, b) if template.count("{}") == 3 else template.format(a, b)
 
 
+HELPERS = """
+def helper(a, b):
+    return nd.tanh(a) * b + a * 0.5
+
+
+def looped(a):
+    s = a
+    for k in range(2):
+        s = nd.sin(s) + a * 0.5
+    return s
+"""
+
+
 @st.composite
-def blocks(draw, names, indent, depth):
+def blocks(draw, names, indent, depth, in_loop=False):
     """Lines of statements; may create new variables (appended to ``names``)."""
     lines = []
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["assign", "assign", "if", "for", "while"]
-                                    if depth > 0 else ["assign"]))
+        kinds = ["assign", "assign", "call"] + (["if", "for", "while"] if depth > 0 else [])
+        kinds += ["jump"] if in_loop else []
+        kind = draw(st.sampled_from(kinds))
         pad = "    " * indent
-        if kind == "assign":
+        if kind == "call":
+            target = f"v{len(names)}"
+            a, b = draw(expressions(names, 1)), draw(expressions(names, 1))
+            call = draw(st.sampled_from([f"helper({a}, {b})", f"looped({a})"]))
+            lines.append(f"{pad}{target} = {call}")
+            names.append(target)
+        elif kind == "jump":
+            cond = draw(expressions(names, 1))
+            jump = draw(st.sampled_from(["break", "continue", f"return {' + '.join(names)}"]))
+            lines.append(f"{pad}if nd.sum({cond}).asscalar() > 0.5:")
+            lines.append(f"{pad}    {jump}")
+        elif kind == "assign":
             target = draw(st.sampled_from(names[1:] + [f"v{len(names)}"])) \
                 if len(names) > 1 else f"v{len(names)}"
             expr = draw(expressions(names))
@@ -56,21 +82,20 @@ def blocks(draw, names, indent, depth):
             cond = draw(expressions(names, 1))
             threshold = draw(st.sampled_from(["0.0", "0.3", "-0.4"]))
             lines.append(f"{pad}if nd.sum({cond}).asscalar() > {threshold}:")
-            lines += draw(blocks(list(names), indent + 1, depth - 1))
+            lines += draw(blocks(list(names), indent + 1, depth - 1, in_loop))
             lines.append(f"{pad}else:")
-            lines += draw(blocks(list(names), indent + 1, depth - 1))
+            lines += draw(blocks(list(names), indent + 1, depth - 1, in_loop))
         elif kind == "for":
             var = f"i{indent}"
             lines.append(f"{pad}for {var} in range({draw(st.integers(1, 3))}):")
-            body = draw(blocks(list(names), indent + 1, depth - 1))
-            lines += body
             lines.append(f"{pad}    {names[-1]} = {names[-1]} * 0.9 + {var} * 0.01")
+            lines += draw(blocks(list(names), indent + 1, depth - 1, True))
         else:
             counter = f"n{indent}"
             lines.append(f"{pad}{counter} = 0")
             lines.append(f"{pad}while {counter} < {draw(st.integers(1, 3))}:")
-            lines += draw(blocks(list(names), indent + 1, depth - 1))
-            lines.append(f"{pad}    {counter} += 1")
+            lines.append(f"{pad}    {counter} += 1")   # first: a continue must not skip it
+            lines += draw(blocks(list(names), indent + 1, depth - 1, True))
     return lines
 
 
@@ -89,7 +114,7 @@ _counter = itertools.count()
 
 def _load(source, tmp_dir):
     path = tmp_dir / f"random_program_{next(_counter)}.py"
-    path.write_text("import pullback.ndarray as nd\n\n\n" + source)
+    path.write_text("import pullback.ndarray as nd\n\n" + HELPERS + "\n\n" + source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
