@@ -1,7 +1,8 @@
 """Hypothesis writes random programs; compiled = tape = finite differences on every one.
 
 Programs are expression DAGs over elementwise primitives (on equal and on
-broadcasting input shapes), calls of helper functions, ``break``/``continue``/
+broadcasting input shapes), calls of helper functions (several return values
+too), lists built with ``append`` and read by index, ``break``/``continue``/
 early ``return`` under data-dependent conditions, ``if``s on
 data-dependent conditions, and ``for``/``while`` loops that overwrite
 variables.  Each is written to a real module file and imported, so the
@@ -48,6 +49,10 @@ def looped(a):
     for k in range(2):
         s = nd.sin(s) + a * 0.5
     return s
+
+
+def pair(a, b):
+    return a * b, nd.sin(a) + b
 """
 
 
@@ -56,7 +61,8 @@ def blocks(draw, names, indent, depth, in_loop=False):
     """Lines of statements; may create new variables (appended to ``names``)."""
     lines = []
     for _ in range(draw(st.integers(1, 3))):
-        kinds = ["assign", "assign", "call"] + (["if", "for", "while"] if depth > 0 else [])
+        kinds = ["assign", "assign", "call", "pair", "list"]
+        kinds += ["if", "for", "while"] if depth > 0 else []
         kinds += ["jump"] if in_loop else []
         kind = draw(st.sampled_from(kinds))
         pad = "    " * indent
@@ -65,6 +71,18 @@ def blocks(draw, names, indent, depth, in_loop=False):
             a, b = draw(expressions(names, 1)), draw(expressions(names, 1))
             call = draw(st.sampled_from([f"helper({a}, {b})", f"looped({a})"]))
             lines.append(f"{pad}{target} = {call}")
+            names.append(target)
+        elif kind == "pair":
+            first, second = f"v{len(names)}", f"v{len(names) + 1}"
+            a, b = draw(expressions(names, 1)), draw(expressions(names, 1))
+            lines.append(f"{pad}{first}, {second} = pair({a}, {b})")
+            names += [first, second]
+        elif kind == "list":
+            items, target = f"items{indent}", f"v{len(names)}"
+            lines.append(f"{pad}{items} = []")
+            lines.append(f"{pad}for j{indent} in range(3):")
+            lines.append(f"{pad}    {items}.append({draw(expressions(names, 1))} * j{indent})")
+            lines.append(f"{pad}{target} = {items}[0] + {items}[2] * {items}[1]")
             names.append(target)
         elif kind == "jump":
             cond = draw(expressions(names, 1))
