@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 
 import numpy as np
 
@@ -66,7 +67,8 @@ class CompiledFunction:
     def __get__(self, obj, objtype=None):
         return self if obj is None else functools.partial(self, obj)
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        args = complete_arguments(self.fn, args, kwargs)
         recording = tape.is_recording()
         mask = tuple(recording and isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
         try:
@@ -88,6 +90,16 @@ class CompiledFunction:
                              tuple((o.shape, o._data.dtype) for o in outputs))
         tape.record_custom(_COMPILED, args, {"call": call}, outputs)
         return outputs[0] if single else tuple(outputs)
+
+
+def complete_arguments(fn, args, kwargs):
+    """``args`` with keyword arguments placed and defaults filled in (compiled code takes
+    every parameter positionally)."""
+    if not kwargs and len(args) == fn.__code__.co_argcount:
+        return args
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return bound.args
 
 
 def _fresh_output(value, raw_args):
@@ -273,7 +285,8 @@ def value_and_grad(fn, argnums=0):
     prepared = {}   # number of arguments -> the variant's (forward, adjoint)
 
     @functools.wraps(fn)
-    def value_and_grad_fn(*args):
+    def value_and_grad_fn(*args, **kwargs):
+        args = complete_arguments(getattr(fn, "fn", fn), args, kwargs)
         entry = prepared.get(len(args))
         if entry is None:
             for n in nums:
@@ -300,8 +313,8 @@ def grad(fn, argnums=0):
     value_and_grad_fn = value_and_grad(fn, argnums)
 
     @functools.wraps(fn)
-    def grad_fn(*args):
-        return value_and_grad_fn(*args)[1]
+    def grad_fn(*args, **kwargs):
+        return value_and_grad_fn(*args, **kwargs)[1]
 
     return grad_fn
 

@@ -201,8 +201,31 @@ def _describe_call(parsed, call, locals_) -> Operation:
             getattr(target, "__module__", "") == "math" or _is_math(target):
         return Operation("inert", label=label)
     if isinstance(target, types.FunctionType) and _is_user_function(target):
-        return Operation("user", args=list(call.args), callee=target, label=label)
+        return Operation("user", args=_positional(parsed, call, target), callee=target,
+                         label=label)
     return Operation("unknown", args=list(call.args), label=label)
+
+
+def _positional(parsed, call, callee) -> list:
+    """The call's arguments as one atom per parameter of ``callee`` (keywords placed,
+    defaults filled in as constants)."""
+    try:
+        bound = inspect.signature(callee).bind(*call.args, **{k.arg: k.value
+                                                               for k in call.keywords})
+    except TypeError as exc:
+        raise error_at(parsed, call, f"cannot call {callee.__name__}() like this: {exc}")
+    bound.apply_defaults()
+    atoms = []
+    for name, value in bound.arguments.items():
+        if isinstance(value, gast.AST):
+            atoms.append(value)
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            atoms.append(gast.Constant(value=value, kind=None))
+        else:
+            raise error_at(parsed, call, f"the default value of {callee.__name__}()'s "
+                           f"parameter {name!r} is not a number",
+                           "pass the argument explicitly")
+    return atoms
 
 
 def _describe_method(call, func) -> Operation:

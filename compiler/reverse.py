@@ -115,7 +115,7 @@ class ReverseTransform:
         if op.kind == "user":
             active = target in self.a.active
             mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
-            args = ", ".join(unparse(a) for a in value.args)
+            args = ", ".join(unparse(a) for a in op.args)   # keywords and defaults placed
             return f"{self.callee_ref(op.callee, mask)}.forward(_stack, {args})"
         if op.kind == "kernel" and target in self.a.active and op.callee.one_pass:
             # its only result is a sum: compute the gradient in the same pass

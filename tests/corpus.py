@@ -673,3 +673,12 @@ def numpy_matmul_stacks(a, b):
 @case((2, 3), (4, 3, 2))
 def matmul_operator_broadcasts(a, b):
     return nd.sum(nd.sin(a @ b))
+
+
+def helper_with_defaults(x, scale=0.5, shift=1.0):
+    return nd.tanh(x * scale) + shift
+
+
+@case((3,))
+def helper_keywords_and_defaults(x):
+    return helper_with_defaults(x) * helper_with_defaults(x, shift=0.2, scale=2.0)

@@ -233,3 +233,24 @@ def test_kernel_ir_shows_named_llvm_values():
     assert '%"tanh1"' in ir_text and "define void" in ir_text
     assert "(forward, float32)" in pb.kernel_ir(cube_sum, dtype="float32")  # x*x*x + sum
     assert pb.kernel_ir(one_elementwise_op) == ""   # a lone elementwise op is no kernel
+
+
+def repeat_scale(x, n=3, scale=2.0):
+    for _ in range(n):
+        x = x * scale
+    return x
+
+
+def test_keyword_arguments_and_defaults():
+    compiled = pb.compile(repeat_scale)
+    x = nd.array([1.0, 2.0], dtype="float64")
+    assert compiled(x).asnumpy().tolist() == [8.0, 16.0]
+    assert compiled(x, scale=3.0).asnumpy().tolist() == [27.0, 54.0]
+    assert pb.grad(repeat_scale)(x, n=1).asnumpy().tolist() == [2.0, 2.0]
+    x.attach_grad()
+    with ag.record():
+        y = compiled(x, 2, scale=0.5)
+    y.backward()
+    assert x.grad.asnumpy().tolist() == [0.25, 0.25]
+    with pytest.raises(TypeError):
+        compiled(x, bogus=1)
