@@ -8,6 +8,7 @@ for debugging the compiler ("show me the code after normalize").
 from __future__ import annotations
 
 import os
+import threading
 
 import gast
 import numpy
@@ -26,6 +27,9 @@ from .reverse import ReverseTransform, unparse
 STEPS = ("parse", "fence", "normalize", "fuse", "analysis", "reverse", "codegen")
 
 
+_BUILD_LOCK = threading.RLock()
+
+
 class Variant:
     """One compiled version of a function: which parameters are differentiated."""
 
@@ -37,10 +41,13 @@ class Variant:
         self.source = None
 
     def _build(self):
-        if self._forward is None:   # from the variant's artifact if valid, else transformed
-            self.source, namespace, name = cache.build(self.function, self.mask, transform)
-            self._forward = namespace[f"{name}_forward"]
-            self._adjoint = namespace[f"{name}_adjoint"]
+        if self._forward is not None:
+            return
+        with _BUILD_LOCK:   # one thread builds; the others wait and reuse it
+            if self._forward is None:   # from the variant's artifact if valid, else transformed
+                self.source, namespace, name = cache.build(self.function, self.mask, transform)
+                self._adjoint = namespace[f"{name}_adjoint"]
+                self._forward = namespace[f"{name}_forward"]   # last: it marks "built"
 
     def forward(self, stack, *args):
         self._build()

@@ -254,3 +254,32 @@ def test_keyword_arguments_and_defaults():
     assert x.grad.asnumpy().tolist() == [0.25, 0.25]
     with pytest.raises(TypeError):
         compiled(x, bogus=1)
+
+
+def test_threads_compile_and_differentiate_the_same_function():
+    import threading
+
+    def shared(x):
+        y = x
+        for _ in range(3):
+            y = nd.sin(y) * x
+        return y
+
+    results, errors = [], []
+    barrier = threading.Barrier(4)
+
+    def work():
+        try:
+            barrier.wait()
+            results.append(pb.grad(shared)(nd.array([0.3, 0.7], dtype="float64")).asnumpy())
+        except Exception as exc:   # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 4
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
