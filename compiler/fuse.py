@@ -55,7 +55,7 @@ class Kernel:
     outputs: list                # targets returned by the forward (live-outs, then saved)
     live: int                    # the first ``live`` outputs are read after the run
     lines: list = field(default_factory=list)   # the user's lines of the run
-    reduction: tuple | None = None              # (result, operand): a trailing full sum
+    reduction: tuple | None = None   # (result, operand, "sum"|"mean"): a trailing reduction
 
     @property
     def one_pass(self) -> bool:
@@ -156,7 +156,7 @@ class _Fuser:
             if info is not None:
                 run.append((s, info))
                 continue
-            reduction = self.trailing_sum(s, run)
+            reduction = self.trailing_reduction(s, run)
             out.extend(self.flush(run, reduction))
             run = []
             if reduction is not None:
@@ -166,12 +166,13 @@ class _Fuser:
         out.extend(self.flush(run))
         return out
 
-    def trailing_sum(self, s, run):
-        """``(r, t)`` if ``s`` is ``r = sum(t)`` over a value the run computes."""
+    def trailing_reduction(self, s, run):
+        """``(r, t, kind)`` if ``s`` is ``r = sum(t)`` or ``r = mean(t)`` (all elements)
+        over a value the run computes."""
         if len(run) < MIN_RUN or not isinstance(s, gast.Assign):
             return None
         op = describe(self.parsed, s.value, self.locals)
-        if op.kind != "prim" or op.prim.name != "sum" or op.params:
+        if op.kind != "prim" or op.prim.name not in ("sum", "mean") or op.params:
             return None
         operand = op.args[0]
         targets = [t for _, (t, _, _) in run]
@@ -179,7 +180,7 @@ class _Fuser:
         if not isinstance(operand, gast.Name) or operand.id not in targets or result in targets \
                 or any(result in operands for _, (_, _, operands) in run):
             return None
-        return result, operand.id
+        return result, operand.id, op.prim.name
 
     @staticmethod
     def joins(run, info) -> bool:
@@ -209,7 +210,7 @@ class _Fuser:
             statements.append((renamed[target], prim, operands))
         if reduction is not None:
             reads[reduction[1]] = reads.get(reduction[1], 0) + 1
-            reduction = (reduction[0], renamed[reduction[1]])
+            reduction = (reduction[0], renamed[reduction[1]], reduction[2])
             renamed[reduction[0]] = reduction[0]
         user_name = {new: old for old, new in renamed.items()}
         live = [t for t, _, _ in statements
@@ -310,8 +311,9 @@ def _zero_grads(statements):
 
 def forward_program(kernel: Kernel) -> tuple:
     """(inputs, statements, outputs, reduction) of the forward in the scalar language;
-    ``reduction`` is ``(result, operand)`` for a trailing full sum (``result`` is then
-    one of the outputs, of shape (1,)), else None."""
+    ``reduction`` is ``(result, operand, "sum"|"mean")`` for a trailing full reduction
+    (``result`` is then one of the outputs, of shape (1,)), else None.  The adjoint
+    program treats it as a sum: the runtime divides a mean's gradient by the count."""
     statements = tuple((t, kernel.formula(prim, operands))
                        for t, prim, operands in kernel.statements)
     return tuple(kernel.inputs), statements, tuple(kernel.outputs), kernel.reduction
@@ -349,7 +351,7 @@ def vjp_program(kernel: Kernel) -> tuple:
     grad = {out: fresh(f"{out}_g") for out in kernel.outputs[:kernel.live]}
     grad_params = tuple(grad.values())
     if kernel.reduction is not None:   # d sum(t) / dt = 1 everywhere
-        result, operand = kernel.reduction
+        result, operand, _ = kernel.reduction
         # spread(g, *inputs): g over the shape those inputs broadcast to (native: just g)
         seed = f"spread({grad[result]}, {', '.join(_depends_on(kernel, operand))})"
         if operand in grad:
@@ -401,7 +403,8 @@ def forward_source(kernel: Kernel) -> str:
              f'    """Fused forward of lines {_span(kernel.lines)}."""']
     lines += [f"    {t} = {numpy_source(e)}" for t, e in statements]
     if reduction is not None:
-        lines.append(f"    {reduction[0]} = _kernels.total({reduction[1]})")
+        helper = "total" if reduction[2] == "sum" else "average"
+        lines.append(f"    {reduction[0]} = _kernels.{helper}({reduction[1]})")
     lines.append(f"    return {_tuple_source(outputs)}")
     return "\n".join(lines)
 

@@ -58,6 +58,11 @@ def total(values):
     return np.reshape(np.add.reduce(values, axis=None), (1,))
 
 
+def average(values):
+    """A full mean as the ``mean`` primitive computes it: shape (1,)."""
+    return np.reshape(np.mean(values), (1,))
+
+
 def _layout(values):
     """(dtype, shape, kinds) if ``values`` suit a native kernel, else None.
 
@@ -143,7 +148,7 @@ class FusedKernel:
         if not self.uniform(inputs):
             outputs = self.forward(*inputs)
             seed = np.ones_like(outputs[0])
-            return outputs + self._vjp_by_steps([seed], inputs)
+            return outputs + self._vjp_by_steps([seed], inputs, as_sum=True)
         return self._with_gradient(*inputs)
 
     def _run_with_gradient(self, kernel, inputs, layout, wanted):
@@ -152,7 +157,7 @@ class FusedKernel:
         dtype, shape, kinds = layout
         arrays, scalars = self._split(inputs, kinds)
         produced = list(kernel.call(*arrays, *scalars))
-        total = np.full(1, produced.pop(), dtype)
+        total = np.full(1, self._finish(produced.pop(), shape), dtype)
         results = self.gradient_program[2]
         takes = [r is not None and w for r, w in zip(results, wanted, strict=True)]
         array_grads = iter(produced[:sum(1 for t, k in zip(takes, kinds, strict=True)
@@ -234,6 +239,7 @@ class FusedKernel:
             seed = grads[0]
             if seed is None:
                 return (None,) * len(inputs)
+            seed = self._sum_seed(seed, inputs)
             unit = outputs[self._n_outputs:]
             if np.all(np.asarray(seed) == 1):
                 return tuple(unit)
@@ -242,6 +248,11 @@ class FusedKernel:
             return (None,) * len(inputs)
         if not self.uniform(inputs):
             return self._vjp_by_steps(grads, inputs)
+        reduction = self.forward_program[3]
+        if reduction is not None and reduction[2] == "mean":
+            k = self.adjoint_program[1].index(reduction[0])
+            if grads[k] is not None:
+                grads[k] = self._sum_seed(grads[k], inputs)
         grads = [0.0 if g is None else g for g in grads]
         values = (*grads, *outputs, *inputs)
         layout = self._native_layout(values)
@@ -253,8 +264,22 @@ class FusedKernel:
                  for k, g in enumerate(grads)]
         return self._vjp(grads, outputs, *inputs)
 
-    def _vjp_by_steps(self, grads, inputs):
-        """The VJP statement by statement with the primitives' own rules (irregular shapes)."""
+    def _sum_seed(self, g, inputs):
+        """A trailing mean's gradient as the gradient of the sum the programs compute."""
+        reduction = self.forward_program[3]
+        if reduction is None or reduction[2] == "sum":
+            return g
+        count = int(np.prod(np.broadcast_shapes(*(np.shape(v) for v in inputs))))
+        return g / count
+
+    def _finish(self, value, shape):
+        """A native reduction's value: the sum, or the mean."""
+        reduction = self.forward_program[3]
+        return value if reduction[2] == "sum" else value / int(np.prod(shape))
+
+    def _vjp_by_steps(self, grads, inputs, as_sum=False):
+        """The VJP statement by statement with the primitives' own rules (irregular shapes).
+        ``as_sum``: treat a trailing mean's gradient as its sum's (for ``with_gradient``)."""
         from . import primitives, support
 
         names = self.forward_program[0]
@@ -272,8 +297,11 @@ class FusedKernel:
                 flowing[name] = g
         reduction = self.forward_program[3]
         if reduction is not None and reduction[0] in flowing:
-            result, operand = reduction
-            spread_g = np.broadcast_to(flowing.pop(result), np.shape(env[operand]))
+            result, operand, kind = reduction
+            seed = flowing.pop(result)
+            if kind == "mean" and not as_sum:
+                seed = seed / np.size(env[operand])
+            spread_g = np.broadcast_to(seed, np.shape(env[operand]))
             flowing[operand] = support.add_grads(flowing.get(operand), spread_g)
         for target, prim_name, operands in reversed(self.steps):
             g = flowing.pop(target, None)
@@ -351,7 +379,8 @@ class FusedKernel:
         if reduction is None:
             return tuple(o.reshape(shape) for o in produced)
         arrays_out = iter(produced[:-1])
-        return tuple(np.full(1, produced[-1], dtype) if name == reduction[0]
+        value = self._finish(produced[-1], shape)
+        return tuple(np.full(1, value, dtype) if name == reduction[0]
                      else next(arrays_out).reshape(shape) for name in outputs)
 
     def _run_vjp(self, kernel, values, layout):

@@ -682,3 +682,13 @@ def helper_with_defaults(x, scale=0.5, shift=1.0):
 @case((3,))
 def helper_keywords_and_defaults(x):
     return helper_with_defaults(x) * helper_with_defaults(x, shift=0.2, scale=2.0)
+
+
+@case((3, 4))
+def trailing_mean(x):
+    return nd.mean(nd.tanh(x) * x + 1.0)
+
+
+@case((6,), (6, 3), (6,), numpy=True)
+def numpy_logistic_loss(w, X, s):
+    return np.mean(np.log(1 + np.exp(-s * np.dot(X, w[:3]))))
