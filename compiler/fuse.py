@@ -9,7 +9,8 @@ formula and a derivative for every operand -- is replaced by
     h = kernel3[0]                  # each value used after the run
     ...
 
-``kernel_3`` is a ``Kernel``: the run's statements (for the forward) and,
+A following full ``sum`` or ``mean`` of a run value is absorbed as the kernel's
+reduction.  ``kernel_3`` is a ``Kernel``: the run's statements (for the forward) and,
 derived symbolically from the table's ``scalar_vjps``, its adjoint (one pass
 that recomputes cheap intermediates, reads saved expensive ones, and returns
 one gradient per input).  Both are emitted as plain numpy functions into the
