@@ -179,3 +179,76 @@ def test_random_programs_native_kernels_agree(tmp_path_factory, source, seed, sh
     for c, t in zip(compiled, tape, strict=True):
         np.testing.assert_allclose(c.asnumpy(), t, rtol=1e-9, atol=1e-11,
                                    err_msg="failing program:\n" + source)
+
+
+# ----- plain numpy programs: compiled gradient = central differences ------------------------
+
+NP_UNARY = ["np.sin({})", "np.tanh({})", "np.exp(np.cos({}))", "({} * 0.5)", "(np.abs({}) + 1.0)",
+            "np.log1p({} * {})"]
+NP_BINARY = ["({} + {})", "({} * {})", "np.maximum({}, {} - 0.5)", "({} / (2.0 + {} * {}))"]
+
+
+@st.composite
+def numpy_expressions(draw, names, depth=2):
+    if depth == 0 or draw(st.booleans()):
+        return draw(st.sampled_from(names))
+    if draw(st.booleans()):
+        template = draw(st.sampled_from(NP_UNARY))
+        inner = draw(numpy_expressions(names, depth - 1))
+        return template.format(*[inner] * template.count("{}"))
+    template = draw(st.sampled_from(NP_BINARY))
+    a, b = draw(numpy_expressions(names, depth - 1)), draw(numpy_expressions(names, depth - 1))
+    return template.format(a, *[b] * (template.count("{}") - 1))
+
+
+@st.composite
+def numpy_programs(draw):
+    names = ["x", "w"]
+    lines = ["def program(x, w):"]
+    for k in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["assign", "assign", "reduce", "matmul", "loop"]))
+        target = f"t{k}"
+        if kind == "assign":
+            lines.append(f"    {target} = {draw(numpy_expressions(names))}")
+        elif kind == "reduce":
+            axis = draw(st.sampled_from(["", ", axis=0", ", axis=1, keepdims=True"]))
+            reduce = draw(st.sampled_from(["np.sum", "np.mean", "np.max"]))
+            lines.append(f"    {target} = x * {reduce}({draw(numpy_expressions(names))}{axis})")
+        elif kind == "matmul":
+            lines.append(f"    {target} = np.tanh((({draw(numpy_expressions(names, 1))}) @ w.T) "
+                         "@ x * 0.3)")
+        else:
+            lines.append(f"    {target} = x")
+            lines.append(f"    for i in range({draw(st.integers(1, 3))}):")
+            lines.append(f"        {target} = {target} * 0.8 + "
+                         f"{draw(numpy_expressions(names + [target], 1))} * 0.1")
+        names.append(target)
+    lines.append(f"    return np.sum({' + '.join(names[2:])})")
+    return "\n".join(lines) + "\n"
+
+
+def _numeric_gradient(fn, arrays, k, eps=1e-6):
+    g = np.zeros_like(arrays[k])
+    for idx in np.ndindex(arrays[k].shape):
+        plus = [a.copy() for a in arrays]
+        minus = [a.copy() for a in arrays]
+        plus[k][idx] += eps
+        minus[k][idx] -= eps
+        g[idx] = (np.sum(fn(*plus)) - np.sum(fn(*minus))) / (2 * eps)
+    return g
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=numpy_programs(), seed=st.integers(0, 2**16))
+def test_random_numpy_programs_match_finite_differences(tmp_path_factory, source, seed):
+    path = tmp_path_factory.getbasetemp() / f"numpy_program_{next(_counter)}.py"
+    path.write_text("import numpy as np\n\n\n" + source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rng = np.random.default_rng(seed)
+    arrays = [rng.uniform(-1, 1, (3, 4)), rng.uniform(-1, 1, (3, 4))]
+    grads = pb.grad(module.program, argnums=(0, 1))(*arrays)
+    for k, g in enumerate(grads):
+        np.testing.assert_allclose(g, _numeric_gradient(module.program, arrays, k),
+                                   rtol=1e-5, atol=1e-6, err_msg="failing program:\n" + source)
