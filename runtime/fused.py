@@ -140,7 +140,9 @@ class FusedKernel:
     def with_gradient(self, wanted, *inputs):
         """The outputs (the sum) followed by each wanted input's gradient for a seed of 1:
         value and gradient in one pass.  ``vjp`` then only scales them."""
-        layout = self._native_layout(inputs) if self.uniform(inputs) else None
+        layout = self._native_layout(inputs)
+        if layout is not None and not self.uniform(inputs):
+            layout = None
         if layout is not None:
             kernel = self._native_kernel(("gradient", wanted), layout)
             if kernel is not None:
@@ -200,7 +202,7 @@ class FusedKernel:
         each input's shape at the end (and a native kernel, which is per element,
         be used); otherwise the VJP runs statement by statement.
         """
-        key = tuple(np.shape(v) for v in inputs)
+        key = tuple([v.shape if type(v) is np.ndarray else np.shape(v) for v in inputs])
         found = self._uniform_cache.get(key)
         if found is None:
             shapes = dict(zip(self.forward_program[0], key, strict=True))
@@ -223,7 +225,9 @@ class FusedKernel:
         return found
 
     def __call__(self, *inputs):
-        layout = self._native_layout(inputs) if self.uniform(inputs) else None
+        layout = self._native_layout(inputs)   # cheap for small arrays: a size check
+        if layout is not None and not self.uniform(inputs):
+            layout = None
         if layout is not None:
             kernel = self._native_kernel("forward", layout)
             if kernel is not None:
@@ -319,7 +323,10 @@ class FusedKernel:
     def _native_layout(self, values):
         if _lowering is None:
             return None
-        if not any(type(v) is np.ndarray and v.size >= NATIVE_MIN_SIZE for v in values):
+        for v in values:
+            if type(v) is np.ndarray and v.size >= NATIVE_MIN_SIZE:
+                break
+        else:
             return None
         if not native.native_enabled():
             return None

@@ -66,8 +66,8 @@ def unbroadcast(g, value):
     """A per-element gradient summed down to the shape of ``value`` (None stays None)."""
     if g is None:
         return None
-    shape = np.shape(value)
-    if np.shape(g) == shape:
+    shape = value.shape if type(value) is np.ndarray else np.shape(value)
+    if (g.shape if type(g) is np.ndarray else np.shape(g)) == shape:
         return g
     return P.sum_to(np.asarray(g), shape=shape)
 
