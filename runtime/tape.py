@@ -279,8 +279,9 @@ def _not_recorded_message(head) -> str:
     )
 
 
-def _topological_order(heads):
-    """Arrays reachable from heads, each after every array that consumes it."""
+def _topological_order(heads, stop=frozenset()):
+    """Arrays reachable from heads, each after every array that consumes it; the history
+    behind an array whose id is in ``stop`` is not walked."""
     order, visited = [], set()
     stack = [(h, False) for h in heads]
     while stack:
@@ -293,7 +294,7 @@ def _topological_order(heads):
         visited.add(id(arr))
         stack.append((arr, True))
         node = arr._node
-        if node is not None and not node.freed:
+        if node is not None and not node.freed and id(arr) not in stop:
             args = node.args
             for i in node.tracked:
                 a = args[i]
@@ -346,9 +347,10 @@ def _head_gradients(heads, head_grads):
     return out
 
 
-def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode):
+def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode,
+                  stop=frozenset()):
     """Propagate from ``heads``; returns {id(array): (array, gradient)} for every array
-    the pass reached with a gradient."""
+    the pass reached with a gradient.  Nothing propagates past an array in ``stop``."""
     add = primitives.add
     for h in heads:
         if type(h) is not NDArray:
@@ -360,13 +362,13 @@ def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode):
         grads[id(h)] = g if id(h) not in grads else add(grads[id(h)], g)
     reached = {}
     with StateScope(recording=create_graph, training=train_mode):
-        for arr in _topological_order(heads):
+        for arr in _topological_order(heads, stop):
             g = grads.pop(id(arr), None)
             if g is None:
                 continue
             reached[id(arr)] = (arr, g)
             node = arr._node
-            if node is None:
+            if node is None or id(arr) in stop:
                 continue
             if node.freed:
                 raise GraphFreedError(
@@ -418,7 +420,11 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
             )
     if retain_graph is None:
         retain_graph = create_graph
-    reached = _run_backward(list(heads), head_grads, retain_graph, create_graph, train_mode)
+    # With one variable, the history behind it cannot matter: not walking it keeps
+    # nested reverse mode (grad of an intermediate inside a loop) linear, not quadratic.
+    stop = frozenset({id(variables[0])}) if len(variables) == 1 else frozenset()
+    reached = _run_backward(list(heads), head_grads, retain_graph, create_graph, train_mode,
+                            stop)
     out = []
     given = {id(h) for h in (head_grads or ()) if h is not None}
     for v in variables:

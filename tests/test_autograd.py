@@ -714,3 +714,31 @@ def test_function_returning_its_input_gets_a_new_array():
     assert y is not x
     z.backward()
     assert_close(x.grad, [8.0, 10.0])
+
+
+def test_grad_wrt_an_intermediate_does_not_walk_the_history_behind_it(monkeypatch):
+    """Nested reverse mode stays linear: the ops before the variable are not visited."""
+    from pullback.runtime import primitives as P
+
+    calls = []
+    exp_prim = P.REGISTRY["exp"]
+    original = exp_prim.vjps
+
+    def counting_rule(g, ans, x):
+        calls.append(1)
+        return original[0](g, ans, x)
+
+    monkeypatch.setattr(exp_prim, "vjps", (counting_rule,))
+    x = nd.array([0.1, 0.2], dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = x
+        for _ in range(20):
+            y = nd.exp(y * 0.1)
+        v = y * 2
+        z = nd.sin(v)
+        (dv,) = ag.grad([z], [v], retain_graph=True)
+    assert calls == []
+    np.testing.assert_allclose(dv.asnumpy(), np.cos(v.asnumpy()))
+    z.backward()   # the full history is still there for the leaf
+    assert len(calls) == 20 and np.all(np.isfinite(x.grad.asnumpy()))
