@@ -4,6 +4,16 @@
 compiler entry points (``compile``, ``grad``, ...) live here.
 """
 
+import os as _os
+
+# Installed, ``pullback.runtime`` and ``pullback.compiler`` are subpackages (see
+# pyproject.toml).  In a source checkout that is not installed they are the folders
+# beside this one: let the package find them there too.
+_SOURCE_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if not _os.path.isdir(_os.path.join(__path__[0], "runtime")) and _os.path.isfile(
+        _os.path.join(_SOURCE_ROOT, "runtime", "__init__.py")):
+    __path__.append(_SOURCE_ROOT)
+
 from pullback.runtime.errors import (  # noqa: F401
     AutogradError, GraphFreedError, GradReqError, HeadGradientError, InPlaceError,
     NotRecordedError,
