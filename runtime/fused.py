@@ -113,6 +113,36 @@ def _without_spread(statements):
     return tuple(out)
 
 
+def _gradient_outputs(results, kinds, wanted=None):
+    """What a native kernel returns for the inputs' gradients: an array input's as an
+    output array, a scalar input's as a sum over the elements."""
+    takes = [r is not None and (wanted is None or w)
+             for r, w in zip(results, wanted or results, strict=True)]
+    outputs = tuple(r for r, k, t in zip(results, kinds, takes, strict=True) if t and k == "a")
+    sums = tuple((r, "sum") for r, k, t in zip(results, kinds, takes, strict=True)
+                 if t and k == "s")
+    return outputs, sums
+
+
+def _gradients_of(produced, results, inputs, kinds, shape, dtype, wanted=None):
+    """One gradient per input (None where none was computed) from what a kernel built
+    with ``_gradient_outputs`` returned: the output arrays, then the sums."""
+    takes = [r is not None and (wanted is None or w)
+             for r, w in zip(results, wanted or results, strict=True)]
+    produced = list(produced)
+    n_arrays = sum(1 for t, k in zip(takes, kinds, strict=True) if t and k == "a")
+    arrays, sums = iter(produced[:n_arrays]), iter(produced[n_arrays:])
+    grads = []
+    for value, take, kind in zip(inputs, takes, kinds, strict=True):
+        if not take:
+            grads.append(None)
+        elif kind == "a":
+            grads.append(next(arrays).reshape(shape))
+        else:
+            grads.append(np.full(np.shape(value), next(sums), dtype))
+    return tuple(grads)
+
+
 def _value(operand, env):
     return env[operand] if operand in env else float(operand)
 
@@ -154,26 +184,13 @@ class FusedKernel:
         return self._with_gradient(*inputs)
 
     def _run_with_gradient(self, kernel, inputs, layout, wanted):
-        """Native one-pass call: array gradients are outputs; a scalar input's gradient
-        is a sum over the elements; the value (the run's sum) is the last reduction."""
+        """Native one-pass call: the gradients, then the value (the run's reduction)."""
         dtype, shape, kinds = layout
         arrays, scalars = self._split(inputs, kinds)
         produced = list(kernel.call(*arrays, *scalars))
         total = np.full(1, self._finish(produced.pop(), shape), dtype)
-        results = self.gradient_program[2]
-        takes = [r is not None and w for r, w in zip(results, wanted, strict=True)]
-        array_grads = iter(produced[:sum(1 for t, k in zip(takes, kinds, strict=True)
-                                         if t and k == "a")])
-        scalar_grads = iter(produced[sum(1 for t, k in zip(takes, kinds, strict=True)
-                                         if t and k == "a"):])
-        grads = []
-        for value, take, kind in zip(inputs, takes, kinds, strict=True):
-            if not take:
-                grads.append(None)
-            elif kind == "a":
-                grads.append(next(array_grads).reshape(shape))
-            else:
-                grads.append(np.full(np.shape(value), next(scalar_grads), dtype))
+        grads = _gradients_of(produced, self.gradient_program[2], inputs, kinds, shape, dtype,
+                              wanted)
         return (total, *grads)
 
     def precompile(self, dtype: str) -> int:
@@ -346,11 +363,7 @@ class FusedKernel:
     def _spec(self, which, dtype, kinds):
         if isinstance(which, tuple):   # ("gradient", wanted): the one-pass kernel
             params, statements, results, reduction = self.gradient_program
-            wanted = which[1]
-            outputs = tuple(r for r, k, w in zip(results, kinds, wanted, strict=True)
-                            if r is not None and k == "a" and w)
-            reductions = tuple((r, "sum") for r, k, w in zip(results, kinds, wanted, strict=True)
-                               if r is not None and k == "s" and w)
+            outputs, reductions = _gradient_outputs(results, kinds, which[1])
             reductions += ((reduction[1], "sum"),)
         elif which == "forward":
             params, statements, outputs, reduction = self.forward_program
@@ -362,10 +375,7 @@ class FusedKernel:
             grads, outs, inputs, statements, results = self.adjoint_program
             params = (*grads, *outs, *inputs)
             input_kinds = kinds[len(grads) + len(outs):]
-            outputs = tuple(r for r, k in zip(results, input_kinds, strict=True)
-                            if r is not None and k == "a")
-            reductions = tuple((r, "sum") for r, k in zip(results, input_kinds, strict=True)
-                               if r is not None and k == "s")
+            outputs, reductions = _gradient_outputs(results, input_kinds)
         arrays = tuple(p for p, k in zip(params, kinds, strict=True) if k == "a")
         scalars = tuple(p for p, k in zip(params, kinds, strict=True) if k == "s")
         return native.KernelSpec(dtype, arrays, scalars, _without_spread(statements), outputs,
@@ -393,16 +403,10 @@ class FusedKernel:
     def _run_vjp(self, kernel, values, layout):
         dtype, shape, kinds = layout
         arrays, scalars = self._split(values, kinds)
-        produced = iter(kernel.call(*arrays, *scalars))
-        grads, outs, inputs, statements, results = self.adjoint_program
-        input_kinds = kinds[len(grads) + len(outs):]
-        array_results = [next(produced).reshape(shape) if r is not None and k == "a" else None
-                         for r, k in zip(results, input_kinds, strict=True)]
-        inputs = values[len(grads) + len(outs):]
-        return tuple(
-            array_results[i] if k == "a" else (
-                None if r is None else np.full(np.shape(inputs[i]), next(produced), dtype))
-            for i, (r, k) in enumerate(zip(results, input_kinds, strict=True)))
+        grads, outs, _, _, results = self.adjoint_program
+        first = len(grads) + len(outs)
+        return _gradients_of(kernel.call(*arrays, *scalars), results, values[first:],
+                             kinds[first:], shape, dtype)
 
     def __repr__(self) -> str:
         return f"<fused kernel {self.name}>"
