@@ -79,6 +79,14 @@ class Operation:
     callee: object = None                         # user function object
     label: str = ""                               # what to call it in messages
 
+    @property
+    def elementwise(self) -> bool:
+        """A differentiable elementwise primitive the fuser and the inline adjoint can
+        express in the scalar language (a formula and a derivative per operand)."""
+        prim = self.prim
+        return (self.kind == "prim" and prim.scalar is not None and prim.vjps is not None
+                and not self.params and len(prim.scalar_vjps) == len(self.args))
+
 
 def _resolve(parsed, expr):
     """The object a global name or attribute chain refers to (None if unknown)."""

@@ -120,11 +120,9 @@ def _fusible(stmt, parsed, locals_):
     if not isinstance(stmt, gast.Assign) or not isinstance(stmt.targets[0], gast.Name):
         return None
     op = describe(parsed, stmt.value, locals_)
+    if not op.elementwise:
+        return None
     prim = op.prim
-    if op.kind != "prim" or prim.scalar is None or prim.vjps is None or op.params:
-        return None
-    if len(prim.scalar_vjps) != len(op.args):
-        return None
     operands = [_operand(a) for a in op.args]
     if any(o is None for o in operands):
         return None
@@ -251,7 +249,7 @@ def _lower(spec):
 fused.set_lowering(_lower)
 
 
-def _formula_names(formula: str) -> set:
+def formula_names(formula: str) -> set:
     return {n.id for n in ast.walk(ast.parse(formula, mode="eval")) if isinstance(n, ast.Name)}
 
 
@@ -263,7 +261,7 @@ def _referenced_by_derivatives(statements) -> set:
                     "y": operands[1] if len(operands) > 1 else None}
         for rule, operand in zip(prim.scalar_vjps, operands, strict=True):
             if rule is not None and not _is_number(operand):
-                referenced |= {bindings[n] for n in _formula_names(rule) if bindings.get(n)}
+                referenced |= {bindings[n] for n in formula_names(rule) if bindings.get(n)}
     return referenced
 
 
@@ -304,10 +302,6 @@ def numpy_source(expression: str) -> str:
             return node
 
     return ast.unparse(ToNumpy().visit(tree))
-
-
-def _zero_grads(statements):
-    return {t: None for t, _, _ in statements}
 
 
 def forward_program(kernel: Kernel) -> tuple:

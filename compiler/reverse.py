@@ -28,7 +28,7 @@ import gast
 
 from .analysis import maybe_undefined
 from .calls import _resolve
-from .fuse import numpy_source, substitute
+from .fuse import formula_names, numpy_source, substitute
 
 
 SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
@@ -325,7 +325,7 @@ class ReverseTransform:
         return out
 
     def rule_prim(self, s, op, g, ans) -> Lines:
-        if self.elementwise(op):
+        if op.elementwise:
             return self.rule_elementwise(op, g, ans)
         out = Lines()
         operands = [unparse(a) for a in op.args]
@@ -340,15 +340,10 @@ class ReverseTransform:
 
     def reads_result(self, op) -> bool:
         """Whether the adjoint of ``op`` reads its result (``ans``)."""
-        if not self.elementwise(op):
+        if not op.elementwise:
             return True
-        return any(f is not None and "ans" in f and self.a.is_active_atom(a)
+        return any(f is not None and "ans" in formula_names(f) and self.a.is_active_atom(a)
                    for f, a in zip(op.prim.scalar_vjps, op.args, strict=True))
-
-    @staticmethod
-    def elementwise(op) -> bool:
-        return (op.prim.scalar is not None and not op.params and op.prim.vjps is not None
-                and len(op.prim.scalar_vjps) == len(op.args))
 
     def rule_elementwise(self, op, g, ans) -> Lines:
         """An elementwise VJP inline, from the table's scalar derivative (a one-op kernel)."""

@@ -100,13 +100,6 @@ def item_grad(g, index):
     return None if g is None else g[index]
 
 
-def pack_grad(g, count):
-    """Normalise a structure's gradient: None or a list of ``count`` items."""
-    if g is None:
-        return [None] * count
-    return list(g)
-
-
 def append(items, value):
     """``items + [value]`` (lists in compiled code are values, never mutated)."""
     return list(items) + [value]
