@@ -243,10 +243,10 @@ class NDArray:
         (self if self._base is None else self._base)._version += 1
 
     def __setitem__(self, key, value) -> None:
-        self._assign(_raw_key(key), value)
+        self._assign(index_key(key), value)
 
     def __getitem__(self, key) -> NDArray:
-        return _ops().getitem(self, _raw_key(key))
+        return _ops().getitem(self, index_key(key))
 
     # ----- conversion and methods ------------------------------------------
     def astype(self, dtype, copy: bool = True) -> NDArray:
@@ -287,12 +287,12 @@ class NDArray:
         return _ops().abs(self)
 
 
-def _raw_key(key):
+def index_key(key):
     """Turn NDArrays inside an index into integer numpy arrays."""
     if isinstance(key, NDArray):
         return key._data.astype(np.int64)
     if isinstance(key, tuple):
-        return tuple(_raw_key(k) for k in key)
+        return tuple(index_key(k) for k in key)
     return key
 
 

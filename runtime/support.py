@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import primitives as P
-from .ndarray import NDArray
+from .ndarray import NDArray, index_key
 
 def _raw_op(prim):
     """The primitive on numpy arrays only (what compiled code calls): no NDArray check,
@@ -70,15 +70,6 @@ def unbroadcast(g, value):
     if (g.shape if type(g) is np.ndarray else np.shape(g)) == shape:
         return g
     return P.sum_to(np.asarray(g), shape=shape)
-
-
-def index_key(key):
-    """An index as numpy wants it: NDArrays inside become integer arrays."""
-    if isinstance(key, NDArray):
-        return key._data.astype(np.int64)
-    if isinstance(key, tuple):
-        return tuple(index_key(k) for k in key)
-    return key
 
 
 def index_grad(total, g, value, key):
