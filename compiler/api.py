@@ -233,20 +233,14 @@ def _ones(value):
                         f"{type(value).__name__}")
 
 
-def _run(fn, argnums, args):
-    single = isinstance(argnums, int)
-    nums = (argnums,) if single else tuple(argnums)
+def _differentiated(fn, argnums, nums, n_args) -> Variant:
+    """The built variant of ``fn`` with the parameters ``nums`` differentiated."""
     for n in nums:
-        if not 0 <= n < len(args):
-            raise ValueError(f"argnums {argnums} out of range for {len(args)} arguments")
-    compiled = as_compiled(fn)
-    internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
-    mask = tuple(i in nums for i in range(len(args)))
-    variant = compiled.variant(mask)
-    stack = Stack()
-    with tape.scope(recording=False, training=None):
-        out = variant.forward(stack, *internal)
-    return compiled, variant, stack, internal, out, nums, single
+        if not 0 <= n < n_args:
+            raise ValueError(f"argnums {argnums} out of range for {n_args} arguments")
+    variant = as_compiled(fn).variant(tuple(i in nums for i in range(n_args)))
+    variant._build()
+    return variant
 
 
 def _convert_grads(grads, internal, args, nums):
@@ -289,12 +283,7 @@ def value_and_grad(fn, argnums=0):
         args = complete_arguments(getattr(fn, "fn", fn), args, kwargs)
         entry = prepared.get(len(args))
         if entry is None:
-            for n in nums:
-                if not 0 <= n < len(args):
-                    raise ValueError(f"argnums {argnums} out of range for {len(args)} "
-                                     "arguments")
-            variant = as_compiled(fn).variant(tuple(i in nums for i in range(len(args))))
-            variant._build()
+            variant = _differentiated(fn, argnums, nums, len(args))
             entry = prepared[len(args)] = (variant._forward, variant._adjoint)
         forward, adjoint = entry
         internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
@@ -321,17 +310,20 @@ def grad(fn, argnums=0):
 
 def vjp(fn, *args):
     """``(fn(*args), pullback)`` where ``pullback(g)`` returns one gradient per argument."""
-    _, variant, stack, internal, out, nums, _ = _run(fn, tuple(range(len(args))), args)
+    nums = tuple(range(len(args)))
+    variant = _differentiated(fn, nums, nums, len(args))
+    internal = [_to_internal(a, True) for a in args]
+    stack = Stack()
+    with tape.scope(recording=False, training=None):
+        out = variant.forward(stack, *internal)
 
     def pullback(g):
-        run_stack = copy.copy(saved)
         head = tuple(_to_internal(x, True) for x in g) if isinstance(g, tuple) \
             else _to_internal(g, True)
         with tape.scope(recording=False, training=None):
-            grads = variant.adjoint(run_stack, head)
+            grads = variant.adjoint(copy.copy(stack), head)   # each call pops its own copy
         return tuple(_convert_grads(grads, internal, args, nums))
 
-    saved = copy.copy(stack)
     return _convert_value(out, args), pullback
 
 
