@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import builtins
 import inspect
-import math
 import types
 from dataclasses import dataclass, field
 
@@ -205,8 +204,7 @@ def _describe_call(parsed, call, locals_) -> Operation:
         prim = P.REGISTRY[NUMPY[numpy_name]]
         arrays, params = _split_arguments(prim, call.args, call.keywords)
         return Operation("prim", prim, arrays, params, label=label)
-    if target in INERT_CALLABLES or isinstance(target, (types.BuiltinFunctionType, type)) and \
-            getattr(target, "__module__", "") == "math" or _is_math(target):
+    if target in INERT_CALLABLES or _is_math(target):
         return Operation("inert", label=label)
     if isinstance(target, types.FunctionType) and _is_user_function(target):
         return Operation("user", args=_positional(parsed, call, target), callee=target,
@@ -268,7 +266,8 @@ def _numpy_name(target):
 
 
 def _is_math(target) -> bool:
-    return getattr(target, "__module__", None) == "math" or target in vars(math).values()
+    """A function of the math module: it works on Python numbers, never on gradients."""
+    return getattr(target, "__module__", None) == "math"
 
 
 def _is_user_function(fn) -> bool:
