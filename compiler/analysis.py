@@ -192,3 +192,17 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
     result.needed &= result.locals
     decide_pushes(fn.body, result)
     return result
+
+
+def narrow_needed(fn: gast.FunctionDef, analysis: Analysis, reads: set) -> None:
+    """Keep as ``needed`` only what the emitted adjoint really reads, and decide the
+    pushes again.
+
+    ``analyze`` counts every operand of an active operation as needed; the
+    adjoint's inline derivatives often read fewer (``b * 2`` reads neither ``b``
+    nor its result).  ``reads`` are the names the adjoint loads, found by
+    emitting it once; emitting it again with fewer pushes loads the same names.
+    """
+    analysis.needed &= reads
+    analysis.pushes = set()
+    decide_pushes(fn.body, analysis)

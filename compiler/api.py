@@ -274,13 +274,37 @@ def value_and_grad(fn, argnums=0):
     the kind of its argument.
     """
 
-    single = isinstance(argnums, int)
-    nums = (argnums,) if single else tuple(argnums)
-    prepared = {}   # number of arguments -> the variant's (forward, adjoint)
+    run = _gradient_runner(fn, argnums)
 
     @functools.wraps(fn)
     def value_and_grad_fn(*args, **kwargs):
-        args = complete_arguments(getattr(fn, "fn", fn), args, kwargs)
+        args, out, gradients = run(args, kwargs)
+        return _convert_value(out, args), gradients
+
+    return value_and_grad_fn
+
+
+def grad(fn, argnums=0):
+    """A function returning the gradient of ``sum(fn(*args))`` w.r.t. ``argnums``."""
+    run = _gradient_runner(fn, argnums)
+
+    @functools.wraps(fn)
+    def grad_fn(*args, **kwargs):
+        return run(args, kwargs)[2]
+
+    return grad_fn
+
+
+def _gradient_runner(fn, argnums):
+    """``run(args, kwargs) -> (all arguments, raw value, gradients)``: the forward and the
+    adjoint of ``fn``'s variant for ``argnums``, prepared once per argument count."""
+    single = isinstance(argnums, int)
+    nums = (argnums,) if single else tuple(argnums)
+    user_fn = getattr(fn, "fn", fn)
+    prepared = {}   # number of arguments -> the variant's (forward, adjoint)
+
+    def run(args, kwargs):
+        args = complete_arguments(user_fn, args, kwargs)
         entry = prepared.get(len(args))
         if entry is None:
             variant = _differentiated(fn, argnums, nums, len(args))
@@ -288,24 +312,17 @@ def value_and_grad(fn, argnums=0):
         forward, adjoint = entry
         internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
         stack = Stack()
-        with tape.scope(recording=False, training=None):
+        if tape.is_recording():   # NDArrays the function reads (globals) must not record
+            with tape.scope(recording=False, training=None):
+                out = forward(stack, *internal)
+                grads = adjoint(stack, _ones(out))
+        else:
             out = forward(stack, *internal)
             grads = adjoint(stack, _ones(out))
         results = _convert_grads(grads, internal, args, nums)
-        return _convert_value(out, args), (results[0] if single else tuple(results))
+        return args, out, (results[0] if single else tuple(results))
 
-    return value_and_grad_fn
-
-
-def grad(fn, argnums=0):
-    """A function returning the gradient of ``sum(fn(*args))`` w.r.t. ``argnums``."""
-    value_and_grad_fn = value_and_grad(fn, argnums)
-
-    @functools.wraps(fn)
-    def grad_fn(*args, **kwargs):
-        return value_and_grad_fn(*args, **kwargs)[1]
-
-    return grad_fn
+    return run
 
 
 def vjp(fn, *args):

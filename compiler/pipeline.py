@@ -16,7 +16,7 @@ import numpy
 from pullback.runtime import fused
 
 from . import cache, codegen
-from .analysis import analyze
+from .analysis import analyze, narrow_needed
 from .fence import check
 from .fuse import adjoint_source as kernel_adjoint_source
 from .fuse import forward_source, fuse, value_and_gradient_source, wrapper_source
@@ -93,8 +93,15 @@ def transform(parsed, mask, variant_for, meta=None):
             callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask))
         return callees[key][0]
 
+    # emit the adjoint once to learn what it reads, then for real with only those pushes
+    reads = ReverseTransform(parsed, fn, analysis, callee_ref).adjoint_reads()
+    narrow_needed(fn, analysis, reads)
     transformer = ReverseTransform(parsed, fn, analysis, callee_ref)
     forward_src, adjoint_src = transformer.sources(fn.name)
+    unsaved = (transformer.adjoint_reads() & analysis.locals) - analysis.needed
+    if unsaved:   # an internal error: the adjoint would read a value the forward lost
+        raise RuntimeError(f"pullback bug: the adjoint of {fn.name}() reads "
+                           f"{sorted(unsaved)} but the forward does not keep them")
     names = {}
     for free in _free_names(fn, analysis.locals) - {"support", "ops", "vjp"}:
         try:

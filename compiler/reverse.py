@@ -26,9 +26,11 @@ import ast
 
 import gast
 
+from pullback.runtime.support import SCALAR_REDUCTIONS
+
 from .analysis import maybe_undefined
 from .calls import _resolve
-from .fuse import formula_names, numpy_source, substitute
+from .fuse import doubled_by_adding, formula_names, numpy_source, substitute
 
 
 SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
@@ -78,6 +80,10 @@ class ReverseTransform:
         self.known_none = set()   # gradients just reset to None by the statement in hand
         self.grad_names = {}
         self.reverse_cache = {}
+        self.loads = {}   # how often the function reads each name
+        for n in gast.walk(fn):
+            if isinstance(n, gast.Name) and isinstance(n.ctx, gast.Load):
+                self.loads[n.id] = self.loads.get(n.id, 0) + 1
 
     # ----- naming -----------------------------------------------------------------------
     def grad(self, var: str) -> str:
@@ -96,9 +102,42 @@ class ReverseTransform:
     # ----- forward ----------------------------------------------------------------------
     def forward_block(self, stmts) -> Lines:
         out = Lines()
-        for s in stmts:
+        skip = False
+        for k, s in enumerate(stmts):
+            if skip:
+                skip = False
+                continue
+            following = stmts[k + 1] if k + 1 < len(stmts) else None
+            scalar = self.scalar_reduction(s, following)
+            if scalar is not None:
+                out.extend(scalar)
+                skip = True
+                continue
             handler = getattr(self, f"forward_{type(s).__name__.lower()}")
             out.extend(handler(s))
+        return out
+
+    def scalar_reduction(self, s, following):
+        """``r = ops.norm(b); v = support.asscalar(r)`` as ``v = support.scalar_norm(b)``
+        when ``r`` is a whole-array reduction used only there and carries no gradient
+        (conditions of loops and branches); else None."""
+        if not (isinstance(s, gast.Assign) and isinstance(following, gast.Assign)):
+            return None
+        op, target = self.a.op(s), s.targets[0].id
+        call = following.value
+        if not (op.kind == "prim" and op.prim.name in SCALAR_REDUCTIONS and not op.params
+                and len(op.args) == 1 and target not in self.a.active
+                and target not in self.a.needed and id(s) not in self.a.pushes
+                and self.loads.get(target) == 1
+                and isinstance(call, gast.Call) and not call.args and not call.keywords
+                and isinstance(call.func, gast.Attribute) and call.func.attr == "asscalar"
+                and isinstance(call.func.value, gast.Name) and call.func.value.id == target):
+            return None
+        out = Lines()
+        value = following.targets[0].id
+        if id(following) in self.a.pushes:
+            out.add(f"_stack.push({value}, {self.tag(value, following)})")
+        out.add(f"{value} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
         return out
 
     def forward_assign(self, s) -> Lines:
@@ -124,7 +163,9 @@ class ReverseTransform:
             return f"{op.callee.name}.with_gradient({wanted!r}, {args})"
         if op.kind == "prim":
             if isinstance(value, (gast.BinOp, gast.UnaryOp)) and op.prim.name != "matmul":
-                return unparse(value)
+                # an active value is float: doubling it by adding is exact and cheaper
+                return doubled_by_adding(unparse(value)) if target in self.a.active \
+                    else unparse(value)
             return self.ops_call(op)
         if op.kind == "inert" and isinstance(value, gast.Call):
             return self.inert_call(value)
@@ -356,7 +397,7 @@ class ReverseTransform:
             formula = op.prim.scalar_vjps[i]
             if not self.a.is_active_atom(a) or formula is None:
                 continue
-            part = numpy_source(substitute(formula, bindings))
+            part = doubled_by_adding(numpy_source(substitute(formula, bindings)))
             if any(isinstance(b, gast.Name) for j, b in enumerate(op.args) if j != i):
                 part = f"support.unbroadcast({part}, {a.id})"
             acc = self.grad(a.id)
@@ -464,6 +505,13 @@ class ReverseTransform:
         head = f"def {name}_adjoint(_stack, result_grad):"
         adjoint_src = "\n".join([head] + adjoint.render(1))
         return forward_src, adjoint_src
+
+    def adjoint_reads(self) -> set:
+        """The names the adjoint body loads (what it needs from the forward)."""
+        body = self.reverse_block(self.fn.body)
+        text = "\n".join(["def adjoint():", "    pass"] + body.render(1))
+        return {n.id for n in ast.walk(ast.parse(text))
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
     def result_gradient(self) -> Lines:
         out = Lines()

@@ -463,8 +463,8 @@ def _prod_vjp(g, ans, x, axis=None, keepdims=False):
 
 def _norm_forward(x, ord=2, axis=None, keepdims=False):
     if ord == 2 and axis is None and not keepdims and x.dtype.kind == "f":
-        flat = x.reshape(-1)
-        return np.sqrt(np.dot(flat, flat))   # the common case, one BLAS call
+        flat = x if x.ndim == 1 else x.reshape(-1)
+        return np.sqrt(flat.dot(flat))   # the common case, one BLAS call
     axis = _numpy_axis(axis)
     if ord == 1:
         return np.sum(np.abs(x), axis=axis, keepdims=keepdims)

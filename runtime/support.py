@@ -15,6 +15,7 @@ import numpy as np
 from . import primitives as P
 from .ndarray import NDArray, index_key
 
+
 def _raw_op(prim):
     """The primitive on numpy arrays only (what compiled code calls): no NDArray check,
     no tape; results are at least 1-d, as everywhere in pullback."""
@@ -42,6 +43,25 @@ def _build_namespaces():
 
 
 ops, vjp = _build_namespaces()
+
+# Whole-array reductions whose only use is ``.asscalar()`` (loop and branch conditions
+# such as ``nd.norm(b).asscalar() < 1000``): the generated forward calls these
+# instead of the op then ``asscalar``, skipping the (1,)-array round trip.
+SCALAR_REDUCTIONS = ("sum", "mean", "max", "min", "prod", "norm")
+
+
+def _scalar_reduction(name):
+    forward = P.REGISTRY[name].forward
+    op = getattr(ops, name)
+
+    def scalar(x):
+        if type(x) is np.ndarray:
+            result = forward(x)
+            return asscalar(result) if type(result) is np.ndarray else result
+        return asscalar(op(x))
+
+    scalar.__name__ = f"scalar_{name}"
+    return scalar
 
 
 def add_grads(total, part):
@@ -141,3 +161,11 @@ def detach(value):
 
 def wait_to_read(value):
     return None
+
+
+scalar_sum = _scalar_reduction("sum")
+scalar_mean = _scalar_reduction("mean")
+scalar_max = _scalar_reduction("max")
+scalar_min = _scalar_reduction("min")
+scalar_prod = _scalar_reduction("prod")
+scalar_norm = _scalar_reduction("norm")

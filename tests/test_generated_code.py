@@ -1,0 +1,103 @@
+"""The shortcuts the generated code takes compute exactly what the long way computes.
+
+- the forward pushes only values the adjoint reads (not every operand of an active op);
+- a whole-array reduction used only by ``.asscalar()`` runs as one ``support.scalar_*``
+  call, equal to the op followed by ``asscalar``;
+- an active ``x * 2`` is emitted as ``x + x`` (same bits), never for other values.
+"""
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import nd
+from pullback.runtime import support
+from pullback.runtime.support import SCALAR_REDUCTIONS, asscalar, ops
+from pullback.testing import check_grads
+
+
+def scaled_loop(a):
+    b = a * 2
+    while nd.norm(b).asscalar() < 100:
+        b = b * 2
+    return b
+
+
+def reads_its_operand(a):
+    b = a
+    for _ in range(3):
+        b = nd.sin(b)    # the adjoint of sin reads b: each old b is pushed
+    return b
+
+
+def norm_used_twice(a):
+    n = nd.norm(a)
+    if n.asscalar() > 1:
+        return a * n
+    return a
+
+
+def mask_doubled(x):
+    m = (x > 0) * 2     # booleans times 2 are integers 0/2, not booleans
+    return nd.dot(x, m)
+
+
+VALUES = [
+    np.array([0.5, -1.5, 3.0]),
+    np.array([[1.0, -2.0], [3.0, 4.0]]),
+    np.array([2.5]),
+    np.arange(7, dtype=np.float32) - 3,
+    np.array([1, -2, 3]),
+    np.array([1e300, -1e300, 1e-300]),
+    np.array([np.inf, 1.0, -0.0]),
+]
+
+
+@pytest.mark.parametrize("name", SCALAR_REDUCTIONS)
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: f"{v.dtype}{v.shape}")
+def test_scalar_reductions_equal_the_op_then_asscalar(name, value):
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = asscalar(getattr(ops, name)(value))
+        got = getattr(support, f"scalar_{name}")(value)
+    assert type(got) is type(expected)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_forward_pushes_only_what_the_adjoint_reads():
+    source = pb.adjoint_source(scaled_loop, argnums=0)
+    forward = source.split("def scaled_loop_adjoint")[0]
+    pushes = [line.strip() for line in forward.splitlines() if "_stack.push" in line]
+    assert [p.split(",")[0] for p in pushes] == ["_stack.push(trips1"], forward
+    assert "support.scalar_norm(b)" in forward and "ops.norm" not in forward
+    check_grads(scaled_loop, (np.array([0.3, -0.7, 1.1]),))
+
+
+def test_values_the_adjoint_reads_are_still_pushed():
+    source = pb.adjoint_source(reads_its_operand, argnums=0)
+    assert source.count("_stack.push(b, ") == 1   # inside the loop
+    check_grads(reads_its_operand, (np.array([0.3, -0.7, 1.1]),))
+
+
+def test_a_reduction_used_elsewhere_keeps_its_array():
+    source = pb.adjoint_source(norm_used_twice, argnums=0)
+    assert "scalar_norm" not in source
+    check_grads(norm_used_twice, (np.array([0.3, -0.7, 1.1]),))
+    check_grads(norm_used_twice, (np.array([0.1, -0.2, 0.3]),))
+
+
+def test_doubling_by_adding_is_bitwise_equal():
+    x = np.array([0.0, -0.0, 1.5, -3e307, 1e308, np.inf, -np.inf, np.nan, 5e-324])
+    with np.errstate(over="ignore"):
+        value, grad = pb.value_and_grad(lambda v: v * 2)(x)
+        assert "v + v" in pb.adjoint_source(lambda v: v * 2)
+        np.testing.assert_array_equal(value, x * 2)
+        assert np.array_equal(np.signbit(value), np.signbit(x * 2))
+    np.testing.assert_array_equal(grad, np.full_like(x, 2.0))
+
+
+def test_inactive_values_are_doubled_by_multiplying():
+    x = np.array([0.5, -1.5, 3.0])
+    source = pb.adjoint_source(mask_doubled, argnums=0)
+    assert "m = gt1 * 2" in source
+    np.testing.assert_array_equal(pb.grad(mask_doubled)(x), np.array([2.0, 0.0, 2.0]))
+    check_grads(mask_doubled, (x,))
