@@ -531,7 +531,22 @@ def _last_axis_first(a):
     return transpose(a, axes=(a.ndim - 1,) + tuple(range(a.ndim - 1)))
 
 
+def _dot_raw_matrices(g, x, y):
+    """(g, x, y) as matrices, for numpy operands of at most two axes and no transposes
+    (the common case in compiled code: the same math as below, without op calls), or None."""
+    if type(g) is not np.ndarray or type(x) is not np.ndarray or type(y) is not np.ndarray \
+            or x.ndim > 2 or y.ndim > 2:
+        return None
+    xm = x if x.ndim == 2 else x.reshape(1, -1)
+    ym = y if y.ndim == 2 else y.reshape(-1, 1)
+    return g.reshape(xm.shape[0], ym.shape[1]), xm, ym
+
+
 def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
+    raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)
+    if raw is not None:
+        gm, xm, ym = raw
+        return np.dot(gm, ym.T).reshape(x.shape)
     xs = _first_axis_last(x) if transpose_a else x
     ys = _last_axis_first(y) if transpose_b else y
     xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)
@@ -541,6 +556,10 @@ def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
 
 
 def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
+    raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)
+    if raw is not None:
+        gm, xm, ym = raw
+        return np.dot(xm.T, gm).reshape(y.shape)
     xs = _first_axis_last(x) if transpose_a else x
     ys = _last_axis_first(y) if transpose_b else y
     xm, ym = _as_matrix(xs, True), _as_matrix(ys, False)

@@ -34,6 +34,7 @@ import pytest
 import pullback.ndarray as nd
 from pullback import NotRecordedError
 from pullback import autograd as ag
+from pullback.runtime import primitives as P
 from pullback.runtime.ndarray import NDArray
 from pullback.runtime.primitives import REGISTRY
 from pullback.testing import check_grads
@@ -637,6 +638,22 @@ def test_dot_values_follow_mxnet(x_shape, y_shape, flags):
     out = nd.dot(nd.array(x), nd.array(y), **flags)
     assert out.shape == (expected.shape or (1,))
     np.testing.assert_allclose(out.asnumpy(), expected.reshape(out.shape), rtol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, y_shape, flags", DOT_SHAPES,
+                         ids=[f"{shape_id(a)}-{shape_id(b)}-{sorted(f)}"
+                              for a, b, f in DOT_SHAPES])
+def test_dot_rules_on_numpy_equal_the_rules_on_ndarrays(x_shape, y_shape, flags):
+    """Compiled code calls the rules with numpy arrays (a shortcut for at most two axes
+    and no transposes); they must give what the NDArray road gives."""
+    x, y = uniform(x_shape), uniform(y_shape)
+    ans = P.dot(x, y, **flags)
+    g = uniform(ans.shape)
+    for rule in P.dot.prim.vjps:
+        expected = rule(nd.array(g), nd.array(ans), nd.array(x), nd.array(y), **flags)
+        got = rule(g, ans, x, y, **flags)
+        assert type(got) is np.ndarray and got.shape == expected.shape
+        np.testing.assert_allclose(got, expected.asnumpy(), rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("x_shape, y_shape, flags", BATCH_DOT_SHAPES,
