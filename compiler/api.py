@@ -197,7 +197,11 @@ def _to_internal(value, active):
     """An argument as compiled code sees it: a numpy array (or an inactive Python value)."""
     if isinstance(value, NDArray):
         return value._data
-    if isinstance(value, np.ndarray) or (active and isinstance(value, (int, float))):
+    if active and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # numbers stay numbers (numpy's per-call cost is per array), as numpy float64 so
+        # that arithmetic keeps numpy's semantics (inf, nan, no exceptions)
+        return np.float64(value)
+    if isinstance(value, np.ndarray):
         data = as_data(value)
         if active and not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)   # integers are differentiated as float64
@@ -249,10 +253,11 @@ def _convert_grads(grads, internal, args, nums):
     results = []
     for n in nums:
         g = grads[n]
+        shape = np.shape(internal[n])
         if g is None:
             g = np.zeros_like(internal[n])
-        elif (g.shape if type(g) is np.ndarray else np.shape(g)) != internal[n].shape:
-            g = np.broadcast_to(g, internal[n].shape).copy()
+        elif (g.shape if type(g) is np.ndarray else np.shape(g)) != shape:
+            g = np.broadcast_to(g, shape).copy() if shape else np.sum(g)
         results.append(_to_external(g, args[n]))
     return results
 
@@ -263,7 +268,7 @@ def _convert_value(out, args):
         return tuple(_convert_value(o, args) for o in out)
     numpy_mode = any(isinstance(a, np.ndarray) for a in args) and not any(
         isinstance(a, NDArray) for a in args)
-    if numpy_mode or not isinstance(out, np.ndarray):
+    if numpy_mode or not isinstance(out, (np.ndarray, float, np.floating)):
         return out
     return NDArray(as_data(out))
 

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 from . import native
+from .primitives import shape_of
 
 #: Below this many elements the numpy functions run: bench/fused_threshold.py puts the
 #: crossover of a whole compiled gradient call between ~128 and ~1000 elements.
@@ -147,6 +148,14 @@ def _value(operand, env):
     return env[operand] if operand in env else float(operand)
 
 
+def _all_numbers(values) -> bool:
+    """Whether no value is an array (None counts as a number: a zero gradient)."""
+    for v in values:
+        if type(v) is np.ndarray:
+            return False
+    return True
+
+
 class FusedKernel:
     """A fused run: ``kernel(*inputs) -> outputs``; ``kernel.vjp(grads, outputs, *inputs)``."""
 
@@ -219,7 +228,7 @@ class FusedKernel:
         each input's shape at the end (and a native kernel, which is per element,
         be used); otherwise the VJP runs statement by statement.
         """
-        key = tuple([v.shape if type(v) is np.ndarray else np.shape(v) for v in inputs])
+        key = tuple([shape_of(v) for v in inputs])
         found = self._uniform_cache.get(key)
         if found is None:
             shapes = dict(zip(self.forward_program[0], key, strict=True))
@@ -256,6 +265,11 @@ class FusedKernel:
         if grads is None:
             return (None,) * len(inputs)
         grads = list(grads)[:len(self.adjoint_program[0])]   # saved outputs get none
+        if len(outputs) == self._n_outputs and _all_numbers(inputs) and _all_numbers(grads):
+            # numbers only (a scalar loop): uniform by definition, no native road
+            if all(g is None for g in grads):
+                return (None,) * len(inputs)
+            return self._vjp([0.0 if g is None else g for g in grads], outputs, *inputs)
         if len(outputs) > self._n_outputs:   # from with_gradient: gradients for a seed of 1
             seed = grads[0]
             if seed is None:

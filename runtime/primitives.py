@@ -91,7 +91,17 @@ def _is_array(x) -> bool:
 
 
 def shape_of(x) -> tuple:
-    return x.shape if _is_array(x) else np.shape(x)
+    """``np.shape(x)``, without its cost for arrays and Python numbers."""
+    kind = type(x)
+    if kind is NDArray or kind is np.ndarray:
+        return x.shape
+    if kind in _SCALAR_TYPES:
+        return ()
+    return np.shape(x)
+
+
+_SCALAR_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.float16, np.int64,
+                           np.int32, np.bool_})
 
 
 def unbroadcast(g, x):

@@ -18,14 +18,18 @@ from .ndarray import NDArray, index_key
 
 def _raw_op(prim):
     """The primitive on numpy arrays only (what compiled code calls): no NDArray check,
-    no tape; results are at least 1-d, as everywhere in pullback."""
+    no tape; results of arrays are at least 1-d, as everywhere in pullback; results of
+    numbers only are numpy scalars (active Python numbers stay numbers)."""
     forward = prim.forward
 
     def raw_op(*args, **params):
         result = forward(*args, **params)
         if type(result) is np.ndarray and result.ndim:
             return result
-        return np.array((result,))   # a 0-d result or numpy scalar, as shape (1,)
+        for a in args:
+            if type(a) is np.ndarray:
+                return np.array((result,))   # a 0-d result of arrays: shape (1,)
+        return result[()] if type(result) is np.ndarray else result   # numbers in, number out
 
     raw_op.__name__ = prim.name
     return raw_op
@@ -86,8 +90,8 @@ def unbroadcast(g, value):
     """A per-element gradient summed down to the shape of ``value`` (None stays None)."""
     if g is None:
         return None
-    shape = value.shape if type(value) is np.ndarray else np.shape(value)
-    if (g.shape if type(g) is np.ndarray else np.shape(g)) == shape:
+    shape = P.shape_of(value)
+    if P.shape_of(g) == shape:
         return g
     return P.sum_to(np.asarray(g), shape=shape)
 

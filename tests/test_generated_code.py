@@ -101,3 +101,56 @@ def test_inactive_values_are_doubled_by_multiplying():
     assert "m = gt1 * 2" in source
     np.testing.assert_array_equal(pb.grad(mask_doubled)(x), np.array([2.0, 0.0, 2.0]))
     check_grads(mask_doubled, (x,))
+
+
+# ----- Python numbers stay numbers in compiled code -----------------------------------------
+
+def scalar_loop(x, y):
+    s = 0.0
+    for i in range(20):
+        s = s + np.sin(x * i) * y
+    return s
+
+
+def scalar_branches(a, b):
+    c = a * b
+    while c < 50.0:
+        c = c * 1.5 + np.exp(-a)
+    if c > 60.0:
+        c = c / b
+    return np.tanh(c / 100.0) + np.sqrt(a * a + 1.0)
+
+
+def scalar_and_array(w, x):
+    return np.sum(np.tanh(w * x)) * w
+
+
+def central_differences(fn, args, eps=1e-6):
+    grads = []
+    for k in range(len(args)):
+        up = list(args)
+        down = list(args)
+        up[k] += eps
+        down[k] -= eps
+        grads.append((float(np.sum(fn(*up))) - float(np.sum(fn(*down)))) / (2 * eps))
+    return grads
+
+
+@pytest.mark.parametrize("fn, args", [(scalar_loop, (0.3, 1.7)), (scalar_branches, (2.0, 3.0)),
+                                      (scalar_branches, (0.5, 0.25))],
+                         ids=["loop", "branches", "branches-other-path"])
+def test_python_number_arguments_give_python_number_gradients(fn, args):
+    grads = pb.grad(fn, argnums=(0, 1))(*args)
+    assert all(type(g) is float for g in grads)
+    np.testing.assert_allclose(grads, central_differences(fn, args), rtol=1e-6, atol=1e-8)
+    value, _ = pb.value_and_grad(fn, argnums=(0, 1))(*args)
+    assert isinstance(value, nd.NDArray) and value.shape == (1,)
+    assert value.asscalar() == pytest.approx(float(fn(*args)), rel=1e-15)
+
+
+def test_a_number_times_an_array_gets_the_summed_gradient():
+    x = np.array([0.1, -0.4, 0.9])
+    gw, gx = pb.grad(scalar_and_array, argnums=(0, 1))(0.7, x)
+    assert type(gw) is float and gx.shape == x.shape
+    expected = central_differences(lambda w: scalar_and_array(w, x), [0.7])[0]
+    assert gw == pytest.approx(expected, rel=1e-6)

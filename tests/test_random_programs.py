@@ -252,3 +252,21 @@ def test_random_numpy_programs_match_finite_differences(tmp_path_factory, source
     for k, g in enumerate(grads):
         np.testing.assert_allclose(g, _numeric_gradient(module.program, arrays, k),
                                    rtol=1e-5, atol=1e-6, err_msg="failing program:\n" + source)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=programs(), seed=st.integers(0, 2**16))
+def test_random_programs_on_python_numbers_agree_with_one_element_arrays(
+        tmp_path_factory, source, seed):
+    """Python numbers stay numbers in compiled code (numpy scalars, not arrays): the
+    gradients must equal those of the same program on one-element arrays."""
+    fn = _load(source, tmp_path_factory.getbasetemp())
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(-1, 1, 2)
+    numbers = pb.grad(fn, argnums=(0, 1))(float(x), float(y))
+    arrays = pb.grad(fn, argnums=(0, 1))(nd.array([x], dtype="float64"),
+                                         nd.array([y], dtype="float64"))
+    for n, a in zip(numbers, arrays, strict=True):
+        assert type(n) is float, "failing program:\n" + source
+        np.testing.assert_allclose(n, a.asscalar(), rtol=1e-12, atol=1e-14,
+                                   err_msg="failing program:\n" + source)
