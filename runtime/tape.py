@@ -20,11 +20,14 @@ Guarantees:
   ``detach``) share one version counter, kept on the array that owns the
   buffer (``NDArray._base``), so a write through any of them is seen;
 - without ``retain_graph`` every node a backward pass used is freed, and a
-  second backward through it raises ``GraphFreedError``.
+  second backward through it raises ``GraphFreedError``;
+- ``grad()`` runs only the rules whose result can reach one of its variables (the
+  gradient of a parameter that a nested ``grad`` does not ask for is never computed).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -103,6 +106,9 @@ def _owner(array):
     return array if array._base is None else array._base
 
 
+_serials = itertools.count()   # next() is atomic: threads never share a serial
+
+
 class Node:
     """One recorded primitive application: ``out = prim(*args, **params)``.
 
@@ -112,9 +118,11 @@ class Node:
     in-place change inside ``record()`` knows it would corrupt the graph.
     """
 
-    __slots__ = ("args", "freed", "out_version", "params", "prim", "tracked", "versions")
+    __slots__ = ("args", "freed", "out_version", "params", "prim", "serial", "tracked",
+                 "versions")
 
     def __init__(self, prim, args, params, tracked, out_version):
+        self.serial = next(_serials)   # creation order: a topological order of the graph
         self.prim = prim
         self.args = args
         self.params = params
@@ -233,15 +241,19 @@ def apply(prim, args, params):
     if owner is not None:
         result._base = owner
     recording = _state.recording
-    if history and recording and prim.vjps is not None:
-        vjps = prim.vjps
-        tracked = [i for i, a in enumerate(args)
-                   if type(a) is NDArray and (a._node is not None or a._grad is not None)
-                   and vjps[i] is not None]
-        if tracked:
-            result._node = Node(prim, args, params, tracked,
-                                0 if owner is None else owner._version)
+    if history:
+        if not recording:   # e.g. a rule run by backward() without create_graph
+            result._why = _OUTSIDE_RECORD
             return result
+        vjps = prim.vjps
+        if vjps is not None:
+            tracked = [i for i, a in enumerate(args)
+                       if type(a) is NDArray and (a._node is not None or a._grad is not None)
+                       and vjps[i] is not None]
+            if tracked:
+                result._node = Node(prim, args, params, tracked,
+                                    0 if owner is None else owner._version)
+                return result
     if history or inherited or recording:
         result._why = _why_untracked(prim, args, recording)
     return result
@@ -279,40 +291,44 @@ def _not_recorded_message(head) -> str:
     )
 
 
+def _creation(arr) -> int:
+    node = arr._node
+    return -1 if node is None else node.serial
+
+
 def _topological_order(heads, stop=frozenset()):
     """Arrays reachable from heads, each after every array that consumes it; the history
-    behind an array whose id is in ``stop`` is not walked."""
-    order, visited = [], set()
-    stack = [(h, False) for h in heads]
+    behind an array whose id is in ``stop`` is not walked.
+
+    A node is always created after the nodes of its inputs, so newest first is such an
+    order: the walk only collects the arrays, and one sort orders them."""
+    reached = {}
+    stack = list(heads)
     while stack:
-        arr, expanded = stack.pop()
-        if expanded:
-            order.append(arr)
+        arr = stack.pop()
+        key = id(arr)
+        if key in reached:
             continue
-        if id(arr) in visited:
-            continue
-        visited.add(id(arr))
-        stack.append((arr, True))
+        reached[key] = arr
         node = arr._node
-        if node is not None and not node.freed and id(arr) not in stop:
+        if node is not None and not node.freed and key not in stop:
             args = node.args
             for i in node.tracked:
-                a = args[i]
-                if id(a) not in visited:
-                    stack.append((a, False))
-    order.reverse()
-    return order
+                stack.append(args[i])
+    return sorted(reached.values(), key=_creation, reverse=True)
 
 
 def _check_versions(arr, node) -> None:
-    for a, v in zip(node.args, node.versions, strict=True):
-        if v is not None and _owner(a)._version != v:
+    versions = node.versions
+    for i, a in enumerate(node.args):
+        v = versions[i]
+        if v is not None and (a if a._base is None else a._base)._version != v:
             raise InPlaceError(
                 f"an input of shape {a.shape} to a recorded '{node.prim.name}' was changed in "
                 "place after it was recorded, so its gradient can no longer be computed. Do the "
                 "in-place update after backward(), or write the new value to a new array."
             )
-    if _owner(arr)._version != node.out_version:
+    if (arr if arr._base is None else arr._base)._version != node.out_version:
         raise InPlaceError(
             f"the result (shape {arr.shape}) of a recorded '{node.prim.name}' was changed in "
             "place after it was recorded; its gradient would be wrong. Write the new value "
@@ -347,10 +363,33 @@ def _head_gradients(heads, head_grads):
     return out
 
 
+def _leading_to(order, targets, stop):
+    """The ids of the arrays in ``order`` (a topological order) from which an array whose
+    id is in ``targets`` can be reached, the targets included.  A freed node counts as
+    leading there, so that reaching it still raises GraphFreedError."""
+    useful = set(targets)
+    for arr in reversed(order):  # every array after the arrays it was computed from
+        key = id(arr)
+        node = arr._node
+        if node is None or key in useful or key in stop:
+            continue
+        if node.freed:
+            useful.add(key)
+            continue
+        args = node.args
+        for i in node.tracked:
+            if id(args[i]) in useful:
+                useful.add(key)
+                break
+    return useful
+
+
 def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode,
-                  stop=frozenset()):
+                  stop=frozenset(), targets=None):
     """Propagate from ``heads``; returns {id(array): (array, gradient)} for every array
-    the pass reached with a gradient.  Nothing propagates past an array in ``stop``."""
+    the pass reached with a gradient.  Nothing propagates past an array in ``stop``.
+    With ``targets`` (ids), gradients flow only into arrays that lead to a target: a rule
+    whose result could reach no target is not run."""
     add = primitives.add
     for h in heads:
         if type(h) is not NDArray:
@@ -362,7 +401,9 @@ def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode,
         grads[id(h)] = g if id(h) not in grads else add(grads[id(h)], g)
     reached = {}
     with StateScope(recording=create_graph, training=train_mode):
-        for arr in _topological_order(heads, stop):
+        order = _topological_order(heads, stop)
+        useful = None if targets is None else _leading_to(order, targets, stop)
+        for arr in order:
             g = grads.pop(id(arr), None)
             if g is None:
                 continue
@@ -379,10 +420,12 @@ def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode,
             _check_versions(arr, node)
             args, vjps = node.args, node.prim.vjps
             for i in node.tracked:
+                key = id(args[i])
+                if useful is not None and key not in useful:
+                    continue
                 gi = vjps[i](g, arr, *args, **node.params)
                 if gi is None:
                     continue
-                key = id(args[i])
                 grads[key] = gi if key not in grads else add(grads[key], gi)
             if not retain_graph:
                 node.free()
@@ -410,7 +453,9 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
     """Gradients of heads with respect to variables, as new arrays (``.grad`` untouched).
 
     With ``create_graph`` every returned gradient can be differentiated again: one that
-    depends on no variable becomes a recorded constant (its derivative is zero).
+    depends on no variable becomes a recorded constant (its derivative is zero).  Only
+    the rules on a path from a head to a variable run (the gradient of anything else
+    would be thrown away).
     """
     for v in variables:
         if not isinstance(v, NDArray) or not is_tracked(v):
@@ -424,7 +469,7 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
     # nested reverse mode (grad of an intermediate inside a loop) linear, not quadratic.
     stop = frozenset({id(variables[0])}) if len(variables) == 1 else frozenset()
     reached = _run_backward(list(heads), head_grads, retain_graph, create_graph, train_mode,
-                            stop)
+                            stop, targets={id(v) for v in variables})
     out = []
     given = {id(h) for h in (head_grads or ()) if h is not None}
     for v in variables:
