@@ -3,9 +3,13 @@
 One scripted conversation (start, then define/evaluate/analysis per module, then end)
 with the tool as a subprocess; every derivative it returns is checked against central
 differences of the primal it returns, and primals against independent numpy formulas.
+particle and saddle (nested AD through a gradient-descent solver) are checked against
+the same solver run here on plain numpy with independent derivatives: central
+differences of an Euler loop with the analytic force, the analytic saddle gradients.
 """
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -33,12 +37,12 @@ class Conversation:
         assert response["id"] == message["id"]
         return response
 
-    def evaluate(self, module, function, data):
+    def evaluate(self, module, function, data, runs=RUNS):
         response = self.send("evaluate", module=module, function=function,
-                             input=data | RUNS if isinstance(data, dict) else data)
+                             input=data | runs if isinstance(data, dict) else data)
         assert response["success"], response.get("error")
         names = [t["name"] for t in response["timings"]]
-        assert names.count("evaluate") >= (2 if isinstance(data, dict) else 1)
+        assert names.count("evaluate") >= (runs["min_runs"] if isinstance(data, dict) else 1)
         assert self.send("analysis", of=self.next_id - 1, valid=True) == {
             "id": self.next_id - 1}
         return response["output"], names
@@ -196,7 +200,114 @@ def test_lstm(tool):
     assert np.dot(jacobian, direction) == pytest.approx(numeric, rel=1e-5)
 
 
-@pytest.mark.parametrize("module", ["particle", "saddle", "ba", "ht"])
+# ----- particle and saddle ---------------------------------------------------------------------
+# One run per variant (a solve takes several nested gradients), from starts where the solver
+# takes a few steps: GradBench's eta schedule makes any start whose first step is not already
+# below 1e-5 (|gradient| > 1) take dozens to hundreds of steps unless |gradient| is just above 1.
+
+ONCE = {"min_runs": 1, "min_seconds": 0}
+VARIANTS = ("rr", "ff", "fr", "rf")
+
+
+def descend(f, gradient, x):
+    """GradBench's gradient descent (cpp/gradbench/gd.hpp), on numpy."""
+    fx, gx, i, eta = f(x), gradient(x), 0, 1e-5
+    while True:
+        if math.sqrt(np.dot(gx, gx)) <= 1e-5:
+            return x
+        if i == 10:
+            eta, i = eta * 2, 0
+            continue
+        x_prime = x - eta * gx
+        if math.sqrt(np.dot(x - x_prime, x - x_prime)) <= 1e-5:
+            return x
+        fx_prime = f(x_prime)
+        if fx_prime < fx:
+            x, fx, gx, i = x_prime, fx_prime, gradient(x_prime), i + 1
+        else:
+            eta, i = eta / 2, 0
+
+
+def particle_miss(w):
+    """x_0(t_f)^2 by Euler with the force written out: sum of (x - c) / |x - c|^3."""
+    charges = np.array([[10.0, 10.0 - w], [10.0, 0.0]])
+    x, xdot, dt = np.array([0.0, 8.0]), np.array([0.75, 0.0]), 0.1
+    while True:
+        d = x - charges
+        force = np.sum(d / np.linalg.norm(d, axis=1, keepdims=True) ** 3, axis=0)
+        x_new = x + dt * xdot
+        if x_new[1] <= 0:
+            break
+        x, xdot = x_new, xdot + dt * force
+    x_tf = x - x[1] / xdot[1] * xdot
+    return x_tf[0] ** 2
+
+
+def particle_miss_derivative(w, h=1e-6):
+    return (particle_miss(w + h) - particle_miss(w - h)) / (2 * h)
+
+
+def test_particle(tool):
+    define(tool, "particle")
+    w0 = 0.21087     # |dJ/dw| = 1.012: six gradients
+    expected = descend(lambda w: particle_miss(w[0]),
+                       lambda w: np.array([particle_miss_derivative(w[0])]), np.array([w0]))[0]
+    assert abs(expected - w0) > 4e-5                       # the solver did move
+    for variant in VARIANTS:
+        assert tool.evaluate("particle", variant, {"w": w0}, ONCE)[0] == pytest.approx(
+            expected, abs=1e-10)
+
+
+def test_saddle(tool):
+    define(tool, "saddle")
+    start = np.array([0.6, 0.8]) * 0.500035    # |gradient| = 1.00007: a few steps per solve
+
+    def argmax(p1):
+        return descend(lambda p2: -(p1 @ p1 - p2 @ p2), lambda p2: 2 * p2, start)
+
+    r1 = descend(lambda p1: p1 @ p1 - argmax(p1) @ argmax(p1), lambda p1: 2 * p1, start)
+    expected = [*r1, *argmax(r1)]
+    assert np.all(np.abs(r1) < np.abs(start))              # the solvers did move
+    for variant in VARIANTS:
+        output = tool.evaluate("saddle", variant, {"start": start.tolist()}, ONCE)[0]
+        np.testing.assert_allclose(output, expected, rtol=1e-12)
+
+
+def _objectives():
+    sys.path.insert(0, str(ROOT / "bench" / "gradbench"))
+    import objectives
+
+    return objectives
+
+
+def test_particle_nested_gradient_against_central_differences():
+    """The outer gradient of particle's solve away from the optimum: reverse over reverse
+    through the whole Euler loop (352 steps), against differences of the plain loop."""
+    obj = _objectives()
+    w = np.array([0.1])
+    assert obj._particle_miss_numpy(w)[0] == pytest.approx(particle_miss(0.1), rel=1e-12)
+    gradient = obj._outer_gradient(obj._particle_miss_recorded, w)
+    assert gradient[0] == pytest.approx(particle_miss_derivative(0.1), rel=1e-6)
+
+
+def test_saddle_nested_gradient_through_the_inner_solver():
+    """d/dp1 of f(p1, argmax_p2 f(p1, p2)), differentiated through 150 recorded inner steps,
+    is 2 p1 (the inner argmax does not depend on p1)."""
+    obj = _objectives()
+    p1 = np.array([0.7, -0.2])
+    start = np.array([1.0, 1.0])
+
+    def inner_max_recorded(p):
+        p2 = obj.multivariate_argmax(
+            lambda v: obj.saddle_cost(p, v),
+            lambda v: obj._nested_gradient(lambda q: obj.saddle_cost(p, q), v),
+            obj._variable(start))
+        return obj.saddle_cost(p, p2)
+
+    np.testing.assert_allclose(obj._outer_gradient(inner_max_recorded, p1), 2 * p1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("module", ["ba", "ht"])
 def test_unsupported_modules_are_declined_with_a_reason(tool, module):
     response = tool.send("define", module=module)
     assert response["success"] is False and response["error"]

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+import pullback as pb
 from pullback import autograd as ag
 from pullback import nd
 
@@ -209,46 +210,55 @@ def lstm_objective(main_params, extra_params, state, sequence):
     return -total / ((steps - 1) * b)
 
 
-# ----- particle and saddle: nested reverse over reverse on pullback's tape -------------------
+# ----- particle and saddle: nested AD through GradBench's gradient-descent solver ------------
 #
-# The solver is GradBench's (cpp/gradbench/gd.hpp).  It works on NDArrays; its control
-# decisions read plain floats.  ``grad_r(f, x, nested)`` is reverse mode on the tape: a
-# plain gradient, or (nested) one recorded with create_graph=True so that an enclosing
-# record() can differentiate through it.
+# Both evals ask for four variants, rr, ff, fr and rf: the first letter names the mode of
+# the outer derivative (the argmin's gradient), the second the mode of the inner one.
+# pullback has no forward mode.  Every derivative here is of a scalar function, and the
+# forward-mode gradient of a scalar function -- its n directional derivatives J e_i -- is
+# the same vector as the reverse-mode gradient, so all four variants run the same code,
+# reverse mode at both levels:
+#
+# - an inner gradient that nothing differentiates again (the objective seen by the outer
+#   solver, and saddle's final argmax) is ``pb.grad``: pullback's source transformation,
+#   on numpy arrays;
+# - the outer gradient is reverse over reverse on the tape: the outer function is
+#   recorded with every inner gradient taken by ``ag.grad(..., create_graph=True)``, so
+#   that the inner backward passes are recorded too, then one ``backward()`` runs.
+#
+# The solver is GradBench's (cpp/gradbench/gd.hpp).  It works on numpy arrays or on
+# NDArrays; its decisions read plain floats (``np.asarray`` of an NDArray is its buffer,
+# read without a tape node).
 
 
-def grad_r(f, x, nested):
-    if nested:
-        return ag.grad([f(x)], [x], create_graph=True)[0]
-    leaf = x.detach()
-    leaf.attach_grad()
-    with ag.record():
-        y = f(leaf)
-    y.backward()
-    return leaf.grad
+def _value(v) -> float:
+    return float(np.asarray(v).reshape(-1)[0])
 
 
-def _norm(v):
-    return math.sqrt(float(nd.sum(v * v).asscalar()))
+def _magnitude(v) -> float:
+    v = np.asarray(v)
+    return math.sqrt(float(np.dot(v, v)))
 
 
 def multivariate_argmin(f, gradient, x):
-    fx = f(x)
+    """GradBench's gradient descent: the step doubles after 10 accepted steps in a row and
+    halves on a rejected one; it stops when the gradient or the step is at most 1e-5."""
+    fx = _value(f(x))
     gx = gradient(x)
     i = 0
     eta = 1e-5
     while True:
-        if _norm(gx) <= 1e-5:
+        if _magnitude(gx) <= 1e-5:
             return x
         if i == 10:
             eta *= 2
             i = 0
             continue
         x_prime = x - eta * gx
-        if _norm(x - x_prime) <= 1e-5:
+        if _magnitude(np.asarray(x) - np.asarray(x_prime)) <= 1e-5:
             return x
-        fx_prime = f(x_prime)
-        if fx_prime.asscalar() < fx.asscalar():
+        fx_prime = _value(f(x_prime))
+        if fx_prime < fx:
             x, fx = x_prime, fx_prime
             gx = gradient(x)
             i += 1
@@ -261,85 +271,120 @@ def multivariate_argmax(f, gradient, x):
     return multivariate_argmin(lambda v: -f(v), lambda v: -gradient(v), x)
 
 
-def particle_potential(p, w):
-    """1/|p - (10, 10 - w)| + 1/|p - (10, 0)|."""
-    c1 = nd.concat(nd.full((1,), 10.0, dtype="float64"), 10.0 - w, dim=0)
-    c2 = nd.array(np.array([10.0, 0.0]))
-    return 1 / nd.sqrt(nd.sum((p - c1) ** 2)) + 1 / nd.sqrt(nd.sum((p - c2) ** 2))
+def _nested_gradient(f, x):
+    """The gradient of scalar ``f`` at ``x``, recorded (``create_graph=True``) so that an
+    enclosing ``record()`` differentiates through it.  ``x`` must be on the tape."""
+    return ag.grad([f(x)], [x], create_graph=True)[0]
 
 
-def particle_euler(w, nested):
-    """x_0(t_f)^2 for control w (shape (1,)); the force is reverse-mode AD of the potential."""
-    x = nd.array(np.array([0.0, 8.0]))
-    x.attach_grad()
-    xdot = nd.array(np.array([0.75, 0.0]))
+def _outer_gradient(fn, x):
+    """d fn / dx at numpy ``x`` by reverse mode on the tape (fn may nest gradients)."""
+    leaf = nd.array(x)
+    leaf.attach_grad()
+    with ag.record():
+        y = fn(leaf)
+    y.backward()
+    return leaf.grad.asnumpy()
+
+
+def _variable(values):
+    """A fresh array with a gradient buffer, so that gradients can be taken at it."""
+    v = nd.array(np.array(values, dtype=np.float64))
+    v.attach_grad()
+    return v
+
+
+# particle: two fixed unit charges at (10, 10 - w) and (10, 0), rows of CHARGES + w * MOVE.
+PARTICLE_CHARGES = np.array([[10.0, 10.0], [10.0, 0.0]])
+PARTICLE_MOVE = np.array([[0.0, -1.0], [0.0, 0.0]])
+
+
+def particle_potential(x, charges):
+    """p(x) = sum over the charges c of 1 / |x - c|."""
+    return nd.sum(1 / nd.norm(x - charges, axis=1))
+
+
+_particle_force_gradient = pb.grad(particle_potential)   # d p / d x, numpy in and out
+
+
+def particle_miss(x, xdot, charges, potential_gradient):
+    """x_0(t_f)^2: naive Euler (dt = 0.1) of the particle under the force -grad p until
+    the step that would cross the x axis, then linear interpolation to the crossing.
+    Written once for numpy arrays and NDArrays (the result has shape (1,))."""
     dt = 0.1
     while True:
-        xddot = -grad_r(lambda p: particle_potential(p, w), x, nested)
+        force_gradient = potential_gradient(x, charges)
         x_new = x + dt * xdot
-        if x_new[1].asscalar() > 0:
-            x, xdot = x_new, xdot + dt * xddot
+        if np.asarray(x_new)[1] > 0:
+            # xdot + dt * (-grad p), with one op less: the same floating-point value
+            x, xdot = x_new, xdot - dt * force_gradient
         else:
             break
-    dt_f = -x[1] / xdot[1]
+    dt_f = -x[1:2] / xdot[1:2]
     x_tf = x + dt_f * xdot
     return x_tf[0:1] * x_tf[0:1]
 
 
-def particle_rr(w0):
-    """argmin_w of particle_euler by gradient descent, every derivative reverse mode."""
-    def objective(w):
-        return particle_euler(w, nested=False)
+def _particle_miss_numpy(w):
+    charges = PARTICLE_CHARGES + w * PARTICLE_MOVE
+    return particle_miss(np.array([0.0, 8.0]), np.array([0.75, 0.0]), charges,
+                         _particle_force_gradient)
 
-    def gradient(w):
-        leaf = w.detach()
-        leaf.attach_grad()
-        with ag.record():
-            y = particle_euler(leaf, nested=True)
-        y.backward()
-        return leaf.grad
 
-    w = multivariate_argmin(objective, gradient, nd.array(np.array([w0])))
-    return float(w.asscalar())
+def _particle_miss_recorded(w):
+    charges = nd.array(PARTICLE_CHARGES) + w * nd.array(PARTICLE_MOVE)
+    return particle_miss(_variable([0.0, 8.0]), nd.array(np.array([0.75, 0.0])), charges,
+                         lambda x, c: _nested_gradient(lambda p: particle_potential(p, c), x))
+
+
+def particle(w0):
+    """argmin over w of x_0(t_f)^2 from w0: GradBench's particle, every variant.
+
+    The solver's objective runs the Euler loop on numpy with the force from ``pb.grad``;
+    its gradient records the Euler loop on the tape with each force from ``ag.grad(...,
+    create_graph=True)`` and runs ``backward()``: reverse over reverse.
+    """
+    w = multivariate_argmin(_particle_miss_numpy,
+                            lambda w: _outer_gradient(_particle_miss_recorded, w),
+                            np.array([float(w0)]))
+    return float(w[0])
 
 
 def saddle_cost(p1, p2):
-    return nd.sum(p1 * p1) - nd.sum(p2 * p2)
+    """f(p1, p2) = (p1_0^2 + p1_1^2) - (p2_0^2 + p2_1^2)."""
+    return nd.sum(nd.square(p1)) - nd.sum(nd.square(p2))
 
 
-def saddle_rr(start):
-    """min over p1 of max over p2 of saddle_cost, both argmin/argmax reverse mode.
+_saddle_p2_gradient = pb.grad(saddle_cost, argnums=1)    # d f / d p2, numpy in and out
 
-    The outer gradient differentiates through the inner solver's iterations.
+
+def saddle(start):
+    """GradBench's saddle, every variant: r1 = argmin over p1 of max over p2 of f(p1, p2),
+    then r2 = argmax over p2 of f(r1, p2), every solve from ``start``; returns r1 + r2.
+
+    The outer solver's objective runs the inner argmax on numpy with ``pb.grad``; its
+    gradient records the inner argmax on the tape, each inner gradient by ``ag.grad(...,
+    create_graph=True)`` (the inner solver's objective values are read unrecorded), and
+    differentiates f(p1, argmax) through the whole solve with ``backward()``.  The final
+    argmax uses ``pb.grad``.
     """
-    s = nd.array(np.array(start))
+    s = np.array(start, dtype=np.float64)
 
-    def inner_max(p1, nested):
-        f = lambda p2: saddle_cost(p1, p2)
-        p2 = multivariate_argmax(f, lambda v: grad_r(f, _tracked(v), nested), s)
-        return f(p2)
+    def inner_max(p1):
+        p2 = multivariate_argmax(lambda v: saddle_cost(p1, v),
+                                 lambda v: _saddle_p2_gradient(p1, v), s)
+        return saddle_cost(p1, p2)
 
-    def outer_gradient(p1):
-        leaf = p1.detach()
-        leaf.attach_grad()
-        with ag.record():
-            y = inner_max(leaf, nested=True)
-        y.backward()
-        return leaf.grad
+    def inner_max_recorded(p1):
+        def value(v):
+            with ag.pause():
+                return saddle_cost(p1, v)
 
-    with ag.pause():
-        r1 = multivariate_argmin(lambda p1: inner_max(p1, nested=False), outer_gradient, s)
-    f2 = lambda p2: saddle_cost(r1, p2)
-    r2 = multivariate_argmax(f2, lambda v: grad_r(f2, v, nested=False), s)
-    return [float(v) for v in r1.asnumpy()] + [float(v) for v in r2.asnumpy()]
+        p2 = multivariate_argmax(
+            value, lambda v: _nested_gradient(lambda q: saddle_cost(p1, q), v), _variable(s))
+        return saddle_cost(p1, p2)
 
-
-def _tracked(v):
-    """v itself if it has history on the tape, else a leaf that can be differentiated."""
-    from pullback.runtime import tape
-
-    if tape.is_tracked(v):
-        return v
-    leaf = v.copy()
-    leaf.attach_grad()
-    return leaf
+    r1 = multivariate_argmin(inner_max, lambda p1: _outer_gradient(inner_max_recorded, p1), s)
+    r2 = multivariate_argmax(lambda v: saddle_cost(r1, v),
+                             lambda v: _saddle_p2_gradient(r1, v), s)
+    return [float(v) for v in r1] + [float(v) for v in r2]
