@@ -22,6 +22,13 @@ machine noise hits them alike; median over repeats, or ``--stat min``):
 5. Where splitting over threads starts to pay: the forward kernel and ``x * y + 1``
    forced onto every core vs one thread, by n.  ``runtime/native.py`` splits a call
    when its estimated work exceeds ``_PARALLEL_MIN_NS``.
+6. Compiled functions whose fused run ends in a norm, a max (or, for reference, a
+   sum): f = red(tanh(x)*exp(-x*x) + sin(x)**2) at n = 1e6, ``pb.compile(f)(x)`` and
+   ``pb.value_and_grad(f)(x)`` (the fused kernel's native forward; its native adjoint,
+   after a tie-counting pass for max; one pass for sum) against plain numpy written
+   by hand, sharing intermediates.  numpy's max gradient is given two ways: the mask
+   the primitive uses (ties share), and only at np.argmax (what a person might write;
+   O(1) after the forward, ties ignored).
 """
 
 from __future__ import annotations
@@ -266,12 +273,90 @@ def threads_table(repeats, cores):
     print(f"   (split from an estimated {native._PARALLEL_MIN_NS / 1e3:.0f} us of work on)")
 
 
+def reduction_loss(reduce):
+    def loss(x):
+        return reduce(np.tanh(x) * np.exp(-x * x) + np.sin(x) ** 2)
+
+    return loss
+
+
+REDUCED = {"norm": np.linalg.norm, "max": np.max, "sum": np.sum}
+
+
+def numpy_reduction_value_and_grad(kind, at_argmax=False):
+    def value_and_grad(x):
+        t, e, s = np.tanh(x), np.exp(-x * x), np.sin(x)
+        f = t * e + s ** 2
+        value = REDUCED[kind](f)
+        if at_argmax:
+            i = int(np.argmax(f))
+            grad = np.zeros_like(x)
+            grad[i] = (1 - t[i] ** 2) * e[i] + t[i] * e[i] * (-2 * x[i]) + 2 * s[i] * np.cos(
+                x[i])
+            return value, grad
+        df = (1 - t ** 2) * e + t * e * (-2 * x) + 2 * s * np.cos(x)
+        if kind == "norm":
+            return value, f * (1.0 / value) * df
+        if kind == "max":
+            mask = f == value
+            return value, mask * (1.0 / np.count_nonzero(mask)) * df
+        return value, df
+
+    return value_and_grad
+
+
+def reduction_table(repeats, cores):
+    import pullback as pb
+
+    n = 1_000_000
+    x = np.random.default_rng(4).uniform(-3, 3, n)
+    print("\n6. compiled f = red(tanh(x)*exp(-x*x) + sin(x)**2), n = 1e6, float64 "
+          "(ns per element; ratio = numpy / pullback)")
+    print(f"   {'red':<5} {'pass':<15} {'numpy':>8} {'pb 1t':>8} {'ratio':>6} "
+          f"{f'pb {cores}t':>8} {'ratio':>6}")
+    for kind in ("norm", "max", "sum"):
+        loss = reduction_loss(REDUCED[kind])
+        forward, value_and_grad = pb.compile(loss), pb.value_and_grad(loss)
+        numpy_vg = numpy_reduction_value_and_grad(kind)
+        value, grad = value_and_grad(x)                      # builds the kernels
+        expected, expected_grad = numpy_vg(x)
+        assert np.allclose(value, expected, rtol=1e-12) and np.allclose(
+            grad, expected_grad, rtol=1e-9, atol=1e-12), kind
+        cases = {"numpy forward": (loss, (x,)),
+                 "numpy vg": (numpy_vg, (x,))}
+        for threads, label in ((1, "1t"), (cores, "all")):
+            cases[f"forward {label}"] = (_threads(forward, threads), (x,))
+            cases[f"vg {label}"] = (_threads(value_and_grad, threads), (x,))
+        if kind == "max":
+            cases["numpy argmax"] = (numpy_reduction_value_and_grad(kind, True), (x,))
+        per = {name: s / n * 1e9 for name, s in interleaved(cases, repeats).items()}
+        rows = [("forward", "numpy forward", "forward"), ("value-and-grad", "numpy vg", "vg")]
+        if kind == "max":
+            rows.append(("  vs argmax", "numpy argmax", "vg"))
+        for label, base_key, key in rows:
+            base, one, many = per[base_key], per[f"{key} 1t"], per[f"{key} all"]
+            print(f"   {kind:<5} {label:<15} {base:>8.2f} {one:>8.2f} {base / one:>5.1f}x "
+                  f"{many:>8.2f} {base / many:>5.1f}x")
+
+
+def _threads(fn, threads):
+    def run(*args):
+        native.set_threads(threads)
+        try:
+            return fn(*args)
+        finally:
+            native.set_threads(None)
+    return run
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="n = 1e6 only, fewer repeats")
     parser.add_argument("--stat", choices=sorted(STATISTIC), default="median",
                         help="statistic over repeats (min: the machine's best, on a busy host)")
+    parser.add_argument("--only", type=int, choices=range(1, 7), metavar="TABLE",
+                        help="run one table (1-6)")
     options = parser.parse_args()
     _statistic[0] = STATISTIC[options.stat]
     cores = native.thread_count()
@@ -282,11 +367,12 @@ def main():
           f"{os.getloadavg()[0]:.1f}")
     sizes = [1_000_000] if options.quick else [1_000_000, 10_000_000]
     repeats = 3 if options.quick else options.repeats
-    workload_table(sizes, repeats, cores)
-    limits_table(repeats)
-    small_table(repeats)
-    compile_table()
-    threads_table(repeats, cores)
+    tables = {1: lambda: workload_table(sizes, repeats, cores), 2: lambda: limits_table(repeats),
+              3: lambda: small_table(repeats), 4: compile_table,
+              5: lambda: threads_table(repeats, cores), 6: lambda: reduction_table(repeats, cores)}
+    for number, table in tables.items():
+        if options.only in (None, number):
+            table()
 
 
 if __name__ == "__main__":

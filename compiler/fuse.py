@@ -9,11 +9,12 @@ formula and a derivative for every operand -- is replaced by
     h = kernel3[0]                  # each value used after the run
     ...
 
-A following full ``sum`` or ``mean`` of a run value is absorbed as the kernel's
-reduction.  ``kernel_3`` is a ``Kernel``: the run's statements (for the forward) and,
-derived symbolically from the table's ``scalar_vjps``, its adjoint (one pass
-that recomputes cheap intermediates, reads saved expensive ones, and returns
-one gradient per input).  Both are emitted as plain numpy functions into the
+A following whole-array ``sum``, ``mean``, ``max``, ``min`` or 2-``norm`` of a run
+value is absorbed as the kernel's reduction (``REDUCTIONS``).  ``kernel_3`` is a
+``Kernel``: the run's statements (for the forward) and, derived symbolically from
+the table's ``scalar_vjps``, its adjoint (one pass that recomputes cheap
+intermediates, reads saved expensive ones, and returns one gradient per input;
+after a max or min, a first pass counts the elements equal to the result).  Both are emitted as plain numpy functions into the
 generated module, so ``adjoint_source`` shows them; ``runtime.fused`` runs a
 native version of the same kernel when one is available and worth it.
 
@@ -45,6 +46,16 @@ RECOMPUTE_NS = {"exp": 1.1, "log": 1.5, "sqrt": 0.5, "sin": 1.0, "cos": 1.0, "ta
 SAVE_NS = 2.5
 MIN_RUN = 2
 
+#: Trailing whole-array reductions a kernel absorbs.  The adjoint's seed for the reduced
+#: value ``t`` is written like the primitive's own VJP rule, so both roads give its bits:
+#: sum and mean spread the gradient (a mean's is divided by the count at run time), norm
+#: is ``t * (g / norm)`` (``_norm_vjp``), and max/min share ``g`` among the elements equal
+#: to the result (``_extremum_vjp``; a NaN result equals nothing: 0 / 0 = NaN everywhere).
+REDUCTIONS = ("sum", "mean", "max", "min", "norm")
+#: The reductions whose gradient reads the reduced values (the adjoint recomputes or saves
+#: them like any value a derivative reads).
+READS_VALUES = ("max", "min", "norm")
+
 
 @dataclass
 class Kernel:
@@ -56,14 +67,16 @@ class Kernel:
     outputs: list                # targets returned by the forward (live-outs, then saved)
     live: int                    # the first ``live`` outputs are read after the run
     lines: list = field(default_factory=list)   # the user's lines of the run
-    reduction: tuple | None = None   # (result, operand, "sum"|"mean"): a trailing reduction
+    reduction: tuple | None = None   # (result, operand, kind in REDUCTIONS): trailing reduction
 
     @property
     def one_pass(self) -> bool:
         """Whether value and gradient can come from one pass: the run's only value
-        used afterwards is its sum, so the adjoint is that sum's (scalar) gradient
-        times the gradient for a seed of 1, which the forward can compute."""
-        return self.reduction is not None and self.outputs[:self.live] == [self.reduction[0]]
+        used afterwards is its sum (or mean), so the adjoint is that sum's (scalar)
+        gradient times the gradient for a seed of 1, which the forward can compute.
+        (A norm's or max's seed depends on the result, known only after the pass.)"""
+        return (self.reduction is not None and self.reduction[2] in ("sum", "mean")
+                and self.outputs[:self.live] == [self.reduction[0]])
 
     def formula(self, prim, operands) -> str:
         """The scalar formula of one statement with its operands substituted."""
@@ -166,12 +179,13 @@ class _Fuser:
         return out
 
     def trailing_reduction(self, s, run):
-        """``(r, t, kind)`` if ``s`` is ``r = sum(t)`` or ``r = mean(t)`` (all elements)
-        over a value the run computes."""
+        """``(r, t, kind)`` if ``s`` is ``r = kind(t)`` over all elements (no axis, no
+        keepdims; a norm of order 2) of a value the run computes, ``kind`` in REDUCTIONS."""
         if len(run) < MIN_RUN or not isinstance(s, gast.Assign):
             return None
         op = describe(self.parsed, s.value, self.locals)
-        if op.kind != "prim" or op.prim.name not in ("sum", "mean") or op.params:
+        if op.kind != "prim" or op.prim.name not in REDUCTIONS or len(op.args) != 1 \
+                or not all(_default_parameter(op.prim.name, p) for p in op.params):
             return None
         operand = op.args[0]
         targets = [t for _, (t, _, _) in run]
@@ -216,7 +230,7 @@ class _Fuser:
                 if self.uses.get(user_name[t], 0) > reads.get(user_name[t], 0)]
         if reduction is not None:
             live.append(reduction[0])
-        referenced = _referenced_by_derivatives(statements)
+        referenced = _referenced_by_derivatives(statements, reduction)
         saved = [t for t, prim, _ in statements
                  if RECOMPUTE_NS.get(prim.name, 0.0) > SAVE_NS and t in referenced
                  and t not in live]
@@ -239,6 +253,13 @@ class _Fuser:
         return getattr(node, "lineno", 0) + self.parsed.first_line - 1
 
 
+def _default_parameter(kind: str, keyword) -> bool:
+    """Whether a reduction's parameter leaves it whole-array: only a norm's ``ord=2``."""
+    value = keyword.value
+    return (kind == "norm" and keyword.arg == "ord" and isinstance(value, gast.Constant)
+            and type(value.value) in (int, float) and value.value == 2)
+
+
 def _lower(spec):
     """Scalar program -> LLVM IR (imports llvmlite only when a native kernel is built)."""
     from .lower import lower
@@ -253,9 +274,12 @@ def formula_names(formula: str) -> set:
     return {n.id for n in ast.walk(ast.parse(formula, mode="eval")) if isinstance(n, ast.Name)}
 
 
-def _referenced_by_derivatives(statements) -> set:
-    """Values of the run that its adjoint reads (through any derivative formula)."""
+def _referenced_by_derivatives(statements, reduction=None) -> set:
+    """Values of the run that its adjoint reads (through any derivative formula, or the
+    trailing reduction's gradient)."""
     referenced = set()
+    if reduction is not None and reduction[2] in READS_VALUES:
+        referenced.add(reduction[1])
     for target, prim, operands in statements:
         bindings = {"ans": target, "x": operands[0],
                     "y": operands[1] if len(operands) > 1 else None}
@@ -288,7 +312,11 @@ NUMPY_FUNCTIONS = {
     "pow": "_np.power", "fabs": "_np.abs", "sign": "_np.sign", "floor": "_np.floor",
     "ceil": "_np.ceil", "round": "_np.round", "max": "_np.maximum", "min": "_np.minimum",
     "sigmoid": "_kernels.sigmoid", "where": "_kernels.where", "spread": "_kernels.spread",
+    "count_equal": "_kernels.count_equal",
 }
+#: The numpy helper (in runtime/fused.py) computing each trailing reduction as its primitive.
+_REDUCTION_HELPERS = {"sum": "total", "mean": "average", "max": "largest", "min": "smallest",
+                      "norm": "norm"}
 
 
 def numpy_source(expression: str) -> str:
@@ -328,9 +356,11 @@ def doubled_by_adding(expression: str) -> str:
 
 def forward_program(kernel: Kernel) -> tuple:
     """(inputs, statements, outputs, reduction) of the forward in the scalar language;
-    ``reduction`` is ``(result, operand, "sum"|"mean")`` for a trailing full reduction
-    (``result`` is then one of the outputs, of shape (1,)), else None.  The adjoint
-    program treats it as a sum: the runtime divides a mean's gradient by the count."""
+    ``reduction`` is ``(result, operand, kind)`` for a trailing whole-array reduction,
+    ``kind`` in REDUCTIONS (``result`` is then one of the outputs, of shape (1,)), else
+    None.  The native road reduces ``operand`` (a norm: its squares, by sum) and finishes
+    the value at run time (``FusedKernel._finish``).  The adjoint program treats a mean as
+    a sum: the runtime divides a mean's gradient by the count."""
     statements = tuple((t, kernel.formula(prim, operands))
                        for t, prim, operands in kernel.statements)
     return tuple(kernel.inputs), statements, tuple(kernel.outputs), kernel.reduction
@@ -344,6 +374,10 @@ def vjp_program(kernel: Kernel) -> tuple:
     ``statements`` recompute the cheap intermediates the derivatives read and run
     reverse mode over the run with the table's ``scalar_vjps``; ``results`` names
     each input's gradient (None: no gradient flows into it).
+
+    One statement may be outside the per-element language: a trailing max or min
+    counts the elements equal to its result, ``ties = count_equal(t, r)``, which the
+    native road computes in a first pass over the elements (``runtime.fused``).
     """
     taken = set(kernel.inputs) | set(kernel.outputs) | {t for t, _, _ in kernel.statements}
 
@@ -357,7 +391,7 @@ def vjp_program(kernel: Kernel) -> tuple:
 
     statements = []
     known = set(kernel.inputs) | set(kernel.outputs)
-    wanted = _referenced_by_derivatives(kernel.statements)
+    wanted = _referenced_by_derivatives(kernel.statements, kernel.reduction)
     for target, prim, operands in reversed(kernel.statements):   # what recomputing needs
         if target in wanted and target not in known:
             wanted |= {o for o in operands if not _is_number(o)}
@@ -367,10 +401,9 @@ def vjp_program(kernel: Kernel) -> tuple:
             known.add(target)
     grad = {out: fresh(f"{out}_g") for out in kernel.outputs[:kernel.live]}
     grad_params = tuple(grad.values())
-    if kernel.reduction is not None:   # d sum(t) / dt = 1 everywhere
+    if kernel.reduction is not None:
         result, operand, _ = kernel.reduction
-        # spread(g, *inputs): g over the shape those inputs broadcast to (native: just g)
-        seed = f"spread({grad[result]}, {', '.join(_depends_on(kernel, operand))})"
+        seed = _reduction_seed(kernel, grad[result], fresh, statements)
         if operand in grad:
             seed = f"{grad[operand]} + {seed}"
         grad[operand] = fresh(f"{operand}_g")
@@ -392,6 +425,21 @@ def vjp_program(kernel: Kernel) -> tuple:
             grad[operand] = new
     results = tuple(grad.get(i) for i in kernel.inputs)
     return grad_params, tuple(kernel.outputs), tuple(kernel.inputs), tuple(statements), results
+
+
+def _reduction_seed(kernel: Kernel, g: str, fresh, statements: list) -> str:
+    """The gradient of the reduced value ``t`` given the result's gradient ``g`` (appending
+    the tie count a max or min needs to ``statements``): the primitive's VJP rule."""
+    result, operand, kind = kernel.reduction
+    if kind == "norm":       # _norm_vjp: x * (g / ans)
+        return f"{operand} * ({g} / {result})"
+    if kind in ("max", "min"):   # _extremum_vjp: g * (mask / count(mask))
+        ties = fresh(f"{result}_ties")
+        statements.append((ties, f"count_equal({operand}, {result})"))
+        return f"{g} * (({operand} == {result}) / {ties})"
+    # d sum(t) / dt = 1: spread(g, *inputs) is g over the shape those inputs broadcast
+    # to (native: just g)
+    return f"spread({g}, {', '.join(_depends_on(kernel, operand))})"
 
 
 def _depends_on(kernel: Kernel, name: str) -> list:
@@ -420,7 +468,7 @@ def forward_source(kernel: Kernel) -> str:
              f'    """Fused forward of lines {_span(kernel.lines)}."""']
     lines += [f"    {t} = {numpy_source(e)}" for t, e in statements]
     if reduction is not None:
-        helper = "total" if reduction[2] == "sum" else "average"
+        helper = _REDUCTION_HELPERS[reduction[2]]
         lines.append(f"    {reduction[0]} = _kernels.{helper}({reduction[1]})")
     lines.append(f"    return {_tuple_source(outputs)}")
     return "\n".join(lines)

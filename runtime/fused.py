@@ -16,11 +16,12 @@ it here with ``set_lowering`` so the runtime never imports the compiler.
 from __future__ import annotations
 
 import ast
+import math
 import os
 
 import numpy as np
 
-from . import native
+from . import native, primitives
 from .primitives import shape_of
 
 #: Below this many elements the numpy functions run: bench/fused_threshold.py puts the
@@ -62,6 +63,28 @@ def total(values):
 def average(values):
     """A full mean as the ``mean`` primitive computes it: shape (1,)."""
     return np.reshape(np.mean(values), (1,))
+
+
+def largest(values):
+    """A full max as the ``max`` primitive computes it (NaN propagates): shape (1,)."""
+    return np.reshape(np.maximum.reduce(values, axis=None), (1,))
+
+
+def smallest(values):
+    """A full min as the ``min`` primitive computes it: shape (1,)."""
+    return np.reshape(np.minimum.reduce(values, axis=None), (1,))
+
+
+def norm(values):
+    """A full 2-norm as the ``norm`` primitive computes it: shape (1,)."""
+    return np.reshape(primitives.REGISTRY["norm"].forward(np.asarray(values)), (1,))
+
+
+def count_equal(values, result):
+    """How many elements equal ``result``, in the values' float dtype, shape (1,): the
+    count the max and min primitives' gradient divides by (``_extremum_vjp``)."""
+    count = np.count_nonzero(np.equal(values, result))
+    return np.full(1, count, np.result_type(values, 1.0))
 
 
 def _layout(values):
@@ -112,6 +135,66 @@ def _without_spread(statements):
             tree.body = tree.body.args[0]
         out.append((target, ast.unparse(tree)))
     return tuple(out)
+
+
+def _fresh(base, taken) -> str:
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    return name
+
+
+def _program_names(params, statements) -> set:
+    return set(params) | {t for t, _ in statements}
+
+
+def _native_reduction(reduction, params, statements):
+    """A trailing reduction on the native road: ``(extra statements, reductions)`` of the
+    KernelSpec.  A norm sums the squares (computed in the kernel's dtype, so they overflow
+    where numpy's do); ``_finish`` takes the square root."""
+    _, operand, kind = reduction
+    if kind == "norm":
+        squares = _fresh(f"{operand}_squared", _program_names(params, statements))
+        return ((squares, f"{operand} * {operand}"),), ((squares, "sum"),)
+    return (), ((operand, "sum" if kind == "mean" else kind),)
+
+
+def _counts(statements) -> dict:
+    """``{target: (a, b)}`` for the statements ``target = count_equal(a, b)``: whole-array
+    counts (a max's or min's ties) that the native road computes in a first pass."""
+    found = {}
+    for target, expression in statements:
+        node = ast.parse(expression, mode="eval").body
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "count_equal":
+            found[target] = tuple(ast.unparse(a) for a in node.args)
+    return found
+
+
+def _counting_pass(params, statements, counts):
+    """``(statements, reductions)`` of the first pass: what the counted values need, a 0/1
+    mask per count, each summed."""
+    needed = set()
+    for a, b in counts.values():
+        needed |= _names(a) | _names(b)
+    kept = []
+    for target, expression in reversed(statements):
+        if target in needed and target not in counts:
+            kept.append((target, expression))
+            needed |= _names(expression)
+    kept.reverse()
+    taken = _program_names(params, statements)
+    reductions = []
+    for target, (a, b) in counts.items():
+        mask = _fresh(f"{target}_mask", taken)
+        taken.add(mask)
+        kept.append((mask, f"{a} == {b}"))
+        reductions.append((mask, "sum"))
+    return tuple(kept), tuple(reductions)
+
+
+def _names(expression: str) -> set:
+    return {n.id for n in ast.walk(ast.parse(expression, mode="eval")) if isinstance(n, ast.Name)}
 
 
 def _gradient_outputs(results, kinds, wanted=None):
@@ -170,6 +253,7 @@ class FusedKernel:
         self._with_gradient = with_gradient
         self.gradient_program = gradient_program
         self._n_outputs = len(adjoint_program[1])
+        self._has_counts = bool(_counts(adjoint_program[3]))
         self._native = {}
         self._uniform_cache = {}
         #: where native object code is cached first (set by the compiler's artifact
@@ -216,6 +300,8 @@ class FusedKernel:
         adjoint_kinds = tuple("s" if name == total else "a"
                               for name in (*outputs[:len(grads)], *outputs)) + ("a",) * n_inputs
         jobs = [("forward", ("a",) * n_inputs), ("adjoint", adjoint_kinds)]
+        if self._has_counts:
+            jobs.append(("counts", adjoint_kinds))
         if self.gradient_program is not None:
             jobs.append((("gradient", (True,) * n_inputs), ("a",) * n_inputs))
         return sum(self._native_kernel(which, (dtype, None, kinds)) is not None
@@ -291,13 +377,29 @@ class FusedKernel:
         grads = [0.0 if g is None else g for g in grads]
         values = (*grads, *outputs, *inputs)
         layout = self._native_layout(values)
+        if layout is None and self._has_counts:
+            values, layout = self._cast_to_forward(grads, outputs, inputs)
         if layout is not None:
-            kernel = self._native_kernel("adjoint", layout)
-            if kernel is not None:
-                return self._run_vjp(kernel, values, layout)
+            kernels = self._native_adjoint(layout)
+            if kernels is not None:
+                return self._run_vjp(kernels, values, layout)
         grads = [np.zeros_like(outputs[k]) if isinstance(g, float) and g == 0.0 else g
                  for k, g in enumerate(grads)]
         return self._vjp(grads, outputs, *inputs)
+
+    def _cast_to_forward(self, grads, outputs, inputs):
+        """A max's or min's adjoint takes the road its forward took: its tie mask compares
+        the recomputed values with the forward's result, so both must come from the same
+        code (numpy's tanh is not libmvec's).  When the forward ran natively but a gradient
+        has another dtype, the gradients are cast to the kernel's.  Returns
+        ``(values, layout)``; layout None if the forward ran numpy."""
+        forward = self._native_layout(inputs)
+        if forward is None:
+            return (*grads, *outputs, *inputs), None
+        dtype = forward[0]
+        grads = [g if type(g) is float else np.asarray(g, dtype) for g in grads]
+        values = (*grads, *outputs, *inputs)
+        return values, _layout(values)
 
     def _sum_seed(self, g, inputs):
         """A trailing mean's gradient as the gradient of the sum the programs compute."""
@@ -308,14 +410,19 @@ class FusedKernel:
         return g / count
 
     def _finish(self, value, shape):
-        """A native reduction's value: the sum, or the mean."""
-        reduction = self.forward_program[3]
-        return value if reduction[2] == "sum" else value / int(np.prod(shape))
+        """A native reduction's value (a Python float): the sum, max or min itself, the
+        mean from the sum, the norm from the sum of squares."""
+        kind = self.forward_program[3][2]
+        if kind == "mean":
+            return value / int(np.prod(shape))
+        if kind == "norm":
+            return math.sqrt(value)
+        return value
 
     def _vjp_by_steps(self, grads, inputs, as_sum=False):
         """The VJP statement by statement with the primitives' own rules (irregular shapes).
         ``as_sum``: treat a trailing mean's gradient as its sum's (for ``with_gradient``)."""
-        from . import primitives, support
+        from . import support
 
         names = self.forward_program[0]
         env = dict(zip(names, inputs, strict=True))
@@ -334,10 +441,15 @@ class FusedKernel:
         if reduction is not None and reduction[0] in flowing:
             result, operand, kind = reduction
             seed = flowing.pop(result)
-            if kind == "mean" and not as_sum:
-                seed = seed / np.size(env[operand])
-            spread_g = np.broadcast_to(seed, np.shape(env[operand]))
-            flowing[operand] = support.add_grads(flowing.get(operand), spread_g)
+            if kind in ("sum", "mean"):
+                if kind == "mean" and not as_sum:
+                    seed = seed / np.size(env[operand])
+                part = np.broadcast_to(seed, np.shape(env[operand]))
+            else:   # the primitive's own rule, which reads the result
+                value = env[operand]
+                part = primitives.REGISTRY[kind].vjps[0](
+                    seed, getattr(support.ops, kind)(value), value)
+            flowing[operand] = support.add_grads(flowing.get(operand), part)
         for target, prim_name, operands in reversed(self.steps):
             g = flowing.pop(target, None)
             if g is None:
@@ -363,6 +475,15 @@ class FusedKernel:
             return None
         return _layout(values)
 
+    def _native_adjoint(self, layout):
+        """(counting pass or None, adjoint) for ``layout``, or None if either cannot be
+        built."""
+        adjoint = self._native_kernel("adjoint", layout)
+        if adjoint is None or not self._has_counts:
+            return None if adjoint is None else (None, adjoint)
+        counting = self._native_kernel("counts", layout)
+        return None if counting is None else (counting, adjoint)
+
     def _native_kernel(self, which, layout):
         key = (which, layout[0].name, layout[2])
         if key not in self._native:
@@ -375,6 +496,9 @@ class FusedKernel:
         return self._native[key]
 
     def _spec(self, which, dtype, kinds):
+        """The KernelSpec of one native kernel: "forward", "adjoint", "counts" (the adjoint's
+        first pass, when it has ``count_equal`` statements) or ("gradient", wanted)."""
+        extra_scalars = ()
         if isinstance(which, tuple):   # ("gradient", wanted): the one-pass kernel
             params, statements, results, reduction = self.gradient_program
             outputs, reductions = _gradient_outputs(results, kinds, which[1])
@@ -384,16 +508,24 @@ class FusedKernel:
             reductions = ()
             if reduction is not None:
                 outputs = tuple(o for o in outputs if o != reduction[0])
-                reductions = ((reduction[1], "sum"),)
+                extra, reductions = _native_reduction(reduction, params, statements)
+                statements = (*statements, *extra)
         else:
             grads, outs, inputs, statements, results = self.adjoint_program
             params = (*grads, *outs, *inputs)
-            input_kinds = kinds[len(grads) + len(outs):]
-            outputs, reductions = _gradient_outputs(results, input_kinds)
+            counts = _counts(statements)
+            if which == "counts":
+                outputs = ()
+                statements, reductions = _counting_pass(params, statements, counts)
+            else:   # the counts come in as scalars
+                statements = tuple((t, e) for t, e in statements if t not in counts)
+                extra_scalars = tuple(counts)
+                input_kinds = kinds[len(grads) + len(outs):]
+                outputs, reductions = _gradient_outputs(results, input_kinds)
         arrays = tuple(p for p, k in zip(params, kinds, strict=True) if k == "a")
         scalars = tuple(p for p, k in zip(params, kinds, strict=True) if k == "s")
-        return native.KernelSpec(dtype, arrays, scalars, _without_spread(statements), outputs,
-                                 reductions)
+        return native.KernelSpec(dtype, arrays, (*scalars, *extra_scalars),
+                                 _without_spread(statements), outputs, reductions)
 
     @staticmethod
     def _split(values, kinds):
@@ -414,12 +546,17 @@ class FusedKernel:
         return tuple(np.full(1, value, dtype) if name == reduction[0]
                      else next(arrays_out).reshape(shape) for name in outputs)
 
-    def _run_vjp(self, kernel, values, layout):
+    def _run_vjp(self, kernels, values, layout):
+        """The native adjoint: the counting pass first if there is one (its sums are the
+        adjoint's last scalars), then the adjoint."""
         dtype, shape, kinds = layout
         arrays, scalars = self._split(values, kinds)
+        counting, adjoint = kernels
+        if counting is not None:
+            scalars += counting.call(*arrays, *scalars)
         grads, outs, _, _, results = self.adjoint_program
         first = len(grads) + len(outs)
-        return _gradients_of(kernel.call(*arrays, *scalars), results, values[first:],
+        return _gradients_of(adjoint.call(*arrays, *scalars), results, values[first:],
                              kinds[first:], shape, dtype)
 
     def __repr__(self) -> str:

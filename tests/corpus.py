@@ -692,3 +692,27 @@ def trailing_mean(x):
 @case((6,), (6, 3), (6,), numpy=True)
 def numpy_logistic_loss(w, X, s):
     return np.mean(np.log(1 + np.exp(-s * np.dot(X, w[:3]))))
+
+
+# ----- trailing norm / max / min absorbed into the kernel ------------------------------
+
+@case((3, 4))
+def trailing_norm(x):
+    return nd.norm(nd.tanh(x) * x + 0.5)
+
+
+@case((5,))
+def trailing_max_value_reused(x):
+    t = nd.sin(x) * x
+    m = nd.max(t * 2.0 + x)
+    return m * t
+
+
+@case((3, 4), (4,))
+def trailing_max_method_with_broadcast(x, b):
+    return (nd.tanh(x + b) * b).max()
+
+
+@case((6,), numpy=True)
+def numpy_trailing_min_and_norm(x):
+    return np.min(np.exp(x) * x - x) + np.linalg.norm(np.cos(x) * x, ord=2)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pullback.compiler.api import CompiledFunction
 from pullback.compiler.lower import lower
 from pullback.runtime import native
 from pullback.runtime.native import (
@@ -40,6 +41,10 @@ from pullback.runtime.native import (
     compile_kernel,
 )
 from pullback.runtime.primitives import _sigmoid_forward
+
+import pullback as pb
+import pullback.ndarray as nd
+from pullback.testing import check_grads
 
 pytestmark = pytest.mark.skipif(not native.native_enabled(), reason="native kernels disabled")
 
@@ -766,3 +771,225 @@ def test_split_over_threads_gives_the_same_bits():
     assert len(x) > 4 * CHUNK
     for a, b in zip(alone, split, strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+# ----- fused runs ending in a norm, max or min ---------------------------------------------
+# The fuser absorbs a trailing whole-array norm / max / min (compiler/fuse.py, REDUCTIONS).
+# Three roads must agree: native kernels (forced: size threshold 1), the kernel's numpy
+# functions (PULLBACK_NATIVE=0) and the unfused primitives (PULLBACK_FUSE=0).
+
+
+def arithmetic_max(x):
+    return nd.max(x * 0.5 - 0.0)
+
+
+def arithmetic_min(x):
+    return nd.min(x * 0.5 - 0.0)
+
+
+def arithmetic_norm(x):
+    return nd.norm(x * 0.5 - 0.0)
+
+
+def library_max(x):
+    return np.max(np.tanh(x) * np.exp(x))
+
+
+def library_min(x):
+    return (np.sin(x) * x).min()
+
+
+def library_norm(x):
+    return np.linalg.norm(np.tanh(x) * np.exp(x))
+
+
+def live_norm(x):
+    t = nd.sin(x) * x            # read again after the norm: a live output of the kernel
+    r = nd.norm(t, ord=2)
+    return r * t
+
+
+ARITHMETIC_RUNS = {"max": arithmetic_max, "min": arithmetic_min, "norm": arithmetic_norm}
+LIBRARY_RUNS = {"max": library_max, "min": library_min, "norm": library_norm}
+LENGTHS = (1, 7, 8, 9, 1000, 100003)
+SPECIALS = ("plain", "nan", "inf", "ties", "zeros")
+
+
+def reduction_inputs(n: int, dtype: str, special: str) -> np.ndarray:
+    """Random values with ``special`` mixed in: a NaN; +inf and -inf; the largest and the
+    smallest value three times each; only +-0."""
+    rng = np.random.default_rng(n)
+    x = rng.uniform(-3, 3, n).astype(dtype)
+    where = rng.permutation(n)
+    if special == "nan":
+        x[where[0]] = np.nan
+    elif special == "inf":
+        x[where[0]] = np.inf
+        x[where[-1]] = -np.inf
+    elif special == "ties":
+        x[where[:3]] = 3.0
+        x[where[-3:]] = -3.0
+    elif special == "zeros":
+        x = np.where(rng.random(n) < 0.5, -0.0, 0.0).astype(dtype)
+    return x
+
+
+def roads(fn, x, monkeypatch, roads=("native", "numpy", "unfused")) -> dict:
+    """{road: (value, gradient)} of ``fn`` at ``x``, each from a freshly compiled function."""
+    from pullback.runtime import fused
+
+    found = {}
+    for road in roads:
+        with monkeypatch.context() as patch:
+            patch.setattr(fused, "NATIVE_MIN_SIZE", 1)
+            patch.setenv("PULLBACK_NATIVE", "1" if road == "native" else "0")
+            patch.setenv("PULLBACK_FUSE", "0" if road == "unfused" else "1")
+            with np.errstate(all="ignore"):
+                value, grad = pb.value_and_grad(CompiledFunction(fn))(x.copy())
+        found[road] = (np.asarray(value), np.asarray(grad))
+    return found
+
+
+def same_values(a, b) -> bool:
+    """Equal, NaN where the other is NaN (+0 and -0 count as equal)."""
+    return a.shape == b.shape and a.dtype == b.dtype and bool(
+        np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def same_bits(a, b) -> bool:
+    """Bit for bit, except that any NaN equals any NaN."""
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(
+        np.where(np.isnan(a), 0, a).tobytes(), np.where(np.isnan(b), 0, b).tobytes()) \
+        and np.array_equal(np.isnan(a), np.isnan(b))
+
+
+def test_trailing_norm_max_min_are_absorbed():
+    """Every spelling of a whole-array norm / max / min after a run ends up in the kernel;
+    an axis, keepdims or another order does not."""
+    for fn, helper in [(arithmetic_max, "largest"), (arithmetic_min, "smallest"),
+                       (arithmetic_norm, "norm"), (library_max, "largest"),
+                       (library_min, "smallest"), (library_norm, "norm"), (live_norm, "norm")]:
+        source = pb.adjoint_source(fn)
+        assert f"= _kernels.{helper}(" in source, fn.__name__
+        assert "ops.max" not in source and "ops.min" not in source and "ops.norm" not in source
+
+    def over_axis(x):
+        return nd.max(nd.sin(x) * x, axis=0)
+
+    def kept(x):
+        return nd.norm(nd.sin(x) * x, keepdims=True)
+
+    def first_order(x):
+        return nd.norm(nd.sin(x) * x, ord=1)
+
+    for fn, op in [(over_axis, "max"), (kept, "norm"), (first_order, "norm")]:
+        source = pb.adjoint_source(fn)
+        assert f"ops.{op}(" in source and "_kernels.largest" not in source \
+            and "_kernels.norm" not in source, fn.__name__
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["max", "min", "norm"])
+def test_trailing_reduction_of_arithmetic_on_three_roads(kind, dtype, monkeypatch):
+    """No math-library call in the run: max and min, and their gradients, are the same bits
+    on every road (NaN, infinities, ties, signed zeros included); a norm is within a few
+    ulp (its sum is reassociated) and so is its gradient."""
+    fn = ARITHMETIC_RUNS[kind]
+    for n in LENGTHS:
+        for special in SPECIALS:
+            x = reduction_inputs(n, dtype, special)
+            found = roads(fn, x, monkeypatch)
+            unfused_value, unfused_grad = found["unfused"]
+            label = f"{kind} n={n} {special}"
+            for road in ("native", "numpy"):
+                value, grad = found[road]
+                exact = kind != "norm" or road == "numpy"
+                assert value.dtype == np.dtype(dtype) and grad.dtype == np.dtype(dtype), label
+                if exact:
+                    assert same_values(value, unfused_value), (label, road, value, unfused_value)
+                    assert same_bits(grad, unfused_grad), (label, road)
+                    continue
+                assert ulp_distance(value, unfused_value).max() <= ULPS[dtype], (
+                    label, value, unfused_value)
+                # the gradient is x / 2 * (1 / norm): the norm's few ulp, one division and
+                # two products
+                assert ulp_distance(grad, unfused_grad).max() <= ULPS[dtype] + 3, label
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["max", "min", "norm"])
+def test_trailing_reduction_of_library_calls_on_three_roads(kind, dtype, monkeypatch):
+    """With libm in the run, the kernel's numpy functions are still the unfused primitives'
+    bits; native values and gradients are within the math library's ulps."""
+    fn = LIBRARY_RUNS[kind]
+    rtol = 64 * np.finfo(dtype).eps   # a few libm ulp, through a product and a derivative
+    for n in LENGTHS:
+        for special in SPECIALS:
+            x = reduction_inputs(n, dtype, special)
+            found = roads(fn, x, monkeypatch)
+            unfused_value, unfused_grad = found["unfused"]
+            label = f"{kind} n={n} {special}"
+            assert same_values(found["numpy"][0], unfused_value), label
+            assert same_bits(found["numpy"][1], unfused_grad), label
+            value, grad = found["native"]
+            assert value.dtype == unfused_value.dtype and grad.dtype == unfused_grad.dtype
+            np.testing.assert_allclose(value, unfused_value, rtol=rtol, err_msg=label)
+            np.testing.assert_allclose(grad, unfused_grad, rtol=rtol, atol=rtol, err_msg=label)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ties_share_the_gradient_and_nan_poisons_it(dtype, monkeypatch):
+    """The max primitive's rule: equal maxima split the gradient evenly; a NaN makes the
+    max NaN, equal to nothing, and every element's gradient NaN (0 / 0)."""
+    x = np.linspace(-1, 1, 1001).astype(dtype)
+    x[[10, 500, 900]] = 2.0
+    for road, (value, grad) in roads(arithmetic_max, x, monkeypatch).items():
+        assert value[0] == 1.0, road
+        expected = np.zeros_like(x)
+        expected[[10, 500, 900]] = np.asarray(0.5, dtype) * np.asarray(1 / 3, dtype)
+        assert same_bits(grad, expected), road
+    x[77] = np.nan
+    for road, (value, grad) in roads(arithmetic_max, x, monkeypatch).items():
+        assert np.isnan(value[0]) and np.isnan(grad).all(), road
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_native_norm_is_near_the_exact_norm(dtype, monkeypatch):
+    """The native norm accumulates the squares (computed in the kernel's dtype) in float64:
+    within 1 ulp of the norm of those squares summed in extended precision."""
+    x = np.random.default_rng(3).standard_normal(100003).astype(dtype)
+    value, _ = roads(arithmetic_norm, x, monkeypatch, roads=("native",))["native"]
+    t = x * np.asarray(0.5, dtype)
+    exact = np.sqrt(np.sum((t * t).astype(np.longdouble))).astype(dtype)
+    assert ulp_distance(value, np.asarray([exact])).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", [arithmetic_max, library_min, library_norm, live_norm],
+                         ids=lambda f: f.__name__)
+def test_fused_reduction_gradients_match_finite_differences(fn, dtype, monkeypatch):
+    """The compiled gradient, native kernels forced, = central differences (float64 points;
+    float32 inputs are checked against the unfused primitives' gradient instead)."""
+    from pullback.runtime import fused
+
+    monkeypatch.setattr(fused, "NATIVE_MIN_SIZE", 1)
+    x = np.random.default_rng(4).uniform(-2, 2, 1000)
+    if dtype == "float64":
+        check_grads(pb.compile(fn), [x])
+        return
+    x = x.astype(dtype)
+    found = roads(fn, x, monkeypatch, roads=("native", "unfused"))
+    np.testing.assert_allclose(found["native"][1], found["unfused"][1], rtol=2e-5, atol=2e-5)
+
+
+def test_max_adjoint_takes_the_forwards_road_for_a_seed_of_another_dtype(monkeypatch):
+    """The tie mask compares recomputed values with the forward's result: a float64 seed
+    for a float32 native forward still runs the native adjoint (numpy's tanh would make
+    the mask empty and every gradient NaN)."""
+    from pullback.runtime import fused
+
+    monkeypatch.setattr(fused, "NATIVE_MIN_SIZE", 1)
+    x = np.random.default_rng(5).uniform(-2, 2, 5000).astype(np.float32)
+    _, pullback_fn = pb.vjp(library_max, x)
+    (grad,) = pullback_fn(np.ones(1, np.float64))
+    assert np.isfinite(grad).all() and np.count_nonzero(grad) == 1
