@@ -307,7 +307,26 @@ def test_saddle_nested_gradient_through_the_inner_solver():
     np.testing.assert_allclose(obj._outer_gradient(inner_max_recorded, p1), 2 * p1, rtol=1e-12)
 
 
-@pytest.mark.parametrize("module", ["ba", "ht"])
+def test_ba(tool):
+    """The tool answers ba over the protocol with what GradBench's C++ reference answered
+    for one small input (the input and the numbers: tests/test_gradbench_ba.py)."""
+    from test_gradbench_ba import REFERENCE_JACOBIAN, REFERENCE_OBJECTIVE, SMALL_INPUT
+
+    define(tool, "ba")
+    objective, names = tool.evaluate("ba", "objective", SMALL_INPUT)
+    assert "compile" in names
+    assert objective["reproj_error"]["repeated"] == objective["w_err"]["repeated"] == 40
+    assert objective["reproj_error"]["elements"] == pytest.approx(
+        REFERENCE_OBJECTIVE["reproj_error"]["elements"], rel=1e-9)
+    assert objective["w_err"]["element"] == pytest.approx(
+        REFERENCE_OBJECTIVE["w_err"]["element"], rel=1e-12)
+    jacobian, _ = tool.evaluate("ba", "jacobian", SMALL_INPUT)
+    assert jacobian["rows"] == REFERENCE_JACOBIAN["rows"]
+    assert jacobian["cols"] == REFERENCE_JACOBIAN["cols"]
+    assert jacobian["vals"] == pytest.approx(REFERENCE_JACOBIAN["vals"], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("module", ["ht"])
 def test_unsupported_modules_are_declined_with_a_reason(tool, module):
     response = tool.send("define", module=module)
     assert response["success"] is False and response["error"]

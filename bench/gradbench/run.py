@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import objectives as obj
+from ba import Ba
 
 import pullback as pb
 
@@ -182,9 +183,8 @@ class Saddle(Module):
 
 
 MODULES = {"hello": Hello, "lse": Lse, "llsq": Llsq, "ode": Ode, "det": Det, "gmm": Gmm,
-           "kmeans": Kmeans, "lstm": Lstm, "particle": Particle, "saddle": Saddle}
+           "kmeans": Kmeans, "lstm": Lstm, "particle": Particle, "saddle": Saddle, "ba": Ba}
 UNSUPPORTED = {
-    "ba": "not implemented yet (bundle adjustment's sparse Jacobian)",
     "ht": "not implemented yet (hand tracking's model files and Jacobian)",
 }
 
