@@ -182,7 +182,7 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("append", args=list(call.args))
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id in locals_):
-        return _describe_method(call, func)
+        return _describe_method(parsed, call, func)
     target = _resolve(parsed, func)
     label = _dotted(func)
     prim = getattr(target, "prim", None)
@@ -197,11 +197,11 @@ def _describe_call(parsed, call, locals_) -> Operation:
         prim = P.REGISTRY["concat" if target is P.concat else "stack"]
         return Operation("prim", prim, list(call.args), list(call.keywords), label=label)
     if target is np.linalg.norm:
-        return Operation("prim", P.REGISTRY["norm"], [call.args[0]],
-                         list(call.keywords), label=label)
+        return _numpy_norm(parsed, call, label)
     numpy_name = _numpy_name(target)
     if numpy_name is not None:
         prim = P.REGISTRY[NUMPY[numpy_name]]
+        _check_numpy_parameters(parsed, call, prim, label, call.args)
         arrays, params = _split_arguments(prim, call.args, call.keywords)
         return Operation("prim", prim, arrays, params, label=label)
     if target in INERT_CALLABLES or _is_math(target):
@@ -210,6 +210,58 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("user", args=_positional(parsed, call, target), callee=target,
                          label=label)
     return Operation("unknown", args=list(call.args), label=label)
+
+
+# numpy functions whose parameters after the arrays are not ours in the same order
+# (``np.sum(a, axis, dtype, out, keepdims)``, ``np.dot(a, b, out)``): how many of them
+# may be passed by position
+_NUMPY_POSITIONAL = {"sum": 1, "mean": 1, "max": 1, "min": 1, "prod": 1, "dot": 0}
+
+
+def _check_numpy_parameters(parsed, call, prim, label, args, owner=None) -> None:
+    """A CompileError for numpy parameters pullback would misread or does not support
+    (never silently computing something else)."""
+    operands = len(args) + (owner is not None)
+    arrays = len(prim.vjps) if prim.vjps is not None else operands
+    allowed = _NUMPY_POSITIONAL.get(prim.name, len(prim.params))
+    if operands > arrays + allowed:
+        raise error_at(parsed, call, f"{label}(): pullback reads only "
+                       f"{', '.join(prim.params[:allowed]) or 'no parameters'} by position here",
+                       f"What to do: pass the others by keyword ({', '.join(prim.params)} "
+                       "are supported).")
+    for k in call.keywords:
+        if NUMPY_KEYWORDS.get(k.arg, k.arg) not in prim.params:
+            raise error_at(parsed, call, f"{label}(): pullback does not support the "
+                           f"parameter {k.arg!r}",
+                           f"What to do: it supports {', '.join(prim.params) or 'none'}; "
+                           "compute the rest outside the differentiated function.")
+
+
+def _numpy_norm_signature(x, ord=None, axis=None, keepdims=False):   # noqa: A002
+    """np.linalg.norm's parameters, to bind a call's arguments by name."""
+
+
+def _numpy_norm(parsed, call, label) -> Operation:
+    """``np.linalg.norm(x, ord=None, axis=None, keepdims=False)`` as the norm primitive.
+
+    Without ``ord`` it is the 2-norm of the flattened array (numpy's Frobenius norm of a
+    matrix), or of each vector along ``axis``: the primitive's own semantics. With an
+    explicit ``ord`` numpy means a *matrix* norm for a matrix (``ord=2``: the largest
+    singular value), which the primitive does not compute: ``vector=True`` makes it
+    refuse anything but vector norms at run time.
+    """
+    try:
+        bound = inspect.signature(_numpy_norm_signature).bind(
+            *call.args, **{k.arg: k.value for k in call.keywords})
+    except TypeError as exc:
+        raise error_at(parsed, call, f"cannot call {label}() like this: {exc}")
+    params = [gast.keyword(arg=name, value=bound.arguments[name])
+              for name in ("axis", "keepdims") if name in bound.arguments]
+    order = bound.arguments.get("ord")
+    if order is not None and not (isinstance(order, gast.Constant) and order.value is None):
+        params += [gast.keyword(arg="ord", value=order),
+                   gast.keyword(arg="vector", value=gast.Constant(value=True, kind=None))]
+    return Operation("prim", P.REGISTRY["norm"], [bound.arguments["x"]], params, label=label)
 
 
 def _positional(parsed, call, callee) -> list:
@@ -234,7 +286,7 @@ def _positional(parsed, call, callee) -> list:
     return atoms
 
 
-def _describe_method(call, func) -> Operation:
+def _describe_method(parsed, call, func) -> Operation:
     method = func.attr
     if method in INERT_METHODS:
         return Operation("inert", label=f".{method}()")
@@ -250,6 +302,10 @@ def _describe_method(call, func) -> Operation:
         return Operation("prim", P.REGISTRY["astype"], [func.value],
                          [gast.keyword(arg="dtype", value=call.args[0])], label=".astype()")
     prim = P.REGISTRY[prim_name]
+    if prim.name in _NUMPY_POSITIONAL and len(call.args) > _NUMPY_POSITIONAL[prim.name]:
+        raise error_at(parsed, call, f".{method}(): pullback reads only the axis by position",
+                       f"What to do: pass the others by keyword ({', '.join(prim.params)} "
+                       "are supported).")
     arrays, params = _split_arguments(prim, call.args, call.keywords, owner=func.value)
     return Operation("prim", prim, arrays, params, label=f".{method}()")
 

@@ -440,7 +440,8 @@ class _Flattener:
         keywords = [gast.keyword(arg=k.arg, value=self.atom(k.value, out)) for k in e.keywords]
         if any(k.arg is None for k in keywords):
             raise self.error(e, "**kwargs in calls is not supported")
-        return gast.Call(func=new_func, args=args, keywords=keywords)
+        # keep the user's position: errors found later (calls.py) point at this call
+        return gast.copy_location(gast.Call(func=new_func, args=args, keywords=keywords), e)
 
 
 def _base_name(e) -> str:

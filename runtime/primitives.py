@@ -471,7 +471,14 @@ def _prod_vjp(g, ans, x, axis=None, keepdims=False):
     return multiply(_expand_reduced(multiply(g, ans), x, axis), reciprocal(x))
 
 
-def _norm_forward(x, ord=2, axis=None, keepdims=False):
+def _norm_forward(x, ord=2, axis=None, keepdims=False, vector=False):
+    # vector: np.linalg.norm with an explicit ord, which means a matrix norm for matrices
+    if vector and ((axis is None and x.ndim != 1)
+                   or (isinstance(axis, (tuple, list)) and len(axis) == 2)):
+        raise ValueError(
+            f"np.linalg.norm(x, ord={ord!r}) of a {x.ndim}-d array is a matrix norm, which "
+            "pullback does not differentiate; for the norm of all elements leave out ord, "
+            "for vector norms pass axis=")
     if ord == 2 and axis is None and not keepdims and x.dtype.kind == "f":
         flat = x if x.ndim == 1 else x.reshape(-1)
         return np.sqrt(flat.dot(flat))   # the common case, one BLAS call
@@ -483,7 +490,7 @@ def _norm_forward(x, ord=2, axis=None, keepdims=False):
     raise ValueError(f"norm supports ord=1 and ord=2, got ord={ord!r}")
 
 
-def _norm_vjp(g, ans, x, ord=2, axis=None, keepdims=False):
+def _norm_vjp(g, ans, x, ord=2, axis=None, keepdims=False, vector=False):
     if ord == 1:
         return multiply(sign(x), _expand_reduced(g, x, axis))
     return multiply(x, _expand_reduced(divide(g, ans), x, axis))
@@ -504,7 +511,8 @@ max = primitive("max", _reduction_forward(np.maximum.reduce), [_extremum_vjp],
 min = primitive("min", _reduction_forward(np.minimum.reduce), [_extremum_vjp],
                 params=("axis", "keepdims"))
 prod = primitive("prod", _reduction_forward(np.prod), [_prod_vjp], params=("axis", "keepdims"))
-norm = primitive("norm", _norm_forward, [_norm_vjp], params=("ord", "axis", "keepdims"))
+norm = primitive("norm", _norm_forward, [_norm_vjp], params=("ord", "axis", "keepdims",
+                                                              "vector"))
 argmax = primitive("argmax", _arg_forward(np.argmax), None, params=("axis", "keepdims"))
 argmin = primitive("argmin", _arg_forward(np.argmin), None, params=("axis", "keepdims"))
 sum_axis = sum

@@ -283,3 +283,83 @@ def test_threads_compile_and_differentiate_the_same_function():
     assert errors == [] and len(results) == 4
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
+
+
+# ----- numpy parameters: read as numpy means them, or refused ------------------------------
+
+def norm_1_positional(v):
+    return np.linalg.norm(v, 1)
+
+
+def norm_2_positional(v):
+    return np.linalg.norm(v, 2) * 3.0
+
+
+def norm_ord_keyword(v):
+    return np.linalg.norm(v, ord=2)
+
+
+def frobenius(m):
+    return np.linalg.norm(m)
+
+
+def row_norms(m):
+    return np.sum(np.linalg.norm(m, 2, 1))
+
+
+def numeric_gradient(fn, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        g[idx] = (np.sum(fn(up)) - np.sum(fn(down))) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("fn, x", [
+    (norm_1_positional, np.array([0.5, -1.5, 2.0])),
+    (norm_2_positional, np.array([0.5, -1.5, 2.0])),
+    (norm_ord_keyword, np.array([0.5, -1.5, 2.0])),
+    (frobenius, np.array([[0.5, -1.5], [2.0, 0.25]])),
+    (row_norms, np.array([[0.5, -1.5, 1.0], [2.0, 0.25, -0.75]])),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_numpy_norm_reads_ord_and_axis_as_numpy_does(fn, x):
+    value, grad = pb.value_and_grad(fn)(x)
+    np.testing.assert_allclose(np.sum(value), np.sum(fn(x)), rtol=1e-14)
+    np.testing.assert_allclose(grad, numeric_gradient(fn, x), rtol=1e-7, atol=1e-9)
+
+
+def test_numpy_matrix_norm_with_an_order_is_refused_not_misread():
+    with pytest.raises(ValueError, match="matrix norm"):
+        pb.grad(norm_2_positional)(np.array([[0.5, -1.5], [2.0, 0.25]]))
+
+
+def sum_with_dtype_positional(x):
+    return np.sum(x, 0, None)
+
+
+def sum_with_dtype_keyword(x):
+    return np.sum(x, dtype=np.float64)
+
+
+def method_sum_with_dtype(x):
+    return x.sum(0, None)
+
+
+def dot_with_out(x):
+    return np.dot(x, x, None)
+
+
+@pytest.mark.parametrize("fn, text", [
+    (sum_with_dtype_positional, "np.sum(x, 0, None)"),
+    (sum_with_dtype_keyword, "np.sum(x, dtype=np.float64)"),
+    (method_sum_with_dtype, "x.sum(0, None)"),
+    (dot_with_out, "np.dot(x, x, None)"),
+], ids=lambda v: getattr(v, "__name__", "text"))
+def test_numpy_parameters_pullback_would_misread_are_compile_errors(fn, text):
+    with pytest.raises(pb.CompileError) as info:
+        pb.grad(fn)(np.array([0.5, -1.5, 2.0]))
+    message = str(info.value)
+    assert "test_compiler_api.py" in message and text in message
+    assert "by keyword" in message or "does not support" in message
