@@ -81,9 +81,17 @@ class ReverseTransform:
         self.grad_names = {}
         self.reverse_cache = {}
         self.loads = {}   # how often the function reads each name
+        self.tested = {}   # ... as the test of an ``if`` or ``while``
+        self.compared = {}   # name -> targets of the comparisons that read it
         for n in gast.walk(fn):
             if isinstance(n, gast.Name) and isinstance(n.ctx, gast.Load):
                 self.loads[n.id] = self.loads.get(n.id, 0) + 1
+            elif isinstance(n, (gast.If, gast.While)) and isinstance(n.test, gast.Name):
+                self.tested[n.test.id] = self.tested.get(n.test.id, 0) + 1
+            elif isinstance(n, gast.Assign) and isinstance(n.value, gast.Compare):
+                for operand in (n.value.left, *n.value.comparators):
+                    if isinstance(operand, gast.Name):
+                        self.compared.setdefault(operand.id, []).append(n.targets[0].id)
 
     # ----- naming -----------------------------------------------------------------------
     def grad(self, var: str) -> str:
@@ -140,12 +148,27 @@ class ReverseTransform:
         out.add(f"{value} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
         return out
 
+    def only_compared(self, s) -> bool:
+        """Whether ``s`` is a whole-array reduction, carrying no gradient, whose every use
+        is a comparison that only decides an ``if`` or ``while`` (``np.linalg.norm(b) <
+        1000`` in numpy code): it may then be a number rather than a one-element array."""
+        op, target = self.a.op(s), s.targets[0].id
+        uses = self.compared.get(target, [])
+        return (op.kind == "prim" and op.prim.name in SCALAR_REDUCTIONS and not op.params
+                and len(op.args) == 1 and target not in self.a.active
+                and target not in self.a.needed and id(s) not in self.a.pushes
+                and uses and len(uses) == self.loads.get(target)
+                and all(self.tested.get(t, 0) == self.loads.get(t) for t in uses))
+
     def forward_assign(self, s) -> Lines:
         out = Lines()
         target = s.targets[0].id
         if id(s) in self.a.pushes:
             out.add(f"_stack.push({target}, {self.tag(target, s)})")
         op = self.a.op(s)
+        if self.only_compared(s):
+            out.add(f"{target} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
+            return out
         out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
 

@@ -449,6 +449,10 @@ def _reduction_forward(numpy_fn):
 
 
 def _sum_vjp(g, ans, x, axis=None, keepdims=False):
+    if axis is None and type(g) is np.ndarray and type(x) is np.ndarray and g.size == 1:
+        spread = np.empty(x.shape, g.dtype)   # numpy operands (compiled code): one fill
+        spread.fill(g.reshape(-1)[0])
+        return spread
     return broadcast_to(_expand_reduced(g, x, axis), shape=x.shape)
 
 

@@ -154,3 +154,58 @@ def test_a_number_times_an_array_gets_the_summed_gradient():
     assert type(gw) is float and gx.shape == x.shape
     expected = central_differences(lambda w: scalar_and_array(w, x), [0.7])[0]
     assert gw == pytest.approx(expected, rel=1e-6)
+
+
+# ----- numpy conditions: a reduction only compared for an if/while is a number ----------------
+
+def numpy_scaled_loop(a):
+    b = a * 2
+    while np.linalg.norm(b) < 100:
+        b = b * 2
+    if np.sum(b) > 0:
+        c = b
+    else:
+        c = 100 * b
+    return np.sum(c)
+
+
+def comparison_used_as_a_value(a):
+    n = np.sum(a)
+    big = n > 0          # used in arithmetic below, not only as a condition
+    return a * big
+
+
+def reduction_compared_and_used(a):
+    n = np.linalg.norm(a)
+    if n > 1:
+        return a / n
+    return a
+
+
+@pytest.mark.parametrize("x", [np.array([0.3, -0.7, 1.1]), np.array([-0.3, -0.7, 0.1])])
+def test_numpy_conditions_use_numbers(x):
+    source = pb.adjoint_source(numpy_scaled_loop, argnums=0)
+    assert "support.scalar_norm(b)" in source and "support.scalar_sum(b)" in source
+    assert "ops.norm" not in source
+    grad = pb.grad(numpy_scaled_loop)(x)
+    np.testing.assert_allclose(grad, central_gradient(numpy_scaled_loop, x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [comparison_used_as_a_value, reduction_compared_and_used])
+def test_reductions_with_other_uses_stay_arrays(fn):
+    source = pb.adjoint_source(fn, argnums=0)
+    assert "scalar_" not in source
+    for x in (np.array([0.3, -0.7, 1.1]), np.array([0.1, -0.2, 0.05])):
+        value, grad = pb.value_and_grad(fn)(x)
+        np.testing.assert_array_equal(value, fn(x))
+        np.testing.assert_allclose(grad, central_gradient(fn, x), rtol=1e-6, atol=1e-9)
+
+
+def central_gradient(fn, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        up, down = x.copy(), x.copy()
+        up[i] += eps
+        down[i] -= eps
+        g[i] = (np.sum(fn(up)) - np.sum(fn(down))) / (2 * eps)
+    return g
