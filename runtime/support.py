@@ -101,9 +101,9 @@ def index_grad(total, g, value, key):
     if g is None:
         return total
     if isinstance(value, (list, tuple)):
-        part = [None] * len(value)
-        part[key] = g
-        return add_grads(total if total is not None else [None] * len(value), part)
+        total = [None] * len(value) if total is None else list(total)   # never shared
+        total[key] = add_grads(total[key], g)
+        return total
     if not isinstance(value, (NDArray, np.ndarray)):
         return total
     g = np.asarray(raw(g))
