@@ -95,12 +95,12 @@ def shape_of(x) -> tuple:
     kind = type(x)
     if kind is NDArray or kind is np.ndarray:
         return x.shape
-    if kind in _SCALAR_TYPES:
+    if kind in SCALAR_TYPES:
         return ()
     return np.shape(x)
 
 
-_SCALAR_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.float16, np.int64,
+SCALAR_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.float16, np.int64,
                            np.int32, np.bool_})
 
 

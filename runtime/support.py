@@ -90,6 +90,8 @@ def unbroadcast(g, value):
     """A per-element gradient summed down to the shape of ``value`` (None stays None)."""
     if g is None:
         return None
+    if type(g) in P.SCALAR_TYPES and type(value) in P.SCALAR_TYPES:
+        return g   # a number's gradient (scalar loops): nothing to sum
     shape = P.shape_of(value)
     if P.shape_of(g) == shape:
         return g
