@@ -206,7 +206,8 @@ def numpy_programs(draw):
     names = ["x", "w"]
     lines = ["def program(x, w):"]
     for k in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["assign", "assign", "reduce", "matmul", "loop"]))
+        kind = draw(st.sampled_from(["assign", "assign", "reduce", "matmul", "loop", "branch",
+                                     "while"]))
         target = f"t{k}"
         if kind == "assign":
             lines.append(f"    {target} = {draw(numpy_expressions(names))}")
@@ -217,6 +218,23 @@ def numpy_programs(draw):
         elif kind == "matmul":
             lines.append(f"    {target} = np.tanh((({draw(numpy_expressions(names, 1))}) @ w.T) "
                          "@ x * 0.3)")
+        elif kind in ("branch", "while"):
+            # numpy conditions: a reduction compared (compiled as a number, not an array)
+            test = draw(st.sampled_from(["np.sum({}) > 0.3", "np.linalg.norm({}) < 2.5",
+                                         "np.max({}) > 0.2", "np.mean({}) < -0.1"]))
+            test = test.format(draw(numpy_expressions(names, 1)))
+            if kind == "branch":
+                lines.append(f"    if {test}:")
+                lines.append(f"        {target} = {draw(numpy_expressions(names))}")
+                lines.append("    else:")
+                lines.append(f"        {target} = {draw(numpy_expressions(names))} * 0.5")
+            else:
+                lines.append(f"    {target} = x * 0.5")
+                lines.append(f"    n{k} = 0")
+                lines.append(f"    while np.linalg.norm({target}) < 4.0 and n{k} < 3:")
+                lines.append(f"        {target} = {target} * 1.5 + "
+                             f"{draw(numpy_expressions(names, 1))} * 0.1")
+                lines.append(f"        n{k} += 1")
         else:
             lines.append(f"    {target} = x")
             lines.append(f"    for i in range({draw(st.integers(1, 3))}):")
