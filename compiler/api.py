@@ -262,13 +262,18 @@ def _convert_grads(grads, internal, args, nums):
     return results
 
 
-def _convert_value(out, args):
-    """NDArrays in (or only Python numbers): NDArrays out; numpy in: numpy out."""
+def _convert_value(out, args, differentiated=False):
+    """NDArrays in (or only Python numbers): NDArrays out; numpy in: numpy out.
+
+    ``differentiated``: the value of ``value_and_grad``/``vjp``, where differentiated
+    Python numbers ran as numbers, so a number result is an NDArray too (as it is for
+    arrays); a plain call's number result stays a number."""
     if isinstance(out, tuple):
-        return tuple(_convert_value(o, args) for o in out)
+        return tuple(_convert_value(o, args, differentiated) for o in out)
     numpy_mode = any(isinstance(a, np.ndarray) for a in args) and not any(
         isinstance(a, NDArray) for a in args)
-    if numpy_mode or not isinstance(out, (np.ndarray, float, np.floating)):
+    kinds = (np.ndarray, float, np.floating) if differentiated else np.ndarray
+    if numpy_mode or not isinstance(out, kinds):
         return out
     return NDArray(as_data(out))
 
@@ -286,7 +291,7 @@ def value_and_grad(fn, argnums=0):
     @functools.wraps(fn)
     def value_and_grad_fn(*args, **kwargs):
         args, out, gradients = run(args, kwargs)
-        return _convert_value(out, args), gradients
+        return _convert_value(out, args, differentiated=True), gradients
 
     return value_and_grad_fn
 
@@ -348,7 +353,7 @@ def vjp(fn, *args):
             grads = variant.adjoint(copy.copy(stack), head)   # each call pops its own copy
         return tuple(_convert_grads(grads, internal, args, nums))
 
-    return _convert_value(out, args), pullback
+    return _convert_value(out, args, differentiated=True), pullback
 
 
 def adjoint_source(fn, argnums=None) -> str:

@@ -209,3 +209,14 @@ def central_gradient(fn, x, eps=1e-6):
         down[i] -= eps
         g[i] = (np.sum(fn(up)) - np.sum(fn(down))) / (2 * eps)
     return g
+
+
+def doubled(x):
+    return x * 2.0
+
+
+def test_plain_call_of_numbers_returns_a_number():
+    f = pb.compile(doubled)
+    assert f(3.0) == 6.0 and type(f(3.0)) is float
+    value, grad = pb.value_and_grad(doubled)(3.0)
+    assert isinstance(value, nd.NDArray) and value.asscalar() == 6.0 and grad == 2.0
