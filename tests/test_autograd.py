@@ -742,3 +742,36 @@ def test_grad_wrt_an_intermediate_does_not_walk_the_history_behind_it(monkeypatc
     np.testing.assert_allclose(dv.asnumpy(), np.cos(v.asnumpy()))
     z.backward()   # the full history is still there for the leaf
     assert len(calls) == 20 and np.all(np.isfinite(x.grad.asnumpy()))
+
+
+class CountingSquare(ag.Function):
+    """x**2 whose backward counts its calls."""
+
+    calls = 0
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return x * x
+
+    def backward(self, dy):
+        CountingSquare.calls += 1
+        (x,) = self.saved_tensors
+        return 2 * dy * x
+
+
+def test_grad_runs_only_the_rules_on_a_path_to_its_variables():
+    x, w = nd.array([1.0, 2.0]), nd.array([3.0, -1.0])
+    x.attach_grad()
+    w.attach_grad()
+    CountingSquare.calls = 0
+    with ag.record():
+        y = x * CountingSquare()(w)     # the square's rule leads only to w
+    (gx,) = ag.grad([y], [x], head_grads=[nd.ones((2,))])
+    np.testing.assert_array_equal(gx.asnumpy(), [9.0, 1.0])
+    assert CountingSquare.calls == 0
+    CountingSquare.calls = 0
+    with ag.record():
+        y = x * CountingSquare()(w)
+    (gw,) = ag.grad([y], [w], head_grads=[nd.ones((2,))])
+    np.testing.assert_array_equal(gw.asnumpy(), [6.0, -4.0])
+    assert CountingSquare.calls == 1
