@@ -332,11 +332,11 @@ def numpy_source(expression: str) -> str:
     return ast.unparse(ToNumpy().visit(tree))
 
 
-def doubled_by_adding(expression: str) -> str:
-    """``x * 2`` and ``2 * x`` (``x`` a name) as ``x + x``: the same bits for floats
-    (both are exact), and on small arrays numpy adds two arrays in half the time it
-    multiplies an array by a Python number.  Only for float values: a boolean array
-    doubles to integers but adds to booleans."""
+def doubled(expression: str) -> str:
+    """``x * 2`` and ``2 * x`` as ``support.double(x)``, which adds ``x + x`` where numpy
+    does that faster (small arrays, numbers) and multiplies elsewhere: the same bits
+    either way (both are exact).  Only for float values: a boolean array doubles to
+    integers but adds to booleans."""
     tree = ast.parse(expression, mode="eval")
 
     class Double(ast.NodeTransformer):
@@ -345,10 +345,10 @@ def doubled_by_adding(expression: str) -> str:
             if not isinstance(node.op, ast.Mult):
                 return node
             for this, other in ((node.left, node.right), (node.right, node.left)):
-                if isinstance(this, ast.Name) and isinstance(other, ast.Constant) \
-                        and type(other.value) in (int, float) and other.value == 2:
-                    return ast.copy_location(ast.BinOp(this, ast.Add(), ast.Name(this.id)),
-                                             node)
+                if isinstance(other, ast.Constant) and type(other.value) in (int, float) \
+                        and other.value == 2:
+                    double = ast.Attribute(ast.Name("support"), "double", ast.Load())
+                    return ast.copy_location(ast.Call(double, [this], []), node)
             return node
 
     return ast.unparse(Double().visit(tree))

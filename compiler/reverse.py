@@ -30,7 +30,7 @@ from pullback.runtime.support import SCALAR_REDUCTIONS
 
 from .analysis import maybe_undefined
 from .calls import _resolve
-from .fuse import doubled_by_adding, formula_names, numpy_source, substitute
+from .fuse import doubled, formula_names, numpy_source, substitute
 
 
 SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
@@ -187,7 +187,7 @@ class ReverseTransform:
         if op.kind == "prim":
             if isinstance(value, (gast.BinOp, gast.UnaryOp)) and op.prim.name != "matmul":
                 # an active value is float: doubling it by adding is exact and cheaper
-                return doubled_by_adding(unparse(value)) if target in self.a.active \
+                return doubled(unparse(value)) if target in self.a.active \
                     else unparse(value)
             return self.ops_call(op)
         if op.kind == "inert" and isinstance(value, gast.Call):
@@ -420,7 +420,7 @@ class ReverseTransform:
             formula = op.prim.scalar_vjps[i]
             if not self.a.is_active_atom(a) or formula is None:
                 continue
-            part = doubled_by_adding(numpy_source(substitute(formula, bindings)))
+            part = doubled(numpy_source(substitute(formula, bindings)))
             if any(isinstance(b, gast.Name) for j, b in enumerate(op.args) if j != i):
                 part = f"support.unbroadcast({part}, {a.id})"
             acc = self.grad(a.id)

@@ -68,6 +68,19 @@ def _scalar_reduction(name):
     return scalar
 
 
+#: up to this many elements numpy computes ``x + x`` faster than ``x * 2`` (measured: half
+#: the time at 3..1000 elements, where the Python number's conversion dominates; 1.5x
+#: more from ~8000 on, where ``x * 2`` streams one operand)
+DOUBLE_BY_ADDING_MAX = 4096
+
+
+def double(x):
+    """``x * 2`` for a float value (exact either way), spelled the faster way."""
+    if type(x) is np.ndarray and x.size > DOUBLE_BY_ADDING_MAX:
+        return x * 2
+    return x + x
+
+
 def add_grads(total, part):
     """``total + part`` where either may be None (zero), or a per-item list."""
     if part is None:

@@ -3,7 +3,8 @@
 - the forward pushes only values the adjoint reads (not every operand of an active op);
 - a whole-array reduction used only by ``.asscalar()`` runs as one ``support.scalar_*``
   call, equal to the op followed by ``asscalar``;
-- an active ``x * 2`` is emitted as ``x + x`` (same bits), never for other values.
+- an active ``x * 2`` is emitted as ``support.double(x)`` (``x + x`` on small arrays and
+  numbers, ``x * 2`` on large arrays: the same bits), never for other values.
 """
 
 import numpy as np
@@ -85,13 +86,16 @@ def test_a_reduction_used_elsewhere_keeps_its_array():
     check_grads(norm_used_twice, (np.array([0.1, -0.2, 0.3]),))
 
 
-def test_doubling_by_adding_is_bitwise_equal():
-    x = np.array([0.0, -0.0, 1.5, -3e307, 1e308, np.inf, -np.inf, np.nan, 5e-324])
+@pytest.mark.parametrize("size", [9, support.DOUBLE_BY_ADDING_MAX + 1])
+def test_doubling_is_bitwise_equal_on_both_sides_of_the_threshold(size):
+    special = [0.0, -0.0, 1.5, -3e307, 1e308, np.inf, -np.inf, np.nan, 5e-324]
+    x = np.resize(np.array(special), size)
     with np.errstate(over="ignore"):
         value, grad = pb.value_and_grad(lambda v: v * 2)(x)
-        assert "v + v" in pb.adjoint_source(lambda v: v * 2)
+        assert "support.double(v)" in pb.adjoint_source(lambda v: v * 2)
         np.testing.assert_array_equal(value, x * 2)
         assert np.array_equal(np.signbit(value), np.signbit(x * 2))
+        np.testing.assert_array_equal(support.double(x), x * 2)
     np.testing.assert_array_equal(grad, np.full_like(x, 2.0))
 
 
