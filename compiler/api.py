@@ -233,8 +233,10 @@ def _ones(value):
         ones = np.empty_like(value)   # empty + fill: a third of ones_like's cost on small arrays
         ones.fill(1)
         return ones
-    if isinstance(value, (float, np.floating)):
-        return 1.0
+    if isinstance(value, np.floating):
+        return value.dtype.type(1)   # a numpy number: the adjoint keeps numpy's semantics
+    if isinstance(value, float):
+        return np.float64(1)
     raise AutogradError(f"the differentiated function must return arrays, got "
                         f"{type(value).__name__}")
 

@@ -224,3 +224,21 @@ def test_plain_call_of_numbers_returns_a_number():
     assert f(3.0) == 6.0 and type(f(3.0)) is float
     value, grad = pb.value_and_grad(doubled)(3.0)
     assert isinstance(value, nd.NDArray) and value.asscalar() == 6.0 and grad == 2.0
+
+
+def divided_by_zero(x):
+    return x / 0.0
+
+
+def overflowing(x):
+    return np.exp(x) * 2.0
+
+
+def test_numbers_keep_numpy_semantics_in_both_passes():
+    """Differentiated numbers are numpy float64 in the forward and in the adjoint (its
+    head gradient too): inf and nan as numpy gives them, never a Python exception."""
+    with np.errstate(divide="ignore", over="ignore"):
+        value, grad = pb.value_and_grad(divided_by_zero)(1.0)
+        assert value.asscalar() == np.inf and grad == np.inf
+        value, grad = pb.value_and_grad(overflowing)(1000.0)
+        assert value.asscalar() == np.inf and grad == np.inf
