@@ -52,6 +52,13 @@ NUMPY = {
 }
 NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes": "axes"}
 
+# math-module functions that are primitives (in compiled code they compute with numpy's
+# semantics: inf and nan instead of exceptions); any other math function (floor, ceil,
+# which return ints, atan2, ...) runs as written and carries no gradient: a
+# differentiated value flowing into one is a CompileError, never a silent zero
+MATH = {"sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log",
+        "sqrt": "sqrt", "log1p": "log1p", "expm1": "expm1", "fabs": "abs", "pow": "power"}
+
 # NDArray methods and attributes that are primitives
 METHODS = {name: name for name in (
     "sum", "mean", "max", "min", "prod", "norm", "exp", "log", "sqrt", "square", "abs",
@@ -204,7 +211,9 @@ def _describe_call(parsed, call, locals_) -> Operation:
         _check_numpy_parameters(parsed, call, prim, label, call.args)
         arrays, params = _split_arguments(prim, call.args, call.keywords)
         return Operation("prim", prim, arrays, params, label=label)
-    if target in INERT_CALLABLES or _is_math(target):
+    if _is_math(target):
+        return _describe_math(target, call, label)
+    if target in INERT_CALLABLES:
         return Operation("inert", label=label)
     if isinstance(target, types.FunctionType) and _is_user_function(target):
         return Operation("user", args=_positional(parsed, call, target), callee=target,
@@ -319,6 +328,17 @@ def _numpy_name(target):
     if is_numpy and name in NUMPY and getattr(np, name, None) is target:
         return name
     return None
+
+
+def _describe_math(target, call, label) -> Operation:
+    """``math.sin(x)`` is the sin primitive; a math function pullback has no rule for
+    (or called with other arguments than the primitive takes, ``math.log(x, 2)``)
+    computes as written but must not receive a differentiated value."""
+    prim = P.REGISTRY.get(MATH.get(target.__name__, ""))
+    if prim is not None and not call.keywords and prim.vjps is not None \
+            and len(call.args) == len(prim.vjps):
+        return Operation("prim", prim, list(call.args), [], label=label)
+    return Operation("unknown", args=list(call.args), label=label)
 
 
 def _is_math(target) -> bool:

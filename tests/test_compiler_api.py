@@ -1,5 +1,7 @@
 """The public compiler API: compile, grad, value_and_grad, vjp, and compiled calls on the tape."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -363,3 +365,43 @@ def test_numpy_parameters_pullback_would_misread_are_compile_errors(fn, text):
     message = str(info.value)
     assert "test_compiler_api.py" in message and text in message
     assert "by keyword" in message or "does not support" in message
+
+
+# ----- the math module: differentiable where it has a primitive, refused elsewhere ---------
+
+def math_functions(x, y):
+    return (math.sin(x) * math.exp(-x) + math.sqrt(x * x + 1.0) * math.log(y)
+            + math.pow(x, 3.0) + math.fabs(y) * math.tanh(x) + math.cos(y) / math.log1p(y))
+
+
+def math_log_base(x):
+    return math.log(x, 2.0)
+
+
+def math_floor_of_gradient(x):
+    return math.floor(x) * x
+
+
+def math_floor_of_a_count(x, n):
+    s = x
+    for _ in range(math.floor(n)):
+        s = s * x
+    return s
+
+
+def test_math_functions_are_differentiated():
+    gx, gy = pb.grad(math_functions, argnums=(0, 1))(0.7, 1.3)
+    eps = 1e-6
+    fx = (math_functions(0.7 + eps, 1.3) - math_functions(0.7 - eps, 1.3)) / (2 * eps)
+    fy = (math_functions(0.7, 1.3 + eps) - math_functions(0.7, 1.3 - eps)) / (2 * eps)
+    assert gx == pytest.approx(fx, rel=1e-7) and gy == pytest.approx(fy, rel=1e-7)
+
+
+@pytest.mark.parametrize("fn", [math_log_base, math_floor_of_gradient])
+def test_math_functions_without_a_rule_refuse_differentiated_values(fn):
+    with pytest.raises(pb.CompileError, match="no gradient rule for math"):
+        pb.grad(fn)(1.5)
+
+
+def test_math_functions_of_plain_numbers_run_as_written():
+    assert pb.grad(math_floor_of_a_count)(1.5, 2.7) == pytest.approx(3 * 1.5 ** 2)
