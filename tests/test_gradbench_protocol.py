@@ -326,7 +326,23 @@ def test_ba(tool):
     assert jacobian["vals"] == pytest.approx(REFERENCE_JACOBIAN["vals"], rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("module", ["ht"])
-def test_unsupported_modules_are_declined_with_a_reason(tool, module):
+@pytest.mark.parametrize("complicated", [False, True])
+def test_ht(tool, complicated):
+    """ht over the protocol: the objective and rows of the Jacobian the C++ reference
+    printed for a tiny input (the input and the numbers: tests/test_gradbench_ht.py)."""
+    from test_gradbench_ht import REFERENCE, tiny_input
+
+    define(tool, "ht")
+    data = tiny_input(complicated)
+    expected = REFERENCE[complicated]
+    objective, names = tool.evaluate("ht", "objective", data)
+    np.testing.assert_allclose(objective, expected["objective"], rtol=1e-10, atol=1e-12)
+    jacobian, _ = tool.evaluate("ht", "jacobian", data)
+    np.testing.assert_allclose(np.array(jacobian)[[0, 4, 8]], expected["jacobian_rows"],
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("module", ["ht2", "no such module"])
+def test_unknown_modules_are_declined_with_a_reason(tool, module):
     response = tool.send("define", module=module)
     assert response["success"] is False and response["error"]

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import objectives as obj
 from ba import Ba
+from ht import Ht
 
 import pullback as pb
 
@@ -183,10 +184,8 @@ class Saddle(Module):
 
 
 MODULES = {"hello": Hello, "lse": Lse, "llsq": Llsq, "ode": Ode, "det": Det, "gmm": Gmm,
-           "kmeans": Kmeans, "lstm": Lstm, "particle": Particle, "saddle": Saddle, "ba": Ba}
-UNSUPPORTED = {
-    "ht": "not implemented yet (hand tracking's model files and Jacobian)",
-}
+           "kmeans": Kmeans, "lstm": Lstm, "particle": Particle, "saddle": Saddle, "ba": Ba,
+           "ht": Ht}
 
 
 def _ns(seconds):
@@ -203,8 +202,6 @@ class Tool:
 
     def define(self, message):
         name = message["module"]
-        if name in UNSUPPORTED:
-            return {"success": False, "error": UNSUPPORTED[name]}
         if name not in MODULES:
             return {"success": False, "error": f"unknown module {name!r}"}
         start = time.perf_counter_ns()
