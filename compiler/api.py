@@ -339,11 +339,13 @@ def _gradient_runner(fn, argnums):
     return run
 
 
-def vjp(fn, *args):
-    """``(fn(*args), pullback)`` where ``pullback(g)`` returns one gradient per argument."""
-    nums = tuple(range(len(args)))
+def vjp(fn, *args, argnums=None):
+    """``(fn(*args), pullback)`` where ``pullback(g)`` returns one gradient per argument,
+    or per entry of ``argnums`` (a tuple of argument positions; the other arguments are
+    data: no gradient is computed for them, and integer arrays stay integer)."""
+    nums = tuple(range(len(args))) if argnums is None else tuple(argnums)
     variant = _differentiated(fn, nums, nums, len(args))
-    internal = [_to_internal(a, True) for a in args]
+    internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
     stack = Stack()
     with tape.scope(recording=False, training=None):
         out = variant.forward(stack, *internal)

@@ -405,3 +405,18 @@ def test_math_functions_without_a_rule_refuse_differentiated_values(fn):
 
 def test_math_functions_of_plain_numbers_run_as_written():
     assert pb.grad(math_floor_of_a_count)(1.5, 2.7) == pytest.approx(3 * 1.5 ** 2)
+
+
+def gather_scale(x, idx, w):
+    return x[idx] * w
+
+
+def test_vjp_argnums_differentiates_only_those_arguments():
+    x, idx, w = np.array([1.0, 2.0, 3.0]), np.array([2, 0]), np.array([0.5, -1.0])
+    out, back = pb.vjp(gather_scale, x, idx, w, argnums=(0, 2))
+    np.testing.assert_array_equal(out, x[idx] * w)
+    gx, gw = back(np.array([1.0, 10.0]))
+    np.testing.assert_array_equal(gx, [-10.0, 0.0, 0.5])
+    np.testing.assert_array_equal(gw, [3.0, 10.0])
+    variant = as_compiled(gather_scale).variant((True, False, True))
+    assert variant.source.count("_grad = support") >= 1 and "idx_grad" not in variant.source
