@@ -23,7 +23,7 @@ from .calls import describe
 from .errors import error_at
 from .normalize import local_names
 
-_DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel"}
+_DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join"}
 
 
 @dataclass
@@ -185,10 +185,12 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
                 result.needed |= _names(k.value)
         elif op.kind == "index":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
-        elif op.kind == "kernel":
+        elif op.kind in ("kernel", "join"):
             result.needed.add(target)
             for a in op.args:
                 result.needed |= _names(a)
+            for k in op.params:   # a join's axis (``axis=-1`` is a local after normalize)
+                result.needed |= _names(k.value)
     result.needed &= result.locals
     decide_pushes(fn.body, result)
     return result

@@ -8,7 +8,7 @@ assignment into an ``Operation``:
   a numpy function, an NDArray method or attribute, or a Python operator;
 - ``copy``, ``const``: ``y = x`` and ``y = 3.0``;
 - ``user``: a call of another user function (transformed recursively);
-- ``index``, ``pack``, ``append``: structural reads/builds of arrays,
+- ``index``, ``pack``, ``append``, ``join``: structural reads/builds of arrays,
   tuples and lists;
 - ``inert``: anything that never carries a gradient (comparisons, ``len``,
   ``range``, ``x.shape``, ``b.asscalar()``, ...).
@@ -205,6 +205,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("prim", prim, list(call.args), list(call.keywords), label=label)
     if target is np.linalg.norm:
         return _numpy_norm(parsed, call, label)
+    if target is np.concatenate or target is np.stack:
+        return _numpy_join(parsed, call, label, stack=target is np.stack)
     numpy_name = _numpy_name(target)
     if numpy_name is not None:
         prim = P.REGISTRY[NUMPY[numpy_name]]
@@ -271,6 +273,28 @@ def _numpy_norm(parsed, call, label) -> Operation:
         params += [gast.keyword(arg="ord", value=order),
                    gast.keyword(arg="vector", value=gast.Constant(value=True, kind=None))]
     return Operation("prim", P.REGISTRY["norm"], [bound.arguments["x"]], params, label=label)
+
+
+def _numpy_join_signature(arrays, axis=0):
+    """np.concatenate's and np.stack's parameters that pullback supports."""
+
+
+def _numpy_join(parsed, call, label, stack) -> Operation:
+    """``np.concatenate(seq, axis=0)`` / ``np.stack(seq, axis=0)`` of a list or tuple
+    (a literal, or one built with ``append``): a ``join``, whose gradient is the list of
+    the pieces' gradients (``support.join_grad``)."""
+    try:
+        bound = inspect.signature(_numpy_join_signature).bind(
+            *call.args, **{k.arg: k.value for k in call.keywords})
+    except TypeError as exc:
+        raise error_at(parsed, call, f"{label}(): pullback supports (arrays, axis=) only: "
+                       f"{exc}", "What to do: compute the rest outside the function.")
+    axis = bound.arguments.get("axis", gast.Constant(value=0, kind=None))
+    return Operation("join", args=[bound.arguments["arrays"]],
+                     params=[gast.keyword(arg="axis", value=axis),
+                             gast.keyword(arg="stack", value=gast.Constant(value=stack,
+                                                                           kind=None))],
+                     label=label)
 
 
 def _positional(parsed, call, callee) -> list:

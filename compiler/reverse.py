@@ -190,6 +190,8 @@ class ReverseTransform:
                 return doubled(unparse(value)) if target in self.a.active \
                     else unparse(value)
             return self.ops_call(op)
+        if op.kind == "join":
+            return f"support.join({unparse(op.args[0])}, {self.join_params(op)})"
         if op.kind == "inert" and isinstance(value, gast.Call):
             return self.inert_call(value)
         return unparse(value)
@@ -467,6 +469,18 @@ class ReverseTransform:
         if self.a.is_active_atom(value):
             acc = self.grad(value.id)
             out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, -1))")
+        return out
+
+    def join_params(self, op) -> str:
+        return ", ".join(f"{k.arg}={self.param_source(k)}" for k in op.params)
+
+    def rule_join(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items = op.args[0]
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.join_grad({g}, {items.id}, "
+                    f"{self.join_params(op)}))")
         return out
 
     def rule_user(self, s, op, g, ans) -> Lines:

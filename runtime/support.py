@@ -125,6 +125,22 @@ def index_grad(total, g, value, key):
     return add_grads(total, raw(P._getitem_vjp(g, None, value, index_key(key))))
 
 
+def join(items, axis=0, stack=False):
+    """``np.stack(items, axis)`` or ``np.concatenate(items, axis)`` of raw arrays."""
+    items = [raw(v) for v in items]
+    return np.stack(items, axis=axis) if stack else np.concatenate(items, axis=axis)
+
+
+def join_grad(g, items, axis=0, stack=False):
+    """The per-item gradient list of ``join(items, axis, stack)`` given its gradient."""
+    if g is None:
+        return None
+    if stack:
+        return [np.take(g, k, axis=axis) for k in range(len(items))]
+    sizes = [np.shape(raw(v))[axis] for v in items]
+    return np.split(g, np.cumsum(sizes)[:-1], axis=axis)
+
+
 def item_grad(g, index):
     """The gradient of item ``index`` of a structure whose gradient is ``g``."""
     return None if g is None else g[index]

@@ -586,6 +586,15 @@ def numpy_transpose(x):
     return np.sum(x.T * np.cos(x.T)) + np.sum(np.transpose(x) ** 2)
 
 
+@case((2, 3), (2, 3), numpy=True)
+def numpy_concatenate_and_stack(a, b):
+    parts = [a]
+    for k in range(2):
+        parts.append(np.tanh(parts[-1] * b + k))
+    joined = np.concatenate(parts, axis=-1)
+    return np.sum(np.stack((joined, joined * 0.5), axis=1) ** 2)
+
+
 # ----- fusion edge cases: several shapes in one run, trailing sums ---------------------
 
 @case((3, 4), (3, 1), (4,))

@@ -420,3 +420,71 @@ def test_vjp_argnums_differentiates_only_those_arguments():
     np.testing.assert_array_equal(gw, [3.0, 10.0])
     variant = as_compiled(gather_scale).variant((True, False, True))
     assert variant.source.count("_grad = support") >= 1 and "idx_grad" not in variant.source
+
+
+# ----- np.concatenate / np.stack of lists and tuples ---------------------------------------
+
+def concat_rows(a, b):
+    return np.sum(np.tanh(np.concatenate([a, b * 2.0, a], axis=0)) ** 2)
+
+
+def concat_columns(a, b):
+    return np.sum(np.concatenate((a, np.sin(b)), axis=-1) * np.arange(5.0))
+
+
+def stack_last(a, b):
+    s = np.stack([a * b, a], axis=-1)
+    return np.sum(s * s * np.array([1.0, 3.0]))
+
+
+def stack_built_in_a_loop(a, b):
+    rows = []
+    h = a
+    for k in range(3):
+        h = np.tanh(h * b + k)
+        rows.append(h)
+    return np.sum(np.stack(rows) * np.arange(3.0)[:, None])
+
+
+def stack_of_numbers(x, y):
+    v = np.stack([x * y, np.sin(x), 2.0])
+    return np.sum(v * v)
+
+
+def central(fn, args, k, eps=1e-6):
+    x = np.asarray(args[k], dtype=float)
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        up, down = list(args), list(args)
+        xu, xd = x.copy(), x.copy()
+        xu[idx] += eps
+        xd[idx] -= eps
+        up[k], down[k] = (xu if x.ndim else float(xu)), (xd if x.ndim else float(xd))
+        g[idx] = (fn(*up) - fn(*down)) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("fn, args", [
+    (concat_rows, (np.array([[0.5, -1.0], [0.2, 0.1]]), np.array([[0.3, 0.7]]))),
+    (concat_columns, (np.array([[0.5, -1.0], [0.2, 0.1]]), np.array([[0.3, 0.7, 1.1],
+                                                                      [0.0, -0.4, 0.9]]))),
+    (stack_last, (np.array([0.5, -1.0, 0.25]), np.array([0.3, 0.7, -2.0]))),
+    (stack_built_in_a_loop, (np.array([0.5, -1.0]), np.array([0.3, 0.7]))),
+    (stack_of_numbers, (0.4, -1.3)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_concatenate_and_stack_are_differentiated(fn, args):
+    grads = pb.grad(fn, argnums=(0, 1))(*args)
+    value = pb.value_and_grad(fn)(*args)[0]
+    value = value.asnumpy() if isinstance(value, nd.NDArray) else value
+    assert float(np.sum(value)) == pytest.approx(fn(*args), rel=1e-14)
+    for k, g in enumerate(grads):
+        np.testing.assert_allclose(g, central(fn, args, k), rtol=1e-6, atol=1e-9)
+
+
+def concat_with_dtype(a):
+    return np.sum(np.concatenate([a, a], dtype=np.float32))
+
+
+def test_concatenate_parameters_pullback_does_not_support_are_compile_errors():
+    with pytest.raises(pb.CompileError, match=r"np.concatenate\(\): pullback supports"):
+        pb.grad(concat_with_dtype)(np.ones(2))
