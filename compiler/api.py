@@ -341,9 +341,12 @@ def _gradient_runner(fn, argnums):
 
 def vjp(fn, *args, argnums=None):
     """``(fn(*args), pullback)`` where ``pullback(g)`` returns one gradient per argument,
-    or per entry of ``argnums`` (a tuple of argument positions; the other arguments are
-    data: no gradient is computed for them, and integer arrays stay integer)."""
-    nums = tuple(range(len(args))) if argnums is None else tuple(argnums)
+    or per entry of ``argnums`` (a tuple of argument positions, or one position for one
+    gradient; the other arguments are data: no gradient is computed for them, and
+    integer arrays stay integer)."""
+    single = isinstance(argnums, int)
+    nums = tuple(range(len(args))) if argnums is None else (argnums,) if single \
+        else tuple(argnums)
     variant = _differentiated(fn, nums, nums, len(args))
     internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
     stack = Stack()
@@ -355,7 +358,8 @@ def vjp(fn, *args, argnums=None):
             else _to_internal(g, True)
         with tape.scope(recording=False, training=None):
             grads = variant.adjoint(copy.copy(stack), head)   # each call pops its own copy
-        return tuple(_convert_grads(grads, internal, args, nums))
+        results = _convert_grads(grads, internal, args, nums)
+        return results[0] if single else tuple(results)
 
     return _convert_value(out, args, differentiated=True), pullback
 

@@ -54,10 +54,10 @@ NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes
 
 # math-module functions that are primitives (in compiled code they compute with numpy's
 # semantics: inf and nan instead of exceptions); any other math function (floor, ceil,
-# which return ints, atan2, ...) runs as written and carries no gradient: a
+# which return ints, pow, which always returns a float, atan2, ...) runs as written: a
 # differentiated value flowing into one is a CompileError, never a silent zero
 MATH = {"sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log",
-        "sqrt": "sqrt", "log1p": "log1p", "expm1": "expm1", "fabs": "abs", "pow": "power"}
+        "sqrt": "sqrt", "log1p": "log1p", "expm1": "expm1", "fabs": "abs"}
 
 # NDArray methods and attributes that are primitives
 METHODS = {name: name for name in (
@@ -69,9 +69,11 @@ ATTRIBUTES = {"T": "transpose"}
 INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
 INERT_METHODS = {"asscalar", "asnumpy", "item", "argmax", "argmin", "wait_to_read",
                  "tolist", "zeros_like", "ones_like", "detach"}
-INERT_CALLABLES = {builtins.range, builtins.len, builtins.int, builtins.float, builtins.bool,
-                   builtins.print, builtins.isinstance, builtins.min, builtins.max,
-                   builtins.abs, builtins.round}
+INERT_CALLABLES = {builtins.range, builtins.len, builtins.int, builtins.bool, builtins.print,
+                   builtins.isinstance, builtins.round}
+# builtins that would cut a gradient (float(x) is x; max/min pick one argument): they
+# compute as written on plain values and are CompileErrors on differentiated ones
+REFUSED_BUILTINS = {builtins.float, builtins.min, builtins.max, builtins.sum}
 # nd functions that are thin wrappers choosing one primitive's parameters
 WRAPPERS = {P.reshape: "reshape", P.getitem: "getitem"}
 
@@ -215,8 +217,12 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("prim", prim, arrays, params, label=label)
     if _is_math(target):
         return _describe_math(target, call, label)
+    if target is builtins.abs and len(call.args) == 1 and not call.keywords:
+        return Operation("prim", P.REGISTRY["abs"], list(call.args), label=label)
     if target in INERT_CALLABLES:
         return Operation("inert", label=label)
+    if target in REFUSED_BUILTINS:
+        return Operation("unknown", args=list(call.args), label=label)
     if isinstance(target, types.FunctionType) and _is_user_function(target):
         return Operation("user", args=_positional(parsed, call, target), callee=target,
                          label=label)

@@ -136,6 +136,8 @@ def _fusible(stmt, parsed, locals_):
     if not op.elementwise:
         return None
     prim = op.prim
+    if not any(isinstance(a, gast.Name) for a in op.args):
+        return None   # of literals only (``neg1 = -1``): a constant, not array work
     operands = [_operand(a) for a in op.args]
     if any(o is None for o in operands):
         return None

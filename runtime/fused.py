@@ -231,6 +231,16 @@ def _value(operand, env):
     return env[operand] if operand in env else float(operand)
 
 
+def _lists_as_arrays(values) -> tuple:
+    """Lists and tuples among a kernel's inputs as arrays (``np.multiply(x, [1.0, 2.0])``:
+    the kernel's ``x * lst`` must not meet a Python sequence)."""
+    for v in values:
+        if type(v) is list or type(v) is tuple:
+            return tuple(np.asarray(u) if type(u) is list or type(u) is tuple else u
+                         for u in values)
+    return values
+
+
 def _all_numbers(values) -> bool:
     """Whether no value is an array (None counts as a number: a zero gradient)."""
     for v in values:
@@ -263,6 +273,7 @@ class FusedKernel:
     def with_gradient(self, wanted, *inputs):
         """The outputs (the sum) followed by each wanted input's gradient for a seed of 1:
         value and gradient in one pass.  ``vjp`` then only scales them."""
+        inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)
         if layout is not None and not self.uniform(inputs):
             layout = None
@@ -337,6 +348,7 @@ class FusedKernel:
         return found
 
     def __call__(self, *inputs):
+        inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)   # cheap for small arrays: a size check
         if layout is not None and not self.uniform(inputs):
             layout = None
@@ -351,6 +363,16 @@ class FusedKernel:
         if grads is None:
             return (None,) * len(inputs)
         grads = list(grads)[:len(self.adjoint_program[0])]   # saved outputs get none
+        inputs = _lists_as_arrays(inputs)
+        reduction = self.forward_program[3]
+        if (reduction is not None and reduction[2] in ("norm", "max", "min")
+                and len(outputs) == self._n_outputs
+                and grads[self.adjoint_program[1].index(reduction[0])] is None):
+            # the reduced value carries no gradient: its seed (t * (g / r), g * (t == r) /
+            # ties) must not run with g = 0, as 0 * (0 / 0) is nan for a zero norm or a nan
+            if all(g is None for g in grads):
+                return (None,) * len(inputs)
+            return self._vjp_by_steps(grads, inputs)
         if len(outputs) == self._n_outputs and _all_numbers(inputs) and _all_numbers(grads):
             # numbers only (a scalar loop): uniform by definition, no native road
             if all(g is None for g in grads):
@@ -369,7 +391,6 @@ class FusedKernel:
             return (None,) * len(inputs)
         if not self.uniform(inputs):
             return self._vjp_by_steps(grads, inputs)
-        reduction = self.forward_program[3]
         if reduction is not None and reduction[2] == "mean":
             k = self.adjoint_program[1].index(reduction[0])
             if grads[k] is not None:

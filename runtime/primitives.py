@@ -68,7 +68,13 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=()):
             if out is None:
                 # Raw road (compiled code; rules run on numpy arrays): no NDArray, no tape.
                 result = forward(*args, **kwargs)
-                return result if type(result) is np.ndarray and result.ndim else as_data(result)
+                if type(result) is np.ndarray and result.ndim:
+                    return result
+                for a in args:
+                    if type(a) is np.ndarray:
+                        return as_data(result)   # a 0-d result of arrays: shape (1,)
+                # numbers in, a number out (differentiated numbers in compiled code)
+                return result[()] if type(result) is np.ndarray else result
         result = apply(prim, args, kwargs)
         if out is not None:
             if result._node is not None:
@@ -106,9 +112,12 @@ SCALAR_TYPES = frozenset({float, int, bool, np.float64, np.float32, np.float16, 
 
 def unbroadcast(g, x):
     """``g`` summed down to the shape of ``x`` (undoes numpy broadcasting)."""
-    if g.shape == shape_of(x):
+    shape = shape_of(x)
+    if shape_of(g) == shape:
         return g
-    return sum_to(g, shape=shape_of(x))
+    if shape == () and type(g) is not NDArray:
+        return np.sum(g)   # a number's gradient (compiled code) is a number
+    return sum_to(g, shape=shape)
 
 
 def _sum_to_forward(g, shape):
@@ -448,7 +457,14 @@ def _reduction_forward(numpy_fn):
     return forward
 
 
+def _of_a_number(x) -> bool:
+    """A 0-d operand: a differentiated number in compiled code (NDArrays are >= 1-d)."""
+    return type(x) is not NDArray and np.ndim(x) == 0
+
+
 def _sum_vjp(g, ans, x, axis=None, keepdims=False):
+    if _of_a_number(x):
+        return g   # the sum (or mean) of a number is the number
     if axis is None and type(g) is np.ndarray and type(x) is np.ndarray and g.size == 1:
         spread = np.empty(x.shape, g.dtype)   # numpy operands (compiled code): one fill
         spread.fill(g.reshape(-1)[0])
@@ -461,6 +477,8 @@ def _count(x, axis):
 
 
 def _mean_vjp(g, ans, x, axis=None, keepdims=False):
+    if _of_a_number(x):
+        return g
     return broadcast_to(divide(_expand_reduced(g, x, axis), float(_count(x, axis))),
                         shape=x.shape)
 
@@ -476,6 +494,8 @@ def _prod_vjp(g, ans, x, axis=None, keepdims=False):
 
 
 def _norm_forward(x, ord=2, axis=None, keepdims=False, vector=False):
+    if ord is None:   # numpy's default: the 2-norm (Frobenius for a matrix)
+        ord = 2
     # vector: np.linalg.norm with an explicit ord, which means a matrix norm for matrices
     if vector and ((axis is None and x.ndim != 1)
                    or (isinstance(axis, (tuple, list)) and len(axis) == 2)):
@@ -564,7 +584,14 @@ def _dot_raw_matrices(g, x, y):
     return g.reshape(xm.shape[0], ym.shape[1]), xm, ym
 
 
+def _dot_of_a_number(x, y) -> bool:
+    """``np.dot`` with a 0-d operand is a product (a number's gradient sums over the other)."""
+    return _of_a_number(x) or _of_a_number(y)
+
+
 def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
+    if _dot_of_a_number(x, y):
+        return unbroadcast(multiply(g, y), x)
     raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)
     if raw is not None:
         gm, xm, ym = raw
@@ -578,6 +605,8 @@ def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
 
 
 def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
+    if _dot_of_a_number(x, y):
+        return unbroadcast(multiply(g, x), y)
     raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)
     if raw is not None:
         gm, xm, ym = raw

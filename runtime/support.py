@@ -75,10 +75,15 @@ DOUBLE_BY_ADDING_MAX = 4096
 
 
 def double(x):
-    """``x * 2`` for a float value (exact either way), spelled the faster way."""
-    if type(x) is np.ndarray and x.size > DOUBLE_BY_ADDING_MAX:
+    """``x * 2`` (exact either way for floats), spelled the faster way: ``x + x`` only for
+    floats (booleans add to booleans) and small arrays."""
+    if type(x) is np.ndarray:
+        if x.dtype.kind == "f" and x.size <= DOUBLE_BY_ADDING_MAX:
+            return x + x
         return x * 2
-    return x + x
+    if isinstance(x, (float, np.floating)):
+        return x + x
+    return x * 2
 
 
 def add_grads(total, part):
@@ -108,6 +113,8 @@ def unbroadcast(g, value):
     shape = P.shape_of(value)
     if P.shape_of(g) == shape:
         return g
+    if shape == ():
+        return np.sum(g)   # a number's gradient is a number, not a one-element array
     return P.sum_to(np.asarray(g), shape=shape)
 
 

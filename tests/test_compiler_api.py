@@ -371,7 +371,7 @@ def test_numpy_parameters_pullback_would_misread_are_compile_errors(fn, text):
 
 def math_functions(x, y):
     return (math.sin(x) * math.exp(-x) + math.sqrt(x * x + 1.0) * math.log(y)
-            + math.pow(x, 3.0) + math.fabs(y) * math.tanh(x) + math.cos(y) / math.log1p(y))
+            + x ** 3.0 + math.fabs(y) * math.tanh(x) + math.cos(y) / math.log1p(y))
 
 
 def math_log_base(x):
@@ -397,10 +397,42 @@ def test_math_functions_are_differentiated():
     assert gx == pytest.approx(fx, rel=1e-7) and gy == pytest.approx(fy, rel=1e-7)
 
 
-@pytest.mark.parametrize("fn", [math_log_base, math_floor_of_gradient])
-def test_math_functions_without_a_rule_refuse_differentiated_values(fn):
-    with pytest.raises(pb.CompileError, match="no gradient rule for math"):
+def math_pow_of_gradient(x):
+    return math.pow(x, 3.0)
+
+
+def float_of_gradient(x):
+    return float(x) * x
+
+
+def max_of_gradient(x):
+    return max(x, 0.1) * 3.0
+
+
+def builtin_abs(x):
+    return abs(x) * 2.0
+
+
+def math_pow_of_counts(x, n):
+    return x * math.pow(n, 20) + x * math.pow(n, -1)
+
+
+@pytest.mark.parametrize("fn, name", [(math_log_base, "math.log"),
+                                      (math_floor_of_gradient, "math.floor"),
+                                      (math_pow_of_gradient, "math.pow"),
+                                      (float_of_gradient, "float"), (max_of_gradient, "max")])
+def test_calls_that_would_cut_a_gradient_refuse_differentiated_values(fn, name):
+    with pytest.raises(pb.CompileError, match=f"no gradient rule for {name}"):
         pb.grad(fn)(1.5)
+
+
+def test_builtin_abs_is_differentiated():
+    assert pb.grad(builtin_abs)(-1.5) == -2.0
+    np.testing.assert_array_equal(pb.grad(builtin_abs)(np.array([1.0, -2.0])), [2.0, -2.0])
+
+
+def test_math_pow_of_plain_numbers_is_pythons():
+    assert pb.grad(math_pow_of_counts)(1.0, 10) == pytest.approx(1e20 + 0.1)
 
 
 def test_math_functions_of_plain_numbers_run_as_written():

@@ -242,3 +242,122 @@ def test_numbers_keep_numpy_semantics_in_both_passes():
         assert value.asscalar() == np.inf and grad == np.inf
         value, grad = pb.value_and_grad(overflowing)(1000.0)
         assert value.asscalar() == np.inf and grad == np.inf
+
+
+# ----- regressions found by review (each was a wrong value, a nan or a crash) -----------------
+
+def norm_only_decides(x, c):
+    r = x - c
+    z = r * r
+    n = np.linalg.norm(z)      # fused as the run's trailing norm; its gradient is None
+    if n < 1:
+        z = z * 2
+    return z
+
+
+def max_of_nans_only_decides(x):
+    a = x * 2
+    t = a - 3
+    z = np.log(t)              # nan where t < 0: no element equals the max
+    m = np.max(z)
+    if m > 0:
+        a = a * 3
+    return a
+
+
+def active_booleans_doubled(x):
+    b = x.astype(bool)
+    y = b * 2
+    return np.dot(y, x)
+
+
+def sum_of_a_number(x):
+    return np.sum(x) + np.mean(x * 3.0) * np.array([1.0, -2.0])
+
+
+def dot_of_numbers(x):
+    return np.dot(x, x) + np.dot(x, np.array([1.0, 2.0]))
+
+
+def number_times_a_list(x):
+    lst = [1.0, 2.0, 3.0]
+    a = np.multiply(x, lst)
+    return np.sum(np.sin(a)) + np.sum(np.add(x, lst) * x)
+
+
+def axis_sum_of_a_number(x):
+    return np.sum(x, axis=0) * np.array([1.0, -2.0, 0.5])
+
+
+def number_plus_a_list_in_a_run(x):
+    lst = [1.0, 2.0, 3.0]
+    a = np.add(x, lst)
+    b = np.sin(x)
+    c = a * a
+    return np.dot(c, c) + b
+
+
+def unused_norm_in_a_loop(x):
+    i = 0
+    y = x
+    while i < 3:
+        y = y * 0.0
+        z = np.sin(y)
+        n = np.linalg.norm(z)
+        i = i + 1
+    return np.sum(y) + x
+
+
+def norm_of_a_runtime_order(x, p):
+    return np.linalg.norm(x * 2.0, p)
+
+
+@pytest.mark.parametrize("fn, args", [
+    (norm_only_decides, (np.array([1.0, 2.0]), np.array([1.0, 2.0]))),
+    (max_of_nans_only_decides, (np.array([1.0, 0.5]),)),
+    (sum_of_a_number, (0.7,)),
+    (dot_of_numbers, (0.7,)),
+    (number_times_a_list, (1.5,)),
+    (axis_sum_of_a_number, (1.5,)),
+    (number_plus_a_list_in_a_run, (1.5,)),
+    (unused_norm_in_a_loop, (np.array([1.0, 2.0]),)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_review_regressions_match_central_differences(fn, args):
+    with np.errstate(invalid="ignore"):
+        value, grad = pb.value_and_grad(fn)(*args)
+        expected_value = fn(*args)
+        expected_grad = central_of_first(fn, args)
+    value = value.asnumpy() if isinstance(value, nd.NDArray) else value
+    np.testing.assert_allclose(np.sum(value), np.sum(expected_value), rtol=1e-14)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-9)
+
+
+def central_of_first(fn, args, eps=1e-6):
+    x = np.asarray(args[0], dtype=float)
+    g = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        lift = (lambda v: v) if x.ndim else float
+        g[idx] = (np.sum(fn(lift(up), *args[1:])) - np.sum(fn(lift(down), *args[1:]))) / (2 * eps)
+    return g
+
+
+def test_active_booleans_are_doubled_by_multiplying():
+    x = np.array([1.5, 0.0, -2.0])
+    value, grad = pb.value_and_grad(active_booleans_doubled)(x)
+    assert value == active_booleans_doubled(x)   # b * 2 is 0/2, not b + b (logical or)
+    # astype passes its gradient through (MXNet's rule): y's part 2 * x plus the direct b * 2
+    np.testing.assert_array_equal(grad, [5.0, 0.0, -2.0])
+
+
+def test_a_norm_order_known_only_at_run_time():
+    x = np.array([3.0, -4.0])
+    assert pb.grad(norm_of_a_runtime_order)(x, None) == pytest.approx([1.2, -1.6])
+    np.testing.assert_allclose(pb.grad(norm_of_a_runtime_order)(x, 1), [2.0, -2.0])
+
+
+def test_vjp_with_one_argnum_returns_one_gradient():
+    out, back = pb.vjp(sum_of_a_number, 0.7, argnums=0)
+    assert type(back(np.array([1.0, 1.0]))) is float
