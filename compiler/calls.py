@@ -33,7 +33,7 @@ from pullback.runtime import primitives as P
 from .errors import error_at
 
 BINARY = {gast.Add: "add", gast.Sub: "subtract", gast.Mult: "multiply", gast.Div: "divide",
-          gast.Pow: "power", gast.MatMult: "matmul"}
+          gast.Pow: "power", gast.MatMult: "matmul", gast.Mod: "mod"}
 UNARY = {gast.USub: "negative"}
 
 # numpy functions that are primitives: numpy name -> (primitive, {numpy kw: our kw})
@@ -44,6 +44,7 @@ NUMPY = {
     "floor": "floor", "ceil": "ceil", "round": "round", "rint": "round", "add": "add",
     "subtract": "subtract", "multiply": "multiply", "divide": "divide",
     "true_divide": "divide", "power": "power", "maximum": "maximum", "minimum": "minimum",
+    "mod": "mod", "remainder": "mod",
     "dot": "dot", "matmul": "matmul", "sum": "sum", "mean": "mean", "max": "max", "amax": "max",
     "min": "min", "amin": "min", "prod": "prod", "where": "where", "transpose": "transpose",
     "reshape": "reshape", "clip": "clip", "zeros_like": "zeros_like", "ones_like": "ones_like",

@@ -221,7 +221,15 @@ maximum = primitive("maximum", np.maximum, [_maximum_vjp_x, _maximum_vjp_y],
 minimum = primitive("minimum", np.minimum, [_minimum_vjp_x, _minimum_vjp_y],
                     scalar="min(x, y)",
                     scalar_vjps=("g * (x <= y)", "g * (x > y)"))
-mod = primitive("mod", np.mod, None)
+def _mod_vjp_x(g, ans, x, y):
+    return unbroadcast(g, x)   # x mod y = x - floor(x / y) * y
+
+
+def _mod_vjp_y(g, ans, x, y):
+    return unbroadcast(negative(multiply(g, floor(divide(x, y)))), y)
+
+
+mod = primitive("mod", np.mod, [_mod_vjp_x, _mod_vjp_y])
 broadcast_add, broadcast_sub = add, subtract
 broadcast_mul, broadcast_div = multiply, divide
 elemwise_add, elemwise_sub, elemwise_mul, elemwise_div = add, subtract, multiply, divide

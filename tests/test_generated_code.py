@@ -308,6 +308,10 @@ def unused_norm_in_a_loop(x):
     return np.sum(y) + x
 
 
+def mod_and_floordiv(x):
+    return x * (x // 1.0) + x % 1.0 + np.mod(x, 0.75) * np.remainder(x, 0.5)
+
+
 def norm_of_a_runtime_order(x, p):
     return np.linalg.norm(x * 2.0, p)
 
@@ -321,6 +325,8 @@ def norm_of_a_runtime_order(x, p):
     (axis_sum_of_a_number, (1.5,)),
     (number_plus_a_list_in_a_run, (1.5,)),
     (unused_norm_in_a_loop, (np.array([1.0, 2.0]),)),
+    (mod_and_floordiv, (2.3,)),
+    (mod_and_floordiv, (np.array([2.3, -0.4, 0.2]),)),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_review_regressions_match_central_differences(fn, args):
     with np.errstate(invalid="ignore"):

@@ -43,7 +43,7 @@ _RNG = np.random.default_rng(20240607)
 
 COVERED = (
     "sum_to", "broadcast_to",
-    "add", "subtract", "multiply", "divide", "power", "maximum", "minimum",
+    "add", "subtract", "multiply", "divide", "power", "maximum", "minimum", "mod",
     "negative", "exp", "log", "sqrt", "square", "abs", "sign", "sin", "cos", "tan", "tanh",
     "sigmoid", "relu", "log1p", "expm1", "reciprocal", "floor", "ceil", "round",
     "copy", "astype", "where", "clip",
@@ -55,7 +55,7 @@ COVERED = (
 )
 
 NOT_DIFFERENTIABLE = (
-    "mod", "equal", "not_equal", "lesser", "lesser_equal", "greater", "greater_equal",
+    "equal", "not_equal", "lesser", "lesser_equal", "greater", "greater_equal",
     "zeros_like", "ones_like", "stop_gradient", "argmax", "argmin",
 )
 
@@ -231,6 +231,13 @@ def binary_cases():
         case("subtract-scalar-left", lambda x: 0.7 - x, uniform((2, 3)), covers="subtract"),
         case("subtract-scalar-left-op", lambda x: nd.subtract(0.7, x), uniform((2, 3)),
              covers="subtract"),
+        # x/y kept between two integers (floor(x / y) locally constant): 2.11..2.8 and
+        # -0.55..-0.1 (floor -1); mod's gradient is 1 for x and -floor(x / y) for y
+        case("mod", lambda x, y: nd.mod(x, y), _RNG.uniform(2.2, 2.8, (2, 3)),
+             _RNG.uniform(1.0, 1.04, (2, 3)), covers="mod"),
+        case("mod-negative-operator", lambda x, y: x % y, _RNG.uniform(-1.0, -0.2, (2, 3)),
+             _RNG.uniform(1.8, 2.0, (3,)), covers="mod"),
+        case("mod-scalar", lambda x: x % 0.75, _RNG.uniform(0.1, 0.7, (5,)), covers="mod"),
         case("multiply-scalar-right", lambda x: x * 3, uniform((2, 3)), covers="multiply"),
         case("multiply-scalar-left", lambda x: nd.multiply(-2.5, x), uniform((2, 3)),
              covers="multiply"),
@@ -820,8 +827,6 @@ BLOCKED = [
     ("ones_like", lambda x: x.ones_like()),
     ("stop_gradient", nd.stop_gradient),
     ("BlockGrad", lambda x: nd.BlockGrad(x * 2.0)),
-    ("mod", lambda x: nd.mod(x, 0.7)),
-    ("mod-operator", lambda x: x % 0.7),
 ]
 
 
