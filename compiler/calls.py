@@ -158,6 +158,8 @@ def describe(parsed, value, locals_=frozenset()) -> Operation:
             return Operation("inert", args=[value.left, value.right])
         return Operation("prim", P.REGISTRY[prim_name], [value.left, value.right])
     if isinstance(value, gast.UnaryOp):
+        if isinstance(value.op, gast.UAdd):
+            return Operation("copy", args=[value.operand])   # +x is x
         prim_name = UNARY.get(type(value.op))
         if prim_name is None:
             return Operation("inert", args=[value.operand])

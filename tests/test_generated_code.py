@@ -312,6 +312,11 @@ def mod_and_floordiv(x):
     return x * (x // 1.0) + x % 1.0 + np.mod(x, 0.75) * np.remainder(x, 0.5)
 
 
+def unary_plus(x):
+    y = +x
+    return y * x
+
+
 def norm_of_a_runtime_order(x, p):
     return np.linalg.norm(x * 2.0, p)
 
@@ -325,6 +330,7 @@ def norm_of_a_runtime_order(x, p):
     (axis_sum_of_a_number, (1.5,)),
     (number_plus_a_list_in_a_run, (1.5,)),
     (unused_norm_in_a_loop, (np.array([1.0, 2.0]),)),
+    (unary_plus, (np.array([1.0, -2.0]),)),
     (mod_and_floordiv, (2.3,)),
     (mod_and_floordiv, (np.array([2.3, -0.4, 0.2]),)),
 ], ids=lambda v: getattr(v, "__name__", ""))
