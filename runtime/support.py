@@ -74,16 +74,19 @@ def _scalar_reduction(name):
 DOUBLE_BY_ADDING_MAX = 4096
 
 
+_BOOL = np.dtype(bool)
+
+
 def double(x):
-    """``x * 2`` (exact either way for floats), spelled the faster way: ``x + x`` only for
-    floats (booleans add to booleans) and small arrays."""
+    """``x * 2`` (the same value either way), spelled the faster way: ``x + x`` for small
+    arrays and numbers, but never for numpy booleans (they add to booleans)."""
     if type(x) is np.ndarray:
-        if x.dtype.kind == "f" and x.size <= DOUBLE_BY_ADDING_MAX:
+        if x.size <= DOUBLE_BY_ADDING_MAX and x.dtype is not _BOOL:
             return x + x
         return x * 2
-    if isinstance(x, (float, np.floating)):
-        return x + x
-    return x * 2
+    if type(x) is np.bool_:
+        return x * 2
+    return x + x
 
 
 def add_grads(total, part):
@@ -210,4 +213,12 @@ scalar_mean = _scalar_reduction("mean")
 scalar_max = _scalar_reduction("max")
 scalar_min = _scalar_reduction("min")
 scalar_prod = _scalar_reduction("prod")
-scalar_norm = _scalar_reduction("norm")
+_norm_of_any_shape = _scalar_reduction("norm")
+
+
+def scalar_norm(x):
+    """``asscalar(norm(x))``; a 1-d float array (a loop condition's usual operand) takes
+    the norm's own formula (``_norm_forward``: sqrt of the dot product) without layers."""
+    if type(x) is np.ndarray and x.ndim == 1 and x.dtype.kind == "f":
+        return np.sqrt(x.dot(x))
+    return _norm_of_any_shape(x)

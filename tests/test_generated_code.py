@@ -373,3 +373,13 @@ def test_a_norm_order_known_only_at_run_time():
 def test_vjp_with_one_argnum_returns_one_gradient():
     out, back = pb.vjp(sum_of_a_number, 0.7, argnums=0)
     assert type(back(np.array([1.0, 1.0]))) is float
+
+
+@pytest.mark.parametrize("value", [np.array([True, False]), np.True_, True,
+                                   np.array([1, -3], dtype=np.int8), np.arange(5000.0),
+                                   np.float32(1.5), [1.0, 2.0]],
+                         ids=lambda v: type(v).__name__)
+def test_double_equals_times_two(value):
+    got, expected = support.double(value), value * 2
+    assert type(got) is type(expected)
+    np.testing.assert_array_equal(got, expected)
