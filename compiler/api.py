@@ -130,8 +130,10 @@ class _CompiledCall:
             else:
                 head = g._data if len(self.out_shapes) == 1 else tuple(
                     g._data if k == out_index else None for k in range(len(self.out_shapes)))
-                grads = [None if gr is None else NDArray(as_data(np.asarray(gr)))
-                         for gr in self.variant.adjoint(copy.copy(self.stack), head)]
+                grads = [None if gr is None else NDArray(as_data(np.asarray(
+                             _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
+                         for gr, a in zip(self.variant.adjoint(copy.copy(self.stack), head),
+                                          self.args, strict=True)]
             self.cache = (key, grads)
         return self.cache[1][index]
 
@@ -260,8 +262,17 @@ def _convert_grads(grads, internal, args, nums):
             g = np.zeros_like(internal[n])
         elif (g.shape if type(g) is np.ndarray else np.shape(g)) != shape:
             g = np.broadcast_to(g, shape).copy() if shape else np.sum(g)
-        results.append(_to_external(g, args[n]))
+        results.append(_to_external(_in_dtype_of(g, internal[n]), args[n]))
     return results
+
+
+def _in_dtype_of(g, value):
+    """A gradient in its input's float dtype (float32 in, float32 gradient, as on the
+    tape), even where the adjoint met a float64 constant (``log(2.0)`` of ``2.0 ** x``)."""
+    dtype = getattr(value, "dtype", None)
+    if type(g) is np.ndarray and dtype is not None and dtype.kind == "f" and g.dtype != dtype:
+        return g.astype(dtype)
+    return g
 
 
 def _convert_value(out, args, differentiated=False):

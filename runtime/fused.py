@@ -295,7 +295,10 @@ class FusedKernel:
         total = np.full(1, self._finish(produced.pop(), shape), dtype)
         grads = _gradients_of(produced, self.gradient_program[2], inputs, kinds, shape, dtype,
                               wanted)
-        return (total, *grads)
+        # the layout of the numpy road: every output (values the adjoint would have read
+        # are not computed here: None), then the gradients -- vjp finds them after the
+        # outputs, so a run that saves an intermediate (2.0 ** a) must keep its slot
+        return (total, *([None] * (self._n_outputs - 1)), *grads)
 
     def precompile(self, dtype: str) -> int:
         """Build (or load from the object cache) the native kernels for ``dtype`` with

@@ -595,6 +595,17 @@ def numpy_concatenate_and_stack(a, b):
     return np.sum(np.stack((joined, joined * 0.5), axis=1) ** 2)
 
 
+@case((4,), numpy=True)
+def numpy_power_with_an_array_exponent(x):
+    # one pass (value and gradient) of a run that saves an intermediate (2.0 ** x)
+    return np.sum(2.0 ** x - x)
+
+
+@case((3,), (3,), positive=True)
+def power_of_arrays_summed(x, y):
+    return nd.sum(x ** y * x - y)
+
+
 # ----- fusion edge cases: several shapes in one run, trailing sums ---------------------
 
 @case((3, 4), (3, 1), (4,))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import pullback as pb
+from pullback import autograd as ag
 from pullback import nd
 from pullback.runtime import support
 from pullback.runtime.support import SCALAR_REDUCTIONS, asscalar, ops
@@ -383,3 +384,21 @@ def test_double_equals_times_two(value):
     got, expected = support.double(value), value * 2
     assert type(got) is type(expected)
     np.testing.assert_array_equal(got, expected)
+
+
+def power_of_two(x):
+    return np.sum(2.0 ** x - x)
+
+
+def test_float32_inputs_get_float32_gradients_through_float64_constants():
+    """The adjoint of 2.0 ** x meets log(2.0), a float64 number; the gradient still has
+    the input's dtype, as on the tape."""
+    x = np.array([0.1, 0.5, -0.3, 0.9], dtype=np.float32)
+    assert pb.grad(power_of_two)(x).dtype == np.float32
+    xn = nd.array(x)
+    xn.attach_grad()
+    with ag.record():
+        y = pb.compile(power_of_two)(xn)
+    y.backward()
+    assert xn.grad.asnumpy().dtype == np.float32
+    np.testing.assert_allclose(xn.grad.asnumpy(), 2.0 ** x * np.log(2.0) - 1, rtol=1e-6)
