@@ -87,6 +87,7 @@ class Operation:
     params: list = field(default_factory=list)    # gast.keyword with atom values
     callee: object = None                         # user function object
     label: str = ""                               # what to call it in messages
+    numpy: bool = False   # spelled as a numpy function: numpy's 0-d results, not (1,)
 
     @property
     def elementwise(self) -> bool:
@@ -217,7 +218,7 @@ def _describe_call(parsed, call, locals_) -> Operation:
         prim = P.REGISTRY[NUMPY[numpy_name]]
         _check_numpy_parameters(parsed, call, prim, label, call.args)
         arrays, params = _split_arguments(prim, call.args, call.keywords)
-        return Operation("prim", prim, arrays, params, label=label)
+        return Operation("prim", prim, arrays, params, label=label, numpy=True)
     if _is_math(target):
         return _describe_math(target, call, label)
     if target is builtins.abs and len(call.args) == 1 and not call.keywords:
@@ -281,7 +282,8 @@ def _numpy_norm(parsed, call, label) -> Operation:
     if order is not None and not (isinstance(order, gast.Constant) and order.value is None):
         params += [gast.keyword(arg="ord", value=order),
                    gast.keyword(arg="vector", value=gast.Constant(value=True, kind=None))]
-    return Operation("prim", P.REGISTRY["norm"], [bound.arguments["x"]], params, label=label)
+    return Operation("prim", P.REGISTRY["norm"], [bound.arguments["x"]], params, label=label,
+                     numpy=True)
 
 
 def _numpy_join_signature(arrays, axis=0):

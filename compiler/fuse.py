@@ -155,6 +155,7 @@ def _uses(fn) -> dict:
 
 class _Fuser:
     def __init__(self, parsed, fn, namer):
+        self.numpy_reductions = set()   # results of np.sum(...)-spelled absorbed reductions
         self.parsed, self.fn, self.namer = parsed, fn, namer
         self.locals = local_names(fn)
         self.uses = _uses(fn)
@@ -195,6 +196,8 @@ class _Fuser:
         if not isinstance(operand, gast.Name) or operand.id not in targets or result in targets \
                 or any(result in operands for _, (_, _, operands) in run):
             return None
+        if op.numpy:
+            self.numpy_reductions.add(result)
         return result, operand.id, op.prim.name
 
     @staticmethod
@@ -248,6 +251,8 @@ class _Fuser:
         for k, t in enumerate(live):
             item = gast.Subscript(value=name(result), slice=gast.Constant(value=k, kind=None),
                                   ctx=gast.Load())
+            if reduction is not None and t == reduction[0] and t in self.numpy_reductions:
+                item.pb_numpy_scalar = True   # np.sum(...): numpy's scalar, not (1,)
             out.append(assign(user_name[t], item, first))
         return out
 

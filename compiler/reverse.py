@@ -192,6 +192,8 @@ class ReverseTransform:
             return self.ops_call(op)
         if op.kind == "join":
             return f"support.join({unparse(op.args[0])}, {self.join_params(op)})"
+        if op.kind == "index" and getattr(value, "pb_numpy_scalar", False):
+            return f"support.numpy_scalar({unparse(value)})"
         if op.kind == "inert" and isinstance(value, gast.Call):
             return self.inert_call(value)
         return unparse(value)
@@ -217,7 +219,8 @@ class ReverseTransform:
     def ops_call(self, op) -> str:
         parts = [unparse(a) for a in op.args]
         parts += [f"{k.arg}={self.param_source(k)}" for k in op.params]
-        return f"ops.{op.prim.name}({', '.join(parts)})"
+        namespace = "npops" if op.numpy else "ops"   # numpy's spelling: numpy's 0-d results
+        return f"{namespace}.{op.prim.name}({', '.join(parts)})"
 
     def param_source(self, keyword) -> str:
         return key_source(keyword.value)

@@ -35,18 +35,39 @@ def _raw_op(prim):
     return raw_op
 
 
+def _numpy_op(prim):
+    """The primitive as its numpy spelling (``np.sum``) computes it: a 0-d result is a
+    numpy scalar, as numpy gives it, not a (1,) array."""
+    forward = prim.forward
+
+    def numpy_op(*args, **params):
+        result = forward(*args, **params)
+        return result[()] if type(result) is np.ndarray and not result.ndim else result
+
+    numpy_op.__name__ = prim.name
+    return numpy_op
+
+
 def _build_namespaces():
     op_functions = {prim.name: _raw_op(prim) for prim in P.REGISTRY.values()
                     if prim.forward is not None}
+    numpy_functions = {prim.name: _numpy_op(prim) for prim in P.REGISTRY.values()
+                       if prim.forward is not None}
     rules = {}
     for prim in P.REGISTRY.values():
         for i, rule in enumerate(prim.vjps or ()):
             if rule is not None:
                 rules[f"{prim.name}_{i}"] = rule
-    return SimpleNamespace(**op_functions), SimpleNamespace(**rules)
+    return (SimpleNamespace(**op_functions), SimpleNamespace(**numpy_functions),
+            SimpleNamespace(**rules))
 
 
-ops, vjp = _build_namespaces()
+ops, npops, vjp = _build_namespaces()
+
+
+def numpy_scalar(value):
+    """A fused run's trailing reduction spelled as numpy (``np.sum``): numpy's scalar."""
+    return value.reshape(-1)[0] if type(value) is np.ndarray and value.size == 1 else value
 
 # Whole-array reductions whose only use is ``.asscalar()`` (loop and branch conditions
 # such as ``nd.norm(b).asscalar() < 1000``): the generated forward calls these
@@ -129,6 +150,9 @@ def index_grad(total, g, value, key):
         total = [None] * len(value) if total is None else list(total)   # never shared
         total[key] = add_grads(total[key], g)
         return total
+    if isinstance(value, np.generic):   # a numpy scalar indexed (``np.sum(a)[None]``)
+        part = P._getitem_vjp(np.asarray(raw(g)), None, np.asarray(value), index_key(key))
+        return add_grads(total, np.asarray(raw(part)).sum())   # a number's: a number
     if not isinstance(value, (NDArray, np.ndarray)):
         return total
     g = np.asarray(raw(g))

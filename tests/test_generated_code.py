@@ -402,3 +402,47 @@ def test_float32_inputs_get_float32_gradients_through_float64_constants():
     y.backward()
     assert xn.grad.asnumpy().dtype == np.float32
     np.testing.assert_allclose(xn.grad.asnumpy(), 2.0 ** x * np.log(2.0) - 1, rtol=1e-6)
+
+
+# ----- numpy's spelling gives numpy's shapes: 0-d reductions ---------------------------------
+
+def stacked_reductions(a, w):
+    s = np.stack([np.sum(a), np.sum(a * a), np.dot(a, a), np.linalg.norm(a)])
+    return np.sum(s * w)
+
+
+def branch_on_ndim(a):
+    s = np.sum(np.tanh(a) * a)      # fused with its trailing sum
+    if s.ndim == 0:
+        return s * 2.0
+    return s * 3.0
+
+
+def concatenated_reduction(a):
+    return np.sum(np.concatenate([a, np.max(a * 2.0)[None]]) ** 2)
+
+
+@pytest.mark.parametrize("fuse", ["1", "0"])
+@pytest.mark.parametrize("fn, args", [
+    (stacked_reductions, (np.array([0.3, -1.2, 0.7, 1.5]), np.array([1.0, 2.0, -1.0, 0.5]))),
+    (branch_on_ndim, (np.array([0.3, -1.2, 0.7, 1.5]),)),
+    (concatenated_reduction, (np.array([0.3, -1.2, 0.7, 1.5]),)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_numpy_reductions_are_numpy_scalars(fn, args, fuse, monkeypatch):
+    monkeypatch.setenv("PULLBACK_FUSE", fuse)
+    value, grad = pb.value_and_grad(fn)(*args)
+    expected = fn(*args)
+    assert np.shape(value) == np.shape(expected) == ()
+    assert value == pytest.approx(expected, rel=1e-13)
+    np.testing.assert_allclose(grad, central_of_first(fn, args), rtol=1e-6, atol=1e-9)
+
+
+def test_a_fused_numpy_sum_is_a_numpy_scalar_on_the_native_road(monkeypatch):
+    from pullback.runtime import fused
+
+    monkeypatch.setattr(fused, "NATIVE_MIN_SIZE", 1)
+    x = np.linspace(-1.0, 1.0, 700)
+    value, grad = pb.value_and_grad(branch_on_ndim)(x)
+    assert np.shape(value) == () and value == pytest.approx(branch_on_ndim(x), rel=1e-12)
+    np.testing.assert_allclose(grad, 2.0 * (np.tanh(x) + x * (1 - np.tanh(x) ** 2)),
+                               rtol=1e-12)
