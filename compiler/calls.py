@@ -240,8 +240,9 @@ _NUMPY_POSITIONAL = {"sum": 1, "mean": 1, "max": 1, "min": 1, "prod": 1, "dot": 
 
 
 def _check_numpy_parameters(parsed, call, prim, label, args, owner=None) -> None:
-    """A CompileError for numpy parameters pullback would misread or does not support
-    (never silently computing something else)."""
+    """A CompileError for parameters of a numpy function or array method that pullback
+    would misread (numpy's positional order) or does not support: never silently
+    computing something else."""
     operands = len(args) + (owner is not None)
     arrays = len(prim.vjps) if prim.vjps is not None else operands
     allowed = _NUMPY_POSITIONAL.get(prim.name, len(prim.params))
@@ -346,10 +347,7 @@ def _describe_method(parsed, call, func) -> Operation:
         return Operation("prim", P.REGISTRY["astype"], [func.value],
                          [gast.keyword(arg="dtype", value=call.args[0])], label=".astype()")
     prim = P.REGISTRY[prim_name]
-    if prim.name in _NUMPY_POSITIONAL and len(call.args) > _NUMPY_POSITIONAL[prim.name]:
-        raise error_at(parsed, call, f".{method}(): pullback reads only the axis by position",
-                       f"What to do: pass the others by keyword ({', '.join(prim.params)} "
-                       "are supported).")
+    _check_numpy_parameters(parsed, call, prim, f".{method}", call.args, owner=func.value)
     arrays, params = _split_arguments(prim, call.args, call.keywords, owner=func.value)
     return Operation("prim", prim, arrays, params, label=f".{method}()")
 

@@ -133,10 +133,7 @@ class ReverseTransform:
             return None
         op, target = self.a.op(s), s.targets[0].id
         call = following.value
-        if not (op.kind == "prim" and op.prim.name in SCALAR_REDUCTIONS and not op.params
-                and len(op.args) == 1 and target not in self.a.active
-                and target not in self.a.needed and id(s) not in self.a.pushes
-                and self.loads.get(target) == 1
+        if not (self.plain_reduction(s) and self.loads.get(target) == 1
                 and isinstance(call, gast.Call) and not call.args and not call.keywords
                 and isinstance(call.func, gast.Attribute) and call.func.attr == "asscalar"
                 and isinstance(call.func.value, gast.Name) and call.func.value.id == target):
@@ -152,13 +149,18 @@ class ReverseTransform:
         """Whether ``s`` is a whole-array reduction, carrying no gradient, whose every use
         is a comparison that only decides an ``if`` or ``while`` (``np.linalg.norm(b) <
         1000`` in numpy code): it may then be a number rather than a one-element array."""
-        op, target = self.a.op(s), s.targets[0].id
+        target = s.targets[0].id
         uses = self.compared.get(target, [])
+        return (self.plain_reduction(s) and uses and len(uses) == self.loads.get(target)
+                and all(self.tested.get(t, 0) == self.loads.get(t) for t in uses))
+
+    def plain_reduction(self, s) -> bool:
+        """``r = <reduction>(x)`` over the whole array that carries no gradient and that
+        the adjoint never reads: its value may be computed as a number."""
+        op, target = self.a.op(s), s.targets[0].id
         return (op.kind == "prim" and op.prim.name in SCALAR_REDUCTIONS and not op.params
                 and len(op.args) == 1 and target not in self.a.active
-                and target not in self.a.needed and id(s) not in self.a.pushes
-                and uses and len(uses) == self.loads.get(target)
-                and all(self.tested.get(t, 0) == self.loads.get(t) for t in uses))
+                and target not in self.a.needed and id(s) not in self.a.pushes)
 
     def forward_assign(self, s) -> Lines:
         out = Lines()
@@ -191,7 +193,7 @@ class ReverseTransform:
                     else unparse(value)
             return self.ops_call(op)
         if op.kind == "join":
-            return f"support.join({unparse(op.args[0])}, {self.join_params(op)})"
+            return f"support.join({unparse(op.args[0])}, {', '.join(self.keywords(op))})"
         if op.kind == "index" and getattr(value, "pb_numpy_scalar", False):
             return f"support.numpy_scalar({unparse(value)})"
         if op.kind == "inert" and isinstance(value, gast.Call):
@@ -218,9 +220,13 @@ class ReverseTransform:
 
     def ops_call(self, op) -> str:
         parts = [unparse(a) for a in op.args]
-        parts += [f"{k.arg}={self.param_source(k)}" for k in op.params]
+        parts += self.keywords(op)
         namespace = "npops" if op.numpy else "ops"   # numpy's spelling: numpy's 0-d results
         return f"{namespace}.{op.prim.name}({', '.join(parts)})"
+
+    def keywords(self, op) -> list:
+        """An operation's parameters as ``name=source`` arguments."""
+        return [f"{k.arg}={self.param_source(k)}" for k in op.params]
 
     def param_source(self, keyword) -> str:
         return key_source(keyword.value)
@@ -398,7 +404,7 @@ class ReverseTransform:
             return self.rule_elementwise(op, g, ans)
         out = Lines()
         operands = [unparse(a) for a in op.args]
-        params = [f"{k.arg}={self.param_source(k)}" for k in op.params]
+        params = self.keywords(op)
         for i, a in enumerate(op.args):
             if not self.a.is_active_atom(a) or not op.prim.vjps or op.prim.vjps[i] is None:
                 continue
@@ -474,8 +480,6 @@ class ReverseTransform:
             out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, -1))")
         return out
 
-    def join_params(self, op) -> str:
-        return ", ".join(f"{k.arg}={self.param_source(k)}" for k in op.params)
 
     def rule_join(self, s, op, g, ans) -> Lines:
         out = Lines()
@@ -483,7 +487,7 @@ class ReverseTransform:
         if self.a.is_active_atom(items):
             acc = self.grad(items.id)
             out.add(f"{acc} = support.add_grads({acc}, support.join_grad({g}, {items.id}, "
-                    f"{self.join_params(op)}))")
+                    f"{', '.join(self.keywords(op))}))")
         return out
 
     def rule_user(self, s, op, g, ans) -> Lines:

@@ -67,14 +67,7 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=()):
         else:
             if out is None:
                 # Raw road (compiled code; rules run on numpy arrays): no NDArray, no tape.
-                result = forward(*args, **kwargs)
-                if type(result) is np.ndarray and result.ndim:
-                    return result
-                for a in args:
-                    if type(a) is np.ndarray:
-                        return as_data(result)   # a 0-d result of arrays: shape (1,)
-                # numbers in, a number out (differentiated numbers in compiled code)
-                return result[()] if type(result) is np.ndarray else result
+                return raw_result(forward(*args, **kwargs), args)
         result = apply(prim, args, kwargs)
         if out is not None:
             if result._node is not None:
@@ -90,6 +83,18 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=()):
     op.__qualname__ = name
     op.prim = prim
     return op
+
+
+def raw_result(result, args):
+    """A forward's result on the raw road: arrays as they are, a 0-d result of array
+    operands as shape (1,) (pullback's convention, MXNet's), and a result of numbers only
+    as a numpy number (differentiated Python numbers in compiled code)."""
+    if type(result) is np.ndarray and result.ndim:
+        return result
+    for a in args:
+        if type(a) is np.ndarray:
+            return as_data(result)
+    return result[()] if type(result) is np.ndarray else result
 
 
 def _is_array(x) -> bool:

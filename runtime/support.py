@@ -23,13 +23,7 @@ def _raw_op(prim):
     forward = prim.forward
 
     def raw_op(*args, **params):
-        result = forward(*args, **params)
-        if type(result) is np.ndarray and result.ndim:
-            return result
-        for a in args:
-            if type(a) is np.ndarray:
-                return np.array((result,))   # a 0-d result of arrays: shape (1,)
-        return result[()] if type(result) is np.ndarray else result   # numbers in, number out
+        return P.raw_result(forward(*args, **params), args)
 
     raw_op.__name__ = prim.name
     return raw_op
