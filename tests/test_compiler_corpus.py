@@ -7,7 +7,7 @@ import pullback as pb
 from pullback import autograd as ag
 from pullback import nd
 from pullback.testing import check_grads
-from tape_helpers import tape_gradients
+from tape_helpers import central_gradient, tape_gradients
 
 from corpus import CASES
 
@@ -24,21 +24,6 @@ def _compiled_gradients(fn, arrays, kind):
     return [g.asnumpy() if isinstance(g, pb.NDArray) else np.asarray(g) for g in grads]
 
 
-def _numeric_gradient(fn, arrays, eps=1e-6):
-    """Central differences of sum(fn) for plain numpy functions, element by element."""
-    grads = []
-    for k, a in enumerate(arrays):
-        g = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            plus = [b.copy() for b in arrays]
-            minus = [b.copy() for b in arrays]
-            plus[k][idx] += eps
-            minus[k][idx] -= eps
-            g[idx] = (np.sum(fn(*plus)) - np.sum(fn(*minus))) / (2 * eps)
-        grads.append(g)
-    return grads
-
-
 IDS = [c["fn"].__name__ for c in CASES]
 
 
@@ -51,7 +36,7 @@ def test_float64_three_ways(entry):
     fn, arrays = entry["fn"], _inputs(entry, np.float64)
     if entry["numpy"]:
         compiled = _compiled_gradients(fn, arrays, "numpy")
-        numeric = _numeric_gradient(fn, arrays)
+        numeric = [central_gradient(fn, arrays, k) for k in range(len(arrays))]
         for c, n in zip(compiled, numeric, strict=True):
             np.testing.assert_allclose(c, n, rtol=1e-5, atol=1e-6)
         return
