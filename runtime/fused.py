@@ -263,6 +263,10 @@ class FusedKernel:
         self._with_gradient = with_gradient
         self.gradient_program = gradient_program
         self._n_outputs = len(adjoint_program[1])
+        reduction = forward_program[3]
+        # which output (and output gradient) is the trailing reduction's result
+        self._reduction_slot = None if reduction is None else adjoint_program[1].index(
+            reduction[0])
         self._has_counts = bool(_counts(adjoint_program[3]))
         self._native = {}
         self._uniform_cache = {}
@@ -370,7 +374,7 @@ class FusedKernel:
         reduction = self.forward_program[3]
         if (reduction is not None and reduction[2] in ("norm", "max", "min")
                 and len(outputs) == self._n_outputs
-                and grads[self.adjoint_program[1].index(reduction[0])] is None):
+                and grads[self._reduction_slot] is None):
             # the reduced value carries no gradient: its seed (t * (g / r), g * (t == r) /
             # ties) must not run with g = 0, as 0 * (0 / 0) is nan for a zero norm or a nan
             if all(g is None for g in grads):
@@ -395,7 +399,7 @@ class FusedKernel:
         if not self.uniform(inputs):
             return self._vjp_by_steps(grads, inputs)
         if reduction is not None and reduction[2] == "mean":
-            k = self.adjoint_program[1].index(reduction[0])
+            k = self._reduction_slot
             if grads[k] is not None:
                 grads[k] = self._sum_seed(grads[k], inputs)
         grads = [0.0 if g is None else g for g in grads]
