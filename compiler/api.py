@@ -26,6 +26,7 @@ from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
 
 from .errors import CompileError
+from .implicit import implicit_inputs, rewrite
 from .parse import parse_function
 from .pipeline import Variant
 
@@ -43,12 +44,32 @@ class CompiledFunction:
         self.native = native
         self.fallback = fallback
         self._parsed = None
+        self._implicit = None
         self._variants = {}
         self.last_variant = None
 
+    @property
+    def pullback_function(self):
+        """The user function the compiler transforms (how other modules recognise us)."""
+        return self.fn
+
+    @property
+    def implicit(self) -> tuple:
+        """The function's implicit inputs (``compiler/implicit.py``): globals, closure
+        values and attributes of modules or objects it reads that hold arrays or numbers.
+        They are its parameters after the user's, read at each call."""
+        if self._implicit is None:
+            self._implicit = implicit_inputs(self.fn)
+        return self._implicit
+
+    def implicit_values(self) -> tuple:
+        return tuple(found.read() for found in self.implicit)
+
     def parsed(self):
         if self._parsed is None:
-            self._parsed = parse_function(self.fn)
+            parsed = parse_function(self.fn)
+            rewrite(parsed, self.implicit)
+            self._parsed = parsed
         return self._parsed
 
     @staticmethod
@@ -68,7 +89,8 @@ class CompiledFunction:
         return self if obj is None else functools.partial(self, obj)
 
     def __call__(self, *args, **kwargs):
-        args = complete_arguments(self.fn, args, kwargs)
+        user_args = complete_arguments(self.fn, args, kwargs)
+        args = user_args + self.implicit_values() if self.implicit else user_args
         recording = tape.is_recording()
         mask = tuple(recording and isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
         try:
@@ -76,7 +98,7 @@ class CompiledFunction:
             variant._build()
         except CompileError:
             if self.fallback == "tape":
-                return self.fn(*args)
+                return self.fn(*user_args)
             raise
         stack = Stack()
         raw_args = [a._data if isinstance(a, NDArray) else a for a in args]
@@ -139,7 +161,7 @@ class _CompiledCall:
 
     def _eager_gradients(self, out_index, g):
         tracked = [a for a in self.args if isinstance(a, NDArray) and tape.is_tracked(a)]
-        out = self.function.fn(*self.args)
+        out = self.function.fn(*self.args[:self.function.fn.__code__.co_argcount])
         out = out if len(self.out_shapes) == 1 else out[out_index]
         grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
         by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
@@ -248,9 +270,20 @@ def _differentiated(fn, argnums, nums, n_args) -> Variant:
     for n in nums:
         if not 0 <= n < n_args:
             raise ValueError(f"argnums {argnums} out of range for {n_args} arguments")
-    variant = as_compiled(fn).variant(tuple(i in nums for i in range(n_args)))
+    compiled = as_compiled(fn)
+    # implicit inputs (globals, ...) are data here: only the arguments are differentiated
+    n_all = n_args + len(compiled.implicit)
+    variant = compiled.variant(tuple(i in nums for i in range(n_all)))
     variant._build()
     return variant
+
+
+def _internal_arguments(fn, args, nums) -> list:
+    """The arguments and then the implicit inputs' current values, as compiled code
+    sees them (only ``nums`` differentiated)."""
+    internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
+    internal.extend(_to_internal(v, False) for v in as_compiled(fn).implicit_values())
+    return internal
 
 
 def _convert_grads(grads, internal, args, nums):
@@ -335,7 +368,7 @@ def _gradient_runner(fn, argnums):
             variant = _differentiated(fn, argnums, nums, len(args))
             entry = prepared[len(args)] = (variant._forward, variant._adjoint)
         forward, adjoint = entry
-        internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
+        internal = _internal_arguments(fn, args, nums)
         stack = Stack()
         if tape.is_recording():   # NDArrays the function reads (globals) must not record
             with tape.scope(recording=False, training=None):
@@ -359,7 +392,7 @@ def vjp(fn, *args, argnums=None):
     nums = tuple(range(len(args))) if argnums is None else (argnums,) if single \
         else tuple(argnums)
     variant = _differentiated(fn, nums, nums, len(args))
-    internal = [_to_internal(a, i in nums) for i, a in enumerate(args)]
+    internal = _internal_arguments(fn, args, nums)
     stack = Stack()
     with tape.scope(recording=False, training=None):
         out = variant.forward(stack, *internal)
@@ -386,7 +419,7 @@ def adjoint_source(fn, argnums=None) -> str:
 
 def _built_variant(fn, argnums):
     compiled = as_compiled(fn)
-    n = compiled.fn.__code__.co_argcount
+    n = compiled.fn.__code__.co_argcount + len(compiled.implicit)
     if argnums is not None:
         nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         variant = compiled.variant(tuple(i in nums for i in range(n)))

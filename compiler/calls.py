@@ -30,6 +30,7 @@ import numpy as np
 
 from pullback.runtime import primitives as P
 
+from . import implicit
 from .errors import error_at
 
 BINARY = {gast.Add: "add", gast.Sub: "subtract", gast.Mult: "multiply", gast.Div: "divide",
@@ -227,9 +228,10 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("inert", label=label)
     if target in REFUSED_BUILTINS:
         return Operation("unknown", args=list(call.args), label=label)
-    if isinstance(target, types.FunctionType) and _is_user_function(target):
-        return Operation("user", args=_positional(parsed, call, target), callee=target,
-                         label=label)
+    user_fn = getattr(target, "pullback_function", target)   # a CompiledFunction's own
+    if isinstance(user_fn, types.FunctionType) and _is_user_function(user_fn):
+        args = _positional(parsed, call, user_fn) + implicit.call_arguments(parsed, user_fn)
+        return Operation("user", args=args, callee=target, label=label)
     return Operation("unknown", args=list(call.args), label=label)
 
 

@@ -4,7 +4,8 @@ Guarantees: the generated module is written to a file (atomically) and
 compiled with that file name, so tracebacks and ``pdb`` show the generated
 lines; its globals hold only the runtime helpers (``support``, ``ops``,
 ``vjp``), the objects the user's free names referred to at compile time (as
-numba does, globals are read once, when the function is compiled) and the
+numba does, functions and modules are bound once, when the function is compiled;
+arrays and numbers are implicit inputs, parameters read at each call) and the
 variants of the user functions it calls.
 """
 

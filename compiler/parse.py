@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gast
 
@@ -25,6 +25,7 @@ class ParsedFunction:
     first_line: int
     indent: int
     lines: list
+    implicit: dict = field(default_factory=dict)   # implicit input key -> parameter name
 
     def source_line(self, lineno: int) -> str:
         """Line ``lineno`` (1-based, relative to the parsed text) as the user wrote it."""

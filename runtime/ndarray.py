@@ -215,7 +215,7 @@ class NDArray:
         if not tape.is_recording():
             return
         owner = self if self._base is None else self._base
-        if self._node is not None or owner._node is not None:
+        if tape.has_history(self) or tape.has_history(owner):
             raise InPlaceError(
                 f"{what} on an array that was computed inside record(): its recorded history "
                 "would no longer describe its value, so gradients would be wrong. The array was "
@@ -343,7 +343,7 @@ def _reflected_binary(op):
 def _in_graph(array) -> bool:
     """Whether ``array``'s buffer belongs to the recorded graph (history, gradient or users)."""
     owner = array if array._base is None else array._base
-    return (array._node is not None or array._grad is not None or owner._node is not None
+    return (tape.has_history(array) or array._grad is not None or tape.has_history(owner)
             or owner._users > 0)
 
 

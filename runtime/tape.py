@@ -20,7 +20,12 @@ Guarantees:
   ``detach``) share one version counter, kept on the array that owns the
   buffer (``NDArray._base``), so a write through any of them is seen;
 - without ``retain_graph`` every node a backward pass used is freed, and a
-  second backward through it raises ``GraphFreedError``;
+  second backward through it raises ``GraphFreedError``.  As in MXNet 1.x, an
+  array whose history was freed is a constant for operations recorded *after*
+  the free (an RNN state carried into the next batch: truncated
+  backpropagation); an array with a gradient buffer becomes a leaf.  A node
+  recorded *before* the free still needs that history, so reaching the freed
+  part from it raises ``GraphFreedError``, never a silently truncated gradient;
 - ``grad()`` runs only the rules whose result can reach one of its variables (the
   gradient of a parameter that a nested ``grad`` does not ask for is never computed).
 """
@@ -97,8 +102,16 @@ scope = StateScope
 
 
 def is_tracked(value) -> bool:
-    """Whether gradients can flow into ``value``: it has history or a gradient buffer."""
-    return getattr(value, "_node", None) is not None or getattr(value, "_grad", None) is not None
+    """Whether gradients can flow into ``value``: it has live history (not freed by a
+    backward pass) or a gradient buffer."""
+    node = getattr(value, "_node", None)
+    return (node is not None and not node.freed) or getattr(value, "_grad", None) is not None
+
+
+def has_history(array) -> bool:
+    """Whether ``array`` was recorded and its history is still alive."""
+    node = array._node
+    return node is not None and not node.freed
 
 
 def _owner(array):
@@ -176,6 +189,11 @@ _OUTSIDE_RECORD = (
     "block"
 )
 DETACHED = "it (or an array it was computed from) was detached from the graph with detach()"
+FREED = (
+    "it was computed from arrays whose history an earlier backward() freed, which makes "
+    "them constants (as in MXNet); pass retain_graph=True to that backward() to "
+    "differentiate through them again"
+)
 
 
 def _why_untracked(prim, args, recording: bool) -> str | None:
@@ -184,12 +202,13 @@ def _why_untracked(prim, args, recording: bool) -> str | None:
     for a in args:
         if type(a) is not NDArray:
             continue
-        if a._node is not None or a._grad is not None:
+        node = a._node
+        if (node is not None and not node.freed) or a._grad is not None:
             if not recording:
                 return _OUTSIDE_RECORD
             return f"'{prim.name}' passes no gradient to the inputs that have one"
         if inherited is None:
-            inherited = a._why
+            inherited = FREED if node is not None else a._why
     if inherited is not None:
         return inherited
     return _NO_VARIABLE if recording else None
@@ -222,9 +241,10 @@ def apply(prim, args, params):
     for a in args:
         if type(a) is NDArray:
             raw.append(a._data)
-            if a._node is not None or a._grad is not None:
+            node = a._node
+            if (node is not None and not node.freed) or a._grad is not None:
                 history = True
-            elif a._why is not None:
+            elif a._why is not None or node is not None:   # detached, freed, ...
                 inherited = True
         else:
             raw.append(a)
@@ -248,8 +268,7 @@ def apply(prim, args, params):
         vjps = prim.vjps
         if vjps is not None:
             tracked = [i for i, a in enumerate(args)
-                       if type(a) is NDArray and (a._node is not None or a._grad is not None)
-                       and vjps[i] is not None]
+                       if type(a) is NDArray and vjps[i] is not None and is_tracked(a)]
             if tracked:
                 result._node = Node(prim, args, params, tracked,
                                     0 if owner is None else owner._version)
@@ -263,8 +282,7 @@ def record_custom(prim, args, params, outputs):
     """Link already-computed ``outputs`` to one node per output (custom Functions,
     compiled functions).  ``prim.vjps[i]`` receives ``g, ans, *args, out_index=k``."""
     args = tuple(args)
-    tracked = [i for i, a in enumerate(args)
-               if type(a) is NDArray and (a._node is not None or a._grad is not None)]
+    tracked = [i for i, a in enumerate(args) if type(a) is NDArray and is_tracked(a)]
     if _state.recording and tracked:
         for k, out in enumerate(outputs):
             out._node = Node(prim, args, dict(params, out_index=k), tracked,
@@ -429,6 +447,8 @@ def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode,
                 grads[key] = gi if key not in grads else add(grads[key], gi)
             if not retain_graph:
                 node.free()
+                if arr._grad is not None:   # a variable keeps its buffer, as a leaf (MXNet)
+                    arr._node = None
     return reached
 
 

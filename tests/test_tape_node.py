@@ -1,0 +1,272 @@
+"""A compiled call as one tape node: its implicit inputs (globals, closures, attributes),
+composition with other compiled functions, histories freed by backward(), repeated
+backward passes, and the head gradients of pb.vjp (issues 14, 15, 17)."""
+
+import types
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+from tape_helpers import central_gradient
+
+RNG = np.random.default_rng(15)
+W_VALUES = RNG.normal(size=(3, 2))
+B_VALUES = RNG.normal(size=2)
+X_VALUES = RNG.normal(size=(4, 3))
+
+W = nd.array(W_VALUES, dtype="float64")
+b = nd.array(B_VALUES, dtype="float64")
+PARAMS = types.SimpleNamespace(W=nd.array(W_VALUES, dtype="float64"))
+
+
+def reset_parameters():
+    """Fresh attached globals (each test starts from the same values and zero grads)."""
+    global W, b
+    W = nd.array(W_VALUES, dtype="float64")
+    b = nd.array(B_VALUES, dtype="float64")
+    W.attach_grad()
+    b.attach_grad()
+    PARAMS.W = nd.array(W_VALUES, dtype="float64")
+    PARAMS.W.attach_grad()
+
+
+def numpy_net(X, W, b):
+    return np.tanh(X @ W + b) * 2.0
+
+
+def net(X):   # the d2l chapters' pattern: parameters are attached globals
+    return nd.tanh(nd.dot(X, W) + b) * 2.0
+
+
+def net_params_only():
+    return nd.sum(nd.tanh(nd.dot(nd.array(X_VALUES, dtype="float64"), W) + b))
+
+
+def net_attribute(X):
+    return nd.sum(nd.dot(X, PARAMS.W) * 3.0)
+
+
+def expected_parameter_gradients(head=None):
+    head = np.ones((4, 2)) if head is None else head
+
+    def through(k):
+        return central_gradient(lambda *a: numpy_net(*a) * head, [X_VALUES, W_VALUES, B_VALUES],
+                                k=k)
+
+    return through(0), through(1), through(2)
+
+
+@pytest.fixture(autouse=True)
+def parameters():
+    reset_parameters()
+
+
+def test_attached_globals_are_inputs_of_the_compiled_node():
+    x = nd.array(X_VALUES, dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = pb.compile(net)(x)
+    y.backward()
+    gx, gw, gb = expected_parameter_gradients()
+    np.testing.assert_allclose(W.grad.asnumpy(), gw, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b.grad.asnumpy(), gb, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(x.grad.asnumpy(), gx, rtol=1e-6, atol=1e-8)
+
+
+def test_compiled_and_tape_agree_on_global_parameters():
+    x = nd.array(X_VALUES, dtype="float64")
+    compiled = pb.compile(net)
+    grads = []
+    for fn in (net, compiled):
+        reset_parameters()
+        with ag.record():
+            y = fn(x)
+        y.backward(nd.array(np.arange(8.0).reshape(4, 2)))
+        grads.append((W.grad.asnumpy(), b.grad.asnumpy()))
+    for tape_grad, compiled_grad in zip(*grads, strict=True):
+        np.testing.assert_allclose(compiled_grad, tape_grad, rtol=1e-12)
+
+
+def test_a_function_of_globals_only_records_a_node():
+    with ag.record():
+        y = pb.compile(net_params_only)()
+    y.backward()
+    _, gw, gb = (central_gradient(lambda *a: np.sum(np.tanh(a[0] @ a[1] + a[2])),
+                                  [X_VALUES, W_VALUES, B_VALUES], k=k) for k in range(3))
+    np.testing.assert_allclose(W.grad.asnumpy(), gw, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b.grad.asnumpy(), gb, rtol=1e-6, atol=1e-8)
+
+
+def test_an_attribute_of_an_object_is_an_input():
+    x = nd.array(X_VALUES, dtype="float64")
+    with ag.record():
+        y = pb.compile(net_attribute)(x)
+    y.backward()
+    expected = central_gradient(lambda w: np.sum(X_VALUES @ w * 3.0), [W_VALUES])
+    np.testing.assert_allclose(PARAMS.W.grad.asnumpy(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_closure_arrays_are_inputs_and_work_in_elementwise_code():
+    shift = nd.array(B_VALUES, dtype="float64")
+    shift.attach_grad()
+
+    @pb.compile
+    def f(x):
+        return nd.tanh(x * 2 + shift)
+
+    x = nd.array(X_VALUES[:, :2], dtype="float64")
+    plain = f(x)   # outside record(): a closure NDArray in an elementwise (fused) run
+    np.testing.assert_allclose(plain.asnumpy(), np.tanh(X_VALUES[:, :2] * 2 + B_VALUES))
+    with ag.record():
+        y = f(x)
+    y.backward()
+    expected = central_gradient(lambda s: np.tanh(X_VALUES[:, :2] * 2 + s), [B_VALUES])
+    np.testing.assert_allclose(shift.grad.asnumpy(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_a_rebound_global_is_read_at_call_time():
+    global W
+    compiled = pb.compile(net)
+    x = nd.array(X_VALUES, dtype="float64")
+    compiled(x)
+    W = nd.array(W_VALUES * 10, dtype="float64")   # SGD written as rebinding
+    W.attach_grad()
+    np.testing.assert_allclose(compiled(x).asnumpy(), numpy_net(X_VALUES, W_VALUES * 10,
+                                                                B_VALUES))
+    with ag.record():
+        y = compiled(x)
+    y.backward()
+    expected = central_gradient(numpy_net, [X_VALUES, W_VALUES * 10, B_VALUES], k=1)
+    np.testing.assert_allclose(W.grad.asnumpy(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_globals_are_data_for_the_functional_api():
+    def loss(X):
+        return nd.sum(net(X))
+
+    gx = pb.grad(loss)(nd.array(X_VALUES, dtype="float64"))
+    np.testing.assert_allclose(gx.asnumpy(), expected_parameter_gradients()[0], rtol=1e-6,
+                               atol=1e-8)
+    assert not W.grad.asnumpy().any()
+
+
+compiled_net = pb.compile(net)
+
+
+def loss_of_compiled_net(X):
+    return nd.sum(compiled_net(X) * compiled_net(X))
+
+
+def test_compiled_functions_compose():
+    x = nd.array(X_VALUES, dtype="float64")
+
+    def numpy_loss(X, W, b):
+        return np.sum(numpy_net(X, W, b) ** 2)
+
+    gx = pb.grad(loss_of_compiled_net)(x)
+    np.testing.assert_allclose(gx.asnumpy(), central_gradient(
+        numpy_loss, [X_VALUES, W_VALUES, B_VALUES], k=0), rtol=1e-6, atol=1e-8)
+    with ag.record():   # the callee's globals are inputs of the caller's node
+        y = pb.compile(loss_of_compiled_net)(x)
+    y.backward()
+    np.testing.assert_allclose(W.grad.asnumpy(), central_gradient(
+        numpy_loss, [X_VALUES, W_VALUES, B_VALUES], k=1), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(b.grad.asnumpy(), central_gradient(
+        numpy_loss, [X_VALUES, W_VALUES, B_VALUES], k=2), rtol=1e-6, atol=1e-8)
+
+
+# ----- histories freed by backward(): constants afterwards, as in MXNet 1.x ----------------
+
+U_VALUES = RNG.normal(size=(2, 2)) * 0.5
+INPUTS = RNG.normal(size=(2, 3, 4, 3))   # batch, time step, rows, features
+
+
+def numpy_rnn(h, W, U, xs):
+    for x in xs:
+        h = np.tanh(x @ W + h @ U)
+    return h
+
+
+def rnn_steps(step, h, U):
+    """Two batches of truncated BPTT: the state carried into batch 2 keeps its value, its
+    history from batch 1 (freed by backward) is a constant.  Returns W.grad per batch."""
+    grads = []
+    for batch in INPUTS:
+        with ag.record():
+            for x in batch:
+                h = step(nd.array(x, dtype="float64"), h, U)
+            loss = nd.sum(h * h)
+        loss.backward()
+        grads.append(W.grad.asnumpy().copy())
+    return grads, h
+
+
+def tape_step(x, h, U):
+    return nd.tanh(nd.dot(x, W) + nd.dot(h, U))
+
+
+@pytest.mark.parametrize("road", ["tape", "compiled"])
+def test_a_state_carried_past_backward_is_a_constant(road):
+    step = tape_step if road == "tape" else pb.compile(tape_step)
+    U = nd.array(U_VALUES, dtype="float64")
+    U.attach_grad()
+    grads, h = rnn_steps(step, nd.zeros((4, 2), dtype="float64"), U)
+    h1 = numpy_rnn(np.zeros((4, 2)), W_VALUES, U_VALUES, INPUTS[0])
+    for k, h0 in enumerate((np.zeros((4, 2)), h1)):
+        expected = central_gradient(lambda w, h0=h0, k=k: numpy_rnn(h0, w, U_VALUES,
+                                                                    INPUTS[k]) ** 2,
+                                    [W_VALUES])
+        np.testing.assert_allclose(grads[k], expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(h.asnumpy(), numpy_rnn(h1, W_VALUES, U_VALUES, INPUTS[1]))
+
+
+def test_an_array_of_a_freed_graph_alone_is_not_recorded():
+    with ag.record():
+        h = nd.tanh(W * 2)
+    h.backward()
+    with ag.record():
+        z = h * 3
+    with pytest.raises(pb.NotRecordedError, match="history an earlier backward"):
+        z.backward()
+
+
+def test_a_variable_of_a_freed_graph_becomes_a_leaf():
+    with ag.record():
+        h = W * 2
+        h.attach_grad()
+        loss = nd.sum(h * h)
+    loss.backward()
+    with ag.record():
+        z = nd.sum(h * 3)
+    z.backward()
+    np.testing.assert_allclose(h.grad.asnumpy(), np.full((3, 2), 3.0))
+    np.testing.assert_allclose(W.grad.asnumpy(), 8 * W_VALUES)   # unchanged by z
+
+
+def test_backward_twice_through_a_freed_graph_still_raises():
+    with ag.record():
+        y = nd.tanh(W) * 2
+    y.backward()
+    with pytest.raises(pb.GraphFreedError):
+        y.backward()
+
+
+def double_tanh(v):
+    return nd.tanh(v) * 2
+
+
+@pytest.mark.parametrize("road", ["tape", "compiled"])
+def test_a_node_recorded_before_the_free_still_raises(road):
+    """``a`` and ``c`` share ``y``'s history; ``a.backward()`` frees it, so ``c``'s gradient
+    can no longer be computed: an error, not a gradient that silently stops at ``y``."""
+    f = double_tanh if road == "tape" else pb.compile(double_tanh)
+    with ag.record():
+        y = f(W)
+        a = y + 1
+        c = y * 3
+    a.backward()
+    with pytest.raises(pb.GraphFreedError):
+        c.backward()
