@@ -145,8 +145,13 @@ class _CompiledCall:
         self.cache = None
 
     def gradient(self, index, out_index, g):
-        key = (out_index, id(g))
-        if self.cache is None or self.cache[0] != key:
+        """Input ``index``'s gradient from output ``out_index``'s gradient ``g``.  One
+        adjoint run serves every input of one backward pass (the tape asks once per
+        tracked input): its results are keyed by the pass and the output, and each is
+        handed out once, so another pass (``retain_graph``) never gets a stale one."""
+        key = (tape.current_pass(), out_index)
+        cache = self.cache
+        if cache is None or cache[0] != key or cache[1] is not g or index not in cache[2]:
             if tape.is_recording():   # create_graph: differentiate the eager road instead
                 grads = self._eager_gradients(out_index, g)
             else:
@@ -156,8 +161,12 @@ class _CompiledCall:
                              _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
                          for gr, a in zip(self.variant.adjoint(copy.copy(self.stack), head),
                                           self.args, strict=True)]
-            self.cache = (key, grads)
-        return self.cache[1][index]
+            cache = self.cache = (key, g, dict(enumerate(grads)))
+        grads = cache[2]
+        found = grads.pop(index)
+        if not grads:
+            self.cache = None
+        return found
 
     def _eager_gradients(self, out_index, g):
         tracked = [a for a in self.args if isinstance(a, NDArray) and tape.is_tracked(a)]

@@ -108,7 +108,7 @@ class Function:
     def __init__(self):
         self._saved = ()
         self._recorded = False
-        self._pending = None  # (out_index, output gradient, {input index: gradient})
+        self._pending = None  # ((pass, out_index), output gradient, {input: gradient})
 
     def save_for_backward(self, *args) -> None:
         self._saved = args
@@ -149,16 +149,17 @@ class Function:
         ``backward`` is linear in the output gradients, so each output's share is
         computed with zeros for the other outputs.  The tape asks for each tracked
         input's gradient in turn with the same ``g``, so one ``backward`` call serves
-        them all: its results are handed out once each and then dropped, so a later
-        pass (``retain_graph``) never sees a gradient computed from an older ``g``.
+        them all: its results are keyed by the backward pass (``tape.current_pass``) and
+        handed out once each, so a later pass (``retain_graph``) never sees a gradient
+        computed from an older ``g``, even one passed again after an in-place change.
         """
         pending = self._pending
-        if (pending is None or pending[0] != out_index or pending[1] is not g
-                or index not in pending[2]):
+        key = (tape.current_pass(), out_index)
+        if pending is None or pending[0] != key or pending[1] is not g or index not in pending[2]:
             grads = [g if k == out_index else NDArray(np.zeros(shape, dtype))
                      for k, (shape, dtype) in enumerate(out_shapes)]
             with pause():
                 result = self.backward(*grads)
             result = [result] if isinstance(result, NDArray) else list(result)
-            pending = self._pending = (out_index, g, dict(enumerate(result)))
+            pending = self._pending = (key, g, dict(enumerate(result)))
         return pending[2].pop(index)

@@ -43,6 +43,7 @@ from .errors import GraphFreedError, HeadGradientError, InPlaceError, NotRecorde
 class _State(threading.local):
     recording = False
     training = False
+    backward_pass = None   # the serial of the backward pass running in this thread
 
 
 _state = _State()
@@ -120,6 +121,16 @@ def _owner(array):
 
 
 _serials = itertools.count()   # next() is atomic: threads never share a serial
+_passes = itertools.count()
+
+
+def current_pass():
+    """The serial of the backward pass running in this thread (None outside one).
+
+    A rule that computes the gradients of all its inputs at once (a compiled call, a
+    custom Function) keys what it hands out by this: within one pass the tape asks
+    it once per tracked input with the same head; any other pass computes anew."""
+    return _state.backward_pass
 
 
 class Node:
@@ -160,6 +171,7 @@ class Node:
             if type(a) is NDArray:
                 (a if a._base is None else a._base)._users -= 1
         self.args = ()
+        self.params = {}   # what a compiled call saved for its adjoint (its stack) goes too
 
     def __del__(self):
         # Also safe at interpreter shutdown: with NDArray gone, free() touches no array.
@@ -418,6 +430,19 @@ def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode,
     for h, g in zip(heads, _head_gradients(heads, head_grads), strict=True):
         grads[id(h)] = g if id(h) not in grads else add(grads[id(h)], g)
     reached = {}
+    outer_pass, _state.backward_pass = _state.backward_pass, next(_passes)
+    try:
+        _walk_backward(heads, grads, reached, retain_graph, create_graph, train_mode, stop,
+                       targets)
+    finally:
+        _state.backward_pass = outer_pass
+    return reached
+
+
+def _walk_backward(heads, grads, reached, retain_graph, create_graph, train_mode, stop,
+                   targets):
+    """The body of ``_run_backward``: fills ``reached`` from the head gradients."""
+    add = primitives.add
     with StateScope(recording=create_graph, training=train_mode):
         order = _topological_order(heads, stop)
         useful = None if targets is None else _leading_to(order, targets, stop)
@@ -449,7 +474,6 @@ def _run_backward(heads, head_grads, retain_graph, create_graph, train_mode,
                 node.free()
                 if arr._grad is not None:   # a variable keeps its buffer, as a leaf (MXNet)
                     arr._node = None
-    return reached
 
 
 def backward(heads, head_grads=None, retain_graph=False, train_mode=True):
