@@ -235,7 +235,8 @@ def _to_internal(value, active):
         # that arithmetic keeps numpy's semantics (inf, nan, no exceptions)
         return np.float64(value)
     if isinstance(value, np.ndarray):
-        data = as_data(value)
+        # numpy's shapes: a 0-d array stays 0-d (only NDArrays are never 0-d)
+        data = value if value.ndim == 0 else as_data(value)
         if active and not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
@@ -312,7 +313,8 @@ def _in_dtype_of(g, value):
     """A gradient in its input's float dtype (float32 in, float32 gradient, as on the
     tape), even where the adjoint met a float64 constant (``log(2.0)`` of ``2.0 ** x``)."""
     dtype = getattr(value, "dtype", None)
-    if type(g) is np.ndarray and dtype is not None and dtype.kind == "f" and g.dtype != dtype:
+    if isinstance(g, (np.ndarray, np.generic)) and dtype is not None and dtype.kind == "f" \
+            and g.dtype != dtype:
         return g.astype(dtype)
     return g
 

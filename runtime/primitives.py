@@ -87,12 +87,13 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=()):
 
 def raw_result(result, args):
     """A forward's result on the raw road: arrays as they are, a 0-d result of array
-    operands as shape (1,) (pullback's convention, MXNet's), and a result of numbers only
-    as a numpy number (differentiated Python numbers in compiled code)."""
+    operands as shape (1,) (pullback's convention, MXNet's), and a result of numbers and
+    0-d numpy arrays only as a numpy number, as numpy gives it (differentiated Python
+    numbers in compiled code; a 0-d argument stays 0-d)."""
     if type(result) is np.ndarray and result.ndim:
         return result
     for a in args:
-        if type(a) is np.ndarray:
+        if type(a) is np.ndarray and a.ndim:
             return as_data(result)
     return result[()] if type(result) is np.ndarray else result
 

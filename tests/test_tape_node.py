@@ -337,3 +337,47 @@ def test_a_custom_function_with_one_head_changed_in_place_between_passes():
     (gy,) = ag.grad(out, [y], head_grads=[head])
     np.testing.assert_allclose(gx.asnumpy(), [5.0, 7.0])
     np.testing.assert_allclose(gy.asnumpy(), [20.0, 300.0])
+
+
+# ----- numpy's shapes: a 0-d argument stays 0-d (issue 14 item 7) --------------------------
+
+def stacked(s, v):
+    return np.sum(np.stack([s, s]) * v)
+
+
+def with_ndim(s, v):
+    return np.sum(s * v) * (s.ndim + 1)
+
+
+def scalar_chain(s):
+    return s * 2.0 + np.sin(s) * s
+
+
+def beside_a_long_array(s, x):
+    return np.sum(np.exp(s) * x + s)
+
+
+ZERO_D_CASES = [
+    (stacked, [np.array(0.5), np.array([1.0, 2.0])]),
+    (with_ndim, [np.array(0.5), np.array([1.0, 2.0])]),
+    (scalar_chain, [np.array(0.7)]),
+    (beside_a_long_array, [np.array(-0.3), RNG.normal(size=600)]),
+]
+
+
+@pytest.mark.parametrize(("fn", "args"), ZERO_D_CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_a_0d_argument_keeps_numpys_shapes(fn, args):
+    nums = tuple(range(len(args)))
+    value, grads = pb.value_and_grad(fn, nums)(*args)
+    np.testing.assert_allclose(value, fn(*args), rtol=1e-12)
+    assert np.shape(value) == np.shape(fn(*args))
+    for k, g in enumerate(grads):
+        assert isinstance(g, np.ndarray) and g.shape == args[k].shape
+        expected = central_gradient(lambda *a: fn(*map(np.asarray, a)), args, k=k)
+        np.testing.assert_allclose(g, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_a_0d_float32_argument_gets_a_0d_float32_gradient():
+    g = pb.grad(scalar_chain)(np.array(0.7, dtype=np.float32))
+    assert g.shape == () and g.dtype == np.float32
+    np.testing.assert_allclose(g, central_gradient(scalar_chain, [np.array(0.7)]), rtol=1e-5)
