@@ -367,8 +367,8 @@ def grad(fn, argnums=0):
 def _gradient_runner(fn, argnums):
     """``run(args, kwargs) -> (all arguments, raw value, gradients)``: the forward and the
     adjoint of ``fn``'s variant for ``argnums``, prepared once per argument count."""
-    single = isinstance(argnums, int)
-    nums = (argnums,) if single else tuple(argnums)
+    single = _is_position(argnums)
+    nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)
     prepared = {}   # number of arguments -> the variant's (forward, adjoint)
 
@@ -399,9 +399,8 @@ def vjp(fn, *args, argnums=None):
     or per entry of ``argnums`` (a tuple of argument positions, or one position for one
     gradient; the other arguments are data: no gradient is computed for them, and
     integer arrays stay integer)."""
-    single = isinstance(argnums, int)
-    nums = tuple(range(len(args))) if argnums is None else (argnums,) if single \
-        else tuple(argnums)
+    single = _is_position(argnums)
+    nums = tuple(range(len(args))) if argnums is None else _positions(argnums)
     variant = _differentiated(fn, nums, nums, len(args))
     internal = _internal_arguments(fn, args, nums)
     stack = Stack()
@@ -409,14 +408,50 @@ def vjp(fn, *args, argnums=None):
         out = variant.forward(stack, *internal)
 
     def pullback(g):
-        head = tuple(_to_internal(x, True) for x in g) if isinstance(g, tuple) \
-            else _to_internal(g, True)
+        head = _head_for(g, out)
         with tape.scope(recording=False, training=None):
             grads = variant.adjoint(copy.copy(stack), head)   # each call pops its own copy
         results = _convert_grads(grads, internal, args, nums)
         return results[0] if single else tuple(results)
 
     return _convert_value(out, args, differentiated=True), pullback
+
+
+def _is_position(argnums) -> bool:
+    return isinstance(argnums, (int, np.integer)) and not isinstance(argnums, (bool, np.bool_))
+
+
+def _positions(argnums) -> tuple:
+    """``argnums`` (one position or a tuple/list of them) as a tuple of ints."""
+    if _is_position(argnums):
+        return (int(argnums),)
+    if isinstance(argnums, (tuple, list)) and all(_is_position(n) for n in argnums):
+        return tuple(int(n) for n in argnums)
+    raise TypeError(f"argnums must be an int or a tuple of ints (argument positions), got "
+                    f"{argnums!r}")
+
+
+def _head_for(g, out):
+    """The head gradient ``g`` of the raw output ``out`` as the adjoint takes it, checked
+    by the tape's rules (``backward(head)``): one per output, each of its output's shape
+    and dtype.  A Python number has no dtype of its own: it takes its output's (and, like
+    the tape's, may stand for a one-element array)."""
+    if isinstance(out, tuple):
+        grads = g if isinstance(g, (tuple, list)) else (g,)
+        tape.check_head_count(len(grads), len(out))
+        return tuple(None if gi is None else _head_for(gi, oi)
+                     for gi, oi in zip(grads, out, strict=True))
+    if isinstance(g, (tuple, list)):
+        tape.check_head_count(len(g), 1)
+        g = g[0]
+    shape, dtype = np.shape(out), np.asarray(out).dtype
+    if isinstance(g, (int, float)) and not isinstance(g, bool):
+        if int(np.prod(shape)) != 1:
+            tape.check_head_gradient((), dtype, shape, dtype)   # raises: shapes differ
+        return np.asarray(g, dtype=dtype).reshape(shape)
+    data = g._data if isinstance(g, NDArray) else np.asarray(g)
+    tape.check_head_gradient(data.shape, data.dtype, shape, dtype)
+    return data
 
 
 def adjoint_source(fn, argnums=None) -> str:

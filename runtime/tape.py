@@ -366,29 +366,40 @@ def _check_versions(arr, node) -> None:
         )
 
 
+def check_head_count(n_grads: int, n_heads: int) -> None:
+    """The head-gradient rules (``backward``, ``pb.vjp``): one gradient per head..."""
+    if n_grads != n_heads:
+        raise HeadGradientError(
+            f"got {n_grads} head gradients for {n_heads} heads; pass one per head"
+        )
+
+
+def check_head_gradient(shape, dtype, head_shape, head_dtype) -> None:
+    """... of its head's shape and dtype: never broadcast, never cast (a complex head
+    of a real output would lose its imaginary part)."""
+    if shape != head_shape:
+        raise HeadGradientError(
+            f"head gradient has shape {shape} but its head has shape {head_shape}; "
+            "they must match"
+        )
+    if dtype != head_dtype:
+        raise HeadGradientError(
+            f"head gradient has dtype {dtype} but its head has dtype "
+            f"{head_dtype}; convert it with .astype('{head_dtype}')"
+        )
+
+
 def _head_gradients(heads, head_grads):
     if head_grads is None:
         head_grads = [None] * len(heads)
-    if len(head_grads) != len(heads):
-        raise HeadGradientError(
-            f"got {len(head_grads)} head gradients for {len(heads)} heads; pass one per head"
-        )
+    check_head_count(len(head_grads), len(heads))
     out = []
     for h, g in zip(heads, head_grads, strict=True):
         if g is None:
             out.append(NDArray(np.ones_like(h._data)))
             continue
         g = g if isinstance(g, NDArray) else NDArray(as_data(g))
-        if g.shape != h.shape:
-            raise HeadGradientError(
-                f"head gradient has shape {g.shape} but its head has shape {h.shape}; "
-                "they must match"
-            )
-        if g._data.dtype != h._data.dtype:
-            raise HeadGradientError(
-                f"head gradient has dtype {g._data.dtype} but its head has dtype "
-                f"{h._data.dtype}; convert it with .astype('{h._data.dtype}')"
-            )
+        check_head_gradient(g.shape, g._data.dtype, h.shape, h._data.dtype)
         out.append(g)
     return out
 

@@ -381,3 +381,71 @@ def test_a_0d_float32_argument_gets_a_0d_float32_gradient():
     g = pb.grad(scalar_chain)(np.array(0.7, dtype=np.float32))
     assert g.shape == () and g.dtype == np.float32
     np.testing.assert_allclose(g, central_gradient(scalar_chain, [np.array(0.7)]), rtol=1e-5)
+
+
+# ----- pb.vjp checks head gradients as backward(head) does (issue 17 item 6) --------------
+
+def three_sines(x):
+    return np.sin(x) * 2.0
+
+
+def sum_of_sines(x):
+    return np.sum(np.sin(x))
+
+
+def sine_and_square(x):
+    return np.sin(x), x * x
+
+
+X3 = np.array([0.1, -0.4, 0.9])
+
+
+@pytest.mark.parametrize("head", [np.ones(1), np.ones(()), 1.0, np.ones((3, 1)), np.ones(4)],
+                         ids=["(1,)", "0-d", "number", "(3, 1)", "(4,)"])
+def test_vjp_refuses_a_head_of_another_shape(head):
+    _, back = pb.vjp(three_sines, X3)
+    with pytest.raises(pb.HeadGradientError, match=r"has shape .* they must match"):
+        back(head)
+
+
+@pytest.mark.parametrize("head", [np.ones(3) * 1j, np.ones(3, np.float32), 1j],
+                         ids=["complex array", "float32", "complex number"])
+def test_vjp_refuses_a_head_of_another_dtype(head):
+    _, back = pb.vjp(three_sines if isinstance(head, np.ndarray) else sum_of_sines, X3)
+    with pytest.raises(pb.HeadGradientError, match="dtype"):
+        back(head)
+    x = nd.array(X3, dtype="float64")
+    x.attach_grad()
+    with ag.record():   # the tape's rule, same message
+        y = nd.sin(x)
+    if isinstance(head, np.ndarray):
+        with pytest.raises(pb.HeadGradientError, match="dtype"):
+            y.backward(head)
+
+
+@pytest.mark.parametrize("head", [(np.ones(3),), (np.ones(3), np.ones(3), np.ones(3)),
+                                  np.ones(3)], ids=["1", "3", "not a tuple"])
+def test_vjp_refuses_a_wrong_number_of_heads(head):
+    _, back = pb.vjp(sine_and_square, X3)
+    with pytest.raises(pb.HeadGradientError, match="head gradients for 2 heads"):
+        back(head)
+
+
+def test_vjp_accepts_matching_heads():
+    _, back = pb.vjp(sine_and_square, X3)
+    (g,) = back((np.ones(3), np.full(3, 2.0)))
+    np.testing.assert_allclose(g, np.cos(X3) + 4 * X3)
+    (g,) = back((None, np.ones(3)))   # None: that output's gradient is zero
+    np.testing.assert_allclose(g, 2 * X3)
+    _, back = pb.vjp(sum_of_sines, X3)
+    (g,) = back(2.0)   # a number for a scalar output takes its dtype
+    np.testing.assert_allclose(g, 2 * np.cos(X3))
+
+
+@pytest.mark.parametrize("argnums", [1.0, "0", (0, 1.0), True])
+def test_argnums_must_be_positions(argnums):
+    for make in (lambda: pb.vjp(three_sines, X3, argnums=argnums),
+                 lambda: pb.grad(three_sines, argnums=argnums),
+                 lambda: pb.value_and_grad(three_sines, argnums=argnums)):
+        with pytest.raises(TypeError, match="argnums must be an int or a tuple of ints"):
+            make()
