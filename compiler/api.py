@@ -26,7 +26,7 @@ from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
 
 from .errors import CompileError
-from .implicit import implicit_inputs, rewrite
+from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
 from .pipeline import Variant
 
@@ -45,6 +45,7 @@ class CompiledFunction:
         self.fallback = fallback
         self._parsed = None
         self._implicit = None
+        self._containers = None
         self._variants = {}
         self.last_variant = None
 
@@ -61,6 +62,23 @@ class CompiledFunction:
         if self._implicit is None:
             self._implicit = implicit_inputs(self.fn)
         return self._implicit
+
+    def _refuse_hidden_arrays(self, args) -> None:
+        """A CompileError (so ``fallback='tape'`` applies) if an NDArray with a gradient
+        sits where compiled code would read it as a constant: in a list, tuple, dict or
+        object argument, or a container read from a global (``implicit.hidden_tracked``)."""
+        if self._containers is None:
+            self._containers = outside_containers(self.fn)
+        code = self.fn.__code__
+        where = hidden_tracked(self.fn, code.co_varnames[:code.co_argcount], args,
+                               self._containers)
+        if where is not None:
+            raise CompileError(
+                f"{self.fn.__qualname__}() reads {where}, an NDArray with a gradient, from "
+                "inside a container or an object: compiled code reads such values as "
+                "constants, so its gradient would be lost",
+                hint="What to do: pass the array as an argument of its own, or read it as "
+                     "a global, or use @pb.compile(fallback='tape').")
 
     def implicit_values(self) -> tuple:
         return tuple(found.read() for found in self.implicit)
@@ -94,6 +112,8 @@ class CompiledFunction:
         recording = tape.is_recording()
         mask = tuple(recording and isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
         try:
+            if recording:
+                self._refuse_hidden_arrays(user_args)
             variant = self.variant(mask)
             variant._build()
         except CompileError:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import gast
 import numpy as np
 
+from pullback.runtime import tape
 from pullback.runtime.ndarray import NDArray
 
 _DATA_TYPES = (NDArray, np.ndarray, np.generic, int, float, complex)
@@ -113,8 +114,9 @@ def _roots(fn):
             yield name, fn.__globals__, fn.__globals__[name]
 
 
-def _own_inputs(fn, callees: list) -> list:
-    """The implicit inputs ``fn`` reads itself; appends the user functions it may call."""
+def _own_inputs(fn, callees: list, containers: list) -> list:
+    """The implicit inputs ``fn`` reads itself; appends the user functions it may call and
+    the lists, tuples and dicts it reads from outside (see ``hidden_tracked``)."""
     attributes = set(_names_read(fn.__code__))
     found, seen = [], set()
 
@@ -123,6 +125,9 @@ def _own_inputs(fn, callees: list) -> list:
             return
         if is_data(value):
             found.append(ImplicitInput(root, path, "_".join(path)))
+            return
+        if isinstance(value, (list, tuple, dict)):
+            containers.append(ImplicitInput(root, path, "_".join(path)))
             return
         callee = _user_function(value)
         if callee is not None:
@@ -146,19 +151,80 @@ def _own_inputs(fn, callees: list) -> list:
 def implicit_inputs(fn) -> tuple:
     """Every implicit input of ``fn`` and of the user functions it calls, own ones
     first, each input once (by ``key``)."""
-    inputs, keys, visited, pending = [], set(), set(), [fn]
+    return _transitive(fn)[0]
+
+
+def outside_containers(fn) -> tuple:
+    """The lists, tuples and dicts ``fn`` and its callees read from outside (bound at
+    compile time, not inputs: ``hidden_tracked`` checks them)."""
+    return _transitive(fn)[1]
+
+
+def _transitive(fn) -> tuple:
+    inputs, containers, keys, visited, pending = [], [], set(), set(), [fn]
     while pending:
         current = pending.pop(0)
         if current.__code__ in visited:
             continue
         visited.add(current.__code__)
-        callees = []
-        for found in _own_inputs(current, callees):
+        callees, found_containers = [], []
+        for found in _own_inputs(current, callees, found_containers):
             if found.key not in keys:
                 keys.add(found.key)
                 inputs.append(found)
+        containers.extend(found_containers)
         pending.extend(callees)
-    return tuple(inputs)
+    return tuple(inputs), tuple(containers)
+
+
+def _tracked_inside(value, attributes, depth=0) -> str | None:
+    """Where an NDArray that gradients can flow into sits inside ``value`` (``[0]``,
+    ``.W``, ``['w'][1]``), or None."""
+    if isinstance(value, NDArray):
+        return "" if tape.is_tracked(value) else None
+    if depth >= _MAX_DEPTH or is_data(value) or isinstance(value, (str, bytes)):
+        return None
+    if isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    elif _descends(value) and not isinstance(value, types.ModuleType):
+        members = vars(value)
+        for attribute in sorted(attributes & set(members)):
+            where = _tracked_inside(members[attribute], attributes, depth + 1)
+            if where is not None:
+                return f".{attribute}{where}"
+        return None
+    else:
+        return None
+    for key, item in items:
+        where = _tracked_inside(item, attributes, depth + 1)
+        if where is not None:
+            return f"[{key!r}]{where}"
+    return None
+
+
+def hidden_tracked(fn, parameters, args, containers) -> str | None:
+    """A description of the first NDArray with a gradient (attached or recorded) that
+    compiled code would read as a constant: inside a list, tuple, dict or object
+    argument, or inside a container ``fn`` reads from outside (``containers``).  Its
+    gradient would be lost silently, so the caller refuses the call instead."""
+    attributes = set(_names_read(fn.__code__))
+    for name, value in zip(parameters, args, strict=False):
+        if isinstance(value, NDArray) or is_data(value):
+            continue
+        where = _tracked_inside(value, attributes)
+        if where is not None:
+            return f"the argument {name}{where}"
+    for found in containers:
+        try:
+            value = found.read()
+        except (AttributeError, KeyError, ValueError):
+            continue
+        where = _tracked_inside(value, attributes)
+        if where is not None:
+            return f"{found.spelled()}{where}"
+    return None
 
 
 def hidden_names(fn, inputs) -> list:

@@ -2,6 +2,7 @@
 composition with other compiled functions, histories freed by backward(), repeated
 backward passes, and the head gradients of pb.vjp (issues 14, 15, 17)."""
 
+import re
 import types
 
 import numpy as np
@@ -449,3 +450,39 @@ def test_argnums_must_be_positions(argnums):
                  lambda: pb.value_and_grad(three_sines, argnums=argnums)):
         with pytest.raises(TypeError, match="argnums must be an int or a tuple of ints"):
             make()
+
+
+# ----- arrays compiled code would read as constants are refused, never silently lost -------
+
+PARAM_LIST = []
+
+
+def dot_first(x, params):
+    return nd.sum(nd.dot(x, params[0]))
+
+
+def dot_attribute(x, holder):
+    return nd.sum(nd.dot(x, holder.W))
+
+
+def dot_global_list(x):
+    return nd.sum(nd.dot(x, PARAM_LIST[0]))
+
+
+@pytest.mark.parametrize(("fn", "where"), [(dot_first, "the argument params[0]"),
+                                           (dot_attribute, "the argument holder.W"),
+                                           (dot_global_list, "PARAM_LIST[0]")])
+def test_a_tracked_array_inside_a_container_or_object_is_refused(fn, where):
+    PARAM_LIST[:] = [W]
+    x = nd.array(X_VALUES, dtype="float64")
+    extra = {dot_first: ([W],), dot_attribute: (types.SimpleNamespace(W=W),)}.get(fn, ())
+    with ag.record(), pytest.raises(pb.CompileError, match=rf"reads {re.escape(where)}, an "
+                                                           "NDArray with a gradient"):
+        pb.compile(fn)(x, *extra)
+    plain = pb.compile(fn)(x, *extra)   # outside record() nothing is lost: it runs
+    np.testing.assert_allclose(plain.asnumpy(), np.sum(X_VALUES @ W_VALUES))
+    with ag.record():   # the tape fallback differentiates it
+        y = pb.compile(fn, fallback="tape")(x, *extra)
+    y.backward()
+    np.testing.assert_allclose(W.grad.asnumpy(), central_gradient(
+        lambda w: np.sum(X_VALUES @ w), [W_VALUES]), rtol=1e-6, atol=1e-8)
