@@ -486,3 +486,22 @@ def test_a_tracked_array_inside_a_container_or_object_is_refused(fn, where):
     y.backward()
     np.testing.assert_allclose(W.grad.asnumpy(), central_gradient(
         lambda w: np.sum(X_VALUES @ w), [W_VALUES]), rtol=1e-6, atol=1e-8)
+
+
+def weighted_squares(x):
+    return nd.sum(x * x * b)
+
+
+def test_second_order_through_a_compiled_call_that_reads_a_global():
+    x = nd.array([1.0, -2.0], dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = pb.compile(weighted_squares)(x)
+        (gx,) = ag.grad(y, [x], create_graph=True)   # the node re-runs eagerly
+        z = nd.sum(gx * gx)
+    z.backward()
+    xs = x.asnumpy()
+    np.testing.assert_allclose(x.grad.asnumpy(), central_gradient(
+        lambda v: np.sum((2 * v * B_VALUES) ** 2), [xs]), rtol=1e-6)
+    np.testing.assert_allclose(b.grad.asnumpy(), central_gradient(
+        lambda c: np.sum((2 * xs * c) ** 2), [B_VALUES]), rtol=1e-6)
