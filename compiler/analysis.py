@@ -15,6 +15,8 @@ Output: an ``Analysis`` with
 
 from __future__ import annotations
 
+import inspect
+import textwrap
 from dataclasses import dataclass, field
 
 import gast
@@ -24,6 +26,10 @@ from .errors import error_at
 from .normalize import local_names
 
 _DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join"}
+# operations whose result may share memory with an operand (copies, views, containers
+# and calls that may return an argument): a write through one is seen through the others
+_VIEWS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_to", "flatten",
+          "getitem"}
 
 
 @dataclass
@@ -36,6 +42,8 @@ class Analysis:
     active_params: list = field(default_factory=list)
     locals: set = field(default_factory=set)
     pushes: set = field(default_factory=set)   # ids of assignments that push the old value
+    containers: set = field(default_factory=set)   # locals that hold lists or tuples
+    shared_updates: set = field(default_factory=set)   # ids of ``x += v`` where x may be shared
 
     def op(self, node):
         return self.ops[id(node)]
@@ -45,10 +53,13 @@ class Analysis:
 
 
 def _assignments(stmts, in_loop=False):
-    """(node, target name, in_loop) for every assignment and loop target."""
+    """(node, target name or None, in_loop) for every assignment, call statement and loop
+    target."""
     for s in stmts:
         if isinstance(s, gast.Assign):
             yield s, s.targets[0].id, in_loop
+        elif isinstance(s, gast.Expr):
+            yield s, None, in_loop
         elif isinstance(s, gast.If):
             yield from _assignments(s.body, in_loop)
             yield from _assignments(s.orelse, in_loop)
@@ -65,19 +76,36 @@ def _names(node) -> set:
     return {n.id for n in gast.walk(node) if isinstance(n, gast.Name)}
 
 
-def _flows(op, index, analysis) -> bool:
+def _flows(op, index, through_severs=False) -> bool:
     """Whether a gradient flows from the result into argument ``index``."""
     if op.kind == "prim":
         rules = op.prim.vjps
         return rules is not None and index < len(rules) and rules[index] is not None
-    return op.kind in _DIFFERENTIABLE
+    return op.kind in _DIFFERENTIABLE or (through_severs and op.kind == "severs")
 
 
 def _result_names(fn) -> set:
     return _names(fn.body[-1].value) if isinstance(fn.body[-1], gast.Return) else set()
 
 
-def _useful(fn, assignments, result, varied) -> set:
+def _varied(assignments, ops, seeds, through_severs) -> set:
+    """Variables that depend on ``seeds`` through differentiable operations (fixpoint)."""
+    varied = set(seeds)
+    changed = True
+    while changed:
+        changed = False
+        for node, target, _ in assignments:
+            if target is None or target in varied or not isinstance(node, gast.Assign):
+                continue
+            op = ops[id(node)]
+            if any(isinstance(a, gast.Name) and a.id in varied and _flows(op, i, through_severs)
+                   for i, a in enumerate(op.args)):
+                varied.add(target)
+                changed = True
+    return varied
+
+
+def _useful(fn, assignments, ops, varied, through_severs=False) -> set:
     """Variables through which a gradient can reach the result (backward fixpoint)."""
     useful = _result_names(fn) & varied
     changed = True
@@ -86,13 +114,235 @@ def _useful(fn, assignments, result, varied) -> set:
         for node, target, _ in assignments:
             if target not in useful or not isinstance(node, gast.Assign):
                 continue
-            op = result.ops[id(node)]
+            op = ops[id(node)]
             for i, a in enumerate(op.args):
                 if isinstance(a, gast.Name) and a.id in varied and a.id not in useful \
-                        and _flows(op, i, result):
+                        and _flows(op, i, through_severs):
                     useful.add(a.id)
                     changed = True
     return useful
+
+
+_WHAT_TO_DO = ("What to do: express it with nd/numpy operations pullback knows, move it out "
+               "of the differentiated function, or use @pb.compile(fallback='tape').")
+
+
+def _channel(value, node) -> str:
+    """How the read ``node`` reaches the operation ``value`` (for messages)."""
+    if isinstance(value, gast.Call):
+        for k, a in enumerate(value.args):
+            if a is node:
+                return f"as its argument {k + 1}"
+        for k in value.keywords:
+            if k.value is node:
+                return f"by keyword {k.arg}="
+        if isinstance(value.func, gast.Attribute) and value.func.value is node:
+            return "as the object of the method"
+    if isinstance(value, gast.Attribute):
+        return "as the object of the attribute"
+    return "as an operand"
+
+
+def check_flows(parsed, node, op, active) -> None:
+    """THE invariant: every differentiated value a statement reads is an operand a gradient
+    rule follows (``op.args``) or one read on purpose without a gradient (``op.cut``);
+    any other read -- a keyword, a starred or nested argument, the object of a method or
+    attribute, a parameter that is not differentiated -- is a CompileError at the user's
+    line.  Every normalized statement's every operand position passes through here."""
+    value = node.value
+    covered = {id(n) for a in op.args + op.cut for n in gast.walk(a)}
+    if op.kind == "unknown":
+        covered = set()
+    for n in gast.walk(value):
+        if isinstance(n, gast.Name) and n.id in active and id(n) not in covered:
+            label = op.label or "this operation"
+            if op.kind == "unknown":
+                message = (f"no gradient rule for {label}, and it cannot be transformed: "
+                           f"{n.id} carries a gradient into it {_channel(value, n)}")
+            else:
+                message = (f"{n.id} carries a gradient into {label} where pullback does "
+                           f"not differentiate it ({_channel(value, n)})")
+            raise error_at(parsed, node, message, _WHAT_TO_DO)
+
+
+def _alias_edges(assignments, ops, callee_returns_argument, whole_lists=False):
+    """(a, b, both_ways) for every pair of locals that may share memory: copies and views
+    both ways; an item put into a container one way (a write to the item is seen through
+    the container, not the other way round); results of calls that may return an
+    argument.  ``whole_lists``: for a list's own changes (``append``), an item read from a
+    container is not the container (``y = xs[0]`` does not see ``xs`` grow)."""
+    for node, target, _ in assignments:
+        if target is None or not isinstance(node, gast.Assign):
+            continue
+        op = ops[id(node)]
+        names = [a.id for a in op.args if isinstance(a, gast.Name)]
+        if op.kind == "index" and whole_lists:
+            yield from ((target, n, False) for n in names[:1])
+        elif op.kind in ("copy", "index") or (op.kind == "prim" and op.prim.name in _VIEWS):
+            yield from ((n, target, True) for n in names[:1])
+        elif op.kind in ("pack", "append"):
+            if op.kind == "append":
+                yield names[0], target, True   # the same list, one item longer
+                names = names[1:]
+            yield from ((n, target, False) for n in names)
+        elif op.kind == "user" and callee_returns_argument(op.callee):
+            yield from ((n, target, True) for n in names)
+        elif op.kind == "unknown":
+            value = node.value
+            yield from ((n, target, True) for n in _names(value) if n != target)
+
+
+def _sharing(edges, name) -> set:
+    """The locals that see a write through ``name`` (itself excluded)."""
+    seen, todo = {name}, [name]
+    while todo:
+        current = todo.pop()
+        for a, b, both in edges:
+            for src, dst in ((a, b), (b, a)) if both else ((a, b),):
+                if src == current and dst not in seen:
+                    seen.add(dst)
+                    todo.append(dst)
+    return seen - {name}
+
+
+def _returns_argument(callee) -> bool:
+    """Whether ``callee`` may return one of its parameters itself (an alias of the
+    caller's value); True when its source cannot be read."""
+    code = callee.__code__
+    params = set(code.co_varnames[:code.co_argcount])
+    try:
+        tree = gast.parse(textwrap.dedent(inspect.getsource(callee)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    for n in gast.walk(tree):
+        if isinstance(n, gast.Return) and n.value is not None:
+            values = n.value.elts if isinstance(n.value, (gast.Tuple, gast.List)) else [n.value]
+            if any(isinstance(v, gast.Name) and v.id in params for v in values):
+                return True
+    return False
+
+
+_CALLER = "<caller>"   # the caller's references to the arguments
+
+
+class _Sharing:
+    """Flow-sensitive may-share analysis: a set of pairs ``(a, b)``, "a change to the
+    object ``a`` holds is seen through ``b``", at each statement (``check(node, pairs)``
+    is called before each assignment or call statement; loops run to a fixpoint).
+    ``whole_lists``: only a list's own changes count (``y = xs[0]`` does not see ``xs``
+    grow); else in-place array writes (``y = x[0:2]`` is a view both ways)."""
+
+    def __init__(self, ops, params, returns_argument, whole_lists, check):
+        self.ops, self.returns_argument = ops, returns_argument
+        self.whole_lists, self.check = whole_lists, check
+
+    def block(self, stmts, pairs):
+        for s in stmts:
+            if isinstance(s, (gast.Assign, gast.Expr)):
+                self.check(s, pairs)
+                if isinstance(s, gast.Assign):
+                    pairs = self.assign(s.targets[0].id, self.ops[id(s)], s.value, pairs)
+            elif isinstance(s, gast.If):
+                pairs = self.block(s.body, set(pairs)) | self.block(s.orelse, set(pairs))
+            elif isinstance(s, (gast.While, gast.For)):
+                if isinstance(s, gast.For):
+                    pairs = {p for p in pairs if s.target.id not in p}
+                while True:
+                    after = self.block(s.body, set(pairs)) | pairs
+                    if after == pairs:
+                        break
+                    pairs = after
+        return pairs
+
+    def assign(self, target, op, value, pairs):
+        both, into, inside = self.edges(op, value)
+        kept = {p for p in pairs if target not in p}
+        if op.kind == "append":   # the same list (in Python), with its old items
+            kept |= {(a, target) for a, b in pairs if b == target}
+        new = set()
+        for src in both:
+            new |= {(src, target), (target, src)}
+            new |= {(target, b) for a, b in pairs if a == src}
+            new |= {(a, target) for a, b in pairs if b == src}
+        for item in into:   # the target holds item: it sees item's changes
+            new.add((item, target))
+            new |= {(a, target) for a, b in pairs if b == item}
+        for holder in inside:   # the target is an item of holder
+            new.add((target, holder))
+            new |= {(target, b) for a, b in pairs if a == holder}
+        return kept | {p for p in new if p[0] != p[1]}
+
+    def edges(self, op, value):
+        """(names the target may be the same object as, names it may hold, names it may
+        be an item of)."""
+        names = [a.id for a in op.args if isinstance(a, gast.Name)]
+        if op.kind == "copy" or (op.kind == "prim" and op.prim.name in _VIEWS):
+            return names[:1], [], []
+        if op.kind == "index":
+            return ([], [], names[:1]) if self.whole_lists else (names[:1], [], [])
+        if op.kind == "pack":
+            return [], names, []
+        if op.kind == "append":
+            return [], names[1:], []
+        if op.kind == "user" and self.returns_argument(op.callee):
+            return names, [], []
+        if op.kind == "unknown":
+            return sorted(_names(value)), [], []
+        return [], [], []
+
+
+def _check_mutations(parsed, fn, assignments, result) -> None:
+    """Writes the compiler does not follow are refused where they could be observed.
+
+    - A call that may change an operand in place (``x.sort()``, ``np.copyto(x, v)``, an
+      unknown method) must not touch a value that carries a gradient or that the adjoint
+      reads, nor anything sharing memory with one (flow-insensitive: any time).
+    - ``lst.append(v)`` rebinds ``lst`` to a new list in compiled code: refused when,
+      at that statement, another name (or the caller, for a parameter) refers to the list.
+    - ``x += v`` is ``x = x + v``: where ``x`` may share its object with another local at
+      that statement, the forward checks at run time that it is not an array or list
+      (numbers rebind in Python too).
+    """
+    edges = list(_alias_edges(assignments, result.ops, _returns_argument))
+    watched = result.active | result.needed
+    for node, target, _ in assignments:
+        if isinstance(node, gast.For):
+            continue
+        op = result.ops[id(node)]
+        for m in op.mutates:
+            if not isinstance(m, gast.Name) or m.id not in result.locals:
+                continue
+            hit = ({m.id} | _sharing(edges, m.id)) & watched
+            if hit:
+                raise error_at(parsed, node, f"{op.label or 'this call'} may change "
+                               f"{m.id} in place, but the gradient needs "
+                               f"{', '.join(sorted(hit))} as it was before",
+                               "What to do: work on a copy (y = x.copy()) or compute a new "
+                               "value instead of changing it in place.")
+
+    def check_append(node, pairs):
+        op = result.ops[id(node)]
+        if op.kind != "append" or not isinstance(op.args[0], gast.Name):
+            return
+        lst = op.args[0].id
+        seen = sorted({b for a, b in pairs if a == lst and b != lst})
+        if seen:
+            who = "the caller" if _CALLER in seen else ", ".join(seen)
+            raise error_at(parsed, node, f"{lst}.append() changes a list that {who} also "
+                           "refers to; compiled code treats lists as values and would not "
+                           "change it there", "What to do: build a new list (new = list(xs) "
+                           "is not enough: use new = [] and append), or return the list.")
+
+    def check_update(node, pairs):
+        if getattr(node, "pb_augmented", False):
+            target = node.targets[0].id
+            if any(a == target and b not in (target, _CALLER) for a, b in pairs):
+                result.shared_updates.add(id(node))
+
+    _Sharing(result.ops, result.params, _returns_argument, True, check_append).block(
+        fn.body, {(p, _CALLER) for p in result.params})
+    _Sharing(result.ops, result.params, _returns_argument, False, check_update).block(
+        fn.body, {(p, _CALLER) for p in result.params})
 
 
 def decide_pushes(stmts, analysis, defined=None) -> None:
@@ -146,37 +396,40 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
     assignments = list(_assignments(fn.body))
     counts = {}
     for node, target, in_loop in assignments:
+        if isinstance(node, (gast.Assign, gast.Expr)):
+            result.ops[id(node)] = describe(parsed, node.value, result.locals)
+        if target is None:
+            continue
         counts[target] = counts.get(target, 0) + 1
         if in_loop or counts[target] > 1 or target in result.params:
             result.redefined.add(target)
-        if isinstance(node, gast.Assign):
-            result.ops[id(node)] = describe(parsed, node.value, result.locals)
-    active = set(active_params)
-    changed = True
-    while changed:
-        changed = False
-        for node, target, _ in assignments:
-            if target in active or not isinstance(node, gast.Assign):
-                continue
-            op = result.ops[id(node)]
-            if any(isinstance(a, gast.Name) and a.id in active and _flows(op, i, result)
-                   for i, a in enumerate(op.args)):
-                active.add(target)
-                changed = True
-    result.active = active & _useful(fn, assignments, result, active)
+    ops = result.ops
+    varied = _varied(assignments, ops, active_params, through_severs=False)
+    result.active = varied & _useful(fn, assignments, ops, varied)
+    for node, _, _ in assignments:
+        if not isinstance(node, gast.For):
+            check_flows(parsed, node, ops[id(node)], varied)
+    _check_severed(parsed, fn, assignments, ops, active_params)
     for node, target, _ in assignments:
-        if not isinstance(node, gast.Assign):
+        if isinstance(node, gast.Expr) and ops[id(node)].kind == "user" and any(
+                result.is_active_atom(a) or (isinstance(a, gast.Name) and a.id in varied)
+                for a in ops[id(node)].args):
+            raise error_at(parsed, node, f"the result of {ops[id(node)].label}() is not used, "
+                           "so it could only matter by changing its arguments in place, "
+                           "which pullback does not follow",
+                           "What to do: return the new value from the function and assign "
+                           "it (s = put(s, a)).")
+        if id(node) in ops and ops[id(node)].kind in ("pack", "append"):
+            result.containers.add(target)
+        if target is None or target not in result.active or not isinstance(node, gast.Assign):
             continue
-        op = result.ops[id(node)]
-        if op.kind == "unknown" and any(isinstance(a, gast.Name) and a.id in active
-                                        for a in op.args):
-            raise error_at(parsed, node,
-                           f"no gradient rule for {op.label or 'this call'}, and it cannot be "
-                           "transformed", "What to do: express it with nd/numpy operations "
-                           "pullback knows, move it out of the differentiated function, or "
-                           "use @pb.compile(fallback='tape').")
-        if target not in result.active:
-            continue
+        op = ops[id(node)]
+        if isinstance(node.value, gast.BinOp) and any(
+                isinstance(a, gast.Name) and a.id in result.containers for a in op.args):
+            raise error_at(parsed, node, "an operator on a list or tuple (concatenation, "
+                           "repetition) is not differentiated",
+                           "What to do: convert it first (np.stack(xs)), or build the new "
+                           "list with append.")
         if op.kind == "prim":
             result.needed.add(target)
             for a in op.args:
@@ -192,8 +445,27 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
             for k in op.params:   # a join's axis (``axis=-1`` is a local after normalize)
                 result.needed |= _names(k.value)
     result.needed &= result.locals
+    _check_mutations(parsed, fn, assignments, result)
     decide_pushes(fn.body, result)
     return result
+
+
+def _check_severed(parsed, fn, assignments, ops, active_params) -> None:
+    """``float(x)``, ``x.item()``, ``x.asscalar()``, ... of a differentiated value are fine
+    where their result only decides control flow; where it reaches the result, the
+    gradient through it would silently be zero: a CompileError."""
+    if not any(ops[id(n)].kind == "severs" for n, _, _ in assignments if id(n) in ops):
+        return
+    varied = _varied(assignments, ops, active_params, through_severs=True)
+    useful = _useful(fn, assignments, ops, varied, through_severs=True)
+    for node, target, _ in assignments:
+        op = ops.get(id(node))
+        if op is not None and op.kind == "severs" and target in useful and any(
+                isinstance(a, gast.Name) and a.id in varied for a in op.args):
+            raise error_at(parsed, node, f"no gradient rule for {op.label}: it turns a "
+                           "differentiated value into a plain number, and the result depends "
+                           "on it (its gradient would be lost)", "What to do: use the array itself (x or x[0]); call "
+                           "x.detach() to stop the gradient on purpose.")
 
 
 def narrow_needed(fn: gast.FunctionDef, analysis: Analysis, reads: set) -> None:

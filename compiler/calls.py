@@ -10,10 +10,21 @@ assignment into an ``Operation``:
 - ``user``: a call of another user function (transformed recursively);
 - ``index``, ``pack``, ``append``, ``join``: structural reads/builds of arrays,
   tuples and lists;
-- ``inert``: anything that never carries a gradient (comparisons, ``len``,
-  ``range``, ``x.shape``, ``b.asscalar()``, ...).
-- ``unknown``: a call with no gradient rule; the reverse step raises a
-  CompileError if a differentiated value flows into it.
+- ``inert``: anything whose result has a zero derivative by nature (comparisons,
+  ``len``, ``range``, ``int``, ``x.shape``, ``x.argmax()``, ``x.detach()``, ...);
+- ``severs``: a conversion that leaves the differentiated world (``float(x)``,
+  ``x.asscalar()``, ``x.item()``, ``x.tolist()``, ``x.asnumpy()``): fine where its
+  result only decides control flow, a CompileError where the result reaches the
+  differentiated result (analysis);
+- ``unknown``: a call with no gradient rule; analysis raises a CompileError if a
+  differentiated value reaches it in any way.
+
+Every operand an ``Operation`` does not list in ``args`` (followed by a gradient rule)
+or ``cut`` (read on purpose without a gradient: index keys, comparison operands, the
+receiver of ``.shape``) is, for analysis, a flow the compiler cannot follow: reading a
+differentiated value there is a CompileError (``analysis.check_flows``).  ``mutates``
+lists the atoms a call may change in place (``x.sort()``, ``np.copyto(x, v)``,
+``lst.extend(...)``, any call pullback does not know).
 
 All op-specific knowledge of the compiler is in the tables of this module.
 """
@@ -69,13 +80,22 @@ METHODS = {name: name for name in (
     "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape")}
 ATTRIBUTES = {"T": "transpose"}
 INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
-INERT_METHODS = {"asscalar", "asnumpy", "item", "argmax", "argmin", "wait_to_read",
-                 "tolist", "zeros_like", "ones_like", "detach"}
+INERT_METHODS = {"argmax", "argmin", "wait_to_read", "zeros_like", "ones_like", "detach"}
+# conversions to Python or numpy values outside autograd (MXNet: no gradient through them)
+SEVERING_METHODS = {"asscalar", "asnumpy", "item", "tolist"}
+# methods that read their receiver only (containers' and arrays'); any other method of a
+# local pullback has no rule for may change its receiver in place (sort, fill, extend, ...)
+PURE_METHODS = {"get", "keys", "values", "items", "copy", "index", "count", "any", "all",
+                "nonzero", "argsort", "tolist", "item", "asscalar", "asnumpy"}
 INERT_CALLABLES = {builtins.range, builtins.len, builtins.int, builtins.bool, builtins.print,
                    builtins.isinstance, builtins.round}
-# builtins that would cut a gradient (float(x) is x; max/min pick one argument): they
-# compute as written on plain values and are CompileErrors on differentiated ones
-REFUSED_BUILTINS = {builtins.float, builtins.min, builtins.max, builtins.sum}
+# calls that never change their arguments: builtins and the math module (numpy's are
+# pure too unless listed in NUMPY_MUTATING or given ``out=``)
+PURE_BUILTINS = {v for v in vars(builtins).values() if callable(v)} - {
+    builtins.setattr, builtins.delattr, builtins.exec, builtins.eval}
+# numpy functions that write into their first argument
+NUMPY_MUTATING = {np.copyto, np.put, np.place, np.putmask, np.put_along_axis,
+                  np.fill_diagonal, np.random.shuffle}
 # nd functions that are thin wrappers choosing one primitive's parameters
 WRAPPERS = {P.reshape: "reshape", P.getitem: "getitem"}
 
@@ -89,6 +109,8 @@ class Operation:
     callee: object = None                         # user function object
     label: str = ""                               # what to call it in messages
     numpy: bool = False   # spelled as a numpy function: numpy's 0-d results, not (1,)
+    cut: list = field(default_factory=list)       # nodes read on purpose, no gradient
+    mutates: list = field(default_factory=list)   # atoms the call may change in place
 
     @property
     def elementwise(self) -> bool:
@@ -156,22 +178,23 @@ def describe(parsed, value, locals_=frozenset()) -> Operation:
         return Operation("const")
     if isinstance(value, gast.BinOp):
         prim_name = BINARY.get(type(value.op))
-        if prim_name is None:
-            return Operation("inert", args=[value.left, value.right])
+        if prim_name is None:   # a // b, bit operations: piecewise constant
+            return Operation("inert", cut=[value.left, value.right])
         return Operation("prim", P.REGISTRY[prim_name], [value.left, value.right])
     if isinstance(value, gast.UnaryOp):
         if isinstance(value.op, gast.UAdd):
             return Operation("copy", args=[value.operand])   # +x is x
         prim_name = UNARY.get(type(value.op))
-        if prim_name is None:
-            return Operation("inert", args=[value.operand])
+        if prim_name is None:   # not a, ~a
+            return Operation("inert", cut=[value.operand])
         return Operation("prim", P.REGISTRY[prim_name], [value.operand])
     if isinstance(value, gast.Compare):
-        return Operation("inert")
+        return Operation("inert", cut=[value])
     if isinstance(value, gast.Attribute):
         return _describe_attribute(value)
     if isinstance(value, gast.Subscript):
-        return Operation("index", args=[value.value], params=[value.slice])
+        return Operation("index", args=[value.value], params=[value.slice],
+                         cut=[value.slice])
     if isinstance(value, (gast.Tuple, gast.List)):
         return Operation("pack", args=list(value.elts))
     if isinstance(value, gast.Call):
@@ -183,7 +206,9 @@ def _describe_attribute(value) -> Operation:
     if isinstance(value.value, gast.Name) and value.attr in ATTRIBUTES:
         return Operation("prim", P.REGISTRY[ATTRIBUTES[value.attr]], [value.value],
                          label=f".{value.attr}")
-    return Operation("inert", label=f".{value.attr}")
+    if value.attr in INERT_ATTRIBUTES:
+        return Operation("inert", cut=[value.value], label=f".{value.attr}")
+    return Operation("unknown", label=f".{value.attr}")
 
 
 def _describe_call(parsed, call, locals_) -> Operation:
@@ -194,11 +219,15 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "append"):
         return Operation("append", args=list(call.args))
+    label = _dotted(func)
+    if any(k.arg == "out" for k in call.keywords):
+        raise error_at(parsed, call, f"{label}(..., out=...) writes into an existing array, "
+                       "which pullback does not follow",
+                       "What to do: use the returned value (y = f(x)) instead of out=.")
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id in locals_):
         return _describe_method(parsed, call, func)
     target = _resolve(parsed, func)
-    label = _dotted(func)
     prim = getattr(target, "prim", None)
     if prim is not None and P.REGISTRY.get(prim.name) is prim:
         arrays, params = _split_arguments(prim, call.args, call.keywords)
@@ -225,14 +254,27 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if target is builtins.abs and len(call.args) == 1 and not call.keywords:
         return Operation("prim", P.REGISTRY["abs"], list(call.args), label=label)
     if target in INERT_CALLABLES:
-        return Operation("inert", label=label)
-    if target in REFUSED_BUILTINS:
-        return Operation("unknown", args=list(call.args), label=label)
+        return Operation("inert", cut=[call], label=label)
+    if target is builtins.float:
+        return Operation("severs", args=list(call.args), label=label)
     user_fn = getattr(target, "pullback_function", target)   # a CompiledFunction's own
     if isinstance(user_fn, types.FunctionType) and _is_user_function(user_fn):
         args = _positional(parsed, call, user_fn) + implicit.call_arguments(parsed, user_fn)
         return Operation("user", args=args, callee=target, label=label)
-    return Operation("unknown", args=list(call.args), label=label)
+    return Operation("unknown", label=label, mutates=_mutated_arguments(target, call))
+
+
+def _mutated_arguments(target, call) -> list:
+    """The atoms a call pullback has no rule for may change in place: none for builtins,
+    the math module and numpy (but for its writing functions' first argument); every
+    argument of anything else (a C extension, a method of an object)."""
+    if target in NUMPY_MUTATING:
+        return list(call.args[:1])
+    module = getattr(target, "__module__", None) or ""
+    if target in PURE_BUILTINS or module == "math" or module.startswith(("numpy", "pullback")) \
+            or isinstance(target, np.ufunc):
+        return []
+    return list(call.args) + [k.value for k in call.keywords]
 
 
 # numpy functions whose parameters after the arrays are not ours in the same order
@@ -336,10 +378,13 @@ def _positional(parsed, call, callee) -> list:
 def _describe_method(parsed, call, func) -> Operation:
     method = func.attr
     if method in INERT_METHODS:
-        return Operation("inert", label=f".{method}()")
+        return Operation("inert", cut=[call], label=f".{method}()")
+    if method in SEVERING_METHODS:
+        return Operation("severs", args=[func.value], cut=list(call.args), label=f".{method}()")
     prim_name = METHODS.get(method)
     if prim_name is None:
-        return Operation("unknown", args=[func.value], label=f".{method}()")
+        mutates = [] if method in PURE_METHODS else [func.value]
+        return Operation("unknown", label=f".{method}()", mutates=mutates)
     if method == "reshape":
         shape = call.args or [k.value for k in call.keywords]
         return Operation("prim", P.REGISTRY["reshape"], [func.value],
@@ -373,7 +418,7 @@ def _describe_math(target, call, label) -> Operation:
     if prim is not None and not call.keywords and prim.vjps is not None \
             and len(call.args) == len(prim.vjps):
         return Operation("prim", prim, list(call.args), [], label=label)
-    return Operation("unknown", args=list(call.args), label=label)
+    return Operation("unknown", label=label)
 
 
 def _is_math(target) -> bool:

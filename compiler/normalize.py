@@ -169,8 +169,13 @@ class _JumpLowering:
             info["continue"] = self.namer.fresh("_continue")
         pre = []
         if for_node is not None:  # for x in seq (with break/return) -> while over an index
-            seq, idx = self.namer.fresh("_seq"), self.namer.fresh("_index")
-            pre += [assign(seq, for_node.iter, s), assign(idx, const(0), s)]
+            idx = self.namer.fresh("_index")
+            if _iterated_as_itself(for_node.iter, for_node, self.namer.used):
+                seq = for_node.iter.id
+            else:
+                seq = self.namer.fresh("_seq")
+                pre.append(assign(seq, for_node.iter, s))
+            pre.append(assign(idx, const(0), s))
             length = gast.Call(func=name("len"), args=[name(seq)], keywords=[])
             test = gast.Compare(left=name(idx), ops=[gast.Lt()], comparators=[length])
             step = [gast.copy_location(gast.Assign(
@@ -190,6 +195,14 @@ class _JumpLowering:
             test = gast.BoolOp(op=gast.And(), values=guard + [test])
         loop = gast.copy_location(gast.While(test=test, body=new_body, orelse=[]), s)
         return pre + [loop]
+
+
+def _iterated_as_itself(iterable, loop, locals_) -> bool:
+    """``for x in xs`` over a local the loop does not rebind reads ``xs`` itself (a copy
+    into a temporary would be a second name for the same list)."""
+    return (isinstance(iterable, gast.Name) and iterable.id in locals_
+            and not any(isinstance(n, gast.Name) and isinstance(n.ctx, gast.Store)
+                        and n.id == iterable.id for b in loop.body for n in gast.walk(b)))
 
 
 def lower_jumps(fn: gast.FunctionDef, namer: Namer) -> None:
@@ -271,7 +284,9 @@ class _Flattener:
         out = []
         right = self.atom(s.value, out)
         value = gast.BinOp(left=name(s.target.id), op=s.op, right=right)
-        out.append(assign(s.target.id, value, s))
+        update = assign(s.target.id, value, s)
+        update.pb_augmented = True   # Python changes an array in place here (analysis)
+        out.append(update)
         return out
 
     def expr_stmt(self, s):
@@ -322,7 +337,9 @@ class _Flattener:
             out.append(gast.copy_location(gast.For(target=s.target, iter=seq, body=body,
                                                    orelse=[], type_comment=None), s))
             return out
-        seq = self.atom(it, out, base="seq", force_name=True)
+        # a local is iterated as itself (a copy would be an alias of it)
+        seq = name(it.id) if _iterated_as_itself(it, s, self.locals) \
+            else self.atom(it, out, base="seq", force_name=True)
         index = self.namer.fresh("index")
         count = gast.Call(func=name("len"), args=[seq], keywords=[])
         rng = self.atom(gast.Call(func=name("range"), args=[count], keywords=[]), out,

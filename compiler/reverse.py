@@ -171,6 +171,9 @@ class ReverseTransform:
         if self.only_compared(s):
             out.add(f"{target} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
             return out
+        if id(s) in self.a.shared_updates:
+            where = f"{self.parsed.filename}:{self.line(s)}"
+            out.add(f"support.check_rebind({target}, {where!r})")
         out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
 
@@ -196,7 +199,7 @@ class ReverseTransform:
             return f"support.join({unparse(op.args[0])}, {', '.join(self.keywords(op))})"
         if op.kind == "index" and getattr(value, "pb_numpy_scalar", False):
             return f"support.numpy_scalar({unparse(value)})"
-        if op.kind == "inert" and isinstance(value, gast.Call):
+        if op.kind in ("inert", "severs") and isinstance(value, gast.Call):
             return self.inert_call(value)
         return unparse(value)
 
@@ -403,7 +406,7 @@ class ReverseTransform:
         if op.elementwise:
             return self.rule_elementwise(op, g, ans)
         out = Lines()
-        operands = [unparse(a) for a in op.args]
+        operands = [self.operand(a) for a in op.args]
         params = self.keywords(op)
         for i, a in enumerate(op.args):
             if not self.a.is_active_atom(a) or not op.prim.vjps or op.prim.vjps[i] is None:
@@ -412,6 +415,13 @@ class ReverseTransform:
             acc = self.grad(a.id)
             out.add(f"{acc} = support.accumulate({acc}, vjp.{op.prim.name}_{i}, {arguments})")
         return out
+
+    def operand(self, atom) -> str:
+        """An operand as a rule reads it: a list or tuple of values (``np.sum([1, a, 2])``)
+        as the array numpy made of it."""
+        if isinstance(atom, gast.Name) and atom.id in self.a.containers:
+            return f"support.as_array({atom.id})"
+        return unparse(atom)
 
     def reads_result(self, op) -> bool:
         """Whether the adjoint of ``op`` reads its result (``ans``)."""
@@ -423,7 +433,7 @@ class ReverseTransform:
     def rule_elementwise(self, op, g, ans) -> Lines:
         """An elementwise VJP inline, from the table's scalar derivative (a one-op kernel)."""
         out = Lines()
-        operands = [unparse(a) for a in op.args]
+        operands = [self.operand(a) for a in op.args]
         bindings = {"g": g, "ans": ans, "x": operands[0],
                     "y": operands[1] if len(operands) > 1 else None}
         parts = []
@@ -517,6 +527,7 @@ class ReverseTransform:
         return Lines()
 
     rule_inert = rule_const
+    rule_severs = rule_const   # analysis refused the ones whose result carries a gradient
 
     # analysis rejected unknown calls that a differentiated value flows into, so what
     # is left only makes constants (np.zeros(n), ...): no gradient to propagate

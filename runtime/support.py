@@ -179,6 +179,21 @@ def append(items, value):
     return list(items) + [value]
 
 
+def check_rebind(value, where):
+    """Before ``x += v`` in compiled code, which rebinds ``x``: Python would change an
+    array (or list) in place, and another name sharing it would see the change."""
+    if isinstance(value, (np.ndarray, NDArray, list)):
+        raise TypeError(f"{where}: this augmented assignment changes an array or list "
+                        "that another name also refers to; compiled code would rebind it "
+                        "instead (the other name would keep the old value). Write "
+                        "x = x + v (a new value), or x = x.copy() before updating it.")
+
+
+def as_array(items):
+    """A list or tuple operand of a primitive as the array numpy makes of it."""
+    return np.asarray(raw(items))
+
+
 def without_last(g):
     """The gradient of ``items`` given the gradient of ``items + [value]``."""
     return None if g is None else g[:-1]
