@@ -249,6 +249,16 @@ def _all_numbers(values) -> bool:
     return True
 
 
+def _gradient_sources(adjoint_program) -> tuple:
+    """Per input, the positions of the output gradients its gradient is computed from."""
+    grads, _, _, statements, results = adjoint_program
+    reads = {g: {k} for k, g in enumerate(grads)}
+    for target, expression in statements:
+        reads[target] = set().union(*(reads.get(n, ()) for n in _names(expression)))
+    return tuple(frozenset(reads.get(r, ())) if r is not None else frozenset()
+                 for r in results)
+
+
 class FusedKernel:
     """A fused run: ``kernel(*inputs) -> outputs``; ``kernel.vjp(grads, outputs, *inputs)``."""
 
@@ -268,6 +278,7 @@ class FusedKernel:
         self._reduction_slot = None if reduction is None else adjoint_program[1].index(
             reduction[0])
         self._has_counts = bool(_counts(adjoint_program[3]))
+        self._sources = _gradient_sources(adjoint_program)
         self._native = {}
         self._uniform_cache = {}
         #: where native object code is cached first (set by the compiler's artifact
@@ -279,7 +290,7 @@ class FusedKernel:
         value and gradient in one pass.  ``vjp`` then only scales them."""
         inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)
-        if layout is not None and not self.uniform(inputs):
+        if layout is not None and not self._native_fits(inputs):
             layout = None
         if layout is not None:
             kernel = self._native_kernel(("gradient", wanted), layout)
@@ -332,32 +343,51 @@ class FusedKernel:
         each input's shape at the end (and a native kernel, which is per element,
         be used); otherwise the VJP runs statement by statement.
         """
+        return self._shapes(inputs)[0]
+
+    def _shapes(self, inputs) -> tuple:
+        """``(uniform, native, count)`` for inputs of these shapes (cached per shapes):
+        ``uniform`` as above; ``native``: uniform, and a trailing reduction's operand has
+        every element of the kernel (a native kernel reduces over all of its elements,
+        which would count a one-element operand beside a longer statement once per
+        element); ``count``: how many elements that reduction reduces, its operand's own
+        size (what a mean divides by), not the kernel's length."""
         key = tuple([shape_of(v) for v in inputs])
         found = self._uniform_cache.get(key)
         if found is None:
-            shapes = dict(zip(self.forward_program[0], key, strict=True))
-            try:
-                full = np.broadcast_shapes(*key)
-            except ValueError:   # independent statements over unrelated shapes
-                self._uniform_cache[key] = False
-                return False
-            found = True
-            for target, _, operands in self.steps:
-                shape = np.broadcast_shapes(*(shapes.get(o, ()) for o in operands))
-                shapes[target] = shape
-                # a one-element value broadcasts to every element: also fine
-                found = found and (shape == full or int(np.prod(shape)) == 1)
-            live = self.adjoint_program[1][:len(self.adjoint_program[0])]
-            reduction = self.forward_program[3]
-            found = found and all(shapes[o] == full for o in live
-                                  if reduction is None or o != reduction[0])
-            self._uniform_cache[key] = found
+            found = self._uniform_cache[key] = self._plan(key)
         return found
+
+    def _plan(self, key) -> tuple:
+        shapes = dict(zip(self.forward_program[0], key, strict=True))
+        try:
+            full = np.broadcast_shapes(*key)
+        except ValueError:   # independent statements over unrelated shapes
+            return False, False, None
+        uniform = True
+        for target, _, operands in self.steps:
+            shape = np.broadcast_shapes(*(shapes.get(o, ()) for o in operands))
+            shapes[target] = shape
+            # a one-element value broadcasts to every element: also fine
+            uniform = uniform and (shape == full or math.prod(shape) == 1)
+        live = self.adjoint_program[1][:len(self.adjoint_program[0])]
+        reduction = self.forward_program[3]
+        uniform = uniform and all(shapes[o] == full for o in live
+                                  if reduction is None or o != reduction[0])
+        if reduction is None:
+            return uniform, uniform, None
+        operand = shapes[reduction[1]]
+        return uniform, uniform and operand == full, math.prod(operand)
+
+    def _native_fits(self, inputs) -> bool:
+        """Whether a native kernel may compute this call: uniform shapes, and a trailing
+        reduction over every element of the kernel."""
+        return self._shapes(inputs)[1]
 
     def __call__(self, *inputs):
         inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)   # cheap for small arrays: a size check
-        if layout is not None and not self.uniform(inputs):
+        if layout is not None and not self._native_fits(inputs):
             layout = None
         if layout is not None:
             kernel = self._native_kernel("forward", layout)
@@ -384,7 +414,9 @@ class FusedKernel:
             # numbers only (a scalar loop): uniform by definition, no native road
             if all(g is None for g in grads):
                 return (None,) * len(inputs)
-            return self._vjp([0.0 if g is None else g for g in grads], outputs, *inputs)
+            return self._reached([g is not None for g in grads],
+                                 self._vjp([0.0 if g is None else g for g in grads],
+                                           outputs, *inputs))
         if len(outputs) > self._n_outputs:   # from with_gradient: gradients for a seed of 1
             seed = grads[0]
             if seed is None:
@@ -402,18 +434,28 @@ class FusedKernel:
             k = self._reduction_slot
             if grads[k] is not None:
                 grads[k] = self._sum_seed(grads[k], inputs)
+        present = [g is not None for g in grads]
         grads = [0.0 if g is None else g for g in grads]
-        values = (*grads, *outputs, *inputs)
-        layout = self._native_layout(values)
-        if layout is None and self._has_counts:
-            values, layout = self._cast_to_forward(grads, outputs, inputs)
-        if layout is not None:
-            kernels = self._native_adjoint(layout)
-            if kernels is not None:
-                return self._run_vjp(kernels, values, layout)
+        if self._native_fits(inputs):   # the road the forward took (see _cast_to_forward)
+            values = (*grads, *outputs, *inputs)
+            layout = self._native_layout(values)
+            if layout is None and self._has_counts:
+                values, layout = self._cast_to_forward(grads, outputs, inputs)
+            if layout is not None:
+                kernels = self._native_adjoint(layout)
+                if kernels is not None:
+                    return self._reached(present, self._run_vjp(kernels, values, layout))
         grads = [np.zeros_like(outputs[k]) if isinstance(g, float) and g == 0.0 else g
                  for k, g in enumerate(grads)]
-        return self._vjp(grads, outputs, *inputs)
+        return self._reached(present, self._vjp(grads, outputs, *inputs))
+
+    def _reached(self, present, results) -> tuple:
+        """``results`` with None for each input that no present output gradient reaches:
+        the kernel computes those from zeros (``0.0`` for an absent gradient), but
+        unfused code gives them no gradient at all, and a number where an array's
+        gradient is expected breaks the rule that receives it."""
+        return tuple(None if not any(present[k] for k in sources) else r
+                     for r, sources in zip(results, self._sources, strict=True))
 
     def _cast_to_forward(self, grads, outputs, inputs):
         """A max's or min's adjoint takes the road its forward took: its tie mask compares
@@ -434,8 +476,7 @@ class FusedKernel:
         reduction = self.forward_program[3]
         if reduction is None or reduction[2] == "sum":
             return g
-        count = int(np.prod(np.broadcast_shapes(*(np.shape(v) for v in inputs))))
-        return g / count
+        return g / self._shapes(inputs)[2]
 
     def _finish(self, value, shape):
         """A native reduction's value (a Python float): the sum, max or min itself, the

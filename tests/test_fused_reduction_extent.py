@@ -1,0 +1,139 @@
+"""A fused run's trailing reduction reduces its operand, not the kernel (issue 14, 1-3).
+
+A kernel is as long as its longest statement, but the value a trailing ``sum``, ``mean``,
+``max``, ``min`` or ``norm`` reduces may be one element (a chain over a number, a numpy
+scalar, a 0-d or a one-element array) beside a long statement.  The native kernel reduces
+over every lane, so such a reduction refuses the native road; a mean divides by its
+operand's size; an input that no present output gradient reaches gets no gradient (not a
+zero computed from the absent gradients).  Each case is checked on three roads -- native
+kernels, the kernels' numpy functions, unfused primitives -- against the function run by
+numpy and against central differences.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pullback.compiler.api import CompiledFunction
+from pullback.runtime import fused, native
+from tape_helpers import central_gradient
+
+import pullback as pb
+
+
+def sum_beside(x, s):
+    y = x * 0.5                          # a long statement ...
+    r = np.sum(1.0 / (s * s + 1.0))      # ... beside a one-element chain ending in a sum
+    return r + np.sum(y)
+
+
+def norm_beside(x, s):
+    y = np.sin(x)
+    e = np.exp(s) * s
+    return np.linalg.norm(e) * np.sum(y)
+
+
+def mean_beside(x, s):
+    y = np.sin(x)
+    r = np.mean(np.exp(s) * 2.0)
+    return r * np.sum(y)
+
+
+def max_beside(x, s):
+    y = np.cos(x)
+    r = np.max(s * s - 1.0)
+    return r * np.sum(y)
+
+
+def min_beside(x, s):
+    y = x * x
+    r = np.min(np.tanh(s) + 0.5)
+    return r + np.sum(y)
+
+
+def sum_only_beside(x, s):
+    y = x * 0.5                          # dead, but in the kernel: the kernel is long
+    r = np.sum(np.sin(s) * s)            # the run's only result: one pass, value and gradient
+    return r
+
+
+def mean_only_beside(x, s):
+    y = np.exp(x)
+    r = np.mean(s * 3.0 - 1.0)
+    return r
+
+
+def dead_update(x, s):
+    v = np.sin(s)
+    t = np.sum(x)
+    s = s - t                            # fused with w: s's new value gets no gradient
+    w = v * 2.0
+    if s > 0:
+        w = w * 3.0
+    return w
+
+
+FUNCTIONS = [sum_beside, norm_beside, mean_beside, max_beside, min_beside, sum_only_beside,
+             mean_only_beside]
+SCALARS = {
+    "float": lambda v: v,
+    "numpy scalar": np.float64,
+    "0-d": lambda v: np.array(v),
+    "(1,)": lambda v: np.array([v]),
+    "(1, 1)": lambda v: np.array([[v]]),
+}
+
+
+def _roads(fn, args, monkeypatch):
+    """{road: (value, gradients)} from freshly compiled functions."""
+    found = {}
+    for road in ("native", "numpy", "unfused"):
+        with monkeypatch.context() as patch:
+            patch.setenv("PULLBACK_NATIVE", "1" if road == "native" else "0")
+            patch.setenv("PULLBACK_FUSE", "0" if road == "unfused" else "1")
+            value, grads = pb.value_and_grad(CompiledFunction(fn), tuple(range(len(args))))(
+                *args)
+        found[road] = (value, grads)
+    return found
+
+
+@pytest.mark.parametrize("scalar", list(SCALARS))
+@pytest.mark.parametrize("n", [7, 600])   # the numpy road, and native (NATIVE_MIN_SIZE 512)
+@pytest.mark.parametrize("fn", FUNCTIONS, ids=lambda f: f.__name__)
+def test_one_element_reduction_beside_a_long_statement(fn, n, scalar, monkeypatch):
+    assert fused.NATIVE_MIN_SIZE == 512
+    x = np.random.default_rng(n).uniform(-1.0, 1.0, n)
+    s = SCALARS[scalar](0.7)
+    expected = fn(x, s)
+    numeric = [central_gradient(fn, (x, s), k) for k in range(2)]
+    for road, (value, grads) in _roads(fn, (x, s), monkeypatch).items():
+        label = (fn.__name__, n, scalar, road)
+        np.testing.assert_allclose(value, expected, rtol=1e-12, err_msg=str(label))
+        assert np.shape(value) == np.shape(expected), label
+        for g, arg, num in zip(grads, (x, s), numeric, strict=True):
+            assert np.shape(g) == np.shape(arg), label
+            np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-7, err_msg=str(label))
+
+
+@pytest.mark.skipif(not native.native_enabled(), reason="native kernels disabled")
+def test_issue_14_native_sum_of_a_number_beside_600_elements():
+    value, (gx, gs) = pb.value_and_grad(sum_beside, (0, 1))(np.full(600, 0.3), 0.5)
+    assert value == pytest.approx(0.8 + 600 * 0.15, rel=1e-12)
+    assert gs == pytest.approx(-0.64, rel=1e-12)
+    np.testing.assert_allclose(gx, 0.5)
+
+
+def test_issue_14_mean_of_a_number_is_not_divided_by_the_kernel_length(monkeypatch):
+    monkeypatch.setenv("PULLBACK_NATIVE", "0")
+    x = np.linspace(0.1, 1.0, 10)
+    _, (_, gs) = pb.value_and_grad(CompiledFunction(mean_beside), (0, 1))(x, 0.5)
+    assert gs == pytest.approx(2.0 * np.exp(0.5) * np.sum(np.sin(x)), rel=1e-12)
+
+
+@pytest.mark.parametrize("n", [10, 600])
+def test_issue_14_dead_update_of_a_number_beside_a_sum(n):
+    x = np.full(n, 0.3)
+    value, (gx, gs) = pb.value_and_grad(dead_update, (0, 1))(x, 0.5)
+    assert value == dead_update(x, 0.5)
+    assert gs == pytest.approx(2.0 * np.cos(0.5), rel=1e-12)
+    assert gx is None or not np.any(gx)
