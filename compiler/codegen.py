@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import linecache
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -29,9 +30,18 @@ def generated_dir() -> Path:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # An unpredictable name, created exclusively and never through a symlink: a file planted
+    # in a shared folder cannot redirect the write (issue 17, item 1).
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load(source: str, stem: str, names: dict) -> dict:
