@@ -328,7 +328,7 @@ def _install_methods() -> None:
                  "log1p", "expm1", "reciprocal", "floor", "ceil", "round", "transpose",
                  "flatten", "expand_dims", "squeeze", "tile", "repeat", "broadcast_to", "clip",
                  "softmax", "log_softmax", "slice_axis", "take", "pick", "split", "swapaxes",
-                 "clip"):
+                 "clip", "nansum", "nanprod", "one_hot"):
         setattr(NDArray, name, getattr(P, name))
 
 

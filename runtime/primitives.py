@@ -438,22 +438,27 @@ clip = primitive("clip", _clip_forward, [_clip_vjp], params=("a_min", "a_max"))
 
 # ----- reductions --------------------------------------------------------------------------
 
-def _axes(ndim, axis):
-    if axis is None or axis == ():
+def _axes(ndim, axis, exclude=False):
+    """The axes a reduction reduces, sorted.  As in MXNet, no axis (``None`` or ``()``)
+    means every axis, with or without ``exclude``; ``exclude=True`` means every axis *not*
+    listed (none at all if every axis is listed)."""
+    if axis is None or axis == () or axis == []:
         return tuple(range(ndim))
     if isinstance(axis, (tuple, list)):
-        return tuple(sorted(a % ndim for a in axis))
-    return (axis % ndim,)
+        listed = tuple(sorted(a % ndim for a in axis))
+    else:
+        listed = (axis % ndim,)
+    return tuple(i for i in range(ndim) if i not in listed) if exclude else listed
 
 
-def _kept_shape(shape, axis):
-    axes = _axes(len(shape), axis)
+def _kept_shape(shape, axis, exclude=False):
+    axes = _axes(len(shape), axis, exclude)
     return tuple(1 if i in axes else n for i, n in enumerate(shape))
 
 
-def _expand_reduced(g, x, axis):
+def _expand_reduced(g, x, axis, exclude=False):
     """Reshape a reduction's gradient so it broadcasts against ``x``."""
-    return reshape_raw(g, shape=_kept_shape(x.shape, axis))
+    return reshape_raw(g, shape=_kept_shape(x.shape, axis, exclude))
 
 
 def _numpy_axis(axis):
@@ -464,7 +469,9 @@ def _numpy_axis(axis):
 
 
 def _reduction_forward(numpy_fn):
-    def forward(x, axis=None, keepdims=False):
+    def forward(x, axis=None, keepdims=False, exclude=False):
+        if exclude:   # an explicit tuple of axes; () reduces nothing, as in numpy
+            return numpy_fn(x, axis=_axes(x.ndim, axis, exclude), keepdims=keepdims)
         return numpy_fn(x, axis=_numpy_axis(axis), keepdims=keepdims)
 
     forward.__name__ = numpy_fn.__name__
@@ -476,35 +483,48 @@ def _of_a_number(x) -> bool:
     return type(x) is not NDArray and np.ndim(x) == 0
 
 
-def _sum_vjp(g, ans, x, axis=None, keepdims=False):
+def _sum_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
     if _of_a_number(x):
         return g   # the sum (or mean) of a number is the number
     if axis is None and type(g) is np.ndarray and type(x) is np.ndarray and g.size == 1:
         spread = np.empty(x.shape, g.dtype)   # numpy operands (compiled code): one fill
         spread.fill(g.reshape(-1)[0])
         return spread
-    return broadcast_to(_expand_reduced(g, x, axis), shape=x.shape)
+    return broadcast_to(_expand_reduced(g, x, axis, exclude), shape=x.shape)
 
 
-def _count(x, axis):
-    return int(np.prod([x.shape[a] for a in _axes(x.ndim, axis)]))
+def _count(x, axis, exclude=False):
+    return int(np.prod([x.shape[a] for a in _axes(x.ndim, axis, exclude)]))
 
 
-def _mean_vjp(g, ans, x, axis=None, keepdims=False):
+def _mean_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
     if _of_a_number(x):
         return g
-    return broadcast_to(divide(_expand_reduced(g, x, axis), float(_count(x, axis))),
-                        shape=x.shape)
+    return broadcast_to(divide(_expand_reduced(g, x, axis, exclude),
+                               float(_count(x, axis, exclude))), shape=x.shape)
 
 
-def _extremum_vjp(g, ans, x, axis=None, keepdims=False):
-    mask = equal(x, _expand_reduced(ans, x, axis))
-    share = divide(mask, sum(mask, axis=axis, keepdims=True))
-    return multiply(_expand_reduced(g, x, axis), share)
+def _extremum_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
+    mask = equal(x, _expand_reduced(ans, x, axis, exclude))
+    share = divide(mask, sum(mask, axis=axis, keepdims=True, exclude=exclude))
+    return multiply(_expand_reduced(g, x, axis, exclude), share)
 
 
-def _prod_vjp(g, ans, x, axis=None, keepdims=False):
-    return multiply(_expand_reduced(multiply(g, ans), x, axis), reciprocal(x))
+def _prod_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
+    return multiply(_expand_reduced(multiply(g, ans), x, axis, exclude), reciprocal(x))
+
+
+def _nansum_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
+    # a NaN was read as 0: no gradient reaches it (x == x is 0 exactly there)
+    return multiply(broadcast_to(_expand_reduced(g, x, axis, exclude), shape=x.shape),
+                    equal(x, x))
+
+
+def _nanprod_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
+    # a NaN was read as 1: the product's gradient elsewhere, none into the NaN
+    present = equal(x, x)
+    return multiply(_expand_reduced(multiply(g, ans), x, axis, exclude),
+                    divide(present, where(present, x, ones_like(x))))
 
 
 def _norm_forward(x, ord=2, axis=None, keepdims=False, vector=False):
@@ -542,13 +562,18 @@ def _arg_forward(numpy_fn):
     return forward
 
 
-sum = primitive("sum", _reduction_forward(np.add.reduce), [_sum_vjp], params=("axis", "keepdims"))
-mean = primitive("mean", _reduction_forward(np.mean), [_mean_vjp], params=("axis", "keepdims"))
+_REDUCTION_PARAMS = ("axis", "keepdims", "exclude")   # MXNet's order
+sum = primitive("sum", _reduction_forward(np.add.reduce), [_sum_vjp], params=_REDUCTION_PARAMS)
+mean = primitive("mean", _reduction_forward(np.mean), [_mean_vjp], params=_REDUCTION_PARAMS)
 max = primitive("max", _reduction_forward(np.maximum.reduce), [_extremum_vjp],
-                params=("axis", "keepdims"))
+                params=_REDUCTION_PARAMS)
 min = primitive("min", _reduction_forward(np.minimum.reduce), [_extremum_vjp],
-                params=("axis", "keepdims"))
-prod = primitive("prod", _reduction_forward(np.prod), [_prod_vjp], params=("axis", "keepdims"))
+                params=_REDUCTION_PARAMS)
+prod = primitive("prod", _reduction_forward(np.prod), [_prod_vjp], params=_REDUCTION_PARAMS)
+nansum = primitive("nansum", _reduction_forward(np.nansum), [_nansum_vjp],
+                   params=_REDUCTION_PARAMS)
+nanprod = primitive("nanprod", _reduction_forward(np.nanprod), [_nanprod_vjp],
+                    params=_REDUCTION_PARAMS)
 norm = primitive("norm", _norm_forward, [_norm_vjp], params=("ord", "axis", "keepdims",
                                                               "vector"))
 argmax = primitive("argmax", _arg_forward(np.argmax), None, params=("axis", "keepdims"))
@@ -959,6 +984,20 @@ log_softmax = primitive("log_softmax", _log_softmax_forward, [_log_softmax_vjp],
                         params=("axis",))
 
 
+def _one_hot_forward(indices, depth, on_value=1.0, off_value=0.0, dtype="float32"):
+    # MXNet casts each index to an integer (toward zero); an index outside [0, depth)
+    # gives a row of off_value
+    index = np.asarray(indices).astype(np.int64)
+    hits = index[..., None] == np.arange(depth)
+    return np.where(hits, on_value, off_value).astype(_dtype(dtype))
+
+
+# MXNet's one_hot(indices, depth, on_value=1, off_value=0, dtype='float32'): shape
+# indices.shape + (depth,); no gradient (the indices are integers)
+one_hot = primitive("one_hot", _one_hot_forward, None,
+                    params=("depth", "on_value", "off_value", "dtype"))
+
+
 # ----- creation (no gradient) --------------------------------------------------------------
 
 def _dtype(dtype, default=np.float32):
@@ -970,12 +1009,17 @@ def _shape(shape):
 
 
 def array(source, ctx=None, dtype=None):
-    """A new array. Python numbers default to float32; numpy input keeps its dtype."""
+    """A new array (a copy) of ``dtype``, by default: an NDArray's own dtype; float32 for
+    Python numbers and sequences and for integer and boolean numpy arrays, as in MXNet 1.x.
+
+    A floating-point numpy array keeps its dtype (float16, float32, float64), where MXNet
+    1.x makes it float32 too: float64 data and gradient checks stay float64 here.
+    """
     if type(source) is NDArray:
         data = source._data
     else:
         data = np.asarray(source)
-        if not isinstance(source, np.ndarray) and dtype is None:
+        if dtype is None and (not isinstance(source, np.ndarray) or data.dtype.kind != "f"):
             dtype = np.float32
     return NDArray(as_data(np.array(data, dtype=dtype, copy=True)))
 

@@ -47,7 +47,7 @@ COVERED = (
     "negative", "exp", "log", "sqrt", "square", "abs", "sign", "sin", "cos", "tan", "tanh",
     "sigmoid", "relu", "log1p", "expm1", "reciprocal", "floor", "ceil", "round",
     "copy", "astype", "where", "clip",
-    "sum", "mean", "max", "min", "prod", "norm",
+    "sum", "mean", "max", "min", "prod", "norm", "nansum", "nanprod",
     "dot", "batch_dot", "matmul",
     "reshape", "transpose", "expand_dims", "squeeze", "flatten", "getitem", "index_add",
     "concat", "stack", "tile", "repeat",
@@ -56,7 +56,7 @@ COVERED = (
 
 NOT_DIFFERENTIABLE = (
     "equal", "not_equal", "lesser", "lesser_equal", "greater", "greater_equal",
-    "zeros_like", "ones_like", "stop_gradient", "argmax", "argmin",
+    "zeros_like", "ones_like", "stop_gradient", "argmax", "argmin", "one_hot",
 )
 
 
@@ -277,6 +277,23 @@ REDUCTIONS = [
 ]
 
 AXES = [None, 0, 1, -1, (0, 2), (-1, 0), (0, 1, 2), [2, 1]]
+# with exclude=True: (0, 1, 2) lists every axis, so nothing is reduced
+EXCLUDE_AXES = [None, 0, -1, (0, 2), [2, 1], (0, 1, 2)]
+
+
+def with_nans(shape, domain=None):
+    """Values from ``domain`` (uniform by default) with about a third of them NaN."""
+    values = (domain or uniform)(shape)
+    flat = values.reshape(-1)
+    flat[::3] = np.nan
+    return values
+
+
+NAN_REDUCTIONS = [
+    ("nansum", nd.nansum, with_nans),
+    ("nanprod", nd.nanprod, lambda shape: with_nans(shape, lambda s: away_from_zero(s, 0.5,
+                                                                                    1.5))),
+]
 
 
 def reduction_cases():
@@ -305,6 +322,27 @@ def reduction_cases():
         case("method-norm", lambda x: x.norm(), uniform((2, 3)), covers="norm"),
         case("sum-axis-alias", lambda x: nd.sum_axis(x, axis=1), uniform((2, 3)),
              covers="sum"),
+    ]
+    # MXNet's exclude=True: reduce over the axes NOT listed
+    for name, op, domain in REDUCTIONS[:5] + NAN_REDUCTIONS:
+        for axis in EXCLUDE_AXES:
+            for keepdims in (False, True):
+                cases.append(case(f"{name}-2x3x4-exclude-axis={axis}-keepdims={keepdims}",
+                                  reduction(op, axis=axis, keepdims=keepdims, exclude=True),
+                                  domain((2, 3, 4)), covers=name))
+    for name, op, domain in NAN_REDUCTIONS:
+        for axis in (None, 1, (0, 2)):
+            for keepdims in (False, True):
+                cases.append(case(f"{name}-2x3x4-axis={axis}-keepdims={keepdims}",
+                                  reduction(op, axis=axis, keepdims=keepdims),
+                                  domain((2, 3, 4)), covers=name))
+    cases += [
+        case("method-sum-exclude", lambda x: x.sum(axis=0, exclude=True), uniform((2, 3)),
+             covers="sum"),
+        case("method-nansum", lambda x: x.nansum(axis=1), with_nans((2, 3)), covers="nansum"),
+        case("method-nanprod", lambda x: x.nanprod(), with_nans((2, 3), positive),
+             covers="nanprod"),
+        case("nansum-no-nan-is-sum", nd.nansum, uniform((5,)), covers="nansum"),
     ]
     return cases
 
@@ -685,6 +723,65 @@ def test_reduction_values(name, op, axis, keepdims):
     np.testing.assert_allclose(out.asnumpy(), expected.reshape(out.shape), rtol=1e-12)
 
 
+EXCLUDE_OPS = [("sum", nd.sum, np.sum), ("mean", nd.mean, np.mean), ("max", nd.max, np.max),
+               ("min", nd.min, np.min), ("prod", nd.prod, np.prod),
+               ("nansum", nd.nansum, np.nansum), ("nanprod", nd.nanprod, np.nanprod)]
+
+
+@pytest.mark.parametrize("name, op, reference", EXCLUDE_OPS, ids=[n for n, _, _ in EXCLUDE_OPS])
+@pytest.mark.parametrize("axis, reduced", [
+    (1, (0, 2)), (-1, (0, 1)), ((0, 2), (1,)), ([2, 0], (1,)), ((0, 1, 2), ()),
+], ids=str)
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_exclude_reduces_the_axes_not_listed(name, op, reference, axis, reduced, keepdims):
+    """MXNet 1.x: ``exclude=True`` reduces over every axis not in ``axis``; listing every
+    axis reduces none (shape kept)."""
+    x = with_nans((2, 3, 4)) if name.startswith("nan") else uniform((2, 3, 4))
+    expected = reference(x, axis=reduced, keepdims=keepdims)
+    for out in (op(nd.array(x), axis=axis, keepdims=keepdims, exclude=True),
+                getattr(nd.array(x), name)(axis=axis, keepdims=keepdims, exclude=True)):
+        assert out.shape == expected.shape
+        np.testing.assert_allclose(out.asnumpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("op", [nd.sum, nd.mean, nd.max, nd.min, nd.prod, nd.nansum])
+@pytest.mark.parametrize("axis", [None, ()], ids=str)
+def test_exclude_without_axis_still_reduces_everything(op, axis):
+    """MXNet: with no axis given, exclude changes nothing (every axis is reduced)."""
+    x = nd.array(positive((2, 3)))
+    out = op(x, axis=axis, exclude=True)
+    assert out.shape == (1,)
+    np.testing.assert_allclose(out.asnumpy(), op(x).asnumpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("op, reference, dtype", [
+    (nd.nansum, np.nansum, np.float32), (nd.nansum, np.nansum, np.float64),
+    (nd.nanprod, np.nanprod, np.float32), (nd.nanprod, np.nanprod, np.float64),
+], ids=["nansum-float32", "nansum-float64", "nanprod-float32", "nanprod-float64"])
+def test_nan_reductions_skip_nans(op, reference, dtype):
+    x = np.array([[1.5, np.nan, -2.0], [np.nan, np.nan, 4.0]], dtype=dtype)
+    for axis in (None, 0, 1):
+        out = op(nd.array(x), axis=axis)
+        expected = reference(x, axis=axis)
+        assert out.dtype == dtype and not np.isnan(out.asnumpy()).any()
+        np.testing.assert_allclose(out.asnumpy(), np.reshape(expected, out.shape), rtol=1e-6)
+    # a row of NaNs only: the sum of nothing (0), the product of nothing (1)
+    assert op(nd.array(x), axis=0).asnumpy()[1] == (0.0 if op is nd.nansum else 1.0)
+
+
+def test_nan_reductions_send_no_gradient_to_nans():
+    x = nd.array([[2.0, np.nan, 3.0], [np.nan, 5.0, 0.5]])
+    x.attach_grad()
+    with ag.record():
+        total = nd.nansum(x, axis=1) * nd.nanprod(x, axis=1)
+    total.backward()
+    # d/dx (s * p) = p + s * p / x on the numbers; 0 on the NaNs
+    s, p = np.array([5.0, 5.5]), np.array([6.0, 2.5])
+    data = x.asnumpy()
+    expected = np.where(np.isnan(data), 0.0, p[:, None] + s[:, None] * p[:, None] / data)
+    np.testing.assert_allclose(x.grad.asnumpy(), expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("op", [nd.sum, nd.mean, nd.max, nd.min, nd.prod, nd.norm])
 def test_empty_axis_tuple_reduces_everything(op):
     """MXNet: "The default, axis=(), will compute over all elements"."""
@@ -773,8 +870,8 @@ def test_comparison_gives_zeros_and_ones_of_input_dtype(op, reference, python_op
     a = np.array([[1, 2, 3], [3, 2, 1]], dtype=dtype)
     b = np.array([2, 2, 2], dtype=dtype)
     expected = reference(a, b).astype(dtype)
-    for out in (op(nd.array(a), nd.array(b)), python_operator(nd.array(a), nd.array(b)),
-                op(nd.array(a), 2)):
+    a_nd, b_nd = nd.array(a, dtype=dtype), nd.array(b, dtype=dtype)
+    for out in (op(a_nd, b_nd), python_operator(a_nd, b_nd), op(a_nd, 2)):
         assert out.dtype == dtype
         np.testing.assert_array_equal(out.asnumpy(), expected)
 
@@ -796,7 +893,7 @@ def test_argmax_argmin_values_and_dtype(op, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32], ids=lambda d: d.__name__)
 def test_zeros_like_ones_like_stop_gradient_values(dtype):
     x = np.array([[1, -2, 3], [4, 5, -6]], dtype=dtype)
-    a = nd.array(x)
+    a = nd.array(x, dtype=dtype)
     for out, expected in ((nd.zeros_like(a), np.zeros_like(x)), (a.zeros_like(), 0 * x),
                           (nd.ones_like(a), np.ones_like(x)), (a.ones_like(), 0 * x + 1),
                           (nd.stop_gradient(a), x), (nd.BlockGrad(a), x)):
@@ -814,6 +911,33 @@ def test_mod_values():
     np.testing.assert_allclose((7.0 % nd.array(x[:, :1])).asnumpy(), np.mod(7.0, x[:, :1]))
 
 
+def test_one_hot_values_shape_and_dtype():
+    out = nd.one_hot(nd.array([0, 2, 1]), 3)
+    assert out.shape == (3, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out.asnumpy(), np.eye(3)[[0, 2, 1]])
+    # on/off values, dtype, indices of any shape (the depth axis is appended last)
+    out = nd.one_hot(nd.array([[1, 0], [3, 2]]), depth=4, on_value=5, off_value=-1,
+                     dtype="float64")
+    assert out.shape == (2, 2, 4) and out.dtype == np.float64
+    np.testing.assert_array_equal(out.asnumpy()[1, 0], [-1, -1, -1, 5])
+    np.testing.assert_array_equal(out.asnumpy()[0, 1], [5, -1, -1, -1])
+    assert nd.array([2, 0]).one_hot(3).shape == (2, 3)
+    assert nd.one_hot(nd.array([1]), 2, dtype="int32").dtype == np.int32
+
+
+def test_one_hot_out_of_range_rows_are_off_and_indices_truncate():
+    """MXNet casts each index toward zero; an index outside [0, depth) sets nothing."""
+    out = nd.one_hot(nd.array([-1, 3, 7, 1.7, -0.5]), 3).asnumpy()
+    np.testing.assert_array_equal(out, [[0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 1, 0],
+                                        [1, 0, 0]])
+
+
+def test_one_hot_on_the_raw_road_is_numpy():
+    out = P.one_hot(np.array([1, 0]), 2)
+    assert type(out) is np.ndarray and out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[0, 1], [1, 0]])
+
+
 BLOCKED = [
     ("equal", lambda x: nd.equal(x, 0.25)),
     ("not_equal", lambda x: x != 0.25),
@@ -827,6 +951,7 @@ BLOCKED = [
     ("ones_like", lambda x: x.ones_like()),
     ("stop_gradient", nd.stop_gradient),
     ("BlockGrad", lambda x: nd.BlockGrad(x * 2.0)),
+    ("one_hot", lambda x: nd.one_hot(x * 2.0, 4)),
 ]
 
 
@@ -908,14 +1033,27 @@ def test_array_of_python_numbers_is_float32(source):
                                   .reshape(x.shape))
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, np.int64,
-                                   np.uint8], ids=lambda d: d.__name__)
-def test_array_of_numpy_keeps_dtype(dtype):
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64], ids=lambda d: d.__name__)
+def test_array_of_floating_numpy_keeps_dtype(dtype):
+    """A deliberate difference from MXNet 1.x, which makes these float32 too."""
     source = np.arange(6).reshape(2, 3).astype(dtype)
     x = nd.array(source)
     assert x.dtype == dtype
     np.testing.assert_array_equal(x.asnumpy(), source)
     assert nd.array(x).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_],
+                         ids=lambda d: d.__name__)
+def test_array_of_integer_or_boolean_numpy_is_float32(dtype):
+    """MXNet 1.x's ``nd.array``: "the default dtype is source_array.dtype if source_array
+    is an NDArray, float32 otherwise"; an explicit dtype (or an NDArray source) decides."""
+    source = (np.arange(6).reshape(2, 3) % 2).astype(dtype)
+    x = nd.array(source)
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x.asnumpy(), source.astype(np.float32))
+    kept = nd.array(source, dtype=dtype)
+    assert kept.dtype == dtype and nd.array(kept).dtype == dtype
     assert nd.array([1, 2], dtype=dtype).dtype == dtype
 
 
@@ -968,8 +1106,8 @@ def test_mixed_dtypes_promote_like_numpy(a_dtype, b_dtype, op, reference):
     a = np.array([[1, 2, 3], [4, 5, 6]], dtype=a_dtype)
     b = np.array([3, 2, 1], dtype=b_dtype)
     expected = reference(a, b)
-    for out, want in ((op(nd.array(a), nd.array(b)), expected),
-                      (op(nd.array(b), nd.array(a)), reference(b, a))):
+    a_nd, b_nd = nd.array(a, dtype=a_dtype), nd.array(b, dtype=b_dtype)
+    for out, want in ((op(a_nd, b_nd), expected), (op(b_nd, a_nd), reference(b, a))):
         assert out.dtype == want.dtype
         np.testing.assert_allclose(out.asnumpy(), want)
 
@@ -977,7 +1115,7 @@ def test_mixed_dtypes_promote_like_numpy(a_dtype, b_dtype, op, reference):
 def test_python_scalars_do_not_promote():
     assert (nd.array([1.0, 2.0]) * 2.5).dtype == np.float32
     assert (2.5 - nd.array([1.0, 2.0])).dtype == np.float32
-    assert (nd.array(np.array([1, 2], dtype=np.int32)) + 2).dtype == np.int32
+    assert (nd.array(np.array([1, 2]), dtype=np.int32) + 2).dtype == np.int32
     assert (nd.array([1.0, 2.0]) ** 2).dtype == np.float32
 
 
@@ -1072,7 +1210,7 @@ def test_arange():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32], ids=lambda d: d.__name__)
 def test_zeros_like_ones_like_creation(dtype):
-    x = nd.array(np.arange(6, dtype=dtype).reshape(2, 3))
+    x = nd.array(np.arange(6).reshape(2, 3), dtype=dtype)
     for out, fill in ((nd.zeros_like(x), 0), (nd.ones_like(x), 1)):
         assert out.shape == (2, 3) and out.dtype == dtype
         np.testing.assert_array_equal(out.asnumpy(), np.full((2, 3), fill, dtype=dtype))
