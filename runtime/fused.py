@@ -290,7 +290,7 @@ class FusedKernel:
         value and gradient in one pass.  ``vjp`` then only scales them."""
         inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)
-        if layout is not None and not self._native_fits(inputs):
+        if layout is not None and not self.uniform(inputs):
             layout = None
         if layout is not None:
             kernel = self._native_kernel(("gradient", wanted), layout)
@@ -337,21 +337,23 @@ class FusedKernel:
                    for which, kinds in jobs)
 
     def uniform(self, inputs) -> bool:
-        """Whether every statement of the run has the shape all inputs broadcast to.
+        """Whether every statement of the run has the shape all inputs broadcast to (or
+        one element, broadcast to every element), every live output has it, and so has
+        a trailing reduction's operand.
 
         Only then may gradient contributions be summed per element and reduced to
         each input's shape at the end (and a native kernel, which is per element,
-        be used); otherwise the VJP runs statement by statement.
+        be used); otherwise the VJP runs statement by statement.  A reduction of a
+        one-element value beside a longer statement is not uniform: a native kernel
+        reduces over all of its elements (counting the value once per element), and
+        the per-element adjoint would add the value's one gradient to every element.
         """
         return self._shapes(inputs)[0]
 
     def _shapes(self, inputs) -> tuple:
-        """``(uniform, native, count)`` for inputs of these shapes (cached per shapes):
-        ``uniform`` as above; ``native``: uniform, and a trailing reduction's operand has
-        every element of the kernel (a native kernel reduces over all of its elements,
-        which would count a one-element operand beside a longer statement once per
-        element); ``count``: how many elements that reduction reduces, its operand's own
-        size (what a mean divides by), not the kernel's length."""
+        """``(uniform, count)`` for inputs of these shapes (cached per shapes): ``count`` is
+        how many elements a trailing reduction reduces, its operand's own size (what a mean
+        divides by), not the kernel's length."""
         key = tuple([shape_of(v) for v in inputs])
         found = self._uniform_cache.get(key)
         if found is None:
@@ -363,7 +365,7 @@ class FusedKernel:
         try:
             full = np.broadcast_shapes(*key)
         except ValueError:   # independent statements over unrelated shapes
-            return False, False, None
+            return False, None
         uniform = True
         for target, _, operands in self.steps:
             shape = np.broadcast_shapes(*(shapes.get(o, ()) for o in operands))
@@ -375,19 +377,15 @@ class FusedKernel:
         uniform = uniform and all(shapes[o] == full for o in live
                                   if reduction is None or o != reduction[0])
         if reduction is None:
-            return uniform, uniform, None
+            return uniform, None
         operand = shapes[reduction[1]]
-        return uniform, uniform and operand == full, math.prod(operand)
-
-    def _native_fits(self, inputs) -> bool:
-        """Whether a native kernel may compute this call: uniform shapes, and a trailing
-        reduction over every element of the kernel."""
-        return self._shapes(inputs)[1]
+        spans = operand == full or math.prod(full) == 1
+        return uniform and spans, math.prod(operand)
 
     def __call__(self, *inputs):
         inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)   # cheap for small arrays: a size check
-        if layout is not None and not self._native_fits(inputs):
+        if layout is not None and not self.uniform(inputs):
             layout = None
         if layout is not None:
             kernel = self._native_kernel("forward", layout)
@@ -436,15 +434,14 @@ class FusedKernel:
                 grads[k] = self._sum_seed(grads[k], inputs)
         present = [g is not None for g in grads]
         grads = [0.0 if g is None else g for g in grads]
-        if self._native_fits(inputs):   # the road the forward took (see _cast_to_forward)
-            values = (*grads, *outputs, *inputs)
-            layout = self._native_layout(values)
-            if layout is None and self._has_counts:
-                values, layout = self._cast_to_forward(grads, outputs, inputs)
-            if layout is not None:
-                kernels = self._native_adjoint(layout)
-                if kernels is not None:
-                    return self._reached(present, self._run_vjp(kernels, values, layout))
+        values = (*grads, *outputs, *inputs)
+        layout = self._native_layout(values)
+        if layout is None and self._has_counts:
+            values, layout = self._cast_to_forward(grads, outputs, inputs)
+        if layout is not None:
+            kernels = self._native_adjoint(layout)
+            if kernels is not None:
+                return self._reached(present, self._run_vjp(kernels, values, layout))
         grads = [np.zeros_like(outputs[k]) if isinstance(g, float) and g == 0.0 else g
                  for k, g in enumerate(grads)]
         return self._reached(present, self._vjp(grads, outputs, *inputs))
@@ -476,7 +473,7 @@ class FusedKernel:
         reduction = self.forward_program[3]
         if reduction is None or reduction[2] == "sum":
             return g
-        return g / self._shapes(inputs)[2]
+        return g / self._shapes(inputs)[1]
 
     def _finish(self, value, shape):
         """A native reduction's value (a Python float): the sum, max or min itself, the
@@ -498,8 +495,8 @@ class FusedKernel:
         for target, prim_name, operands in self.steps:
             values = [_value(o, env) for o in operands]
             result = getattr(support.ops, prim_name)(*values)
-            if not any(type(v) is np.ndarray for v in values):   # numbers stay numbers
-                result = result.reshape(-1)[0].item()
+            if type(result) is np.ndarray and not any(type(v) is np.ndarray for v in values):
+                result = result.reshape(-1)[0]   # numbers stay (numpy) numbers, of their dtype
             env[target] = result
         outputs_names = self.adjoint_program[1]
         flowing = {}
@@ -513,7 +510,8 @@ class FusedKernel:
             if kind in ("sum", "mean"):
                 if kind == "mean" and not as_sum:
                     seed = seed / np.size(env[operand])
-                part = np.broadcast_to(seed, np.shape(env[operand]))
+                shape = np.shape(env[operand])
+                part = np.broadcast_to(seed if shape else np.reshape(seed, ()), shape)
             else:   # the primitive's own rule, which reads the result
                 value = env[operand]
                 part = primitives.REGISTRY[kind].vjps[0](
