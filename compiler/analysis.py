@@ -208,6 +208,7 @@ def _sharing(edges, name) -> set:
 def _returns_argument(callee) -> bool:
     """Whether ``callee`` may return one of its parameters itself (an alias of the
     caller's value); True when its source cannot be read."""
+    callee = getattr(callee, "pullback_function", callee)   # a CompiledFunction's own
     code = callee.__code__
     params = set(code.co_varnames[:code.co_argcount])
     try:
