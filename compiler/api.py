@@ -260,6 +260,12 @@ def _to_internal(value, active):
         if active and not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
+    if active and not isinstance(value, (np.generic, bool)):
+        # a gradient with respect to a container (or any other object) would come back
+        # with the wrong structure, or as a silent zero: refused until pytrees exist
+        raise TypeError(f"cannot differentiate with respect to a {type(value).__name__} "
+                        "argument (only arrays and numbers, for now); pass its arrays as "
+                        "arguments of their own, or exclude it with argnums=")
     return value
 
 

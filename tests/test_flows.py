@@ -264,3 +264,20 @@ def test_no_differentiated_value_is_smuggled_past_the_analysis(tmp_path):
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-7), (source, got, expected)
         outcomes["right"] += 1
     assert outcomes["refused"] > 20 and outcomes["right"] > 20, outcomes
+
+
+def _dict_product(v):
+    return v['a'] * v['b']
+
+
+def _pair_product(t):
+    return t[0] * t[1]
+
+
+@pytest.mark.parametrize("fn, arg", [(_dict_product, {'a': 2.0, 'b': 3.0}),
+                                     (_pair_product, (2.0, 3.0)),
+                                     (_pair_product, [2.0, 3.0])])
+def test_container_argument_is_refused_not_a_silent_zero(fn, arg):
+    # was NDArray [0] for the dict and one stacked array for the tuple/list
+    with pytest.raises(TypeError, match="cannot differentiate with respect to a"):
+        pb.grad(fn)(arg)
