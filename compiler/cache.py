@@ -427,15 +427,7 @@ def write_artifact(path: Path, payload: dict) -> int:
         _make_directory(directory)
         if not directory_usable(directory):
             return 0
-        temporary = directory / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        codegen.write_atomically(path, data, 0o644)
     except OSError as exc:
         _ignore_directory(directory, f"it cannot be written ({exc.strerror or exc})")
         return 0

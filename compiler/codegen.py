@@ -29,15 +29,17 @@ def generated_dir() -> Path:
     return path
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    # An unpredictable name, created exclusively and never through a symlink: a file planted
-    # in a shared folder cannot redirect the write (issue 17, item 1).
+def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` in one step (generated code here, artifacts in cache).
+
+    The temporary file has an unpredictable name and is created exclusively, never
+    through a symlink: a file planted in a shared folder cannot redirect the write."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, 0o600)
+    fd = os.open(tmp, flags, mode)
     try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -51,7 +53,7 @@ def load(source: str, stem: str, names: dict) -> dict:
     try:
         path = generated_dir() / filename
         if not path.exists() or path.read_text() != source:
-            _write_atomically(path, source)
+            write_atomically(path, source.encode())
         filename = str(path)
     except OSError:
         filename = f"<pullback-generated {filename}>"

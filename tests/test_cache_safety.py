@@ -13,7 +13,7 @@ def test_generated_write_does_not_follow_planted_symlinks(tmp_path):
     target = folder / "mod.py"
     for pid in range(os.getpid() - 5, os.getpid() + 50):   # the old, predictable names
         (folder / f".mod.py.{pid}.tmp").symlink_to(victim)
-    codegen._write_atomically(target, "x = 1\n")
+    codegen.write_atomically(target, b"x = 1\n")
     assert target.read_text() == "x = 1\n"
     assert victim.read_text() == "precious"
     assert not target.is_symlink()
