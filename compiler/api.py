@@ -260,6 +260,9 @@ def _to_internal(value, active):
         if active and not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
+    if active and isinstance(value, np.generic) and not isinstance(value, np.bool_):
+        # a numpy number stays a number of its own float dtype (integers: float64)
+        return value if isinstance(value, np.inexact) else np.float64(value)
     if active and not isinstance(value, (np.generic, bool)):
         # a gradient with respect to a container (or any other object) would come back
         # with the wrong structure, or as a silent zero: refused until pytrees exist
@@ -283,6 +286,9 @@ def _to_external(value, like):
         return data.reshape(like.shape) if data.size == like.size else data
     if isinstance(like, (int, float)):
         return float(data.reshape(-1)[0])
+    if isinstance(like, np.generic):   # a numpy number: a number of its float dtype
+        kind = like.dtype.type if isinstance(like, np.inexact) else np.float64
+        return kind(data.reshape(-1)[0])
     return NDArray(as_data(data))
 
 

@@ -412,9 +412,9 @@ class FusedKernel:
             # numbers only (a scalar loop): uniform by definition, no native road
             if all(g is None for g in grads):
                 return (None,) * len(inputs)
-            return self._reached([g is not None for g in grads],
-                                 self._vjp([0.0 if g is None else g for g in grads],
-                                           outputs, *inputs))
+            present = [g is not None for g in grads]
+            return self._exact(present, grads, inputs, self._reached(
+                present, self._vjp([0.0 if g is None else g for g in grads], outputs, *inputs)))
         if len(outputs) > self._n_outputs:   # from with_gradient: gradients for a seed of 1
             seed = grads[0]
             if seed is None:
@@ -428,6 +428,7 @@ class FusedKernel:
             return (None,) * len(inputs)
         if not self.uniform(inputs):
             return self._vjp_by_steps(grads, inputs)
+        given = list(grads)
         if reduction is not None and reduction[2] == "mean":
             k = self._reduction_slot
             if grads[k] is not None:
@@ -441,10 +442,24 @@ class FusedKernel:
         if layout is not None:
             kernels = self._native_adjoint(layout)
             if kernels is not None:
-                return self._reached(present, self._run_vjp(kernels, values, layout))
+                return self._exact(present, given, inputs, self._reached(
+                    present, self._run_vjp(kernels, values, layout)))
         grads = [np.zeros_like(outputs[k]) if isinstance(g, float) and g == 0.0 else g
                  for k, g in enumerate(grads)]
-        return self._reached(present, self._vjp(grads, outputs, *inputs))
+        return self._exact(present, given, inputs,
+                           self._reached(present, self._vjp(grads, outputs, *inputs)))
+
+    def _exact(self, present, grads, inputs, results) -> tuple:
+        """``results``, computed with 0 standing for each absent output gradient, if
+        they equal the unfused adjoint's, else that adjoint's (statement by statement).
+
+        An absent gradient contributes nothing to the unfused adjoint, but its zero
+        stand-in times an infinite partial (``0 / x`` of ``log(x)`` at 0) is nan.  A zero
+        times a finite partial is zero, so finite results are exact: only a non-finite
+        one (rare) needs the statement-by-statement VJP to tell which it is."""
+        if all(present) or all(r is None or np.isfinite(r).all() for r in results):
+            return results
+        return self._vjp_by_steps(grads, inputs)
 
     def _reached(self, present, results) -> tuple:
         """``results`` with None for each input that no present output gradient reaches:

@@ -139,7 +139,19 @@ class NDArray:
         """Arrays are computed eagerly; nothing to wait for."""
 
     def __array__(self, dtype=None, copy=None):
-        return self._data if dtype is None else self._data.astype(dtype)
+        """numpy's view of the values: a copy when numpy asks for one, else read-only.
+
+        A writable view would let ``np.asarray(x)[i] = v`` change a recorded
+        array without bumping its version, so backward would silently use the
+        new values; writes must go through the NDArray (``x[i] = v``).
+        """
+        if copy or (dtype is not None and np.dtype(dtype) != self._data.dtype):
+            if copy is False:
+                raise ValueError(f"converting an NDArray of {self._data.dtype} to {np.dtype(dtype)} needs a copy")
+            return self._data.astype(dtype if dtype is not None else self._data.dtype, copy=True)
+        view = self._data.view()
+        view.flags.writeable = False
+        return view
 
     def __len__(self) -> int:
         return self._data.shape[0]

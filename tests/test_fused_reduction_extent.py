@@ -137,3 +137,40 @@ def test_issue_14_dead_update_of_a_number_beside_a_sum(n):
     assert value == dead_update(x, 0.5)
     assert gs == pytest.approx(2.0 * np.cos(0.5), rel=1e-12)
     assert gx is None or not np.any(gx)
+
+
+# ----- an output with no gradient adds nothing, even where its partial is infinite --------
+
+def absent_in_a_condition(x):
+    a = np.log(x * x)                    # -inf at 0: its partial 2x / x^2 is nan there
+    b = x * 2.0
+    if np.sum(a) < 1e300:                # a decides, but carries no gradient
+        b = b + 1.0
+    return np.sum(b)
+
+
+def absent_head(x):
+    a = np.log(x * x)
+    b = x * 2.0
+    return np.sum(b), np.sum(a)          # differentiated with the head (1, None)
+
+
+def _first_output(x):
+    return absent_head(x)[0]
+
+
+@pytest.mark.parametrize("n", [1, 7, 600])   # numbers only (x a float), numpy road, native
+def test_an_absent_output_gradient_does_not_turn_an_infinite_partial_into_nan(n, monkeypatch):
+    x = 0.0 if n == 1 else np.concatenate([[0.0], np.linspace(0.5, 1.5, n - 1)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        numeric = central_gradient(absent_in_a_condition, (x,), 0)
+        for road, (_, (g,)) in _roads(absent_in_a_condition, (x,), monkeypatch).items():
+            np.testing.assert_allclose(g, numeric, rtol=1e-6, err_msg=f"{n} {road}")
+        for road in ("native", "numpy", "unfused"):
+            with monkeypatch.context() as patch:
+                patch.setenv("PULLBACK_NATIVE", "1" if road == "native" else "0")
+                patch.setenv("PULLBACK_FUSE", "0" if road == "unfused" else "1")
+                _, back = pb.vjp(CompiledFunction(absent_head), x)
+                (g,) = back((1.0, None))
+            np.testing.assert_allclose(g, central_gradient(_first_output, (x,), 0),
+                                       rtol=1e-6, err_msg=f"{n} {road} vjp")

@@ -498,3 +498,35 @@ def test_out_of_a_recorded_result_inside_record_raises():
     with ag.record(), pytest.raises(pb.InPlaceError, match="out=.*lose its gradient"):
         nd.exp(x, out=target)
     assert target.asnumpy().tolist() == [0.0, 0.0]
+
+
+# ----- numpy's view of an NDArray cannot bypass the version check (issue 14 item 6) -----
+
+def test_a_write_through_np_asarray_is_refused_and_backward_keeps_the_recorded_values():
+    x = variable([1.0, 2.0, 3.0])
+    with ag.record():
+        y = (x * x).sum()
+    view = np.asarray(x)
+    with pytest.raises(ValueError, match="read-only"):
+        view[0] = 100.0
+    with pytest.raises(ValueError, match="read-only"):
+        np.copyto(view, 0.0)
+    y.backward()
+    np.testing.assert_array_equal(x.grad.asnumpy(), [2.0, 4.0, 6.0])
+
+
+def test_np_array_of_an_ndarray_is_a_writable_copy():
+    x = variable([1.0, 2.0])
+    copy = np.array(x)
+    copy[0] = 7.0
+    np.testing.assert_array_equal(x.asnumpy(), [1.0, 2.0])
+    converted = np.asarray(x, dtype=np.float32)
+    converted[1] = 5.0   # a dtype conversion is a copy of its own
+    np.testing.assert_array_equal(x.asnumpy(), [1.0, 2.0])
+
+
+def test_np_asarray_sees_writes_made_through_the_ndarray():
+    x = variable([1.0, 2.0])
+    view = np.asarray(x)
+    x[0] = 4.0
+    assert view[0] == 4.0
