@@ -33,3 +33,7 @@ class GradReqError(AutogradError, ValueError):
 
 class FunctionReuseError(AutogradError, RuntimeError):
     """An ``autograd.Function`` instance whose call was recorded was called again."""
+
+
+class UnrecordedOpError(AutogradError, TypeError):
+    """A numpy function was applied to a recorded NDArray: the tape cannot follow it."""

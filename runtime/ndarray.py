@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import GradReqError, InPlaceError
+from .errors import GradReqError, InPlaceError, UnrecordedOpError
 
 _GRAD_REQS = ("write", "add", "null")
 
@@ -152,6 +152,21 @@ class NDArray:
         view = self._data.view()
         view.flags.writeable = False
         return view
+
+    def __array_function__(self, func, types, args, kwargs):
+        """numpy functions (``np.where``, ``np.dot``, ...) on NDArrays compute on their
+        values, as numpy arrays; under ``record()`` one that reads an array gradients
+        flow into is refused: its result would be a constant, the gradient silently cut.
+        """
+        found = []
+        args, kwargs = _unwrapped(args, found), _unwrapped(kwargs, found)
+        if tape.is_recording() and any(tape.is_tracked(a) for a in found):
+            name = getattr(func, "__name__", "function")
+            raise UnrecordedOpError(
+                f"np.{name} of a recorded NDArray is not recorded, so no gradient would "
+                f"flow through it; use the nd function (nd.{name}, if it exists), or put "
+                "the numpy code in a function compiled with pb.compile")
+        return func(*args, **kwargs)
 
     def __len__(self) -> int:
         return self._data.shape[0]
@@ -377,6 +392,20 @@ def _inplace_binary(op, name):
 
     method.__name__ = f"i{name}"
     return method
+
+
+def _unwrapped(value, found: list):
+    """``value`` with each NDArray in it (nested in lists, tuples, dicts) replaced by its
+    numpy buffer; the NDArrays are appended to ``found``."""
+    if isinstance(value, NDArray):
+        found.append(value)
+        return value._data
+    if isinstance(value, (list, tuple)):
+        items = [_unwrapped(v, found) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        return {k: _unwrapped(v, found) for k, v in value.items()}
+    return value
 
 
 # tape.py imports this module, so it is bound last (either import order works).

@@ -530,3 +530,25 @@ def test_np_asarray_sees_writes_made_through_the_ndarray():
     view = np.asarray(x)
     x[0] = 4.0
     assert view[0] == 4.0
+
+
+# ----- a numpy function on a recorded NDArray is refused, not a silent constant ---------
+
+@pytest.mark.parametrize("call", [
+    lambda x: np.where(x > 0, x, x * 0.1),
+    lambda x: np.dot(x, x),
+    lambda x: np.concatenate([x, x]),
+    lambda x: np.stack((x, x)),
+    lambda x: np.linalg.norm(x),
+    lambda x: np.mean(x),
+], ids=["where", "dot", "concatenate", "stack", "norm", "mean"])
+def test_a_numpy_function_of_a_recorded_ndarray_is_refused(call):
+    x = variable([1.0, -2.0, 3.0])
+    with ag.record():
+        with pytest.raises(pb.UnrecordedOpError, match="not recorded"):
+            call(x)
+    # outside record(), or of arrays no gradient flows into, numpy computes on the values
+    np.testing.assert_allclose(np.asarray(call(x)), np.asarray(call(x.asnumpy() * 1)))
+    with ag.record():
+        constant = nd.array([1.0, -2.0, 3.0])
+        np.testing.assert_allclose(np.asarray(call(constant)), np.asarray(call(x.asnumpy())))
