@@ -91,8 +91,8 @@ def _layout(values):
     """(dtype, shape, kinds) if ``values`` suit a native kernel, else None.
 
     Suitable: the arrays share one float dtype and one shape, except one-element
-    arrays, which (like Python numbers and numpy scalars of that dtype) become
-    scalars broadcast to every element.  ``kinds`` has "a" (array) or "s" (scalar)
+    arrays of no more dimensions, which (like Python numbers and numpy scalars of
+    that dtype) become scalars broadcast to every element.  ``kinds`` has "a" (array) or "s" (scalar)
     per value.
     """
     arrays = [v for v in values if type(v) is np.ndarray]
@@ -109,8 +109,8 @@ def _layout(values):
                 return None
             if v.shape == shape:
                 kinds.append("a")
-            elif v.size == 1:
-                kinds.append("s")
+            elif v.size == 1 and v.ndim <= len(shape):
+                kinds.append("s")   # broadcasts to ``shape``; a (1, 1) beside (n,) would not
             else:
                 return None
         elif isinstance(v, (float, int)) and not isinstance(v, bool):

@@ -174,3 +174,35 @@ def test_an_absent_output_gradient_does_not_turn_an_infinite_partial_into_nan(n,
                 (g,) = back((1.0, None))
             np.testing.assert_allclose(g, central_gradient(_first_output, (x,), 0),
                                        rtol=1e-6, err_msg=f"{n} {road} vjp")
+
+
+# ----- a one-element array of more dimensions than the long one broadcasts it up ----------
+
+def run_then_axis_sum(x, y):
+    z = np.sin(x * y) + y                # a (1, 1) y makes z (1, n), not (n,)
+    return np.sum(np.sum(z, axis=0) ** 2)
+
+
+def run_returned(x, y):
+    return np.cos(x) * y + x
+
+
+@pytest.mark.parametrize("y_shape", [(), (1,), (1, 1), (1, 1, 1)])
+@pytest.mark.parametrize("x_shape", [(7,), (600,), (2, 300)])
+def test_a_one_element_array_of_more_dimensions_keeps_numpys_shapes(x_shape, y_shape,
+                                                                     monkeypatch):
+    x = np.random.default_rng(3).uniform(-1.0, 1.0, x_shape)
+    y = np.full(y_shape, 0.5)
+    expected = run_then_axis_sum(x, y)
+    numeric = [central_gradient(run_then_axis_sum, (x, y), k) for k in range(2)]
+    for road, (value, grads) in _roads(run_then_axis_sum, (x, y), monkeypatch).items():
+        label = (x_shape, y_shape, road)
+        np.testing.assert_allclose(value, expected, rtol=1e-12, err_msg=str(label))
+        for g, arg, num in zip(grads, (x, y), numeric, strict=True):
+            assert np.shape(g) == np.shape(arg), label
+            np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-7, err_msg=str(label))
+    for native_on in ("1", "0"):
+        monkeypatch.setenv("PULLBACK_NATIVE", native_on)
+        out = CompiledFunction(run_returned)(x, y)
+        assert np.shape(out) == np.shape(run_returned(x, y)), (x_shape, y_shape, native_on)
+        np.testing.assert_allclose(out, run_returned(x, y), rtol=1e-12)

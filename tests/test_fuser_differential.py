@@ -114,12 +114,10 @@ def layout(rng: np.random.Generator):
     n = int(rng.choice(LENGTHS))
     args, kinds = [], []
     for k in range(len(PARAMS)):
-        kind = rng.choice(["long", "long", "(1,)", "0-d", "number", "numpy scalar"])
-        if kind == "numpy scalar" and dtype == np.float32:
-            kind = "number"   # see test_a_float32_numpy_scalars_gradient_is_0_d
+        kind = rng.choice(["long", "long", "(1,)", "(1, 1)", "0-d", "number", "numpy scalar"])
         if grid and kind == "long":
             kind = "column" if k % 2 == 0 else "row"
-        value = rng.uniform(-1.0, 1.0, {"long": (n,), "(1,)": (1,), "0-d": (),
+        value = rng.uniform(-1.0, 1.0, {"long": (n,), "(1,)": (1,), "(1, 1)": (1, 1), "0-d": (),
                                         "column": (rows, 1), "row": (1, cols)}.get(kind, ()))
         if kind == "number":
             value = float(value)
