@@ -113,9 +113,9 @@ def _layout(values):
                 kinds.append("s")   # broadcasts to ``shape``; a (1, 1) beside (n,) would not
             else:
                 return None
-        elif isinstance(v, (float, int)) and not isinstance(v, bool):
+        elif type(v) in (float, int):   # weak: takes the arrays' dtype, as in numpy
             kinds.append("s")
-        elif isinstance(v, np.floating) and v.dtype == dtype:
+        elif isinstance(v, np.floating) and v.dtype == dtype:   # np.float64 is a float too
             kinds.append("s")
         else:
             return None

@@ -206,3 +206,23 @@ def test_a_one_element_array_of_more_dimensions_keeps_numpys_shapes(x_shape, y_s
         out = CompiledFunction(run_returned)(x, y)
         assert np.shape(out) == np.shape(run_returned(x, y)), (x_shape, y_shape, native_on)
         np.testing.assert_allclose(out, run_returned(x, y), rtol=1e-12)
+
+
+# ----- a numpy float64 number is strong (numpy 2): the same dtype on every road ------------
+
+def scaled_run(x, s):
+    return np.sin(x * s) + s
+
+
+@pytest.mark.parametrize("s", [0.7, np.float64(0.7), np.float32(0.7)],
+                         ids=["float", "np.float64", "np.float32"])
+def test_a_runs_dtype_does_not_depend_on_the_road_or_the_length(s, monkeypatch):
+    dtypes = set()
+    for n in (5, 600):
+        x = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+        for road, (value, grads) in _roads(scaled_run, (x, s), monkeypatch).items():
+            dtypes.add(np.asarray(value).dtype)
+            assert grads[0].dtype == np.float32, (n, road)
+            np.testing.assert_allclose(value, scaled_run(x.astype(np.float64), float(s)),
+                                       rtol=2e-6, atol=2e-6)
+    assert len(dtypes) == 1, dtypes
