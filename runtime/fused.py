@@ -98,7 +98,7 @@ def _layout(values):
     arrays = [v for v in values if type(v) is np.ndarray]
     if not arrays:
         return None
-    big = max(arrays, key=lambda a: a.size)
+    big = max(arrays, key=lambda a: (a.size, a.ndim))   # (1, 1) beside (1,): shape (1, 1)
     dtype, shape = big.dtype, big.shape
     if dtype not in _FLOAT_DTYPES:
         return None
@@ -456,8 +456,13 @@ class FusedKernel:
         An absent gradient contributes nothing to the unfused adjoint, but its zero
         stand-in times an infinite partial (``0 / x`` of ``log(x)`` at 0) is nan.  A zero
         times a finite partial is zero, so finite results are exact: only a non-finite
-        one (rare) needs the statement-by-statement VJP to tell which it is."""
-        if all(present) or all(r is None or np.isfinite(r).all() for r in results):
+        one (rare) needs the statement-by-statement VJP to tell which it is.  The same
+        holds for a max's or min's tie count: the adjoint compares recomputed values
+        with the forward's result, and if the two came from different code (a native
+        forward, a numpy adjoint) nothing ties and ``g * 0 / 0`` is nan; the
+        statement-by-statement VJP recomputes the result with the values it compares."""
+        if (all(present) and not self._has_counts) or all(
+                r is None or np.isfinite(r).all() for r in results):
             return results
         return self._vjp_by_steps(grads, inputs)
 

@@ -226,3 +226,30 @@ def test_a_runs_dtype_does_not_depend_on_the_road_or_the_length(s, monkeypatch):
             np.testing.assert_allclose(value, scaled_run(x.astype(np.float64), float(s)),
                                        rtol=2e-6, atol=2e-6)
     assert len(dtypes) == 1, dtypes
+
+
+# ----- a max's tie mask compares values from the code that computed the max -----------------
+
+def max_of_a_broadcast_run(a, b, c, d):
+    v1 = (d - b)
+    r0 = np.max(v1)
+    v3 = (c + v1)                        # the (1,) max r0 beside the (1, 1) c
+    r1 = np.max(np.cos(v3))
+    v7 = (d / (1.0 + d * d)) - a
+    return 0.5 * r0 + r1 + np.min(v7) + np.mean(np.cos(v7))
+
+
+def test_a_max_adjoint_on_another_road_than_its_forward_is_not_nan(monkeypatch):
+    """The forward ran natively (layout of c, v1) while the adjoint's values (the (1,)
+    max beside the (1, 1) c) chose the numpy road: numpy's cos differs from the kernel's
+    in the last bit, nothing tied, and the gradient was g * 0 / 0 (soak seed 10155)."""
+    monkeypatch.setattr(fused, "NATIVE_MIN_SIZE", 1)
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        u = rng.uniform(-1, 1, 4)
+        args = (np.full((1, 1), u[0]), np.array(u[1]), np.full((1, 1), u[2]), np.float64(u[3]))
+        _, grads = pb.value_and_grad(CompiledFunction(max_of_a_broadcast_run), (0, 1, 2, 3))(
+            *args)
+        for k, g in enumerate(grads):
+            np.testing.assert_allclose(g, central_gradient(max_of_a_broadcast_run, args, k),
+                                       rtol=1e-6, atol=1e-8)

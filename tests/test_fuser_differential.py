@@ -59,7 +59,10 @@ def _expression(rng: random.Random, names: list) -> str:
         return template.format(*[rng.choice(names)] * template.count("{}"))
     template = rng.choice(BINARY)
     a = rng.choice(names)
-    b = rng.choice([n for n in names if n != a] or names)   # not x - x: a norm of zeros
+    others = [n for n in names if n != a]
+    if not others:   # not x - x: a norm of zeros has a nan gradient (0 / 0) on every road
+        template = rng.choice([t for t in BINARY if "-" not in t])
+    b = rng.choice(others or names)
     return template.format(a, b, b) if template.count("{}") == 3 else template.format(a, b)
 
 
