@@ -439,14 +439,16 @@ def vjp(fn, *args, argnums=None):
     with tape.scope(recording=False, training=None):
         out = variant.forward(stack, *internal)
 
+    shown = _convert_value(out, args, differentiated=True)
+
     def pullback(g):
-        head = _head_for(g, out)
+        head = _head_for(g, out, shown)
         with tape.scope(recording=False, training=None):
             grads = variant.adjoint(copy.copy(stack), head)   # each call pops its own copy
         results = _convert_grads(grads, internal, args, nums)
         return results[0] if single else tuple(results)
 
-    return _convert_value(out, args, differentiated=True), pullback
+    return shown, pullback
 
 
 def _is_position(argnums) -> bool:
@@ -463,16 +465,18 @@ def _positions(argnums) -> tuple:
                     f"{argnums!r}")
 
 
-def _head_for(g, out):
+def _head_for(g, out, shown=None):
     """The head gradient ``g`` of the raw output ``out`` as the adjoint takes it, checked
     by the tape's rules (``backward(head)``): one per output, each of its output's shape
     and dtype.  A Python number has no dtype of its own: it takes its output's (and, like
-    the tape's, may stand for a one-element array)."""
+    the tape's, may stand for a one-element array).  ``shown``: the value the user got;
+    a 0-d result shown as a (1,) NDArray takes a head of either shape."""
     if isinstance(out, tuple):
         grads = g if isinstance(g, (tuple, list)) else (g,)
         tape.check_head_count(len(grads), len(out))
-        return tuple(None if gi is None else _head_for(gi, oi)
-                     for gi, oi in zip(grads, out, strict=True))
+        shown = shown if isinstance(shown, tuple) else (None,) * len(out)
+        return tuple(None if gi is None else _head_for(gi, oi, si)
+                     for gi, oi, si in zip(grads, out, shown, strict=True))
     if isinstance(g, (tuple, list)):
         tape.check_head_count(len(g), 1)
         g = g[0]
@@ -482,6 +486,8 @@ def _head_for(g, out):
             tape.check_head_gradient((), dtype, shape, dtype)   # raises: shapes differ
         return np.asarray(g, dtype=dtype).reshape(shape)
     data = g._data if isinstance(g, NDArray) else np.asarray(g)
+    if shape == () and data.shape == (1,) and np.shape(shown) == (1,):
+        data = data.reshape(())
     tape.check_head_gradient(data.shape, data.dtype, shape, dtype)
     return data
 

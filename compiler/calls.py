@@ -248,6 +248,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
         prim = P.REGISTRY[NUMPY[numpy_name]]
         _check_numpy_parameters(parsed, call, prim, label, call.args)
         arrays, params = _split_arguments(prim, call.args, call.keywords)
+        if prim is P.REGISTRY["dot"]:   # numpy's semantics for 3+ axes, not MXNet's
+            params = [*params, gast.keyword(arg="numpy", value=gast.Constant(True, None))]
         return Operation("prim", prim, arrays, params, label=label, numpy=True)
     if _is_math(target):
         return _describe_math(target, call, label)

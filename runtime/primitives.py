@@ -510,8 +510,23 @@ def _extremum_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
     return multiply(_expand_reduced(g, x, axis, exclude), share)
 
 
+def _product_of_the_others(x, counted, axis, exclude):
+    """For each element counted (1; 0 = read as a factor of 1), the product of the other
+    counted elements of its reduction: ``ans / x`` where that is defined, and the product
+    of the rest beside a single zero (0 beside two), never ``0 * inf``."""
+    nonzero = multiply(counted, not_equal(x, zeros_like(x)))
+    safe = where(nonzero, x, ones_like(x))   # zeros (and uncounted values) as 1
+    others = _expand_reduced(prod(safe, axis=axis, exclude=exclude), x, axis, exclude)
+    zeros = _expand_reduced(sum(subtract(counted, nonzero), axis=axis, exclude=exclude),
+                            x, axis, exclude)
+    zeros_elsewhere = subtract(zeros, subtract(counted, nonzero))
+    return multiply(multiply(counted, equal(zeros_elsewhere, zeros_like(zeros_elsewhere))),
+                    divide(others, safe))
+
+
 def _prod_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
-    return multiply(_expand_reduced(multiply(g, ans), x, axis, exclude), reciprocal(x))
+    return multiply(_expand_reduced(g, x, axis, exclude),
+                    _product_of_the_others(x, ones_like(x), axis, exclude))
 
 
 def _nansum_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
@@ -522,9 +537,8 @@ def _nansum_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
 
 def _nanprod_vjp(g, ans, x, axis=None, keepdims=False, exclude=False):
     # a NaN was read as 1: the product's gradient elsewhere, none into the NaN
-    present = equal(x, x)
-    return multiply(_expand_reduced(multiply(g, ans), x, axis, exclude),
-                    divide(present, where(present, x, ones_like(x))))
+    return multiply(_expand_reduced(g, x, axis, exclude),
+                    _product_of_the_others(x, equal(x, x), axis, exclude))
 
 
 def _norm_forward(x, ord=2, axis=None, keepdims=False, vector=False):
@@ -583,7 +597,25 @@ sum_axis = sum
 
 # ----- linear algebra ----------------------------------------------------------------------
 
-def _dot_forward(x, y, transpose_a=False, transpose_b=False):
+def _numpys_dot(y, numpy) -> bool:
+    """``np.dot`` (``numpy``) with ``y`` of 3+ axes contracts y's second-to-last axis,
+    where MXNet's ``dot`` contracts its first; for fewer axes they agree."""
+    return numpy and np.ndim(y) > 2
+
+
+def _second_to_last_first(y):
+    n = y.ndim
+    return transpose(y, axes=(n - 2, *range(n - 2), n - 1))
+
+
+def _first_to_second_to_last(gy):
+    n = gy.ndim
+    return transpose(gy, axes=(*range(1, n - 1), 0, n - 1))
+
+
+def _dot_forward(x, y, transpose_a=False, transpose_b=False, numpy=False):
+    if _numpys_dot(y, numpy):
+        return np.dot(x, y)
     # MXNet views an N-d operand as a matrix and transposes that: transpose_a
     # contracts x's first axis, transpose_b y's last; other axes keep their order.
     if transpose_a:
@@ -628,7 +660,9 @@ def _dot_of_a_number(x, y) -> bool:
     return _of_a_number(x) or _of_a_number(y)
 
 
-def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
+def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
+    if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
+        return _dot_vjp_x(g, ans, x, _second_to_last_first(y))
     if _dot_of_a_number(x, y):
         return unbroadcast(multiply(g, y), x)
     raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)
@@ -643,7 +677,9 @@ def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False):
     return _last_axis_first(gx) if transpose_a else gx
 
 
-def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
+def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
+    if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
+        return _first_to_second_to_last(_dot_vjp_y(g, ans, x, _second_to_last_first(y)))
     if _dot_of_a_number(x, y):
         return unbroadcast(multiply(g, x), y)
     raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)
@@ -679,7 +715,7 @@ def _batch_dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
 
 
 dot = primitive("dot", _dot_forward, [_dot_vjp_x, _dot_vjp_y],
-                params=("transpose_a", "transpose_b"))
+                params=("transpose_a", "transpose_b", "numpy"))
 batch_dot = primitive("batch_dot", _batch_dot_forward, [_batch_dot_vjp_x, _batch_dot_vjp_y],
                       params=("transpose_a", "transpose_b"))
 

@@ -1,0 +1,102 @@
+"""Regressions for the adversary's findings on main (2026-12-07 report): each was a
+silent wrong value or gradient, or a refusal of ordinary code with a wrong message.
+Gradients are checked against central differences in float64 (and the tape where it
+takes the function)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from tape_helpers import central_gradient
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+
+
+# ----- np.dot with an operand of 3+ axes is numpy's dot, not MXNet's ----------------------
+
+def dot_squared(x, y):
+    return np.sum(np.dot(x, y) ** 2)
+
+
+def plain_dot(x, y):
+    return np.dot(x, y)
+
+
+@pytest.mark.parametrize("x_shape, y_shape", [
+    ((2, 3), (3, 3, 3)), ((4, 2, 3), (4, 3, 5)), ((3,), (2, 3, 4)), ((2, 3), (3, 4)),
+    ((3,), (3,)), ((2, 2, 3), (3,)),
+])
+def test_np_dot_follows_numpy_for_every_number_of_axes(x_shape, y_shape):
+    rng = np.random.default_rng(len(x_shape) * 10 + len(y_shape))
+    x, y = rng.random(x_shape), rng.random(y_shape)
+    np.testing.assert_allclose(pb.compile(plain_dot)(x, y), np.dot(x, y), rtol=1e-12)
+    value, grads = pb.value_and_grad(dot_squared, (0, 1))(x, y)
+    np.testing.assert_allclose(value, dot_squared(x, y), rtol=1e-12)
+    for k, g in enumerate(grads):
+        np.testing.assert_allclose(g, central_gradient(dot_squared, (x, y), k), rtol=1e-6)
+
+
+def test_nd_dot_keeps_mxnets_semantics():
+    x, y = np.random.default_rng(0).random((2, 3)), np.random.default_rng(1).random((3, 3, 3))
+    got = nd.dot(nd.array(x, dtype="float64"), nd.array(y, dtype="float64")).asnumpy()
+    np.testing.assert_allclose(got, np.tensordot(x, y, ([1], [0])), rtol=1e-12)
+
+
+# ----- the gradient of a product at a zero factor is the product of the others -------------
+
+def product(x):
+    return np.prod(x)
+
+
+def weighted_row_products(x):
+    return np.sum(np.prod(x, axis=1) * np.array([1.0, 2.0, 3.0]))
+
+
+@pytest.mark.parametrize("x", [np.array([2.0, 0.0, 3.0]), np.array([0.0, 0.0, 3.0]),
+                               np.array([1.5, -2.0, 0.5])])
+def test_prod_gradient_at_a_zero_is_finite(x):
+    g = pb.grad(product)(x)
+    np.testing.assert_allclose(g, central_gradient(product, (x,), 0), rtol=1e-6, atol=1e-9)
+
+
+def test_prod_along_an_axis_with_zeros_on_both_roads():
+    x = np.array([[2.0, 0.0], [0.0, 0.0], [1.5, -2.0]])
+    expected = central_gradient(weighted_row_products, (x,), 0)
+    np.testing.assert_allclose(pb.grad(weighted_row_products)(x), expected, atol=1e-9)
+    v = nd.array(x, dtype="float64")
+    v.attach_grad()
+    with ag.record():
+        y = (nd.prod(v, axis=1) * nd.array([1.0, 2.0, 3.0], dtype="float64")).sum()
+    y.backward()
+    np.testing.assert_allclose(v.grad.asnumpy(), expected, atol=1e-9)
+
+
+def test_nanprod_reads_a_nan_as_one_and_a_zero_as_a_factor():
+    x = np.array([[2.0, np.nan, 0.0], [0.0, 1.0, 0.0], [3.0, 2.0, 4.0]])
+    v = nd.array(x, dtype="float64")
+    v.attach_grad()
+    with ag.record():
+        y = nd.nanprod(v, axis=0).sum()
+    y.backward()
+    np.testing.assert_array_equal(v.grad.asnumpy(), [[0, 0, 0], [6, 2, 0], [0, 1, 0]])
+
+
+# ----- pb.vjp of numbers takes a head of the shape of the value it returned -----------------
+
+def of_numbers(x, y):
+    return math.sin(x * y) + y
+
+
+def test_vjp_of_numbers_takes_a_head_of_the_returned_values_shape():
+    out, pull = pb.vjp(of_numbers, 0.3, 2.0)
+    assert out.shape == (1,)
+    expected = pull(1.0)
+    np.testing.assert_allclose(expected, (2.0 * math.cos(0.6), 0.3 * math.cos(0.6) + 1.0))
+    for head in (np.ones(out.shape), nd.ones(out.shape, dtype="float64")):
+        np.testing.assert_array_equal(pull(head), expected)
+    with pytest.raises(pb.HeadGradientError):
+        pull(np.ones(2))
