@@ -334,16 +334,30 @@ def _check_mutations(parsed, fn, assignments, result) -> None:
                            "change it there", "What to do: build a new list (new = list(xs) "
                            "is not enough: use new = [] and append), or return the list.")
 
-    def check_update(node, pairs):
+    _Sharing(result.ops, result.params, _returns_argument, True, check_append).block(
+        fn.body, {(p, _CALLER) for p in result.params})
+    result.shared_updates |= shared_updates(parsed, fn)
+
+
+def shared_updates(parsed, fn: gast.FunctionDef) -> set:
+    """Ids of the ``x += v`` statements of ``fn`` where ``x`` may share its object with
+    another local (the run-time ``check_rebind`` guards them).  Asked by the fuser before
+    fusion, which would otherwise absorb the statement and its check into a kernel."""
+    locals_ = local_names(fn)
+    ops = {id(node): describe(parsed, node.value, locals_)
+           for node, _, _ in _assignments(fn.body) if isinstance(node, (gast.Assign, gast.Expr))}
+    found = set()
+
+    def check(node, pairs):
         if getattr(node, "pb_augmented", False):
             target = node.targets[0].id
             if any(a == target and b not in (target, _CALLER) for a, b in pairs):
-                result.shared_updates.add(id(node))
+                found.add(id(node))
 
-    _Sharing(result.ops, result.params, _returns_argument, True, check_append).block(
-        fn.body, {(p, _CALLER) for p in result.params})
-    _Sharing(result.ops, result.params, _returns_argument, False, check_update).block(
-        fn.body, {(p, _CALLER) for p in result.params})
+    params = [a.id for a in fn.args.args]
+    _Sharing(ops, params, _returns_argument, False, check).block(
+        fn.body, {(p, _CALLER) for p in params})
+    return found
 
 
 def decide_pushes(stmts, analysis, defined=None) -> None:

@@ -34,6 +34,7 @@ import gast
 
 from pullback.runtime import fused
 
+from .analysis import shared_updates
 from .calls import describe
 from .normalize import assign, local_names, name
 
@@ -160,11 +161,14 @@ class _Fuser:
         self.locals = local_names(fn)
         self.uses = _uses(fn)
         self.kernels = []
+        # ``x += v`` where x may be shared keeps its run-time check: never fused
+        self.shared_updates = shared_updates(parsed, fn)
 
     def block(self, stmts):
         out, run = [], []
         for s in stmts:
-            info = _fusible(s, self.parsed, self.locals)
+            info = None if id(s) in self.shared_updates else _fusible(s, self.parsed,
+                                                                        self.locals)
             if info is not None and not self.joins(run, info):
                 out.extend(self.flush(run))
                 run = []

@@ -100,3 +100,30 @@ def test_vjp_of_numbers_takes_a_head_of_the_returned_values_shape():
         np.testing.assert_array_equal(pull(head), expected)
     with pytest.raises(pb.HeadGradientError):
         pull(np.ones(2))
+
+
+# ----- x += v on a shared array keeps its run-time check when fusion is on -----------------
+
+def shared_then_updated(x):
+    a = x * 1.0
+    b = a
+    a += 1.0          # plain numpy: b sees the update
+    return b * x
+
+
+def updated_alone(x):
+    a = x * 1.0
+    a += 1.0
+    return a * x
+
+
+@pytest.mark.parametrize("fuse", ["0", "1"])
+def test_a_shared_augmented_assignment_is_refused_on_every_road(fuse, monkeypatch):
+    monkeypatch.setenv("PULLBACK_FUSE", fuse)
+    x = np.array([1.0, 2.0])
+    with pytest.raises(TypeError, match="another name also refers"):
+        pb.compile(shared_then_updated)(x.copy())
+    with pytest.raises(TypeError, match="another name also refers"):
+        pb.grad(pb.compile(shared_then_updated))(x.copy())
+    np.testing.assert_allclose(pb.grad(pb.compile(updated_alone))(x.copy()),
+                               central_gradient(updated_alone, (x,), 0), rtol=1e-8)
