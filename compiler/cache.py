@@ -36,14 +36,15 @@ Invariants:
   is keyed by ``runtime/native.py``'s own cache.
 - **Integrity.**  A file that fails its checksum (truncated, corrupted) is
   reported once (``CacheWarning``), never executed, and rebuilt.
-- **Trust.**  Artifacts are read from and written to a directory only if it is
-  owned by the current user and not writable by group or others (otherwise one
-  warning, and the directory is ignored for the process); a file is read only
-  if it is a regular file (not a symlink) with the same properties (otherwise
-  one warning, and it is rebuilt and replaced).
-- **Atomicity.**  A file is written under a unique temporary name in its
-  directory, then renamed into place: readers see the old file or the new one,
-  never a torn one.
+- **Trust.**  Every read and write goes through ``runtime/safefile.py``: the
+  folder chain from the cache root is verified (ours, not writable by others, no
+  symlinks; else one warning and the directory is ignored for the process); a
+  file is read only if it is a regular file with the same properties, opened so
+  that neither a symlink nor a FIFO can redirect or block it (otherwise one
+  warning, and it is rebuilt and replaced).
+- **Atomicity.**  A file is written under an unpredictable temporary name in its
+  directory (``O_EXCL | O_NOFOLLOW``), then renamed into place: readers see the
+  old file or the new one, never a torn one.
 - **Fallback.**  If a directory cannot be created or written, one warning; the
   process keeps compiled code in memory only.
 """
@@ -56,13 +57,12 @@ import importlib
 import json
 import linecache
 import os
-import stat
 import sys
 import types
 import warnings
 from pathlib import Path
 
-from pullback.runtime import fused
+from pullback.runtime import fused, safefile
 
 from . import codegen
 from .parse import ParsedFunction
@@ -85,12 +85,9 @@ _STATS = dict.fromkeys((
     "bytes_written",
 ), 0)
 
+CacheWarning = safefile.CacheWarning
 _IGNORED_DIRECTORIES: dict[str, str] = {}   # directory -> why this process does not use it
 _WARNED: set = set()
-
-
-class CacheWarning(UserWarning):
-    """The artifact cache could not be used as is (a file is rebuilt or kept in memory)."""
 
 
 def stats() -> dict:
@@ -300,12 +297,11 @@ def cache_enabled() -> bool:
     return os.environ.get("PULLBACK_CACHE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def directory_for(source_file) -> Path:
-    """The artifact directory of functions defined in ``source_file``."""
-    root = os.environ.get("PULLBACK_CACHE_DIR")
-    if root:
-        return Path(root) / "artifacts"
-    return Path(os.path.abspath(source_file)).parent / FOLDER
+def directory_for(source_file) -> safefile.Location:
+    """The artifact folder of functions defined in ``source_file``."""
+    if os.environ.get("PULLBACK_CACHE_DIR"):
+        return safefile.Location(safefile.default_root(), ("artifacts",))
+    return safefile.Location(Path(os.path.abspath(source_file)).parent / FOLDER)
 
 
 def artifact_prefix(source_file) -> str:
@@ -317,8 +313,9 @@ def artifact_prefix(source_file) -> str:
     return f"{stem}."
 
 
-def artifact_path(fn, mask) -> Path | None:
-    """Where the artifact of ``fn``'s variant for ``mask`` lives (None: no disk cache)."""
+def artifact_path(fn, mask) -> tuple | None:
+    """``(folder, file name)`` of the artifact of ``fn``'s variant for ``mask`` (None: no
+    disk cache)."""
     if not cache_enabled():
         return None
     code = getattr(fn, "__code__", None)
@@ -329,16 +326,7 @@ def artifact_path(fn, mask) -> Path | None:
         qualname = qualname.replace("<lambda>", f"lambda{code.co_firstlineno}")
     qualname = "".join(c if c.isalnum() or c in "._" else "_" for c in qualname)
     name = f"{artifact_prefix(code.co_filename)}{qualname}.{mask_bits(mask) or 'none'}{SUFFIX}"
-    return directory_for(code.co_filename) / name
-
-
-def _untrusted(info) -> str | None:
-    """Why a file or directory with this ``stat`` must not be trusted (None: it may)."""
-    if info.st_uid != os.geteuid():
-        return f"it is owned by uid {info.st_uid}, not by the current user (uid {os.geteuid()})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"it is writable by other users (mode {stat.filemode(info.st_mode)})"
-    return None
+    return directory_for(code.co_filename), name
 
 
 def _ignore_directory(directory, reason: str) -> None:
@@ -347,22 +335,19 @@ def _ignore_directory(directory, reason: str) -> None:
                f"{reason}; compiled code is kept in memory only")
 
 
-def directory_usable(directory) -> bool:
-    """Whether artifacts may be read from ``directory`` (it may not exist yet)."""
-    if str(directory) in _IGNORED_DIRECTORIES:
-        return False
+def open_directory(location: safefile.Location, create: bool = False):
+    """The verified artifact folder (``safefile.Folder``), or None: missing (and not
+    ``create``), or unusable (warned once, then ignored for the process)."""
+    if str(location) in _IGNORED_DIRECTORIES:
+        return None
     try:
-        info = os.stat(directory)
-    except FileNotFoundError:
-        return True
+        return location.open(create)
+    except safefile.Unsafe as exc:
+        _ignore_directory(location, str(exc))
     except OSError as exc:
-        _ignore_directory(directory, exc.strerror or str(exc))
-        return False
-    reason = _untrusted(info) or (None if stat.S_ISDIR(info.st_mode) else "it is not a directory")
-    if reason is not None:
-        _ignore_directory(directory, reason)
-        return False
-    return True
+        _ignore_directory(location, f"it cannot be {'written' if create else 'read'} "
+                          f"({exc.strerror or exc})")
+    return None
 
 
 def ignored_directories() -> dict:
@@ -389,26 +374,25 @@ def decode(data: bytes) -> dict | None:
     return payload if isinstance(payload, dict) and payload.get("format") == FORMAT else None
 
 
-def read_artifact(path: Path) -> dict | None:
-    """The payload at ``path``, or None (missing, untrusted or corrupted: warned once)."""
-    if not directory_usable(path.parent):
+def read_artifact(location: safefile.Location, name: str) -> dict | None:
+    """The payload of artifact ``name``, or None (missing, untrusted or corrupted: warned once)."""
+    path = location.path / name
+    folder = open_directory(location)
+    if folder is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
+        with folder:
+            data = folder.read(name)
+    except safefile.Unsafe as exc:
+        _warn_once("untrusted", path, f"pullback: not loading the cache file: {exc}; "
+                   "it is rebuilt")
         return None
     except OSError as exc:
         _warn_once("unreadable", path, f"pullback: cannot read the cache file {path} "
                    f"({exc.strerror or exc}); it is ignored and rebuilt")
         return None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        reason = _untrusted(info) or (None if stat.S_ISREG(info.st_mode) else "not a file")
-        if reason is not None:
-            _warn_once("untrusted", path, f"pullback: not loading the cache file {path}: "
-                       f"{reason}; it is rebuilt")
-            return None
-        data = file.read()
+    if data is None:
+        return None
     payload = decode(data)
     if payload is None:
         _STATS["cache_corrupt"] += 1
@@ -417,33 +401,21 @@ def read_artifact(path: Path) -> dict | None:
     return payload
 
 
-def write_artifact(path: Path, payload: dict) -> int:
-    """Write ``payload`` to ``path`` atomically; returns the bytes written (0: not written)."""
-    directory = path.parent
-    if str(directory) in _IGNORED_DIRECTORIES:
-        return 0
+def write_artifact(location: safefile.Location, name: str, payload: dict) -> int:
+    """Write ``payload`` as artifact ``name`` atomically; the bytes written (0: not written)."""
     data = encode(payload)
+    folder = open_directory(location, create=True)
+    if folder is None:
+        return 0
     try:
-        _make_directory(directory)
-        if not directory_usable(directory):
-            return 0
-        codegen.write_atomically(path, data, 0o644)
+        with folder:
+            folder.write(name, data, 0o644)
     except OSError as exc:
-        _ignore_directory(directory, f"it cannot be written ({exc.strerror or exc})")
+        _ignore_directory(location, f"it cannot be written ({exc.strerror or exc})")
         return 0
     _STATS["artifacts_written"] += 1
     _STATS["bytes_written"] += len(data)
     return len(data)
-
-
-def _make_directory(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(directory, 0o755)   # the umask can only remove bits: never group-writable
-    except FileExistsError:
-        pass
 
 
 # ----- building a variant --------------------------------------------------------------------
@@ -457,21 +429,21 @@ def build(function, mask, transform):
     Fused kernels keep their native object code in ``kernels/`` beside the artifact.
     """
     built = _build(function, mask, transform)
-    path = artifact_path(function.fn, mask)
-    if path is not None:
+    where = artifact_path(function.fn, mask)
+    if where is not None:
         for value in built[1].values():
             if isinstance(value, fused.FusedKernel):
-                value.object_directory = path.parent / "kernels"
+                value.object_directory = where[0].child("kernels")
     return built
 
 
 def _build(function, mask, transform):
     fn = function.fn
-    path = artifact_path(fn, mask)
-    source = function_source(fn) if path is not None else None
+    where = artifact_path(fn, mask)
+    source = function_source(fn) if where is not None else None
     variant_key = key(fn, mask, source) if source is not None else None
     if variant_key is not None:
-        loaded = _load(function, mask, path, variant_key)
+        loaded = _load(function, mask, where, variant_key)
         if loaded is not None:
             _STATS["cache_hits"] += 1
             return loaded
@@ -483,12 +455,13 @@ def _build(function, mask, transform):
     if variant_key is not None:
         payload = _payload(fn, mask, variant_key, generated, meta)
         if payload is not None:
-            write_artifact(path, payload)
+            write_artifact(*where, payload)
     return generated, namespace, meta["name"]
 
 
-def _load(function, mask, path, variant_key):
-    payload = read_artifact(path)
+def _load(function, mask, where, variant_key):
+    payload = read_artifact(*where)
+    path = where[0].path / where[1]
     if payload is None:
         return None
     if payload.get("key") != variant_key or payload.get("mask") != mask_bits(mask):

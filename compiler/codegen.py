@@ -1,6 +1,7 @@
 """Step 6, codegen: generated source -> a real file -> live functions.
 
-Guarantees: the generated module is written to a file (atomically) and
+Guarantees: the generated module is written to a file (atomically, through
+``runtime/safefile.py``, in ``generated/`` under the cache root) and
 compiled with that file name, so tracebacks and ``pdb`` show the generated
 lines; its globals hold only the runtime helpers (``support``, ``ops``,
 ``vjp``), the objects the user's free names referred to at compile time (as
@@ -13,37 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import linecache
-import os
-import secrets
-import tempfile
-from pathlib import Path
+import warnings
 
-from pullback.runtime import support
+from pullback.runtime import safefile, support
 
 
-def generated_dir() -> Path:
-    root = os.environ.get("PULLBACK_CACHE_DIR")
-    base = Path(root) if root else Path(tempfile.gettempdir()) / f"pullback-{os.getuid()}"
-    path = base / "generated"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` in one step (generated code here, artifacts in cache).
-
-    The temporary file has an unpredictable name and is created exclusively, never
-    through a symlink: a file planted in a shared folder cannot redirect the write."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(tmp, flags, mode)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def generated_dir() -> safefile.Location:
+    """Where generated modules are written: ``generated/`` under the cache root."""
+    return safefile.Location(safefile.default_root(), ("generated",))
 
 
 def load(source: str, stem: str, names: dict) -> dict:
@@ -51,11 +29,8 @@ def load(source: str, stem: str, names: dict) -> dict:
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     filename = f"{stem}.{digest}.py"
     try:
-        path = generated_dir() / filename
-        if not path.exists() or path.read_text() != source:
-            write_atomically(path, source.encode())
-        filename = str(path)
-    except OSError:
+        filename = _write(generated_dir(), filename, source.encode())
+    except OSError:   # no file: tracebacks still show the source, through linecache
         filename = f"<pullback-generated {filename}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {"__name__": f"pullback_generated.{stem}", "support": support,
@@ -63,3 +38,31 @@ def load(source: str, stem: str, names: dict) -> dict:
     namespace.update(names)
     exec(compile(source, filename, "exec"), namespace)
     return namespace
+
+
+_WARNED: set = set()
+
+
+def _write(location: safefile.Location, name: str, data: bytes) -> str:
+    """The path of file ``name`` holding ``data`` in ``location`` (written unless it is
+    already there).  Something untrusted in the way is warned about once, then raised."""
+    try:
+        with location.open(create=True) as folder:
+            try:
+                current = folder.read(name)
+            except safefile.Unsafe as exc:   # a FIFO, a symlink: replaced
+                _warn_once(name, f"pullback: replacing an untrusted generated file: {exc}")
+                current = None
+            if current != data:
+                folder.write(name, data)
+        return str(location.path / name)
+    except safefile.Unsafe as exc:
+        _warn_once(str(location), f"pullback: not writing generated code to {location}: {exc}; "
+                   "it is kept in memory only")
+        raise
+
+
+def _warn_once(subject: str, message: str) -> None:
+    if subject not in _WARNED:
+        _WARNED.add(subject)
+        warnings.warn(message, safefile.CacheWarning, stacklevel=4)

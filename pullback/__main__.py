@@ -2,7 +2,7 @@
 
     pullback compile TARGET...            compile every @pb.compile function of TARGET
     pullback cache info [TARGET...]       list the artifacts (default: all under .)
-    pullback cache clear [TARGET...]      delete them
+    pullback cache clear [TARGET...]      delete them (only the cache's own files)
     pullback show TARGET:FUNCTION [--ir]  print the generated forward/adjoint (and kernel IR)
 
 TARGET is a module name (``mypkg.models``), a package (all its modules,
@@ -21,7 +21,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
-import shutil
+import re
 import sys
 import time
 import traceback
@@ -32,7 +32,7 @@ from pathlib import Path
 from pullback.compiler import cache
 from pullback.compiler.api import CompiledFunction, adjoint_source, kernel_ir
 from pullback.compiler.errors import CompileError
-from pullback.runtime import errors
+from pullback.runtime import errors, native, safefile
 
 
 @dataclass
@@ -230,83 +230,149 @@ def _source_files(target: str) -> list:
     raise FileNotFoundError(f"no such file or directory: {target}")
 
 
-def artifact_files(targets) -> dict:
-    """``{directory: [artifact paths]}`` of TARGETs (none: everything under . or in
-    ``$PULLBACK_CACHE_DIR``)."""
-    found = {}
+def artifact_folders(targets) -> dict:
+    """``{Location: name prefixes, or None for all}``: the artifact folders of TARGETs
+    (none: every ``__pullback_cache__`` under ., or ``$PULLBACK_CACHE_DIR``'s)."""
     if not targets:
         if os.environ.get("PULLBACK_CACHE_DIR"):
-            folders = [cache.directory_for("x.py")]
-        else:
-            folders = [Path(root) / cache.FOLDER for root, dirs, _ in os.walk(".")
-                       if cache.FOLDER in dirs and not _hidden(root)]
-        for folder in folders:
-            if folder.is_dir():
-                found[folder.resolve()] = sorted(folder.glob(f"*{cache.SUFFIX}"))
-        return found
+            return {cache.directory_for("x.py"): None}
+        return {safefile.Location(Path(os.path.abspath(root)) / cache.FOLDER): None
+                for root, dirs, _ in os.walk(".") if cache.FOLDER in dirs and not _hidden(root)}
+    found = {}
     for target in targets:
         for source in _source_files(target):
-            folder = cache.directory_for(source)
-            if folder.is_dir():
-                files = folder.glob(f"{glob_escape(cache.artifact_prefix(source))}*{cache.SUFFIX}")
-                found.setdefault(folder.resolve(), set()).update(files)
-    return {folder: sorted(files) for folder, files in found.items()}
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+            found.setdefault(cache.directory_for(source), set()).add(cache.artifact_prefix(source))
+    return found
 
 
 def _hidden(root: str) -> bool:
     return any(part.startswith(".") and part not in (".", "..") for part in Path(root).parts)
 
 
+_OBJECT = re.compile(r"[0-9a-f]{64}\.o")   # runtime.native's kernel files
+
+
+def _temporary_of(name: str) -> str:
+    """The file a temporary file of ``safefile.Folder.write`` stands for ("": not one)."""
+    match = re.fullmatch(r"\.(.+)\.[0-9a-f]{16}\.tmp", name)
+    return match.group(1) if match else ""
+
+
+def _is_artifact_name(name: str, prefixes) -> bool:
+    return name.endswith(cache.SUFFIX) and (prefixes is None or name.startswith(tuple(prefixes)))
+
+
+def _artifact_names(folder, prefixes) -> list:
+    """The names of the artifacts in ``folder`` (of the given prefixes, or all)."""
+    return [name for name in folder.names() if _is_artifact_name(name, prefixes)]
+
+
+def _has_magic(folder, name: str, magic: bytes) -> bool:
+    """Whether ``name`` is a regular file of ours that starts with ``magic``."""
+    try:
+        return folder.read(name, len(magic)) == magic
+    except OSError:
+        return False
+
+
+def _own_artifacts(folder, prefixes) -> list:
+    """Our artifacts (by name and magic) and leftover temporary files in ``folder``."""
+    return [name for name in folder.names()
+            if _is_artifact_name(name, prefixes) and _has_magic(folder, name, cache.MAGIC)
+            or _is_artifact_name(_temporary_of(name), prefixes)]
+
+
+def _own_objects(folder) -> list:
+    """Our kernel object files (by name and magic) and leftover temporary files."""
+    return [name for name in folder.names()
+            if _OBJECT.fullmatch(name) and _has_magic(folder, name, native.OBJECT_MAGIC)
+            or _OBJECT.fullmatch(_temporary_of(name))]
+
+
+def _open(location, out):
+    """The verified folder at ``location`` (None: missing, or unsafe and reported)."""
+    try:
+        return location.open()
+    except OSError as exc:   # safefile.Unsafe: a symlink, someone else's, writable by others
+        out.write(f"{location}: skipped -- {exc}\n")
+        return None
+
+
 def command_cache_info(targets, out=None) -> int:
     out = out or sys.stdout
     total_files = total_bytes = 0
-    for folder, files in artifact_files(targets).items():
-        size = sum(f.stat().st_size for f in files)
-        total_files, total_bytes = total_files + len(files), total_bytes + size
-        trusted = cache.directory_usable(folder)
-        note = "" if trusted else f" -- ignored: {cache.ignored_directories()[str(folder)]}"
-        out.write(f"{folder}: {_plural(len(files), 'artifact')}, {_size(size)}{note}\n")
-        kernels = sorted((folder / "kernels").glob("*.o"))
-        if kernels:
-            kernel_size = sum(k.stat().st_size for k in kernels)
-            out.write(f"  native object code: {_plural(len(kernels), 'kernel')}, "
-                      f"{_size(kernel_size)}\n")
-        for path in files:
-            payload = cache.decode(path.read_bytes())
-            if payload is None:
-                out.write(f"  {path.name}  {_size(path.stat().st_size)}  CORRUPT (rebuilt on "
-                          "next use)\n")
-            else:
-                out.write(f"  {payload['function']} [differentiated: {payload['mask'] or '-'}]"
-                          f"  {_size(path.stat().st_size)}\n")
+    for location, prefixes in artifact_folders(targets).items():
+        folder = _open(location, out)
+        if folder is None:
+            continue
+        with folder:
+            lines, size = [], 0
+            for name in _artifact_names(folder, prefixes):
+                try:
+                    data = folder.read(name)
+                except OSError as exc:
+                    lines.append(f"  {name}  UNSAFE, not read: {exc}")
+                    continue
+                size += len(data)
+                payload = cache.decode(data)
+                if payload is None:
+                    lines.append(f"  {name}  {_size(len(data))}  CORRUPT (rebuilt on next use)")
+                else:
+                    lines.append(f"  {payload['function']} [differentiated: "
+                                 f"{payload['mask'] or '-'}]  {_size(len(data))}")
+            total_files, total_bytes = total_files + len(lines), total_bytes + size
+            out.write(f"{location}: {_plural(len(lines), 'artifact')}, {_size(size)}\n")
+            kernels = _open(location.child("kernels"), out)
+            if kernels is not None:
+                with kernels:
+                    objects = [n for n in kernels.names() if _OBJECT.fullmatch(n)]
+                    if objects:
+                        kernel_size = sum(kernels.size(n) for n in objects)
+                        out.write(f"  native object code: {_plural(len(objects), 'kernel')}, "
+                                  f"{_size(kernel_size)}\n")
+            for line in lines:
+                out.write(line + "\n")
     out.write(f"{_plural(total_files, 'artifact')}, {_size(total_bytes)}\n")
     return 0
 
 
 def command_cache_clear(targets, out=None) -> int:
+    """Delete the artifacts of TARGETs (and a folder's kernels with its last artifact).
+
+    Only files that are the cache's own by name and magic are removed; a folder goes
+    only once empty; a symlinked or untrusted folder is skipped, with a message."""
     out = out or sys.stdout
     removed = size = 0
-    found = artifact_files(targets)
-    for folder, files in found.items():
-        leftovers = list(folder.glob(f".*{cache.SUFFIX}.*.tmp")) if not targets else []
-        for path in [*files, *leftovers]:
-            size += path.stat().st_size
-            path.unlink(missing_ok=True)
-            removed += 1
-        kernels = folder / "kernels"
-        if kernels.is_dir() and not any(folder.glob(f"*{cache.SUFFIX}")):
-            # native object code is shared by the folder's artifacts: it goes with the last
-            size += sum(k.stat().st_size for k in kernels.iterdir())
-            shutil.rmtree(kernels, ignore_errors=True)
-        if not any(folder.iterdir()):
-            folder.rmdir()
+    found = artifact_folders(targets)
+    for location, prefixes in found.items():
+        folder = _open(location, out)
+        if folder is None:
+            continue
+        with folder:
+            for name in _own_artifacts(folder, prefixes):
+                size, removed = size + _remove(folder, name, out), removed + 1
+            if not _own_artifacts(folder, None):
+                # native object code is shared by the folder's artifacts: it goes with the last
+                kernels = _open(location.child("kernels"), out)
+                if kernels is not None:
+                    with kernels:
+                        for name in _own_objects(kernels):
+                            size += _remove(kernels, name, out)
+                    location.child("kernels").remove_if_empty()
+        location.remove_if_empty()
     out.write(f"removed {_plural(removed, 'artifact')} ({_size(size)}) from "
               f"{_plural(len(found), 'cache directory', 'cache directories')}\n")
     return 0
+
+
+def _remove(folder, name: str, out) -> int:
+    try:
+        return folder.remove(name)
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        out.write(f"kept {folder.path / name}: {exc}\n")
+        return 0
 
 
 # ----- show ----------------------------------------------------------------------------------

@@ -33,17 +33,20 @@ careful Python path below, which copies, casts safely, and splits the work over
 threads -- slow, never wrong.  Calls estimated above ``_GIL_HOLD_NS`` of work
 release the GIL (the trampoline around the kernel; ctypes on the careful path).
 
-**Cache.**  Optimised object code lives in ``$PULLBACK_CACHE_DIR/kernels`` (default
-``/tmp/pullback-<uid>/kernels``) under a key hashing the IR text, the pullback
-version, the llvmlite and LLVM versions, the CPU name and features and the math
-library.  A file is a 48-byte header (magic, payload length, SHA-256 of the
-payload) then the object code; it is written to a temporary file and renamed
-into place, so a reader never sees a torn file.  A file that fails its checksum
-is reported with one ``NativeCacheWarning``, ignored and rebuilt.  Object code is
-only read from, and written to, a directory owned by the current user and not
-writable by others (else one warning and no disk cache).  Loading a cached
-kernel links the object file into the engine (``add_object_file``): no
-optimisation, no code generation.
+**Cache.**  Optimised object code lives in ``kernels/`` under the cache root
+(``$PULLBACK_CACHE_DIR``, default ``/tmp/pullback-<euid>``) under a key hashing
+the IR text, the pullback version, the llvmlite and LLVM versions, the CPU name
+and features and the math library.  A file is a 48-byte header (magic, payload
+length, SHA-256 of the payload) then the object code.  Every file operation goes
+through ``runtime/safefile.py`` (verified folders, atomic writes, reads that
+follow no symlink and block on no FIFO; an unusable folder means one warning and
+no disk cache).  A file is linked only if its header, length and checksum hold
+and, on Linux, it is a well-formed relocatable ELF object that defines the
+kernel's symbol (``object_file_problem``: LLVM's linker trusts offsets, so
+anything else could crash the process); otherwise it is reported with one
+``NativeCacheWarning``, ignored and rebuilt.  Loading a cached kernel links the
+object file into the engine (``add_object_file``): no optimisation, no code
+generation.
 
 ``PULLBACK_NATIVE=0`` makes ``native_enabled()`` false: the fuser then keeps the
 numpy path.  ``PULLBACK_THREADS=k`` (or ``set_threads(k)``) caps the threads a
@@ -52,6 +55,7 @@ large kernel call uses.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -61,10 +65,8 @@ import math
 import os
 import platform
 import re
-import stat
 import struct
 import sys
-import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +74,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import safefile
 
 #: Elements per reduction chunk: partials are per chunk, threads split at chunk bounds.
 CHUNK = 4096
@@ -307,19 +311,21 @@ class _Engine:
             raise RuntimeError(f"pullback: native symbol {symbol} not found after linking")
         return address
 
-    def load(self, ir_text: str, symbol: str, directory: Path | None = None) -> tuple[int, str]:
+    def load(self, ir_text: str, symbol: str,
+             directory: safefile.Location | None = None) -> tuple[int, str]:
         """Address of ``symbol`` defined by ``ir_text``, via the disk cache when usable.
 
         ``directory`` (e.g. a ``__pullback_cache__/kernels`` beside the source, filled by
         ``pullback compile``) is looked in first and written to instead of the default.
         Returns (address, how) where how is "cached" or "compiled"."""
-        with self.lock:
-            caches = [c for c in ((_DiskCache.current(directory) if directory else None),
-                                  _DiskCache.current()) if c is not None]
+        with self.lock, contextlib.ExitStack() as open_caches:
+            caches = [open_caches.enter_context(c) for c in
+                      ((_DiskCache.current(directory) if directory else None),
+                       _DiskCache.current()) if c is not None]
             key = self.cache_key(ir_text)
             object_code, found_in = None, None
             for found_in, cache in enumerate(caches):
-                object_code = cache.read(key)
+                object_code = cache.read(key, symbol)
                 if object_code is not None:
                     break
             how = "cached"
@@ -369,117 +375,125 @@ def _pullback_version() -> str:
 # ----- the disk cache -------------------------------------------------------------------
 
 _CACHE_FORMAT = "pullback-kernel-object-1"
-_MAGIC = b"PBKOBJ1\n"
+OBJECT_MAGIC = b"PBKOBJ1\n"
 _HEADER = struct.Struct("<8sQ32s")          # magic, payload length, SHA-256 of the payload
 _WARNED_DIRECTORIES: set = set()
 
 
-def cache_directory() -> Path:
-    """Where kernel object code is cached: ``$PULLBACK_CACHE_DIR/kernels``."""
-    root = os.environ.get("PULLBACK_CACHE_DIR")
-    base = Path(root) if root else Path(tempfile.gettempdir()) / f"pullback-{os.getuid()}"
-    return base / "kernels"
+def cache_directory() -> safefile.Location:
+    """Where kernel object code is cached: ``kernels/`` under the cache root."""
+    return safefile.Location(safefile.default_root(), ("kernels",))
 
 
 class _DiskCache:
-    """Object files named by cache key, each with a checksummed header."""
+    """An open, verified kernel folder: object files named by cache key, each with a
+    checksummed header.  Every file operation goes through ``runtime/safefile.py``."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, folder: safefile.Folder):
+        self.folder = folder
+
+    def __enter__(self) -> _DiskCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.folder.close()
 
     @classmethod
-    def current(cls, directory: Path | None = None) -> _DiskCache | None:
-        """The cache at ``directory`` (default ``cache_directory()``), or None (warned
-        once) if it is not safe."""
-        directory = Path(directory) if directory is not None else cache_directory()
+    def current(cls, directory: safefile.Location | Path | None = None) -> _DiskCache | None:
+        """The cache at ``directory`` (default ``cache_directory()``; a bare path is its own
+        root), or None (warned once) if it is not safe."""
+        if directory is None:
+            directory = cache_directory()
+        elif not isinstance(directory, safefile.Location):
+            directory = safefile.Location(Path(directory))
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            problem = _unsafe_directory(directory)
+            return cls(directory.open(create=True))
+        except safefile.Unsafe as error:
+            problem = str(error)
         except OSError as error:
             problem = f"cannot create it ({error})"
-        if problem is None:
-            return cls(directory)
-        if directory not in _WARNED_DIRECTORIES:
-            _WARNED_DIRECTORIES.add(directory)
+        if str(directory) not in _WARNED_DIRECTORIES:
+            _WARNED_DIRECTORIES.add(str(directory))
             warnings.warn(f"pullback: not using the kernel cache {directory}: {problem}; "
                           f"kernels are compiled in memory only", NativeCacheWarning,
                           stacklevel=4)
         return None
 
-    def path(self, key: str) -> Path:
-        return self.directory / f"{key}.o"
-
-    def read(self, key: str) -> bytes | None:
-        """The cached object code, or None if absent or damaged (damage warned once)."""
-        path = self.path(key)
+    def read(self, key: str, symbol: str) -> bytes | None:
+        """The cached object code defining ``symbol``, or None if absent or damaged
+        (damage warned once)."""
+        path = self.folder.path / f"{key}.o"
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+            blob = self.folder.read(path.name)
+        except OSError as error:   # safefile.Unsafe included: a symlink, a FIFO, not ours
+            return self._damaged(path, str(error))
+        if blob is None:
             return None
-        except OSError as error:
-            return self._damaged(path, f"cannot open it ({error})")
-        with os.fdopen(fd, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
-                return self._damaged(path, "not a regular file owned by this user")
-            blob = file.read()
-        if len(blob) < _HEADER.size:
-            return self._damaged(path, f"truncated header ({len(blob)} bytes)")
-        magic, length, digest = _HEADER.unpack_from(blob)
-        payload = blob[_HEADER.size:]
-        if magic != _MAGIC:
-            return self._damaged(path, "bad magic")
-        if len(payload) != length:
-            return self._damaged(path, f"truncated: {len(payload)} of {length} bytes")
-        if hashlib.sha256(payload).digest() != digest:
-            return self._damaged(path, "checksum mismatch")
-        return payload
+        problem = object_file_problem(blob, symbol)
+        return self._damaged(path, problem) if problem else blob[_HEADER.size:]
 
     def _damaged(self, path: Path, reason: str) -> None:
         warnings.warn(f"pullback: ignoring damaged kernel cache file {path} ({reason}); "
                       f"it is rebuilt", NativeCacheWarning, stacklevel=5)
 
     def write(self, key: str, payload: bytes) -> None:
-        """Atomically: write a temporary file in the same directory, then rename it."""
-        header = _HEADER.pack(_MAGIC, len(payload), hashlib.sha256(payload).digest())
+        header = _HEADER.pack(OBJECT_MAGIC, len(payload), hashlib.sha256(payload).digest())
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.directory)
+            self.folder.write(f"{key}.o", header + payload, 0o600)
         except OSError:
-            return
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(header + payload)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, self.path(key))
-        except OSError:
-            with _suppress_os_error():
-                os.unlink(tmp)
+            pass   # the kernel is linked anyway; the next process compiles it again
 
 
-def _unsafe_directory(directory: Path) -> str | None:
-    """Why object code must not be loaded from ``directory`` (None: it is fine)."""
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode):
-        return "it is not a directory (or is a symbolic link)"
-    if info.st_uid != os.getuid():
-        return f"it is owned by uid {info.st_uid}, not by this user ({os.getuid()})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"it is writable by others (mode {stat.filemode(info.st_mode)})"
-    parent = os.stat(directory.parent)
-    parent_shared = parent.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if parent.st_uid not in (0, os.getuid()) or (parent_shared and
-                                                 not parent.st_mode & stat.S_ISVTX):
-        return f"its parent {directory.parent} can be changed by others"
-    return None
+def object_file_problem(blob: bytes, symbol: str) -> str | None:
+    """Why a kernel cache file must not be linked (None: it may).
+
+    LLVM's linker trusts the offsets in an object file, so a damaged or forged file
+    could crash the process: the header's length and checksum must hold and, on
+    Linux, the payload must be a well-formed relocatable ELF object defining ``symbol``."""
+    if len(blob) < _HEADER.size:
+        return f"truncated header ({len(blob)} bytes)"
+    magic, length, digest = _HEADER.unpack_from(blob)
+    payload = blob[_HEADER.size:]
+    if magic != OBJECT_MAGIC:
+        return "bad magic"
+    if len(payload) != length:
+        return f"truncated: {len(payload)} of {length} bytes"
+    if hashlib.sha256(payload).digest() != digest:
+        return "checksum mismatch"
+    return _elf_problem(payload, symbol) if _HOST_IS_ELF else None
 
 
-class _suppress_os_error:
-    def __enter__(self):
-        return self
+_HOST_IS_ELF = sys.platform.startswith("linux") and sys.byteorder == "little"
+_ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")   # ELF64: e_ident ... e_shstrndx
+_ELF_SECTION = struct.Struct("<IIQQQQIIQQ")        # sh_name, sh_type, ..., sh_entsize
+_ELF_SYMBOL = struct.Struct("<IBBHQQ")             # st_name, st_info, st_other, st_shndx, ...
+_SHT_SYMTAB, _SHT_NOBITS, _STT_FUNC, _ET_REL = 2, 8, 2, 1
 
-    def __exit__(self, kind, value, traceback):
-        return kind is not None and issubclass(kind, OSError)
+
+def _elf_problem(data: bytes, symbol: str) -> str | None:
+    """Why ``data`` is not a 64-bit little-endian relocatable ELF object that defines the
+    function ``symbol``, every section inside the file (None: it is)."""
+    if len(data) < _ELF_HEADER.size or data[:6] != b"\x7fELF\x02\x01":
+        return "not a 64-bit little-endian ELF object"
+    header = _ELF_HEADER.unpack_from(data)
+    kind, offset, entry_size, count = header[1], header[6], header[11], header[12]
+    if kind != _ET_REL or entry_size != _ELF_SECTION.size or (
+            offset + count * entry_size > len(data)):
+        return "malformed ELF header"
+    sections = [_ELF_SECTION.unpack_from(data, offset + i * entry_size) for i in range(count)]
+    if any(s[1] != _SHT_NOBITS and s[4] + s[5] > len(data) for s in sections):
+        return "an ELF section lies outside the file"
+    wanted = symbol.encode()
+    for _, kind, _, _, start, size, link, _, _, entry_size in sections:
+        if kind != _SHT_SYMTAB or entry_size != _ELF_SYMBOL.size or link >= count:
+            continue
+        names = data[sections[link][4]:sections[link][4] + sections[link][5]]
+        for at in range(start, start + size - entry_size + 1, entry_size):
+            name, info, _, section, _, _ = _ELF_SYMBOL.unpack_from(data, at)
+            if (info & 0xF == _STT_FUNC and section != 0
+                    and names[name:].split(b"\0", 1)[0] == wanted):
+                return None
+    return f"the object does not define {symbol}"
 
 
 # ----- kernels --------------------------------------------------------------------------
@@ -502,7 +516,8 @@ _FOLD = {"sum": np.add.accumulate, "max": np.maximum.accumulate,
 _LIBM_CALL = re.compile(r"\b(" + "|".join([*LIBM_FUNCTIONS, "sigmoid"]) + r")\s*\(")
 
 
-def compile_kernel(spec: KernelSpec, ir_text: str, directory: Path | None = None) -> Kernel:
+def compile_kernel(spec: KernelSpec, ir_text: str,
+                   directory: safefile.Location | None = None) -> Kernel:
     """The callable kernel for ``ir_text`` (which ``compiler/lower.py`` made from ``spec``).
 
     Compiled at most once per process (kept by IR hash), and its optimised object
