@@ -1,0 +1,185 @@
+"""Findings of the adversary (adv) on main: each test asserts the CORRECT behaviour.
+
+Every test is ``xfail(strict=True)`` while its finding is open: when a fix makes one
+pass, pytest reports XPASS as a failure, and the integrator removes its marker.  The
+report with the reasoning is /work/briefs/adv-report.md (finding N = "adv finding N").
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+from pullback.runtime import fused
+
+
+@pytest.fixture
+def native_everywhere():
+    """Native kernels for every call (as for >= NATIVE_MIN_SIZE elements)."""
+    saved, fused.NATIVE_MIN_SIZE = fused.NATIVE_MIN_SIZE, 1
+    yield
+    fused.NATIVE_MIN_SIZE = saved
+
+
+# ----- 1: a (1, 1) input beside an (n,) input on the native road -------------------------
+
+def broadcast_then_axis_sum(x, y):
+    z = np.sin(x * y) + y          # z has shape (1, n)
+    return np.sum(z, axis=0)
+
+
+def broadcast_value(x, y):
+    return np.sin(x * y) + y
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 1")
+def test_one_by_one_input_keeps_broadcast_shape_native():
+    x = np.linspace(-1, 1, 600)
+    y = np.full((1, 1), 0.5)
+    expected = broadcast_then_axis_sum(x, y)
+    out, pullback = pb.vjp(broadcast_then_axis_sum, x, y)
+    assert np.shape(out) == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    head = np.linspace(0, 1, 600)
+    gx, gy = pullback(head)
+    np.testing.assert_allclose(gx, head * np.cos(x * 0.5) * 0.5, rtol=1e-12)
+    np.testing.assert_allclose(gy, [[np.sum(head * (np.cos(x * 0.5) * x + 1.0))]], rtol=1e-12)
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 1")
+def test_one_by_one_input_keeps_broadcast_shape_small(native_everywhere):
+    x = np.linspace(-1, 1, 3)
+    y = np.full((1, 1), 0.5)
+    assert np.shape(pb.compile(broadcast_value)(x, y)) == (1, 3)
+
+
+# ----- 2: numpy non-ufunc functions on recorded NDArrays ---------------------------------
+
+def where_of_ndarrays(x):
+    w = np.where(x > 0, x, x * 0.1)
+    return (w * x).sum()
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 2")
+def test_tape_follows_or_refuses_np_where_on_ndarrays():
+    x = nd.array([1.0, -2.0, 3.0], dtype="float64")
+    compiled = pb.grad(where_of_ndarrays)(x).asnumpy()
+    np.testing.assert_allclose(compiled, [2.0, -0.4, 6.0])
+    x.attach_grad()
+    try:
+        with ag.record():
+            y = where_of_ndarrays(x)
+        y.backward()
+    except (TypeError, pb.AutogradError):
+        return   # a refusal is fine; a silently cut gradient is not
+    np.testing.assert_allclose(x.grad.asnumpy(), compiled)
+
+
+# ----- 3: result dtype of a differentiated Python float beside float32 arrays ---------------
+
+def float32_with_number(x, s):
+    return np.sin(x * s) + s
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 3")
+def test_python_float_argument_keeps_float32(monkeypatch):
+    dtypes = set()
+    for native in ("1", "0"):
+        monkeypatch.setenv("PULLBACK_NATIVE", native)
+        for n in (5, 600):
+            x = np.linspace(-1, 1, n, dtype=np.float32)
+            out, _ = pb.vjp(float32_with_number, x, 0.7)
+            dtypes.add(np.asarray(out).dtype)
+    assert dtypes == {float32_with_number(np.zeros(2, np.float32), 0.7).dtype}
+
+
+# ----- 4: boolean-mask indexing on the tape -----------------------------------------------
+
+def masked(x):
+    return x[x > 0] * 3.0
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 4")
+def test_mask_indexing_agrees_on_tape_and_compiled():
+    data = [-0.5, 0.2, 0.7, -0.1]
+    compiled = pb.grad(masked)(nd.array(data, dtype="float64")).asnumpy()
+    np.testing.assert_allclose(compiled, [0.0, 3.0, 3.0, 0.0])
+    x = nd.array(data, dtype="float64")
+    x.attach_grad()
+    try:
+        with ag.record():
+            y = masked(x)
+        y.backward()
+    except (IndexError, TypeError, pb.AutogradError):
+        return   # refusing a float index array is fine
+    np.testing.assert_allclose(y.asnumpy(), [0.6, 2.1])
+    np.testing.assert_allclose(x.grad.asnumpy(), compiled)
+
+
+# ----- 5: vjp of a function of Python numbers: the head of the value's own shape ----------
+
+def of_numbers(x, y):
+    return math.sin(x * y) + y
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 5")
+def test_vjp_accepts_head_of_the_returned_value_shape():
+    out, pullback = pb.vjp(of_numbers, 0.3, 2.0)
+    gx, gy = pullback(np.ones(np.shape(out)))
+    assert gx == pytest.approx(math.cos(0.6) * 2.0)
+    assert gy == pytest.approx(math.cos(0.6) * 0.3 + 1.0)
+
+
+# ----- 6: prod's gradient at a zero element -----------------------------------------------
+
+def product(x):
+    return np.prod(x)
+
+
+def product_axis(x):
+    return np.prod(x, axis=1)
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 6")
+def test_prod_gradient_at_zero_is_finite():
+    with np.errstate(all="ignore"):
+        g = pb.grad(product)(np.array([2.0, 0.0, 3.0]))
+        np.testing.assert_allclose(g, [0.0, 6.0, 0.0])
+        g = pb.grad(product_axis)(np.array([[2.0, 0.0], [0.0, 0.0]]))
+        np.testing.assert_allclose(g, [[0.0, 2.0], [0.0, 0.0]])
+        x = nd.array([2.0, 0.0, 3.0], dtype="float64")
+        x.attach_grad()
+        with ag.record():
+            y = nd.prod(x)
+        y.backward()
+        np.testing.assert_allclose(x.grad.asnumpy(), [0.0, 6.0, 0.0])
+
+
+# ----- 7: np.dot of N-d operands -------------------------------------------------------------
+
+def numpy_dot(x, y):
+    return np.dot(x, y)
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 7")
+def test_np_dot_of_nd_operands_follows_numpy():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((2, 3)), rng.random((3, 3, 3))
+    np.testing.assert_allclose(pb.compile(numpy_dot)(x, y), np.dot(x, y))
+    x, y = rng.random((4, 2, 3)), rng.random((4, 3, 5))
+    np.testing.assert_allclose(pb.compile(numpy_dot)(x, y), np.dot(x, y))
+
+
+# ----- 8: x.flatten() of a numpy array --------------------------------------------------------
+
+def flattened(x):
+    return x.flatten() * np.array([1.0, 2.0, 3.0])
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 8")
+def test_flatten_of_numpy_array_is_one_dimensional():
+    x = np.ones((3, 1))
+    np.testing.assert_allclose(pb.compile(flattened)(x), flattened(x))
