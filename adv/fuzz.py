@@ -10,7 +10,7 @@ def fd_dir(fn, args, argnums, heads, grads, eps=1e-6):
     def val(shift):
         a = list(args)
         for i, d in zip(argnums, dirs):
-            a[i] = np.asarray(args[i], np.float64) + shift * d
+            a[i] = np.asarray(np.asarray(args[i], np.float64) + shift * d)
         with ag.pause():
             o = fn(*[nd.array(v, dtype="float64") if isinstance(v, np.ndarray) else v for v in a]).asnumpy()
         return float(np.sum(o * heads(o)))

@@ -183,3 +183,61 @@ def flattened(x):
 def test_flatten_of_numpy_array_is_one_dimensional():
     x = np.ones((3, 1))
     np.testing.assert_allclose(pb.compile(flattened)(x), flattened(x))
+
+
+# ----- 9: b = a; a += 1 in a fused run --------------------------------------------------------
+
+def aliased_update(x):
+    a = x * 1.0
+    b = a
+    a += 1.0
+    return b * x
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 9")
+def test_fused_augmented_assignment_on_an_alias_agrees_with_numpy_or_refuses():
+    x = np.array([1.0, 2.0])
+    try:
+        out = pb.compile(aliased_update)(x.copy())
+    except TypeError:
+        return   # the unfused road's refusal
+    np.testing.assert_allclose(out, aliased_update(x.copy()))
+
+
+# ----- 10: a fused loop index becomes a float array on the native road ---------------------
+
+def loop_with_break(x):
+    s = x
+    for i in range(3):
+        s = s * 0.9 + i * 0.01
+        if np.sum(s) > 1e9:
+            break
+    return s
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 10")
+def test_zero_d_argument_loop_with_break_native(native_everywhere):
+    x = np.array(0.5)
+    np.testing.assert_allclose(pb.compile(loop_with_break)(x), loop_with_break(x))
+    np.testing.assert_allclose(pb.grad(loop_with_break)(x), 0.9 ** 3)
+
+
+# ----- 11: @pb.compile(native=False) ------------------------------------------------------------
+
+@pb.compile(native=False)
+def not_native(x):
+    z = np.sin(x) * 2.0
+    return np.sum(z * z)
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 11")
+def test_compile_native_false_runs_no_native_kernel(monkeypatch):
+    from pullback.runtime import native
+
+    calls = []
+    real = native.compile_kernel
+    monkeypatch.setattr(native, "compile_kernel",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = np.linspace(-1, 1, 100000)
+    np.testing.assert_allclose(pb.grad(not_native)(x), 8 * np.sin(x) * np.cos(x))
+    assert calls == []
