@@ -241,3 +241,14 @@ def test_compile_native_false_runs_no_native_kernel(monkeypatch):
     x = np.linspace(-1, 1, 100000)
     np.testing.assert_allclose(pb.grad(not_native)(x), 8 * np.sin(x) * np.cos(x))
     assert calls == []
+
+
+def one_element_beside_zero_d(b, c):
+    t1 = np.minimum(c * c, b * 0.5)
+    return np.sin(t1) + c
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 1 (1b)")
+def test_one_element_beside_zero_d_keeps_shape(native_everywhere):
+    b, c = np.array([0.3]), np.array(0.2)
+    assert np.shape(pb.compile(one_element_beside_zero_d)(b, c)) == (1,)
