@@ -252,3 +252,61 @@ def one_element_beside_zero_d(b, c):
 def test_one_element_beside_zero_d_keeps_shape(native_everywhere):
     b, c = np.array([0.3]), np.array(0.2)
     assert np.shape(pb.compile(one_element_beside_zero_d)(b, c)) == (1,)
+
+
+# ----- 12: functools.wraps decorators ----------------------------------------------------------
+
+import functools  # noqa: E402
+
+
+def doubled(fn):
+    @functools.wraps(fn)
+    def wrapper(x):
+        return 2.0 * fn(x)
+    return wrapper
+
+
+@doubled
+def decorated_sin(x):
+    return np.sin(x)
+
+
+def calls_decorated(x):
+    return np.sum(decorated_sin(x))
+
+
+def sin_times_x(x):
+    return np.sum(np.sin(x) * x)
+
+
+gradient_of_sin_times_x = pb.grad(sin_times_x)
+
+
+def uses_a_gradient_function(x):
+    return np.sum(gradient_of_sin_times_x(x) * x)
+
+
+def _refused_or(check):
+    try:
+        check()
+    except pb.CompileError:
+        pass   # refusing a wrapper is fine; compiling the wrapped function instead is not
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 12")
+def test_functools_wraps_decorator_is_not_dropped():
+    x = np.array([0.3, -0.7])
+    _refused_or(lambda: np.testing.assert_allclose(pb.compile(decorated_sin)(x),
+                                                   2 * np.sin(x)))
+    _refused_or(lambda: np.testing.assert_allclose(pb.grad(calls_decorated)(x),
+                                                   2 * np.cos(x)))
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 12")
+def test_calling_a_pb_grad_function_inside_compiled_code():
+    x = np.array([0.3, -0.7, 1.1])
+    expected = np.sin(x) + x * np.cos(x) + x * (2 * np.cos(x) - x * np.sin(x))
+    _refused_or(lambda: np.testing.assert_allclose(pb.compile(uses_a_gradient_function)(x),
+                                                   uses_a_gradient_function(x)))
+    _refused_or(lambda: np.testing.assert_allclose(pb.grad(uses_a_gradient_function)(x),
+                                                   expected))
