@@ -310,3 +310,33 @@ def test_calling_a_pb_grad_function_inside_compiled_code():
                                                    uses_a_gradient_function(x)))
     _refused_or(lambda: np.testing.assert_allclose(pb.grad(uses_a_gradient_function)(x),
                                                    expected))
+
+
+# ----- 13: user names that collide with generated-code names ----------------------------------
+
+def param_named_result(x, result):
+    return np.sin(x * result) * 2.0 + x
+
+
+def param_named_result_grad(x, result_grad):
+    return np.sin(x * result_grad) * 2.0 + x
+
+
+def local_named_support(x, y):
+    support = np.sin(x * y)
+    return support * 2.0 + x
+
+
+def param_named_stack(x, _stack):
+    return np.sin(x * _stack) * 2.0 + x
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 13")
+@pytest.mark.parametrize("fn", [param_named_result, param_named_result_grad, local_named_support,
+                                param_named_stack])
+def test_user_names_like_generated_names(fn):
+    x, y = np.array([0.5, -1.0]), np.array([2.0, 3.0])
+    np.testing.assert_allclose(pb.compile(fn)(x, y), fn(x, y))
+    gx, gy = pb.grad(fn, argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx, 2 * y * np.cos(x * y) + 1)
+    np.testing.assert_allclose(gy, 2 * x * np.cos(x * y))
