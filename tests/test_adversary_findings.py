@@ -324,7 +324,21 @@ def param_named_result_grad(x, result_grad):
 
 def local_named_support(x, y):
     support = np.sin(x * y)
-    return support * 2.0 + x
+    t = support * 2.0 + x
+    if np.sum(t) > 1e9:
+        t = t * 0.5
+    return t * support
+
+
+def _central(fn, args, k, eps=1e-6):
+    g = np.zeros_like(args[k])
+    for i in range(args[k].size):
+        up = [a.copy() for a in args]
+        down = [a.copy() for a in args]
+        up[k][i] += eps
+        down[k][i] -= eps
+        g[i] = (np.sum(fn(*up)) - np.sum(fn(*down))) / (2 * eps)
+    return g
 
 
 def param_named_stack(x, _stack):
@@ -338,5 +352,5 @@ def test_user_names_like_generated_names(fn):
     x, y = np.array([0.5, -1.0]), np.array([2.0, 3.0])
     np.testing.assert_allclose(pb.compile(fn)(x, y), fn(x, y))
     gx, gy = pb.grad(fn, argnums=(0, 1))(x, y)
-    np.testing.assert_allclose(gx, 2 * y * np.cos(x * y) + 1)
-    np.testing.assert_allclose(gy, 2 * x * np.cos(x * y))
+    np.testing.assert_allclose(gx, _central(fn, [x, y], 0), rtol=1e-6)
+    np.testing.assert_allclose(gy, _central(fn, [x, y], 1), rtol=1e-6)
