@@ -354,3 +354,19 @@ def test_user_names_like_generated_names(fn):
     gx, gy = pb.grad(fn, argnums=(0, 1))(x, y)
     np.testing.assert_allclose(gx, _central(fn, [x, y], 0), rtol=1e-6)
     np.testing.assert_allclose(gy, _central(fn, [x, y], 1), rtol=1e-6)
+
+
+result_grad = 1.5   # a module global with a reserved name (finding 13b)
+
+
+def reads_global_named_result_grad(x, y):
+    return np.sin(x * y * result_grad) * 2.0 + x
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 13 (13b)")
+def test_global_named_like_generated_name():
+    fn = reads_global_named_result_grad
+    x, y = np.array([0.5, -1.0]), np.array([2.0, 3.0])
+    gx, gy = pb.grad(fn, argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx, _central(fn, [x, y], 0), rtol=1e-6)
+    np.testing.assert_allclose(gy, _central(fn, [x, y], 1), rtol=1e-6)
