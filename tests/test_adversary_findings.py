@@ -370,3 +370,18 @@ def test_global_named_like_generated_name():
     gx, gy = pb.grad(fn, argnums=(0, 1))(x, y)
     np.testing.assert_allclose(gx, _central(fn, [x, y], 0), rtol=1e-6)
     np.testing.assert_allclose(gy, _central(fn, [x, y], 1), rtol=1e-6)
+
+
+def helper_with_param_named_result(result):
+    return np.sin(result) * 2.0
+
+
+def calls_helper_with_param_named_result(x):
+    return helper_with_param_named_result(x) * x
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 13 (13c)")
+def test_helper_parameter_named_result():
+    x = np.array([0.5, -1.0])
+    np.testing.assert_allclose(pb.grad(calls_helper_with_param_named_result)(x),
+                               2 * np.sin(x) + 2 * x * np.cos(x))
