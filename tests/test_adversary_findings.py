@@ -385,3 +385,22 @@ def test_helper_parameter_named_result():
     x = np.array([0.5, -1.0])
     np.testing.assert_allclose(pb.grad(calls_helper_with_param_named_result)(x),
                                2 * np.sin(x) + 2 * x * np.cos(x))
+
+
+# ----- 14: ahead-of-time compile of a function reading globals ---------------------------------
+
+AOT_W = np.linspace(-1, 1, 8)
+
+
+@pb.compile
+def reads_a_global_array(x, y):
+    z = np.tanh(x * AOT_W) * 0.5 + y
+    return np.sum(z * z)
+
+
+@pytest.mark.xfail(strict=True, reason="adv finding 14")
+def test_precompile_function_with_implicit_inputs():
+    from pullback.compiler import cache
+
+    counts = cache.precompile(reads_a_global_array)
+    assert counts["variants"] >= 2
