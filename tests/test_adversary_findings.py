@@ -404,3 +404,23 @@ def test_precompile_function_with_implicit_inputs():
 
     counts = cache.precompile(reads_a_global_array)
     assert counts["variants"] >= 2
+
+
+# ----- 15: a source file edited after import ----------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="adv finding 15")
+def test_source_edited_after_import_is_not_compiled(tmp_path):
+    import importlib.util
+
+    path = tmp_path / "edited_after_import.py"
+    path.write_text("import numpy as np\n\ndef f(x):\n    return np.sin(x) * 2.0\n")
+    spec = importlib.util.spec_from_file_location("edited_after_import", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path.write_text("import numpy as np\n\ndef f(x):\n    return np.cos(x) * 3.0\n")
+    x = np.array([0.5, -1.0])
+    try:
+        value = pb.compile(module.f)(x)
+    except pb.CompileError:
+        return   # refusing a stale source is fine
+    np.testing.assert_allclose(value, module.f(x))
