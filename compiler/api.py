@@ -382,6 +382,7 @@ def value_and_grad(fn, argnums=0):
         args, out, gradients = run(args, kwargs)
         return _convert_value(out, args, differentiated=True), gradients
 
+    value_and_grad_fn.pullback_derivative = "pb.value_and_grad"
     return value_and_grad_fn
 
 
@@ -393,6 +394,7 @@ def grad(fn, argnums=0):
     def grad_fn(*args, **kwargs):
         return run(args, kwargs)[2]
 
+    grad_fn.pullback_derivative = "pb.grad"   # functools.wraps made it look like fn
     return grad_fn
 
 

@@ -259,6 +259,13 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("inert", cut=[call], label=label)
     if target is builtins.float:
         return Operation("severs", args=list(call.args), label=label)
+    made_by = getattr(target, "pullback_derivative", None)
+    if made_by is not None:
+        raise error_at(parsed, call, f"{label}() is a derivative made by {made_by}(); "
+                       "compiled code does not differentiate or run derivatives inside "
+                       "(nested differentiation is not supported yet)",
+                       "What to do: compute the derivative outside the compiled function and "
+                       "pass it in, or use the tape (autograd.grad(..., create_graph=True)).")
     user_fn = getattr(target, "pullback_function", target)   # a CompiledFunction's own
     if isinstance(user_fn, types.FunctionType) and _is_user_function(user_fn):
         args = _positional(parsed, call, user_fn) + implicit.call_arguments(parsed, user_fn)

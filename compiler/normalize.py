@@ -55,6 +55,33 @@ def is_atom(node) -> bool:
     return isinstance(node, (gast.Name, gast.Constant))
 
 
+#: Names the generated module and its functions define or take as parameters
+#: (``codegen.load``'s helpers, the stack, the adjoint's head, a kernel VJP's parameters,
+#: the jump lowering's flags).  A user's parameter, local or implicit input of one of
+#: these names is renamed (``rename_generated``, ``implicit.hidden_names``): it would
+#: shadow the generated code's own, or be shadowed by it.
+GENERATED_NAMES = frozenset({
+    "support", "ops", "npops", "vjp", "_stack", "_np", "_kernels", "grads", "outputs",
+    "result_grad", "_result", "_returned",
+})
+
+
+def reserved_for(fn_name: str) -> frozenset:
+    """The generated names of the function ``fn_name``'s module."""
+    return GENERATED_NAMES | {f"{fn_name}_forward", f"{fn_name}_adjoint"}
+
+
+def rename_generated(fn: gast.FunctionDef, namer) -> None:
+    """Rename the user's parameters and locals that are generated names, in place."""
+    reserved = reserved_for(fn.name)
+    clashes = {n: namer.fresh(f"{n}_") for n in sorted(local_names(fn) & reserved)}
+    if not clashes:
+        return
+    for node in gast.walk(fn):
+        if isinstance(node, gast.Name) and node.id in clashes:
+            node.id = clashes[node.id]
+
+
 class Namer:
     """Deterministic fresh names that never clash with the user's."""
 
@@ -479,7 +506,8 @@ def _base_name(e) -> str:
 def normalize(parsed) -> gast.FunctionDef:
     """The function in normalized form (a new tree; ``parsed.tree`` is not modified)."""
     fn = copy.deepcopy(parsed.tree)
-    namer = Namer(local_names(fn) | {"support", "ops", "vjp", "_stack"})
+    namer = Namer(local_names(fn) | reserved_for(fn.name))
+    rename_generated(fn, namer)
     lower_jumps(fn, namer)
     flattener = _Flattener(parsed, namer, local_names(fn))
     fn.body = flattener.block(fn.body)

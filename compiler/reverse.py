@@ -31,6 +31,7 @@ from pullback.runtime.support import SCALAR_REDUCTIONS
 from .analysis import maybe_undefined
 from .calls import _resolve
 from .fuse import doubled, formula_names, numpy_source, substitute
+from .normalize import GENERATED_NAMES
 
 
 SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
@@ -79,6 +80,7 @@ class ReverseTransform:
         self.counter = 0
         self.known_none = set()   # gradients just reset to None by the statement in hand
         self.grad_names = {}
+        self.given = set()   # names made here (grads, fresh temporaries)
         self.reverse_cache = {}
         self.loads = {}   # how often the function reads each name
         self.tested = {}   # ... as the test of an ``if`` or ``while``
@@ -97,15 +99,26 @@ class ReverseTransform:
     def grad(self, var: str) -> str:
         name = self.grad_names.get(var)
         if name is None:
-            name = f"{var}_grad"
-            while name in self.a.locals:
-                name += "_"
+            name = self.unused(f"{var}_grad")
             self.grad_names[var] = name
         return name
 
+    def unused(self, name: str) -> str:
+        """``name``, or it with trailing underscores: no user local, no generated name
+        (``result_grad`` is the adjoint's head), no name given out before."""
+        taken = self.a.locals | GENERATED_NAMES | self.given
+        while name in taken:
+            name += "_"
+        self.given.add(name)
+        return name
+
     def fresh(self, base: str) -> str:
-        self.counter += 1
-        return f"{base}{self.counter}"
+        while True:
+            self.counter += 1
+            name = f"{base}{self.counter}"
+            if name not in self.a.locals and name not in self.given:
+                self.given.add(name)
+                return name
 
     # ----- forward ----------------------------------------------------------------------
     def forward_block(self, stmts) -> Lines:
@@ -376,7 +389,7 @@ class ReverseTransform:
                            for a in op.args for n in gast.walk(a))
         self.known_none = set()
         if reads_itself or pushed or op.kind == "user":
-            g_out = f"{target}_out_grad"
+            g_out = self.unused(f"{target}_out_grad")
             out.add(f"{g_out} = {g}")
             out.add(f"{g} = None")
             self.known_none.add(g)   # so the rule may assign it instead of adding to it
@@ -394,7 +407,7 @@ class ReverseTransform:
             return out
         if pushed:
             if op.kind == "kernel" or (op.kind == "prim" and self.reads_result(op)):
-                ans = f"{target}_out"
+                ans = self.unused(f"{target}_out")
                 out.add(f"{ans} = {target}")
             out.add(f"{target} = _stack.pop({self.tag(target, s)})")
         out.extend(getattr(self, f"rule_{op.kind}")(s, op, g, ans))

@@ -1,8 +1,8 @@
 """Findings of the adversary (adv) on main: each test asserts the CORRECT behaviour.
 
-Every test is ``xfail(strict=True)`` while its finding is open: when a fix makes one
-pass, pytest reports XPASS as a failure, and the integrator removes its marker.  The
-report with the reasoning is /work/briefs/adv-report.md (finding N = "adv finding N").
+A test stays ``xfail(strict=True)`` while its finding is open (an XPASS fails the suite,
+so a fix must remove the marker).  The tools that found them are in tests/adversary/;
+the findings and their fixes are listed in the closing notes of issue 14.
 """
 
 import math
@@ -35,7 +35,6 @@ def broadcast_value(x, y):
     return np.sin(x * y) + y
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 1")
 def test_one_by_one_input_keeps_broadcast_shape_native():
     x = np.linspace(-1, 1, 600)
     y = np.full((1, 1), 0.5)
@@ -49,7 +48,6 @@ def test_one_by_one_input_keeps_broadcast_shape_native():
     np.testing.assert_allclose(gy, [[np.sum(head * (np.cos(x * 0.5) * x + 1.0))]], rtol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 1")
 def test_one_by_one_input_keeps_broadcast_shape_small(native_everywhere):
     x = np.linspace(-1, 1, 3)
     y = np.full((1, 1), 0.5)
@@ -63,7 +61,6 @@ def where_of_ndarrays(x):
     return (w * x).sum()
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 2")
 def test_tape_follows_or_refuses_np_where_on_ndarrays():
     x = nd.array([1.0, -2.0, 3.0], dtype="float64")
     compiled = pb.grad(where_of_ndarrays)(x).asnumpy()
@@ -125,7 +122,6 @@ def of_numbers(x, y):
     return math.sin(x * y) + y
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 5")
 def test_vjp_accepts_head_of_the_returned_value_shape():
     out, pullback = pb.vjp(of_numbers, 0.3, 2.0)
     gx, gy = pullback(np.ones(np.shape(out)))
@@ -143,7 +139,6 @@ def product_axis(x):
     return np.prod(x, axis=1)
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 6")
 def test_prod_gradient_at_zero_is_finite():
     with np.errstate(all="ignore"):
         g = pb.grad(product)(np.array([2.0, 0.0, 3.0]))
@@ -164,7 +159,6 @@ def numpy_dot(x, y):
     return np.dot(x, y)
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 7")
 def test_np_dot_of_nd_operands_follows_numpy():
     rng = np.random.default_rng(0)
     x, y = rng.random((2, 3)), rng.random((3, 3, 3))
@@ -194,7 +188,6 @@ def aliased_update(x):
     return b * x
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 9")
 def test_fused_augmented_assignment_on_an_alias_agrees_with_numpy_or_refuses():
     x = np.array([1.0, 2.0])
     try:
@@ -248,7 +241,6 @@ def one_element_beside_zero_d(b, c):
     return np.sin(t1) + c
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 1 (1b)")
 def test_one_element_beside_zero_d_keeps_shape(native_everywhere):
     b, c = np.array([0.3]), np.array(0.2)
     assert np.shape(pb.compile(one_element_beside_zero_d)(b, c)) == (1,)
@@ -293,7 +285,7 @@ def _refused_or(check):
         pass   # refusing a wrapper is fine; compiling the wrapped function instead is not
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 12")
+
 def test_functools_wraps_decorator_is_not_dropped():
     x = np.array([0.3, -0.7])
     _refused_or(lambda: np.testing.assert_allclose(pb.compile(decorated_sin)(x),
@@ -302,7 +294,7 @@ def test_functools_wraps_decorator_is_not_dropped():
                                                    2 * np.cos(x)))
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 12")
+
 def test_calling_a_pb_grad_function_inside_compiled_code():
     x = np.array([0.3, -0.7, 1.1])
     expected = np.sin(x) + x * np.cos(x) + x * (2 * np.cos(x) - x * np.sin(x))
@@ -345,7 +337,7 @@ def param_named_stack(x, _stack):
     return np.sin(x * _stack) * 2.0 + x
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 13")
+
 @pytest.mark.parametrize("fn", [param_named_result, param_named_result_grad, local_named_support,
                                 param_named_stack])
 def test_user_names_like_generated_names(fn):
@@ -363,7 +355,7 @@ def reads_global_named_result_grad(x, y):
     return np.sin(x * y * result_grad) * 2.0 + x
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 13 (13b)")
+
 def test_global_named_like_generated_name():
     fn = reads_global_named_result_grad
     x, y = np.array([0.5, -1.0]), np.array([2.0, 3.0])
@@ -380,7 +372,7 @@ def calls_helper_with_param_named_result(x):
     return helper_with_param_named_result(x) * x
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 13 (13c)")
+
 def test_helper_parameter_named_result():
     x = np.array([0.5, -1.0])
     np.testing.assert_allclose(pb.grad(calls_helper_with_param_named_result)(x),
@@ -408,7 +400,7 @@ def test_precompile_function_with_implicit_inputs():
 
 # ----- 15: a source file edited after import ----------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="adv finding 15")
+
 def test_source_edited_after_import_is_not_compiled(tmp_path):
     import importlib.util
 

@@ -1,4 +1,4 @@
-"""The adversary's random elementwise programs (adv/gen2.py), bounded for CI.
+"""The adversary's random elementwise programs (tests/adversary/gen2.py), bounded for CI.
 
 Plain numpy programs with kinks (abs, maximum, minimum, where, sign, floor), powers with
 array exponents, absorbed and axis reductions, over layouts around the native threshold
@@ -26,7 +26,7 @@ import pullback as pb
 from pullback.compiler import api
 from pullback.runtime import fused
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adv"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[0] / "adversary"))
 from gen2 import program  # noqa: E402
 
 PROGRAMS = 50

@@ -1,4 +1,4 @@
-"""Run hand-written cases: adv/cases/*.py each define CASES = [(src, args_fn, argnums, kw)]."""
+"""Run hand-written cases: tests/adversary/cases/*.py each define CASES = [(src, args_fn, argnums, kw)]."""
 import sys, glob, importlib.util, os, warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 warnings.simplefilter("ignore")
