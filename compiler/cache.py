@@ -567,15 +567,18 @@ def plan(compiled) -> list:
     ``signatures``, the plain forward and each signature's mask and dtypes.
     """
     count = compiled.fn.__code__.co_argcount
+    # implicit inputs (globals, ...) follow the arguments and are data, as in pb.grad
+    data = (False,) * len(compiled.implicit)
     signatures = getattr(compiled, "signatures", None)
     if not signatures:
-        return [((False,) * count, DEFAULT_DTYPES), ((True,) * count, DEFAULT_DTYPES)]
-    steps = {(False,) * count: set()}
+        return [((False,) * count + data, DEFAULT_DTYPES),
+                ((True,) * count + data, DEFAULT_DTYPES)]
+    steps = {(False,) * count + data: set()}
     for signature in signatures:
-        mask = tuple(entry is not None for entry in signature)
+        mask = tuple(entry is not None for entry in signature) + data
         dtypes = {entry for entry in signature if entry is not None} or set(DEFAULT_DTYPES)
         steps.setdefault(mask, set()).update(dtypes)
-        steps[(False,) * count].update(dtypes)
+        steps[(False,) * count + data].update(dtypes)
     return [(mask, tuple(sorted(dtypes))) for mask, dtypes in steps.items()]
 
 

@@ -46,6 +46,10 @@ class Variant:
         with _BUILD_LOCK:   # one thread builds; the others wait and reuse it
             if self._forward is None:   # from the variant's artifact if valid, else transformed
                 self.source, namespace, name = cache.build(self.function, self.mask, transform)
+                if not getattr(self.function, "native", True):   # pb.compile(native=False)
+                    for value in namespace.values():
+                        if isinstance(value, fused.FusedKernel):
+                            value.native_allowed = False
                 self._adjoint = namespace[f"{name}_adjoint"]
                 self._forward = namespace[f"{name}_forward"]   # last: it marks "built"
 

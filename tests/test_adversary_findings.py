@@ -208,7 +208,7 @@ def loop_with_break(x):
     return s
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 10")
+
 def test_zero_d_argument_loop_with_break_native(native_everywhere):
     x = np.array(0.5)
     np.testing.assert_allclose(pb.compile(loop_with_break)(x), loop_with_break(x))
@@ -223,7 +223,7 @@ def not_native(x):
     return np.sum(z * z)
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 11")
+
 def test_compile_native_false_runs_no_native_kernel(monkeypatch):
     from pullback.runtime import native
 
@@ -390,7 +390,7 @@ def reads_a_global_array(x, y):
     return np.sum(z * z)
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 14")
+
 def test_precompile_function_with_implicit_inputs():
     from pullback.compiler import cache
 
