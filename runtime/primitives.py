@@ -848,19 +848,44 @@ def take(a, indices, axis=0, mode="clip"):
     return getitem(a, (builtins.slice(None),) * axis + (idx,))
 
 
+def _pick_key(shape, index, axis):
+    """The integer-array key that takes one element along ``axis`` per position: the
+    (clipped) index there, an open grid over the other axes."""
+    axis = axis % len(shape)
+    idx = np.clip(_int_indices(index), 0, shape[axis] - 1)
+    rest = [n for i, n in enumerate(shape) if i != axis]
+    key = list(np.ogrid[tuple(builtins.slice(0, n) for n in rest)] if rest else [])
+    key.insert(axis, idx.reshape(rest))
+    return tuple(key), axis
+
+
+def _pick_forward(data, index, axis=-1, keepdims=False):
+    key, axis = _pick_key(data.shape, index, axis)
+    result = data[key]
+    return np.expand_dims(result, axis) if keepdims else result
+
+
+def _pick_vjp(g, ans, data, index, axis=-1, keepdims=False):
+    key, axis = _pick_key(data.shape, index, axis)
+    if keepdims:
+        g = squeeze(g, axis=axis)
+    return index_add(g, key=key, shape=data.shape)
+
+
+# MXNet's pick(data, index, axis=-1, keepdims=False): data[..., index[...], ...], one
+# element along ``axis`` per position (indices clipped to the axis).  A primitive, not a
+# wrapper around getitem, so that compiled code (``-nd.pick(y_hat, y).log()``) has a
+# rule for it; the index is a parameter (integers: no gradient)
+_pick_prim = primitive("pick", _pick_forward, [_pick_vjp],
+                       params=("index", "axis", "keepdims"))
+
+
 def pick(data, index, axis=-1, keepdims=False):
     """``data[..., index[...], ...]``: one element along ``axis`` per position."""
-    axis = axis % data.ndim
-    idx = np.clip(_int_indices(index), 0, data.shape[axis] - 1)
-    rest = [n for i, n in enumerate(data.shape) if i != axis]
-    idx = idx.reshape(rest)
-    grids = np.ogrid[tuple(builtins.slice(0, n) for n in rest)] if rest else []
-    key = list(grids)
-    key.insert(axis, idx)
-    result = getitem(data, tuple(key))
-    if keepdims:
-        result = expand_dims(result, axis=axis)
-    return result
+    return _pick_prim(data, index=index, axis=axis, keepdims=keepdims)
+
+
+pick.prim = _pick_prim.prim   # compiled code reads the call as the primitive
 
 
 def _concat_forward(*arrays, dim=1):
