@@ -453,7 +453,9 @@ class _Flattener:
                                       ctx=gast.Load())
         else:
             raise self.error(e, "calls must name a function or a method")
-        args = [self.atom(a, out) for a in e.args]
+        args = [gast.Starred(value=self.atom(a.value, out), ctx=gast.Load())
+                if isinstance(a, gast.Starred) else self.atom(a, out)   # nd.concat(*seq)
+                for a in e.args]
         keywords = [gast.keyword(arg=k.arg, value=self.atom(k.value, out)) for k in e.keywords]
         if any(k.arg is None for k in keywords):
             raise self.error(e, "**kwargs in calls is not supported")
