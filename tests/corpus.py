@@ -170,6 +170,37 @@ def pick_method_axis0_keepdims(x):
     return x.pick(LABELS, axis=0, keepdims=True) * x
 
 
+def rnn_like_steps(x, n):
+    """Per-step outputs collected in a list, as MXNet's RNN chapters do."""
+    outputs = []
+    h = x
+    for i in range(n):
+        h = nd.tanh(h * 0.5 + x)
+        outputs.append(h * (i + 1))
+    return outputs
+
+
+@case((3, 2))
+def starred_concat_rows(x):
+    return nd.concat(*rnn_like_steps(x, 3), dim=0) * 2
+
+
+@case((3, 2))
+def starred_concat_default_dim(x):
+    pieces = rnn_like_steps(x, 2)
+    return nd.sin(nd.concat(*pieces))
+
+
+@case((3, 2))
+def starred_stack(x):
+    return nd.stack(*rnn_like_steps(x, 3), axis=1).sum(axis=1) + nd.stack(*[x, x * x])
+
+
+@case((3, 2))
+def nd_concatenate_list(x):
+    return nd.concatenate(rnn_like_steps(x, 2), axis=1) ** 2
+
+
 @case((5,))
 def indexing(x):
     return x[1:4] * x[0] + x[-1]
