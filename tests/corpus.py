@@ -201,6 +201,24 @@ def nd_concatenate_list(x):
     return nd.concatenate(rnn_like_steps(x, 2), axis=1) ** 2
 
 
+@case((3,))
+def lists_from_tuple_assignment(x):
+    xs, ys = [x], [x * 2]   # each list has one name: the appends below change only it
+    for i in range(2):
+        xs.append(xs[-1] * x)
+        ys.append(nd.sin(ys[-1]))
+    return nd.stack(*xs) + nd.stack(*ys)
+
+
+@case((3,), (3,))
+def parallel_update(x, y):
+    a, b = x, y
+    for i in range(3):
+        a, b = b * 0.5 + a, a * b   # both read the old a and b
+    a, c = a * 2, a + 1           # c reads the old a
+    return a + b * c
+
+
 @case((5,))
 def indexing(x):
     return x[1:4] * x[0] + x[-1]
