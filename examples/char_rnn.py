@@ -220,6 +220,6 @@ def timed_step(road):
 rounds, per_round = (5, 5) if args.quick else (11, 10)
 timings = time_per_step({road: (lambda road=road: timed_step(road)) for road in roads},
                         rounds, per_round)
-report("char_rnn", curves, timings, first_call, difference, GRADIENT_TOLERANCE)
 if args.plot:
     save_plot(args.plot, curves, "character RNN: held-out loss", ylabel="cross-entropy")
+report("char_rnn", curves, timings, first_call, difference, GRADIENT_TOLERANCE)

@@ -108,6 +108,6 @@ X, y = batches[0]
 rounds, per_round = (5, 20) if args.quick else (15, 50)
 timings = time_per_step({road: (lambda fns=fns: step(*fns, X, y)) for road, fns in roads.items()},
                         rounds, per_round)
-report("linear_regression", curves, timings, first_call, difference, 1e-4)
 if args.plot:
     save_plot(args.plot, curves, "linear regression: training loss")
+report("linear_regression", curves, timings, first_call, difference, 1e-4)

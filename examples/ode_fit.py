@@ -152,6 +152,6 @@ print(f"  fitted: {fitted}; true: "
 rounds, per_round = (5, 2) if args.quick else (11, 5)
 timings = time_per_step({road: (lambda fn=fn: step(fn)) for road, fn in roads.items()},
                         rounds, per_round)
-report("ode_fit", curves, timings, first_call, difference, 1e-3)
 if args.plot:
     save_plot(args.plot, curves, "Lotka-Volterra fit through RK4: loss")
+report("ode_fit", curves, timings, first_call, difference, 1e-3)

@@ -160,7 +160,9 @@ def save_plot(path: str, curves: dict, title: str, ylabel: str = "loss",
     styles = {"tape": dict(linewidth=3, alpha=0.5), "compiled": dict(linestyle="--")}
     for road, losses in curves.items():
         ax.plot(range(1, len(losses) + 1), losses, label=road, **styles.get(road, {}))
-    if log_scale and all(v > 0 and math.isfinite(v) for c in curves.values() for v in c):
+    values = [v for c in curves.values() for v in c]
+    if log_scale and all(v > 0 and math.isfinite(v) for v in values) \
+            and max(values) > 10 * min(values):
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
