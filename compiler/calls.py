@@ -78,7 +78,7 @@ METHODS = {name: name for name in (
     "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "log1p", "expm1", "reciprocal",
     "floor", "ceil", "round", "transpose", "flatten", "expand_dims", "squeeze", "tile",
     "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape",
-    "pick")}
+    "pick", "take", "slice_axis")}
 ATTRIBUTES = {"T": "transpose"}
 INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
 INERT_METHODS = {"argmax", "argmin", "wait_to_read", "zeros_like", "ones_like", "detach"}

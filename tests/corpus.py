@@ -170,6 +170,21 @@ def pick_method_axis0_keepdims(x):
     return x.pick(LABELS, axis=0, keepdims=True) * x
 
 
+ROWS = nd.array([3, 0, 0, 1])   # an embedding lookup's indices (a repeated row too)
+
+
+@case((4, 3))
+def take_rows(x):
+    return nd.tanh(nd.take(x, ROWS)) * x.take(ROWS, axis=0, mode="wrap")
+
+
+@case((4, 3))
+def slices_mxnet_style(x):
+    head = nd.slice(x, begin=(0, 1), end=(2, 3))
+    tail = nd.slice_axis(x, axis=0, begin=2, end=4)
+    return head * x.slice_axis(axis=1, begin=0, end=2)[1:3] + nd.sin(tail[:, 1:])
+
+
 def rnn_like_steps(x, n):
     """Per-step outputs collected in a list, as MXNet's RNN chapters do."""
     outputs = []
