@@ -261,14 +261,15 @@ class _Flattener:
             return
         elts = target.elts
         if isinstance(value, (gast.Tuple, gast.List)) and len(value.elts) == len(elts):
-            # evaluate all first (swaps: a, b = b, a) -- but a name no later item reads
+            # evaluate all first (swaps: a, b = b, a) -- but a name no other item reads
             # is bound to its item directly, without a temporary: ``xs, ys = [x], [y]``
             # must leave no second name for the list that ``xs.append`` then changes
             atoms = []
             for i, (t, v) in enumerate(zip(elts, value.elts, strict=True)):
+                others = value.elts[:i] + value.elts[i + 1:]
                 if isinstance(t, gast.Name) and not isinstance(v, gast.Name) and not any(
                         isinstance(n, gast.Name) and n.id == t.id
-                        for later in value.elts[i + 1:] for n in gast.walk(later)):
+                        for other in others for n in gast.walk(other)):
                     self.bind(t, v, out, like)
                     atoms.append(None)
                 else:

@@ -29,7 +29,7 @@ labels += nd.random.normal(scale=0.01, shape=labels.shape)
 
 # the minibatches, drawn once: both roads see the same ones in the same order
 order = np.random.default_rng(args.seed).integers(0, num_examples, (args.steps, batch_size))
-batches = [(features[nd.array(i)], labels[nd.array(i)]) for i in order]
+batches = [(features.take(nd.array(j)), labels.take(nd.array(j))) for j in order]
 
 # ----- the model, as the chapter writes it ---------------------------------------------
 w = nd.random.normal(scale=0.01, shape=(num_inputs, 1))

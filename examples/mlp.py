@@ -32,7 +32,7 @@ features = nd.array(np.stack([radius * np.cos(angle), radius * np.sin(angle)], a
                     dtype="float32")
 labels = nd.array(classes)   # float32 class numbers, as MXNet's data loaders give them
 order = rng.integers(0, num_examples, (args.steps, batch_size))
-batches = [(features[nd.array(i)], labels[nd.array(i)]) for i in order]
+batches = [(features.take(nd.array(j)), labels.take(nd.array(j))) for j in order]
 
 # ----- the model, as the chapter writes it ---------------------------------------------
 nd.random.seed(args.seed)

@@ -30,7 +30,7 @@ features = nd.array(centres[classes] + rng.normal(0, 1.0, (num_examples, num_inp
                     dtype="float32")
 labels = nd.array(classes)   # float32 class numbers, as MXNet's data loaders give them
 order = rng.integers(0, num_examples, (args.steps, batch_size))
-batches = [(features[nd.array(i)], labels[nd.array(i)]) for i in order]
+batches = [(features.take(nd.array(j)), labels.take(nd.array(j))) for j in order]
 
 # ----- the model, as the chapter writes it ---------------------------------------------
 nd.random.seed(args.seed)
