@@ -63,7 +63,7 @@ class Progress:
             filled = round(_BAR_WIDTH * step / self.total)
             bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
             self.stream.write(f"\r  {self.label:<9} [{bar}] {step}/{self.total} "
-                              f"loss {loss:.5g}")
+                              f"loss {loss:<11.5g}")   # padded: no leftovers
             if step == self.total:
                 self.stream.write(f"  ({time.perf_counter() - self.start:.1f} s)\n")
             self.stream.flush()
