@@ -77,7 +77,8 @@ METHODS = {name: name for name in (
     "sum", "mean", "max", "min", "prod", "norm", "exp", "log", "sqrt", "square", "abs",
     "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "log1p", "expm1", "reciprocal",
     "floor", "ceil", "round", "transpose", "flatten", "expand_dims", "squeeze", "tile",
-    "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape")}
+    "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape",
+    "pick", "take", "slice_axis")}
 ATTRIBUTES = {"T": "transpose"}
 INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
 INERT_METHODS = {"argmax", "argmin", "wait_to_read", "zeros_like", "ones_like", "detach"}
@@ -236,6 +237,10 @@ def _describe_call(parsed, call, locals_) -> Operation:
         shape = call.args[1:] or [k.value for k in call.keywords]
         return Operation("prim", P.REGISTRY["reshape"], [call.args[0]],
                          [gast.keyword(arg="shape", value=_reshape_params(shape))], label=label)
+    if target in (P.concat, P.stack) and call.args and isinstance(call.args[0], gast.Starred):
+        return _starred_join(parsed, call, label, stack=target is P.stack)
+    if target is P.concatenate:
+        return _numpy_join(parsed, call, label, stack=False)
     if target in (P.concat, P.stack):
         prim = P.REGISTRY["concat" if target is P.concat else "stack"]
         return Operation("prim", prim, list(call.args), list(call.keywords), label=label)
@@ -356,6 +361,24 @@ def _numpy_join(parsed, call, label, stack) -> Operation:
                        f"{exc}", "What to do: compute the rest outside the function.")
     axis = bound.arguments.get("axis", gast.Constant(value=0, kind=None))
     return Operation("join", args=[bound.arguments["arrays"]],
+                     params=[gast.keyword(arg="axis", value=axis),
+                             gast.keyword(arg="stack", value=gast.Constant(value=stack,
+                                                                           kind=None))],
+                     label=label)
+
+
+def _starred_join(parsed, call, label, stack) -> Operation:
+    """``nd.concat(*seq, dim=1)`` / ``nd.stack(*seq, axis=0)`` (the fence lets ``*seq``
+    through only as their one positional argument): a ``join`` of the list ``seq``, with
+    MXNet's defaults."""
+    keyword = "axis" if stack else "dim"
+    axis = gast.Constant(value=0 if stack else 1, kind=None)
+    for k in call.keywords:
+        if k.arg != keyword:
+            raise error_at(parsed, call, f"{label}(): pullback does not support the "
+                           f"parameter {k.arg!r} here", f"What to do: pass {keyword}= only.")
+        axis = k.value
+    return Operation("join", args=[call.args[0].value],
                      params=[gast.keyword(arg="axis", value=axis),
                              gast.keyword(arg="stack", value=gast.Constant(value=stack,
                                                                            kind=None))],

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import gast
 
+from pullback.runtime import primitives as P
+
 from .errors import error_at
+
+# calls whose one positional argument may be ``*seq`` (MXNet's RNN chapters join their
+# per-step outputs with ``nd.concat(*outputs, dim=0)``): normalize and calls.py read
+# them as a join of the list, like ``np.concatenate(outputs, axis=0)``
+STARRED_JOINS = (P.concat, P.stack)
 
 _REJECTED = {
     gast.Try: ("try/except", "move the error handling outside the differentiated function"),
@@ -57,6 +64,27 @@ def _check_target(parsed, target) -> None:
                    "assign to a plain variable name")
 
 
+def _resolve(parsed, expr):
+    """The object a global name or attribute chain refers to (None if unknown)."""
+    if isinstance(expr, gast.Attribute):
+        base = _resolve(parsed, expr.value)
+        return getattr(base, expr.attr, None) if base is not None else None
+    if isinstance(expr, gast.Name):
+        try:
+            return parsed.resolve(expr.id)
+        except KeyError:
+            return None
+    return None
+
+
+def _is_starred_join(parsed, node) -> bool:
+    """``nd.concat(*seq, dim=...)`` or ``nd.stack(*seq, axis=...)``: one starred
+    positional argument, nothing else by position."""
+    return (isinstance(node, gast.Call) and len(node.args) == 1
+            and isinstance(node.args[0], gast.Starred)
+            and any(_resolve(parsed, node.func) is f for f in STARRED_JOINS))
+
+
 def check(parsed) -> None:
     """Raise CompileError at the first unsupported construct of the function."""
     fn = parsed.tree
@@ -64,9 +92,11 @@ def check(parsed) -> None:
     if args.vararg or args.kwarg or args.kwonlyargs:
         raise error_at(parsed, fn, "*args, **kwargs and keyword-only parameters are not "
                        "supported", "use plain positional parameters")
-    for node in gast.walk(gast.Module(body=fn.body, type_ignores=[])):
+    body = gast.Module(body=fn.body, type_ignores=[])
+    joined = {id(node.args[0]) for node in gast.walk(body) if _is_starred_join(parsed, node)}
+    for node in gast.walk(body):
         rejected = _REJECTED.get(type(node))
-        if rejected:
+        if rejected and id(node) not in joined:
             what, hint = rejected
             raise error_at(parsed, node, f"{what} cannot be differentiated by pullback",
                            f"What to do: {hint}, or use @pb.compile(fallback='tape').")

@@ -288,10 +288,24 @@ class _Flattener:
             return
         elts = target.elts
         if isinstance(value, (gast.Tuple, gast.List)) and len(value.elts) == len(elts):
-            atoms = [self.atom(v, out) for v in value.elts]   # evaluate all first (swaps)
-            atoms = [self.copy_if_target(a, elts, out, like) for a in atoms]
+            # evaluate all first (swaps: a, b = b, a) -- but a name no other item reads
+            # is bound to its item directly, without a temporary: ``xs, ys = [x], [y]``
+            # must leave no second name for the list that ``xs.append`` then changes
+            atoms = []
+            for i, (t, v) in enumerate(zip(elts, value.elts, strict=True)):
+                others = value.elts[:i] + value.elts[i + 1:]
+                if isinstance(t, gast.Name) and not isinstance(v, gast.Name) and not any(
+                        isinstance(n, gast.Name) and n.id == t.id
+                        for other in others for n in gast.walk(other)):
+                    self.bind(t, v, out, like)
+                    atoms.append(None)
+                else:
+                    atoms.append(self.atom(v, out))
+            atoms = [a if a is None else self.copy_if_target(a, elts, out, like)
+                     for a in atoms]
             for t, a in zip(elts, atoms, strict=True):
-                self.bind(t, a, out, like)
+                if a is not None:
+                    self.bind(t, a, out, like)
             return
         whole = self.atom(value, out, base="unpack")
         for i, t in enumerate(elts):
@@ -480,7 +494,9 @@ class _Flattener:
                                       ctx=gast.Load())
         else:
             raise self.error(e, "calls must name a function or a method")
-        args = [self.atom(a, out) for a in e.args]
+        args = [gast.Starred(value=self.atom(a.value, out), ctx=gast.Load())
+                if isinstance(a, gast.Starred) else self.atom(a, out)   # nd.concat(*seq)
+                for a in e.args]
         keywords = [gast.keyword(arg=k.arg, value=self.atom(k.value, out)) for k in e.keywords]
         if any(k.arg is None for k in keywords):
             raise self.error(e, "**kwargs in calls is not supported")

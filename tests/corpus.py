@@ -157,6 +157,83 @@ def softmax_rows(x):
     return nd.softmax(x) * nd.log_softmax(x)
 
 
+LABELS = nd.array([2, 0, 3])   # class labels read from a global, as the MXNet chapters do
+
+
+@case((3, 4), positive=True)
+def pick_cross_entropy(x):
+    return -nd.pick(nd.softmax(x), LABELS).log()
+
+
+@case((4, 3))
+def pick_method_axis0_keepdims(x):
+    return x.pick(LABELS, axis=0, keepdims=True) * x
+
+
+ROWS = nd.array([3, 0, 0, 1])   # an embedding lookup's indices (a repeated row too)
+
+
+@case((4, 3))
+def take_rows(x):
+    return nd.tanh(nd.take(x, ROWS)) * x.take(ROWS, axis=0, mode="wrap")
+
+
+@case((4, 3))
+def slices_mxnet_style(x):
+    head = nd.slice(x, begin=(0, 1), end=(2, 3))
+    tail = nd.slice_axis(x, axis=0, begin=2, end=4)
+    return head * x.slice_axis(axis=1, begin=0, end=2)[1:3] + nd.sin(tail[:, 1:])
+
+
+def rnn_like_steps(x, n):
+    """Per-step outputs collected in a list, as MXNet's RNN chapters do."""
+    outputs = []
+    h = x
+    for i in range(n):
+        h = nd.tanh(h * 0.5 + x)
+        outputs.append(h * (i + 1))
+    return outputs
+
+
+@case((3, 2))
+def starred_concat_rows(x):
+    return nd.concat(*rnn_like_steps(x, 3), dim=0) * 2
+
+
+@case((3, 2))
+def starred_concat_default_dim(x):
+    pieces = rnn_like_steps(x, 2)
+    return nd.sin(nd.concat(*pieces))
+
+
+@case((3, 2))
+def starred_stack(x):
+    return nd.stack(*rnn_like_steps(x, 3), axis=1).sum(axis=1) + nd.stack(*[x, x * x])
+
+
+@case((3, 2))
+def nd_concatenate_list(x):
+    return nd.concatenate(rnn_like_steps(x, 2), axis=1) ** 2
+
+
+@case((3,))
+def lists_from_tuple_assignment(x):
+    xs, ys = [x], [x * 2]   # each list has one name: the appends below change only it
+    for i in range(2):
+        xs.append(xs[-1] * x)
+        ys.append(nd.sin(ys[-1]))
+    return nd.stack(*xs) + nd.stack(*ys)
+
+
+@case((3,), (3,))
+def parallel_update(x, y):
+    a, b = x, y
+    for i in range(3):
+        a, b = b * 0.5 + a, a * b   # both read the old a and b
+    a, c = a * 2, a + 1           # c reads the old a
+    return a + b * c
+
+
 @case((5,))
 def indexing(x):
     return x[1:4] * x[0] + x[-1]

@@ -75,6 +75,14 @@ def uses_lambda_inside(x):
     return f(x)
 
 
+def starred_elsewhere(x):
+    return nd.maximum(*[x, x * 2])   # only nd.concat(*seq) and nd.stack(*seq) take *seq
+
+
+def starred_after_positional(x):
+    return nd.concat(x, *[x * 2], dim=0)
+
+
 CASES = [
     (uses_try, "try", "try"),
     (uses_with, "with", "with"),
@@ -86,6 +94,8 @@ CASES = [
     (writes_slice, "y[0] = 5.0", "slices"),
     (unknown_call, "sorted(x)", "no gradient rule"),
     (uses_lambda_inside, "lambda", "lambda"),
+    (starred_elsewhere, "*[x, x * 2]", "*args"),
+    (starred_after_positional, "*[x * 2]", "*args"),
 ]
 
 
