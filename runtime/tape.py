@@ -272,6 +272,8 @@ def apply(prim, args, params):
     result = NDArray(data)
     if owner is not None:
         result._base = owner
+    if prim.name in COMPARISONS:
+        result._mask = True
     recording = _state.recording
     if history:
         if not recording:   # e.g. a rule run by backward() without create_graph
@@ -542,4 +544,4 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
 # ndarray.py and primitives.py import this module, so they are bound last (any import
 # order works: each of the three modules imports the others at its end or uses them late).
 from . import primitives
-from .ndarray import NDArray, as_data
+from .ndarray import COMPARISONS, NDArray, as_data

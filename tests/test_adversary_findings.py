@@ -99,7 +99,7 @@ def masked(x):
     return x[x > 0] * 3.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 4")
+
 def test_mask_indexing_agrees_on_tape_and_compiled():
     data = [-0.5, 0.2, 0.7, -0.1]
     compiled = pb.grad(masked)(nd.array(data, dtype="float64")).asnumpy()
