@@ -123,7 +123,7 @@ class CompiledFunction:
         stack = Stack()
         raw_args = [a._data if isinstance(a, NDArray) else a for a in args]
         with tape.scope(recording=False, training=None):
-            out = variant.forward(stack, *raw_args)
+            out = _run_in_world(args, variant.forward, stack, *raw_args)
         if not any(mask):   # a plain forward: nothing was pushed, nothing to record
             return _convert_value(out, args)
         single = not isinstance(out, tuple)
@@ -359,12 +359,29 @@ def _convert_value(out, args, differentiated=False):
     arrays); a plain call's number result stays a number."""
     if isinstance(out, tuple):
         return tuple(_convert_value(o, args, differentiated) for o in out)
-    numpy_mode = any(isinstance(a, np.ndarray) for a in args) and not any(
-        isinstance(a, NDArray) for a in args)
+    numpy_mode = _numpy_world(args)
     kinds = (np.ndarray, float, np.floating) if differentiated else np.ndarray
     if numpy_mode or not isinstance(out, kinds):
         return out
     return NDArray(as_data(out))
+
+
+def _numpy_world(args) -> bool:
+    """Numpy arrays in and no NDArray: numpy's conventions (results, ``x.flatten()``)."""
+    return any(isinstance(a, np.ndarray) for a in args) and not any(
+        isinstance(a, NDArray) for a in args)
+
+
+def _run_in_world(args, forward, *forward_args):
+    """``forward(*forward_args)``, in numpy's world when ``args`` are numpy's."""
+    state = tape._state
+    if not _numpy_world(args) or state.numpy_world:
+        return forward(*forward_args)
+    state.numpy_world = True
+    try:
+        return forward(*forward_args)
+    finally:
+        state.numpy_world = False
 
 
 def value_and_grad(fn, argnums=0):
@@ -417,10 +434,10 @@ def _gradient_runner(fn, argnums):
         stack = Stack()
         if tape.is_recording():   # NDArrays the function reads (globals) must not record
             with tape.scope(recording=False, training=None):
-                out = forward(stack, *internal)
+                out = _run_in_world(args, forward, stack, *internal)
                 grads = adjoint(stack, _ones(out))
         else:
-            out = forward(stack, *internal)
+            out = _run_in_world(args, forward, stack, *internal)
             grads = adjoint(stack, _ones(out))
         results = _convert_grads(grads, internal, args, nums)
         return args, out, (results[0] if single else tuple(results))
@@ -439,7 +456,7 @@ def vjp(fn, *args, argnums=None):
     internal = _internal_arguments(fn, args, nums)
     stack = Stack()
     with tape.scope(recording=False, training=None):
-        out = variant.forward(stack, *internal)
+        out = _run_in_world(args, variant.forward, stack, *internal)
 
     shown = _convert_value(out, args, differentiated=True)
 

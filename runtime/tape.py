@@ -44,6 +44,13 @@ class _State(threading.local):
     recording = False
     training = False
     backward_pass = None   # the serial of the backward pass running in this thread
+    # compiled code called with numpy arrays (no NDArray): a method whose meaning
+    # differs (``x.flatten()``) takes numpy's, not MXNet's (``compiler.api``)
+    numpy_world = False
+
+
+def numpy_world() -> bool:
+    return _state.numpy_world
 
 
 _state = _State()

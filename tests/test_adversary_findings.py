@@ -173,7 +173,7 @@ def flattened(x):
     return x.flatten() * np.array([1.0, 2.0, 3.0])
 
 
-@pytest.mark.xfail(strict=True, reason="adv finding 8")
+
 def test_flatten_of_numpy_array_is_one_dimensional():
     x = np.ones((3, 1))
     np.testing.assert_allclose(pb.compile(flattened)(x), flattened(x))

@@ -198,3 +198,23 @@ def test_a_user_name_like_a_generated_one(name, fuse, tmp_path, monkeypatch):
         for k, g in enumerate(grads):
             np.testing.assert_allclose(g, central_gradient(_sum_of(fn), (x, y), k), rtol=1e-6,
                                        atol=1e-9, err_msg=f"{name} {fn.__name__} arg {k}")
+
+
+# ----- x.flatten(): numpy's for numpy arrays, MXNet's for NDArrays -------------------------
+
+def weighted_flatten(x):
+    return np.sum(x.flatten() * np.arange(1.0, 1.0 + x.size))
+
+
+def flatten_shape(x):
+    return x.flatten() * 2.0
+
+
+def test_flatten_follows_the_arguments_world():
+    x = np.random.default_rng(0).random((2, 3))
+    np.testing.assert_allclose(pb.grad(weighted_flatten)(x),
+                               central_gradient(weighted_flatten, (x,), 0), rtol=1e-7)
+    assert pb.compile(flatten_shape)(x).shape == (6,)
+    assert pb.compile(flatten_shape)(nd.array(x)).shape == (2, 3)   # MXNet's: (n, rest)
+    v = nd.array(np.ones((3, 1, 2)))
+    assert pb.compile(flatten_shape)(v).shape == (3, 2) == nd.flatten(v).shape
