@@ -29,6 +29,7 @@ from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
 from .pipeline import Variant
+from .pytree import Kind, map_leaves, structure
 
 _BY_CODE = {}
 
@@ -95,7 +96,7 @@ class CompiledFunction:
         return as_compiled(fn).variant(mask)
 
     def variant(self, mask) -> Variant:
-        mask = tuple(bool(m) for m in mask)
+        mask = tuple(m if isinstance(m, Kind) else bool(m) for m in mask)
         found = self._variants.get(mask)
         if found is None:
             found = self._variants[mask] = Variant(self, mask)
@@ -260,12 +261,15 @@ def _to_internal(value, active):
         if active and not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
+    if active and isinstance(value, (dict, list, tuple)):
+        # a pytree: new containers (never the caller's) of the leaves as compiled code
+        # sees them; its gradient comes back with the same structure (_convert_grads)
+        structure(value)   # a TypeError for a leaf that is not an array or a number
+        return map_leaves(lambda leaf: _to_internal(leaf, True), value)
     if active and not isinstance(value, (np.generic, bool)):
-        # a gradient with respect to a container (or any other object) would come back
-        # with the wrong structure, or as a silent zero: refused until pytrees exist
         raise TypeError(f"cannot differentiate with respect to a {type(value).__name__} "
-                        "argument (only arrays and numbers, for now); pass its arrays as "
-                        "arguments of their own, or exclude it with argnums=")
+                        "argument (only arrays, numbers, and dicts, lists and tuples of "
+                        "them); exclude it with argnums=")
     return value
 
 
@@ -287,8 +291,10 @@ def _to_external(value, like):
 
 
 def _ones(value):
-    if isinstance(value, tuple):
-        return tuple(_ones(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_ones(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _ones(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):
         ones = np.empty_like(value)   # empty + fill: a third of ones_like's cost on small arrays
         ones.fill(1)
@@ -301,17 +307,26 @@ def _ones(value):
                         f"{type(value).__name__}")
 
 
-def _differentiated(fn, argnums, nums, n_args) -> Variant:
-    """The built variant of ``fn`` with the parameters ``nums`` differentiated."""
+def _differentiated(fn, argnums, nums, args) -> Variant:
+    """The built variant of ``fn`` with the parameters ``nums`` differentiated (a
+    container argument's mask entry is its structure, compiler/pytree.py)."""
+    n_args = len(args)
     for n in nums:
         if not 0 <= n < n_args:
             raise ValueError(f"argnums {argnums} out of range for {n_args} arguments")
     compiled = as_compiled(fn)
     # implicit inputs (globals, ...) are data here: only the arguments are differentiated
     n_all = n_args + len(compiled.implicit)
-    variant = compiled.variant(tuple(i in nums for i in range(n_all)))
+    variant = compiled.variant(tuple(
+        i in nums and (structure(args[i]) or True) for i in range(n_all)))
     variant._build()
     return variant
+
+
+def _structures(args, nums) -> tuple:
+    """The structure of each differentiated container argument (None for the others)."""
+    return tuple(structure(args[n]) if isinstance(args[n], (dict, list, tuple)) else None
+                 for n in nums if n < len(args))
 
 
 def _internal_arguments(fn, args, nums) -> list:
@@ -323,16 +338,28 @@ def _internal_arguments(fn, args, nums) -> list:
 
 
 def _convert_grads(grads, internal, args, nums):
-    results = []
-    for n in nums:
-        g = grads[n]
-        shape = np.shape(internal[n])
-        if g is None:
-            g = np.zeros_like(internal[n])
-        elif (g.shape if type(g) is np.ndarray else np.shape(g)) != shape:
-            g = np.broadcast_to(g, shape).copy() if shape else np.sum(g)
-        results.append(_to_external(_in_dtype_of(g, internal[n]), args[n]))
-    return results
+    return [_external_gradient(grads[n], internal[n], args[n]) for n in nums]
+
+
+def _external_gradient(g, internal, arg):
+    """The gradient ``g`` the adjoint returned for an argument (``internal``: as compiled
+    code saw it), given the argument's kind and structure: a container's gradient is a
+    container of the same type (zeros where its items got none)."""
+    if isinstance(arg, (dict, list, tuple)):
+        if isinstance(arg, dict):
+            if g is not None and not isinstance(g, dict):
+                raise RuntimeError(f"pullback bug: a dict's gradient is a {type(g).__name__}")
+            g = g or {}
+            return {k: _external_gradient(g.get(k), internal[k], v) for k, v in arg.items()}
+        parts = [None] * len(arg) if g is None else list(g)   # an array: by rows
+        return type(arg)(_external_gradient(p, i, v)
+                         for p, i, v in zip(parts, internal, arg, strict=True))
+    shape = np.shape(internal)
+    if g is None:
+        g = np.zeros_like(internal)
+    elif (g.shape if type(g) is np.ndarray else np.shape(g)) != shape:
+        g = np.broadcast_to(g, shape).copy() if shape else np.sum(g)
+    return _to_external(_in_dtype_of(g, internal), arg)
 
 
 def _in_dtype_of(g, value):
@@ -351,8 +378,10 @@ def _convert_value(out, args, differentiated=False):
     ``differentiated``: the value of ``value_and_grad``/``vjp``, where differentiated
     Python numbers ran as numbers, so a number result is an NDArray too (as it is for
     arrays); a plain call's number result stays a number."""
-    if isinstance(out, tuple):
-        return tuple(_convert_value(o, args, differentiated) for o in out)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_convert_value(o, args, differentiated) for o in out)
+    if isinstance(out, dict):
+        return {k: _convert_value(o, args, differentiated) for k, o in out.items()}
     numpy_mode = any(isinstance(a, np.ndarray) for a in args) and not any(
         isinstance(a, NDArray) for a in args)
     kinds = (np.ndarray, float, np.floating) if differentiated else np.ndarray
@@ -396,14 +425,15 @@ def _gradient_runner(fn, argnums):
     single = _is_position(argnums)
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)
-    prepared = {}   # number of arguments -> the variant's (forward, adjoint)
+    prepared = {}   # (number of arguments, structures) -> the variant's (forward, adjoint)
 
     def run(args, kwargs):
         args = complete_arguments(user_fn, args, kwargs)
-        entry = prepared.get(len(args))
+        key = (len(args), _structures(args, nums))
+        entry = prepared.get(key)
         if entry is None:
-            variant = _differentiated(fn, argnums, nums, len(args))
-            entry = prepared[len(args)] = (variant._forward, variant._adjoint)
+            variant = _differentiated(fn, argnums, nums, args)
+            entry = prepared[key] = (variant._forward, variant._adjoint)
         forward, adjoint = entry
         internal = _internal_arguments(fn, args, nums)
         stack = Stack()
@@ -427,7 +457,7 @@ def vjp(fn, *args, argnums=None):
     integer arrays stay integer)."""
     single = _is_position(argnums)
     nums = tuple(range(len(args))) if argnums is None else _positions(argnums)
-    variant = _differentiated(fn, nums, nums, len(args))
+    variant = _differentiated(fn, nums, nums, args)
     internal = _internal_arguments(fn, args, nums)
     stack = Stack()
     with tape.scope(recording=False, training=None):

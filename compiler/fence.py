@@ -51,10 +51,23 @@ def _check_target(parsed, target) -> None:
             _check_target(parsed, elt)
         return
     if isinstance(target, gast.Subscript):
-        raise error_at(parsed, target, "writes into array slices are not supported",
-                       "build a new array instead (e.g. with nd.where or nd.concat)")
+        # ``d[k] = v`` on a local dict or list (normalize: a new container; analysis
+        # refuses it on an array, or where another name refers to the container)
+        if isinstance(target.value, gast.Name) and not isinstance(target.slice, gast.Slice):
+            return
+        raise error_at(parsed, target, "writes into array slices, attributes' items or "
+                       "nested items are not supported",
+                       "build a new array instead (e.g. with nd.where or nd.concat), or "
+                       "assign one item of a local dict or list at a time (d[k] = v)")
     raise error_at(parsed, target, f"assignment to {type(target).__name__} is not supported",
                    "assign to a plain variable name")
+
+
+def _plain_names(target) -> bool:
+    if isinstance(target, gast.Name):
+        return True
+    return isinstance(target, (gast.Tuple, gast.List)) and all(
+        _plain_names(e) for e in target.elts)
 
 
 def check(parsed) -> None:
@@ -73,9 +86,9 @@ def check(parsed) -> None:
         if isinstance(node, (gast.Assign, gast.AugAssign)):
             for target in (node.targets if isinstance(node, gast.Assign) else [node.target]):
                 _check_target(parsed, target)
-        if isinstance(node, gast.For) and not isinstance(node.target, gast.Name):
-            raise error_at(parsed, node.target, "for loops must bind one plain variable",
-                           "unpack inside the loop body")
+        if isinstance(node, gast.For) and not _plain_names(node.target):
+            raise error_at(parsed, node.target, "for loops must bind plain variables "
+                           "(a name or a tuple of names)", "unpack inside the loop body")
         if isinstance(node, (gast.For, gast.While)) and node.orelse:
             raise error_at(parsed, node, "else clauses on loops are not supported",
                            "use a flag variable")

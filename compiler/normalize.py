@@ -259,6 +259,11 @@ class _Flattener:
         if isinstance(target, gast.Name):
             out.append(assign(target.id, self.simple(value, out, base=target.id), like))
             return
+        if isinstance(target, gast.Subscript):   # d[k] = v: a new container (values)
+            item = self.atom(value, out)
+            key = self.atom(target.slice, out)
+            out.append(self.setitem(target.value.id, key, item, like))
+            return
         elts = target.elts
         if isinstance(value, (gast.Tuple, gast.List)) and len(value.elts) == len(elts):
             atoms = [self.atom(v, out) for v in value.elts]   # evaluate all first (swaps)
@@ -280,8 +285,28 @@ class _Flattener:
             return name(fresh)
         return atom
 
+    def setitem(self, container, key, item, like):
+        """``container = support.setitem(container, key, item)``."""
+        if container not in self.locals:
+            raise self.error(like, f"{container}[...] = ... writes into a value that is not "
+                             "a local variable", "work on a local copy")
+        call = gast.Call(func=gast.Attribute(value=name("support"), attr="setitem",
+                                             ctx=gast.Load()),
+                         args=[name(container), key, item], keywords=[])
+        return assign(container, gast.copy_location(call, like), like)
+
     def augassign_stmt(self, s):
         out = []
+        if isinstance(s.target, gast.Subscript):   # d[k] += v: read, add, write back
+            key = self.atom(s.target.slice, out)
+            current = self.atom(gast.Subscript(value=name(s.target.value.id), slice=key,
+                                               ctx=gast.Load()), out, base="item",
+                                force_name=True)
+            right = self.atom(s.value, out)
+            total = self.atom(gast.BinOp(left=current, op=s.op, right=right), out,
+                              force_name=True)
+            out.append(self.setitem(s.target.value.id, key, total, s))
+            return out
         right = self.atom(s.value, out)
         value = gast.BinOp(left=name(s.target.id), op=s.op, right=right)
         update = assign(s.target.id, value, s)
@@ -345,8 +370,9 @@ class _Flattener:
         rng = self.atom(gast.Call(func=name("range"), args=[count], keywords=[]), out,
                         base="range", force_name=True)
         first = []
-        self.bind(s.target, gast.Subscript(value=seq, slice=name(index), ctx=gast.Load()),
-                  first, s)
+        item = gast.Subscript(value=seq, slice=name(index), ctx=gast.Load())
+        item.pb_iteration = True   # for k in d: a dict's keys (analysis knows its kind)
+        self.bind(s.target, item, first, s)
         body = first + self.block(s.body)
         out.append(gast.copy_location(gast.For(target=name(index, store=True), iter=rng,
                                                body=body, orelse=[], type_comment=None), s))
@@ -398,12 +424,36 @@ class _Flattener:
                 return e
             return gast.Attribute(value=self.atom(e.value, out), attr=e.attr, ctx=gast.Load())
         if isinstance(e, gast.Subscript):
-            return gast.Subscript(value=self.atom(e.value, out), slice=self.index(e.slice, out),
+            item = gast.Subscript(value=self.atom(e.value, out), slice=self.index(e.slice, out),
                                   ctx=gast.Load())
+            item.pb_iteration = getattr(e, "pb_iteration", False)
+            return item
+        if isinstance(e, gast.Dict):
+            return self.dict_display(e, out)
         if isinstance(e, (gast.Tuple, gast.List)):
             kind = gast.Tuple if isinstance(e, gast.Tuple) else gast.List
             return kind(elts=[self.atom(v, out) for v in e.elts], ctx=gast.Load())
         raise self.error(e, f"{type(e).__name__} expressions are not supported")
+
+    def dict_display(self, e, out):
+        """``{'a': x, 'b': y}`` with distinct constant keys stays a literal over atoms;
+        any other (computed keys) is built with ``support.setitem`` one key at a time, so
+        that a repeated key keeps only its last value, as in Python."""
+        if any(k is None for k in e.keys):
+            raise self.error(e, "**unpacking in a dict display is not supported",
+                             "What to do: add the items one by one (d[k] = v)")
+        constant = all(isinstance(k, gast.Constant) for k in e.keys)
+        if constant and len({(type(k.value), k.value) for k in e.keys}) == len(e.keys):
+            return gast.Dict(keys=[const(k.value) for k in e.keys],
+                             values=[self.atom(v, out) for v in e.values])
+        pairs = [(self.atom(k, out), self.atom(v, out)) for k, v in zip(e.keys, e.values,
+                                                                     strict=True)]
+        temp = self.namer.fresh("dict")
+        self.locals.add(temp)
+        out.append(assign(temp, gast.Dict(keys=[], values=[]), e))
+        for key, value in pairs:
+            out.append(self.setitem(temp, key, value, e))
+        return name(temp)
 
     def index(self, s, out):
         if isinstance(s, gast.Slice):

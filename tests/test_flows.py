@@ -116,7 +116,6 @@ def list_operator(a):
 
 
 REFUSED = [
-    (dict_by_keywords, 0.5, "by keyword x="),
     (sinc_by_keyword, 0.3, "by keyword x="),
     (list_filled_by_a_helper, 3.0, "result of put"),
     (sort_in_place, np.array([3.0, 1.0, 2.0]), ".sort"),
@@ -266,18 +265,6 @@ def test_no_differentiated_value_is_smuggled_past_the_analysis(tmp_path):
     assert outcomes["refused"] > 20 and outcomes["right"] > 20, outcomes
 
 
-def _dict_product(v):
-    return v['a'] * v['b']
-
-
-def _pair_product(t):
-    return t[0] * t[1]
-
-
-@pytest.mark.parametrize("fn, arg", [(_dict_product, {'a': 2.0, 'b': 3.0}),
-                                     (_pair_product, (2.0, 3.0)),
-                                     (_pair_product, [2.0, 3.0])])
-def test_container_argument_is_refused_not_a_silent_zero(fn, arg):
-    # was NDArray [0] for the dict and one stacked array for the tuple/list
-    with pytest.raises(TypeError, match="cannot differentiate with respect to a"):
-        pb.grad(fn)(arg)
+def test_a_dict_built_by_keywords_is_followed():
+    # was 0.0 (issue 11); now a dict value (tests/test_pytrees.py covers the forms)
+    assert pb.grad(dict_by_keywords)(0.5) == pytest.approx(2.0)
