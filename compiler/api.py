@@ -111,10 +111,11 @@ class CompiledFunction:
         user_args = complete_arguments(self.fn, args, kwargs)
         args = user_args + self.implicit_values() if self.implicit else user_args
         recording = tape.is_recording()
-        mask = tuple(recording and isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
+        mask = tuple(recording and _tracked_mask(a) for a in args)
         try:
-            if recording:
-                self._refuse_hidden_arrays(user_args)
+            if recording:   # a pytree argument's arrays are inputs of the node (below)
+                self._refuse_hidden_arrays(tuple(None if isinstance(m, Kind) else a
+                                                 for a, m in zip(user_args, mask)))
             variant = self.variant(mask)
             variant._build()
         except CompileError:
@@ -122,17 +123,76 @@ class CompiledFunction:
                 return self.fn(*user_args)
             raise
         stack = Stack()
-        raw_args = [a._data if isinstance(a, NDArray) else a for a in args]
+        raw_args = [_raw_tree(a) if isinstance(m, Kind) else
+                    a._data if isinstance(a, NDArray) else a for a, m in zip(args, mask)]
         with tape.scope(recording=False, training=None):
             out = variant.forward(stack, *raw_args)
         if not any(mask):   # a plain forward: nothing was pushed, nothing to record
             return _convert_value(out, args)
         single = not isinstance(out, tuple)
         outputs = [_fresh_output(o, raw_args) for o in ([out] if single else out)]
+        inputs, places = _node_inputs(args, mask)
         call = _CompiledCall(self, variant, stack, args,
-                             tuple((o.shape, o._data.dtype) for o in outputs))
-        tape.record_custom(_COMPILED, args, {"call": call}, outputs)
+                             tuple((o.shape, o._data.dtype) for o in outputs), inputs, places)
+        tape.record_custom(_COMPILED, inputs, {"call": call}, outputs)
         return outputs[0] if single else tuple(outputs)
+
+
+def _tracked_mask(value):
+    """A recorded call's mask entry for an argument: True for an NDArray with a gradient,
+    the structure of a dict, list or tuple of arrays and numbers holding one (its arrays
+    become inputs of the node), else False."""
+    if isinstance(value, NDArray):
+        return tape.is_tracked(value)
+    if isinstance(value, (dict, list, tuple)):
+        leaves = []
+        map_leaves(leaves.append, value)
+        if any(isinstance(leaf, NDArray) and tape.is_tracked(leaf) for leaf in leaves):
+            try:
+                return structure(value)
+            except TypeError:
+                return False   # not a pytree of arrays: refused as a hidden array
+    return False
+
+
+def _raw_tree(value):
+    return map_leaves(lambda leaf: leaf._data if isinstance(leaf, NDArray) else leaf, value)
+
+
+def _node_inputs(args, mask):
+    """The tape node's inputs (each argument; a pytree argument's NDArray leaves in its
+    place) and where each comes from: ``(argument index, path within it)``."""
+    inputs, places = [], []
+    for i, (a, m) in enumerate(zip(args, mask, strict=True)):
+        if not isinstance(m, Kind):
+            inputs.append(a)
+            places.append((i, ()))
+            continue
+        for path, leaf in _paths(a):
+            if isinstance(leaf, NDArray):
+                inputs.append(leaf)
+                places.append((i, path))
+    return inputs, places
+
+
+def _paths(value, path=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(value, (list, tuple)):
+        for k, v in enumerate(value):
+            yield from _paths(v, path + (k,))
+    else:
+        yield path, value
+
+
+def _at(gradient, path):
+    """The part of a container's gradient at ``path`` (None: zero)."""
+    for key in path:
+        if gradient is None:
+            return None
+        gradient = gradient.get(key) if isinstance(gradient, dict) else gradient[key]
+    return gradient
 
 
 def complete_arguments(fn, args, kwargs):
@@ -160,9 +220,10 @@ def _fresh_output(value, raw_args):
 class _CompiledCall:
     """What one recorded call of a compiled function keeps for its backward."""
 
-    def __init__(self, function, variant, stack, args, out_shapes):
+    def __init__(self, function, variant, stack, args, out_shapes, inputs, places):
         self.function, self.variant, self.stack = function, variant, stack
         self.args, self.out_shapes = args, out_shapes
+        self.inputs, self.places = inputs, places   # the node's inputs; (argument, path)
         self.cache = None
 
     def gradient(self, index, out_index, g):
@@ -178,10 +239,12 @@ class _CompiledCall:
             else:
                 head = g._data if len(self.out_shapes) == 1 else tuple(
                     g._data if k == out_index else None for k in range(len(self.out_shapes)))
-                grads = [None if gr is None else NDArray(as_data(np.asarray(
-                             _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
-                         for gr, a in zip(self.variant.adjoint(copy.copy(self.stack), head),
-                                          self.args, strict=True)]
+                per_argument = self.variant.adjoint(copy.copy(self.stack), head)
+                grads = []
+                for a, (i, path) in zip(self.inputs, self.places, strict=True):
+                    gr = _at(per_argument[i], path)
+                    grads.append(None if gr is None else NDArray(as_data(np.asarray(
+                        _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a)))))
             cache = self.cache = (key, g, dict(enumerate(grads)))
         grads = cache[2]
         found = grads.pop(index)
@@ -190,12 +253,12 @@ class _CompiledCall:
         return found
 
     def _eager_gradients(self, out_index, g):
-        tracked = [a for a in self.args if isinstance(a, NDArray) and tape.is_tracked(a)]
+        tracked = [a for a in self.inputs if isinstance(a, NDArray) and tape.is_tracked(a)]
         out = self.function.fn(*self.args[:self.function.fn.__code__.co_argcount])
         out = out if len(self.out_shapes) == 1 else out[out_index]
         grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
         by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
-        return [by_id.get(id(a)) for a in self.args]
+        return [by_id.get(id(a)) for a in self.inputs]
 
 
 def _compiled_rule(index):

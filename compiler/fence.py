@@ -7,6 +7,8 @@ CompileError at the construct's line, with a caret and what to do instead.
 
 from __future__ import annotations
 
+import builtins
+
 import gast
 
 from .errors import error_at
@@ -31,14 +33,11 @@ _REJECTED = {
     gast.Assert: ("assert", "check inputs before calling the differentiated function"),
     gast.Import: ("import statements", "import at module level"),
     gast.ImportFrom: ("import statements", "import at module level"),
-    gast.ListComp: ("list comprehensions", "write a for loop"),
     gast.SetComp: ("set comprehensions", "write a for loop"),
-    gast.DictComp: ("dict comprehensions", "write a for loop"),
     gast.GeneratorExp: ("generator expressions", "write a for loop"),
     gast.Lambda: ("lambdas inside the function", "define the helper at module level"),
     gast.Starred: ("*args unpacking", "pass the arguments one by one"),
     gast.NamedExpr: ("the walrus operator :=", "assign in a separate statement"),
-    gast.IfExp: ("conditional expressions (a if c else b)", "write an if statement"),
     gast.Match: ("match statements", "write if/elif/else"),
 }
 
@@ -70,6 +69,22 @@ def _plain_names(target) -> bool:
         _plain_names(e) for e in target.elts)
 
 
+def _folded_generators(parsed, fn) -> set:
+    """Generator expressions that are the argument of the builtin ``sum``, ``max`` or
+    ``min`` (normalize folds them into a loop); any other stays refused."""
+    found = set()
+    for node in gast.walk(fn):
+        if isinstance(node, gast.Call) and isinstance(node.func, gast.Name) and node.args \
+                and isinstance(node.args[0], gast.GeneratorExp) and len(node.args) == 1:
+            try:
+                target = parsed.resolve(node.func.id)
+            except KeyError:
+                continue
+            if any(target is b for b in (builtins.sum, builtins.max, builtins.min)):
+                found.add(id(node.args[0]))
+    return found
+
+
 def check(parsed) -> None:
     """Raise CompileError at the first unsupported construct of the function."""
     fn = parsed.tree
@@ -77,8 +92,9 @@ def check(parsed) -> None:
     if args.vararg or args.kwarg or args.kwonlyargs:
         raise error_at(parsed, fn, "*args, **kwargs and keyword-only parameters are not "
                        "supported", "use plain positional parameters")
+    folded = _folded_generators(parsed, fn)
     for node in gast.walk(gast.Module(body=fn.body, type_ignores=[])):
-        rejected = _REJECTED.get(type(node))
+        rejected = _REJECTED.get(type(node)) if id(node) not in folded else None
         if rejected:
             what, hint = rejected
             raise error_at(parsed, node, f"{what} cannot be differentiated by pullback",

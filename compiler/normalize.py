@@ -21,6 +21,7 @@ operation (``mul1``, ``norm2``); user names are kept.
 
 from __future__ import annotations
 
+import builtins
 import copy
 
 import gast
@@ -222,6 +223,114 @@ def lower_jumps(fn: gast.FunctionDef, namer: Namer) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Iteration builtins: for ... in enumerate / zip / reversed -> a loop over an index
+
+
+def call(func: str, *args) -> gast.Call:
+    return gast.Call(func=name(func), args=list(args), keywords=[])
+
+
+def builtin_called(parsed, node, locals_, *wanted):
+    """The builtin among ``wanted`` that the call ``node`` makes (None if another)."""
+    if not (isinstance(node, gast.Call) and isinstance(node.func, gast.Name)
+            and node.func.id not in locals_):
+        return None
+    try:
+        found = parsed.resolve(node.func.id)
+    except KeyError:
+        return None
+    return found if any(found is w for w in wanted) else None
+
+
+def rewrite_iteration(parsed, loop, namer, locals_):
+    """``for t in enumerate(xs, start)`` / ``zip(xs, ys, ...)`` / ``reversed(xs)`` as
+    statements looping over an index into the sequences (each evaluated once, before
+    the loop), or None for any other loop.  Reading an item is ``seq[i]`` marked as an
+    iteration (a dict's keys, analysis)."""
+    it = loop.iter
+    kind = builtin_called(parsed, it, locals_, builtins.enumerate, builtins.zip,
+                          builtins.reversed)
+    if kind is None:
+        return None
+    start = None
+    args = list(it.args)
+    if kind is builtins.enumerate:
+        keywords = {k.arg: k.value for k in it.keywords}
+        if set(keywords) - {"start"} or not 1 <= len(args) + len(keywords) <= 2:
+            return None
+        start = keywords.get("start", args[1] if len(args) > 1 else None)
+        args = args[:1]
+    elif it.keywords or not args or (kind is builtins.reversed and len(args) != 1):
+        return None
+    pre, seqs = [], []
+    for a in args:
+        if _iterated_as_itself(a, loop, locals_):
+            seqs.append(a.id)
+        else:
+            seqs.append(namer.fresh("seq"))
+            locals_.add(seqs[-1])
+            pre.append(assign(seqs[-1], a, loop))
+    index = namer.fresh("_i")
+    locals_.add(index)
+
+    def item(seq, at):
+        read = gast.Subscript(value=name(seq), slice=at, ctx=gast.Load())
+        read.pb_iteration = True
+        return read
+
+    lengths = [call("len", name(q)) for q in seqs]
+    length = lengths[0] if len(lengths) == 1 else call("min", *lengths)
+    if kind is builtins.enumerate:
+        count = name(index) if start is None else gast.BinOp(left=name(index), op=gast.Add(),
+                                                             right=start)
+        value = gast.Tuple(elts=[count, item(seqs[0], name(index))], ctx=gast.Load())
+    elif kind is builtins.zip:
+        value = gast.Tuple(elts=[item(q, name(index)) for q in seqs], ctx=gast.Load())
+    else:
+        n = namer.fresh("length")
+        locals_.add(n)
+        pre.append(assign(n, lengths[0], loop))
+        length = name(n)
+        last = gast.BinOp(left=name(n), op=gast.Sub(), right=const(1))
+        value = item(seqs[0], gast.BinOp(left=last, op=gast.Sub(), right=name(index)))
+    first = gast.copy_location(gast.Assign(targets=[loop.target], value=value,
+                                           type_comment=None), loop)
+    new = gast.copy_location(gast.For(target=name(index, store=True),
+                                      iter=call("range", length), body=[first] + loop.body,
+                                      orelse=[], type_comment=None), loop)
+    return pre + [new]
+
+
+def rewrite_iterations(parsed, stmts, namer, locals_):
+    """``rewrite_iteration`` on every loop of ``stmts`` (in place, nested loops too)."""
+    out = []
+    for s in stmts:
+        if isinstance(s, gast.If):
+            s.body = rewrite_iterations(parsed, s.body, namer, locals_)
+            s.orelse = rewrite_iterations(parsed, s.orelse, namer, locals_)
+        elif isinstance(s, (gast.For, gast.While)):
+            s.body = rewrite_iterations(parsed, s.body, namer, locals_)
+            if isinstance(s, gast.For):
+                new = rewrite_iteration(parsed, s, namer, locals_)
+                if new is not None:
+                    out.extend(new)
+                    continue
+        out.append(s)
+    return out
+
+
+class _Renamer(gast.NodeTransformer):
+    def __init__(self, names):
+        self.names = names
+
+    def visit_Name(self, node):
+        if node.id in self.names:
+            return gast.copy_location(name(self.names[node.id],
+                                           isinstance(node.ctx, gast.Store)), node)
+        return node
+
+
+# ---------------------------------------------------------------------------------------
 # Flattening: one operation per statement
 
 
@@ -352,6 +461,9 @@ class _Flattener:
         return out
 
     def for_stmt(self, s):
+        rewritten = rewrite_iteration(self.parsed, s, self.namer, self.locals)
+        if rewritten is not None:   # enumerate / zip / reversed (a loop built here)
+            return self.block(rewritten)
         out = []
         it = s.iter
         is_range = (isinstance(it, gast.Call) and isinstance(it.func, gast.Name)
@@ -430,6 +542,10 @@ class _Flattener:
             return item
         if isinstance(e, gast.Dict):
             return self.dict_display(e, out)
+        if isinstance(e, gast.IfExp):
+            return self.if_expression(e, out, base)
+        if isinstance(e, (gast.ListComp, gast.DictComp)):
+            return self.comprehension(e, out)
         if isinstance(e, (gast.Tuple, gast.List)):
             kind = gast.Tuple if isinstance(e, gast.Tuple) else gast.List
             return kind(elts=[self.atom(v, out) for v in e.elts], ctx=gast.Load())
@@ -454,6 +570,133 @@ class _Flattener:
         for key, value in pairs:
             out.append(self.setitem(temp, key, value, e))
         return name(temp)
+
+    def if_expression(self, e, out, base):
+        """``a if c else b`` -> ``if c: t = a else: t = b`` (only the branch taken runs)."""
+        result = self.namer.fresh(base or "ifexp")
+        self.locals.add(result)
+        test = self.atom(e.test, out, base="cond", force_name=True)
+        body, orelse = [], []
+        body.append(assign(result, self.simple(e.body, body), e))
+        orelse.append(assign(result, self.simple(e.orelse, orelse), e))
+        out.append(gast.copy_location(gast.If(test=test, body=body, orelse=orelse), e))
+        return name(result)
+
+    def comprehension(self, e, out, action=None):
+        """``[elt for t in xs if c ...]`` -> a new list and loops appending to it; a dict
+        comprehension assigns ``d[k] = v``.  ``action(elt)`` (``sum``, ``max``) replaces
+        the append: the statements that fold one element.  The targets get fresh names
+        (a comprehension's variables are its own, as in Python)."""
+        renames = {}
+        for gen in e.generators:
+            for n in gast.walk(gen.target):
+                if isinstance(n, gast.Name):
+                    renames[n.id] = self.namer.fresh(f"{n.id}_")
+                    self.locals.add(renames[n.id])
+        if any(getattr(gen, "is_async", 0) for gen in e.generators):
+            raise self.error(e, "async comprehensions are not supported")
+        result = None
+        if action is None:
+            result = self.namer.fresh("comp")
+            self.locals.add(result)
+            empty = gast.Dict(keys=[], values=[]) if isinstance(e, gast.DictComp) \
+                else gast.List(elts=[], ctx=gast.Load())
+            out.append(assign(result, empty, e))
+        rename = _Renamer(renames)
+        generators = [copy.deepcopy(g) for g in e.generators]
+        for k, gen in enumerate(generators):
+            gen.target = rename.visit(gen.target)
+            gen.ifs = [rename.visit(c) for c in gen.ifs]
+            if k > 0:   # the first iterable is evaluated outside the comprehension's scope
+                gen.iter = rename.visit(gen.iter)
+        if isinstance(e, gast.DictComp):
+            target = gast.Subscript(value=name(result), slice=rename.visit(copy.deepcopy(e.key)),
+                                    ctx=gast.Store())
+            body = [gast.copy_location(gast.Assign(
+                targets=[target], value=rename.visit(copy.deepcopy(e.value)),
+                type_comment=None), e)]
+        else:
+            elt = rename.visit(copy.deepcopy(e.elt))
+            body = action(elt) if action is not None else [gast.copy_location(gast.Expr(
+                value=gast.Call(func=gast.Attribute(value=name(result), attr="append",
+                                                    ctx=gast.Load()),
+                                args=[elt], keywords=[])), e)]
+        for gen in reversed(generators):
+            for condition in reversed(gen.ifs):
+                body = [gast.copy_location(gast.If(test=condition, body=body, orelse=[]), e)]
+            body = [gast.copy_location(gast.For(target=gen.target, iter=gen.iter, body=body,
+                                                orelse=[], type_comment=None), e)]
+        out.extend(self.block(body))
+        return None if result is None else name(result)
+
+    def fold(self, e, out, base):
+        """``sum(xs[, start])``, ``max(...)``, ``min(...)`` as Python computes them: a loop
+        adding the items from ``start`` (0), or keeping the first item no later item is
+        greater (less) than; ``max(a, b, ...)`` compares its arguments in order."""
+        func = builtin_called(self.parsed, e, self.locals, builtins.sum, builtins.max,
+                              builtins.min)
+        if func is None or any(k.arg not in (("start",) if func is builtins.sum else ())
+                               for k in e.keywords):
+            return None
+        args = list(e.args)
+        if func is builtins.sum and not (1 <= len(args) + len(e.keywords) <= 2):
+            return None
+        if func is not builtins.sum and not args:
+            return None
+        result = self.namer.fresh(base or func.__name__)
+        self.locals.add(result)
+        if func is builtins.sum:
+            start = e.keywords[0].value if e.keywords else (args[1] if len(args) > 1
+                                                             else const(0))
+            out.append(assign(result, self.simple(start, out), e))
+
+            def add(elt):
+                return [gast.copy_location(gast.Assign(
+                    targets=[name(result, store=True)],
+                    value=gast.BinOp(left=name(result), op=gast.Add(), right=elt),
+                    type_comment=None), e)]
+
+            self.fold_items(args[0], add, out, e)
+            return name(result)
+        op = gast.Gt() if func is builtins.max else gast.Lt()
+        first = self.namer.fresh("first")
+        self.locals.add(first)
+
+        def keep(elt):
+            item = self.namer.fresh("item")
+            self.locals.add(item)
+            test = gast.BoolOp(op=gast.Or(), values=[
+                name(first), gast.Compare(left=name(item), ops=[op],
+                                          comparators=[name(result)])])
+            return [gast.copy_location(s, e) for s in (
+                gast.Assign(targets=[name(item, store=True)], value=elt, type_comment=None),
+                gast.If(test=test, body=[
+                    gast.Assign(targets=[name(result, store=True)], value=name(item),
+                                type_comment=None),
+                    gast.Assign(targets=[name(first, store=True)], value=const(False),
+                                type_comment=None)], orelse=[]))]
+
+        out.append(assign(result, const(None), e))
+        out.append(assign(first, const(True), e))
+        if len(args) > 1:
+            for a in args:
+                out.extend(self.block(keep(a)))
+        else:
+            self.fold_items(args[0], keep, out, e)
+        return name(result)
+
+    def fold_items(self, iterable, action, out, like):
+        """``action(item)``'s statements for each item of ``iterable`` (a comprehension or
+        generator expression folded directly, anything else iterated)."""
+        if isinstance(iterable, (gast.GeneratorExp, gast.ListComp)):
+            self.comprehension(iterable, out, action)
+            return
+        item = self.namer.fresh("item")
+        self.locals.add(item)
+        loop = gast.copy_location(gast.For(target=name(item, store=True), iter=iterable,
+                                           body=action(name(item)), orelse=[],
+                                           type_comment=None), like)
+        out.extend(self.block([loop]))
 
     def index(self, s, out):
         if isinstance(s, gast.Slice):
@@ -495,6 +738,9 @@ class _Flattener:
         return isinstance(e, gast.Name) and e.id not in self.locals
 
     def call(self, e, out):
+        folded = self.fold(e, out, None)
+        if folded is not None:
+            return folded
         func = e.func
         if isinstance(func, gast.Name) or self.is_global_chain(func):
             new_func = func
@@ -530,6 +776,7 @@ def normalize(parsed) -> gast.FunctionDef:
     """The function in normalized form (a new tree; ``parsed.tree`` is not modified)."""
     fn = copy.deepcopy(parsed.tree)
     namer = Namer(local_names(fn) | {"support", "ops", "vjp", "_stack"})
+    fn.body = rewrite_iterations(parsed, fn.body, namer, local_names(fn))
     lower_jumps(fn, namer)
     flattener = _Flattener(parsed, namer, local_names(fn))
     fn.body = flattener.block(fn.body)

@@ -14,7 +14,8 @@ is the ``Kind`` instead of ``True``), so a variant is compiled per structure of 
 container arguments.  The gradient of a container is a container of its items'
 gradients (a list for a list or tuple, a dict for a dict, None for an item that gets
 none), built and read by ``runtime/support.py`` (``index_grad``, ``item_grad``,
-``add_grads``, ...); ``to_internal``/``gradient_like`` convert at the API boundary.
+``add_grads``, ...); ``api._to_internal``/``api._external_gradient`` convert at the API
+boundary.
 """
 
 from __future__ import annotations
@@ -114,19 +115,3 @@ def map_leaves(fn, value):
     if isinstance(value, (list, tuple)):
         return type(value)(map_leaves(fn, v) for v in value)
     return fn(value)
-
-
-def gradient_like(g, value, leaf_gradient):
-    """The gradient ``g`` of ``value`` (a container of its items' gradients, None for
-    zero, or an array where a primitive read a list as one array) with ``value``'s
-    structure: ``leaf_gradient(g_or_None, leaf)`` gives each leaf's."""
-    if isinstance(value, dict):
-        if g is not None and not isinstance(g, dict):
-            raise RuntimeError(f"pullback bug: the gradient of a dict is a {type(g).__name__}")
-        g = g or {}
-        return {k: gradient_like(g.get(k), v, leaf_gradient) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        parts = [None] * len(value) if g is None else list(g)
-        return type(value)(gradient_like(p, v, leaf_gradient)
-                           for p, v in zip(parts, value, strict=True))
-    return leaf_gradient(g, value)

@@ -197,6 +197,35 @@ CHANNELS = [
     "r = np.tanh(v) * np.exp(-v)",
     "k = int(np.sum(v))\nr = v * k",
     "s = [v]\nr = np.stack(s)[0] * v",
+    # containers as values: followed (compiler/pytree.py) or refused, never a silent zero
+    "d = {'x': v}\nr = d['x'] * 2.0",
+    "d = {}\nd['x'] = v\nr = d['x'] * v",
+    "d = {'x': 1.0}\nd['x'] = v\nr = d.get('x') * d.get('y', v)",
+    "d = dict(a=v, b=2.0)\nr = v * 0.0\nfor k, w in d.items():\n    r = r + w * v",
+    "d = {'a': v, 'b': v * v}\nr = v * 0.0\nfor k in d:\n    r = r + d[k]",
+    "d = {'a': v}\nr = v * 0.0\nfor w in d.values():\n    r = r + w * w",
+    "d = {'x': v}\ne = d\nd['x'] = v * 2.0\nr = e['x'] * v",
+    "d = {'x': v}\nput_item(d, v)\nr = d['x'] * v",
+    "d = {'x': v}\nd = put_item_back(d, v * 3.0)\nr = d['x'] * v",
+    "s = [v, 1.0]\ns[1] = v * v\nr = s[0] * s[1]",
+    "s = [v]\nr = (s + s)[1] * v",
+    "d = {'x': v}\nr = d * 2.0",
+    "d = {'x': v}\nr = np.sum(d)",
+    "d = {'x': v}\nd['x'] += v\nr = d['x']",
+    "t = (v, v * 2.0)\nr = np.sum(list(t))",
+    "d = {'x': v}\nd.update(x=2.0)\nr = d['x'] * v",
+    "d = {'x': v, 'y': 2.0}\nd.pop('x')\nr = d['y'] * v",
+    "k = 'x'\nd = {k: v, 'x': 2.0}\nr = d['x'] * v",
+    "d = {'x': v}\nr = helper(**d)",
+    "d = {'x': 2.0, 'y': v}\nr = helper(d['x'], d['y'])",
+    "d = {'w': (v, v * 2.0)}\nw = d['w']\nr = w[0] * w[1]",
+    # item 4's forms (normalize desugars them)
+    "r = sum([v, v * v])",
+    "r = max(v, 0.5) * min(v, -0.5)",
+    "s = [w * v for w in (v, 2.0)]\nr = s[1] * s[0]",
+    "r = v * 2.0 if np.sum(v) > 0.0 else v",
+    "r = v\nfor i, w in enumerate([v, v * v]):\n    r = r + i * w",
+    "d = {k: w for k, w in zip(['a', 'b'], [v, 2.0])}\nr = d['a'] * d['b']",
 ]
 
 STEPS = ["v = np.sin(v) + 0.5", "v = v * 1.5", "v = np.exp(v * 0.3)", "v = v * v + 0.1"]
@@ -211,6 +240,15 @@ def put(s, x):
 
 def helper(x, y):
     return x * np.sin(y)
+
+
+def put_item(d, x):
+    d['x'] = x
+
+
+def put_item_back(d, x):
+    d['x'] = x
+    return d
 
 
 """
@@ -239,7 +277,7 @@ def _load(tmp_path, sources):
 
 
 def test_no_differentiated_value_is_smuggled_past_the_analysis(tmp_path):
-    programs = list(_programs(seed=11, count=120))
+    programs = list(_programs(seed=11, count=200))
     module = _load(tmp_path, [source.replace("if False else", "if np.sum(v) > 100.0 else")
                               for _, source, _ in programs])
     outcomes = {"refused": 0, "right": 0, "fails in Python": 0}
@@ -256,8 +294,9 @@ def test_no_differentiated_value_is_smuggled_past_the_analysis(tmp_path):
         except pb.CompileError:
             outcomes["refused"] += 1
             continue
-        except TypeError as exc:
-            assert "augmented assignment" in str(exc), source
+        except TypeError as exc:   # run-time checks: shared updates, unknown kinds
+            assert "augmented assignment" in str(exc) or "operand of an operation" in str(
+                exc), source
             outcomes["refused"] += 1
             continue
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-7), (source, got, expected)

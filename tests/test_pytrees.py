@@ -450,3 +450,54 @@ def test_a_leaf_that_is_not_a_number_is_a_type_error():
         pb.grad(named_leaf)({'x': 1.0, 'name': 'w'})
     with pytest.raises(TypeError, match="key of type"):
         pb.grad(named_leaf)({'x': 1.0, (1, 2): 2.0})
+
+
+# ----- under record(): a pytree argument's NDArrays are inputs of the one tape node ---------
+
+@pytest.mark.parametrize("fn, args", [(params_dict_model, ({'W': W, 'b': B}, X)),
+                                      (list_of_layers, ([(0.5, 0.1),
+                                                         (np.array([1.0, -1.0, 2.0]), -0.2)],
+                                                        np.array([0.3, -0.4, 0.8]))),
+                                      (nested_structure, ({'w': [1.5, np.array([2.0, 0.5])],
+                                                           'b': np.array([1.0, -2.0]),
+                                                           'c': (0.3, {'z': -0.7})},))],
+                         ids=["dict", "list of tuples", "nested"])
+def test_compiled_under_record_fills_the_leaves_gradients(fn, args):
+    compiled = pb.compile(fn)
+    expected = _tape(fn, args)
+    nd_args = [_map(lambda leaf: nd.array(np.atleast_1d(leaf)), a) for a in args]
+    for a in nd_args:
+        for _, leaf in _leaves(a):
+            leaf.attach_grad()
+    with ag.record():
+        out = compiled(*nd_args)
+    assert out._node is not None and out._node.prim.name == "compiled_call"   # one node
+    out.backward()
+    for k, a in enumerate(nd_args):
+        for path, leaf in _leaves(a):
+            np.testing.assert_allclose(leaf.grad.asnumpy(), expected[k][path], rtol=1e-10,
+                                       atol=1e-12, err_msg=str(path))
+
+
+def test_compiled_under_record_with_only_some_leaves_attached():
+    compiled = pb.compile(params_dict_model)
+    w, b = nd.array(W), nd.array(B)
+    w.attach_grad()
+    with ag.record():
+        out = compiled({'W': w, 'b': b}, nd.array(X))
+    out.backward()
+    expected = _tape(params_dict_model, ({'W': W, 'b': B}, X))[0][('W',)]
+    np.testing.assert_allclose(w.grad.asnumpy(), expected, rtol=1e-10)
+
+
+def test_compiled_under_record_with_create_graph():
+    compiled = pb.compile(dict_product)
+    a, b = nd.array([2.0]), nd.array([3.0])
+    a.attach_grad()
+    b.attach_grad()
+    with ag.record():
+        out = compiled({'a': a * a, 'b': b})
+        ga = ag.grad([out], [a], create_graph=True)[0]   # d/da a^2 b = 2ab
+        total = ga * b
+    total.backward()   # d/db 2ab^2 = 4ab
+    assert ga.asscalar() == pytest.approx(12.0) and b.grad.asscalar() == pytest.approx(24.0)
