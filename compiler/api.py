@@ -130,6 +130,10 @@ class CompiledFunction:
         if not any(mask):   # a plain forward: nothing was pushed, nothing to record
             return _convert_value(out, args)
         single = not isinstance(out, tuple)
+        if any(isinstance(o, (dict, list, tuple)) for o in ([out] if single else out)):
+            raise TypeError(f"{self.fn.__qualname__}() returned a dict, list or nested tuple "
+                            "under autograd.record(): a recorded compiled call returns arrays "
+                            "or a tuple of arrays (pb.grad/vjp take containers)")
         outputs = [_fresh_output(o, raw_args) for o in ([out] if single else out)]
         inputs, places = _node_inputs(args, mask)
         call = _CompiledCall(self, variant, stack, args,
@@ -325,9 +329,9 @@ def _to_internal(value, active):
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
     if active and isinstance(value, (dict, list, tuple)):
-        # a pytree: new containers (never the caller's) of the leaves as compiled code
-        # sees them; its gradient comes back with the same structure (_convert_grads)
-        structure(value)   # a TypeError for a leaf that is not an array or a number
+        # a pytree (its structure was checked by the variant's key, ``structure``): new
+        # containers (never the caller's) of the leaves as compiled code sees them; its
+        # gradient comes back with the same structure (_external_gradient)
         return map_leaves(lambda leaf: _to_internal(leaf, True), value)
     if active and not isinstance(value, (np.generic, bool)):
         raise TypeError(f"cannot differentiate with respect to a {type(value).__name__} "

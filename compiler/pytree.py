@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pullback.runtime.ndarray import NDArray
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -102,8 +104,6 @@ def structure(value) -> Kind | None:
 
 
 def _is_leaf(value) -> bool:
-    from pullback.runtime.ndarray import NDArray
-
     return (isinstance(value, (NDArray, np.ndarray, np.floating, np.integer, float, int))
             and not isinstance(value, (bool, np.bool_)))
 

@@ -501,3 +501,10 @@ def test_compiled_under_record_with_create_graph():
         total = ga * b
     total.backward()   # d/db 2ab^2 = 4ab
     assert ga.asscalar() == pytest.approx(12.0) and b.grad.asscalar() == pytest.approx(24.0)
+
+
+def test_a_recorded_compiled_call_returning_a_dict_is_refused():
+    a = nd.array([0.5])
+    a.attach_grad()
+    with ag.record(), pytest.raises(TypeError, match="returned a dict"):
+        pb.compile(returns_a_dict)(a)
