@@ -227,6 +227,9 @@ def _describe_call(parsed, call, locals_) -> Operation:
             and func.value.id == "support" and func.attr == "append"):
         return Operation("append", args=list(call.args))
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "assertion_failed"):
+        return Operation("inert", cut=[call], label="assert")   # raises: no gradient
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "setitem"):
         container, key, item = call.args
         return Operation("setitem", args=[container, item], params=[key], cut=[key],

@@ -30,7 +30,6 @@ _REJECTED = {
     gast.ClassDef: ("class definitions", "define the class outside the function"),
     gast.FunctionDef: ("nested function definitions", "define the helper at module level"),
     gast.Raise: ("raise", "check inputs before calling the differentiated function"),
-    gast.Assert: ("assert", "check inputs before calling the differentiated function"),
     gast.Import: ("import statements", "import at module level"),
     gast.ImportFrom: ("import statements", "import at module level"),
     gast.SetComp: ("set comprehensions", "write a for loop"),

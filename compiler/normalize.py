@@ -341,6 +341,7 @@ class _Flattener:
             gast.Assign: self.assign_stmt, gast.AugAssign: self.augassign_stmt,
             gast.Expr: self.expr_stmt, gast.If: self.if_stmt, gast.While: self.while_stmt,
             gast.For: self.for_stmt, gast.Return: self.return_stmt, gast.Pass: self.pass_stmt,
+            gast.Assert: self.assert_stmt,
         }
 
     def error(self, node, message, hint=None):
@@ -502,6 +503,21 @@ class _Flattener:
 
     def pass_stmt(self, s):
         return []
+
+    def assert_stmt(self, s):
+        """``assert c, msg`` -> ``if not c: support.assertion_failed(msg)`` (checked, not
+        differentiated; the message is computed only when the check fails)."""
+        out = []
+        test = self.atom(s.test, out, base="cond")
+        failed = self.atom(gast.UnaryOp(op=gast.Not(), operand=test), out, base="cond",
+                           force_name=True)
+        body = []
+        message = const(None) if s.msg is None else self.atom(s.msg, body)
+        body.append(gast.copy_location(gast.Expr(value=gast.Call(
+            func=gast.Attribute(value=name("support"), attr="assertion_failed",
+                                ctx=gast.Load()), args=[message], keywords=[])), s))
+        out.append(gast.copy_location(gast.If(test=failed, body=body, orelse=[]), s))
+        return out
 
     # ----- expressions -----------------------------------------------------------------
     def atom(self, e, out, base=None, force_name=False):

@@ -281,6 +281,11 @@ def items_grad(g, items):
     return found or None
 
 
+def assertion_failed(message=None):
+    """``assert c, message`` in compiled code, where ``c`` was false."""
+    raise AssertionError() if message is None else AssertionError(message)
+
+
 def leaf(value, where):
     """Before a primitive reads a value the compiler could not prove to be an array or a
     number: a list, tuple or dict there would be read by Python's rules (concatenation,

@@ -150,3 +150,17 @@ def test_forms_still_refused(fn, words):
     with pytest.raises(pb.CompileError, match=words) as info:
         pb.grad(fn)(0.5, -1.0) if fn is max_with_a_key else pb.grad(fn)(0.5)
     assert __file__ in str(info.value)
+
+
+def asserted(a, b):
+    assert a > -10.0, "a is too small"
+    assert b < 10.0
+    return a * b
+
+
+def test_assert_is_checked_not_differentiated():
+    assert pb.grad(asserted, argnums=(0, 1))(0.5, -1.5) == (-1.5, 0.5)
+    with pytest.raises(AssertionError, match="a is too small"):
+        pb.grad(asserted)(-20.0, 1.0)
+    with pytest.raises(AssertionError):
+        pb.grad(asserted)(1.0, 20.0)
