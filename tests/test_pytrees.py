@@ -163,6 +163,39 @@ def numpy_list_argument_as_array(v):
     return np.sum(v) * v[0] + np.prod(v)
 
 
+# loop-carried containers: saved and restored by the stack (never changed in place)
+def numpy_rnn_dict(x, w):
+    d = {'h': x}
+    for i in range(3):
+        d = {'h': np.tanh(d['h'] * w) + x}
+    return np.sum(d['h'])
+def numpy_rnn_setitem(x, w):
+    d = {'h': x, 'n': 0}
+    for i in range(3):
+        d['h'] = np.tanh(d['h'] * w) + d['h']
+        d['n'] = d['n'] + 1
+    return np.sum(d['h']) * d['n']
+def numpy_copy_items(v):
+    e = {}
+    for k, x in v.items():
+        e[k] = x * x
+    t = 0.0
+    for k in e:
+        t = t + e[k] * v[k]
+    return t
+def numpy_unpack_tuple(t):
+    a, (b, c) = t
+    return a * b * c
+def numpy_list_param_loop(xs):
+    s = 0.0
+    for i in range(len(xs)):
+        s = s + xs[i] * (i + 1.0)
+    return s * xs[-1]
+def numpy_slice_of_list(xs):
+    ys = xs[1:]
+    return ys[0] * ys[1] + xs[0]
+
+
 # ----- references ------------------------------------------------------------------------------
 
 def _leaves(value, path=()):
@@ -288,6 +321,12 @@ CASES = [   # (function, arguments, the tape runs it)
     (numpy_dict_of_arrays, ({'x': np.array([0.3, -0.2, 1.1]),
                              'y': np.array([1.0, 2.0, -0.5])},), False),
     (numpy_list_argument_as_array, ([0.5, -1.0, 2.0],), False),
+    (numpy_rnn_dict, (np.array([0.3, -0.5]), np.array([1.2, 0.7])), False),
+    (numpy_rnn_setitem, (np.array([0.3, -0.5]), np.array([1.2, 0.7])), False),
+    (numpy_copy_items, ({'a': 0.5, 'b': np.array([1.0, 2.0])},), False),
+    (numpy_unpack_tuple, ((0.5, (1.5, -2.0)),), False),
+    (numpy_list_param_loop, ([0.5, 1.5, -2.0],), False),
+    (numpy_slice_of_list, ([0.5, 1.5, -2.0],), False),
 ]
 IDS = [f"{c[0].__name__}-{k}" for k, c in enumerate(CASES)]
 
