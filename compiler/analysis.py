@@ -27,7 +27,7 @@ from .normalize import local_names
 from .pytree import ANY, LEAF, Kind, container, join
 
 _DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join",
-                   "dict", "setitem", "get", "values", "items"}
+                   "dict", "setitem", "get", "values", "items", "extend", "without"}
 # operations whose operands are read as arrays (a container there is numpy's array of it)
 _ARRAY_OPERATIONS = {"prim", "kernel", "severs"}
 # operations whose result may share memory with an operand (copies, views, containers
@@ -144,6 +144,19 @@ def _kind_of(op, node, kinds) -> Kind:
             if items.tag == "dict":
                 return container("dict", pairs + [(key.value, value)])
         return Kind(items.tag, None, join(items.elem, value))
+    if kind == "extend":
+        items, more = of(op.args[0]), of(op.args[1])
+        if items.tag == "list" and more.container and items.items is not None \
+                and more.items is not None and more.tag != "dict":
+            return container("list", items.items + tuple(
+                (len(items.items) + k, v) for k, (_, v) in enumerate(more.items)))
+        return Kind("list", None, join(items.elem, more.elem if more.container else ANY))
+    if kind == "without":
+        items, key = of(op.args[0]), op.params[0]
+        if items.tag == "dict" and items.items is not None and isinstance(key, gast.Constant):
+            return container("dict", ((k, v) for k, v in items.items if not (
+                k == key.value and type(k) is type(key.value))))
+        return Kind(items.tag, None, items.elem) if items.container else items
     if kind == "get":
         key = op.params[0]
         known = isinstance(key, gast.Constant)
@@ -273,8 +286,8 @@ def _alias_edges(assignments, ops, callee_returns_argument, whole_lists=False):
             yield from ((target, n, False) for n in names[:1])
         elif op.kind in ("copy", "index") or (op.kind == "prim" and op.prim.name in _VIEWS):
             yield from ((n, target, True) for n in names[:1])
-        elif op.kind in ("pack", "append", "dict", "setitem"):
-            if op.kind in ("append", "setitem"):
+        elif op.kind in ("pack", "append", "dict", "setitem", "extend", "without"):
+            if op.kind in ("append", "setitem", "extend", "without"):
                 yield names[0], target, True   # the same list, one item longer
                 names = names[1:]
             yield from ((n, target, False) for n in names)
@@ -353,7 +366,7 @@ class _Sharing:
     def assign(self, target, op, value, pairs):
         both, into, inside = self.edges(op, value)
         kept = {p for p in pairs if target not in p}
-        if op.kind in ("append", "setitem"):   # the same list (in Python), its old items
+        if op.kind in ("append", "setitem", "extend", "without"):   # the same object
             kept |= {(a, target) for a, b in pairs if b == target}
         new = set()
         for src in both:
@@ -378,7 +391,7 @@ class _Sharing:
             return ([], [], names[:1]) if self.whole_lists else (names[:1], [], [])
         if op.kind in ("pack", "dict"):
             return [], names, []
-        if op.kind in ("append", "setitem"):
+        if op.kind in ("append", "setitem", "extend", "without"):
             return [], names[1:], []
         if op.kind in ("get", "values", "items"):   # items of the dict (or the default)
             return ([], [], names) if self.whole_lists else (names, [], [])
@@ -420,13 +433,15 @@ def _check_mutations(parsed, fn, assignments, result) -> None:
 
     def check_append(node, pairs):
         op = result.ops[id(node)]
-        if op.kind not in ("append", "setitem") or not isinstance(op.args[0], gast.Name):
+        if op.kind not in ("append", "setitem", "extend", "without") \
+                or not isinstance(op.args[0], gast.Name):
             return
         lst = op.args[0].id
         seen = sorted({b for a, b in pairs if a == lst and b != lst})
         if seen:
             who = "the caller" if _CALLER in seen else ", ".join(seen)
-            what = f"{lst}.append()" if op.kind == "append" else f"{lst}[...] = ..."
+            what = {"append": f"{lst}.append()", "extend": f"{lst}.extend()",
+                    "without": f"{lst}.pop()"}.get(op.kind, f"{lst}[...] = ...")
             raise error_at(parsed, node, f"{what} changes a list or dict that {who} also "
                            "refers to; compiled code treats containers as values and would "
                            "not change it there", "What to do: build a new one (new = [] "
@@ -549,6 +564,10 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
             result.needed |= _names(op.args[0]) | _names(op.params[0])
         elif op.kind == "setitem":
             result.needed |= _names(op.params[0])
+        elif op.kind == "without":
+            result.needed |= _names(op.args[0]) | _names(op.params[0])
+        elif op.kind == "extend":
+            result.needed |= _names(op.args[0])
         elif op.kind == "get":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
         elif op.kind in ("values", "items"):

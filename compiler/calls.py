@@ -11,7 +11,8 @@ assignment into an ``Operation``:
 - ``index``, ``pack``, ``append``, ``join``: structural reads/builds of arrays,
   tuples and lists; ``dict`` (a literal with constant keys, ``dict(x=a)``),
   ``setitem`` (``d[k] = v``, normalized to ``d = support.setitem(d, k, v)``), ``get``,
-  ``values``, ``items``: dicts (compiler/pytree.py);
+  ``values``, ``items``, ``extend`` (``lst.extend(xs)``), ``without`` (after the item
+  read of ``x.pop(k)``): containers as values (compiler/pytree.py);
 - ``inert``: anything whose result has a zero derivative by nature (comparisons,
   ``len``, ``range``, ``int``, ``x.shape``, ``x.argmax()``, ``x.detach()``, ...);
 - ``severs``: a conversion that leaves the differentiated world (``float(x)``,
@@ -229,6 +230,14 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "assertion_failed"):
         return Operation("inert", cut=[call], label="assert")   # raises: no gradient
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "extend"):
+        return Operation("extend", args=list(call.args), label=".extend()")
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "without"):
+        container, key = call.args
+        return Operation("without", args=[container], params=[key], cut=[key],
+                         label=".pop()")
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "setitem"):
         container, key, item = call.args

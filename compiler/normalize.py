@@ -441,8 +441,20 @@ class _Flattener:
                              args=[name(func.value.id), item], keywords=[])
             out.append(assign(func.value.id, call, s))
             return out
+        if (isinstance(func, gast.Attribute) and func.attr == "extend"
+                and isinstance(func.value, gast.Name) and func.value.id in self.locals
+                and len(value.args) == 1 and not value.keywords):
+            out = []
+            items = self.atom(value.args[0], out)
+            out.append(assign(func.value.id, gast.Call(
+                func=gast.Attribute(value=name("support"), attr="extend", ctx=gast.Load()),
+                args=[name(func.value.id), items], keywords=[]), s))
+            return out
         out = []
-        out.append(gast.copy_location(gast.Expr(value=self.simple(value, out)), s))
+        simple = self.simple(value, out)
+        if is_atom(simple):   # a call desugared into statements (lst.pop())
+            return out
+        out.append(gast.copy_location(gast.Expr(value=simple), s))
         return out
 
     def if_stmt(self, s):
@@ -701,6 +713,30 @@ class _Flattener:
             self.fold_items(args[0], keep, out, e)
         return name(result)
 
+    def pop(self, e, out):
+        """``x.pop()``, ``x.pop(i)``, ``d.pop(k[, default])`` on a local: the item read
+        (``x[-1]``, ``x[i]``, ``d[k]``; ``support.get(d, k, default)``), then
+        ``x = support.without(x, key)``, a new container without it."""
+        func = e.func
+        if not (isinstance(func, gast.Attribute) and func.attr == "pop"
+                and isinstance(func.value, gast.Name) and func.value.id in self.locals
+                and len(e.args) <= 2 and not e.keywords):
+            return None
+        container = func.value.id
+        key = self.atom(e.args[0], out) if e.args else const(-1)
+        if len(e.args) == 2:
+            read = gast.Call(func=gast.Attribute(value=name(container), attr="get",
+                                                 ctx=gast.Load()),
+                             args=[key, self.atom(e.args[1], out)], keywords=[])
+        else:
+            read = gast.Subscript(value=name(container), slice=key, ctx=gast.Load())
+        item = self.atom(gast.copy_location(read, e), out, base="popped", force_name=True)
+        self.locals.add(item.id)
+        out.append(assign(container, gast.copy_location(gast.Call(
+            func=gast.Attribute(value=name("support"), attr="without", ctx=gast.Load()),
+            args=[name(container), key], keywords=[]), e), e))
+        return item
+
     def fold_items(self, iterable, action, out, like):
         """``action(item)``'s statements for each item of ``iterable`` (a comprehension or
         generator expression folded directly, anything else iterated)."""
@@ -757,6 +793,9 @@ class _Flattener:
         folded = self.fold(e, out, None)
         if folded is not None:
             return folded
+        popped = self.pop(e, out)
+        if popped is not None:
+            return popped
         func = e.func
         if isinstance(func, gast.Name) or self.is_global_chain(func):
             new_func = func

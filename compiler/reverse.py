@@ -545,6 +545,25 @@ class ReverseTransform:
 
     rule_items = rule_values
 
+    def rule_extend(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, more = op.args
+        for a, part in ((items, "head"), (more, "tail")):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.{part}_grad({g}, "
+                        f"{unparse(items)}))")
+        return out
+
+    def rule_without(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items = op.args[0]
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.without_grad({g}, {items.id}, "
+                    f"{key_source(op.params[0])}))")
+        return out
+
     def rule_join(self, s, op, g, ans) -> Lines:
         out = Lines()
         items = op.args[0]

@@ -222,6 +222,49 @@ def setitem_grad(g, key):
     return g
 
 
+def extend(items, more):
+    """``lst.extend(more)`` as a new list."""
+    if not isinstance(items, list):
+        raise TypeError(f"extend() of a {type(items).__name__} is not supported in compiled "
+                        "code (only of lists)")
+    return items + list(more)
+
+
+def head_grad(g, items):
+    """The gradient of ``items`` from that of ``items + list(more)``."""
+    return None if g is None else list(g)[:len(items)]
+
+
+def tail_grad(g, items):
+    """The gradient of ``more`` from that of ``items + list(more)``."""
+    return None if g is None else list(g)[len(items):]
+
+
+def without(items, key):
+    """The container after ``items.pop(key)`` (its item was read before), as a new one."""
+    if isinstance(items, dict):
+        new = dict(items)
+        new.pop(key, None)
+        return new
+    if isinstance(items, list):
+        new = list(items)
+        del new[key]
+        return new
+    raise TypeError(f"pop() of a {type(items).__name__} is not supported in compiled code")
+
+
+def without_grad(g, items, key):
+    """The gradient of ``items`` before ``items.pop(key)``: the popped item's comes from
+    its read; a list's gradient gets a None back at its position."""
+    if g is None:
+        return None
+    if isinstance(g, dict):
+        return g
+    g = list(g)
+    g.insert(key % len(items), None)
+    return g
+
+
 def get(items, key, default=None):
     """``d.get(key, default)`` (a list of a dict's own items stays a value)."""
     return items.get(key, default)

@@ -219,6 +219,9 @@ CHANNELS = [
     "d = {'x': v}\nr = helper(**d)",
     "d = {'x': 2.0, 'y': v}\nr = helper(d['x'], d['y'])",
     "d = {'w': (v, v * 2.0)}\nw = d['w']\nr = w[0] * w[1]",
+    "s = [v, v * 2.0]\nt = s.pop()\nr = t * s[0]",
+    "s = [v]\ns.extend([v * v, 2.0])\nr = s[0] * s[1] + s[2]",
+    "s = [v]\nt = s\ns.extend([v])\nr = t[0] * v",
     # item 4's forms (normalize desugars them)
     "r = sum([v, v * v])",
     "r = max(v, 0.5) * min(v, -0.5)",

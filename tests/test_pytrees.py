@@ -163,6 +163,19 @@ def numpy_list_argument_as_array(v):
     return np.sum(v) * v[0] + np.prod(v)
 
 
+def pop_and_extend(a, b):
+    s = [a, b, a * b, b * b]
+    last = s.pop()
+    first = s.pop(0)
+    s.extend([a * 3.0, b])
+    s.extend((first,))
+    d = {'x': a, 'y': b, 'z': 2.0}
+    y = d.pop('y')
+    w = d.pop('missing', a * a)
+    d.pop('z')
+    return last * first + s[0] * s[-1] + len(s) * s[2] + y * w + d['x'] + len(d)
+
+
 # loop-carried containers: saved and restored by the stack (never changed in place)
 def numpy_rnn_dict(x, w):
     d = {'h': x}
@@ -317,6 +330,7 @@ CASES = [   # (function, arguments, the tape runs it)
     (dict_argument_to_a_helper, ({'w': 0.7, 'c': -1.3},), True),
     (returns_a_dict, (0.7,), True),
     (returns_a_tuple_of_dicts, (0.7,), True),
+    (pop_and_extend, (0.5, -1.3), True),
     (numpy_sum_of_a_list, (3.0,), False),
     (numpy_dict_of_arrays, ({'x': np.array([0.3, -0.2, 1.1]),
                              'y': np.array([1.0, 2.0, -0.5])},), False),
@@ -456,10 +470,15 @@ def fill(d, x):
     d['x'] = x
 
 
-def popped(a):
+def updated(a):
     d = {'x': a, 'y': a * 2.0}
-    d.pop('y')
+    d.update(y=1.0)
     return d['x'] * a
+
+
+def pop_from_a_parameter(xs):
+    last = xs.pop()
+    return last * xs[0]
 
 
 REFUSED = [
@@ -469,7 +488,8 @@ REFUSED = [
     (operator_on_a_list_parameter, [1.0, 2.0], "is a list or tuple"),
     (numpy_of_a_dict, {'a': 1.0}, "is a dict"),
     (a_dict_filled_by_a_helper, 0.5, "result of fill"),
-    (popped, 0.5, "pop"),
+    (updated, 0.5, "update"),
+    (pop_from_a_parameter, [1.0, 2.0], "the caller"),
 ]
 
 
