@@ -9,7 +9,10 @@ assignment into an ``Operation``:
 - ``copy``, ``const``: ``y = x`` and ``y = 3.0``;
 - ``user``: a call of another user function (transformed recursively);
 - ``index``, ``pack``, ``append``, ``join``: structural reads/builds of arrays,
-  tuples and lists;
+  tuples and lists; ``dict`` (a literal with constant keys, ``dict(x=a)``),
+  ``setitem`` (``d[k] = v``, normalized to ``d = support.setitem(d, k, v)``), ``get``,
+  ``values``, ``items``, ``extend`` (``lst.extend(xs)``), ``without`` (after the item
+  read of ``x.pop(k)``): containers as values (compiler/pytree.py);
 - ``inert``: anything whose result has a zero derivative by nature (comparisons,
   ``len``, ``range``, ``int``, ``x.shape``, ``x.argmax()``, ``x.detach()``, ...);
 - ``severs``: a conversion that leaves the differentiated world (``float(x)``,
@@ -88,6 +91,9 @@ SEVERING_METHODS = {"asscalar", "asnumpy", "item", "tolist"}
 # local pullback has no rule for may change its receiver in place (sort, fill, extend, ...)
 PURE_METHODS = {"get", "keys", "values", "items", "copy", "index", "count", "any", "all",
                 "nonzero", "argsort", "tolist", "item", "asscalar", "asnumpy"}
+# a dict's methods compiled code follows: d.get(k, default), d.values(), d.items() (as
+# lists: ``support.values``), d.keys() (no gradient)
+CONTAINER_METHODS = {"get": "get", "values": "values", "items": "items", "keys": "keys"}
 INERT_CALLABLES = {builtins.range, builtins.len, builtins.int, builtins.bool, builtins.print,
                    builtins.isinstance, builtins.round}
 # calls that never change their arguments: builtins and the math module (numpy's are
@@ -198,6 +204,8 @@ def describe(parsed, value, locals_=frozenset()) -> Operation:
                          cut=[value.slice])
     if isinstance(value, (gast.Tuple, gast.List)):
         return Operation("pack", args=list(value.elts))
+    if isinstance(value, gast.Dict):   # constant keys (normalize)
+        return Operation("dict", args=list(value.values), params=list(value.keys))
     if isinstance(value, gast.Call):
         return _describe_call(parsed, value, locals_)
     raise error_at(parsed, value, f"unexpected {type(value).__name__} after normalization")
@@ -220,6 +228,22 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "append"):
         return Operation("append", args=list(call.args))
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "assertion_failed"):
+        return Operation("inert", cut=[call], label="assert")   # raises: no gradient
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "extend"):
+        return Operation("extend", args=list(call.args), label=".extend()")
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "without"):
+        container, key = call.args
+        return Operation("without", args=[container], params=[key], cut=[key],
+                         label=".pop()")
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "setitem"):
+        container, key, item = call.args
+        return Operation("setitem", args=[container, item], params=[key], cut=[key],
+                         label="item assignment")
     label = _dotted(func)
     if any(k.arg == "out" for k in call.keywords):
         raise error_at(parsed, call, f"{label}(..., out=...) writes into an existing array, "
@@ -271,6 +295,10 @@ def _describe_call(parsed, call, locals_) -> Operation:
                        "(nested differentiation is not supported yet)",
                        "What to do: compute the derivative outside the compiled function and "
                        "pass it in, or use the tape (autograd.grad(..., create_graph=True)).")
+    if target is builtins.dict and not call.args and call.keywords:   # dict(x=a, y=b)
+        return Operation("dict", args=[k.value for k in call.keywords],
+                         params=[gast.Constant(value=k.arg, kind=None) for k in call.keywords],
+                         label=label)
     user_fn = getattr(target, "pullback_function", target)   # a CompiledFunction's own
     if isinstance(user_fn, types.FunctionType) and _is_user_function(user_fn):
         args = _positional(parsed, call, user_fn) + implicit.call_arguments(parsed, user_fn)
@@ -409,6 +437,17 @@ def _positional(parsed, call, callee) -> list:
 
 def _describe_method(parsed, call, func) -> Operation:
     method = func.attr
+    container = CONTAINER_METHODS.get(method)
+    if container is not None and len(call.args) <= (2 if method == "get" else 0) \
+            and not call.keywords:
+        if method == "get":   # d.get(key[, default])
+            default = call.args[1] if len(call.args) > 1 else gast.Constant(value=None,
+                                                                            kind=None)
+            return Operation("get", args=[func.value, default], params=call.args[:1],
+                             cut=call.args[:1], label=".get()")
+        if method == "keys":
+            return Operation("inert", cut=[call], label=".keys()")
+        return Operation(container, args=[func.value], label=f".{method}()")
     if method in INERT_METHODS:
         return Operation("inert", cut=[call], label=f".{method}()")
     if method in SEVERING_METHODS:

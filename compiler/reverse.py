@@ -34,7 +34,7 @@ from .fuse import doubled, formula_names, numpy_source, substitute
 from .normalize import GENERATED_NAMES
 
 
-SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
+SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read", "keys"}
 OPS_METHODS = {"argmax", "argmin", "zeros_like", "ones_like"}
 
 
@@ -187,14 +187,20 @@ class ReverseTransform:
         if id(s) in self.a.shared_updates:
             where = f"{self.parsed.filename}:{self.line(s)}"
             out.add(f"support.check_rebind({target}, {where!r})")
+        for checked in self.a.leaf_checks.get(id(s), ()):
+            where = f"{self.parsed.filename}:{self.line(s)}"
+            out.add(f"support.leaf({checked}, {where!r})")
+        if id(s) in self.a.key_iterations:   # for k in d: the dict's keys
+            out.add(f"{target} = support.nth_key({unparse(s.value.value)}, "
+                    f"{key_source(s.value.slice)})")
+            return out
         out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
 
     def forward_value(self, value, op, target) -> str:
         """The right-hand side as the generated forward computes it (on raw arrays)."""
         if op.kind == "user":
-            active = target in self.a.active
-            mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
+            mask = self.a.argument_mask(op.args, target in self.a.active)
             args = ", ".join(unparse(a) for a in op.args)   # keywords and defaults placed
             return f"{self.callee_ref(op.callee, mask)}.forward(_stack, {args})"
         if op.kind == "kernel" and target in self.a.active and op.callee.one_pass:
@@ -210,6 +216,11 @@ class ReverseTransform:
             return self.ops_call(op)
         if op.kind == "join":
             return f"support.join({unparse(op.args[0])}, {', '.join(self.keywords(op))})"
+        if op.kind == "get":
+            return (f"support.get({unparse(op.args[0])}, {key_source(op.params[0])}, "
+                    f"{unparse(op.args[1])})")
+        if op.kind in ("values", "items"):
+            return f"support.{op.kind}({unparse(op.args[0])})"
         if op.kind == "index" and getattr(value, "pb_numpy_scalar", False):
             return f"support.numpy_scalar({unparse(value)})"
         if op.kind in ("inert", "severs") and isinstance(value, gast.Call):
@@ -504,6 +515,68 @@ class ReverseTransform:
         return out
 
 
+    def rule_dict(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        for key, a in zip(op.params, op.args, strict=True):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, "
+                        f"{key_source(key)}))")
+        return out
+
+    def rule_setitem(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, value = op.args
+        key = key_source(op.params[0])
+        if self.a.is_active_atom(value):
+            acc = self.grad(value.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, {key}))")
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.setitem_grad({g}, {key}))")
+        return out
+
+    def rule_get(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, default = op.args
+        key = key_source(op.params[0])
+        for a, rule in ((items, "get_grad"), (default, "default_grad")):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.{rule}({g}, "
+                        f"{unparse(items)}, {key}))")
+        return out
+
+    def rule_values(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items = op.args[0]
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.{op.kind}_grad({g}, "
+                    f"{items.id}))")
+        return out
+
+    rule_items = rule_values
+
+    def rule_extend(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, more = op.args
+        for a, part in ((items, "head"), (more, "tail")):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.{part}_grad({g}, "
+                        f"{unparse(items)}))")
+        return out
+
+    def rule_without(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items = op.args[0]
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.without_grad({g}, {items.id}, "
+                    f"{key_source(op.params[0])}))")
+        return out
+
     def rule_join(self, s, op, g, ans) -> Lines:
         out = Lines()
         items = op.args[0]
@@ -515,7 +588,7 @@ class ReverseTransform:
 
     def rule_user(self, s, op, g, ans) -> Lines:
         out = Lines()
-        mask = tuple(self.a.is_active_atom(a) for a in op.args)
+        mask = self.a.argument_mask(op.args)
         parts = self.fresh("parts")
         out.add(f"{parts} = {self.callee_ref(op.callee, mask)}.adjoint(_stack, {g})")
         for i, a in enumerate(op.args):

@@ -813,3 +813,43 @@ def trailing_max_method_with_broadcast(x, b):
 @case((6,), numpy=True)
 def numpy_trailing_min_and_norm(x):
     return np.min(np.exp(x) * x - x) + np.linalg.norm(np.cos(x) * x, ord=2)
+
+
+# ----- containers as values and everyday syntax (issue 11, items 2 and 4) --------------------
+
+@case((3,), (3,))
+def dict_built_inside_and_items(x, y):
+    d = {'x': x, 'y': nd.tanh(y)}
+    d['z'] = d['x'] * d['y']
+    d['x'] += y
+    s = x * 0.0
+    for k, v in d.items():
+        s = s + v * v
+    return nd.sum(s)
+
+
+@case((3,))
+def dict_comprehension_and_get(x):
+    d = {k: x * w for k, w in zip(['a', 'b'], [1.0, 2.0])}
+    return nd.sum(d.get('a') * d.get('c', x) + nd.exp(d['b'] * 0.5))
+
+
+@case((4,), (4,))
+def list_comprehension_summed(x, y):
+    parts = [x * i + y for i, _ in enumerate(range(3))]
+    return nd.sum(sum(parts) * nd.sin(x))
+
+
+@case((3,), (3,))
+def conditional_expression_on_a_norm(x, y):
+    z = x * y if nd.norm(x).asscalar() > 0.5 else x - y
+    return nd.sum(z * z)
+
+
+@case((3,), (3,))
+def dict_through_a_helper(x, y):
+    return nd.sum(dict_layer({'w': y, 'b': x * 0.5}, x))
+
+
+def dict_layer(params, x):
+    return nd.tanh(x * params['w'] + params['b'])

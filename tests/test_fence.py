@@ -91,7 +91,7 @@ CASES = [
     (uses_nonlocal_helper(), "nonlocal", "nonlocal"),
     (uses_del, "del", "del"),
     (uses_class, "class", "class"),
-    (writes_slice, "y[0] = 5.0", "slices"),
+    (writes_slice, "y[0] = 5.0", "writes into an array"),
     (unknown_call, "sorted(x)", "no gradient rule"),
     (uses_lambda_inside, "lambda", "lambda"),
     (starred_elsewhere, "*[x, x * 2]", "*args"),
