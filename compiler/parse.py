@@ -101,6 +101,8 @@ def _same_code(source: str, code) -> bool:
     """Whether the definition ``source`` compiles to ``code``'s bytecode (line numbers
     aside).  A function with free variables is compiled inside a function binding them,
     so it reads them as Python does (cells, not globals)."""
+    if _rewritten_asserts(code):
+        return True   # pytest rewrote its asserts on import: no longer the source's code
     free = code.co_freevars
     if free:
         source = ("def _pullback_outer():\n"
@@ -113,6 +115,13 @@ def _same_code(source: str, code) -> bool:
         return True   # not compilable on its own (parsed above): nothing to compare with
     target = _instructions(code)
     return any(_instructions(c) == target for c in _code_objects(compiled, code.co_name))
+
+
+def _rewritten_asserts(code) -> bool:
+    """Whether pytest's assertion rewriting changed ``code`` (its helpers are named
+    ``@py_builtins``, ``@pytest_ar``: names no source can spell)."""
+    return any(n.startswith("@py") for n in code.co_names) or any(
+        _rewritten_asserts(c) for c in code.co_consts if isinstance(c, type(code)))
 
 
 _IGNORED_OPS = {"CACHE", "PUSH_NULL", "RESUME", "NOP", "EXTENDED_ARG"}
