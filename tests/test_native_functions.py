@@ -135,8 +135,18 @@ def test_other_argument_types_never_enter_native_code():
     assert g(0.5, 1.3, np.int64(20)) == reference            # not native: Python road
     with pytest.raises(TypeError):
         g(0.5, 1.3, 2.5)                                     # range() of a float
-    with pytest.raises(OverflowError):
-        g(0.5, 1.3, 1 << 70)                                 # beyond int64: Python's error
+
+
+def big_int_scale(x, k):
+    return x * (k - k + 2)
+
+
+def test_ints_beyond_int64_take_the_python_road():
+    g = pb.grad(big_int_scale)
+    assert g(1.5, 3) == 2.0
+    assert "native" in pb.explain(big_int_scale)
+    assert g(1.5, 1 << 70) == 2.0    # does not fit an i64 argument: the Python road's ints
+    assert g(1.5, -(1 << 63) - 1) == 2.0
 
 
 def test_native_off_keeps_the_python_road(monkeypatch):
