@@ -264,10 +264,29 @@ def expression_kind(node, env: dict) -> str:
         if kind == "bool":
             raise NotTyped("negation of a bool")
         return kind
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        return compare_kind([expression_kind(node.left, env),
+                             expression_kind(node.comparators[0], env)])
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords \
+            and node.func.id == "where" and len(node.args) == 3:
+        expression_kind(node.args[0], env)
+        return ufunc("where", [expression_kind(a, env) for a in node.args[1:]])
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
             and SCALAR_FUNCTIONS.get(node.func.id) == len(node.args) and not node.keywords:
         return ufunc(node.func.id, [expression_kind(a, env) for a in node.args])
     raise NotTyped(f"`{ast.unparse(node)}` in a kernel is not lowered")
+
+
+def compare_kind(kinds) -> str:
+    """A kernel's comparison (``g * (x >= y)``, ``where(x > 0, ...)``) as the number 1.0 or
+    0.0.  numpy gives a bool that the next operation promotes; its value is exact in any
+    float, so only the kind of that promotion matters: float64, or refused with float32
+    (a bool does not keep float32 against a Python float as a float32 would)."""
+    if "f32" in kinds:
+        raise NotTyped("a comparison in a float32 kernel is not lowered")
+    if "bool" in kinds:
+        raise NotTyped("a comparison of bools in a kernel is not lowered")
+    return "f64" if "f64" in kinds else "float"
 
 
 def number(t, what: str) -> Num:
@@ -516,7 +535,12 @@ class _Typer:
         return BOOL
 
     def value_subscript(self, node):
-        t, key = self.atom(node.value), node.slice.value
+        t = self.atom(node.value)
+        if isinstance(node.slice, gast.Name):   # range[i] of a normalized loop
+            if t is not RANGE or number(self.atom(node.slice), "an index").kind != "int":
+                raise NotTyped(f"indexing a {t} by a {self.atom(node.slice)}")
+            return INT
+        key = node.slice.value
         base = inner(t)
         if isinstance(base, (Tup, GList, Parts)) and type(key) is int \
                 and 0 <= key < len(base.items):
@@ -530,15 +554,19 @@ class _Typer:
         return Tup(tuple(self.atom(e) for e in node.elts))
 
     def value_attribute(self, node):
-        raise NotTyped(f"the attribute {dotted(node)}")
+        raise NotTyped(f"the attribute {dotted(node)} (not lowered natively)")
 
     def value_call(self, node):
         name = dotted(node.func)
         if node.keywords:
             raise NotTyped(f"keyword arguments to {name}")
-        args = [self.atom(a) for a in node.args]
         head, _, attr = name.partition(".")
         target = self.namespace.get(head)
+        if attr in ("forward", "adjoint") and hasattr(target, "function"):
+            user = getattr(getattr(target.function, "fn", None), "__name__", head)
+            raise NotTyped(f"a call of the user function {user}() (native calls between "
+                           f"functions are not lowered yet)")
+        args = [self.atom(a) for a in node.args]
         if isinstance(target, FusedKernel):
             if not attr:
                 return kernel_outputs(target, [number(a, "a kernel input") for a in args])
@@ -554,7 +582,7 @@ class _Typer:
             return Num(ufunc(attr, [number(a, f"an argument of {name}").kind for a in args]))
         if rule is False:
             raise NotTyped(f"a call of {name} (not lowered natively)")
-        if name in ("range", "reversed") and self.namespace.get(name, getattr(
+        if name in ("range", "reversed", "len") and self.namespace.get(name, getattr(
                 builtins, name)) is not getattr(builtins, name):
             raise NotTyped(f"{name} is rebound")
         if name == "_stack.pop":
@@ -576,6 +604,12 @@ def _range(node, args):
     if not 1 <= len(args) <= 3 or any(number(a, "a range bound").kind != "int" for a in args):
         raise NotTyped("range() of values that are not ints")
     return RANGE
+
+
+def _len(node, args):
+    if args != [RANGE]:
+        raise NotTyped("len() of something other than a range")
+    return INT
 
 
 def _reversed(node, args):
@@ -617,7 +651,7 @@ def _index_grad(node, args):
 
 
 _CALLS = {
-    "range": _range, "reversed": _reversed,
+    "range": _range, "reversed": _reversed, "len": _len,
     "support.add_grads": lambda node, args: add_grads(*args),
     "support.unbroadcast": _unbroadcast, "support.item_grad": _item_grad,
     "support.index_grad": _index_grad, "support.double": _double,
@@ -643,6 +677,8 @@ def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
     tags = {}
     _Typer(namespace, env, tags, "forward").run(forward.body)
     result = _returned(forward, env)
+    if isinstance(result, Opt):   # None before an early return's value: checked when lowered
+        result = result.inner
     if not isinstance(result, Num) or result.kind not in FLOAT_KINDS:
         raise NotTyped(f"the function returns a {result} (native: a float)",
                        forward.body[-1], "forward")

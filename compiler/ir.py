@@ -17,7 +17,8 @@ whose bodies contain only these statements (``atom`` is a Name or a Constant):
 - ``name = f(atom, ...)`` where ``f`` is a Name or a dotted name of Names
   (``kernel_1``, ``kernel_1.vjp``, ``support.add_grads``, ``ops.sin``, ``_np.cos``,
   ``range``, ``reversed``); keyword arguments have atom values
-- ``name = atom[constant]`` and ``name = (atom, ...)``
+- ``name = atom[atom]`` (a tuple by a constant, a range by an int) and
+  ``name = (atom, ...)``
 - ``name = _stack.pop('tag')`` and the statement ``_stack.push(atom, 'tag')``: the
   explicit stack operations, paired by tag (``reverse.py`` guarantees one pop per push
   on every path)
@@ -207,10 +208,10 @@ class _Flatten:
                         for k in node.keywords]
             return gast.Call(func=node.func, args=args, keywords=keywords)
         if isinstance(node, gast.Subscript):
-            if not isinstance(node.slice, gast.Constant):
-                raise NotInIR(f"line {line}: subscript by an expression")
-            return gast.Subscript(value=self.atom(node.value, line), slice=node.slice,
-                                  ctx=gast.Load())
+            if isinstance(node.slice, (gast.Slice, gast.Tuple)):
+                raise NotInIR(f"line {line}: a slice in emitted code")
+            return gast.Subscript(value=self.atom(node.value, line),
+                                  slice=self.atom(node.slice, line), ctx=gast.Load())
         if isinstance(node, gast.Tuple):
             return gast.Tuple(elts=[self.atom(e, line) for e in node.elts], ctx=gast.Load())
         if isinstance(node, gast.Attribute) and dotted(node) is not None:

@@ -406,6 +406,16 @@ class _Lowering:
         if isinstance(node, ast.UnaryOp):
             operand = self.expression(node.operand, env)
             return operand if isinstance(node.op, ast.UAdd) else self.negate(operand)
+        if isinstance(node, ast.Compare):   # numpy's bool, as the number it promotes to
+            a, c = self.expression(node.left, env), self.expression(node.comparators[0], env)
+            kind = infer.compare_kind([a.t.kind, c.t.kind])
+            holds = self.compare(_CMP[type(node.ops[0]).__name__], a, c)
+            return _Value(self.b.uitofp(holds.v, F64T), Num(kind))
+        if isinstance(node, ast.Call) and node.func.id == "where":
+            condition, a, c = (self.expression(n, env) for n in node.args)
+            kind = infer.ufunc("where", [a.t.kind, c.t.kind])
+            x, y = self.as_kind(self.unwrap(a), kind), self.as_kind(self.unwrap(c), kind)
+            return _Value(self.b.select(self.truth(self.unwrap(condition)), x, y), Num(kind))
         if isinstance(node, ast.Call):
             return self.ufunc(node.func.id, [self.expression(a, env) for a in node.args])
         raise infer.NotTyped(f"`{ast.unparse(node)}` in a kernel")
@@ -665,6 +675,9 @@ class _Lowering:
         return self.compare(_CMP[op], a, c)
 
     def value_subscript(self, node):
+        if isinstance(node.slice, gast_Name):
+            return self.range_item(self.unwrap(self.atom(node.value)),
+                                   self.unwrap(self.atom(node.slice)))
         value, key = self.atom(node.value), node.slice.value
         b = self.b
         if isinstance(value.t, Parts):
@@ -780,6 +793,19 @@ class _Lowering:
         for k, field in enumerate((start, step, length)):
             value = b.insert_value(value, field, k)
         return _Value(value, RANGE)
+
+    def range_item(self, r: _Value, index: _Value) -> _Value:
+        """``r[index]``; an index outside ``0 <= index < len(r)`` leaves for the Python
+        road (negative indices and IndexError are Python's)."""
+        b = self.b
+        start, step, length = (b.extract_value(r.v, k) for k in range(3))
+        inside = b.and_(b.icmp_signed(">=", index.v, ir.Constant(I64, 0)),
+                        b.icmp_signed("<", index.v, length), name="range.inside")
+        self.bail(inside, name="range_index")
+        return _Value(b.add(start, b.mul(index.v, step), name="range.item"), infer.INT)
+
+    def call_len(self, node, args):
+        return _Value(self.b.extract_value(self.unwrap(args[0]).v, 2, name="len"), infer.INT)
 
     def call_reversed(self, node, args):
         b, r = self.b, args[0].v
@@ -898,4 +924,4 @@ class _Lowering:
 
 import gast  # noqa: E402  (after the class: only the node types are needed)
 
-gast_Constant, gast_Tuple = gast.Constant, gast.Tuple
+gast_Constant, gast_Tuple, gast_Name = gast.Constant, gast.Tuple, gast.Name
