@@ -519,8 +519,8 @@ def explain(fn, *args, argnums=None) -> str:
         native_road.gradient_function(variant, _internal_arguments(fn, args, nums))
     lines = []
     if not native_road.functions_enabled():
-        lines.append("native functions are off (opt in with PULLBACK_NATIVE_FUNCTIONS=1; "
-                     "PULLBACK_NATIVE=0 or no llvmlite also turn them off): Python road")
+        lines.append("native functions are off (PULLBACK_NATIVE_FUNCTIONS=0, "
+                     "PULLBACK_NATIVE=0 or no llvmlite): Python road")
     elif not compiled.native:
         lines.append("compiled with native=False: Python road")
     for mask, variant in compiled._variants.items():

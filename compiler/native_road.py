@@ -4,9 +4,8 @@ or Python, decided once per variant and argument signature, and explained.
 ``gradient_function(variant, args)`` returns the ``NativeGradient`` for the call's
 argument types, or None: the Python road.  The reason a signature stays on the Python
 road is kept (``explain``): the first statement that does not type or lower, and why.
-Native code is used only when ``PULLBACK_NATIVE_FUNCTIONS=1`` (opt-in while the road is
-new: off by default), ``PULLBACK_NATIVE`` is not ``0`` and the function was not compiled
-with ``native=False``.
+Native code is used unless ``PULLBACK_NATIVE_FUNCTIONS=0`` or ``PULLBACK_NATIVE=0``
+(read at each call), or the function was compiled with ``native=False``.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def _roads(variant) -> dict:
 
 
 def functions_enabled() -> bool:
-    return os.environ.get("PULLBACK_NATIVE_FUNCTIONS", "0") == "1" and native.native_enabled()
+    return os.environ.get("PULLBACK_NATIVE_FUNCTIONS", "1") != "0" and native.native_enabled()
 
 
 def enabled(variant) -> bool:
