@@ -343,7 +343,7 @@ def kernel_vjp(kernel: FusedKernel, grads, outputs, inputs) -> Parts:
     env.update(zip(onames, out.items, strict=True))
     env.update(zip(inames, inputs, strict=True))
     env = program_kinds(None, statements, env)
-    return Parts(tuple(env[r] for r in results))
+    return Parts(tuple(NONE if r is None else env[r] for r in results))   # None: no gradient
 
 
 # ----- gradient helpers ----------------------------------------------------------------------

@@ -769,7 +769,8 @@ class _Lowering:
             env = self.program(statements, env)
             v = b.insert_value(ir.Constant(ltype(result_t), None), ir.Constant(I1, 1), 0)
             for k, r in enumerate(results):
-                v = b.insert_value(v, env[r].v, k + 1)
+                if r is not None:   # None: that input has no gradient (an empty value)
+                    v = b.insert_value(v, env[r].v, k + 1)
             b.store(v, slot)
         return _Value(b.load(slot), result_t)
 

@@ -84,6 +84,9 @@ def _build(variant, args):
         return _refusal(variant, error)
     except NotInIR as error:
         return Refused(str(error))
+    except Exception as error:   # noqa: BLE001  a bug here must not fail a call Python runs
+        return Refused(f"internal error of the native road ({type(error).__name__}: "
+                       f"{error}); please report it")
 
 
 def _refusal(variant, error) -> Refused:

@@ -243,3 +243,98 @@ def test_vjp_heads_on_the_native_road(monkeypatch):
         [float(g) for g in python_pullback(head)], rel=LIBM_RTOL)
     numeric = [head * central_gradient(for_continue, args, k) for k in (0, 1)]
     assert [float(g) for g in scaled] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+
+
+# ----- random scalar programs (a fixed seed) -------------------------------------------
+
+UNARY = ["np.sin({})", "np.cos({})", "np.tanh({})", "({} * 0.5)", "np.exp(np.sin({}))",
+         "np.abs({})", "np.log(1.0 + {} * {})", "np.sqrt(1.0 + {} * {})", "({} ** 2)",
+         "np.power({} * {} + 1.0, 1.5)"]
+BINARY = ["({} + {})", "({} - {})", "({} * {})", "({} / (1.0 + {} * {}))",
+          "np.maximum({}, {} + 0.3)", "np.minimum({}, {})"]
+
+
+def _expression(rng, names, depth=2):
+    if depth == 0 or rng.random() < 0.3:
+        return str(rng.choice(names))
+    if rng.random() < 0.5:
+        template = str(rng.choice(UNARY))
+        inner = _expression(rng, names, depth - 1)
+        return template.format(*[inner] * template.count("{}"))
+    template = str(rng.choice(BINARY))
+    a, b = _expression(rng, names, depth - 1), _expression(rng, names, depth - 1)
+    return template.format(a, b, b) if template.count("{}") == 3 else template.format(a, b)
+
+
+def _block(rng, names, indent, depth, in_loop=False):
+    lines, pad = [], "    " * indent
+    for _ in range(int(rng.integers(1, 4))):
+        kinds = ["assign", "assign"] + (["if", "for", "while"] if depth else []) \
+            + (["jump"] if in_loop else [])
+        kind = str(rng.choice(kinds))
+        if kind == "assign":
+            target = str(rng.choice(names[2:] + [f"v{len(names)}"]))
+            lines.append(f"{pad}{target} = {_expression(rng, names)}")
+            names.append(target) if target not in names else None
+        elif kind == "jump":
+            jump = str(rng.choice(["break", "continue", f"return {' + '.join(names)}"]))
+            lines += [f"{pad}if {_expression(rng, names, 1)} > 0.5:", f"{pad}    {jump}"]
+        elif kind == "if":
+            lines.append(f"{pad}if {_expression(rng, names, 1)} > {rng.choice([0.0, 0.3])}:")
+            lines += _block(rng, list(names), indent + 1, depth - 1, in_loop)
+            lines.append(f"{pad}else:")
+            lines += _block(rng, list(names), indent + 1, depth - 1, in_loop)
+        elif kind == "for":
+            var = f"i{indent}"
+            lines.append(f"{pad}for {var} in range(n + {int(rng.integers(0, 3))}):")
+            lines.append(f"{pad}    {names[-1]} = {names[-1]} * 0.9 + {var} * 0.01")
+            lines += _block(rng, list(names), indent + 1, depth - 1, True)
+        else:
+            counter = f"k{indent}"
+            lines += [f"{pad}{counter} = 0", f"{pad}while {counter} < n:",
+                      f"{pad}    {counter} += 1"]
+            lines += _block(rng, list(names), indent + 1, depth - 1, True)
+    return lines
+
+
+def _program(rng):
+    names = ["x", "y", "v2"]
+    lines = ["def program(x, y, n):", "    v2 = x * y"] + _block(rng, names, 1, 2)
+    return "\n".join(lines + [f"    return {' + '.join(names)}"]) + "\n"
+
+
+def _smooth_gradient(fn, args, k):
+    """Central differences, or None where two step sizes disagree (a branch flips)."""
+    coarse, fine = central_gradient(fn, args, k, 1e-5), central_gradient(fn, args, k, 1e-6)
+    return fine if fine == pytest.approx(coarse, rel=1e-4, abs=1e-6) else None
+
+
+def test_random_scalar_programs_on_both_roads(monkeypatch, tmp_path):
+    import importlib.util
+
+    rng = np.random.default_rng(20261207)
+    native_count, checked = 0, 0
+    for number in range(30):
+        source = _program(rng)
+        path = tmp_path / f"random_scalar_{number}.py"
+        path.write_text("import numpy as np\n\n\n" + source)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for _ in range(2):
+            args = (float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1)),
+                    int(rng.integers(0, 4)))
+            on = _road(monkeypatch, module.program, args, (0, 1), "1")
+            road = pb.explain(module.program)
+            assert "internal error" not in road, f"{road}\n{source}"
+            native_count += "native (" in road
+            off = _road(monkeypatch, module.program, args, (0, 1), "0")
+            assert all(_same(a, b, LIBM_RTOL) for a, b in zip(on, off, strict=True)), \
+                f"native {on} != Python road {off} at {args} for\n{source}"
+            for k in (0, 1):
+                numeric = _smooth_gradient(module.program, args, k)
+                if numeric is not None:
+                    checked += 1
+                    assert on[1 + k] == pytest.approx(numeric, rel=1e-5, abs=1e-6), \
+                        f"native {on} != central differences at {args} for\n{source}"
+    assert native_count >= 45 and checked >= 90   # most run natively; most points smooth
