@@ -27,7 +27,7 @@ BENCH = Path(__file__).resolve().parent
 
 # Peers are the AD tools pullback is compared with; the references are not AD tools.
 REFERENCES = ("numpy (hand-written)", "numba (hand adjoint)")
-PULLBACK = ("pullback", "pullback eager")
+PULLBACK = ("pullback", "pullback eager", "pullback native road", "pullback python road")
 PEERS = ("jax", "jax eager", "torch", "autograd", "tangent", "mxnet")
 
 TANGENT_REASON = (
@@ -67,6 +67,27 @@ def pullback_compiled(module, args):
 
     gradient = pb.grad(pb.compile(module.loss), argnums=tuple(module.WRT))
     return Impl(lambda: module.loss(*args), lambda: gradient(*args))
+
+
+def _pullback_road(flag):
+    """``pb.grad`` with whole-function native code on (``"1"``) or off (``"0"``): the
+    road is read from PULLBACK_NATIVE_FUNCTIONS at each call, so each call sets it (once
+    per batch in effect: the harness times one tool's batch at a time)."""
+    import os
+
+    def build(module, args):
+        import pullback as pb
+
+        gradient = pb.grad(pb.compile(module.loss), argnums=tuple(module.WRT))
+
+        def run():
+            if os.environ.get("PULLBACK_NATIVE_FUNCTIONS") != flag:
+                os.environ["PULLBACK_NATIVE_FUNCTIONS"] = flag
+            return gradient(*args)
+
+        return Impl(lambda: module.loss(*args), run)
+
+    return build
 
 
 def pullback_eager(module, args):
@@ -251,6 +272,8 @@ BUILDERS = {
     "numba (hand adjoint)": numba_adjoint,
     "pullback": pullback_compiled,
     "pullback eager": pullback_eager,
+    "pullback native road": _pullback_road("1"),
+    "pullback python road": _pullback_road("0"),
     "jax": jax_jit,
     "torch": torch_eager,
     "autograd": hips_autograd,

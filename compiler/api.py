@@ -25,6 +25,7 @@ from pullback.runtime.ndarray import NDArray, as_data
 from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
 
+from . import native_road
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
@@ -525,9 +526,15 @@ def _gradient_runner(fn, argnums):
         entry = prepared.get(key)
         if entry is None:
             variant = _differentiated(fn, argnums, nums, args)
-            entry = prepared[key] = (variant._forward, variant._adjoint)
-        forward, adjoint = entry
+            entry = prepared[key] = (variant._forward, variant._adjoint, variant)
+        forward, adjoint, variant = entry
         internal = _internal_arguments(fn, args, nums)
+        road = native_road.gradient_function(variant, internal)   # None: the Python road
+        done = road.call(internal, 1) if road is not None else None
+        if done is not None:
+            out, grads = done
+            results = _convert_grads(grads, internal, args, nums)
+            return args, out, (results[0] if single else tuple(results))
         stack = Stack()
         if tape.is_recording():   # NDArrays the function reads (globals) must not record
             with tape.scope(recording=False, training=None):
@@ -551,16 +558,31 @@ def vjp(fn, *args, argnums=None):
     nums = tuple(range(len(args))) if argnums is None else _positions(argnums)
     variant = _differentiated(fn, nums, nums, args)
     internal = _internal_arguments(fn, args, nums)
-    stack = Stack()
-    with tape.scope(recording=False, training=None):
-        out = _run_in_world(args, variant.forward, stack, *internal)
-
+    road = native_road.gradient_function(variant, internal)   # None: the Python road
+    done = road.call(internal, 1) if road is not None else None
+    stack = None
+    if done is None:
+        stack = Stack()
+        with tape.scope(recording=False, training=None):
+            out = _run_in_world(args, variant.forward, stack, *internal)
+    else:
+        out = done[0]
     shown = _convert_value(out, args, differentiated=True)
 
     def pullback(g):
+        nonlocal stack
         head = _head_for(g, out, shown)
-        with tape.scope(recording=False, training=None):
-            grads = variant.adjoint(copy.copy(stack), head)   # each call pops its own copy
+        grads = None
+        if road is not None and not isinstance(out, tuple) and np.ndim(head) == 0:
+            done = road.call(internal, float(head))   # a number's head: its seed
+            grads = None if done is None else done[1]
+        if grads is None:
+            if stack is None:   # the native forward ran; the Python road needs its stack
+                stack = Stack()
+                with tape.scope(recording=False, training=None):
+                    _run_in_world(args, variant.forward, stack, *internal)
+            with tape.scope(recording=False, training=None):
+                grads = variant.adjoint(copy.copy(stack), head)   # each call pops a copy
         results = _convert_grads(grads, internal, args, nums)
         return results[0] if single else tuple(results)
 
@@ -606,6 +628,34 @@ def _head_for(g, out, shown=None):
         data = data.reshape(())
     tape.check_head_gradient(data.shape, data.dtype, shape, dtype)
     return data
+
+
+def explain(fn, *args, argnums=None) -> str:
+    """Which road each variant of ``fn`` takes: native code, or the Python road and the
+    line (and reason) that keeps it there.
+
+    With ``args``, first decides the road for those arguments (differentiating
+    ``argnums``, default all) as ``grad`` would; without, reports the signatures the
+    variants were called with so far.
+    """
+    compiled = as_compiled(fn)
+    if args:
+        n = len(args)
+        nums = tuple(range(n)) if argnums is None else _positions(argnums)
+        variant = _differentiated(fn, nums, nums, n)
+        native_road.gradient_function(variant, _internal_arguments(fn, args, nums))
+    lines = []
+    if not native_road.functions_enabled():
+        lines.append("native functions are off (PULLBACK_NATIVE_FUNCTIONS=0, "
+                     "PULLBACK_NATIVE=0 or no llvmlite): Python road")
+    elif not compiled.native:
+        lines.append("compiled with native=False: Python road")
+    for mask, variant in compiled._variants.items():
+        params = compiled.fn.__code__.co_varnames[:len(mask)]
+        wrt = ", ".join(p for p, m in zip(params, mask, strict=True) if m) or "nothing"
+        for line in native_road.explain(variant) or ["not called through grad/vjp yet"]:
+            lines.append(f"{compiled.fn.__name__} differentiating {wrt}: {line}")
+    return "\n".join(lines) or f"{compiled.fn.__name__}: no variant built yet"
 
 
 def adjoint_source(fn, argnums=None) -> str:

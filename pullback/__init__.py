@@ -21,7 +21,7 @@ from pullback.runtime.errors import (  # noqa: F401
 from pullback.runtime.ndarray import NDArray, cpu  # noqa: F401
 
 from pullback.compiler.api import (  # noqa: F401
-    CompiledFunction, adjoint_source, grad, kernel_ir, value_and_grad, vjp,
+    CompiledFunction, adjoint_source, explain, grad, kernel_ir, value_and_grad, vjp,
 )
 from pullback.compiler.cache import compile, stats  # noqa: F401  (compile: api's + signatures=)
 from pullback.compiler.errors import CompileError  # noqa: F401

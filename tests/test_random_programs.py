@@ -153,7 +153,10 @@ def test_random_programs_agree_three_ways(tmp_path_factory, source, seed, shapes
         tape = tape_gradients(fn, arrays)
         for c, t in zip(compiled, tape, strict=True):
             np.testing.assert_allclose(c.asnumpy(), t, rtol=1e-9, atol=1e-11)
-        check_grads(fn, [nd.array(a) for a in arrays], rtol=1e-4, atol=1e-6)
+        # a program that overflows (y = y * (x + y) nine times) has inf/nan gradients on
+        # both roads, equal above; central differences of inf are meaningless there
+        if all(np.all(np.isfinite(c.asnumpy())) for c in compiled):
+            check_grads(fn, [nd.array(a) for a in arrays], rtol=1e-4, atol=1e-6)
     except Exception:
         print("failing program:\n" + source)
         raise

@@ -1,0 +1,707 @@
+"""Typing: one static type per name of a variant's IR (``compiler/ir.py``), or the first
+statement that does not type and why.
+
+Input: the forward and adjoint IR, the generated module's namespace (kernels, globals)
+and the types of the arguments.  Output: a ``Typing`` -- a type for every name of each
+function, for every stack tag, the result and the seed -- or ``NotTyped``.  Nothing
+downstream guesses a type.
+
+Types (numba's idea, kept small):
+
+- ``Num(kind)``: a number.  Kinds follow what the Python road computes with: ``f64``
+  (``np.float64``), ``f32`` (``np.float32``), ``pyfloat`` (a Python float),
+  ``float`` (a Python float or an ``np.float64``: a name assigned both), ``int`` (a
+  Python int; native code holds an int64 and leaves the native road on overflow),
+  ``bool``.
+- ``NONE`` (``None``, a zero gradient), ``Opt(T)`` (None or a T: gradients, values
+  before a loop's first trip), ``Tup(T...)`` (a tuple: a kernel's outputs, the saved
+  values), ``GList(T...)`` (a list of per-item gradients, ``support.index_grad``),
+  ``Parts(T...)`` (a kernel VJP's result: all None or all numbers), ``RANGE``.
+
+Names are typed flow-insensitively: the type of a name is the join of every value
+assigned to it (``None`` then a float is ``Opt(float)``), computed to a fixed point.
+
+Semantics are the Python road's, decided here once per operation (``binary``,
+``ufunc``): numpy's promotion with Python numbers as weak scalars (NEP 50), float64
+arithmetic, and a ``Check`` for each place where the Python road could raise or leave
+int64 (a division of two Python numbers by zero, int overflow, an int too large to
+convert exactly, ``None`` where a value is needed).  The lowering emits those checks;
+when one fails at run time, the native call returns "not here" and the Python road runs
+the call instead (functions in the IR have no side effects), so the caller sees exactly
+the Python road's result or exception.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+from dataclasses import dataclass
+
+import gast
+import numpy as np
+
+from pullback.runtime.fused import FusedKernel
+
+from .ir import dotted, is_atom
+
+
+@dataclass(frozen=True)
+class Num:
+    kind: str
+
+    def __str__(self):
+        return self.kind
+
+
+@dataclass(frozen=True)
+class Opt:
+    inner: object
+
+    def __str__(self):
+        return f"{self.inner}?"
+
+
+@dataclass(frozen=True)
+class Tup:
+    items: tuple
+
+    def __str__(self):
+        return f"({', '.join(map(str, self.items))})"
+
+
+@dataclass(frozen=True)
+class GList:
+    items: tuple
+
+    def __str__(self):
+        return f"[{', '.join(map(str, self.items))}]"
+
+
+@dataclass(frozen=True)
+class Parts:
+    items: tuple
+
+    def __str__(self):
+        return f"parts({', '.join(map(str, self.items))})"
+
+
+@dataclass(frozen=True)
+class _Atom:
+    label: str
+
+    def __str__(self):
+        return self.label
+
+
+NONE = _Atom("None")
+RANGE = _Atom("range")
+STR = _Atom("str")   # only as a stack tag
+F64, F32, PYFLOAT, FLOAT, INT, BOOL = (Num(k) for k in ("f64", "f32", "pyfloat", "float",
+                                                        "int", "bool"))
+FLOAT_KINDS = ("f64", "f32", "pyfloat", "float")
+#: Python-number kinds: an operation on two of them is Python's, not numpy's
+WEAK = ("pyfloat", "float", "int")
+
+
+class NotTyped(Exception):
+    """A statement of the IR does not type (or the lowering lacks it)."""
+
+    def __init__(self, reason: str, statement=None, part: str = ""):
+        super().__init__(reason)
+        self.reason, self.statement, self.part = reason, statement, part
+
+    @property
+    def line(self) -> int:
+        return getattr(self.statement, "lineno", 0)
+
+
+def argument_type(value):
+    """The type of an argument as compiled code receives it, or None (not native)."""
+    kind = {float: PYFLOAT, np.float64: F64, np.float32: F32, bool: BOOL}.get(type(value))
+    if kind is not None:
+        return kind
+    if type(value) is int and -(1 << 63) <= value < (1 << 63):
+        return INT
+    return None
+
+
+# ----- the lattice -------------------------------------------------------------------------
+
+def can_be_none(t) -> bool:
+    return t is NONE or isinstance(t, Opt)
+
+
+def inner(t):
+    """``t`` without its None case (None for NONE)."""
+    return None if t is NONE else t.inner if isinstance(t, Opt) else t
+
+
+def join(a, b):
+    """The type of a name assigned an ``a`` and a ``b``; raises NotTyped if none."""
+    if a is None or a == b:
+        return b
+    if b is None:
+        return a
+    if can_be_none(a) or can_be_none(b):
+        ia, ib = inner(a), inner(b)
+        return Opt(ia if ib is None else ib if ia is None else join(ia, ib))
+    if isinstance(a, Num) and isinstance(b, Num):
+        if a.kind in ("f64", "pyfloat", "float") and b.kind in ("f64", "pyfloat", "float"):
+            return FLOAT
+    for kind in (Tup, GList, Parts):
+        if isinstance(a, kind) and isinstance(b, kind) and len(a.items) == len(b.items):
+            return kind(tuple(join(x, y) for x, y in zip(a.items, b.items, strict=True)))
+    raise NotTyped(f"a name holds a {a} here and a {b} elsewhere")
+
+
+# ----- numbers: the Python road's semantics --------------------------------------------------
+
+@dataclass(frozen=True)
+class Binary:
+    """How to compute ``a OP b``: the result kind, the kind both operands are converted
+    to (``operand``), and which checks the Python road implies."""
+
+    kind: str
+    operand: str
+    python_division: bool = False   # both may be Python numbers: /0 raises
+    overflow: bool = False          # int arithmetic: leave int64 -> Python road
+
+
+_INT_OPS = {"add", "sub", "mul", "floordiv", "mod"}
+_FLOAT_OPS = {"add", "sub", "mul", "div", "pow"}
+
+
+def binary(op: str, a: str, b: str) -> Binary:
+    """``a OP b`` for number kinds ``a`` and ``b`` (op: add sub mul div floordiv mod pow)."""
+    if "bool" in (a, b):
+        raise NotTyped(f"arithmetic on a bool ({op})")
+    if a == b == "int":
+        if op == "div":
+            return Binary("pyfloat", "int", python_division=True)
+        if op not in _INT_OPS:
+            raise NotTyped(f"int {op} is not lowered (Python's ints)")
+        return Binary("int", "int", python_division=op in ("floordiv", "mod"), overflow=True)
+    if op not in _FLOAT_OPS:
+        raise NotTyped(f"float {op} is not lowered")
+    kind = promote(a, b, what=op)
+    weak = a in WEAK and b in WEAK
+    if op == "pow" and weak:
+        raise NotTyped("a power of two Python numbers (Python's rules: errors, complex)")
+    return Binary(kind, kind, python_division=weak and op == "div")
+
+
+def promote(a: str, b: str, what: str) -> str:
+    """numpy's result kind for two number kinds (Python numbers are weak, NEP 50)."""
+    kinds = {a, b}
+    if "f64" in kinds:
+        return "f64"
+    if "f32" in kinds:
+        if "float" in kinds:   # a Python float or an np.float64: f32 or f64
+            raise NotTyped(f"{what} of a float32 and a value that is a Python float on one "
+                           f"path and an np.float64 on another")
+        return "f32"
+    if kinds <= {"pyfloat", "int"}:
+        return "pyfloat"
+    return "float"
+
+
+def ufunc(name: str, kinds) -> str:
+    """The kind a numpy function of numbers returns (``np.sin(x)``, ``np.maximum(x, y)``)."""
+    if any(k == "bool" for k in kinds):
+        raise NotTyped(f"np.{name} of a bool")
+    if all(k == "int" for k in kinds):
+        raise NotTyped(f"np.{name} of ints (int64 results are not lowered)")
+    kind = kinds[0] if len(kinds) == 1 else promote(*kinds, what=name)
+    return "f32" if kind == "f32" else "f64"
+
+
+#: the scalar-language functions the native road lowers (lower.FUNCTIONS' names) and
+#: the numpy spelling each has in generated code
+SCALAR_FUNCTIONS = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tan": 1, "tanh": 1, "log1p": 1,
+                    "expm1": 1, "sqrt": 1, "fabs": 1, "floor": 1, "ceil": 1, "round": 1,
+                    "sign": 1, "max": 2, "min": 2, "pow": 2}
+NUMPY_NAMES = {"_np.exp": "exp", "_np.log": "log", "_np.sin": "sin", "_np.cos": "cos",
+               "_np.tan": "tan", "_np.tanh": "tanh", "_np.log1p": "log1p",
+               "_np.expm1": "expm1", "_np.sqrt": "sqrt", "_np.abs": "fabs",
+               "_np.floor": "floor", "_np.ceil": "ceil", "_np.round": "round",
+               "_np.sign": "sign", "_np.maximum": "max", "_np.minimum": "min",
+               "_np.power": "pow"}
+
+_AST_OPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div",
+            ast.FloorDiv: "floordiv", ast.Mod: "mod", ast.Pow: "pow"}
+_GAST_OPS = {gast.Add: "add", gast.Sub: "sub", gast.Mult: "mul", gast.Div: "div",
+             gast.FloorDiv: "floordiv", gast.Mod: "mod", gast.Pow: "pow"}
+
+
+def constant_type(value):
+    if type(value) is bool:
+        return BOOL
+    if value is None:
+        return NONE
+    if type(value) is int and -(1 << 63) <= value < (1 << 63):
+        return INT
+    if type(value) is float:
+        return PYFLOAT
+    if type(value) is str:
+        return STR
+    raise NotTyped(f"the constant {value!r}")
+
+
+def expression_kind(node, env: dict) -> str:
+    """The kind of a scalar-language expression (a kernel statement, ``ast``)."""
+    if isinstance(node, ast.Name):
+        return number(env[node.id], node.id).kind
+    if isinstance(node, ast.Constant):
+        t = constant_type(node.value)
+        if not isinstance(t, Num) or t.kind == "bool":
+            raise NotTyped(f"the constant {node.value!r} in a kernel")
+        return t.kind
+    if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPS:
+        return binary(_AST_OPS[type(node.op)], expression_kind(node.left, env),
+                      expression_kind(node.right, env)).kind
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        kind = expression_kind(node.operand, env)
+        if kind == "bool":
+            raise NotTyped("negation of a bool")
+        return kind
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        return compare_kind([expression_kind(node.left, env),
+                             expression_kind(node.comparators[0], env)])
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords \
+            and node.func.id == "where" and len(node.args) == 3:
+        expression_kind(node.args[0], env)
+        return ufunc("where", [expression_kind(a, env) for a in node.args[1:]])
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+            and SCALAR_FUNCTIONS.get(node.func.id) == len(node.args) and not node.keywords:
+        return ufunc(node.func.id, [expression_kind(a, env) for a in node.args])
+    raise NotTyped(f"`{ast.unparse(node)}` in a kernel is not lowered")
+
+
+def compare_kind(kinds) -> str:
+    """A kernel's comparison (``g * (x >= y)``, ``where(x > 0, ...)``) as the number 1.0 or
+    0.0.  numpy gives a bool that the next operation promotes; its value is exact in any
+    float, so only the kind of that promotion matters: float64, or refused with float32
+    (a bool does not keep float32 against a Python float as a float32 would)."""
+    if "f32" in kinds:
+        raise NotTyped("a comparison in a float32 kernel is not lowered")
+    if "bool" in kinds:
+        raise NotTyped("a comparison of bools in a kernel is not lowered")
+    return "f64" if "f64" in kinds else "float"
+
+
+def number(t, what: str) -> Num:
+    """``t`` as a number (an ``Opt`` is checked for None at run time)."""
+    t = inner(t) if isinstance(t, Opt) else t
+    if not isinstance(t, Num):
+        raise NotTyped(f"{what} is a {t}, not a number")
+    return t
+
+
+# ----- kernels -------------------------------------------------------------------------------
+
+def kernel_supported(kernel: FusedKernel) -> None:
+    if kernel.forward_program[3] is not None:
+        raise NotTyped(f"{kernel.name} ends in a reduction (arrays only)")
+
+
+def program_kinds(params, statements, env: dict) -> dict:
+    """Kinds of every value of a scalar-language program, ``env`` giving the inputs."""
+    env = dict(env)
+    for target, text in statements:
+        env[target] = Num(expression_kind(ast.parse(text.strip(), mode="eval").body, env))
+    return env
+
+
+def kernel_outputs(kernel: FusedKernel, inputs) -> Tup:
+    """The tuple ``kernel(*inputs)`` returns on numbers."""
+    kernel_supported(kernel)
+    params, statements, outputs, _ = kernel.forward_program
+    env = program_kinds(params, statements, dict(zip(params, inputs, strict=True)))
+    return Tup(tuple(env[o] for o in outputs))
+
+
+def vjp_seed_kinds(kernel: FusedKernel, grads) -> tuple:
+    """The output gradients the VJP computes with: ``0.0`` where one is None."""
+    n = len(kernel.adjoint_program[0])
+    items = grads.items if isinstance(grads, GList) else ()
+    if len(items) < n:
+        raise NotTyped(f"the gradient of {kernel.name}'s outputs is a {grads}")
+    return tuple(Num(join(inner(g), PYFLOAT).kind) if can_be_none(g) else number(g, "a "
+                 "gradient") for g in items[:n])
+
+
+def kernel_vjp(kernel: FusedKernel, grads, outputs, inputs) -> Parts:
+    """The type of ``kernel.vjp(grads, outputs, *inputs)`` on numbers."""
+    kernel_supported(kernel)
+    gnames, onames, inames, statements, results = kernel.adjoint_program
+    if grads is NONE:
+        return Parts(tuple(NONE for _ in inames))
+    out = inner(outputs)
+    if not isinstance(out, Tup) or len(out.items) != len(onames):
+        raise NotTyped(f"{kernel.name}.vjp of outputs typed {outputs}")
+    env = dict(zip(gnames, vjp_seed_kinds(kernel, inner(grads)), strict=True))
+    env.update(zip(onames, out.items, strict=True))
+    env.update(zip(inames, inputs, strict=True))
+    env = program_kinds(None, statements, env)
+    return Parts(tuple(NONE if r is None else env[r] for r in results))   # None: no gradient
+
+
+# ----- gradient helpers ----------------------------------------------------------------------
+
+def add_grads(total, part):
+    """The type of ``support.add_grads(total, part)``."""
+    if part is NONE:
+        return total
+    if total is NONE:
+        return part
+    t, p = inner(total), inner(part)
+    if isinstance(t, GList) and isinstance(p, GList) and len(t.items) == len(p.items):
+        both = GList(tuple(add_grads(a, b) for a, b in zip(t.items, p.items, strict=True)))
+    elif isinstance(t, Num) and isinstance(p, Num):
+        both = Num(binary("add", t.kind, p.kind).kind)
+    else:
+        raise NotTyped(f"adding gradients of types {total} and {part}")
+    result = both
+    if can_be_none(part):
+        result = join(result, total)
+    if can_be_none(total):
+        result = join(result, part)
+    return result
+
+
+def index_grad(total, g, value, key):
+    """The type of ``support.index_grad(total, g, value, key)``."""
+    if g is NONE or value is RANGE:
+        return total
+    v = inner(value)
+    if not isinstance(v, Tup) or type(key) is not int or not 0 <= key < len(v.items):
+        raise NotTyped(f"the gradient of indexing a {value}")
+    t = inner(total)
+    if t is None:
+        items = [NONE] * len(v.items)
+    elif isinstance(t, GList) and len(t.items) == len(v.items):
+        items = list(t.items)
+    else:
+        raise NotTyped(f"the gradient of a tuple typed {total}")
+    items[key] = add_grads(items[key], g)
+    return join(total, GList(tuple(items)))
+
+
+# ----- the typing pass ----------------------------------------------------------------------
+
+@dataclass
+class Typing:
+    """The result of typing a variant's IR for one argument signature."""
+
+    params: list
+    arguments: tuple        # the argument types
+    forward: dict           # name -> type, forward function
+    adjoint: dict           # name -> type, adjoint function
+    tags: dict              # stack tag -> type pushed
+    result: object          # the forward's result type
+    seed: object            # result_grad's type
+    gradients: tuple        # the adjoint's returned types, one per parameter
+    namespace: dict
+
+
+class _Unknown(Exception):
+    """An operand is not typed yet (fixed-point iteration: try again next round)."""
+
+
+class _Typer:
+    def __init__(self, namespace, env, tags, part, pops=None):
+        self.namespace, self.env, self.tags, self.part = namespace, env, tags, part
+        self.pops = pops   # tag -> type (adjoint), None in the forward
+        self.changed = False
+        self.strict = False
+
+    def run(self, body):
+        for _ in range(100):
+            self.changed = False
+            self.block(body)
+            if not self.changed:
+                self.strict = True
+                self.block(body)
+                return
+        raise NotTyped("types did not settle", None, self.part)
+
+    def block(self, stmts):
+        for s in stmts:
+            try:
+                getattr(self, f"stmt_{type(s).__name__.lower()}")(s)
+            except _Unknown as unknown:
+                if self.strict:
+                    raise NotTyped(f"{unknown} is read before any assignment", s,
+                                   self.part) from None
+            except NotTyped as error:
+                if error.statement is None:
+                    error.statement, error.part = s, self.part
+                raise
+
+    def bind(self, name, t):
+        new = join(self.env.get(name), t)
+        if new != self.env.get(name):
+            self.env[name] = new
+            self.changed = True
+
+    def atom(self, node):
+        if isinstance(node, gast.Constant):
+            return constant_type(node.value)
+        t = self.env.get(node.id)
+        if t is None:
+            raise _Unknown(node.id)
+        return t
+
+    # statements
+    def stmt_assign(self, s):
+        self.bind(s.targets[0].id, self.value(s.value))
+
+    def stmt_expr(self, s):
+        call = s.value
+        if not (isinstance(call, gast.Call) and dotted(call.func) == "_stack.push"):
+            raise NotTyped("a statement with a side effect")
+        tag = call.args[1].value
+        new = join(self.tags.get(tag), self.atom(call.args[0]))
+        if new != self.tags.get(tag):
+            if self.pops is not None:
+                raise NotTyped("the adjoint pushes")
+            self.tags[tag] = new
+            self.changed = True
+
+    def stmt_if(self, s):
+        truth(self.atom(s.test), s.test.id)
+        self.block(s.body)
+        self.block(s.orelse)
+
+    def stmt_while(self, s):
+        try:
+            truth(self.atom(s.test), s.test.id)
+        except _Unknown:
+            if self.strict:
+                raise
+        self.block(s.body)
+
+    def stmt_for(self, s):
+        if self.atom(s.iter) is not RANGE:
+            raise NotTyped(f"a for loop over a {self.atom(s.iter)} (ranges only)")
+        self.bind(s.target.id, INT)
+        self.block(s.body)
+
+    def stmt_return(self, s):
+        pass
+
+    # values
+    def value(self, node):
+        if is_atom(node):
+            return self.atom(node)
+        visitor = getattr(self, f"value_{type(node).__name__.lower()}", None)
+        if visitor is None:
+            raise NotTyped(f"a {type(node).__name__} expression")
+        return visitor(node)
+
+    def value_binop(self, node):
+        a = number(self.atom(node.left), "an operand")
+        b = number(self.atom(node.right), "an operand")
+        return Num(binary(_GAST_OPS[type(node.op)], a.kind, b.kind).kind)
+
+    def value_unaryop(self, node):
+        t = self.atom(node.operand)
+        if isinstance(node.op, gast.Not):
+            truth(t, "an operand of not")
+            return BOOL
+        t = number(t, "an operand")
+        if t.kind == "bool":
+            raise NotTyped("negation of a bool")
+        return t
+
+    def value_boolop(self, node):
+        for v in node.values:
+            if self.atom(v) != BOOL:
+                raise NotTyped("and/or of values that are not bools")
+        return BOOL
+
+    def value_compare(self, node):
+        a, b = self.atom(node.left), self.atom(node.comparators[0])
+        op = node.ops[0]
+        if isinstance(op, (gast.Is, gast.IsNot)):
+            if b is not NONE:
+                raise NotTyped("`is` with something other than None")
+            return BOOL
+        ka, kb = number(a, "a compared value").kind, number(b, "a compared value").kind
+        if "bool" in (ka, kb):
+            raise NotTyped("a comparison of bools")
+        if "f32" in (ka, kb) and ka != kb and "f64" not in (ka, kb):
+            raise NotTyped("a comparison of a float32 with a Python number")
+        return BOOL
+
+    def value_subscript(self, node):
+        t = self.atom(node.value)
+        if isinstance(node.slice, gast.Name):   # range[i] of a normalized loop
+            if t is not RANGE or number(self.atom(node.slice), "an index").kind != "int":
+                raise NotTyped(f"indexing a {t} by a {self.atom(node.slice)}")
+            return INT
+        key = node.slice.value
+        base = inner(t)
+        if isinstance(base, (Tup, GList, Parts)) and type(key) is int \
+                and 0 <= key < len(base.items):
+            item = base.items[key]
+            if isinstance(base, Parts) and isinstance(item, Num):
+                return Opt(item)
+            return item
+        raise NotTyped(f"indexing a {t} by {key!r}")
+
+    def value_tuple(self, node):
+        return Tup(tuple(self.atom(e) for e in node.elts))
+
+    def value_attribute(self, node):
+        raise NotTyped(f"the attribute {dotted(node)} (not lowered natively)")
+
+    def value_call(self, node):
+        name = dotted(node.func)
+        if node.keywords:
+            raise NotTyped(f"keyword arguments to {name}")
+        head, _, attr = name.partition(".")
+        target = self.namespace.get(head)
+        if attr in ("forward", "adjoint") and hasattr(target, "function"):
+            user = getattr(getattr(target.function, "fn", None), "__name__", head)
+            raise NotTyped(f"a call of the user function {user}() (native calls between "
+                           f"functions are not lowered yet)")
+        args = [self.atom(a) for a in node.args]
+        if isinstance(target, FusedKernel):
+            if not attr:
+                return kernel_outputs(target, [number(a, "a kernel input") for a in args])
+            if attr == "vjp":
+                inputs = [number(a, "a kernel input") for a in args[2:]]
+                return kernel_vjp(target, args[0], args[1], inputs)
+            raise NotTyped(f"{name}")
+        if name in NUMPY_NAMES:
+            return Num(ufunc(NUMPY_NAMES[name], [number(a, f"an argument of {name}").kind
+                                                 for a in args]))
+        rule = _CALLS.get(name, False)
+        if rule is False and head in ("ops", "npops") and attr in ELEMENTWISE:
+            return Num(ufunc(attr, [number(a, f"an argument of {name}").kind for a in args]))
+        if rule is False:
+            raise NotTyped(f"a call of {name} (not lowered natively)")
+        if name in ("range", "reversed", "len") and self.namespace.get(name, getattr(
+                builtins, name)) is not getattr(builtins, name):
+            raise NotTyped(f"{name} is rebound")
+        if name == "_stack.pop":
+            if self.pops is None:
+                raise NotTyped("the forward pops")
+            tag = node.args[0].value
+            if tag not in self.pops:
+                raise NotTyped(f"a pop of {tag!r}, which the forward never pushes")
+            return self.pops[tag]
+        return rule(node, args)
+
+
+def truth(t, what):
+    if not (isinstance(t, Num)):
+        raise NotTyped(f"the truth of {what}, a {t}")
+
+
+def _range(node, args):
+    if not 1 <= len(args) <= 3 or any(number(a, "a range bound").kind != "int" for a in args):
+        raise NotTyped("range() of values that are not ints")
+    return RANGE
+
+
+def _len(node, args):
+    if args != [RANGE]:
+        raise NotTyped("len() of something other than a range")
+    return INT
+
+
+def _reversed(node, args):
+    if args != [RANGE]:
+        raise NotTyped("reversed() of something other than a range")
+    return RANGE
+
+
+def _double(node, args):
+    kind = number(args[0], "the operand of support.double").kind
+    return Num(binary("add", kind, kind).kind)
+
+
+def _unbroadcast(node, args):
+    g, value = args
+    for t in (g, value):
+        if not (t is NONE or isinstance(inner(t), Num)):
+            raise NotTyped(f"support.unbroadcast of a {t}")
+    return g
+
+
+def _item_grad(node, args):
+    g, index = args[0], node.args[1]
+    base = inner(g)
+    if base is None:
+        return NONE
+    if isinstance(base, (GList, Tup)) and isinstance(index, gast.Constant) \
+            and type(index.value) is int and 0 <= index.value < len(base.items):
+        item = base.items[index.value]
+        return join(NONE, item) if can_be_none(g) else item
+    raise NotTyped(f"support.item_grad of a {g}")
+
+
+def _index_grad(node, args):
+    key = node.args[3]
+    if not isinstance(key, gast.Constant):
+        raise NotTyped("support.index_grad by a computed key")
+    return index_grad(args[0], args[1], args[2], key.value)
+
+
+_CALLS = {
+    "range": _range, "reversed": _reversed, "len": _len,
+    "support.add_grads": lambda node, args: add_grads(*args),
+    "support.unbroadcast": _unbroadcast, "support.item_grad": _item_grad,
+    "support.index_grad": _index_grad, "support.double": _double,
+}
+_CALLS["_stack.pop"] = None   # typed by its tag, in _Typer.value_call
+
+#: primitives lowered through their scalar formula when called unfused (``ops.sin(x)``)
+ELEMENTWISE = {"add", "subtract", "multiply", "divide", "negative", "exp", "log", "sqrt",
+               "square", "abs", "sign", "sin", "cos", "tan", "tanh", "log1p", "expm1",
+               "reciprocal", "floor", "ceil", "round", "maximum", "minimum", "relu", "power"}
+
+
+def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
+    """Type the IR ``(forward, adjoint)`` for ``arguments`` (argument types).
+
+    Raises:
+        NotTyped: the first statement that does not type, and why.
+    """
+    params = [a.id for a in forward.args.args[1:]]   # after _stack
+    if len(params) != len(arguments):
+        raise NotTyped(f"{len(arguments)} arguments for {len(params)} parameters")
+    env = dict(zip(params, arguments, strict=True))
+    tags = {}
+    _Typer(namespace, env, tags, "forward").run(forward.body)
+    result = _returned(forward, env)
+    if isinstance(result, Opt):   # None before an early return's value: checked when lowered
+        result = result.inner
+    if not isinstance(result, Num) or result.kind not in FLOAT_KINDS:
+        raise NotTyped(f"the function returns a {result} (native: a float)",
+                       forward.body[-1], "forward")
+    seed = F32 if result.kind == "f32" else F64
+    adjoint_env = {"result_grad": seed}
+    _Typer(namespace, adjoint_env, dict(tags), "adjoint", pops=tags).run(adjoint.body)
+    gradients = _returned(adjoint, adjoint_env)
+    if not isinstance(gradients, Tup) or len(gradients.items) != len(params):
+        raise NotTyped(f"the adjoint returns a {gradients}", adjoint.body[-1], "adjoint")
+    for g in gradients.items:
+        base = inner(g)
+        if not (base is None or (isinstance(base, Num) and base.kind in FLOAT_KINDS)):
+            raise NotTyped(f"a gradient typed {g}", adjoint.body[-1], "adjoint")
+    return Typing(params, tuple(arguments), env, adjoint_env, tags, result, seed,
+                  gradients.items, namespace)
+
+
+def _returned(fn, env):
+    last = fn.body[-1]
+    if not isinstance(last, gast.Return):
+        raise NotTyped("no final return", last)
+    value = last.value
+    if isinstance(value, gast.Tuple):
+        return Tup(tuple(constant_type(e.value) if isinstance(e, gast.Constant)
+                         else env[e.id] for e in value.elts))
+    return constant_type(value.value) if isinstance(value, gast.Constant) else env[value.id]

@@ -1,0 +1,928 @@
+"""Lowering of a typed variant (``compiler/ir.py`` + ``compiler/infer.py``) to one native
+function computing value and gradient: LLVM IR text through llvmlite.
+
+``lower_function(forward, adjoint, typing)`` returns ``(ir_text, symbol)``.  The function
+
+    i32 pb_native_<digest>(<one argument per parameter>, double seed, ptr results)
+
+runs the forward, then the adjoint seeded with ``seed``, in one call.  Arguments are
+``double`` for floats (float32 values passed as doubles, exact), ``i64`` for ints and
+bools.  ``results`` (doubles) receives the value, then ``flag, gradient`` per parameter
+(flag 0: the gradient is None).  It returns ``OK`` (0), or ``PYTHON_ROAD`` (1) when a check
+of ``infer`` failed (the Python road would raise, or leave int64: it must run the call
+instead), ``NO_MEMORY`` (2), ``UNPAIRED`` (3, an internal error).
+
+What the code guarantees:
+
+- **The IR's control flow as LLVM control flow**: ``if`` as branches, ``while`` and
+  ``for`` over ranges as loops.  Every name is one stack slot of its static type
+  (``alloca``; LLVM's SROA turns them into SSA values); ``Opt`` values are
+  ``{i1 present, T}``.
+- **The stack is data**: one growable buffer of 8-byte slots (``realloc``); a push stores
+  its value's leaves (numbers, presence flags, range fields) in order, the pop of its tag
+  loads them back with the tag's type; the buffer is freed on every exit.  No Python
+  object is touched between entry and exit.
+- **The Python road's arithmetic** (``infer.binary``/``infer.ufunc`` decide it): no
+  fast-math, no FMA contraction; kernels' statements, unfused primitives and inline
+  derivatives use the scalar language (the table's ``scalar`` formulas) and
+  ``lower.FUNCTIONS`` with scalar libm calls: transcendental functions within libm's ulp
+  of numpy's, everything else bit-equal; int arithmetic is int64 with overflow checks.
+
+Where a new op's native lowering goes: an elementwise primitive needs nothing here (its
+``scalar`` formula is lowered, ``infer.ELEMENTWISE`` lists the ones allowed unfused); a
+new scalar-language function is one entry in ``lower.FUNCTIONS`` (and
+``infer.SCALAR_FUNCTIONS``); a new runtime helper the adjoint calls gets a typing rule in
+``infer._CALLS`` and a ``call_<helper>`` method in ``_Lowering``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+
+from llvmlite import ir
+
+from pullback.runtime.irhelpers import I1, I32, I64, PTR
+from pullback.runtime.primitives import REGISTRY
+
+from . import infer
+from .infer import NONE, RANGE, STR, GList, Num, Opt, Parts, Tup, can_be_none, inner
+from .ir import dotted, is_atom
+from .lower import FUNCTIONS, _target_triple
+
+OK, PYTHON_ROAD, NO_MEMORY, UNPAIRED = 0, 1, 2, 3
+F64T, F32T = ir.DoubleType(), ir.FloatType()
+_EMPTY = ir.LiteralStructType([])
+_CMP = {"Eq": "==", "NotEq": "!=", "Lt": "<", "LtE": "<=", "Gt": ">", "GtE": ">="}
+_FCMP = {"==": "oeq", "!=": "une", "<": "olt", "<=": "ole", ">": "ogt", ">=": "oge"}
+_EXACT_INT = {"f64": 1 << 53, "f32": 1 << 24}   # ints that convert exactly
+_FLOAT_OPS = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
+
+
+def ltype(t):
+    """The LLVM type holding a value of type ``t``."""
+    if isinstance(t, Num):
+        return {"f32": F32T, "int": I64, "bool": I1}.get(t.kind, F64T)
+    if t is NONE or t is STR:
+        return _EMPTY
+    if t is RANGE:
+        return ir.LiteralStructType([I64, I64, I64])   # start, step, length
+    if isinstance(t, Opt):
+        return ir.LiteralStructType([I1, ltype(t.inner)])
+    if isinstance(t, (Tup, GList)):
+        return ir.LiteralStructType([ltype(x) for x in t.items])
+    if isinstance(t, Parts):
+        return ir.LiteralStructType([I1] + [ltype(x) for x in t.items])
+    raise infer.NotTyped(f"no native representation for {t}")
+
+
+def lower_function(forward, adjoint, typing: infer.Typing) -> tuple:
+    """``(ir_text, symbol)`` of the value-and-gradient function of a typed variant."""
+    key = repr((ast.dump(forward), ast.dump(adjoint), typing.arguments,
+                sorted((k, str(v)) for k, v in typing.tags.items()),
+                sorted(k for k, v in typing.namespace.items()
+                       if isinstance(v, infer.FusedKernel))))
+    symbol = f"pb_native_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    module = ir.Module(name=f"pullback native {symbol}")
+    module.triple = _target_triple()
+    _Lowering(module, symbol, forward, adjoint, typing).emit()
+    return str(module), symbol
+
+
+# ----- scalar math for lower.FUNCTIONS (the vector helpers' interface, one lane) --------------
+
+class _ScalarMath:
+    vector_math = frozenset()
+
+    def __init__(self, module, b, scalar):
+        self.module, self.b, self.scalar, self.type = module, b, scalar, scalar
+        self.single = scalar == F32T
+
+    def const(self, value, vtype=None):
+        return ir.Constant(vtype or self.type, float(value))
+
+    def compare(self, predicate, a, b, name):
+        return self.b.fcmp_ordered(predicate, a, b, name=name)
+
+    def function(self, name, ftype, attributes=()):
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        fn = ir.Function(self.module, ftype, name=name)
+        for attribute in attributes:
+            fn.attributes.add(attribute)
+        return fn
+
+    def intrinsic(self, name, *args, name_as):
+        t = args[0].type
+        suffix = "f32" if t == F32T else "f64"
+        fn = self.function(f"llvm.{name}.{suffix}", ir.FunctionType(t, [a.type for a in args]))
+        return self.b.call(fn, args, name=name_as)
+
+    def libm(self, function, *args, name):
+        """The double libm function (float32: computed in double and rounded)."""
+        fn = self.function(function, ir.FunctionType(F64T, [F64T] * len(args)),
+                           ("nounwind", "readnone"))
+        wide = [a if a.type == F64T else self.b.fpext(a, F64T, name=f"{name}.wide")
+                for a in args]
+        result = self.b.call(fn, wide, name=name)
+        return result if self.scalar == F64T else self.b.fptrunc(result, F32T, name=f"{name}.f32")
+
+    def maximum(self, a, b, name):
+        keep_a = self.b.or_(self.compare("ogt", a, b, f"{name}.gt"),
+                            self.compare("uno", a, a, f"{name}.nan"), name=f"{name}.keep")
+        return self.b.select(keep_a, a, b, name=name)
+
+    def minimum(self, a, b, name):
+        keep_a = self.b.or_(self.compare("olt", a, b, f"{name}.lt"),
+                            self.compare("uno", a, a, f"{name}.nan"), name=f"{name}.keep")
+        return self.b.select(keep_a, a, b, name=name)
+
+
+class _Value:
+    """A lowered value and its static type."""
+
+    __slots__ = ("v", "t")
+
+    def __init__(self, v, t):
+        self.v, self.t = v, t
+
+
+class _Lowering:
+    def __init__(self, module, symbol, forward, adjoint, typing):
+        self.module, self.forward, self.adjoint, self.typing = module, forward, adjoint, typing
+        self.namespace = typing.namespace
+        params = [I64 if t.kind in ("int", "bool") else F64T for t in typing.arguments]
+        ftype = ir.FunctionType(I32, [*params, F64T, PTR])
+        self.fn = ir.Function(module, ftype, name=symbol)
+        self.fn.attributes.add("nounwind")
+        for arg, name in zip(self.fn.args, [*typing.params, "seed", "results"], strict=True):
+            arg.name = name
+        self.entry = self.fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.exit = self.fn.append_basic_block("exit")
+        with self.b.goto_block(self.exit):
+            self.status = self.b.phi(I32, name="status")
+        self.slots = {}
+        self.env = None
+        self.prefix = ""
+        self.parsed = {}
+
+    # ----- infrastructure ----------------------------------------------------------------
+    def alloca(self, typ, name):
+        with self.b.goto_block(self.entry):
+            self.b.position_at_start(self.entry)
+            slot = self.b.alloca(typ, name=name)
+            self.b.store(ir.Constant(typ, None), slot)
+        return slot
+
+    def bail(self, ok, code=PYTHON_ROAD, name="check"):
+        """Continue if ``ok``; else leave with ``code``."""
+        following = self.fn.append_basic_block(f"{name}.ok")
+        failing = self.fn.append_basic_block(f"{name}.fail")
+        self.b.cbranch(ok, following, failing)
+        self.b.position_at_end(failing)
+        self.status.add_incoming(ir.Constant(I32, code), failing)
+        self.b.branch(self.exit)
+        self.b.position_at_end(following)
+
+    def function(self, name, ftype, attributes=()):
+        return _ScalarMath(self.module, self.b, F64T).function(name, ftype, attributes)
+
+    def slot(self, name):
+        key = self.prefix + name
+        if key not in self.slots:
+            self.slots[key] = self.alloca(ltype(self.env[name]), key)
+        return self.slots[key]
+
+    def load(self, name):
+        return _Value(self.b.load(self.slot(name), name=name), self.env[name])
+
+    def store(self, name, value: _Value):
+        self.b.store(self.coerce(value, self.env[name]), self.slot(name))
+
+    def atom(self, node) -> _Value:
+        if isinstance(node, gast_Constant):
+            return self.constant(node.value)
+        return self.load(node.id)
+
+    def constant(self, value) -> _Value:
+        t = infer.constant_type(value)
+        if t is NONE or t is STR:
+            return _Value(ir.Constant(_EMPTY, None), t)
+        if t.kind == "bool":
+            return _Value(ir.Constant(I1, int(value)), t)
+        if t.kind == "int":
+            return _Value(ir.Constant(I64, value), t)
+        return _Value(ir.Constant(F64T, value), t)
+
+    # ----- coercion between types (joins) -------------------------------------------------
+    def coerce(self, value: _Value, target):
+        """``value``'s LLVM value as a ``target`` (a join of its type)."""
+        b, t = self.b, value.t
+        if t == target:
+            return value.v
+        if isinstance(t, Num) and isinstance(target, Num):
+            return value.v   # pyfloat/f64 -> float: the same double
+        if t is NONE and isinstance(target, Opt):
+            return ir.Constant(ltype(target), None)
+        if isinstance(target, Opt):
+            if isinstance(t, Opt):
+                flag = b.extract_value(value.v, 0)
+                item = self.coerce(_Value(b.extract_value(value.v, 1), t.inner), target.inner)
+            else:
+                flag, item = ir.Constant(I1, 1), self.coerce(value, target.inner)
+            result = b.insert_value(ir.Constant(ltype(target), None), flag, 0)
+            return b.insert_value(result, item, 1)
+        for kind, first in ((Tup, 0), (GList, 0), (Parts, 1)):
+            if isinstance(t, kind) and isinstance(target, kind):
+                result = ir.Constant(ltype(target), None)
+                if first:
+                    result = b.insert_value(result, b.extract_value(value.v, 0), 0)
+                for k, (src, dst) in enumerate(zip(t.items, target.items, strict=True)):
+                    item = _Value(b.extract_value(value.v, k + first), src)
+                    result = b.insert_value(result, self.coerce(item, dst), k + first)
+                return result
+        raise infer.NotTyped(f"internal: no coercion from {t} to {target}")
+
+    def present(self, value: _Value):
+        """i1: the value is not None."""
+        if value.t is NONE:
+            return ir.Constant(I1, 0)
+        if isinstance(value.t, Opt):
+            return self.b.extract_value(value.v, 0, name="present")
+        return ir.Constant(I1, 1)
+
+    def unwrap(self, value: _Value) -> _Value:
+        """An ``Opt`` value's content, leaving for the Python road if it is None (where
+        Python would raise a TypeError)."""
+        if isinstance(value.t, Opt):
+            self.bail(self.b.extract_value(value.v, 0), name="not_none")
+            return _Value(self.b.extract_value(value.v, 1), value.t.inner)
+        if value.t is NONE:
+            self.bail(ir.Constant(I1, 0), name="not_none")
+            raise infer.NotTyped("None where a value is needed")
+        return value
+
+    # ----- numbers ------------------------------------------------------------------------
+    def as_kind(self, value: _Value, kind: str):
+        """A number converted to ``kind`` as the Python road converts it (ints exactly)."""
+        b, src = self.b, value.t.kind
+        if src == kind or (src in ("pyfloat", "float", "f64") and kind in ("pyfloat", "float",
+                                                                            "f64")):
+            return value.v
+        if src == "int":
+            limit = ir.Constant(I64, _EXACT_INT["f32" if kind == "f32" else "f64"])
+            magnitude_ok = b.and_(b.icmp_signed("<=", value.v, limit),
+                                  b.icmp_signed(">=", value.v, b.neg(limit)), name="exact")
+            self.bail(magnitude_ok, name="int_to_float")
+            return b.sitofp(value.v, F32T if kind == "f32" else F64T)
+        if src == "f32":
+            return b.fpext(value.v, F64T)
+        if kind == "f32":   # a Python float as numpy's weak float32 (NEP 50)
+            return b.fptrunc(value.v, F32T)
+        raise infer.NotTyped(f"internal: {src} as {kind}")
+
+    def binary(self, op: str, a: _Value, c: _Value) -> _Value:
+        a, c = self.unwrap(a), self.unwrap(c)
+        plan = infer.binary(op, a.t.kind, c.t.kind)
+        b = self.b
+        if plan.operand == "int":
+            return self.int_binary(op, a.v, c.v, plan)
+        x, y = self.as_kind(a, plan.operand), self.as_kind(c, plan.operand)
+        if plan.python_division:
+            self.bail(b.fcmp_unordered("!=", y, ir.Constant(y.type, 0.0)), name="division")
+        if op == "pow":
+            math = _ScalarMath(self.module, b, x.type)
+            return _Value(math.libm("pow", x, y, name="pow"), Num(plan.kind))
+        return _Value(getattr(b, _FLOAT_OPS[op])(x, y), Num(plan.kind))
+
+    def int_binary(self, op, x, y, plan) -> _Value:
+        b = self.b
+        if op in ("add", "sub", "mul"):
+            pair = getattr(b, {"add": "sadd", "sub": "ssub", "mul": "smul"}[op]
+                           + "_with_overflow")(x, y)
+            self.bail(b.not_(b.extract_value(pair, 1)), name="int_overflow")
+            return _Value(b.extract_value(pair, 0), infer.INT)
+        zero = ir.Constant(I64, 0)
+        self.bail(b.icmp_signed("!=", y, zero), name="int_division")
+        if op == "div":   # Python's true division: exact for |ints| <= 2**53
+            fx = self.as_kind(_Value(x, infer.INT), "f64")
+            fy = self.as_kind(_Value(y, infer.INT), "f64")
+            return _Value(b.fdiv(fx, fy), infer.PYFLOAT)
+        minimum = ir.Constant(I64, -(1 << 63))
+        self.bail(b.not_(b.and_(b.icmp_signed("==", x, minimum),
+                                b.icmp_signed("==", y, ir.Constant(I64, -1)))),
+                  name="int_overflow")
+        quotient, remainder = b.sdiv(x, y), b.srem(x, y)
+        # floor semantics: adjust when the remainder's sign differs from the divisor's
+        adjust = b.and_(b.icmp_signed("!=", remainder, zero),
+                        b.icmp_signed("<", b.xor(remainder, y), zero))
+        if op == "floordiv":
+            return _Value(b.sub(quotient, b.zext(adjust, I64)), infer.INT)
+        return _Value(b.select(adjust, b.add(remainder, y), remainder), infer.INT)
+
+    def negate(self, a: _Value) -> _Value:
+        a = self.unwrap(a)
+        if a.t.kind == "int":
+            self.bail(self.b.icmp_signed("!=", a.v, ir.Constant(I64, -(1 << 63))),
+                      name="int_overflow")
+            return _Value(self.b.neg(a.v), a.t)
+        return _Value(self.b.fneg(a.v), a.t)
+
+    def compare(self, op: str, a: _Value, c: _Value) -> _Value:
+        a, c = self.unwrap(a), self.unwrap(c)
+        b = self.b
+        if a.t.kind == c.t.kind == "int":
+            return _Value(b.icmp_signed(op, a.v, c.v), infer.BOOL)
+        kind = "f32" if a.t.kind == c.t.kind == "f32" else "f64"
+        x, y = self.as_kind(a, kind), self.as_kind(c, kind)
+        return _Value(b.fcmp_ordered(_FCMP[op], x, y) if op != "!=" else
+                      b.fcmp_unordered("!=", x, y), infer.BOOL)
+
+    def truth(self, value: _Value):
+        v, kind = value.v, value.t.kind
+        if kind == "bool":
+            return v
+        if kind == "int":
+            return self.b.icmp_signed("!=", v, ir.Constant(I64, 0))
+        return self.b.fcmp_unordered("!=", v, ir.Constant(v.type, 0.0))
+
+    def ufunc(self, function: str, args) -> _Value:
+        """numpy's ``function`` (scalar-language name) of numbers."""
+        args = [self.unwrap(a) for a in args]
+        kind = infer.ufunc(function, [a.t.kind for a in args])
+        values = [self.as_kind(a, kind) for a in args]
+        return _Value(self.math_call(function, values, kind), Num(kind))
+
+    def math_call(self, function, values, kind):
+        math = _ScalarMath(self.module, self.b, F32T if kind == "f32" else F64T)
+        arity, lowering = FUNCTIONS[function]
+        if lowering is None:   # pow: libm
+            return math.libm("pow", *values, name="pow")
+        return lowering(math, *values, name=function)
+
+    def formula(self, text: str, env: dict, kind: str):
+        """A primitive's scalar formula over values already of ``kind`` (numpy's
+        arithmetic in one dtype, as the unfused primitive computes)."""
+        node = self.parse(text)
+        return self.formula_node(node, env, kind)
+
+    def formula_node(self, node, env, kind):
+        b, ftype = self.b, F32T if kind == "f32" else F64T
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.Constant):
+            return ir.Constant(ftype, float(node.value))
+        if isinstance(node, ast.BinOp):
+            op = infer._AST_OPS[type(node.op)]
+            x, y = self.formula_node(node.left, env, kind), self.formula_node(node.right, env,
+                                                                                kind)
+            if op == "pow":
+                return self.math_call("pow", [x, y], kind)
+            return getattr(b, _FLOAT_OPS[op])(x, y)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return b.fneg(self.formula_node(node.operand, env, kind))
+        if isinstance(node, ast.Call):
+            return self.math_call(node.func.id, [self.formula_node(a, env, kind)
+                                                 for a in node.args], kind)
+        raise infer.NotTyped(f"`{ast.unparse(node)}` in a formula")
+
+    def parse(self, text):
+        if text not in self.parsed:
+            self.parsed[text] = ast.parse(text.strip(), mode="eval").body
+        return self.parsed[text]
+
+    def expression(self, node, env: dict) -> _Value:
+        """A scalar-language expression with the Python road's semantics (a kernel's
+        numpy function: Python operators, numpy functions)."""
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.Constant):
+            return self.constant(node.value)
+        if isinstance(node, ast.BinOp):
+            return self.binary(infer._AST_OPS[type(node.op)], self.expression(node.left, env),
+                               self.expression(node.right, env))
+        if isinstance(node, ast.UnaryOp):
+            operand = self.expression(node.operand, env)
+            return operand if isinstance(node.op, ast.UAdd) else self.negate(operand)
+        if isinstance(node, ast.Compare):   # numpy's bool, as the number it promotes to
+            a, c = self.expression(node.left, env), self.expression(node.comparators[0], env)
+            kind = infer.compare_kind([a.t.kind, c.t.kind])
+            holds = self.compare(_CMP[type(node.ops[0]).__name__], a, c)
+            return _Value(self.b.uitofp(holds.v, F64T), Num(kind))
+        if isinstance(node, ast.Call) and node.func.id == "where":
+            condition, a, c = (self.expression(n, env) for n in node.args)
+            kind = infer.ufunc("where", [a.t.kind, c.t.kind])
+            x, y = self.as_kind(self.unwrap(a), kind), self.as_kind(self.unwrap(c), kind)
+            return _Value(self.b.select(self.truth(self.unwrap(condition)), x, y), Num(kind))
+        if isinstance(node, ast.Call):
+            return self.ufunc(node.func.id, [self.expression(a, env) for a in node.args])
+        raise infer.NotTyped(f"`{ast.unparse(node)}` in a kernel")
+
+    def program(self, statements, env: dict) -> dict:
+        env = dict(env)
+        for target, text in statements:
+            env[target] = self.expression(self.parse(text), env)
+        return env
+
+    # ----- the stack ---------------------------------------------------------------------
+    def leaves(self, value: _Value) -> list:
+        b, t = self.b, value.t
+        if isinstance(t, Num):
+            return [value.v]
+        if t is NONE or t is STR:
+            return []
+        if t is RANGE:
+            return [b.extract_value(value.v, k) for k in range(3)]
+        items = {Opt: lambda: [t.inner], Tup: lambda: list(t.items),
+                 GList: lambda: list(t.items), Parts: lambda: list(t.items)}[type(t)]()
+        first = 0 if isinstance(t, (Tup, GList)) else 1
+        out = [] if first == 0 else [b.extract_value(value.v, 0)]
+        for k, item in enumerate(items):
+            out += self.leaves(_Value(b.extract_value(value.v, k + first), item))
+        return out
+
+    def rebuild(self, leaves: list, t):
+        """(LLVM value of type t, leaves left) from leaves (the inverse of ``leaves``)."""
+        b = self.b
+        if isinstance(t, Num):
+            return leaves[0], leaves[1:]
+        if t is NONE or t is STR:
+            return ir.Constant(_EMPTY, None), leaves
+        if t is RANGE:
+            value = ir.Constant(ltype(t), None)
+            for k in range(3):
+                value = b.insert_value(value, leaves[k], k)
+            return value, leaves[3:]
+        value, first = ir.Constant(ltype(t), None), 0
+        if isinstance(t, (Opt, Parts)):
+            value, leaves, first = b.insert_value(value, leaves[0], 0), leaves[1:], 1
+        items = [t.inner] if isinstance(t, Opt) else list(t.items)
+        for k, item in enumerate(items):
+            part, leaves = self.rebuild(leaves, item)
+            value = b.insert_value(value, part, k + first)
+        return value, leaves
+
+    def leaf_types(self, t) -> list:
+        return [leaf.type for leaf in self.leaves(_Value(ir.Constant(ltype(t), None), t))]
+
+    def push(self, value: _Value, tag: str):
+        b = self.b
+        value = _Value(self.coerce(value, self.typing.tags[tag]), self.typing.tags[tag])
+        leaves = self.leaves(value)
+        if not leaves:
+            return
+        top = b.load(self.top, name="stack.top")
+        end = b.add(top, ir.Constant(I64, len(leaves)), name="stack.end")
+        full = b.icmp_unsigned(">", end, b.load(self.capacity, name="stack.capacity"))
+        with b.if_then(full, likely=False):
+            grown = b.call(self.reserve, [self.base, self.capacity, end], name="grown")
+            self.bail(grown, NO_MEMORY, name="stack_grow")
+        base = b.load(self.base, name="stack.base")
+        for k, leaf in enumerate(leaves):
+            address = b.gep(base, [b.add(top, ir.Constant(I64, k))], source_etype=I64)
+            if leaf.type == I1:
+                leaf = b.zext(leaf, I64)
+            b.store(leaf, address)
+        b.store(end, self.top)
+
+    def pop(self, tag: str) -> _Value:
+        b, t = self.b, self.typing.tags[tag]
+        types = self.leaf_types(t)
+        if not types:
+            return _Value(ir.Constant(ltype(t), None), t)
+        top = b.load(self.top, name="stack.top")
+        count = ir.Constant(I64, len(types))
+        self.bail(b.icmp_unsigned(">=", top, count), UNPAIRED, name="stack_pop")
+        start = b.sub(top, count, name="stack.start")
+        base = b.load(self.base, name="stack.base")
+        leaves = []
+        for k, typ in enumerate(types):
+            address = b.gep(base, [b.add(start, ir.Constant(I64, k))], source_etype=I64)
+            if typ == I1:
+                leaves.append(b.trunc(b.load(address, typ=I64), I1))
+            else:
+                leaves.append(b.load(address, typ=typ))
+        b.store(start, self.top)
+        return _Value(self.rebuild(leaves, t)[0], t)
+
+    def emit_reserve(self):
+        """``i1 reserve(ptr *base, i64 *capacity, i64 need)``: grow the buffer (doubling)."""
+        fn = ir.Function(self.module, ir.FunctionType(I1, [PTR, PTR, I64]),
+                         name=f"{self.fn.name}.reserve")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        base_slot, capacity_slot, need = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        doubled = b.mul(b.load(capacity_slot, typ=I64), ir.Constant(I64, 2))
+        at_least = b.select(b.icmp_unsigned(">", doubled, need), doubled, need)
+        capacity = b.select(b.icmp_unsigned(">", at_least, ir.Constant(I64, 1024)), at_least,
+                            ir.Constant(I64, 1024), name="capacity")
+        realloc = self.function("realloc", ir.FunctionType(PTR, [PTR, I64]), ("nounwind",))
+        grown = b.call(realloc, [b.load(base_slot, typ=PTR), b.mul(capacity,
+                                                                   ir.Constant(I64, 8))])
+        failed = b.icmp_unsigned("==", grown, ir.Constant(PTR, None))
+        with b.if_then(failed):
+            b.ret(ir.Constant(I1, 0))
+        b.store(grown, base_slot)
+        b.store(capacity, capacity_slot)
+        b.ret(ir.Constant(I1, 1))
+        return fn
+
+    # ----- statements --------------------------------------------------------------------
+    def emit(self):
+        b = self.b
+        self.base = self.alloca(PTR, "stack.base_slot")
+        self.top = self.alloca(I64, "stack.top_slot")
+        self.capacity = self.alloca(I64, "stack.capacity_slot")
+        self.reserve = self.emit_reserve()
+        body = self.fn.append_basic_block("forward")
+        b.position_at_end(body)
+        self.env, self.prefix = self.typing.forward, "forward."
+        for arg, name, t in zip(self.fn.args[:-2], self.typing.params, self.typing.arguments,
+                                strict=True):
+            value = b.icmp_signed("!=", arg, ir.Constant(I64, 0)) if t.kind == "bool" else arg
+            self.store(name, _Value(value, t))
+        self.block(self.forward.body)
+        self.result = self.returned
+        self.env, self.prefix = self.typing.adjoint, "adjoint."
+        self.store("result_grad", _Value(self.fn.args[-2] if self.typing.seed.kind == "f64"
+                                         else b.fptrunc(self.fn.args[-2], F32T),
+                                         self.typing.seed))
+        self.block(self.adjoint.body)
+        self.write_results(self.returned)
+        self.status.add_incoming(ir.Constant(I32, OK), b.block)
+        b.branch(self.exit)
+        b.position_at_end(self.exit)
+        free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
+        b.call(free, [b.load(self.base)])
+        b.ret(self.status)
+        with b.goto_block(self.entry):   # the allocas are placed; now enter the forward
+            b.position_at_end(self.entry)
+            b.branch(body)
+
+    def write_results(self, gradients: _Value):
+        b, results = self.b, self.fn.args[-1]
+
+        def put(k, value):
+            address = b.gep(results, [ir.Constant(I64, k)], source_etype=F64T)
+            b.store(value, address)
+
+        put(0, self.as_double(self.result))
+        for k, g in enumerate(gradients.t.items):
+            item = _Value(b.extract_value(gradients.v, k), g)
+            put(1 + 2 * k, b.uitofp(self.present(item), F64T))
+            if g is not NONE:
+                inner_value = _Value(b.extract_value(item.v, 1), g.inner) \
+                    if isinstance(g, Opt) else item
+                put(2 + 2 * k, self.as_double(inner_value))
+
+    def as_double(self, value: _Value):
+        return self.b.fpext(value.v, F64T) if value.t.kind == "f32" else value.v
+
+    def block(self, stmts):
+        for s in stmts:
+            getattr(self, f"stmt_{type(s).__name__.lower()}")(s)
+
+    def stmt_assign(self, s):
+        self.store(s.targets[0].id, self.value(s.value))
+
+    def stmt_expr(self, s):   # only pushes type
+        call = s.value
+        self.push(self.atom(call.args[0]), call.args[1].value)
+
+    def stmt_if(self, s):
+        with self.b.if_else(self.truth(self.unwrap(self.load(s.test.id)))) as (then, otherwise):
+            with then:
+                self.block(s.body)
+            with otherwise:
+                self.block(s.orelse)
+
+    def stmt_while(self, s):
+        b = self.b
+        head = self.fn.append_basic_block("while.head")
+        body = self.fn.append_basic_block("while.body")
+        done = self.fn.append_basic_block("while.done")
+        b.branch(head)
+        b.position_at_end(head)
+        b.cbranch(self.truth(self.unwrap(self.load(s.test.id))), body, done)
+        b.position_at_end(body)
+        self.block(s.body)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def stmt_for(self, s):
+        b = self.b
+        r = self.load(s.iter.id).v
+        start, step, length = (b.extract_value(r, k) for k in range(3))
+        counter = self.alloca(I64, "for.k")
+        b.store(ir.Constant(I64, 0), counter)
+        head = self.fn.append_basic_block("for.head")
+        body = self.fn.append_basic_block("for.body")
+        done = self.fn.append_basic_block("for.done")
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.load(counter, name="k")
+        b.cbranch(b.icmp_signed("<", k, length), body, done)
+        b.position_at_end(body)
+        self.store(s.target.id, _Value(b.add(start, b.mul(k, step)), infer.INT))
+        b.store(b.add(k, ir.Constant(I64, 1)), counter)
+        self.block(s.body)
+        b.branch(head)
+        b.position_at_end(done)
+
+    def stmt_return(self, s):
+        value = s.value
+        if isinstance(value, gast_Tuple):
+            items = [self.atom(e) for e in value.elts]
+            t = Tup(tuple(i.t for i in items))
+            v = ir.Constant(ltype(t), None)
+            for k, item in enumerate(items):
+                v = self.b.insert_value(v, item.v, k)
+            self.returned = _Value(v, t)
+        else:
+            self.returned = self.unwrap(self.atom(value))
+
+    # ----- values ------------------------------------------------------------------------
+    def value(self, node) -> _Value:
+        if is_atom(node):
+            return self.atom(node)
+        return getattr(self, f"value_{type(node).__name__.lower()}")(node)
+
+    def value_binop(self, node):
+        return self.binary(infer._GAST_OPS[type(node.op)], self.atom(node.left),
+                           self.atom(node.right))
+
+    def value_unaryop(self, node):
+        operand = self.atom(node.operand)
+        name = type(node.op).__name__
+        if name == "Not":
+            return _Value(self.b.not_(self.truth(self.unwrap(operand))), infer.BOOL)
+        return self.unwrap(operand) if name == "UAdd" else self.negate(operand)
+
+    def value_boolop(self, node):
+        a, c = (self.unwrap(self.atom(v)).v for v in node.values)
+        op = self.b.and_ if type(node.op).__name__ == "And" else self.b.or_
+        return _Value(op(a, c), infer.BOOL)
+
+    def value_compare(self, node):
+        a, c = self.atom(node.left), self.atom(node.comparators[0])
+        op = type(node.ops[0]).__name__
+        if op in ("Is", "IsNot"):
+            present = self.present(a)
+            return _Value(present if op == "IsNot" else self.b.not_(present), infer.BOOL)
+        return self.compare(_CMP[op], a, c)
+
+    def value_subscript(self, node):
+        if isinstance(node.slice, gast_Name):
+            return self.range_item(self.unwrap(self.atom(node.value)),
+                                   self.unwrap(self.atom(node.slice)))
+        value, key = self.atom(node.value), node.slice.value
+        b = self.b
+        if isinstance(value.t, Parts):
+            item_t = value.t.items[key]
+            item = b.extract_value(value.v, key + 1)
+            if not isinstance(item_t, Num):
+                return _Value(item, item_t)
+            t = Opt(item_t)
+            result = b.insert_value(ir.Constant(ltype(t), None), b.extract_value(value.v, 0), 0)
+            return _Value(b.insert_value(result, item, 1), t)
+        value = self.unwrap(value)
+        return _Value(b.extract_value(value.v, key), value.t.items[key])
+
+    def value_tuple(self, node):
+        items = [self.atom(e) for e in node.elts]
+        t = Tup(tuple(i.t for i in items))
+        v = ir.Constant(ltype(t), None)
+        for k, item in enumerate(items):
+            v = self.b.insert_value(v, item.v, k)
+        return _Value(v, t)
+
+    def value_call(self, node):
+        name = dotted(node.func)
+        if name == "_stack.pop":
+            return self.pop(node.args[0].value)
+        args = [self.atom(a) for a in node.args]
+        head, _, attr = name.partition(".")
+        target = self.namespace.get(head)
+        if isinstance(target, infer.FusedKernel):
+            return self.kernel_vjp(target, args) if attr == "vjp" else self.kernel(target, args)
+        if name in infer.NUMPY_NAMES:
+            return self.ufunc(infer.NUMPY_NAMES[name], args)
+        if head in ("ops", "npops"):
+            return self.primitive(attr, args)
+        return getattr(self, f"call_{name.replace('.', '_')}")(node, args)
+
+    def primitive(self, name, args):
+        args = [self.unwrap(a) for a in args]
+        kind = infer.ufunc(name, [a.t.kind for a in args])
+        values = [self.as_kind(a, kind) for a in args]
+        env = dict(zip(("x", "y"), values, strict=False))
+        return _Value(self.formula(REGISTRY[name].scalar, env, kind), Num(kind))
+
+    def kernel(self, kernel, args):
+        params, statements, outputs, _ = kernel.forward_program
+        env = self.program(statements, dict(zip(params, (self.unwrap(a) for a in args),
+                                                strict=True)))
+        t = Tup(tuple(env[o].t for o in outputs))
+        v = ir.Constant(ltype(t), None)
+        for k, o in enumerate(outputs):
+            v = self.b.insert_value(v, env[o].v, k)
+        return _Value(v, t)
+
+    def kernel_vjp(self, kernel, args):
+        grads, outputs, inputs = args[0], args[1], args[2:]
+        result_t = infer.kernel_vjp(kernel, grads.t, outputs.t,
+                                    [infer.number(a.t, "") for a in inputs])
+        if grads.t is NONE:
+            return _Value(ir.Constant(ltype(result_t), None), result_t)
+        b = self.b
+        gnames, onames, inames, statements, results = kernel.adjoint_program
+        slot = self.alloca(ltype(result_t), f"{kernel.name}.parts")
+        b.store(ir.Constant(ltype(result_t), None), slot)
+        glist_t = inner(grads.t)
+        glist = _Value(b.extract_value(grads.v, 1) if isinstance(grads.t, Opt) else grads.v,
+                       glist_t)
+        items = [_Value(b.extract_value(glist.v, k), glist_t.items[k])
+                 for k in range(len(gnames))]
+        any_present = ir.Constant(I1, 0)
+        for item in items:
+            any_present = b.or_(any_present, self.present(item))
+        with b.if_then(b.and_(self.present(grads), any_present)):
+            env = {}
+            for gname, item, kind in zip(gnames, items, infer.vjp_seed_kinds(kernel, glist_t),
+                                         strict=True):
+                if item.t is NONE:
+                    v = ir.Constant(F64T, 0.0)
+                elif isinstance(item.t, Opt):
+                    v = b.select(b.extract_value(item.v, 0), b.extract_value(item.v, 1),
+                                 ir.Constant(F64T, 0.0))
+                else:
+                    v = item.v
+                env[gname] = _Value(v, kind)
+            out = self.unwrap(outputs)
+            for k, oname in enumerate(onames):
+                env[oname] = _Value(b.extract_value(out.v, k), out.t.items[k])
+            for iname, a in zip(inames, inputs, strict=True):
+                env[iname] = self.unwrap(a)
+            env = self.program(statements, env)
+            v = b.insert_value(ir.Constant(ltype(result_t), None), ir.Constant(I1, 1), 0)
+            for k, r in enumerate(results):
+                if r is not None:   # None: that input has no gradient (an empty value)
+                    v = b.insert_value(v, env[r].v, k + 1)
+            b.store(v, slot)
+        return _Value(b.load(slot), result_t)
+
+    def call_range(self, node, args):
+        b = self.b
+        args = [self.unwrap(a).v for a in args]
+        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+        start, stop, step = (zero, args[0], one) if len(args) == 1 else (
+            args[0], args[1], args[2] if len(args) == 3 else one)
+        self.bail(b.icmp_signed("!=", step, zero), name="range_step")   # ValueError
+        up = b.icmp_signed(">", step, zero)
+        low, high = b.select(up, start, stop), b.select(up, stop, start)
+        span_pair = b.ssub_with_overflow(high, low)
+        self.bail(b.not_(b.extract_value(span_pair, 1)), name="range_span")
+        span = b.extract_value(span_pair, 0)
+        self.bail(b.icmp_signed("!=", step, ir.Constant(I64, -(1 << 63))), name="range_step")
+        magnitude = b.select(up, step, b.neg(step))
+        length = b.select(b.icmp_signed(">", span, zero),
+                          b.add(b.sdiv(b.sub(span, one), magnitude), one), zero)
+        value = ir.Constant(ltype(RANGE), None)
+        for k, field in enumerate((start, step, length)):
+            value = b.insert_value(value, field, k)
+        return _Value(value, RANGE)
+
+    def range_item(self, r: _Value, index: _Value) -> _Value:
+        """``r[index]``; an index outside ``0 <= index < len(r)`` leaves for the Python
+        road (negative indices and IndexError are Python's)."""
+        b = self.b
+        start, step, length = (b.extract_value(r.v, k) for k in range(3))
+        inside = b.and_(b.icmp_signed(">=", index.v, ir.Constant(I64, 0)),
+                        b.icmp_signed("<", index.v, length), name="range.inside")
+        self.bail(inside, name="range_index")
+        return _Value(b.add(start, b.mul(index.v, step), name="range.item"), infer.INT)
+
+    def call_len(self, node, args):
+        return _Value(self.b.extract_value(self.unwrap(args[0]).v, 2, name="len"), infer.INT)
+
+    def call_reversed(self, node, args):
+        b, r = self.b, args[0].v
+        start, step, length = (b.extract_value(r, k) for k in range(3))
+        last = b.add(start, b.mul(b.sub(length, ir.Constant(I64, 1)), step))
+        start = b.select(b.icmp_signed(">", length, ir.Constant(I64, 0)), last, start)
+        value = ir.Constant(ltype(RANGE), None)
+        for k, field in enumerate((start, b.neg(step), length)):
+            value = b.insert_value(value, field, k)
+        return _Value(value, RANGE)
+
+    def call_support_double(self, node, args):
+        return self.binary("add", args[0], args[0])
+
+    def call_support_unbroadcast(self, node, args):
+        return args[0]
+
+    def call_support_item_grad(self, node, args):
+        g, index = args[0], node.args[1].value
+        t = infer._item_grad(node, [g.t, None])
+        if g.t is NONE:
+            return _Value(ir.Constant(_EMPTY, None), NONE)
+        b = self.b
+        base = _Value(b.extract_value(g.v, 1), g.t.inner) if isinstance(g.t, Opt) else g
+        item = _Value(b.extract_value(base.v, index), base.t.items[index])
+        if t == item.t:
+            return item
+        flag = b.and_(self.present(g), self.present(item))
+        content = b.extract_value(item.v, 1) if isinstance(item.t, Opt) else item.v
+        v = b.insert_value(ir.Constant(ltype(t), None), flag, 0)
+        return _Value(b.insert_value(v, content, 1), t)
+
+    def call_support_add_grads(self, node, args):
+        return self.add_grads(args[0], args[1])
+
+    def add_grads(self, total: _Value, part: _Value) -> _Value:
+        rt = infer.add_grads(total.t, part.t)
+        if part.t is NONE:
+            return total
+        if total.t is NONE:
+            return part
+        if not can_be_none(total.t) and not can_be_none(part.t):
+            return self.add_present(total, part, rt)
+        b = self.b
+        slot = self.alloca(ltype(rt), "add_grads")
+        cases = []   # (condition, store the result of that case)
+        if can_be_none(part.t):
+            cases.append((b.not_(self.present(part)), lambda: self.coerce(total, rt)))
+        if can_be_none(total.t):
+            cases.append((b.not_(self.present(total)), lambda: self.coerce(part, rt)))
+        self.store_cases(slot, cases, lambda: self.coerce(self.add_present(
+            self.content(total), self.content(part), rt), rt))
+        return _Value(b.load(slot), rt)
+
+    def store_cases(self, slot, cases, otherwise):
+        """``if c1: slot = v1() elif c2: ... else: slot = otherwise()``."""
+        if not cases:
+            self.b.store(otherwise(), slot)
+            return
+        (condition, make), rest = cases[0], cases[1:]
+        with self.b.if_else(condition) as (then, orelse):
+            with then:
+                self.b.store(make(), slot)
+            with orelse:
+                self.store_cases(slot, rest, otherwise)
+
+    def content(self, value: _Value) -> _Value:
+        if isinstance(value.t, Opt):
+            return _Value(self.b.extract_value(value.v, 1), value.t.inner)
+        return value
+
+    def add_present(self, total: _Value, part: _Value, rt) -> _Value:
+        """``total + part`` of two present gradients (numbers, or lists item by item)."""
+        if isinstance(total.t, Num):
+            return self.binary("add", total, part)
+        b = self.b
+        items = [self.add_grads(_Value(b.extract_value(total.v, k), a),
+                                _Value(b.extract_value(part.v, k), c))
+                 for k, (a, c) in enumerate(zip(total.t.items, part.t.items, strict=True))]
+        t = GList(tuple(i.t for i in items))
+        v = ir.Constant(ltype(t), None)
+        for k, item in enumerate(items):
+            v = b.insert_value(v, item.v, k)
+        return _Value(v, t)
+
+    def call_support_index_grad(self, node, args):
+        total, g, value = args[0], args[1], args[2]
+        key = node.args[3].value
+        rt = infer.index_grad(total.t, g.t, value.t, key)
+        if g.t is NONE or value.t is RANGE:
+            return total
+        b = self.b
+        tuple_t = inner(value.t)
+        slot = self.alloca(ltype(rt), "index_grad")
+        b.store(self.coerce(total, rt), slot)
+        with b.if_then(b.and_(self.present(g), self.present(value))):
+            n = len(tuple_t.items)
+            base_t = inner(total.t)
+            with b.if_else(self.present(total)) as (have_list, new_list):
+                for present_case in (have_list, new_list):
+                    with present_case:
+                        if present_case is have_list and base_t is not None:
+                            base = self.content(total)
+                            items = [_Value(b.extract_value(base.v, k), base.t.items[k])
+                                     for k in range(n)]
+                        else:
+                            items = [_Value(ir.Constant(_EMPTY, None), NONE)] * n
+                        items[key] = self.add_grads(items[key], g)
+                        lt = GList(tuple(i.t for i in items))
+                        v = ir.Constant(ltype(lt), None)
+                        for k, item in enumerate(items):
+                            v = b.insert_value(v, item.v, k)
+                        b.store(self.coerce(_Value(v, lt), rt), slot)
+        return _Value(b.load(slot), rt)
+
+
+import gast  # noqa: E402  (after the class: only the node types are needed)
+
+gast_Constant, gast_Tuple, gast_Name = gast.Constant, gast.Tuple, gast.Name

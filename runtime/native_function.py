@@ -1,0 +1,66 @@
+"""Calling a whole function lowered to native code (``compiler/lower_function.py``).
+
+A ``NativeGradient`` is one value-and-gradient function for one argument signature:
+``call(args, seed)`` checks every argument's type against the signature it was
+compiled for (nothing of another type ever enters native code), makes one native call
+through ctypes, and returns ``(value, gradients)`` as the Python road would (numpy
+float64 where it computes with numpy, Python floats where it computes with Python
+numbers, None for a zero gradient), or None when the native code asks for the Python
+road (a case where Python raises or leaves int64: the caller runs the Python road, which
+then gives the exact result or exception).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from . import native
+
+OK, PYTHON_ROAD, NO_MEMORY, UNPAIRED = 0, 1, 2, 3
+_BOX = {"f64": np.float64, "float": np.float64, "pyfloat": float, "f32": np.float32}
+_INT64 = (-(1 << 63), 1 << 63)
+
+
+class NativeGradient:
+    """``call(args, seed) -> (value, gradients) | None`` for one argument signature.
+
+    Args:
+        ir_text, symbol: the function's IR and name.
+        signature: the exact Python type of each argument it accepts.
+        value_kind: the number kind of the value; gradient_kinds: per parameter, the kind
+            of its gradient, or None when it is always None.
+    """
+
+    def __init__(self, ir_text, symbol, signature, value_kind, gradient_kinds):
+        address, self.how = native._engine().load(ir_text, symbol)
+        argtypes = [ctypes.c_int64 if t in (int, bool) else ctypes.c_double
+                    for t in signature]
+        self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, *argtypes, ctypes.c_double,
+                                    ctypes.c_void_p)(address)
+        self.signature = tuple(signature)
+        self.symbol, self.ir_text = symbol, ir_text
+        self._value_box = _BOX[value_kind]
+        self._boxes = [None if k is None else _BOX[k] for k in gradient_kinds]
+        self._n = 1 + 2 * len(gradient_kinds)
+
+    def accepts(self, args) -> bool:
+        if tuple(map(type, args)) != self.signature:
+            return False
+        return all(_INT64[0] <= a < _INT64[1] for a in args if type(a) is int)
+
+    def call(self, args, seed):
+        """(value, gradients) or None (run the Python road); raises MemoryError."""
+        results = (ctypes.c_double * self._n)()
+        status = self._fn(*args, float(seed), results)
+        if status == PYTHON_ROAD:
+            return None
+        if status == NO_MEMORY:
+            raise MemoryError("pullback: the native stack could not grow")
+        if status != OK:
+            raise RuntimeError(f"pullback bug: native function {self.symbol} returned "
+                               f"status {status}")
+        grads = tuple(None if box is None or not results[1 + 2 * k] else box(
+            results[2 + 2 * k]) for k, box in enumerate(self._boxes))
+        return self._value_box(results[0]), grads
