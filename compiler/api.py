@@ -28,7 +28,7 @@ from pullback.runtime.stack import Stack
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
-from .pipeline import Variant
+from .pipeline import TangentVariant, Variant
 
 _BY_CODE = {}
 
@@ -101,6 +101,19 @@ class CompiledFunction:
             found = self._variants[mask] = Variant(self, mask)
         if any(mask):
             self.last_variant = found
+        return found
+
+    @staticmethod
+    def tangent_variant_for(fn, mask):
+        return as_compiled(fn).tangent_variant(mask)
+
+    def tangent_variant(self, mask):
+        """The forward-mode variant for ``mask`` (which parameters carry tangents)."""
+        mask = tuple(bool(m) for m in mask)
+        tangents = self.__dict__.setdefault("_tangent_variants", {})
+        found = tangents.get(mask)
+        if found is None:
+            found = tangents[mask] = TangentVariant(self, mask)
         return found
 
     def __get__(self, obj, objtype=None):

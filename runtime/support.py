@@ -56,7 +56,50 @@ def _build_namespaces():
             SimpleNamespace(**rules))
 
 
+def _jvp_namespace():
+    """Forward-mode rules as tangent code calls them: ``jvp.dot_0`` (per argument),
+    ``jvp.concat`` (one rule for all arguments)."""
+    rules = {}
+    for prim in P.REGISTRY.values():
+        if prim.jvp is not None:
+            rules[prim.name] = prim.jvp
+        for i, rule in enumerate(prim.jvps or ()):
+            if rule is not None:
+                rules[f"{prim.name}_{i}"] = rule
+    return SimpleNamespace(**rules)
+
+
 ops, npops, vjp = _build_namespaces()
+jvp = _jvp_namespace()
+
+
+def zero_tangent(value):
+    """The zero tangent of a value that carries none (an active variable given an inactive
+    value, ``s = 0.0`` before a loop): zeros of its shape in a float dtype, a numpy zero
+    for a number, the same structure for a list or tuple."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(zero_tangent(v) for v in value)
+    kind = type(value)
+    if kind is np.ndarray:
+        dtype = value.dtype if value.dtype.kind in "fc" else np.float64
+        return np.zeros(value.shape, dtype)
+    if isinstance(value, np.inexact):
+        return value.dtype.type(0)
+    return np.float64(0)
+
+
+def tangent_like(t, ans):
+    """A tangent given the shape of its value ``ans``: contributions of broadcast operands
+    spread to the result (``x + y`` with ``y`` larger and inactive), a (1,)-shaped
+    reduction's tangent as the numpy scalar of a numpy-spelled reduction."""
+    shape = P.shape_of(ans)
+    if P.shape_of(t) == shape:
+        return t
+    if type(ans) is not np.ndarray:   # a number: its tangent is one element
+        return np.asarray(t).reshape(-1)[0]
+    if np.size(t) == ans.size:
+        return np.reshape(t, shape)
+    return np.ascontiguousarray(np.broadcast_to(t, shape))
 
 
 def numpy_scalar(value):
