@@ -77,7 +77,8 @@ class TangentTransform(ReverseTransform):
             out.add(f"{target} = {self.forward_value(s.value, op, target)}")
             return out
         reads_itself = any(isinstance(n, gast.Name) and n.id == target
-                           for part in op.args + [k.value for k in op.params]
+                           for part in op.args + [k.value if isinstance(k, gast.keyword) else k
+                                                  for k in op.params]
                            for n in gast.walk(part))
         ans = target
         if reads_itself:
