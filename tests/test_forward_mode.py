@@ -203,3 +203,32 @@ def test_a_primitive_without_a_jvp_rule_is_a_compile_error_at_the_users_line():
         assert "test_forward_mode.py" in str(info.value)
     finally:
         P.REGISTRY.pop("test_no_jvp_triple", None)
+
+
+# ----- random programs ----------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from test_random_programs import SHAPES, _load, programs  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=programs(), seed=st.integers(0, 2**16), shapes=SHAPES)
+def test_random_programs_jvp_agrees_with_reverse_mode_and_differences(
+        tmp_path_factory, source, seed, shapes):
+    """<1, J v> = <grad, v> to rounding (the result is summed, as by pb.grad), and J v
+    = central differences, on hypothesis's programs (loops, branches, helpers, lists)."""
+    fn = _load(source, tmp_path_factory.getbasetemp())
+    rng = np.random.default_rng(seed)
+    arrays = [rng.uniform(-1, 1, shapes[0]), rng.uniform(-1, 1, shapes[1])]
+    directions = [rng.standard_normal(a.shape) for a in arrays]
+    _, out_dot = pb.jvp(fn, [nd.array(a) for a in arrays], [nd.array(d) for d in directions])
+    grads = pb.grad(fn, argnums=(0, 1))(*[nd.array(a) for a in arrays])
+    reverse = sum(float(np.dot(g.asnumpy().reshape(-1), d.reshape(-1)))
+                  for g, d in zip(grads, directions, strict=True))
+    assert float(np.sum(_flat(out_dot))) == pytest.approx(reverse, rel=1e-9, abs=1e-11), \
+        "failing program:\n" + source
+    entry = {"fn": fn, "numpy": False}
+    np.testing.assert_allclose(_flat(out_dot), _central_jvp(entry, arrays, directions),
+                               rtol=1e-5, atol=1e-6, err_msg="failing program:\n" + source)
