@@ -129,8 +129,8 @@ def _linear_jvp(name):
     """The JVP of an op linear in its one array argument: the op applied to the tangent
     (its parameters unchanged).  The op is looked up when the rule runs, so the rule can
     be registered with the op itself."""
-    def rule(t, ans, x, **params):
-        return globals()[name](t, **params)
+    def rule(t, ans, x, *positional_params, **params):   # the tape may pass them by position
+        return globals()[name](t, *positional_params, **params)
 
     rule.__name__ = f"{name}_jvp"
     return rule

@@ -232,3 +232,79 @@ def test_random_programs_jvp_agrees_with_reverse_mode_and_differences(
     entry = {"fn": fn, "numpy": False}
     np.testing.assert_allclose(_flat(out_dot), _central_jvp(entry, arrays, directions),
                                rtol=1e-5, atol=1e-6, err_msg="failing program:\n" + source)
+
+
+# ----- every JVP rule of the table, on the primitives' own test cases -------------------------
+
+from pullback import autograd as ag  # noqa: E402
+from pullback.compiler.fuse import numpy_source, substitute  # noqa: E402
+from pullback.runtime import fused, support  # noqa: E402
+from pullback.runtime.ndarray import NDArray  # noqa: E402
+
+import test_primitives  # noqa: E402
+
+
+def _recorded_nodes(head):
+    nodes, seen, todo = [], set(), [head]
+    while todo:
+        arr = todo.pop()
+        if id(arr) in seen or arr._node is None:
+            continue
+        seen.add(id(arr))
+        nodes.append(arr._node)
+        todo.extend(a for a in arr._node.args if isinstance(a, NDArray))
+    return nodes
+
+
+def _jvp_contribution(prim, index, t, ans, args, params):
+    """Argument ``index``'s tangent contribution as forward mode computes it: the table's
+    rule, or the scalar derivative with ``g`` read as the tangent (as tangent code does)."""
+    if prim.jvp_from_scalar:
+        formula = prim.scalar_vjps[index]
+        if formula is None:
+            return np.zeros(np.shape(ans))
+        names = {"t": t, "ans": ans, "x": args[0], "y": args[1] if len(args) > 1 else None,
+                 "_np": np, "_kernels": fused, "support": support}
+        source = numpy_source(substitute(formula, {"g": "t", "ans": "ans", "x": "x", "y": "y"}))
+        return eval(source, names)   # noqa: S307 (the table's own formula)
+    if prim.jvp is not None:
+        tangents = [None] * len(args)
+        tangents[index] = t
+        return prim.jvp(tangents, ans, *args, **params)
+    return prim.jvps[index](t, ans, *args, **params)
+
+
+@pytest.mark.parametrize("case", test_primitives.CASES, ids=test_primitives.CASE_IDS)
+def test_every_jvp_rule_matches_differences_and_its_vjp_rule(case):
+    xs = [nd.array(a) for a in case.args]
+    for x in xs:
+        x.attach_grad()
+    with ag.record():
+        out = case.fn(*xs)
+    rng = np.random.default_rng(7)
+    checked = 0
+    for node in _recorded_nodes(out):
+        prim = node.prim
+        args = [a._data if isinstance(a, NDArray) else a for a in node.args]
+        ans = P.raw_result(prim.forward(*args, **node.params), args)   # as compiled code
+        for i, a in enumerate(args):
+            if i >= len(prim.vjps) or prim.vjps[i] is None or not (   # the rest: parameters
+                    isinstance(a, np.ndarray) and a.dtype.kind == "f"):
+                continue
+            t = rng.standard_normal(a.shape)
+            got = support.tangent_like(_jvp_contribution(prim, i, t, ans, args, node.params),
+                                       ans)
+            eps = 1e-6
+            up = [b + eps * t if k == i else b for k, b in enumerate(args)]
+            down = [b - eps * t if k == i else b for k, b in enumerate(args)]
+            numeric = (P.raw_result(prim.forward(*up, **node.params), args)
+                       - P.raw_result(prim.forward(*down, **node.params), args)) / (2 * eps)
+            np.testing.assert_allclose(got, numeric, rtol=1e-6, atol=1e-7,
+                                       err_msg=f"{prim.name} argument {i}")
+            u = rng.standard_normal(np.shape(ans))
+            back = np.asarray(prim.vjps[i](u, ans, *args, **node.params))
+            assert float(np.sum(u * got)) == pytest.approx(
+                float(np.sum(np.broadcast_to(back, a.shape) * t)), rel=1e-10, abs=1e-12), \
+                f"{prim.name} argument {i}: the JVP rule is not the VJP rule's transpose"
+            checked += 1
+    assert checked > 0
