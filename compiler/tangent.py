@@ -38,6 +38,22 @@ from .fuse import doubled, numpy_source, substitute
 from .reverse import Lines, ReverseTransform, key_source, unparse
 
 
+def _sum_source(parts) -> str:
+    """``a + b + ...`` of expression sources, compound ones parenthesised; a negated name
+    is subtracted (``x_dot - y_dot``, not ``x_dot + -y_dot``)."""
+    if len(parts) == 1:
+        return parts[0]
+    total = f"({parts[0]})" if " " in parts[0] else parts[0]
+    for p in parts[1:]:
+        if " " in p:
+            total += f" + ({p})"
+        elif p.startswith("-"):
+            total += f" - {p[1:]}"
+        else:
+            total += f" + {p}"
+    return total
+
+
 class TangentTransform(ReverseTransform):
     """Builds the tangent source of one normalized function."""
 
@@ -154,7 +170,7 @@ class TangentTransform(ReverseTransform):
             parts.append(doubled(numpy_source(substitute(formula, bindings))))
         if not parts:
             return f"support.zero_tangent({ans})"
-        total = " + ".join(f"({p})" if len(parts) > 1 and " " in p else p for p in parts)
+        total = _sum_source(parts)
         if sum(isinstance(a, gast.Name) for a in op.args) > 1:   # broadcast operands
             return f"support.tangent_like({total}, {ans})"
         return total

@@ -92,10 +92,16 @@ def tangent_like(t, ans):
     """A tangent given the shape of its value ``ans``: contributions of broadcast operands
     spread to the result (``x + y`` with ``y`` larger and inactive), a (1,)-shaped
     reduction's tangent as the numpy scalar of a numpy-spelled reduction."""
+    kind = type(ans)
+    if kind is np.ndarray:
+        if type(t) is np.ndarray and t.shape == ans.shape:
+            return t
+    elif type(t) is kind:   # numbers (scalar loops): the common case, first
+        return t
     shape = P.shape_of(ans)
     if P.shape_of(t) == shape:
         return t
-    if type(ans) is not np.ndarray:   # a number: its tangent is one element
+    if kind is not np.ndarray:   # a number: its tangent is one element
         return np.asarray(t).reshape(-1)[0]
     if np.size(t) == ans.size:
         return np.reshape(t, shape)
