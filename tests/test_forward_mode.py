@@ -308,3 +308,22 @@ def test_every_jvp_rule_matches_differences_and_its_vjp_rule(case):
                 f"{prim.name} argument {i}: the JVP rule is not the VJP rule's transpose"
             checked += 1
     assert checked > 0
+
+
+def test_float32_stays_float32_and_compiled_functions_take_jvp_under_record():
+    compiled = pb.compile(matrix_poly)
+    rng = np.random.default_rng(8)
+    a = nd.array(rng.standard_normal((2, 3)).astype(np.float32))
+    b = nd.array(rng.standard_normal((3, 2)).astype(np.float32))
+    a.attach_grad()
+    with ag.record():   # forward mode records nothing on the tape
+        out, dot = pb.jvp(compiled, (a, b), (nd.ones_like(a), None))
+    assert out.dtype == np.float32 and dot.dtype == np.float32 and out._node is None
+    a64, b64 = a.asnumpy().astype(np.float64), b.asnumpy().astype(np.float64)
+    _, dot64 = pb.jvp(matrix_poly, (a64, b64), (np.ones_like(a64), None))
+    np.testing.assert_allclose(dot.asnumpy(), dot64, rtol=1e-4, atol=1e-5)
+
+
+def test_a_tangent_of_the_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match="shape"):
+        pb.jvp(matrix_poly, (np.ones((2, 3)), np.ones((3, 2))), (np.ones(3), None))
