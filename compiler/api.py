@@ -104,16 +104,17 @@ class CompiledFunction:
         return found
 
     @staticmethod
-    def tangent_variant_for(fn, mask):
-        return as_compiled(fn).tangent_variant(mask)
+    def tangent_variant_for(fn, mask, batched=False):
+        return as_compiled(fn).tangent_variant(mask, batched)
 
-    def tangent_variant(self, mask):
-        """The forward-mode variant for ``mask`` (which parameters carry tangents)."""
+    def tangent_variant(self, mask, batched=False):
+        """The forward-mode variant for ``mask`` (which parameters carry tangents);
+        ``batched``: tangents with a leading axis of directions."""
         mask = tuple(bool(m) for m in mask)
         tangents = self.__dict__.setdefault("_tangent_variants", {})
-        found = tangents.get(mask)
+        found = tangents.get((mask, batched))
         if found is None:
-            found = tangents[mask] = TangentVariant(self, mask)
+            found = tangents[(mask, batched)] = TangentVariant(self, mask, batched)
         return found
 
     def __get__(self, obj, objtype=None):

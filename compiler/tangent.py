@@ -38,6 +38,9 @@ from .fuse import doubled, numpy_source, substitute
 from .reverse import Lines, ReverseTransform, key_source, unparse
 
 
+_PLACEHOLDER = "pb_tangent_placeholder"   # the tangent, put in after numpy_source
+
+
 def _sum_source(parts) -> str:
     """``a + b + ...`` of expression sources, compound ones parenthesised; a negated name
     is subtracted (``x_dot - y_dot``, not ``x_dot + -y_dot``)."""
@@ -57,10 +60,20 @@ def _sum_source(parts) -> str:
 class TangentTransform(ReverseTransform):
     """Builds the tangent source of one normalized function."""
 
-    def __init__(self, parsed, fn, analysis, callee_ref, mask):
+    def __init__(self, parsed, fn, analysis, callee_ref, mask, batched=False):
         super().__init__(parsed, fn, analysis, callee_ref)
         self.mask = mask
+        self.batched = batched   # every tangent has a leading axis of _batch directions
         self.dot_names = {}
+
+    # ----- the helpers tangent code calls (batched: the leading axis is the batch) -------
+    def zero(self, value: str) -> str:
+        return f"support.zero_tangent({value}, _batch)" if self.batched \
+            else f"support.zero_tangent({value})"
+
+    def like(self, expr: str, ans: str) -> str:
+        return f"support.batched_like({expr}, {ans}, _batch)" if self.batched \
+            else f"support.tangent_like({expr}, {ans})"
 
     # ----- naming -----------------------------------------------------------------------
     def dot(self, var: str) -> str:
@@ -113,29 +126,33 @@ class TangentTransform(ReverseTransform):
         if op.kind == "prim":
             return self.tangent_prim(s, op, ans, dots)
         if op.kind == "copy":
-            return dots[0] or f"support.zero_tangent({ans})"
+            return dots[0] or self.zero(ans)
         if op.kind == "index" and dots[0] is not None:
+            if self.batched:
+                return self.like(f"support.batched_index({dots[0]}, "
+                                 f"{key_source(op.params[0])})", ans)
             value = f"{dots[0]}[{key_source(op.params[0])}]"
             if getattr(s.value, "pb_numpy_scalar", False):
                 return f"support.numpy_scalar({value})"
             return value
         if op.kind == "pack" and any(dots):
-            items = [d or f"support.zero_tangent({unparse(a)})"
+            items = [d or self.zero(unparse(a))
                      for d, a in zip(dots, op.args, strict=True)]
             opening, closing = ("[", "]") if isinstance(s.value, gast.List) else ("(", ")")
             return opening + "".join(i + ", " for i in items) + closing
         if op.kind == "append" and any(dots):
-            items, value = [d or f"support.zero_tangent({unparse(a)})"
+            items, value = [d or self.zero(unparse(a))
                             for d, a in zip(dots, op.args, strict=True)]
             return f"support.append({items}, {value})"
         if op.kind == "join" and dots[0] is not None:
-            return f"support.join({dots[0]}, {', '.join(self.keywords(op))})"
-        return f"support.zero_tangent({ans})"   # an inactive value given to an active name
+            join = "batched_join" if self.batched else "join"
+            return f"support.{join}({dots[0]}, {', '.join(self.keywords(op))})"
+        return self.zero(ans)   # an inactive value given to an active name
 
     def tangent_prim(self, s, op, ans, dots) -> str:
         prim = op.prim
         if not any(dots) or prim.vjps is None:
-            return f"support.zero_tangent({ans})"
+            return self.zero(ans)
         operands = [self.operand(a) for a in op.args]
         params = self.keywords(op)
         if prim.jvp_from_scalar:
@@ -143,7 +160,9 @@ class TangentTransform(ReverseTransform):
         if prim.jvp is not None:
             tangents = "(" + "".join(f"{d}, " for d in dots) + ")"
             arguments = ", ".join([tangents, ans] + operands + params)
-            return f"support.tangent_like(jvp.{prim.name}({arguments}), {ans})"
+            if self.batched:   # the rule once per direction
+                return f"support.batched_joint(jvp.{prim.name}, {arguments})"
+            return self.like(f"jvp.{prim.name}({arguments})", ans)
         if prim.jvps is None:
             raise error_at(self.parsed, s, f"{op.label or prim.name}: the primitive "
                            f"{prim.name!r} has no JVP rule, so forward mode cannot "
@@ -153,10 +172,14 @@ class TangentTransform(ReverseTransform):
         for i, d in enumerate(dots):
             if d is None or i >= len(prim.jvps) or prim.jvps[i] is None:
                 continue
-            parts.append(f"jvp.{prim.name}_{i}({', '.join([d, ans] + operands + params)})")
+            arguments = ", ".join([d, ans] + operands + params)
+            if self.batched:   # the rule once per direction
+                parts.append(f"support.batched_rule(jvp.{prim.name}_{i}, {arguments})")
+            else:
+                parts.append(f"jvp.{prim.name}_{i}({arguments})")
         if not parts:
-            return f"support.zero_tangent({ans})"
-        return f"support.tangent_like({' + '.join(parts)}, {ans})"
+            return self.zero(ans)
+        return self.like(" + ".join(parts), ans)
 
     def tangent_elementwise(self, op, ans, dots, operands) -> str:
         """The scalar derivatives of the table, each operand's tangent in place of ``g``."""
@@ -165,14 +188,17 @@ class TangentTransform(ReverseTransform):
             formula = op.prim.scalar_vjps[i]
             if d is None or formula is None:
                 continue
-            bindings = {"g": d, "ans": ans, "x": operands[0],
+            bindings = {"g": _PLACEHOLDER, "ans": ans, "x": operands[0],
                         "y": operands[1] if len(operands) > 1 else None}
-            parts.append(doubled(numpy_source(substitute(formula, bindings))))
+            if self.batched:   # ones after the batch axis: it broadcasts against ans
+                d = f"support.lift({d}, {ans})"
+            source = doubled(numpy_source(substitute(formula, bindings)))
+            parts.append(source.replace(_PLACEHOLDER, d))
         if not parts:
-            return f"support.zero_tangent({ans})"
+            return self.zero(ans)
         total = _sum_source(parts)
-        if sum(isinstance(a, gast.Name) for a in op.args) > 1:   # broadcast operands
-            return f"support.tangent_like({total}, {ans})"
+        if self.batched or sum(isinstance(a, gast.Name) for a in op.args) > 1:   # broadcast
+            return self.like(total, ans)
         return total
 
     def tangent_user(self, s, op, target) -> Lines:
@@ -181,7 +207,7 @@ class TangentTransform(ReverseTransform):
         out = Lines()
         active = target in self.a.active
         mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
-        args = [unparse(a) for a in op.args]
+        args = (["_batch"] if self.batched else []) + [unparse(a) for a in op.args]
         args += [self.dot(a.id) for a, m in zip(op.args, mask, strict=True) if m]
         call = f"{self.callee_ref(op.callee, mask)}.tangent({', '.join(args)})"
         if not active:
@@ -192,7 +218,7 @@ class TangentTransform(ReverseTransform):
             pair = self.fresh("pair")
         out.add(f"{pair} = {call}")
         out.add(f"{target} = {pair}[0]")
-        dot = f"{pair}[1]" if any(mask) else f"support.zero_tangent({target})"
+        dot = f"{pair}[1]" if any(mask) else self.zero(target)
         out.add(f"{self.dot(target)} = {dot}")
         return out
 
@@ -227,7 +253,7 @@ class TangentTransform(ReverseTransform):
             if self.a.is_active_atom(item):
                 dots.append(self.dot(item.id))
             else:
-                dots.append(f"support.zero_tangent({unparse(item)})")
+                dots.append(self.zero(unparse(item)))
         result_dot = ("(" + "".join(d + ", " for d in dots) + ")"
                       if isinstance(value, gast.Tuple) else dots[0])
         out.add(f"return ({unparse(value)}, {result_dot})")
@@ -240,7 +266,8 @@ class TangentTransform(ReverseTransform):
         body = Lines()
         for p in params:   # an undifferentiated parameter that becomes active in the body
             if p in self.a.active and p not in given:
-                body.add(f"{self.dot(p)} = support.zero_tangent({p})")
+                body.add(f"{self.dot(p)} = {self.zero(p)}")
         body.extend(self.forward_block(self.fn.body))
-        head = f"def {name}_tangent({', '.join(params + [self.dot(p) for p in given])}):"
+        first = ["_batch"] if self.batched else []
+        head = f"def {name}_tangent({', '.join(first + params + [self.dot(p) for p in given])}):"
         return "\n".join([head] + body.render(1))

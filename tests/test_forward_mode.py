@@ -232,6 +232,13 @@ def test_random_programs_jvp_agrees_with_reverse_mode_and_differences(
     entry = {"fn": fn, "numpy": False}
     np.testing.assert_allclose(_flat(out_dot), _central_jvp(entry, arrays, directions),
                                rtol=1e-5, atol=1e-6, err_msg="failing program:\n" + source)
+    # batched tangents (one pass, a leading axis of directions) = rows of the reverse mode
+    args = [nd.array(a) for a in arrays]
+    forward = pb.jacfwd(fn, argnums=(0, 1))(*args)
+    reverse = pb.jacrev(fn, argnums=(0, 1))(*args)
+    for f, r in zip(forward, reverse, strict=True):
+        np.testing.assert_allclose(f.asnumpy(), r.asnumpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg="failing program:\n" + source)
 
 
 # ----- every JVP rule of the table, on the primitives' own test cases -------------------------
