@@ -21,11 +21,15 @@ from dataclasses import dataclass, field
 
 import gast
 
-from .calls import describe
+from .calls import Operation, describe
 from .errors import error_at
 from .normalize import local_names
+from .pytree import ANY, LEAF, Kind, container, join
 
-_DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join"}
+_DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join",
+                   "dict", "setitem", "get", "values", "items", "extend", "without"}
+# operations whose operands are read as arrays (a container there is numpy's array of it)
+_ARRAY_OPERATIONS = {"prim", "kernel", "severs"}
 # operations whose result may share memory with an operand (copies, views, containers
 # and calls that may return an argument): a write through one is seen through the others
 _VIEWS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_to", "flatten",
@@ -44,6 +48,25 @@ class Analysis:
     pushes: set = field(default_factory=set)   # ids of assignments that push the old value
     containers: set = field(default_factory=set)   # locals that hold lists or tuples
     shared_updates: set = field(default_factory=set)   # ids of ``x += v`` where x may be shared
+    kinds: dict = field(default_factory=dict)   # local -> Kind (compiler/pytree.py)
+    leaf_checks: dict = field(default_factory=dict)   # id(statement) -> names to check
+    key_iterations: set = field(default_factory=set)   # ids of ``k = d[index]`` (for k in d)
+
+    def kind(self, atom) -> Kind:
+        if not isinstance(atom, gast.Name):
+            return LEAF
+        return self.kinds.get(atom.id, LEAF)
+
+    def argument_mask(self, args, active=True) -> tuple:
+        """A user callee's mask for ``args``: False, True, or the Kind of a container."""
+        mask = []
+        for a in args:
+            if not (active and self.is_active_atom(a)):
+                mask.append(False)
+            else:
+                kind = self.kind(a)
+                mask.append(kind if kind.tag != "leaf" else True)
+        return tuple(mask)
 
     def op(self, node):
         return self.ops[id(node)]
@@ -82,6 +105,89 @@ def _flows(op, index, through_severs=False) -> bool:
         rules = op.prim.vjps
         return rules is not None and index < len(rules) and rules[index] is not None
     return op.kind in _DIFFERENTIABLE or (through_severs and op.kind == "severs")
+
+
+def _kind_of(op, node, kinds) -> Kind:
+    """The kind of an assignment's result, given the kinds known so far."""
+    def of(atom):
+        return kinds.get(atom.id, LEAF) if isinstance(atom, gast.Name) else LEAF
+
+    kind = op.kind
+    if kind == "copy":
+        return of(op.args[0])
+    if kind == "index":
+        key = op.params[0]
+        known = isinstance(key, gast.Constant)
+        return of(op.args[0]).item(key.value if known else None, known)
+    if kind == "pack":
+        tag = "tuple" if isinstance(node.value, gast.Tuple) else "list"
+        return container(tag, ((k, of(a)) for k, a in enumerate(op.args)))
+    if kind == "dict":
+        return container("dict", ((k.value, of(a)) for k, a in zip(op.params, op.args,
+                                                                     strict=True)))
+    if kind == "append":
+        items, value = of(op.args[0]), of(op.args[1])
+        if items.tag == "list" and items.items is not None:
+            return container("list", items.items + ((len(items.items), value),))
+        return Kind("list", None, join(items.elem, value)) if items.tag == "list" else ANY
+    if kind == "setitem":
+        items, value, key = of(op.args[0]), of(op.args[1]), op.params[0]
+        if not items.container:
+            return items
+        if isinstance(key, gast.Constant) and items.items is not None:
+            def same(k):
+                return k == key.value and type(k) is type(key.value)
+
+            pairs = [(k, value if same(k) else v) for k, v in items.items]
+            if any(same(k) for k, _ in items.items):
+                return container(items.tag, pairs)
+            if items.tag == "dict":
+                return container("dict", pairs + [(key.value, value)])
+        return Kind(items.tag, None, join(items.elem, value))
+    if kind == "extend":
+        items, more = of(op.args[0]), of(op.args[1])
+        if items.tag == "list" and more.container and items.items is not None \
+                and more.items is not None and more.tag != "dict":
+            return container("list", items.items + tuple(
+                (len(items.items) + k, v) for k, (_, v) in enumerate(more.items)))
+        return Kind("list", None, join(items.elem, more.elem if more.container else ANY))
+    if kind == "without":
+        items, key = of(op.args[0]), op.params[0]
+        if items.tag == "dict" and items.items is not None and isinstance(key, gast.Constant):
+            return container("dict", ((k, v) for k, v in items.items if not (
+                k == key.value and type(k) is type(key.value))))
+        return Kind(items.tag, None, items.elem) if items.container else items
+    if kind == "get":
+        key = op.params[0]
+        known = isinstance(key, gast.Constant)
+        return join(of(op.args[0]).item(key.value if known else None, known), of(op.args[1]))
+    if kind == "values":
+        return Kind("list", None, of(op.args[0]).elem if of(op.args[0]).container else ANY)
+    if kind == "items":
+        d = of(op.args[0])
+        return Kind("list", None, container("tuple", ((0, LEAF), (1, d.elem if d.container
+                                                                   else ANY))))
+    if kind == "unknown":
+        return ANY
+    return LEAF   # primitives, kernels, joins, constants, inert values; user calls (limit)
+
+
+def _kinds(assignments, ops, params, param_kinds) -> dict:
+    """Each local's kind, joined over all its assignments (flow-insensitive fixpoint):
+    parameters' from the variant's mask (a differentiated one is an array or a number
+    unless its mask says otherwise; others may be anything)."""
+    kinds = {p: param_kinds.get(p, ANY) for p in params}
+    changed = True
+    while changed:
+        changed = False
+        for node, target, _ in assignments:
+            if target is None or not isinstance(node, gast.Assign):
+                continue
+            new = join(kinds.get(target), _kind_of(ops[id(node)], node, kinds))
+            if new != kinds.get(target):
+                kinds[target] = new
+                changed = True
+    return kinds
 
 
 def _result_names(fn) -> set:
@@ -180,11 +286,13 @@ def _alias_edges(assignments, ops, callee_returns_argument, whole_lists=False):
             yield from ((target, n, False) for n in names[:1])
         elif op.kind in ("copy", "index") or (op.kind == "prim" and op.prim.name in _VIEWS):
             yield from ((n, target, True) for n in names[:1])
-        elif op.kind in ("pack", "append"):
-            if op.kind == "append":
+        elif op.kind in ("pack", "append", "dict", "setitem", "extend", "without"):
+            if op.kind in ("append", "setitem", "extend", "without"):
                 yield names[0], target, True   # the same list, one item longer
                 names = names[1:]
             yield from ((n, target, False) for n in names)
+        elif op.kind in ("get", "values", "items"):
+            yield from ((n, target, True) for n in names)
         elif op.kind == "user" and callee_returns_argument(op.callee):
             yield from ((n, target, True) for n in names)
         elif op.kind == "unknown":
@@ -258,7 +366,7 @@ class _Sharing:
     def assign(self, target, op, value, pairs):
         both, into, inside = self.edges(op, value)
         kept = {p for p in pairs if target not in p}
-        if op.kind == "append":   # the same list (in Python), with its old items
+        if op.kind in ("append", "setitem", "extend", "without"):   # the same object
             kept |= {(a, target) for a, b in pairs if b == target}
         new = set()
         for src in both:
@@ -281,10 +389,12 @@ class _Sharing:
             return names[:1], [], []
         if op.kind == "index":
             return ([], [], names[:1]) if self.whole_lists else (names[:1], [], [])
-        if op.kind == "pack":
+        if op.kind in ("pack", "dict"):
             return [], names, []
-        if op.kind == "append":
+        if op.kind in ("append", "setitem", "extend", "without"):
             return [], names[1:], []
+        if op.kind in ("get", "values", "items"):   # items of the dict (or the default)
+            return ([], [], names) if self.whole_lists else (names, [], [])
         if op.kind == "user" and self.returns_argument(op.callee):
             return names, [], []
         if op.kind == "unknown":
@@ -323,16 +433,19 @@ def _check_mutations(parsed, fn, assignments, result) -> None:
 
     def check_append(node, pairs):
         op = result.ops[id(node)]
-        if op.kind != "append" or not isinstance(op.args[0], gast.Name):
+        if op.kind not in ("append", "setitem", "extend", "without") \
+                or not isinstance(op.args[0], gast.Name):
             return
         lst = op.args[0].id
         seen = sorted({b for a, b in pairs if a == lst and b != lst})
         if seen:
             who = "the caller" if _CALLER in seen else ", ".join(seen)
-            raise error_at(parsed, node, f"{lst}.append() changes a list that {who} also "
-                           "refers to; compiled code treats lists as values and would not "
-                           "change it there", "What to do: build a new list (new = list(xs) "
-                           "is not enough: use new = [] and append), or return the list.")
+            what = {"append": f"{lst}.append()", "extend": f"{lst}.extend()",
+                    "without": f"{lst}.pop()"}.get(op.kind, f"{lst}[...] = ...")
+            raise error_at(parsed, node, f"{what} changes a list or dict that {who} also "
+                           "refers to; compiled code treats containers as values and would "
+                           "not change it there", "What to do: build a new one (new = [] "
+                           "and append, new = {} and new[k] = v), or return it.")
 
     _Sharing(result.ops, result.params, _returns_argument, True, check_append).block(
         fn.body, {(p, _CALLER) for p in result.params})
@@ -404,8 +517,9 @@ def maybe_undefined(stmts, analysis) -> list:
     return out
 
 
-def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
-    """Activity, needed values and redefinitions of a normalized function."""
+def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> Analysis:
+    """Activity, needed values and redefinitions of a normalized function
+    (``param_kinds``: the Kind of each differentiated container parameter)."""
     result = Analysis(params=[a.id for a in fn.args.args], active_params=list(active_params),
                       locals=local_names(fn))
     assignments = list(_assignments(fn.body))
@@ -419,8 +533,15 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
         if in_loop or counts[target] > 1 or target in result.params:
             result.redefined.add(target)
     ops = result.ops
+    seeds = {p: LEAF for p in active_params}
+    seeds.update(param_kinds or {})
+    result.kinds = _kinds(assignments, ops, result.params, seeds)
+    iterated_any = _dict_iterations(assignments, result)
     varied = _varied(assignments, ops, active_params, through_severs=False)
     result.active = varied & _useful(fn, assignments, ops, varied)
+    for node in iterated_any:   # for k in xs, xs of unknown kind: a dict's keys, if not varied
+        if node.value.value.id not in varied:
+            result.key_iterations.add(id(node))
     for node, _, _ in assignments:
         if not isinstance(node, gast.For):
             check_flows(parsed, node, ops[id(node)], varied)
@@ -436,15 +557,17 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
                            "it (s = put(s, a)).")
         if id(node) in ops and ops[id(node)].kind in ("pack", "append"):
             result.containers.add(target)
-        if target is None or target not in result.active or not isinstance(node, gast.Assign):
+        if target is None or not isinstance(node, gast.Assign):
             continue
         op = ops[id(node)]
-        if isinstance(node.value, gast.BinOp) and any(
-                isinstance(a, gast.Name) and a.id in result.containers for a in op.args):
-            raise error_at(parsed, node, "an operator on a list or tuple (concatenation, "
-                           "repetition) is not differentiated",
-                           "What to do: convert it first (np.stack(xs)), or build the new "
-                           "list with append.")
+        if op.kind == "setitem" and result.kind(op.args[0]).tag == "leaf":
+            raise error_at(parsed, node, f"{op.args[0].id}[...] = ... writes into an array, "
+                           "which compiled code does not follow yet (only items of local "
+                           "dicts and lists)", "What to do: build a new array (np.where, "
+                           "np.concatenate), or use @pb.compile(fallback='tape').")
+        if target not in result.active:
+            continue
+        _check_container_operands(parsed, node, op, result, varied)
         if op.kind == "prim":
             result.needed.add(target)
             for a in op.args:
@@ -453,16 +576,70 @@ def analyze(parsed, fn: gast.FunctionDef, active_params) -> Analysis:
                 result.needed |= _names(k.value)
         elif op.kind == "index":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
+        elif op.kind == "setitem":
+            result.needed |= _names(op.params[0])
+        elif op.kind == "without":
+            result.needed |= _names(op.args[0]) | _names(op.params[0])
+        elif op.kind == "extend":
+            result.needed |= _names(op.args[0])
+        elif op.kind == "get":
+            result.needed |= _names(op.args[0]) | _names(op.params[0])
+        elif op.kind in ("values", "items"):
+            result.needed |= _names(op.args[0])
         elif op.kind in ("kernel", "join"):
             result.needed.add(target)
             for a in op.args:
                 result.needed |= _names(a)
             for k in op.params:   # a join's axis (``axis=-1`` is a local after normalize)
                 result.needed |= _names(k.value)
+    result.containers |= {n for n, k in result.kinds.items() if k.tag in ("list", "tuple")}
     result.needed &= result.locals
     _check_mutations(parsed, fn, assignments, result)
     decide_pushes(fn.body, result)
     return result
+
+
+def _dict_iterations(assignments, result) -> list:
+    """``for k in d`` over a dict reads its keys: ``k = d[index]`` becomes an inert
+    ``support.nth_key``; over a value of unknown kind, the statements that may do so."""
+    unknown = []
+    for node, _, _ in assignments:
+        value = getattr(node, "value", None)
+        if isinstance(node, gast.Assign) and isinstance(value, gast.Subscript) \
+                and getattr(value, "pb_iteration", False):
+            kind = result.kind(value.value)
+            if kind.tag == "dict":
+                result.ops[id(node)] = Operation("inert", cut=[value], label="for ... in")
+                result.key_iterations.add(id(node))
+            elif kind.tag == "any":
+                unknown.append(node)
+    return unknown
+
+
+def _check_container_operands(parsed, node, op, result, varied) -> None:
+    """A dict, list or tuple read where a differentiated array operation reads its
+    operands: Python's operators would concatenate or repeat a list (its gradient would
+    follow numpy's), a dict has no array: refused.  A numpy function of a list or tuple
+    reads it as the array numpy makes of it (``np.sum([1, a, 2])``).  A value of unknown
+    kind with a gradient is checked at run time (``support.leaf``)."""
+    if op.kind not in _ARRAY_OPERATIONS:
+        return
+    for a in op.args:
+        if not isinstance(a, gast.Name):
+            continue
+        kind = result.kind(a)
+        # a fused run may hold an operator: refused when the container carries a gradient
+        # (a constant list there is the array numpy makes of it, as in its numpy calls)
+        if kind.container and (kind.tag == "dict" or (op.kind == "kernel" and a.id in varied)
+                               or isinstance(node.value, (gast.BinOp, gast.UnaryOp))):
+            what = "a dict" if kind.tag == "dict" else "a list or tuple"
+            raise error_at(parsed, node, f"{a.id} is {what}: an operator or array operation "
+                           f"on it ({op.label or 'concatenation, repetition'}) is not "
+                           "differentiated (an operator on a list or tuple concatenates or "
+                           "repeats it)", "What to do: convert it first (np.stack(xs)), read "
+                           "its items (d['a']), or build a new list with append.")
+        if kind.tag == "any" and a.id in varied:
+            result.leaf_checks.setdefault(id(node), []).append(a.id)
 
 
 def _check_severed(parsed, fn, assignments, ops, active_params) -> None:

@@ -29,6 +29,7 @@ from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
 from .pipeline import TangentVariant, Variant
+from .pytree import Kind, map_leaves, structure
 
 _BY_CODE = {}
 
@@ -95,7 +96,7 @@ class CompiledFunction:
         return as_compiled(fn).variant(mask)
 
     def variant(self, mask) -> Variant:
-        mask = tuple(bool(m) for m in mask)
+        mask = tuple(m if isinstance(m, Kind) else bool(m) for m in mask)
         found = self._variants.get(mask)
         if found is None:
             found = self._variants[mask] = Variant(self, mask)
@@ -124,10 +125,11 @@ class CompiledFunction:
         user_args = complete_arguments(self.fn, args, kwargs)
         args = user_args + self.implicit_values() if self.implicit else user_args
         recording = tape.is_recording()
-        mask = tuple(recording and isinstance(a, NDArray) and tape.is_tracked(a) for a in args)
+        mask = tuple(recording and _tracked_mask(a) for a in args)
         try:
-            if recording:
-                self._refuse_hidden_arrays(user_args)
+            if recording:   # a pytree argument's arrays are inputs of the node (below)
+                self._refuse_hidden_arrays(tuple(None if isinstance(m, Kind) else a
+                                                 for a, m in zip(user_args, mask)))
             variant = self.variant(mask)
             variant._build()
         except CompileError:
@@ -135,17 +137,80 @@ class CompiledFunction:
                 return self.fn(*user_args)
             raise
         stack = Stack()
-        raw_args = [a._data if isinstance(a, NDArray) else a for a in args]
+        raw_args = [_raw_tree(a) if isinstance(m, Kind) else
+                    a._data if isinstance(a, NDArray) else a for a, m in zip(args, mask)]
         with tape.scope(recording=False, training=None):
-            out = variant.forward(stack, *raw_args)
+            out = _run_in_world(args, variant.forward, stack, *raw_args)
         if not any(mask):   # a plain forward: nothing was pushed, nothing to record
             return _convert_value(out, args)
         single = not isinstance(out, tuple)
+        if any(isinstance(o, (dict, list, tuple)) for o in ([out] if single else out)):
+            raise TypeError(f"{self.fn.__qualname__}() returned a dict, list or nested tuple "
+                            "under autograd.record(): a recorded compiled call returns arrays "
+                            "or a tuple of arrays (pb.grad/vjp take containers)")
         outputs = [_fresh_output(o, raw_args) for o in ([out] if single else out)]
+        inputs, places = _node_inputs(args, mask)
         call = _CompiledCall(self, variant, stack, args,
-                             tuple((o.shape, o._data.dtype) for o in outputs))
-        tape.record_custom(_COMPILED, args, {"call": call}, outputs)
+                             tuple((o.shape, o._data.dtype) for o in outputs), inputs, places)
+        tape.record_custom(_COMPILED, inputs, {"call": call}, outputs)
         return outputs[0] if single else tuple(outputs)
+
+
+def _tracked_mask(value):
+    """A recorded call's mask entry for an argument: True for an NDArray with a gradient,
+    the structure of a dict, list or tuple of arrays and numbers holding one (its arrays
+    become inputs of the node), else False."""
+    if isinstance(value, NDArray):
+        return tape.is_tracked(value)
+    if isinstance(value, (dict, list, tuple)):
+        leaves = []
+        map_leaves(leaves.append, value)
+        if any(isinstance(leaf, NDArray) and tape.is_tracked(leaf) for leaf in leaves):
+            try:
+                return structure(value)
+            except TypeError:
+                return False   # not a pytree of arrays: refused as a hidden array
+    return False
+
+
+def _raw_tree(value):
+    return map_leaves(lambda leaf: leaf._data if isinstance(leaf, NDArray) else leaf, value)
+
+
+def _node_inputs(args, mask):
+    """The tape node's inputs (each argument; a pytree argument's NDArray leaves in its
+    place) and where each comes from: ``(argument index, path within it)``."""
+    inputs, places = [], []
+    for i, (a, m) in enumerate(zip(args, mask, strict=True)):
+        if not isinstance(m, Kind):
+            inputs.append(a)
+            places.append((i, ()))
+            continue
+        for path, leaf in _paths(a):
+            if isinstance(leaf, NDArray):
+                inputs.append(leaf)
+                places.append((i, path))
+    return inputs, places
+
+
+def _paths(value, path=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(value, (list, tuple)):
+        for k, v in enumerate(value):
+            yield from _paths(v, path + (k,))
+    else:
+        yield path, value
+
+
+def _at(gradient, path):
+    """The part of a container's gradient at ``path`` (None: zero)."""
+    for key in path:
+        if gradient is None:
+            return None
+        gradient = gradient.get(key) if isinstance(gradient, dict) else gradient[key]
+    return gradient
 
 
 def complete_arguments(fn, args, kwargs):
@@ -173,9 +238,10 @@ def _fresh_output(value, raw_args):
 class _CompiledCall:
     """What one recorded call of a compiled function keeps for its backward."""
 
-    def __init__(self, function, variant, stack, args, out_shapes):
+    def __init__(self, function, variant, stack, args, out_shapes, inputs, places):
         self.function, self.variant, self.stack = function, variant, stack
         self.args, self.out_shapes = args, out_shapes
+        self.inputs, self.places = inputs, places   # the node's inputs; (argument, path)
         self.cache = None
 
     def gradient(self, index, out_index, g):
@@ -191,10 +257,12 @@ class _CompiledCall:
             else:
                 head = g._data if len(self.out_shapes) == 1 else tuple(
                     g._data if k == out_index else None for k in range(len(self.out_shapes)))
-                grads = [None if gr is None else NDArray(as_data(np.asarray(
-                             _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
-                         for gr, a in zip(self.variant.adjoint(copy.copy(self.stack), head),
-                                          self.args, strict=True)]
+                per_argument = self.variant.adjoint(copy.copy(self.stack), head)
+                grads = []
+                for a, (i, path) in zip(self.inputs, self.places, strict=True):
+                    gr = _at(per_argument[i], path)
+                    grads.append(None if gr is None else NDArray(as_data(np.asarray(
+                        _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a)))))
             cache = self.cache = (key, g, dict(enumerate(grads)))
         grads = cache[2]
         found = grads.pop(index)
@@ -203,12 +271,12 @@ class _CompiledCall:
         return found
 
     def _eager_gradients(self, out_index, g):
-        tracked = [a for a in self.args if isinstance(a, NDArray) and tape.is_tracked(a)]
+        tracked = [a for a in self.inputs if isinstance(a, NDArray) and tape.is_tracked(a)]
         out = self.function.fn(*self.args[:self.function.fn.__code__.co_argcount])
         out = out if len(self.out_shapes) == 1 else out[out_index]
         grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
         by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
-        return [by_id.get(id(a)) for a in self.args]
+        return [by_id.get(id(a)) for a in self.inputs]
 
 
 def _compiled_rule(index):
@@ -277,12 +345,15 @@ def _to_internal(value, active):
     if active and isinstance(value, np.generic) and not isinstance(value, np.bool_):
         # a numpy number stays a number of its own float dtype (integers: float64)
         return value if isinstance(value, np.inexact) else np.float64(value)
+    if active and isinstance(value, (dict, list, tuple)):
+        # a pytree (its structure was checked by the variant's key, ``structure``): new
+        # containers (never the caller's) of the leaves as compiled code sees them; its
+        # gradient comes back with the same structure (_external_gradient)
+        return map_leaves(lambda leaf: _to_internal(leaf, True), value)
     if active and not isinstance(value, (np.generic, bool)):
-        # a gradient with respect to a container (or any other object) would come back
-        # with the wrong structure, or as a silent zero: refused until pytrees exist
         raise TypeError(f"cannot differentiate with respect to a {type(value).__name__} "
-                        "argument (only arrays and numbers, for now); pass its arrays as "
-                        "arguments of their own, or exclude it with argnums=")
+                        "argument (only arrays, numbers, and dicts, lists and tuples of "
+                        "them); exclude it with argnums=")
     return value
 
 
@@ -307,8 +378,10 @@ def _to_external(value, like):
 
 
 def _ones(value):
-    if isinstance(value, tuple):
-        return tuple(_ones(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_ones(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _ones(v) for k, v in value.items()}
     if isinstance(value, np.ndarray):
         ones = np.empty_like(value)   # empty + fill: a third of ones_like's cost on small arrays
         ones.fill(1)
@@ -321,17 +394,26 @@ def _ones(value):
                         f"{type(value).__name__}")
 
 
-def _differentiated(fn, argnums, nums, n_args) -> Variant:
-    """The built variant of ``fn`` with the parameters ``nums`` differentiated."""
+def _differentiated(fn, argnums, nums, args) -> Variant:
+    """The built variant of ``fn`` with the parameters ``nums`` differentiated (a
+    container argument's mask entry is its structure, compiler/pytree.py)."""
+    n_args = len(args)
     for n in nums:
         if not 0 <= n < n_args:
             raise ValueError(f"argnums {argnums} out of range for {n_args} arguments")
     compiled = as_compiled(fn)
     # implicit inputs (globals, ...) are data here: only the arguments are differentiated
     n_all = n_args + len(compiled.implicit)
-    variant = compiled.variant(tuple(i in nums for i in range(n_all)))
+    variant = compiled.variant(tuple(
+        i in nums and (structure(args[i]) or True) for i in range(n_all)))
     variant._build()
     return variant
+
+
+def _structures(args, nums) -> tuple:
+    """The structure of each differentiated container argument (None for the others)."""
+    return tuple(structure(args[n]) if isinstance(args[n], (dict, list, tuple)) else None
+                 for n in nums if n < len(args))
 
 
 def _internal_arguments(fn, args, nums) -> list:
@@ -343,16 +425,28 @@ def _internal_arguments(fn, args, nums) -> list:
 
 
 def _convert_grads(grads, internal, args, nums):
-    results = []
-    for n in nums:
-        g = grads[n]
-        shape = np.shape(internal[n])
-        if g is None:
-            g = np.zeros_like(internal[n])
-        elif (g.shape if type(g) is np.ndarray else np.shape(g)) != shape:
-            g = np.broadcast_to(g, shape).copy() if shape else np.sum(g)
-        results.append(_to_external(_in_dtype_of(g, internal[n]), args[n]))
-    return results
+    return [_external_gradient(grads[n], internal[n], args[n]) for n in nums]
+
+
+def _external_gradient(g, internal, arg):
+    """The gradient ``g`` the adjoint returned for an argument (``internal``: as compiled
+    code saw it), given the argument's kind and structure: a container's gradient is a
+    container of the same type (zeros where its items got none)."""
+    if isinstance(arg, (dict, list, tuple)):
+        if isinstance(arg, dict):
+            if g is not None and not isinstance(g, dict):
+                raise RuntimeError(f"pullback bug: a dict's gradient is a {type(g).__name__}")
+            g = g or {}
+            return {k: _external_gradient(g.get(k), internal[k], v) for k, v in arg.items()}
+        parts = [None] * len(arg) if g is None else list(g)   # an array: by rows
+        return type(arg)(_external_gradient(p, i, v)
+                         for p, i, v in zip(parts, internal, arg, strict=True))
+    shape = np.shape(internal)
+    if g is None:
+        g = np.zeros_like(internal)
+    elif (g.shape if type(g) is np.ndarray else np.shape(g)) != shape:
+        g = np.broadcast_to(g, shape).copy() if shape else np.sum(g)
+    return _to_external(_in_dtype_of(g, internal), arg)
 
 
 def _in_dtype_of(g, value):
@@ -371,14 +465,33 @@ def _convert_value(out, args, differentiated=False):
     ``differentiated``: the value of ``value_and_grad``/``vjp``, where differentiated
     Python numbers ran as numbers, so a number result is an NDArray too (as it is for
     arrays); a plain call's number result stays a number."""
-    if isinstance(out, tuple):
-        return tuple(_convert_value(o, args, differentiated) for o in out)
-    numpy_mode = any(isinstance(a, np.ndarray) for a in args) and not any(
-        isinstance(a, NDArray) for a in args)
+    if isinstance(out, (tuple, list)):
+        return type(out)(_convert_value(o, args, differentiated) for o in out)
+    if isinstance(out, dict):
+        return {k: _convert_value(o, args, differentiated) for k, o in out.items()}
+    numpy_mode = _numpy_world(args)
     kinds = (np.ndarray, float, np.floating) if differentiated else np.ndarray
     if numpy_mode or not isinstance(out, kinds):
         return out
     return NDArray(as_data(out))
+
+
+def _numpy_world(args) -> bool:
+    """Numpy arrays in and no NDArray: numpy's conventions (results, ``x.flatten()``)."""
+    return any(isinstance(a, np.ndarray) for a in args) and not any(
+        isinstance(a, NDArray) for a in args)
+
+
+def _run_in_world(args, forward, *forward_args):
+    """``forward(*forward_args)``, in numpy's world when ``args`` are numpy's."""
+    state = tape._state
+    if not _numpy_world(args) or state.numpy_world:
+        return forward(*forward_args)
+    state.numpy_world = True
+    try:
+        return forward(*forward_args)
+    finally:
+        state.numpy_world = False
 
 
 def value_and_grad(fn, argnums=0):
@@ -396,6 +509,7 @@ def value_and_grad(fn, argnums=0):
         args, out, gradients = run(args, kwargs)
         return _convert_value(out, args, differentiated=True), gradients
 
+    value_and_grad_fn.pullback_derivative = "pb.value_and_grad"
     return value_and_grad_fn
 
 
@@ -407,6 +521,7 @@ def grad(fn, argnums=0):
     def grad_fn(*args, **kwargs):
         return run(args, kwargs)[2]
 
+    grad_fn.pullback_derivative = "pb.grad"   # functools.wraps made it look like fn
     return grad_fn
 
 
@@ -416,23 +531,24 @@ def _gradient_runner(fn, argnums):
     single = _is_position(argnums)
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)
-    prepared = {}   # number of arguments -> the variant's (forward, adjoint)
+    prepared = {}   # (number of arguments, structures) -> the variant's (forward, adjoint)
 
     def run(args, kwargs):
         args = complete_arguments(user_fn, args, kwargs)
-        entry = prepared.get(len(args))
+        key = (len(args), _structures(args, nums))
+        entry = prepared.get(key)
         if entry is None:
-            variant = _differentiated(fn, argnums, nums, len(args))
-            entry = prepared[len(args)] = (variant._forward, variant._adjoint)
+            variant = _differentiated(fn, argnums, nums, args)
+            entry = prepared[key] = (variant._forward, variant._adjoint)
         forward, adjoint = entry
         internal = _internal_arguments(fn, args, nums)
         stack = Stack()
         if tape.is_recording():   # NDArrays the function reads (globals) must not record
             with tape.scope(recording=False, training=None):
-                out = forward(stack, *internal)
+                out = _run_in_world(args, forward, stack, *internal)
                 grads = adjoint(stack, _ones(out))
         else:
-            out = forward(stack, *internal)
+            out = _run_in_world(args, forward, stack, *internal)
             grads = adjoint(stack, _ones(out))
         results = _convert_grads(grads, internal, args, nums)
         return args, out, (results[0] if single else tuple(results))
@@ -447,11 +563,11 @@ def vjp(fn, *args, argnums=None):
     integer arrays stay integer)."""
     single = _is_position(argnums)
     nums = tuple(range(len(args))) if argnums is None else _positions(argnums)
-    variant = _differentiated(fn, nums, nums, len(args))
+    variant = _differentiated(fn, nums, nums, args)
     internal = _internal_arguments(fn, args, nums)
     stack = Stack()
     with tape.scope(recording=False, training=None):
-        out = variant.forward(stack, *internal)
+        out = _run_in_world(args, variant.forward, stack, *internal)
 
     shown = _convert_value(out, args, differentiated=True)
 

@@ -176,6 +176,11 @@ def mask_bits(mask) -> str:
     return "".join("1" if m else "0" for m in mask)
 
 
+def _structured(mask) -> bool:
+    """Whether a mask holds the structure of a container argument (compiler/pytree.py)."""
+    return any(not isinstance(m, (bool, int)) for m in mask)
+
+
 def _mask(bits: str) -> tuple:
     return tuple(b == "1" for b in bits)
 
@@ -316,8 +321,8 @@ def artifact_prefix(source_file) -> str:
 def artifact_path(fn, mask) -> tuple | None:
     """``(folder, file name)`` of the artifact of ``fn``'s variant for ``mask`` (None: no
     disk cache)."""
-    if not cache_enabled():
-        return None
+    if not cache_enabled() or _structured(mask):
+        return None   # a container argument's structure is not stored yet: memory only
     code = getattr(fn, "__code__", None)
     if code is None or not os.path.isfile(code.co_filename):
         return None   # <stdin>, exec'd strings, notebooks without files
@@ -533,6 +538,8 @@ def _payload(fn, mask, variant_key, source, meta) -> dict | None:
     for name, value in meta["names"].items():
         if isinstance(value, Variant):
             callee = value.function.fn
+            if _structured(value.mask):
+                return None   # a callee variant with a container's structure: memory only
             module = None if callee.__globals__ is fn.__globals__ else callee.__module__
             if find_function(fn, module, callee.__qualname__) is not callee:
                 return None
@@ -567,15 +574,18 @@ def plan(compiled) -> list:
     ``signatures``, the plain forward and each signature's mask and dtypes.
     """
     count = compiled.fn.__code__.co_argcount
+    # implicit inputs (globals, ...) follow the arguments and are data, as in pb.grad
+    data = (False,) * len(compiled.implicit)
     signatures = getattr(compiled, "signatures", None)
     if not signatures:
-        return [((False,) * count, DEFAULT_DTYPES), ((True,) * count, DEFAULT_DTYPES)]
-    steps = {(False,) * count: set()}
+        return [((False,) * count + data, DEFAULT_DTYPES),
+                ((True,) * count + data, DEFAULT_DTYPES)]
+    steps = {(False,) * count + data: set()}
     for signature in signatures:
-        mask = tuple(entry is not None for entry in signature)
+        mask = tuple(entry is not None for entry in signature) + data
         dtypes = {entry for entry in signature if entry is not None} or set(DEFAULT_DTYPES)
         steps.setdefault(mask, set()).update(dtypes)
-        steps[(False,) * count].update(dtypes)
+        steps[(False,) * count + data].update(dtypes)
     return [(mask, tuple(sorted(dtypes))) for mask, dtypes in steps.items()]
 
 

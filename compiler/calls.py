@@ -9,7 +9,10 @@ assignment into an ``Operation``:
 - ``copy``, ``const``: ``y = x`` and ``y = 3.0``;
 - ``user``: a call of another user function (transformed recursively);
 - ``index``, ``pack``, ``append``, ``join``: structural reads/builds of arrays,
-  tuples and lists;
+  tuples and lists; ``dict`` (a literal with constant keys, ``dict(x=a)``),
+  ``setitem`` (``d[k] = v``, normalized to ``d = support.setitem(d, k, v)``), ``get``,
+  ``values``, ``items``, ``extend`` (``lst.extend(xs)``), ``without`` (after the item
+  read of ``x.pop(k)``): containers as values (compiler/pytree.py);
 - ``inert``: anything whose result has a zero derivative by nature (comparisons,
   ``len``, ``range``, ``int``, ``x.shape``, ``x.argmax()``, ``x.detach()``, ...);
 - ``severs``: a conversion that leaves the differentiated world (``float(x)``,
@@ -77,7 +80,8 @@ METHODS = {name: name for name in (
     "sum", "mean", "max", "min", "prod", "norm", "exp", "log", "sqrt", "square", "abs",
     "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "log1p", "expm1", "reciprocal",
     "floor", "ceil", "round", "transpose", "flatten", "expand_dims", "squeeze", "tile",
-    "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape")}
+    "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape",
+    "pick", "take", "slice_axis")}
 ATTRIBUTES = {"T": "transpose"}
 INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
 INERT_METHODS = {"argmax", "argmin", "wait_to_read", "zeros_like", "ones_like", "detach"}
@@ -87,6 +91,9 @@ SEVERING_METHODS = {"asscalar", "asnumpy", "item", "tolist"}
 # local pullback has no rule for may change its receiver in place (sort, fill, extend, ...)
 PURE_METHODS = {"get", "keys", "values", "items", "copy", "index", "count", "any", "all",
                 "nonzero", "argsort", "tolist", "item", "asscalar", "asnumpy"}
+# a dict's methods compiled code follows: d.get(k, default), d.values(), d.items() (as
+# lists: ``support.values``), d.keys() (no gradient)
+CONTAINER_METHODS = {"get": "get", "values": "values", "items": "items", "keys": "keys"}
 INERT_CALLABLES = {builtins.range, builtins.len, builtins.int, builtins.bool, builtins.print,
                    builtins.isinstance, builtins.round}
 # calls that never change their arguments: builtins and the math module (numpy's are
@@ -197,6 +204,8 @@ def describe(parsed, value, locals_=frozenset()) -> Operation:
                          cut=[value.slice])
     if isinstance(value, (gast.Tuple, gast.List)):
         return Operation("pack", args=list(value.elts))
+    if isinstance(value, gast.Dict):   # constant keys (normalize)
+        return Operation("dict", args=list(value.values), params=list(value.keys))
     if isinstance(value, gast.Call):
         return _describe_call(parsed, value, locals_)
     raise error_at(parsed, value, f"unexpected {type(value).__name__} after normalization")
@@ -219,6 +228,22 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "append"):
         return Operation("append", args=list(call.args))
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "assertion_failed"):
+        return Operation("inert", cut=[call], label="assert")   # raises: no gradient
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "extend"):
+        return Operation("extend", args=list(call.args), label=".extend()")
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "without"):
+        container, key = call.args
+        return Operation("without", args=[container], params=[key], cut=[key],
+                         label=".pop()")
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr == "setitem"):
+        container, key, item = call.args
+        return Operation("setitem", args=[container, item], params=[key], cut=[key],
+                         label="item assignment")
     label = _dotted(func)
     if any(k.arg == "out" for k in call.keywords):
         raise error_at(parsed, call, f"{label}(..., out=...) writes into an existing array, "
@@ -236,6 +261,10 @@ def _describe_call(parsed, call, locals_) -> Operation:
         shape = call.args[1:] or [k.value for k in call.keywords]
         return Operation("prim", P.REGISTRY["reshape"], [call.args[0]],
                          [gast.keyword(arg="shape", value=_reshape_params(shape))], label=label)
+    if target in (P.concat, P.stack) and call.args and isinstance(call.args[0], gast.Starred):
+        return _starred_join(parsed, call, label, stack=target is P.stack)
+    if target is P.concatenate:
+        return _numpy_join(parsed, call, label, stack=False)
     if target in (P.concat, P.stack):
         prim = P.REGISTRY["concat" if target is P.concat else "stack"]
         return Operation("prim", prim, list(call.args), list(call.keywords), label=label)
@@ -259,6 +288,17 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("inert", cut=[call], label=label)
     if target is builtins.float:
         return Operation("severs", args=list(call.args), label=label)
+    made_by = getattr(target, "pullback_derivative", None)
+    if made_by is not None:
+        raise error_at(parsed, call, f"{label}() is a derivative made by {made_by}(); "
+                       "compiled code does not differentiate or run derivatives inside "
+                       "(nested differentiation is not supported yet)",
+                       "What to do: compute the derivative outside the compiled function and "
+                       "pass it in, or use the tape (autograd.grad(..., create_graph=True)).")
+    if target is builtins.dict and not call.args and call.keywords:   # dict(x=a, y=b)
+        return Operation("dict", args=[k.value for k in call.keywords],
+                         params=[gast.Constant(value=k.arg, kind=None) for k in call.keywords],
+                         label=label)
     user_fn = getattr(target, "pullback_function", target)   # a CompiledFunction's own
     if isinstance(user_fn, types.FunctionType) and _is_user_function(user_fn):
         args = _positional(parsed, call, user_fn) + implicit.call_arguments(parsed, user_fn)
@@ -355,6 +395,24 @@ def _numpy_join(parsed, call, label, stack) -> Operation:
                      label=label)
 
 
+def _starred_join(parsed, call, label, stack) -> Operation:
+    """``nd.concat(*seq, dim=1)`` / ``nd.stack(*seq, axis=0)`` (the fence lets ``*seq``
+    through only as their one positional argument): a ``join`` of the list ``seq``, with
+    MXNet's defaults."""
+    keyword = "axis" if stack else "dim"
+    axis = gast.Constant(value=0 if stack else 1, kind=None)
+    for k in call.keywords:
+        if k.arg != keyword:
+            raise error_at(parsed, call, f"{label}(): pullback does not support the "
+                           f"parameter {k.arg!r} here", f"What to do: pass {keyword}= only.")
+        axis = k.value
+    return Operation("join", args=[call.args[0].value],
+                     params=[gast.keyword(arg="axis", value=axis),
+                             gast.keyword(arg="stack", value=gast.Constant(value=stack,
+                                                                           kind=None))],
+                     label=label)
+
+
 def _positional(parsed, call, callee) -> list:
     """The call's arguments as one atom per parameter of ``callee`` (keywords placed,
     defaults filled in as constants)."""
@@ -379,6 +437,17 @@ def _positional(parsed, call, callee) -> list:
 
 def _describe_method(parsed, call, func) -> Operation:
     method = func.attr
+    container = CONTAINER_METHODS.get(method)
+    if container is not None and len(call.args) <= (2 if method == "get" else 0) \
+            and not call.keywords:
+        if method == "get":   # d.get(key[, default])
+            default = call.args[1] if len(call.args) > 1 else gast.Constant(value=None,
+                                                                            kind=None)
+            return Operation("get", args=[func.value, default], params=call.args[:1],
+                             cut=call.args[:1], label=".get()")
+        if method == "keys":
+            return Operation("inert", cut=[call], label=".keys()")
+        return Operation(container, args=[func.value], label=f".{method}()")
     if method in INERT_METHODS:
         return Operation("inert", cut=[call], label=f".{method}()")
     if method in SEVERING_METHODS:

@@ -7,9 +7,18 @@ CompileError at the construct's line, with a caret and what to do instead.
 
 from __future__ import annotations
 
+import builtins
+
 import gast
 
+from pullback.runtime import primitives as P
+
 from .errors import error_at
+
+# calls whose one positional argument may be ``*seq`` (MXNet's RNN chapters join their
+# per-step outputs with ``nd.concat(*outputs, dim=0)``): normalize and calls.py read
+# them as a join of the list, like ``np.concatenate(outputs, axis=0)``
+STARRED_JOINS = (P.concat, P.stack)
 
 _REJECTED = {
     gast.Try: ("try/except", "move the error handling outside the differentiated function"),
@@ -28,17 +37,13 @@ _REJECTED = {
     gast.ClassDef: ("class definitions", "define the class outside the function"),
     gast.FunctionDef: ("nested function definitions", "define the helper at module level"),
     gast.Raise: ("raise", "check inputs before calling the differentiated function"),
-    gast.Assert: ("assert", "check inputs before calling the differentiated function"),
     gast.Import: ("import statements", "import at module level"),
     gast.ImportFrom: ("import statements", "import at module level"),
-    gast.ListComp: ("list comprehensions", "write a for loop"),
     gast.SetComp: ("set comprehensions", "write a for loop"),
-    gast.DictComp: ("dict comprehensions", "write a for loop"),
     gast.GeneratorExp: ("generator expressions", "write a for loop"),
     gast.Lambda: ("lambdas inside the function", "define the helper at module level"),
     gast.Starred: ("*args unpacking", "pass the arguments one by one"),
     gast.NamedExpr: ("the walrus operator :=", "assign in a separate statement"),
-    gast.IfExp: ("conditional expressions (a if c else b)", "write an if statement"),
     gast.Match: ("match statements", "write if/elif/else"),
 }
 
@@ -51,10 +56,60 @@ def _check_target(parsed, target) -> None:
             _check_target(parsed, elt)
         return
     if isinstance(target, gast.Subscript):
-        raise error_at(parsed, target, "writes into array slices are not supported",
-                       "build a new array instead (e.g. with nd.where or nd.concat)")
+        # ``d[k] = v`` on a local dict or list (normalize: a new container; analysis
+        # refuses it on an array, or where another name refers to the container)
+        if isinstance(target.value, gast.Name) and not isinstance(target.slice, gast.Slice):
+            return
+        raise error_at(parsed, target, "writes into array slices, attributes' items or "
+                       "nested items are not supported",
+                       "build a new array instead (e.g. with nd.where or nd.concat), or "
+                       "assign one item of a local dict or list at a time (d[k] = v)")
     raise error_at(parsed, target, f"assignment to {type(target).__name__} is not supported",
                    "assign to a plain variable name")
+
+
+def _resolve(parsed, expr):
+    """The object a global name or attribute chain refers to (None if unknown)."""
+    if isinstance(expr, gast.Attribute):
+        base = _resolve(parsed, expr.value)
+        return getattr(base, expr.attr, None) if base is not None else None
+    if isinstance(expr, gast.Name):
+        try:
+            return parsed.resolve(expr.id)
+        except KeyError:
+            return None
+    return None
+
+
+def _is_starred_join(parsed, node) -> bool:
+    """``nd.concat(*seq, dim=...)`` or ``nd.stack(*seq, axis=...)``: one starred
+    positional argument, nothing else by position."""
+    return (isinstance(node, gast.Call) and len(node.args) == 1
+            and isinstance(node.args[0], gast.Starred)
+            and any(_resolve(parsed, node.func) is f for f in STARRED_JOINS))
+
+
+def _plain_names(target) -> bool:
+    if isinstance(target, gast.Name):
+        return True
+    return isinstance(target, (gast.Tuple, gast.List)) and all(
+        _plain_names(e) for e in target.elts)
+
+
+def _folded_generators(parsed, fn) -> set:
+    """Generator expressions that are the argument of the builtin ``sum``, ``max`` or
+    ``min`` (normalize folds them into a loop); any other stays refused."""
+    found = set()
+    for node in gast.walk(fn):
+        if isinstance(node, gast.Call) and isinstance(node.func, gast.Name) and node.args \
+                and isinstance(node.args[0], gast.GeneratorExp) and len(node.args) == 1:
+            try:
+                target = parsed.resolve(node.func.id)
+            except KeyError:
+                continue
+            if any(target is b for b in (builtins.sum, builtins.max, builtins.min)):
+                found.add(id(node.args[0]))
+    return found
 
 
 def check(parsed) -> None:
@@ -64,18 +119,21 @@ def check(parsed) -> None:
     if args.vararg or args.kwarg or args.kwonlyargs:
         raise error_at(parsed, fn, "*args, **kwargs and keyword-only parameters are not "
                        "supported", "use plain positional parameters")
-    for node in gast.walk(gast.Module(body=fn.body, type_ignores=[])):
+    body = gast.Module(body=fn.body, type_ignores=[])
+    joined = {id(node.args[0]) for node in gast.walk(body) if _is_starred_join(parsed, node)}
+    folded = _folded_generators(parsed, fn)
+    for node in gast.walk(body):
         rejected = _REJECTED.get(type(node))
-        if rejected:
+        if rejected and id(node) not in joined and id(node) not in folded:
             what, hint = rejected
             raise error_at(parsed, node, f"{what} cannot be differentiated by pullback",
                            f"What to do: {hint}, or use @pb.compile(fallback='tape').")
         if isinstance(node, (gast.Assign, gast.AugAssign)):
             for target in (node.targets if isinstance(node, gast.Assign) else [node.target]):
                 _check_target(parsed, target)
-        if isinstance(node, gast.For) and not isinstance(node.target, gast.Name):
-            raise error_at(parsed, node.target, "for loops must bind one plain variable",
-                           "unpack inside the loop body")
+        if isinstance(node, gast.For) and not _plain_names(node.target):
+            raise error_at(parsed, node.target, "for loops must bind plain variables "
+                           "(a name or a tuple of names)", "unpack inside the loop body")
         if isinstance(node, (gast.For, gast.While)) and node.orelse:
             raise error_at(parsed, node, "else clauses on loops are not supported",
                            "use a flag variable")

@@ -56,6 +56,10 @@ def _run_tangent(fn, args, tangents):
         raise ValueError(f"jvp: {len(args)} primals but {len(tangents)} tangents")
     mask = tuple(t is not None for t in tangents)
     nums = tuple(i for i, m in enumerate(mask) if m)
+    for n in nums:
+        if isinstance(args[n], (dict, list, tuple)):
+            raise TypeError(f"jvp: argument {n} is a {type(args[n]).__name__}; forward mode "
+                            "takes tangents for arrays and numbers only (for now)")
     variant = _tangent_variant(fn, mask)
     internal = _internal_arguments(fn, args, nums)
     dots = [_internal_tangent(t, internal[i], f"argument {i}")
@@ -122,6 +126,9 @@ def jacfwd(fn, argnums=0):
         args = complete_arguments(user_fn, args, kwargs)
         results = []
         for n in nums:
+            if isinstance(args[n], (dict, list, tuple)):
+                raise TypeError(f"jacfwd: argument {n} is a {type(args[n]).__name__}; "
+                                "Jacobians with respect to arrays and numbers only (for now)")
             mask = tuple(i == n for i in range(len(args)))
             compiled = as_compiled(fn)
             variant = compiled.tangent_variant(mask + (False,) * len(compiled.implicit),
@@ -157,7 +164,7 @@ def jacrev(fn, argnums=0):
 
     def jacobian(*args, **kwargs):
         args = complete_arguments(user_fn, args, kwargs)
-        variant = _differentiated(fn, nums, nums, len(args))
+        variant = _differentiated(fn, nums, nums, args)
         internal = _internal_arguments(fn, args, nums)
         stack = Stack()
         with tape.scope(recording=False, training=None):

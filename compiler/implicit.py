@@ -38,6 +38,8 @@ import numpy as np
 from pullback.runtime import tape
 from pullback.runtime.ndarray import NDArray
 
+from .normalize import reserved_for
+
 _DATA_TYPES = (NDArray, np.ndarray, np.generic, int, float, complex)
 _MAX_DEPTH = 4   # attribute chains followed through modules and objects
 
@@ -234,11 +236,12 @@ def hidden_names(fn, inputs) -> list:
     with another input."""
     code = fn.__code__
     own = [_own(fn, found) for found in inputs]
+    reserved = reserved_for(fn.__name__)
     taken = (set(code.co_varnames) | set(code.co_cellvars) | set(_names_read(code))
-             | {"support", "ops", "npops", "vjp", "_stack", "result_grad", "_np", "_kernels"})
+             | reserved)
     names = []
     for found, mine in zip(inputs, own, strict=True):
-        if mine and len(found.path) == 1:
+        if mine and len(found.path) == 1 and found.path[0] not in reserved:
             names.append(found.path[0])
             continue
         base = found.name if found.name.isidentifier() and not keyword.iskeyword(found.name) \

@@ -21,6 +21,7 @@ operation (``mul1``, ``norm2``); user names are kept.
 
 from __future__ import annotations
 
+import builtins
 import copy
 
 import gast
@@ -53,6 +54,33 @@ def assign(target: str, value, like=None) -> gast.Assign:
 
 def is_atom(node) -> bool:
     return isinstance(node, (gast.Name, gast.Constant))
+
+
+#: Names the generated module and its functions define or take as parameters
+#: (``codegen.load``'s helpers, the stack, the adjoint's head, a kernel VJP's parameters,
+#: the jump lowering's flags).  A user's parameter, local or implicit input of one of
+#: these names is renamed (``rename_generated``, ``implicit.hidden_names``): it would
+#: shadow the generated code's own, or be shadowed by it.
+GENERATED_NAMES = frozenset({
+    "support", "ops", "npops", "vjp", "_stack", "_np", "_kernels", "grads", "outputs",
+    "result_grad", "_result", "_returned",
+})
+
+
+def reserved_for(fn_name: str) -> frozenset:
+    """The generated names of the function ``fn_name``'s module."""
+    return GENERATED_NAMES | {f"{fn_name}_forward", f"{fn_name}_adjoint"}
+
+
+def rename_generated(fn: gast.FunctionDef, namer) -> None:
+    """Rename the user's parameters and locals that are generated names, in place."""
+    reserved = reserved_for(fn.name)
+    clashes = {n: namer.fresh(f"{n}_") for n in sorted(local_names(fn) & reserved)}
+    if not clashes:
+        return
+    for node in gast.walk(fn):
+        if isinstance(node, gast.Name) and node.id in clashes:
+            node.id = clashes[node.id]
 
 
 class Namer:
@@ -222,6 +250,114 @@ def lower_jumps(fn: gast.FunctionDef, namer: Namer) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Iteration builtins: for ... in enumerate / zip / reversed -> a loop over an index
+
+
+def call(func: str, *args) -> gast.Call:
+    return gast.Call(func=name(func), args=list(args), keywords=[])
+
+
+def builtin_called(parsed, node, locals_, *wanted):
+    """The builtin among ``wanted`` that the call ``node`` makes (None if another)."""
+    if not (isinstance(node, gast.Call) and isinstance(node.func, gast.Name)
+            and node.func.id not in locals_):
+        return None
+    try:
+        found = parsed.resolve(node.func.id)
+    except KeyError:
+        return None
+    return found if any(found is w for w in wanted) else None
+
+
+def rewrite_iteration(parsed, loop, namer, locals_):
+    """``for t in enumerate(xs, start)`` / ``zip(xs, ys, ...)`` / ``reversed(xs)`` as
+    statements looping over an index into the sequences (each evaluated once, before
+    the loop), or None for any other loop.  Reading an item is ``seq[i]`` marked as an
+    iteration (a dict's keys, analysis)."""
+    it = loop.iter
+    kind = builtin_called(parsed, it, locals_, builtins.enumerate, builtins.zip,
+                          builtins.reversed)
+    if kind is None:
+        return None
+    start = None
+    args = list(it.args)
+    if kind is builtins.enumerate:
+        keywords = {k.arg: k.value for k in it.keywords}
+        if set(keywords) - {"start"} or not 1 <= len(args) + len(keywords) <= 2:
+            return None
+        start = keywords.get("start", args[1] if len(args) > 1 else None)
+        args = args[:1]
+    elif it.keywords or not args or (kind is builtins.reversed and len(args) != 1):
+        return None
+    pre, seqs = [], []
+    for a in args:
+        if _iterated_as_itself(a, loop, locals_):
+            seqs.append(a.id)
+        else:
+            seqs.append(namer.fresh("seq"))
+            locals_.add(seqs[-1])
+            pre.append(assign(seqs[-1], a, loop))
+    index = namer.fresh("_i")
+    locals_.add(index)
+
+    def item(seq, at):
+        read = gast.Subscript(value=name(seq), slice=at, ctx=gast.Load())
+        read.pb_iteration = True
+        return read
+
+    lengths = [call("len", name(q)) for q in seqs]
+    length = lengths[0] if len(lengths) == 1 else call("min", *lengths)
+    if kind is builtins.enumerate:
+        count = name(index) if start is None else gast.BinOp(left=name(index), op=gast.Add(),
+                                                             right=start)
+        value = gast.Tuple(elts=[count, item(seqs[0], name(index))], ctx=gast.Load())
+    elif kind is builtins.zip:
+        value = gast.Tuple(elts=[item(q, name(index)) for q in seqs], ctx=gast.Load())
+    else:
+        n = namer.fresh("length")
+        locals_.add(n)
+        pre.append(assign(n, lengths[0], loop))
+        length = name(n)
+        last = gast.BinOp(left=name(n), op=gast.Sub(), right=const(1))
+        value = item(seqs[0], gast.BinOp(left=last, op=gast.Sub(), right=name(index)))
+    first = gast.copy_location(gast.Assign(targets=[loop.target], value=value,
+                                           type_comment=None), loop)
+    new = gast.copy_location(gast.For(target=name(index, store=True),
+                                      iter=call("range", length), body=[first] + loop.body,
+                                      orelse=[], type_comment=None), loop)
+    return pre + [new]
+
+
+def rewrite_iterations(parsed, stmts, namer, locals_):
+    """``rewrite_iteration`` on every loop of ``stmts`` (in place, nested loops too)."""
+    out = []
+    for s in stmts:
+        if isinstance(s, gast.If):
+            s.body = rewrite_iterations(parsed, s.body, namer, locals_)
+            s.orelse = rewrite_iterations(parsed, s.orelse, namer, locals_)
+        elif isinstance(s, (gast.For, gast.While)):
+            s.body = rewrite_iterations(parsed, s.body, namer, locals_)
+            if isinstance(s, gast.For):
+                new = rewrite_iteration(parsed, s, namer, locals_)
+                if new is not None:
+                    out.extend(new)
+                    continue
+        out.append(s)
+    return out
+
+
+class _Renamer(gast.NodeTransformer):
+    def __init__(self, names):
+        self.names = names
+
+    def visit_Name(self, node):
+        if node.id in self.names:
+            return gast.copy_location(name(self.names[node.id],
+                                           isinstance(node.ctx, gast.Store)), node)
+        return node
+
+
+# ---------------------------------------------------------------------------------------
 # Flattening: one operation per statement
 
 
@@ -232,6 +368,7 @@ class _Flattener:
             gast.Assign: self.assign_stmt, gast.AugAssign: self.augassign_stmt,
             gast.Expr: self.expr_stmt, gast.If: self.if_stmt, gast.While: self.while_stmt,
             gast.For: self.for_stmt, gast.Return: self.return_stmt, gast.Pass: self.pass_stmt,
+            gast.Assert: self.assert_stmt,
         }
 
     def error(self, node, message, hint=None):
@@ -259,12 +396,31 @@ class _Flattener:
         if isinstance(target, gast.Name):
             out.append(assign(target.id, self.simple(value, out, base=target.id), like))
             return
+        if isinstance(target, gast.Subscript):   # d[k] = v: a new container (values)
+            item = self.atom(value, out)
+            key = self.atom(target.slice, out)
+            out.append(self.setitem(target.value.id, key, item, like))
+            return
         elts = target.elts
         if isinstance(value, (gast.Tuple, gast.List)) and len(value.elts) == len(elts):
-            atoms = [self.atom(v, out) for v in value.elts]   # evaluate all first (swaps)
-            atoms = [self.copy_if_target(a, elts, out, like) for a in atoms]
+            # evaluate all first (swaps: a, b = b, a) -- but a name no other item reads
+            # is bound to its item directly, without a temporary: ``xs, ys = [x], [y]``
+            # must leave no second name for the list that ``xs.append`` then changes
+            atoms = []
+            for i, (t, v) in enumerate(zip(elts, value.elts, strict=True)):
+                others = value.elts[:i] + value.elts[i + 1:]
+                if isinstance(t, gast.Name) and not isinstance(v, gast.Name) and not any(
+                        isinstance(n, gast.Name) and n.id == t.id
+                        for other in others for n in gast.walk(other)):
+                    self.bind(t, v, out, like)
+                    atoms.append(None)
+                else:
+                    atoms.append(self.atom(v, out))
+            atoms = [a if a is None else self.copy_if_target(a, elts, out, like)
+                     for a in atoms]
             for t, a in zip(elts, atoms, strict=True):
-                self.bind(t, a, out, like)
+                if a is not None:
+                    self.bind(t, a, out, like)
             return
         whole = self.atom(value, out, base="unpack")
         for i, t in enumerate(elts):
@@ -280,8 +436,28 @@ class _Flattener:
             return name(fresh)
         return atom
 
+    def setitem(self, container, key, item, like):
+        """``container = support.setitem(container, key, item)``."""
+        if container not in self.locals:
+            raise self.error(like, f"{container}[...] = ... writes into a value that is not "
+                             "a local variable", "work on a local copy")
+        call = gast.Call(func=gast.Attribute(value=name("support"), attr="setitem",
+                                             ctx=gast.Load()),
+                         args=[name(container), key, item], keywords=[])
+        return assign(container, gast.copy_location(call, like), like)
+
     def augassign_stmt(self, s):
         out = []
+        if isinstance(s.target, gast.Subscript):   # d[k] += v: read, add, write back
+            key = self.atom(s.target.slice, out)
+            current = self.atom(gast.Subscript(value=name(s.target.value.id), slice=key,
+                                               ctx=gast.Load()), out, base="item",
+                                force_name=True)
+            right = self.atom(s.value, out)
+            total = self.atom(gast.BinOp(left=current, op=s.op, right=right), out,
+                              force_name=True)
+            out.append(self.setitem(s.target.value.id, key, total, s))
+            return out
         right = self.atom(s.value, out)
         value = gast.BinOp(left=name(s.target.id), op=s.op, right=right)
         update = assign(s.target.id, value, s)
@@ -306,8 +482,20 @@ class _Flattener:
                              args=[name(func.value.id), item], keywords=[])
             out.append(assign(func.value.id, call, s))
             return out
+        if (isinstance(func, gast.Attribute) and func.attr == "extend"
+                and isinstance(func.value, gast.Name) and func.value.id in self.locals
+                and len(value.args) == 1 and not value.keywords):
+            out = []
+            items = self.atom(value.args[0], out)
+            out.append(assign(func.value.id, gast.Call(
+                func=gast.Attribute(value=name("support"), attr="extend", ctx=gast.Load()),
+                args=[name(func.value.id), items], keywords=[]), s))
+            return out
         out = []
-        out.append(gast.copy_location(gast.Expr(value=self.simple(value, out)), s))
+        simple = self.simple(value, out)
+        if is_atom(simple):   # a call desugared into statements (lst.pop())
+            return out
+        out.append(gast.copy_location(gast.Expr(value=simple), s))
         return out
 
     def if_stmt(self, s):
@@ -327,6 +515,9 @@ class _Flattener:
         return out
 
     def for_stmt(self, s):
+        rewritten = rewrite_iteration(self.parsed, s, self.namer, self.locals)
+        if rewritten is not None:   # enumerate / zip / reversed (a loop built here)
+            return self.block(rewritten)
         out = []
         it = s.iter
         is_range = (isinstance(it, gast.Call) and isinstance(it.func, gast.Name)
@@ -345,8 +536,9 @@ class _Flattener:
         rng = self.atom(gast.Call(func=name("range"), args=[count], keywords=[]), out,
                         base="range", force_name=True)
         first = []
-        self.bind(s.target, gast.Subscript(value=seq, slice=name(index), ctx=gast.Load()),
-                  first, s)
+        item = gast.Subscript(value=seq, slice=name(index), ctx=gast.Load())
+        item.pb_iteration = True   # for k in d: a dict's keys (analysis knows its kind)
+        self.bind(s.target, item, first, s)
         body = first + self.block(s.body)
         out.append(gast.copy_location(gast.For(target=name(index, store=True), iter=rng,
                                                body=body, orelse=[], type_comment=None), s))
@@ -364,6 +556,21 @@ class _Flattener:
 
     def pass_stmt(self, s):
         return []
+
+    def assert_stmt(self, s):
+        """``assert c, msg`` -> ``if not c: support.assertion_failed(msg)`` (checked, not
+        differentiated; the message is computed only when the check fails)."""
+        out = []
+        test = self.atom(s.test, out, base="cond")
+        failed = self.atom(gast.UnaryOp(op=gast.Not(), operand=test), out, base="cond",
+                           force_name=True)
+        body = []
+        message = const(None) if s.msg is None else self.atom(s.msg, body)
+        body.append(gast.copy_location(gast.Expr(value=gast.Call(
+            func=gast.Attribute(value=name("support"), attr="assertion_failed",
+                                ctx=gast.Load()), args=[message], keywords=[])), s))
+        out.append(gast.copy_location(gast.If(test=failed, body=body, orelse=[]), s))
+        return out
 
     # ----- expressions -----------------------------------------------------------------
     def atom(self, e, out, base=None, force_name=False):
@@ -398,12 +605,191 @@ class _Flattener:
                 return e
             return gast.Attribute(value=self.atom(e.value, out), attr=e.attr, ctx=gast.Load())
         if isinstance(e, gast.Subscript):
-            return gast.Subscript(value=self.atom(e.value, out), slice=self.index(e.slice, out),
+            item = gast.Subscript(value=self.atom(e.value, out), slice=self.index(e.slice, out),
                                   ctx=gast.Load())
+            item.pb_iteration = getattr(e, "pb_iteration", False)
+            return item
+        if isinstance(e, gast.Dict):
+            return self.dict_display(e, out)
+        if isinstance(e, gast.IfExp):
+            return self.if_expression(e, out, base)
+        if isinstance(e, (gast.ListComp, gast.DictComp)):
+            return self.comprehension(e, out)
         if isinstance(e, (gast.Tuple, gast.List)):
             kind = gast.Tuple if isinstance(e, gast.Tuple) else gast.List
             return kind(elts=[self.atom(v, out) for v in e.elts], ctx=gast.Load())
         raise self.error(e, f"{type(e).__name__} expressions are not supported")
+
+    def dict_display(self, e, out):
+        """``{'a': x, 'b': y}`` with distinct constant keys stays a literal over atoms;
+        any other (computed keys) is built with ``support.setitem`` one key at a time, so
+        that a repeated key keeps only its last value, as in Python."""
+        if any(k is None for k in e.keys):
+            raise self.error(e, "**unpacking in a dict display is not supported",
+                             "What to do: add the items one by one (d[k] = v)")
+        constant = all(isinstance(k, gast.Constant) for k in e.keys)
+        if constant and len({(type(k.value), k.value) for k in e.keys}) == len(e.keys):
+            return gast.Dict(keys=[const(k.value) for k in e.keys],
+                             values=[self.atom(v, out) for v in e.values])
+        pairs = [(self.atom(k, out), self.atom(v, out)) for k, v in zip(e.keys, e.values,
+                                                                     strict=True)]
+        temp = self.namer.fresh("dict")
+        self.locals.add(temp)
+        out.append(assign(temp, gast.Dict(keys=[], values=[]), e))
+        for key, value in pairs:
+            out.append(self.setitem(temp, key, value, e))
+        return name(temp)
+
+    def if_expression(self, e, out, base):
+        """``a if c else b`` -> ``if c: t = a else: t = b`` (only the branch taken runs)."""
+        result = self.namer.fresh(base or "ifexp")
+        self.locals.add(result)
+        test = self.atom(e.test, out, base="cond", force_name=True)
+        body, orelse = [], []
+        body.append(assign(result, self.simple(e.body, body), e))
+        orelse.append(assign(result, self.simple(e.orelse, orelse), e))
+        out.append(gast.copy_location(gast.If(test=test, body=body, orelse=orelse), e))
+        return name(result)
+
+    def comprehension(self, e, out, action=None):
+        """``[elt for t in xs if c ...]`` -> a new list and loops appending to it; a dict
+        comprehension assigns ``d[k] = v``.  ``action(elt)`` (``sum``, ``max``) replaces
+        the append: the statements that fold one element.  The targets get fresh names
+        (a comprehension's variables are its own, as in Python)."""
+        renames = {}
+        for gen in e.generators:
+            for n in gast.walk(gen.target):
+                if isinstance(n, gast.Name):
+                    renames[n.id] = self.namer.fresh(f"{n.id}_")
+                    self.locals.add(renames[n.id])
+        if any(getattr(gen, "is_async", 0) for gen in e.generators):
+            raise self.error(e, "async comprehensions are not supported")
+        result = None
+        if action is None:
+            result = self.namer.fresh("comp")
+            self.locals.add(result)
+            empty = gast.Dict(keys=[], values=[]) if isinstance(e, gast.DictComp) \
+                else gast.List(elts=[], ctx=gast.Load())
+            out.append(assign(result, empty, e))
+        rename = _Renamer(renames)
+        generators = [copy.deepcopy(g) for g in e.generators]
+        for k, gen in enumerate(generators):
+            gen.target = rename.visit(gen.target)
+            gen.ifs = [rename.visit(c) for c in gen.ifs]
+            if k > 0:   # the first iterable is evaluated outside the comprehension's scope
+                gen.iter = rename.visit(gen.iter)
+        if isinstance(e, gast.DictComp):
+            target = gast.Subscript(value=name(result), slice=rename.visit(copy.deepcopy(e.key)),
+                                    ctx=gast.Store())
+            body = [gast.copy_location(gast.Assign(
+                targets=[target], value=rename.visit(copy.deepcopy(e.value)),
+                type_comment=None), e)]
+        else:
+            elt = rename.visit(copy.deepcopy(e.elt))
+            body = action(elt) if action is not None else [gast.copy_location(gast.Expr(
+                value=gast.Call(func=gast.Attribute(value=name(result), attr="append",
+                                                    ctx=gast.Load()),
+                                args=[elt], keywords=[])), e)]
+        for gen in reversed(generators):
+            for condition in reversed(gen.ifs):
+                body = [gast.copy_location(gast.If(test=condition, body=body, orelse=[]), e)]
+            body = [gast.copy_location(gast.For(target=gen.target, iter=gen.iter, body=body,
+                                                orelse=[], type_comment=None), e)]
+        out.extend(self.block(body))
+        return None if result is None else name(result)
+
+    def fold(self, e, out, base):
+        """``sum(xs[, start])``, ``max(...)``, ``min(...)`` as Python computes them: a loop
+        adding the items from ``start`` (0), or keeping the first item no later item is
+        greater (less) than; ``max(a, b, ...)`` compares its arguments in order."""
+        func = builtin_called(self.parsed, e, self.locals, builtins.sum, builtins.max,
+                              builtins.min)
+        if func is None or any(k.arg not in (("start",) if func is builtins.sum else ())
+                               for k in e.keywords):
+            return None
+        args = list(e.args)
+        if func is builtins.sum and not (1 <= len(args) + len(e.keywords) <= 2):
+            return None
+        if func is not builtins.sum and not args:
+            return None
+        result = self.namer.fresh(base or func.__name__)
+        self.locals.add(result)
+        if func is builtins.sum:
+            start = e.keywords[0].value if e.keywords else (args[1] if len(args) > 1
+                                                             else const(0))
+            out.append(assign(result, self.simple(start, out), e))
+
+            def add(elt):
+                return [gast.copy_location(gast.Assign(
+                    targets=[name(result, store=True)],
+                    value=gast.BinOp(left=name(result), op=gast.Add(), right=elt),
+                    type_comment=None), e)]
+
+            self.fold_items(args[0], add, out, e)
+            return name(result)
+        op = gast.Gt() if func is builtins.max else gast.Lt()
+        first = self.namer.fresh("first")
+        self.locals.add(first)
+
+        def keep(elt):
+            item = self.namer.fresh("item")
+            self.locals.add(item)
+            test = gast.BoolOp(op=gast.Or(), values=[
+                name(first), gast.Compare(left=name(item), ops=[op],
+                                          comparators=[name(result)])])
+            return [gast.copy_location(s, e) for s in (
+                gast.Assign(targets=[name(item, store=True)], value=elt, type_comment=None),
+                gast.If(test=test, body=[
+                    gast.Assign(targets=[name(result, store=True)], value=name(item),
+                                type_comment=None),
+                    gast.Assign(targets=[name(first, store=True)], value=const(False),
+                                type_comment=None)], orelse=[]))]
+
+        out.append(assign(result, const(None), e))
+        out.append(assign(first, const(True), e))
+        if len(args) > 1:
+            for a in args:
+                out.extend(self.block(keep(a)))
+        else:
+            self.fold_items(args[0], keep, out, e)
+        return name(result)
+
+    def pop(self, e, out):
+        """``x.pop()``, ``x.pop(i)``, ``d.pop(k[, default])`` on a local: the item read
+        (``x[-1]``, ``x[i]``, ``d[k]``; ``support.get(d, k, default)``), then
+        ``x = support.without(x, key)``, a new container without it."""
+        func = e.func
+        if not (isinstance(func, gast.Attribute) and func.attr == "pop"
+                and isinstance(func.value, gast.Name) and func.value.id in self.locals
+                and len(e.args) <= 2 and not e.keywords):
+            return None
+        container = func.value.id
+        key = self.atom(e.args[0], out) if e.args else const(-1)
+        if len(e.args) == 2:
+            read = gast.Call(func=gast.Attribute(value=name(container), attr="get",
+                                                 ctx=gast.Load()),
+                             args=[key, self.atom(e.args[1], out)], keywords=[])
+        else:
+            read = gast.Subscript(value=name(container), slice=key, ctx=gast.Load())
+        item = self.atom(gast.copy_location(read, e), out, base="popped", force_name=True)
+        self.locals.add(item.id)
+        out.append(assign(container, gast.copy_location(gast.Call(
+            func=gast.Attribute(value=name("support"), attr="without", ctx=gast.Load()),
+            args=[name(container), key], keywords=[]), e), e))
+        return item
+
+    def fold_items(self, iterable, action, out, like):
+        """``action(item)``'s statements for each item of ``iterable`` (a comprehension or
+        generator expression folded directly, anything else iterated)."""
+        if isinstance(iterable, (gast.GeneratorExp, gast.ListComp)):
+            self.comprehension(iterable, out, action)
+            return
+        item = self.namer.fresh("item")
+        self.locals.add(item)
+        loop = gast.copy_location(gast.For(target=name(item, store=True), iter=iterable,
+                                           body=action(name(item)), orelse=[],
+                                           type_comment=None), like)
+        out.extend(self.block([loop]))
 
     def index(self, s, out):
         if isinstance(s, gast.Slice):
@@ -445,6 +831,12 @@ class _Flattener:
         return isinstance(e, gast.Name) and e.id not in self.locals
 
     def call(self, e, out):
+        folded = self.fold(e, out, None)
+        if folded is not None:
+            return folded
+        popped = self.pop(e, out)
+        if popped is not None:
+            return popped
         func = e.func
         if isinstance(func, gast.Name) or self.is_global_chain(func):
             new_func = func
@@ -453,7 +845,9 @@ class _Flattener:
                                       ctx=gast.Load())
         else:
             raise self.error(e, "calls must name a function or a method")
-        args = [self.atom(a, out) for a in e.args]
+        args = [gast.Starred(value=self.atom(a.value, out), ctx=gast.Load())
+                if isinstance(a, gast.Starred) else self.atom(a, out)   # nd.concat(*seq)
+                for a in e.args]
         keywords = [gast.keyword(arg=k.arg, value=self.atom(k.value, out)) for k in e.keywords]
         if any(k.arg is None for k in keywords):
             raise self.error(e, "**kwargs in calls is not supported")
@@ -479,7 +873,9 @@ def _base_name(e) -> str:
 def normalize(parsed) -> gast.FunctionDef:
     """The function in normalized form (a new tree; ``parsed.tree`` is not modified)."""
     fn = copy.deepcopy(parsed.tree)
-    namer = Namer(local_names(fn) | {"support", "ops", "vjp", "_stack"})
+    namer = Namer(local_names(fn) | reserved_for(fn.name))
+    rename_generated(fn, namer)
+    fn.body = rewrite_iterations(parsed, fn.body, namer, local_names(fn))
     lower_jumps(fn, namer)
     flattener = _Flattener(parsed, namer, local_names(fn))
     fn.body = flattener.block(fn.body)

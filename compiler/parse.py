@@ -8,6 +8,7 @@ Python would at call time: closure cells first, then globals, then builtins.
 from __future__ import annotations
 
 import builtins
+import dis
 import inspect
 import textwrap
 from dataclasses import dataclass, field
@@ -64,9 +65,12 @@ def _lambda_as_function(module, fn, filename, first_line) -> gast.FunctionDef:
 def parse_function(fn) -> ParsedFunction:
     """Parse ``fn``'s source. Raises CompileError if it has none (builtins, C code)."""
     try:
-        lines, first_line = inspect.getsourcelines(fn)
-        filename = inspect.getsourcefile(fn) or "<unknown>"
-    except (OSError, TypeError) as exc:
+        # the code's own source: inspect.getsourcelines(fn) follows ``__wrapped__`` (set
+        # by functools.wraps) to the wrapped function, whose code is not the one that runs
+        code = fn.__code__
+        lines, first_line = inspect.getsourcelines(code)
+        filename = inspect.getsourcefile(code) or "<unknown>"
+    except (AttributeError, OSError, TypeError) as exc:
         raise CompileError(
             f"cannot read the source of {getattr(fn, '__qualname__', fn)!r} ({exc}); pullback "
             "transforms Python source, so the function must be defined in a .py file"
@@ -84,5 +88,71 @@ def parse_function(fn) -> ParsedFunction:
         tree = _lambda_as_function(module, fn, filename, first_line)
     if not isinstance(tree, gast.FunctionDef):
         raise CompileError(f"{fn!r} is not a plain function definition", filename, first_line)
+    if fn.__name__ != "<lambda>" and not _same_code(dedented, code):
+        raise CompileError(
+            f"the source of {fn.__qualname__} in {filename} is not the code Python runs: the "
+            "file changed after it was imported (pullback reads the file); reload the module "
+            "(importlib.reload) or restart the interpreter", filename, first_line)
     tree.decorator_list = []
     return ParsedFunction(fn, tree, filename, first_line, indent, lines)
+
+
+def _same_code(source: str, code) -> bool:
+    """Whether the definition ``source`` compiles to ``code``'s bytecode (line numbers
+    aside).  A function with free variables is compiled inside a function binding them,
+    so it reads them as Python does (cells, not globals)."""
+    if _rewritten_asserts(code):
+        return True   # pytest rewrote its asserts on import: no longer the source's code
+    free = code.co_freevars
+    if free:
+        source = ("def _pullback_outer():\n"
+                  + "".join(f"    {v} = None\n" for v in free)
+                  + textwrap.indent(source, "    ") + "\n")
+    try:
+        compiled = compile(source, "<pullback check>", "exec", dont_inherit=True,
+                           flags=code.co_flags & _FUTURE_FLAGS)
+    except SyntaxError:
+        return True   # not compilable on its own (parsed above): nothing to compare with
+    target = _instructions(code)
+    return any(_instructions(c) == target for c in _code_objects(compiled, code.co_name))
+
+
+def _rewritten_asserts(code) -> bool:
+    """Whether pytest's assertion rewriting changed ``code`` (its helpers are named
+    ``@py_builtins``, ``@pytest_ar``: names no source can spell)."""
+    return any(n.startswith("@py") for n in code.co_names) or any(
+        _rewritten_asserts(c) for c in code.co_consts if isinstance(c, type(code)))
+
+
+_IGNORED_OPS = {"CACHE", "PUSH_NULL", "RESUME", "NOP", "EXTENDED_ARG"}
+
+
+def _instructions(code) -> list:
+    """``code``'s instructions as (operation, argument) without what depends on the module
+    around the definition: CPython calls a function of an imported module with
+    LOAD_ATTR, of other names with LOAD_METHOD (different sizes, so jump offsets too)."""
+    out = []
+    for ins in dis.get_instructions(code):
+        if ins.opname in _IGNORED_OPS:
+            continue
+        op = "LOAD_ATTR" if ins.opname == "LOAD_METHOD" else ins.opname
+        arg = ins.argval
+        if "JUMP" in op or op in ("FOR_ITER", "SEND"):
+            arg = None
+        elif isinstance(arg, type(code)):
+            arg = (arg.co_name, tuple(_instructions(arg)))
+        out.append((op, repr(arg)))
+    return out
+
+
+_FUTURE_FLAGS = 0
+for _feature in __import__("__future__").all_feature_names:
+    _FUTURE_FLAGS |= getattr(__import__("__future__"), _feature).compiler_flag
+
+
+def _code_objects(code, name):
+    for const in code.co_consts:
+        if isinstance(const, type(code)):
+            if const.co_name == name:
+                yield const
+            yield from _code_objects(const, name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 
 import gast
 import numpy
@@ -22,6 +23,7 @@ from .fuse import adjoint_source as kernel_adjoint_source
 from .fuse import forward_source, fuse, value_and_gradient_source, wrapper_source
 from .normalize import normalize
 from .parse import parse_function
+from .pytree import Kind
 from .reverse import ReverseTransform, unparse
 
 STEPS = ("parse", "fence", "normalize", "fuse", "analysis", "reverse", "codegen")
@@ -46,6 +48,10 @@ class Variant:
         with _BUILD_LOCK:   # one thread builds; the others wait and reuse it
             if self._forward is None:   # from the variant's artifact if valid, else transformed
                 self.source, namespace, name = cache.build(self.function, self.mask, transform)
+                if not getattr(self.function, "native", True):   # pb.compile(native=False)
+                    for value in namespace.values():
+                        if isinstance(value, fused.FusedKernel):
+                            value.native_allowed = False
                 self._adjoint = namespace[f"{name}_adjoint"]
                 self._forward = namespace[f"{name}_forward"]   # last: it marks "built"
 
@@ -82,13 +88,16 @@ def transform(parsed, mask, variant_for, meta=None):
     if len(mask) != len(params):
         raise TypeError(f"{fn.name}() takes {len(params)} arguments, got {len(mask)}")
     active = [p for p, m in zip(params, mask, strict=True) if m]
-    analysis = analyze(parsed, fn, active)
+    kinds = {p: m for p, m in zip(params, mask, strict=True) if isinstance(m, Kind)}
+    analysis = analyze(parsed, fn, active, kinds)
     callees = {}
 
     def callee_ref(callee, callee_mask):
         key = (id(callee), callee_mask)
         if key not in callees:
             bits = "".join("1" if m else "0" for m in callee_mask)
+            if any(isinstance(m, Kind) for m in callee_mask):   # one name per structure
+                bits += f"_s{zlib.crc32(repr(callee_mask).encode()):08x}"
             stem = callee.__name__ if callee.__name__.isidentifier() else "lambda_fn"
             callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask))
         return callees[key][0]

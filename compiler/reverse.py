@@ -31,9 +31,10 @@ from pullback.runtime.support import SCALAR_REDUCTIONS
 from .analysis import maybe_undefined
 from .calls import _resolve
 from .fuse import doubled, formula_names, numpy_source, substitute
+from .normalize import GENERATED_NAMES
 
 
-SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
+SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read", "keys"}
 OPS_METHODS = {"argmax", "argmin", "zeros_like", "ones_like"}
 
 
@@ -79,6 +80,7 @@ class ReverseTransform:
         self.counter = 0
         self.known_none = set()   # gradients just reset to None by the statement in hand
         self.grad_names = {}
+        self.given = set()   # names made here (grads, fresh temporaries)
         self.reverse_cache = {}
         self.loads = {}   # how often the function reads each name
         self.tested = {}   # ... as the test of an ``if`` or ``while``
@@ -97,15 +99,26 @@ class ReverseTransform:
     def grad(self, var: str) -> str:
         name = self.grad_names.get(var)
         if name is None:
-            name = f"{var}_grad"
-            while name in self.a.locals:
-                name += "_"
+            name = self.unused(f"{var}_grad")
             self.grad_names[var] = name
         return name
 
+    def unused(self, name: str) -> str:
+        """``name``, or it with trailing underscores: no user local, no generated name
+        (``result_grad`` is the adjoint's head), no name given out before."""
+        taken = self.a.locals | GENERATED_NAMES | self.given
+        while name in taken:
+            name += "_"
+        self.given.add(name)
+        return name
+
     def fresh(self, base: str) -> str:
-        self.counter += 1
-        return f"{base}{self.counter}"
+        while True:
+            self.counter += 1
+            name = f"{base}{self.counter}"
+            if name not in self.a.locals and name not in self.given:
+                self.given.add(name)
+                return name
 
     # ----- forward ----------------------------------------------------------------------
     def forward_block(self, stmts) -> Lines:
@@ -174,14 +187,20 @@ class ReverseTransform:
         if id(s) in self.a.shared_updates:
             where = f"{self.parsed.filename}:{self.line(s)}"
             out.add(f"support.check_rebind({target}, {where!r})")
+        for checked in self.a.leaf_checks.get(id(s), ()):
+            where = f"{self.parsed.filename}:{self.line(s)}"
+            out.add(f"support.leaf({checked}, {where!r})")
+        if id(s) in self.a.key_iterations:   # for k in d: the dict's keys
+            out.add(f"{target} = support.nth_key({unparse(s.value.value)}, "
+                    f"{key_source(s.value.slice)})")
+            return out
         out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
 
     def forward_value(self, value, op, target) -> str:
         """The right-hand side as the generated forward computes it (on raw arrays)."""
         if op.kind == "user":
-            active = target in self.a.active
-            mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
+            mask = self.a.argument_mask(op.args, target in self.a.active)
             args = ", ".join(unparse(a) for a in op.args)   # keywords and defaults placed
             return f"{self.callee_ref(op.callee, mask)}.forward(_stack, {args})"
         if op.kind == "kernel" and target in self.a.active and op.callee.one_pass:
@@ -197,6 +216,11 @@ class ReverseTransform:
             return self.ops_call(op)
         if op.kind == "join":
             return f"support.join({unparse(op.args[0])}, {', '.join(self.keywords(op))})"
+        if op.kind == "get":
+            return (f"support.get({unparse(op.args[0])}, {key_source(op.params[0])}, "
+                    f"{unparse(op.args[1])})")
+        if op.kind in ("values", "items"):
+            return f"support.{op.kind}({unparse(op.args[0])})"
         if op.kind == "index" and getattr(value, "pb_numpy_scalar", False):
             return f"support.numpy_scalar({unparse(value)})"
         if op.kind in ("inert", "severs") and isinstance(value, gast.Call):
@@ -376,7 +400,7 @@ class ReverseTransform:
                            for a in op.args for n in gast.walk(a))
         self.known_none = set()
         if reads_itself or pushed or op.kind == "user":
-            g_out = f"{target}_out_grad"
+            g_out = self.unused(f"{target}_out_grad")
             out.add(f"{g_out} = {g}")
             out.add(f"{g} = None")
             self.known_none.add(g)   # so the rule may assign it instead of adding to it
@@ -394,7 +418,7 @@ class ReverseTransform:
             return out
         if pushed:
             if op.kind == "kernel" or (op.kind == "prim" and self.reads_result(op)):
-                ans = f"{target}_out"
+                ans = self.unused(f"{target}_out")
                 out.add(f"{ans} = {target}")
             out.add(f"{target} = _stack.pop({self.tag(target, s)})")
         out.extend(getattr(self, f"rule_{op.kind}")(s, op, g, ans))
@@ -491,6 +515,68 @@ class ReverseTransform:
         return out
 
 
+    def rule_dict(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        for key, a in zip(op.params, op.args, strict=True):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, "
+                        f"{key_source(key)}))")
+        return out
+
+    def rule_setitem(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, value = op.args
+        key = key_source(op.params[0])
+        if self.a.is_active_atom(value):
+            acc = self.grad(value.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, {key}))")
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.setitem_grad({g}, {key}))")
+        return out
+
+    def rule_get(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, default = op.args
+        key = key_source(op.params[0])
+        for a, rule in ((items, "get_grad"), (default, "default_grad")):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.{rule}({g}, "
+                        f"{unparse(items)}, {key}))")
+        return out
+
+    def rule_values(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items = op.args[0]
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.{op.kind}_grad({g}, "
+                    f"{items.id}))")
+        return out
+
+    rule_items = rule_values
+
+    def rule_extend(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items, more = op.args
+        for a, part in ((items, "head"), (more, "tail")):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, support.{part}_grad({g}, "
+                        f"{unparse(items)}))")
+        return out
+
+    def rule_without(self, s, op, g, ans) -> Lines:
+        out = Lines()
+        items = op.args[0]
+        if self.a.is_active_atom(items):
+            acc = self.grad(items.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.without_grad({g}, {items.id}, "
+                    f"{key_source(op.params[0])}))")
+        return out
+
     def rule_join(self, s, op, g, ans) -> Lines:
         out = Lines()
         items = op.args[0]
@@ -502,7 +588,7 @@ class ReverseTransform:
 
     def rule_user(self, s, op, g, ans) -> Lines:
         out = Lines()
-        mask = tuple(self.a.is_active_atom(a) for a in op.args)
+        mask = self.a.argument_mask(op.args)
         parts = self.fresh("parts")
         out.add(f"{parts} = {self.callee_ref(op.callee, mask)}.adjoint(_stack, {g})")
         for i, a in enumerate(op.args):

@@ -38,6 +38,11 @@ from .fuse import doubled, numpy_source, substitute
 from .reverse import Lines, ReverseTransform, key_source, unparse
 
 
+# container operations whose tangent is the same operation on the tangents
+_STRUCTURAL = {"dict", "setitem", "get", "values", "items", "extend", "without"}
+# every operation kind a gradient follows (analysis._DIFFERENTIABLE): one forward mode does
+# not handle is a CompileError, never a zero tangent
+_FOLLOWED = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join"} | _STRUCTURAL
 _PLACEHOLDER = "pb_tangent_placeholder"   # the tangent, put in after numpy_source
 
 
@@ -147,7 +152,30 @@ class TangentTransform(ReverseTransform):
         if op.kind == "join" and dots[0] is not None:
             join = "batched_join" if self.batched else "join"
             return f"support.{join}({dots[0]}, {', '.join(self.keywords(op))})"
+        if op.kind in _STRUCTURAL and any(dots):
+            return self.tangent_structural(op, dots)
+        if op.kind in _FOLLOWED and any(dots):   # a kind added to the reverse mode only
+            raise error_at(self.parsed, s, f"forward mode does not differentiate "
+                           f"{op.label or op.kind} yet", "What to do: use reverse mode "
+                           "(pb.grad, pb.vjp, pb.jacrev) for this function.")
         return self.zero(ans)   # an inactive value given to an active name
+
+    def tangent_structural(self, op, dots) -> str:
+        """Containers: the tangent is the same container operation applied to the
+        operands' tangents (a zero tangent for an operand without one)."""
+        t = [d or self.zero(unparse(a)) for d, a in zip(dots, op.args, strict=True)]
+        keys = [key_source(k) for k in op.params]
+        if op.kind == "dict":
+            return "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, t, strict=True)) + "}"
+        if op.kind == "setitem":
+            return f"support.setitem({t[0]}, {keys[0]}, {t[1]})"
+        if op.kind == "get":
+            return f"support.get({t[0]}, {keys[0]}, {t[1]})"
+        if op.kind == "without":
+            return f"support.without({t[0]}, {keys[0]})"
+        if op.kind == "extend":
+            return f"support.extend({t[0]}, {t[1]})"
+        return f"support.{op.kind}({t[0]})"   # values, items
 
     def tangent_prim(self, s, op, ans, dots) -> str:
         prim = op.prim

@@ -37,3 +37,7 @@ class FunctionReuseError(AutogradError, RuntimeError):
 
 class UnrecordedOpError(AutogradError, TypeError):
     """A numpy function was applied to a recorded NDArray: the tape cannot follow it."""
+
+
+class MaskIndexError(AutogradError, IndexError):
+    """An NDArray indexed with a comparison's 0/1 result: MXNet's indices or numpy's mask?"""

@@ -259,6 +259,15 @@ def _gradient_sources(adjoint_program) -> tuple:
                  for r in results)
 
 
+def _output_inputs(forward_program) -> tuple:
+    """Per output of the run, the positions of the inputs it is computed from."""
+    names, statements, outputs, _ = forward_program
+    reads = {n: {k} for k, n in enumerate(names)}
+    for target, expression in statements:
+        reads[target] = set().union(*(reads.get(n, ()) for n in _names(expression)))
+    return tuple(frozenset(reads.get(o, ())) for o in outputs)
+
+
 class FusedKernel:
     """A fused run: ``kernel(*inputs) -> outputs``; ``kernel.vjp(grads, outputs, *inputs)``."""
 
@@ -279,6 +288,7 @@ class FusedKernel:
             reduction[0])
         self._has_counts = bool(_counts(adjoint_program[3]))
         self._sources = _gradient_sources(adjoint_program)
+        self._output_inputs = _output_inputs(forward_program)
         self._native = {}
         self._uniform_cache = {}
         #: where native object code is cached first (set by the compiler's artifact
@@ -290,7 +300,7 @@ class FusedKernel:
         value and gradient in one pass.  ``vjp`` then only scales them."""
         inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)
-        if layout is not None and not self.uniform(inputs):
+        if layout is not None and (not self.uniform(inputs) or self._integer_output(inputs)):
             layout = None
         if layout is not None:
             kernel = self._native_kernel(("gradient", wanted), layout)
@@ -382,9 +392,19 @@ class FusedKernel:
         spans = operand == full or math.prod(full) == 1
         return uniform and spans, math.prod(operand)
 
+    def _integer_output(self, inputs) -> bool:
+        """Whether an output is computed from Python ints only (a loop index ``i + 1``):
+        numpy keeps it an int, a native kernel would make it a float array."""
+        if not any(type(v) is int for v in inputs):
+            return False
+        return any(deps and all(type(inputs[k]) is int for k in deps)
+                   for deps in self._output_inputs)
+
     def __call__(self, *inputs):
         inputs = _lists_as_arrays(inputs)
         layout = self._native_layout(inputs)   # cheap for small arrays: a size check
+        if layout is not None and self._integer_output(inputs):
+            layout = None
         if layout is not None and not self.uniform(inputs):
             layout = None
         if layout is not None:
@@ -550,8 +570,11 @@ class FusedKernel:
         return tuple(flowing.get(name) for name in names)
 
     # ----- native road ----------------------------------------------------------------------
+    #: False for the kernels of a ``pb.compile(native=False)`` function: numpy only.
+    native_allowed = True
+
     def _native_layout(self, values):
-        if _lowering is None:
+        if _lowering is None or not self.native_allowed:
             return None
         for v in values:
             if type(v) is np.ndarray and v.size >= NATIVE_MIN_SIZE:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import GradReqError, InPlaceError, UnrecordedOpError
+from .errors import GradReqError, InPlaceError, MaskIndexError, UnrecordedOpError
 
 _GRAD_REQS = ("write", "add", "null")
 
@@ -70,6 +70,7 @@ class NDArray:
         "_data",
         "_grad",
         "_grad_req",
+        "_mask",
         "_node",
         "_users",
         "_version",
@@ -83,6 +84,7 @@ class NDArray:
         self._node = None
         self._grad = None
         self._grad_req = None
+        self._mask = False   # the 0/1 result of a comparison (an ambiguous index)
         self._base = None
         self._version = 0
         self._users = 0
@@ -314,9 +316,20 @@ class NDArray:
         return _ops().abs(self)
 
 
+#: Primitives whose 0/1 result MXNet would use as indices 0 and 1 where numpy masks.
+COMPARISONS = frozenset({"equal", "not_equal", "lesser", "lesser_equal", "greater",
+                         "greater_equal"})
+
+
 def index_key(key):
     """Turn NDArrays inside an index into integer numpy arrays."""
     if isinstance(key, NDArray):
+        if key._mask:
+            raise MaskIndexError(
+                "indexing with the result of a comparison (x[x > 0]) is ambiguous: MXNet "
+                "1.x reads its 0/1 values as the indices 0 and 1, numpy (and pullback's "
+                "compiled code) as a boolean mask; say which: nd.where(mask, x, 0) or a "
+                "mask in numpy, or mask.astype('int64') for MXNet's indices")
         return key._data.astype(np.int64)
     if isinstance(key, tuple):
         return tuple(index_key(k) for k in key)

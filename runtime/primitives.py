@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import InPlaceError
 from .ndarray import NDArray, as_data
+from .tape import _state as tape_state
 from .tape import apply
 
 
@@ -877,6 +878,8 @@ def _squeeze_forward(x, axis=None):
 
 
 def _flatten_forward(x):
+    if tape_state.numpy_world:   # numpy's x.flatten() in compiled numpy code: (size,)
+        return x.reshape(-1)
     return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(x.shape[0], 1)
 
 
@@ -951,32 +954,54 @@ def getitem(x, key):
     return getitem_raw(x, key=key)
 
 
-def slice(data, begin, end, step=None):
-    """MXNet's ``slice``: per-axis begin/end/step tuples (``None`` = whole axis)."""
+def _keyed(name, key_of, params, doc):
+    """A primitive that reads ``data[key_of(data.shape, **params)]``: MXNet's indexing
+    operators (``slice``, ``slice_axis``, ``take``) as primitives of their own, so that
+    compiled code has a rule for them; their VJP scatters with ``index_add``."""
+
+    def forward(data, **kw):
+        return data[key_of(data.shape, **kw)]
+
+    def vjp(g, ans, data, **kw):
+        return index_add(g, key=key_of(data.shape, **kw), shape=data.shape)
+
+    def jvp(t, ans, data, **kw):   # linear: the same elements of the tangent
+        return prim_op(t, **kw)
+
+    forward.__name__, vjp.__name__ = f"_{name}_forward", f"_{name}_vjp"
+    jvp.__name__ = f"_{name}_jvp"
+    prim_op = primitive(name, forward, [vjp], params=params, jvps=[jvp])
+    names = ("data",) + params
+
+    def op(*args, **kwargs):
+        bound = dict(zip(names, args, strict=False))   # parameters by position or keyword
+        bound.update(kwargs)
+        return prim_op(bound.pop("data"), **bound)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = doc
+    op.prim = prim_op.prim   # compiled code reads the call as the primitive
+    return op
+
+
+def _slice_key(shape, begin, end, step=None):
     step = step or (None,) * len(begin)
-    key = tuple(builtins.slice(b, e, s) for b, e, s in zip(begin, end, step, strict=True))
-    return getitem(data, key)
+    return tuple(builtins.slice(b, e, s) for b, e, s in zip(begin, end, step, strict=True))
 
 
-def slice_axis(data, axis, begin, end):
-    """Elements ``begin:end`` along one axis."""
-    axis = axis % data.ndim
-    return getitem(data, (builtins.slice(None),) * axis + (builtins.slice(begin, end),))
+def _slice_axis_key(shape, axis, begin, end):
+    axis = axis % len(shape)
+    return (builtins.slice(None),) * axis + (builtins.slice(begin, end),)
 
 
 def _int_indices(indices):
     return (indices._data if type(indices) is NDArray else np.asarray(indices)).astype(np.int64)
 
 
-def take(a, indices, axis=0, mode="clip"):
-    """Elements of ``a`` at ``indices`` along ``axis``.
-
-    ``mode`` says what an index outside ``[0, n)`` means: "clip" (MXNet's default)
-    clamps it, "wrap" takes it modulo ``n``, "raise" raises IndexError.
-    """
-    axis = axis % a.ndim
+def _take_key(shape, indices, axis=0, mode="clip"):
+    axis = axis % len(shape)
     idx = _int_indices(indices)
-    n = a.shape[axis]
+    n = shape[axis]
     if mode == "clip":
         idx = np.clip(idx, 0, n - 1)
     elif mode == "wrap":
@@ -987,22 +1012,63 @@ def take(a, indices, axis=0, mode="clip"):
                              "(mode='raise'); use mode='clip' or mode='wrap' to allow it")
     else:
         raise ValueError(f"take: mode must be 'clip', 'wrap' or 'raise', got {mode!r}")
-    return getitem(a, (builtins.slice(None),) * axis + (idx,))
+    return (builtins.slice(None),) * axis + (idx,)
+
+
+slice = _keyed("slice", _slice_key, ("begin", "end", "step"),
+               """MXNet's ``slice``: per-axis begin/end/step tuples (``None`` = whole axis).""")
+slice_axis = _keyed("slice_axis", _slice_axis_key, ("axis", "begin", "end"),
+                    """Elements ``begin:end`` along one axis.""")
+take = _keyed("take", _take_key, ("indices", "axis", "mode"),
+              """Elements of ``a`` at ``indices`` along ``axis``.
+
+    ``mode`` says what an index outside ``[0, n)`` means: "clip" (MXNet's default)
+    clamps it, "wrap" takes it modulo ``n``, "raise" raises IndexError.
+    """)
+
+
+def _pick_key(shape, index, axis):
+    """The integer-array key that takes one element along ``axis`` per position: the
+    (clipped) index there, an open grid over the other axes."""
+    axis = axis % len(shape)
+    idx = np.clip(_int_indices(index), 0, shape[axis] - 1)
+    rest = [n for i, n in enumerate(shape) if i != axis]
+    key = list(np.ogrid[tuple(builtins.slice(0, n) for n in rest)] if rest else [])
+    key.insert(axis, idx.reshape(rest))
+    return tuple(key), axis
+
+
+def _pick_forward(data, index, axis=-1, keepdims=False):
+    key, axis = _pick_key(data.shape, index, axis)
+    result = data[key]
+    return np.expand_dims(result, axis) if keepdims else result
+
+
+def _pick_vjp(g, ans, data, index, axis=-1, keepdims=False):
+    key, axis = _pick_key(data.shape, index, axis)
+    if keepdims:
+        g = squeeze(g, axis=axis)
+    return index_add(g, key=key, shape=data.shape)
+
+
+# MXNet's pick(data, index, axis=-1, keepdims=False): data[..., index[...], ...], one
+# element along ``axis`` per position (indices clipped to the axis).  A primitive, not a
+# wrapper around getitem, so that compiled code (``-nd.pick(y_hat, y).log()``) has a
+# rule for it; the index is a parameter (integers: no gradient)
+def _pick_jvp(t, ans, data, index, axis=-1, keepdims=False):
+    return _pick_prim(t, index=index, axis=axis, keepdims=keepdims)   # linear in data
+
+
+_pick_prim = primitive("pick", _pick_forward, [_pick_vjp],
+                       params=("index", "axis", "keepdims"), jvps=[_pick_jvp])
 
 
 def pick(data, index, axis=-1, keepdims=False):
     """``data[..., index[...], ...]``: one element along ``axis`` per position."""
-    axis = axis % data.ndim
-    idx = np.clip(_int_indices(index), 0, data.shape[axis] - 1)
-    rest = [n for i, n in enumerate(data.shape) if i != axis]
-    idx = idx.reshape(rest)
-    grids = np.ogrid[tuple(builtins.slice(0, n) for n in rest)] if rest else []
-    key = list(grids)
-    key.insert(axis, idx)
-    result = getitem(data, tuple(key))
-    if keepdims:
-        result = expand_dims(result, axis=axis)
-    return result
+    return _pick_prim(data, index=index, axis=axis, keepdims=keepdims)
+
+
+pick.prim = _pick_prim.prim   # compiled code reads the call as the primitive
 
 
 def _concat_forward(*arrays, dim=1):

@@ -80,6 +80,8 @@ def zero_tangent(value, batch=None):
     of that many directions."""
     if isinstance(value, (list, tuple)):
         return type(value)(zero_tangent(v, batch) for v in value)
+    if isinstance(value, dict):
+        return {k: zero_tangent(v, batch) for k, v in value.items()}
     kind = type(value)
     lead = () if batch is None else (batch,)
     if kind is np.ndarray:
@@ -104,6 +106,8 @@ def lift(t, ans):
 
 def batched_like(t, ans, batch):
     """A batched tangent of shape ``(batch,) + shape(ans)`` (broadcast or reshaped)."""
+    if isinstance(t, (list, tuple, dict)):   # a container's tangent: its items' own
+        return t
     shape = (batch,) + P.shape_of(ans)
     t = np.asarray(t)
     if t.shape == shape:
@@ -116,7 +120,7 @@ def batched_like(t, ans, batch):
 def batched_index(t, key):
     """``value[key]``'s batched tangent: a container's item, an array's elements under
     the batch axis."""
-    if isinstance(t, (list, tuple)):
+    if isinstance(t, (list, tuple, dict)):
         return t[key]
     key = key if isinstance(key, tuple) else (key,)
     return np.asarray(t)[(slice(None),) + key]
@@ -210,13 +214,20 @@ def double(x):
 
 
 def add_grads(total, part):
-    """``total + part`` where either may be None (zero), or a per-item list."""
+    """``total + part`` where either may be None (zero), a per-item list (the gradient of a
+    list or tuple; an array gradient of one, from a primitive that read it as an array,
+    counts by its rows) or a per-key dict (the gradient of a dict; absent keys are zero)."""
     if part is None:
         return total
     if total is None:
         return part
-    if isinstance(part, list):
-        return [add_grads(t, p) for t, p in zip(total, part, strict=True)]
+    if isinstance(part, dict) or isinstance(total, dict):
+        merged = dict(total)
+        for key, value in part.items():
+            merged[key] = add_grads(merged.get(key), value)
+        return merged
+    if isinstance(part, list) or isinstance(total, list):
+        return [add_grads(t, p) for t, p in zip(list(total), list(part), strict=True)]
     return total + part
 
 
@@ -247,7 +258,15 @@ def index_grad(total, g, value, key):
         return total
     if isinstance(value, (list, tuple)):
         total = [None] * len(value) if total is None else list(total)   # never shared
+        if isinstance(key, slice):   # a slice of a list: its gradient is a list
+            for k, part in zip(range(*key.indices(len(value))), g, strict=True):
+                total[k] = add_grads(total[k], part)
+            return total
         total[key] = add_grads(total[key], g)
+        return total
+    if isinstance(value, dict):
+        total = {} if total is None else dict(total)   # never shared
+        total[key] = add_grads(total.get(key), g)
         return total
     if isinstance(value, np.generic):   # a numpy scalar indexed (``np.sum(a)[None]``)
         part = P._getitem_vjp(np.asarray(raw(g)), None, np.asarray(value), index_key(key))
@@ -275,8 +294,159 @@ def join_grad(g, items, axis=0, stack=False):
 
 
 def item_grad(g, index):
-    """The gradient of item ``index`` of a structure whose gradient is ``g``."""
-    return None if g is None else g[index]
+    """The gradient of item ``index`` of a structure whose gradient is ``g`` (a dict's
+    gradient holds only the keys that got one)."""
+    if g is None:
+        return None
+    if isinstance(g, dict):
+        return g.get(index)
+    return g[index]
+
+
+# ----- containers in compiled code are values: every change makes a new one --------------
+
+def setitem(items, key, value):
+    """``items[key] = value`` on a dict or list, as a new container (the analysis refused
+    the statement where another name, or the caller, refers to the old one)."""
+    if isinstance(items, dict):
+        new = dict(items)
+    elif isinstance(items, list):
+        new = list(items)
+    else:
+        raise TypeError(f"item assignment into a {type(items).__name__} is not supported in "
+                        "compiled code (only into dicts and lists)")
+    new[key] = value
+    return new
+
+
+def setitem_grad(g, key):
+    """The gradient of the container before ``items[key] = value`` (the old item at ``key``
+    was overwritten: no gradient)."""
+    if g is None:
+        return None
+    if isinstance(g, dict):
+        return {k: v for k, v in g.items() if k != key} or None
+    g = list(g)
+    g[key] = None
+    return g
+
+
+def extend(items, more):
+    """``lst.extend(more)`` as a new list."""
+    if not isinstance(items, list):
+        raise TypeError(f"extend() of a {type(items).__name__} is not supported in compiled "
+                        "code (only of lists)")
+    return items + list(more)
+
+
+def head_grad(g, items):
+    """The gradient of ``items`` from that of ``items + list(more)``."""
+    return None if g is None else list(g)[:len(items)]
+
+
+def tail_grad(g, items):
+    """The gradient of ``more`` from that of ``items + list(more)``."""
+    return None if g is None else list(g)[len(items):]
+
+
+def without(items, key):
+    """The container after ``items.pop(key)`` (its item was read before), as a new one."""
+    if isinstance(items, dict):
+        new = dict(items)
+        new.pop(key, None)
+        return new
+    if isinstance(items, list):
+        new = list(items)
+        del new[key]
+        return new
+    raise TypeError(f"pop() of a {type(items).__name__} is not supported in compiled code")
+
+
+def without_grad(g, items, key):
+    """The gradient of ``items`` before ``items.pop(key)``: the popped item's comes from
+    its read; a list's gradient gets a None back at its position."""
+    if g is None:
+        return None
+    if isinstance(g, dict):
+        return g
+    g = list(g)
+    g.insert(key % len(items), None)
+    return g
+
+
+def get(items, key, default=None):
+    """``d.get(key, default)`` (a list of a dict's own items stays a value)."""
+    return items.get(key, default)
+
+
+def get_grad(g, items, key):
+    """The gradient of ``d`` from ``y = d.get(key, default)``'s gradient ``g``."""
+    if g is None or key not in items:
+        return None
+    return {key: g}
+
+
+def default_grad(g, items, key):
+    """The gradient of ``default`` from ``y = d.get(key, default)``'s gradient ``g``."""
+    return None if key in items else g
+
+
+def values(items):
+    """``list(d.values())``: iterating over a dict's values in compiled code."""
+    return list(items.values())
+
+
+def items(items):
+    """``list(d.items())``: iterating over a dict's (key, value) pairs."""
+    return list(items.items())
+
+
+def keys(items):
+    """``list(d.keys())``: no gradient."""
+    return list(items.keys())
+
+
+def nth_key(items, index):
+    """The ``index``-th key of a dict (``for k in d`` in compiled code); any other
+    sequence's ``index``-th item."""
+    if isinstance(items, dict):
+        return list(items)[index]
+    return items[index]
+
+
+def values_grad(g, items):
+    """The gradient of ``d`` from the gradient (a list) of ``list(d.values())``."""
+    if g is None:
+        return None
+    return {k: part for k, part in zip(items, list(g), strict=True) if part is not None} or None
+
+
+def items_grad(g, items):
+    """The gradient of ``d`` from the gradient of ``list(d.items())`` (one per pair)."""
+    if g is None:
+        return None
+    found = {}
+    for k, pair in zip(items, list(g), strict=True):
+        part = None if pair is None else pair[1]
+        if part is not None:
+            found[k] = part
+    return found or None
+
+
+def assertion_failed(message=None):
+    """``assert c, message`` in compiled code, where ``c`` was false."""
+    raise AssertionError() if message is None else AssertionError(message)
+
+
+def leaf(value, where):
+    """Before a primitive reads a value the compiler could not prove to be an array or a
+    number: a list, tuple or dict there would be read by Python's rules (concatenation,
+    repetition) while its gradient followed numpy's."""
+    if isinstance(value, (list, tuple, dict)):
+        raise TypeError(f"{where}: a {type(value).__name__} is an operand of an operation "
+                        "pullback differentiates as an array operation; convert it first "
+                        "(np.asarray(xs), np.stack(xs)) or read its items")
+    return value
 
 
 def append(items, value):

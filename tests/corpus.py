@@ -157,6 +157,83 @@ def softmax_rows(x):
     return nd.softmax(x) * nd.log_softmax(x)
 
 
+LABELS = nd.array([2, 0, 3])   # class labels read from a global, as the MXNet chapters do
+
+
+@case((3, 4), positive=True)
+def pick_cross_entropy(x):
+    return -nd.pick(nd.softmax(x), LABELS).log()
+
+
+@case((4, 3))
+def pick_method_axis0_keepdims(x):
+    return x.pick(LABELS, axis=0, keepdims=True) * x
+
+
+ROWS = nd.array([3, 0, 0, 1])   # an embedding lookup's indices (a repeated row too)
+
+
+@case((4, 3))
+def take_rows(x):
+    return nd.tanh(nd.take(x, ROWS)) * x.take(ROWS, axis=0, mode="wrap")
+
+
+@case((4, 3))
+def slices_mxnet_style(x):
+    head = nd.slice(x, begin=(0, 1), end=(2, 3))
+    tail = nd.slice_axis(x, axis=0, begin=2, end=4)
+    return head * x.slice_axis(axis=1, begin=0, end=2)[1:3] + nd.sin(tail[:, 1:])
+
+
+def rnn_like_steps(x, n):
+    """Per-step outputs collected in a list, as MXNet's RNN chapters do."""
+    outputs = []
+    h = x
+    for i in range(n):
+        h = nd.tanh(h * 0.5 + x)
+        outputs.append(h * (i + 1))
+    return outputs
+
+
+@case((3, 2))
+def starred_concat_rows(x):
+    return nd.concat(*rnn_like_steps(x, 3), dim=0) * 2
+
+
+@case((3, 2))
+def starred_concat_default_dim(x):
+    pieces = rnn_like_steps(x, 2)
+    return nd.sin(nd.concat(*pieces))
+
+
+@case((3, 2))
+def starred_stack(x):
+    return nd.stack(*rnn_like_steps(x, 3), axis=1).sum(axis=1) + nd.stack(*[x, x * x])
+
+
+@case((3, 2))
+def nd_concatenate_list(x):
+    return nd.concatenate(rnn_like_steps(x, 2), axis=1) ** 2
+
+
+@case((3,))
+def lists_from_tuple_assignment(x):
+    xs, ys = [x], [x * 2]   # each list has one name: the appends below change only it
+    for i in range(2):
+        xs.append(xs[-1] * x)
+        ys.append(nd.sin(ys[-1]))
+    return nd.stack(*xs) + nd.stack(*ys)
+
+
+@case((3,), (3,))
+def parallel_update(x, y):
+    a, b = x, y
+    for i in range(3):
+        a, b = b * 0.5 + a, a * b   # both read the old a and b
+    a, c = a * 2, a + 1           # c reads the old a
+    return a + b * c
+
+
 @case((5,))
 def indexing(x):
     return x[1:4] * x[0] + x[-1]
@@ -736,3 +813,43 @@ def trailing_max_method_with_broadcast(x, b):
 @case((6,), numpy=True)
 def numpy_trailing_min_and_norm(x):
     return np.min(np.exp(x) * x - x) + np.linalg.norm(np.cos(x) * x, ord=2)
+
+
+# ----- containers as values and everyday syntax (issue 11, items 2 and 4) --------------------
+
+@case((3,), (3,))
+def dict_built_inside_and_items(x, y):
+    d = {'x': x, 'y': nd.tanh(y)}
+    d['z'] = d['x'] * d['y']
+    d['x'] += y
+    s = x * 0.0
+    for k, v in d.items():
+        s = s + v * v
+    return nd.sum(s)
+
+
+@case((3,))
+def dict_comprehension_and_get(x):
+    d = {k: x * w for k, w in zip(['a', 'b'], [1.0, 2.0])}
+    return nd.sum(d.get('a') * d.get('c', x) + nd.exp(d['b'] * 0.5))
+
+
+@case((4,), (4,))
+def list_comprehension_summed(x, y):
+    parts = [x * i + y for i, _ in enumerate(range(3))]
+    return nd.sum(sum(parts) * nd.sin(x))
+
+
+@case((3,), (3,))
+def conditional_expression_on_a_norm(x, y):
+    z = x * y if nd.norm(x).asscalar() > 0.5 else x - y
+    return nd.sum(z * z)
+
+
+@case((3,), (3,))
+def dict_through_a_helper(x, y):
+    return nd.sum(dict_layer({'w': y, 'b': x * 0.5}, x))
+
+
+def dict_layer(params, x):
+    return nd.tanh(x * params['w'] + params['b'])

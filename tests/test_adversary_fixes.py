@@ -127,3 +127,94 @@ def test_a_shared_augmented_assignment_is_refused_on_every_road(fuse, monkeypatc
         pb.grad(pb.compile(shared_then_updated))(x.copy())
     np.testing.assert_allclose(pb.grad(pb.compile(updated_alone))(x.copy()),
                                central_gradient(updated_alone, (x,), 0), rtol=1e-8)
+
+
+# ----- a user name equal to a generated one is renamed, wherever it is bound ---------------
+
+from pullback.compiler.normalize import GENERATED_NAMES  # noqa: E402
+
+_NAME_TEMPLATE = '''
+import numpy as np
+
+{name} = 1.5
+
+
+def as_parameter(x, {name}):
+    return np.sin(x * {name}) * 2.0 + x
+
+
+def as_local(x, y):
+    {name} = np.sin(x * y)
+    t = {name} * 2.0 + x
+    if np.sum(t) > 1e9:
+        t = t * 0.5
+    return t * {name}
+
+
+def as_global(x, y):
+    return np.sin(x * y * {name}) * 2.0 + x
+
+
+def helper({name}):
+    return np.sin({name}) * {name}
+
+
+def as_helper_parameter(x, y):
+    return helper(x * y) * x
+
+
+def beside_grad_names(x, y):
+    x_grad = x * y                       # the adjoint's name for x's gradient, and more
+    x_out = np.cos(x_grad)
+    parts1 = x_out * y
+    x = x * x_out
+    return parts1 * x + x_grad
+'''
+
+_NAMES = sorted(GENERATED_NAMES | {"result", "f_forward", "as_local_adjoint", "kernel_1",
+                                    "fused1", "x_g", "cond1"})
+
+
+def _sum_of(fn):
+    return lambda *args: np.sum(fn(*args))
+
+
+@pytest.mark.parametrize("fuse", ["0", "1"])
+@pytest.mark.parametrize("name", _NAMES)
+def test_a_user_name_like_a_generated_one(name, fuse, tmp_path, monkeypatch):
+    import importlib.util
+    monkeypatch.setenv("PULLBACK_FUSE", fuse)
+    path = tmp_path / f"names_{name.strip('_')}_{fuse}.py"
+    path.write_text(_NAME_TEMPLATE.format(name=name))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x, y = np.array([0.5, -1.0, 0.25]), np.array([2.0, 3.0, -1.5])
+    for fn in (module.as_parameter, module.as_local, module.as_global,
+               module.as_helper_parameter, module.beside_grad_names):
+        np.testing.assert_allclose(pb.compile(fn)(x, y), fn(x, y), rtol=1e-12,
+                                   err_msg=f"{name} {fn.__name__}")
+        grads = pb.grad(fn, argnums=(0, 1))(x, y)
+        for k, g in enumerate(grads):
+            np.testing.assert_allclose(g, central_gradient(_sum_of(fn), (x, y), k), rtol=1e-6,
+                                       atol=1e-9, err_msg=f"{name} {fn.__name__} arg {k}")
+
+
+# ----- x.flatten(): numpy's for numpy arrays, MXNet's for NDArrays -------------------------
+
+def weighted_flatten(x):
+    return np.sum(x.flatten() * np.arange(1.0, 1.0 + x.size))
+
+
+def flatten_shape(x):
+    return x.flatten() * 2.0
+
+
+def test_flatten_follows_the_arguments_world():
+    x = np.random.default_rng(0).random((2, 3))
+    np.testing.assert_allclose(pb.grad(weighted_flatten)(x),
+                               central_gradient(weighted_flatten, (x,), 0), rtol=1e-7)
+    assert pb.compile(flatten_shape)(x).shape == (6,)
+    assert pb.compile(flatten_shape)(nd.array(x)).shape == (2, 3)   # MXNet's: (n, rest)
+    v = nd.array(np.ones((3, 1, 2)))
+    assert pb.compile(flatten_shape)(v).shape == (3, 2) == nd.flatten(v).shape

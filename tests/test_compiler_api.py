@@ -411,10 +411,16 @@ def math_pow_of_counts(x, n):
 @pytest.mark.parametrize("fn, name", [(math_log_base, "math.log"),
                                       (math_floor_of_gradient, "math.floor"),
                                       (math_pow_of_gradient, "math.pow"),
-                                      (float_of_gradient, "float"), (max_of_gradient, "max")])
+                                      (float_of_gradient, "float")])
 def test_calls_that_would_cut_a_gradient_refuse_differentiated_values(fn, name):
     with pytest.raises(pb.CompileError, match=f"no gradient rule for {name}"):
         pb.grad(fn)(1.5)
+
+
+def test_builtin_max_is_followed_as_python_computes_it():
+    # was refused; now a comparison and a branch (normalize.fold, issue 11 item 4)
+    assert pb.grad(max_of_gradient)(1.5) == 3.0
+    assert pb.grad(max_of_gradient)(0.05) == 0.0
 
 
 def test_builtin_abs_is_differentiated():

@@ -75,6 +75,14 @@ def uses_lambda_inside(x):
     return f(x)
 
 
+def starred_elsewhere(x):
+    return nd.maximum(*[x, x * 2])   # only nd.concat(*seq) and nd.stack(*seq) take *seq
+
+
+def starred_after_positional(x):
+    return nd.concat(x, *[x * 2], dim=0)
+
+
 CASES = [
     (uses_try, "try", "try"),
     (uses_with, "with", "with"),
@@ -83,9 +91,11 @@ CASES = [
     (uses_nonlocal_helper(), "nonlocal", "nonlocal"),
     (uses_del, "del", "del"),
     (uses_class, "class", "class"),
-    (writes_slice, "y[0] = 5.0", "slices"),
+    (writes_slice, "y[0] = 5.0", "writes into an array"),
     (unknown_call, "sorted(x)", "no gradient rule"),
     (uses_lambda_inside, "lambda", "lambda"),
+    (starred_elsewhere, "*[x, x * 2]", "*args"),
+    (starred_after_positional, "*[x * 2]", "*args"),
 ]
 
 

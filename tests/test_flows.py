@@ -116,7 +116,6 @@ def list_operator(a):
 
 
 REFUSED = [
-    (dict_by_keywords, 0.5, "by keyword x="),
     (sinc_by_keyword, 0.3, "by keyword x="),
     (list_filled_by_a_helper, 3.0, "result of put"),
     (sort_in_place, np.array([3.0, 1.0, 2.0]), ".sort"),
@@ -198,6 +197,38 @@ CHANNELS = [
     "r = np.tanh(v) * np.exp(-v)",
     "k = int(np.sum(v))\nr = v * k",
     "s = [v]\nr = np.stack(s)[0] * v",
+    # containers as values: followed (compiler/pytree.py) or refused, never a silent zero
+    "d = {'x': v}\nr = d['x'] * 2.0",
+    "d = {}\nd['x'] = v\nr = d['x'] * v",
+    "d = {'x': 1.0}\nd['x'] = v\nr = d.get('x') * d.get('y', v)",
+    "d = dict(a=v, b=2.0)\nr = v * 0.0\nfor k, w in d.items():\n    r = r + w * v",
+    "d = {'a': v, 'b': v * v}\nr = v * 0.0\nfor k in d:\n    r = r + d[k]",
+    "d = {'a': v}\nr = v * 0.0\nfor w in d.values():\n    r = r + w * w",
+    "d = {'x': v}\ne = d\nd['x'] = v * 2.0\nr = e['x'] * v",
+    "d = {'x': v}\nput_item(d, v)\nr = d['x'] * v",
+    "d = {'x': v}\nd = put_item_back(d, v * 3.0)\nr = d['x'] * v",
+    "s = [v, 1.0]\ns[1] = v * v\nr = s[0] * s[1]",
+    "s = [v]\nr = (s + s)[1] * v",
+    "d = {'x': v}\nr = d * 2.0",
+    "d = {'x': v}\nr = np.sum(d)",
+    "d = {'x': v}\nd['x'] += v\nr = d['x']",
+    "t = (v, v * 2.0)\nr = np.sum(list(t))",
+    "d = {'x': v}\nd.update(x=2.0)\nr = d['x'] * v",
+    "d = {'x': v, 'y': 2.0}\nd.pop('x')\nr = d['y'] * v",
+    "k = 'x'\nd = {k: v, 'x': 2.0}\nr = d['x'] * v",
+    "d = {'x': v}\nr = helper(**d)",
+    "d = {'x': 2.0, 'y': v}\nr = helper(d['x'], d['y'])",
+    "d = {'w': (v, v * 2.0)}\nw = d['w']\nr = w[0] * w[1]",
+    "s = [v, v * 2.0]\nt = s.pop()\nr = t * s[0]",
+    "s = [v]\ns.extend([v * v, 2.0])\nr = s[0] * s[1] + s[2]",
+    "s = [v]\nt = s\ns.extend([v])\nr = t[0] * v",
+    # item 4's forms (normalize desugars them)
+    "r = sum([v, v * v])",
+    "r = max(v, 0.5) * min(v, -0.5)",
+    "s = [w * v for w in (v, 2.0)]\nr = s[1] * s[0]",
+    "r = v * 2.0 if np.sum(v) > 0.0 else v",
+    "r = v\nfor i, w in enumerate([v, v * v]):\n    r = r + i * w",
+    "d = {k: w for k, w in zip(['a', 'b'], [v, 2.0])}\nr = d['a'] * d['b']",
 ]
 
 STEPS = ["v = np.sin(v) + 0.5", "v = v * 1.5", "v = np.exp(v * 0.3)", "v = v * v + 0.1"]
@@ -212,6 +243,15 @@ def put(s, x):
 
 def helper(x, y):
     return x * np.sin(y)
+
+
+def put_item(d, x):
+    d['x'] = x
+
+
+def put_item_back(d, x):
+    d['x'] = x
+    return d
 
 
 """
@@ -240,7 +280,7 @@ def _load(tmp_path, sources):
 
 
 def test_no_differentiated_value_is_smuggled_past_the_analysis(tmp_path):
-    programs = list(_programs(seed=11, count=120))
+    programs = list(_programs(seed=11, count=200))
     module = _load(tmp_path, [source.replace("if False else", "if np.sum(v) > 100.0 else")
                               for _, source, _ in programs])
     outcomes = {"refused": 0, "right": 0, "fails in Python": 0}
@@ -257,8 +297,9 @@ def test_no_differentiated_value_is_smuggled_past_the_analysis(tmp_path):
         except pb.CompileError:
             outcomes["refused"] += 1
             continue
-        except TypeError as exc:
-            assert "augmented assignment" in str(exc), source
+        except TypeError as exc:   # run-time checks: shared updates, unknown kinds
+            assert "augmented assignment" in str(exc) or "operand of an operation" in str(
+                exc), source
             outcomes["refused"] += 1
             continue
         assert np.allclose(got, expected, rtol=1e-5, atol=1e-7), (source, got, expected)
@@ -266,18 +307,6 @@ def test_no_differentiated_value_is_smuggled_past_the_analysis(tmp_path):
     assert outcomes["refused"] > 20 and outcomes["right"] > 20, outcomes
 
 
-def _dict_product(v):
-    return v['a'] * v['b']
-
-
-def _pair_product(t):
-    return t[0] * t[1]
-
-
-@pytest.mark.parametrize("fn, arg", [(_dict_product, {'a': 2.0, 'b': 3.0}),
-                                     (_pair_product, (2.0, 3.0)),
-                                     (_pair_product, [2.0, 3.0])])
-def test_container_argument_is_refused_not_a_silent_zero(fn, arg):
-    # was NDArray [0] for the dict and one stacked array for the tuple/list
-    with pytest.raises(TypeError, match="cannot differentiate with respect to a"):
-        pb.grad(fn)(arg)
+def test_a_dict_built_by_keywords_is_followed():
+    # was 0.0 (issue 11); now a dict value (tests/test_pytrees.py covers the forms)
+    assert pb.grad(dict_by_keywords)(0.5) == pytest.approx(2.0)

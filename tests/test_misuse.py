@@ -552,3 +552,19 @@ def test_a_numpy_function_of_a_recorded_ndarray_is_refused(call):
     with ag.record():
         constant = nd.array([1.0, -2.0, 3.0])
         np.testing.assert_allclose(np.asarray(call(constant)), np.asarray(call(x.asnumpy())))
+
+
+# ----- x[x > 0] on the tape: MXNet's indices or numpy's mask? Refused, never a guess ------
+
+def test_indexing_with_a_comparison_result_is_refused_on_the_tape():
+    x = variable([-0.5, 0.2, 0.7])
+    for build in (lambda: x > 0, lambda: x == 0.2, lambda: nd.greater(x, 0)):
+        with pytest.raises(pb.MaskIndexError, match="ambiguous"):
+            x[build()]
+        with ag.record(), pytest.raises(IndexError, match="ambiguous"):
+            x[build()]
+    # MXNet's reading, asked for explicitly: indices 0 and 1
+    with ag.record():
+        y = x[(x > 0).astype("int64")].sum()
+    y.backward()
+    np.testing.assert_array_equal(x.grad.asnumpy(), [1.0, 2.0, 0.0])

@@ -469,8 +469,17 @@ def dot_global_list(x):
     return nd.sum(nd.dot(x, PARAM_LIST[0]))
 
 
-@pytest.mark.parametrize(("fn", "where"), [(dot_first, "the argument params[0]"),
-                                           (dot_attribute, "the argument holder.W"),
+def test_a_tracked_array_inside_a_list_argument_is_an_input_of_the_node():
+    # was refused (issue 11, item 2): a list argument is a pytree, its arrays are inputs
+    x = nd.array(X_VALUES, dtype="float64")
+    with ag.record():
+        y = pb.compile(dot_first)(x, [W])
+    y.backward()
+    np.testing.assert_allclose(W.grad.asnumpy(), central_gradient(
+        lambda w: np.sum(X_VALUES @ w), [W_VALUES]), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("fn", "where"), [(dot_attribute, "the argument holder.W"),
                                            (dot_global_list, "PARAM_LIST[0]")])
 def test_a_tracked_array_inside_a_container_or_object_is_refused(fn, where):
     PARAM_LIST[:] = [W]
