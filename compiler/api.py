@@ -29,7 +29,7 @@ from . import native_road
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
-from .pipeline import Variant
+from .pipeline import TangentVariant, Variant
 from .pytree import Kind, map_leaves, structure
 
 _BY_CODE = {}
@@ -103,6 +103,20 @@ class CompiledFunction:
             found = self._variants[mask] = Variant(self, mask)
         if any(mask):
             self.last_variant = found
+        return found
+
+    @staticmethod
+    def tangent_variant_for(fn, mask, batched=False):
+        return as_compiled(fn).tangent_variant(mask, batched)
+
+    def tangent_variant(self, mask, batched=False):
+        """The forward-mode variant for ``mask`` (which parameters carry tangents);
+        ``batched``: tangents with a leading axis of directions."""
+        mask = tuple(bool(m) for m in mask)
+        tangents = self.__dict__.setdefault("_tangent_variants", {})
+        found = tangents.get((mask, batched))
+        if found is None:
+            found = tangents[(mask, batched)] = TangentVariant(self, mask, batched)
         return found
 
     def __get__(self, obj, objtype=None):

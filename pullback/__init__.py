@@ -23,6 +23,9 @@ from pullback.runtime.ndarray import NDArray, cpu  # noqa: F401
 from pullback.compiler.api import (  # noqa: F401
     CompiledFunction, adjoint_source, explain, grad, kernel_ir, value_and_grad, vjp,
 )
+from pullback.compiler.forward_api import (  # noqa: F401
+    hessian, hvp, jacfwd, jacrev, jvp, tangent_source,
+)
 from pullback.compiler.cache import compile, stats  # noqa: F401  (compile: api's + signatures=)
 from pullback.compiler.errors import CompileError  # noqa: F401
 

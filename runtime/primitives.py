@@ -10,7 +10,16 @@ Each entry is made by ``primitive(name, forward, vjps, ...)``:
   "no gradient flows into this argument"; ``vjps=None`` means the op is not
   differentiable at all (comparisons, argmax, ...);
 - ``scalar`` (elementwise ops) is the op's formula in the names ``x``, ``y``
-  for the kernel fuser.
+  for the kernel fuser;
+- forward mode: ``jvps`` holds one rule per array argument, ``rule(t, ans, *args,
+  **params)`` returning that argument's contribution to the result's tangent (``t`` is
+  the argument's tangent, of its shape; the contributions add up to the result's
+  tangent, broadcast to its shape), or ``jvp`` one rule for all arguments,
+  ``jvp(tangents, ans, *args, **params)`` with ``None`` for an argument without a
+  tangent.  An elementwise op needs neither: its JVP is its scalar derivative
+  (``scalar_vjps`` with ``g`` read as the tangent; the local Jacobian is diagonal, so
+  the two products are the same formula), which the compiler emits inline.  A
+  differentiable op with no JVP rule at all is a CompileError in forward mode.
 
 ``primitive`` returns the user-facing op function (``nd.exp`` and friends);
 the tape, the compiler and the fuser all read the table through ``REGISTRY``.
@@ -40,6 +49,18 @@ class Primitive:
     scalar: str | None = None
     params: tuple = field(default_factory=tuple)
     scalar_vjps: tuple = field(default_factory=tuple)
+    jvps: tuple | None = None
+    jvp: Callable | None = None
+
+    @property
+    def jvp_from_scalar(self) -> bool:
+        """Whether forward mode derives this op's JVP from its scalar derivatives."""
+        return (self.jvps is None and self.jvp is None and self.scalar is not None
+                and self.vjps is not None and len(self.scalar_vjps) == len(self.vjps))
+
+    @property
+    def has_jvp(self) -> bool:
+        return self.jvps is not None or self.jvp is not None or self.jvp_from_scalar
 
     def __repr__(self) -> str:
         return f"<primitive {self.name}>"
@@ -48,17 +69,19 @@ class Primitive:
 REGISTRY: dict[str, Primitive] = {}
 
 
-def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=()):
+def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=None,
+              jvp=None):
     """Register a primitive; return the op function that applies it.
 
     ``scalar`` and ``scalar_vjps`` (elementwise ops only) are the op and its
     per-argument derivative in the kernel fuser's scalar language, over the names
     ``x``, ``y`` (operands), ``ans`` (result) and ``g`` (the result's gradient);
     ``None`` marks a zero derivative. They compute exactly what the forward and
-    the VJP rules compute, in the same order of operations.
+    the VJP rules compute, in the same order of operations.  ``jvps`` (per argument)
+    or ``jvp`` (all arguments at once): the forward-mode rules (module docstring).
     """
     prim = Primitive(name, forward, None if vjps is None else tuple(vjps), scalar, tuple(params),
-                     tuple(scalar_vjps))
+                     tuple(scalar_vjps), None if jvps is None else tuple(jvps), jvp)
     REGISTRY[name] = prim
 
     def op(*args, out=None, **kwargs):
@@ -101,6 +124,17 @@ def raw_result(result, args):
 
 def _is_array(x) -> bool:
     return type(x) is NDArray or type(x) is np.ndarray
+
+
+def _linear_jvp(name):
+    """The JVP of an op linear in its one array argument: the op applied to the tangent
+    (its parameters unchanged).  The op is looked up when the rule runs, so the rule can
+    be registered with the op itself."""
+    def rule(t, ans, x, *positional_params, **params):   # the tape may pass them by position
+        return globals()[name](t, *positional_params, **params)
+
+    rule.__name__ = f"{name}_jvp"
+    return rule
 
 
 def shape_of(x) -> tuple:
@@ -146,9 +180,10 @@ def _broadcast_to_vjp(g, ans, x, shape):
     return unbroadcast(g, x)
 
 
-sum_to = primitive("sum_to", _sum_to_forward, [_sum_to_vjp], params=("shape",))
+sum_to = primitive("sum_to", _sum_to_forward, [_sum_to_vjp], params=("shape",),
+                   jvps=[_linear_jvp("sum_to")])
 broadcast_to = primitive("broadcast_to", _broadcast_to_forward, [_broadcast_to_vjp],
-                         params=("shape",))
+                         params=("shape",), jvps=[_linear_jvp("broadcast_to")])
 
 
 # ----- elementwise binary ------------------------------------------------------------------
@@ -236,7 +271,15 @@ def _mod_vjp_y(g, ans, x, y):
     return unbroadcast(negative(multiply(g, floor(divide(x, y)))), y)
 
 
-mod = primitive("mod", np.mod, [_mod_vjp_x, _mod_vjp_y])
+def _mod_jvp_x(t, ans, x, y):
+    return t
+
+
+def _mod_jvp_y(t, ans, x, y):
+    return negative(multiply(t, floor(divide(x, y))))
+
+
+mod = primitive("mod", np.mod, [_mod_vjp_x, _mod_vjp_y], jvps=[_mod_jvp_x, _mod_jvp_y])
 broadcast_add, broadcast_sub = add, subtract
 broadcast_mul, broadcast_div = multiply, divide
 elemwise_add, elemwise_sub, elemwise_mul, elemwise_div = add, subtract, multiply, divide
@@ -391,13 +434,18 @@ def _ones_like_forward(x, **params):
     return np.ones_like(x)
 
 
-copy = primitive("copy", np.copy, [_identity_vjp])
+def _identity_jvp(t, ans, x, **params):
+    return t
+
+
+copy = primitive("copy", np.copy, [_identity_vjp], jvps=[_identity_jvp])
 identity = copy
 def _astype_forward(x, dtype):
     return x.astype(dtype)
 
 
-astype = primitive("astype", _astype_forward, [_astype_vjp], params=("dtype",))
+astype = primitive("astype", _astype_forward, [_astype_vjp], params=("dtype",),
+                   jvps=[_linear_jvp("astype")])
 zeros_like = primitive("zeros_like", _zeros_like_forward, None)
 ones_like = primitive("ones_like", _ones_like_forward, None)
 stop_gradient = primitive("stop_gradient", np.copy, None)
@@ -418,7 +466,16 @@ def _where_vjp_y(g, ans, cond, x, y):
     return unbroadcast(where(cond, zeros_like(g), g), y)
 
 
-where = primitive("where", _where_forward, [None, _where_vjp_x, _where_vjp_y])
+def _where_jvp_x(t, ans, cond, x, y):
+    return where(cond, t, zeros_like(t))
+
+
+def _where_jvp_y(t, ans, cond, x, y):
+    return where(cond, zeros_like(t), t)
+
+
+where = primitive("where", _where_forward, [None, _where_vjp_x, _where_vjp_y],
+                  jvps=[None, _where_jvp_x, _where_jvp_y])
 
 
 def _clip_forward(x, a_min, a_max):
@@ -434,7 +491,9 @@ def _clip_vjp(g, ans, x, a_min, a_max):
     return g
 
 
-clip = primitive("clip", _clip_forward, [_clip_vjp], params=("a_min", "a_max"))
+# clip's Jacobian is a diagonal mask: its VJP rule is its JVP rule
+clip = primitive("clip", _clip_forward, [_clip_vjp], params=("a_min", "a_max"),
+                 jvps=[_clip_vjp])
 
 
 # ----- reductions --------------------------------------------------------------------------
@@ -569,6 +628,32 @@ def _norm_vjp(g, ans, x, ord=2, axis=None, keepdims=False, vector=False):
     return multiply(x, _expand_reduced(divide(g, ans), x, axis))
 
 
+def _extremum_jvp(t, ans, x, axis=None, keepdims=False, exclude=False):
+    mask = equal(x, _expand_reduced(ans, x, axis, exclude))
+    share = divide(mask, sum(mask, axis=axis, keepdims=True, exclude=exclude))
+    return sum(multiply(t, share), axis=axis, keepdims=keepdims, exclude=exclude)
+
+
+def _prod_jvp(t, ans, x, axis=None, keepdims=False, exclude=False):
+    others = _product_of_the_others(x, ones_like(x), axis, exclude)
+    return sum(multiply(t, others), axis=axis, keepdims=keepdims, exclude=exclude)
+
+
+def _nansum_jvp(t, ans, x, axis=None, keepdims=False, exclude=False):
+    return sum(multiply(t, equal(x, x)), axis=axis, keepdims=keepdims, exclude=exclude)
+
+
+def _nanprod_jvp(t, ans, x, axis=None, keepdims=False, exclude=False):
+    others = _product_of_the_others(x, equal(x, x), axis, exclude)
+    return sum(multiply(t, others), axis=axis, keepdims=keepdims, exclude=exclude)
+
+
+def _norm_jvp(t, ans, x, ord=2, axis=None, keepdims=False, vector=False):
+    if ord == 1:
+        return sum(multiply(sign(x), t), axis=axis, keepdims=keepdims)
+    return divide(sum(multiply(x, t), axis=axis, keepdims=keepdims), ans)
+
+
 def _arg_forward(numpy_fn):
     def forward(x, axis=None, keepdims=False):
         dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32
@@ -578,19 +663,22 @@ def _arg_forward(numpy_fn):
 
 
 _REDUCTION_PARAMS = ("axis", "keepdims", "exclude")   # MXNet's order
-sum = primitive("sum", _reduction_forward(np.add.reduce), [_sum_vjp], params=_REDUCTION_PARAMS)
-mean = primitive("mean", _reduction_forward(np.mean), [_mean_vjp], params=_REDUCTION_PARAMS)
+sum = primitive("sum", _reduction_forward(np.add.reduce), [_sum_vjp], params=_REDUCTION_PARAMS,
+                jvps=[_linear_jvp("sum")])
+mean = primitive("mean", _reduction_forward(np.mean), [_mean_vjp], params=_REDUCTION_PARAMS,
+                 jvps=[_linear_jvp("mean")])
 max = primitive("max", _reduction_forward(np.maximum.reduce), [_extremum_vjp],
-                params=_REDUCTION_PARAMS)
+                params=_REDUCTION_PARAMS, jvps=[_extremum_jvp])
 min = primitive("min", _reduction_forward(np.minimum.reduce), [_extremum_vjp],
-                params=_REDUCTION_PARAMS)
-prod = primitive("prod", _reduction_forward(np.prod), [_prod_vjp], params=_REDUCTION_PARAMS)
+                params=_REDUCTION_PARAMS, jvps=[_extremum_jvp])
+prod = primitive("prod", _reduction_forward(np.prod), [_prod_vjp], params=_REDUCTION_PARAMS,
+                 jvps=[_prod_jvp])
 nansum = primitive("nansum", _reduction_forward(np.nansum), [_nansum_vjp],
-                   params=_REDUCTION_PARAMS)
+                   params=_REDUCTION_PARAMS, jvps=[_nansum_jvp])
 nanprod = primitive("nanprod", _reduction_forward(np.nanprod), [_nanprod_vjp],
-                    params=_REDUCTION_PARAMS)
+                    params=_REDUCTION_PARAMS, jvps=[_nanprod_jvp])
 norm = primitive("norm", _norm_forward, [_norm_vjp], params=("ord", "axis", "keepdims",
-                                                              "vector"))
+                                                              "vector"), jvps=[_norm_jvp])
 argmax = primitive("argmax", _arg_forward(np.argmax), None, params=("axis", "keepdims"))
 argmin = primitive("argmin", _arg_forward(np.argmin), None, params=("axis", "keepdims"))
 sum_axis = sum
@@ -715,10 +803,23 @@ def _batch_dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False):
     return batch_dot(x, g, transpose_a=not transpose_a)
 
 
+def _bilinear_jvps(name):
+    """The JVP rules of an op linear in each of its two arguments: the op with the
+    argument replaced by its tangent."""
+    def rule_x(t, ans, x, y, **params):
+        return globals()[name](t, y, **params)
+
+    def rule_y(t, ans, x, y, **params):
+        return globals()[name](x, t, **params)
+
+    rule_x.__name__, rule_y.__name__ = f"{name}_jvp_x", f"{name}_jvp_y"
+    return [rule_x, rule_y]
+
+
 dot = primitive("dot", _dot_forward, [_dot_vjp_x, _dot_vjp_y],
-                params=("transpose_a", "transpose_b", "numpy"))
+                params=("transpose_a", "transpose_b", "numpy"), jvps=_bilinear_jvps("dot"))
 batch_dot = primitive("batch_dot", _batch_dot_forward, [_batch_dot_vjp_x, _batch_dot_vjp_y],
-                      params=("transpose_a", "transpose_b"))
+                      params=("transpose_a", "transpose_b"), jvps=_bilinear_jvps("batch_dot"))
 
 
 def _matmul_operands(x, y):
@@ -743,7 +844,8 @@ def _matmul_vjp_y(g, ans, x, y):
 
 
 # numpy's matmul (the ``@`` operator): stacks of matrices broadcast, 1-d promoted
-matmul = primitive("matmul", np.matmul, [_matmul_vjp_x, _matmul_vjp_y])
+matmul = primitive("matmul", np.matmul, [_matmul_vjp_x, _matmul_vjp_y],
+                   jvps=_bilinear_jvps("matmul"))
 
 
 # ----- shape -------------------------------------------------------------------------------
@@ -782,12 +884,15 @@ def _flatten_forward(x):
 
 
 reshape_raw = primitive("reshape", _reshape_forward, [_restore_shape_vjp],
-                        params=("shape",))
-transpose = primitive("transpose", _transpose_forward, [_transpose_vjp], params=("axes",))
+                        params=("shape",), jvps=[_linear_jvp("reshape_raw")])
+transpose = primitive("transpose", _transpose_forward, [_transpose_vjp], params=("axes",),
+                      jvps=[_linear_jvp("transpose")])
 expand_dims = primitive("expand_dims", _expand_dims_forward, [_restore_shape_vjp],
-                        params=("axis",))
-squeeze = primitive("squeeze", _squeeze_forward, [_restore_shape_vjp], params=("axis",))
-flatten = primitive("flatten", _flatten_forward, [_restore_shape_vjp])
+                        params=("axis",), jvps=[_linear_jvp("expand_dims")])
+squeeze = primitive("squeeze", _squeeze_forward, [_restore_shape_vjp], params=("axis",),
+                    jvps=[_linear_jvp("squeeze")])
+flatten = primitive("flatten", _flatten_forward, [_restore_shape_vjp],
+                    jvps=[_linear_jvp("flatten")])
 Flatten = flatten
 
 
@@ -838,9 +943,10 @@ def _index_add_vjp(h, ans, g, key, shape):
     return reshape_raw(getitem(h, key=key), shape=g.shape)
 
 
-getitem_raw = primitive("getitem", _getitem_forward, [_getitem_vjp], params=("key",))
+getitem_raw = primitive("getitem", _getitem_forward, [_getitem_vjp], params=("key",),
+                        jvps=[_linear_jvp("getitem_raw")])
 index_add = primitive("index_add", _index_add_forward, [_index_add_vjp],
-                      params=("key", "shape"))
+                      params=("key", "shape"), jvps=[_linear_jvp("index_add")])
 
 
 def getitem(x, key):
@@ -859,8 +965,12 @@ def _keyed(name, key_of, params, doc):
     def vjp(g, ans, data, **kw):
         return index_add(g, key=key_of(data.shape, **kw), shape=data.shape)
 
+    def jvp(t, ans, data, **kw):   # linear: the same elements of the tangent
+        return prim_op(t, **kw)
+
     forward.__name__, vjp.__name__ = f"_{name}_forward", f"_{name}_vjp"
-    prim_op = primitive(name, forward, [vjp], params=params)
+    jvp.__name__ = f"_{name}_jvp"
+    prim_op = primitive(name, forward, [vjp], params=params, jvps=[jvp])
     names = ("data",) + params
 
     def op(*args, **kwargs):
@@ -945,8 +1055,12 @@ def _pick_vjp(g, ans, data, index, axis=-1, keepdims=False):
 # element along ``axis`` per position (indices clipped to the axis).  A primitive, not a
 # wrapper around getitem, so that compiled code (``-nd.pick(y_hat, y).log()``) has a
 # rule for it; the index is a parameter (integers: no gradient)
+def _pick_jvp(t, ans, data, index, axis=-1, keepdims=False):
+    return _pick_prim(t, index=index, axis=axis, keepdims=keepdims)   # linear in data
+
+
 _pick_prim = primitive("pick", _pick_forward, [_pick_vjp],
-                       params=("index", "axis", "keepdims"))
+                       params=("index", "axis", "keepdims"), jvps=[_pick_jvp])
 
 
 def pick(data, index, axis=-1, keepdims=False):
@@ -983,11 +1097,25 @@ def _stack_rule(index):
     return rule
 
 
+def _tangents_or_zeros(tangents, arrays):
+    return [zeros_like(a) if t is None else t for t, a in zip(tangents, arrays, strict=True)]
+
+
+def _concat_jvp(tangents, ans, *arrays, dim=1):
+    return _concat_prim(*_tangents_or_zeros(tangents, arrays), dim=dim)
+
+
+def _stack_jvp(tangents, ans, *arrays, axis=0):
+    return _stack_prim(*_tangents_or_zeros(tangents, arrays), axis=axis)
+
+
 _VARIADIC_MAX = 64
 _concat_prim = primitive("concat", _concat_forward,
-                         [_concat_rule(i) for i in range(_VARIADIC_MAX)], params=("dim",))
+                         [_concat_rule(i) for i in range(_VARIADIC_MAX)], params=("dim",),
+                         jvp=_concat_jvp)
 _stack_prim = primitive("stack", _stack_forward,
-                        [_stack_rule(i) for i in range(_VARIADIC_MAX)], params=("axis",))
+                        [_stack_rule(i) for i in range(_VARIADIC_MAX)], params=("axis",),
+                        jvp=_stack_jvp)
 
 
 def _check_variadic(name, arrays):
@@ -1049,8 +1177,10 @@ def _repeat_vjp(g, ans, x, repeats, axis=None):
     return sum(reshape_raw(g, shape=split_shape), axis=axis + 1)
 
 
-tile = primitive("tile", _tile_forward, [_tile_vjp], params=("reps",))
-repeat = primitive("repeat", _repeat_forward, [_repeat_vjp], params=("repeats", "axis"))
+tile = primitive("tile", _tile_forward, [_tile_vjp], params=("reps",),
+                 jvps=[_linear_jvp("tile")])
+repeat = primitive("repeat", _repeat_forward, [_repeat_vjp], params=("repeats", "axis"),
+                   jvps=[_linear_jvp("repeat")])
 
 
 # ----- neural-network ops ------------------------------------------------------------------
@@ -1073,9 +1203,15 @@ def _log_softmax_vjp(g, ans, x, axis=-1):
     return subtract(g, multiply(exp(ans), sum(g, axis=axis, keepdims=True)))
 
 
-softmax = primitive("softmax", _softmax_forward, [_softmax_vjp], params=("axis",))
+def _log_softmax_jvp(t, ans, x, axis=-1):
+    return subtract(t, sum(multiply(exp(ans), t), axis=axis, keepdims=True))
+
+
+# softmax's Jacobian is symmetric: its VJP rule is its JVP rule
+softmax = primitive("softmax", _softmax_forward, [_softmax_vjp], params=("axis",),
+                    jvps=[_softmax_vjp])
 log_softmax = primitive("log_softmax", _log_softmax_forward, [_log_softmax_vjp],
-                        params=("axis",))
+                        params=("axis",), jvps=[_log_softmax_jvp])
 
 
 def _one_hot_forward(indices, depth, on_value=1.0, off_value=0.0, dtype="float32"):

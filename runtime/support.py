@@ -56,7 +56,116 @@ def _build_namespaces():
             SimpleNamespace(**rules))
 
 
+def _jvp_namespace():
+    """Forward-mode rules as tangent code calls them: ``jvp.dot_0`` (per argument),
+    ``jvp.concat`` (one rule for all arguments)."""
+    rules = {}
+    for prim in P.REGISTRY.values():
+        if prim.jvp is not None:
+            rules[prim.name] = prim.jvp
+        for i, rule in enumerate(prim.jvps or ()):
+            if rule is not None:
+                rules[f"{prim.name}_{i}"] = rule
+    return SimpleNamespace(**rules)
+
+
 ops, npops, vjp = _build_namespaces()
+jvp = _jvp_namespace()
+
+
+def zero_tangent(value, batch=None):
+    """The zero tangent of a value that carries none (an active variable given an inactive
+    value, ``s = 0.0`` before a loop): zeros of its shape in a float dtype, a numpy zero
+    for a number, the same structure for a list or tuple; ``batch``: with a leading axis
+    of that many directions."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(zero_tangent(v, batch) for v in value)
+    if isinstance(value, dict):
+        return {k: zero_tangent(v, batch) for k, v in value.items()}
+    kind = type(value)
+    lead = () if batch is None else (batch,)
+    if kind is np.ndarray:
+        dtype = value.dtype if value.dtype.kind in "fc" else np.float64
+        return np.zeros(lead + value.shape, dtype)
+    dtype = value.dtype.type if isinstance(value, np.inexact) else np.float64
+    return dtype(0) if batch is None else np.zeros(lead, dtype)
+
+
+# ----- batched tangents (pb.jacfwd): a leading axis of directions -------------------------
+
+def lift(t, ans):
+    """A batched operand tangent with ones inserted after its batch axis, so that it
+    broadcasts against the result ``ans`` as its operand does (a number's against an
+    array, a row against a matrix)."""
+    missing = np.ndim(ans) - (np.ndim(t) - 1)
+    if missing <= 0:
+        return t
+    t = np.asarray(t)
+    return t.reshape(t.shape[:1] + (1,) * missing + t.shape[1:])
+
+
+def batched_like(t, ans, batch):
+    """A batched tangent of shape ``(batch,) + shape(ans)`` (broadcast or reshaped)."""
+    if isinstance(t, (list, tuple, dict)):   # a container's tangent: its items' own
+        return t
+    shape = (batch,) + P.shape_of(ans)
+    t = np.asarray(t)
+    if t.shape == shape:
+        return t
+    if t.size == int(np.prod(shape)) and t.ndim and t.shape[0] == batch:
+        return t.reshape(shape)
+    return np.ascontiguousarray(np.broadcast_to(t, shape))
+
+
+def batched_index(t, key):
+    """``value[key]``'s batched tangent: a container's item, an array's elements under
+    the batch axis."""
+    if isinstance(t, (list, tuple, dict)):
+        return t[key]
+    key = key if isinstance(key, tuple) else (key,)
+    return np.asarray(t)[(slice(None),) + key]
+
+
+def batched_join(items, axis=0, stack=False):
+    """``support.join``'s batched tangent: the pieces' tangents joined under the batch
+    axis."""
+    axis = axis + 1 if axis >= 0 else axis
+    parts = [np.asarray(i) for i in items]
+    return np.stack(parts, axis=axis) if stack else np.concatenate(parts, axis=axis)
+
+
+def batched_rule(rule, t, ans, *args, **params):
+    """A table JVP rule over a batch of tangents: once per direction, stacked."""
+    return np.stack([np.asarray(tangent_like(rule(t[b], ans, *args, **params), ans))
+                     for b in range(len(t))])
+
+
+def batched_joint(rule, tangents, ans, *args, **params):
+    """A whole-primitive JVP rule (``jvp.concat``) over a batch of tangents."""
+    batch = next(len(t) for t in tangents if t is not None)
+    return np.stack([np.asarray(tangent_like(
+        rule([None if t is None else t[b] for t in tangents], ans, *args, **params), ans))
+        for b in range(batch)])
+
+
+def tangent_like(t, ans):
+    """A tangent given the shape of its value ``ans``: contributions of broadcast operands
+    spread to the result (``x + y`` with ``y`` larger and inactive), a (1,)-shaped
+    reduction's tangent as the numpy scalar of a numpy-spelled reduction."""
+    kind = type(ans)
+    if kind is np.ndarray:
+        if type(t) is np.ndarray and t.shape == ans.shape:
+            return t
+    elif type(t) is kind:   # numbers (scalar loops): the common case, first
+        return t
+    shape = P.shape_of(ans)
+    if P.shape_of(t) == shape:
+        return t
+    if kind is not np.ndarray:   # a number: its tangent is one element
+        return np.asarray(t).reshape(-1)[0]
+    if np.size(t) == ans.size:
+        return np.reshape(t, shape)
+    return np.ascontiguousarray(np.broadcast_to(t, shape))
 
 
 def numpy_scalar(value):
