@@ -141,7 +141,7 @@ class CompiledFunction:
         raw_args = [_raw_tree(a) if isinstance(m, Kind) else
                     a._data if isinstance(a, NDArray) else a for a, m in zip(args, mask)]
         with tape.scope(recording=False, training=None):
-            out = _run_in_world(args, variant.forward, stack, *raw_args)
+            out = variant.forward(stack, *raw_args)
         if not any(mask):   # a plain forward: nothing was pushed, nothing to record
             return _convert_value(out, args)
         single = not isinstance(out, tuple)
@@ -306,6 +306,10 @@ def as_compiled(fn) -> CompiledFunction:
     """``fn`` as a CompiledFunction (plain functions are cached by code object)."""
     if isinstance(fn, CompiledFunction):
         return fn
+    if inspect.ismethod(fn):   # its __code__ is the function's, which also takes self
+        raise TypeError(f"{fn.__qualname__} is a bound method: pass its function and the "
+                        f"object, pb.grad({fn.__qualname__}, argnums=1)(obj, x), or a "
+                        "function of your own that calls it")
     code = getattr(fn, "__code__", None)
     if code is None:
         raise CompileError(f"pullback can only differentiate Python functions, got {fn!r}")
@@ -478,21 +482,16 @@ def _convert_value(out, args, differentiated=False):
 
 
 def _numpy_world(args) -> bool:
-    """Numpy arrays in and no NDArray: numpy's conventions (results, ``x.flatten()``)."""
-    return any(isinstance(a, np.ndarray) for a in args) and not any(
-        isinstance(a, NDArray) for a in args)
-
-
-def _run_in_world(args, forward, *forward_args):
-    """``forward(*forward_args)``, in numpy's world when ``args`` are numpy's."""
-    state = tape._state
-    if not _numpy_world(args) or state.numpy_world:
-        return forward(*forward_args)
-    state.numpy_world = True
-    try:
-        return forward(*forward_args)
-    finally:
-        state.numpy_world = False
+    """Numpy arrays in and no NDArray (inside containers too): numpy's conventions for
+    the results."""
+    leaves = []
+    for a in args:
+        if isinstance(a, (dict, list, tuple)):
+            map_leaves(leaves.append, a)
+        else:
+            leaves.append(a)
+    return any(isinstance(a, np.ndarray) for a in leaves) and not any(
+        isinstance(a, NDArray) for a in leaves)
 
 
 def value_and_grad(fn, argnums=0):
@@ -552,10 +551,10 @@ def _gradient_runner(fn, argnums):
         stack = Stack()
         if tape.is_recording():   # NDArrays the function reads (globals) must not record
             with tape.scope(recording=False, training=None):
-                out = _run_in_world(args, forward, stack, *internal)
+                out = forward(stack, *internal)
                 grads = adjoint(stack, _ones(out))
         else:
-            out = _run_in_world(args, forward, stack, *internal)
+            out = forward(stack, *internal)
             grads = adjoint(stack, _ones(out))
         results = _convert_grads(grads, internal, args, nums)
         return args, out, (results[0] if single else tuple(results))
@@ -578,7 +577,7 @@ def vjp(fn, *args, argnums=None):
     if done is None:
         stack = Stack()
         with tape.scope(recording=False, training=None):
-            out = _run_in_world(args, variant.forward, stack, *internal)
+            out = variant.forward(stack, *internal)
     else:
         out = done[0]
     shown = _convert_value(out, args, differentiated=True)
@@ -594,7 +593,7 @@ def vjp(fn, *args, argnums=None):
             if stack is None:   # the native forward ran; the Python road needs its stack
                 stack = Stack()
                 with tape.scope(recording=False, training=None):
-                    _run_in_world(args, variant.forward, stack, *internal)
+                    variant.forward(stack, *internal)
             with tape.scope(recording=False, training=None):
                 grads = variant.adjoint(copy.copy(stack), head)   # each call pops a copy
         results = _convert_grads(grads, internal, args, nums)

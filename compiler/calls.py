@@ -452,6 +452,11 @@ def _describe_method(parsed, call, func) -> Operation:
         return Operation("inert", cut=[call], label=f".{method}()")
     if method in SEVERING_METHODS:
         return Operation("severs", args=[func.value], cut=list(call.args), label=f".{method}()")
+    if method == "flatten":
+        raise error_at(parsed, call, "x.flatten() is numpy's (size,) for a numpy array but "
+                       "MXNet's (n, rest) for an NDArray, and compiled code cannot tell "
+                       "which x is", "What to do: write x.reshape(-1) (numpy's) or "
+                       "nd.flatten(x) (MXNet's).")
     prim_name = METHODS.get(method)
     if prim_name is None:
         mutates = [] if method in PURE_METHODS else [func.value]

@@ -62,14 +62,14 @@ def is_atom(node) -> bool:
 #: these names is renamed (``rename_generated``, ``implicit.hidden_names``): it would
 #: shadow the generated code's own, or be shadowed by it.
 GENERATED_NAMES = frozenset({
-    "support", "ops", "npops", "vjp", "_stack", "_np", "_kernels", "grads", "outputs",
-    "result_grad", "_result", "_returned",
+    "support", "ops", "npops", "vjp", "jvp", "_stack", "_np", "_kernels", "grads", "outputs",
+    "result_grad", "_result", "_returned", "_batch",
 })
 
 
 def reserved_for(fn_name: str) -> frozenset:
     """The generated names of the function ``fn_name``'s module."""
-    return GENERATED_NAMES | {f"{fn_name}_forward", f"{fn_name}_adjoint"}
+    return GENERATED_NAMES | {f"{fn_name}_forward", f"{fn_name}_adjoint", f"{fn_name}_tangent"}
 
 
 def rename_generated(fn: gast.FunctionDef, namer) -> None:

@@ -88,13 +88,30 @@ def parse_function(fn) -> ParsedFunction:
         tree = _lambda_as_function(module, fn, filename, first_line)
     if not isinstance(tree, gast.FunctionDef):
         raise CompileError(f"{fn!r} is not a plain function definition", filename, first_line)
-    if fn.__name__ != "<lambda>" and not _same_code(dedented, code):
+    in_class = "." in fn.__qualname__ and fn.__qualname__.split(".")[-2] != "<locals>"
+    private = _mangled_name(tree) if in_class else None
+    if private is not None:
+        raise CompileError(f"{fn.__qualname__} uses the private name {private!r}, which Python "
+                           "renames inside a class (name mangling); pullback does not follow "
+                           "it: use a name with at most one leading underscore", filename,
+                           first_line)
+    if not _same_code(dedented, code):
         raise CompileError(
             f"the source of {fn.__qualname__} in {filename} is not the code Python runs: the "
             "file changed after it was imported (pullback reads the file); reload the module "
             "(importlib.reload) or restart the interpreter", filename, first_line)
     tree.decorator_list = []
     return ParsedFunction(fn, tree, filename, first_line, indent, lines)
+
+
+def _mangled_name(tree) -> str | None:
+    """A ``__name`` (not a dunder) the function reads or writes, if any."""
+    for node in gast.walk(tree):
+        name = node.attr if isinstance(node, gast.Attribute) else \
+            node.id if isinstance(node, gast.Name) else None
+        if name and name.startswith("__") and not name.endswith("__"):
+            return name
+    return None
 
 
 def _same_code(source: str, code) -> bool:

@@ -70,7 +70,6 @@ class NDArray:
         "_data",
         "_grad",
         "_grad_req",
-        "_mask",
         "_node",
         "_users",
         "_version",
@@ -84,7 +83,6 @@ class NDArray:
         self._node = None
         self._grad = None
         self._grad_req = None
-        self._mask = False   # the 0/1 result of a comparison (an ambiguous index)
         self._base = None
         self._version = 0
         self._users = 0
@@ -272,10 +270,10 @@ class NDArray:
         (self if self._base is None else self._base)._version += 1
 
     def __setitem__(self, key, value) -> None:
-        self._assign(index_key(key), value)
+        self._assign(index_key(key, self.shape), value)
 
     def __getitem__(self, key) -> NDArray:
-        return _ops().getitem(self, index_key(key))
+        return _ops().getitem(self, index_key(key, self.shape))
 
     # ----- conversion and methods ------------------------------------------
     def astype(self, dtype, copy: bool = True) -> NDArray:
@@ -316,23 +314,25 @@ class NDArray:
         return _ops().abs(self)
 
 
-#: Primitives whose 0/1 result MXNet would use as indices 0 and 1 where numpy masks.
-COMPARISONS = frozenset({"equal", "not_equal", "lesser", "lesser_equal", "greater",
-                         "greater_equal"})
+def index_key(key, shape=None):
+    """Turn NDArrays inside an index into integer numpy arrays.
 
-
-def index_key(key):
-    """Turn NDArrays inside an index into integer numpy arrays."""
+    ``shape``: the indexed array's.  A float index of 0s and 1s shaped like it (or its
+    leading axes) is refused: MXNet 1.x reads it as the indices 0 and 1, numpy -- and
+    compiled code, where a comparison is boolean -- as a mask (``x[x > 0]``)."""
     if isinstance(key, NDArray):
-        if key._mask:
+        data = key._data
+        if (shape is not None and data.dtype.kind == "f" and data.ndim
+                and data.shape == tuple(shape[:data.ndim])
+                and bool(((data == 0) | (data == 1)).all())):
             raise MaskIndexError(
-                "indexing with the result of a comparison (x[x > 0]) is ambiguous: MXNet "
-                "1.x reads its 0/1 values as the indices 0 and 1, numpy (and pullback's "
-                "compiled code) as a boolean mask; say which: nd.where(mask, x, 0) or a "
-                "mask in numpy, or mask.astype('int64') for MXNet's indices")
+                "indexing with an array of 0s and 1s shaped like the array (x[x > 0]) is "
+                "ambiguous: MXNet 1.x reads it as the indices 0 and 1, numpy (and "
+                "pullback's compiled code) as a boolean mask; say which: nd.where(mask, x, "
+                "0) or a mask in numpy, or mask.astype('int64') for MXNet's indices")
         return key._data.astype(np.int64)
     if isinstance(key, tuple):
-        return tuple(index_key(k) for k in key)
+        return tuple(index_key(k) for k in key)   # a mask is one key: only alone
     return key
 
 

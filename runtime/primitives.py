@@ -37,7 +37,6 @@ import numpy as np
 
 from .errors import InPlaceError
 from .ndarray import NDArray, as_data
-from .tape import _state as tape_state
 from .tape import apply
 
 
@@ -878,8 +877,6 @@ def _squeeze_forward(x, axis=None):
 
 
 def _flatten_forward(x):
-    if tape_state.numpy_world:   # numpy's x.flatten() in compiled numpy code: (size,)
-        return x.reshape(-1)
     return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(x.shape[0], 1)
 
 

@@ -44,13 +44,6 @@ class _State(threading.local):
     recording = False
     training = False
     backward_pass = None   # the serial of the backward pass running in this thread
-    # compiled code called with numpy arrays (no NDArray): a method whose meaning
-    # differs (``x.flatten()``) takes numpy's, not MXNet's (``compiler.api``)
-    numpy_world = False
-
-
-def numpy_world() -> bool:
-    return _state.numpy_world
 
 
 _state = _State()
@@ -279,8 +272,6 @@ def apply(prim, args, params):
     result = NDArray(data)
     if owner is not None:
         result._base = owner
-    if prim.name in COMPARISONS:
-        result._mask = True
     recording = _state.recording
     if history:
         if not recording:   # e.g. a rule run by backward() without create_graph
@@ -551,4 +542,4 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
 # ndarray.py and primitives.py import this module, so they are bound last (any import
 # order works: each of the three modules imports the others at its end or uses them late).
 from . import primitives
-from .ndarray import COMPARISONS, NDArray, as_data
+from .ndarray import NDArray, as_data

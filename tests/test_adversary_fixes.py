@@ -200,21 +200,52 @@ def test_a_user_name_like_a_generated_one(name, fuse, tmp_path, monkeypatch):
                                        atol=1e-9, err_msg=f"{name} {fn.__name__} arg {k}")
 
 
-# ----- x.flatten(): numpy's for numpy arrays, MXNet's for NDArrays -------------------------
+# ----- x.flatten() is refused: numpy's (size,) or MXNet's (n, rest)? ------------------------
 
 def weighted_flatten(x):
     return np.sum(x.flatten() * np.arange(1.0, 1.0 + x.size))
 
 
-def flatten_shape(x):
-    return x.flatten() * 2.0
+def reshaped_flat(x):
+    return np.sum(x.reshape(-1) * np.arange(1.0, 1.0 + x.size))
 
 
-def test_flatten_follows_the_arguments_world():
+def nd_flattened(x):
+    return nd.flatten(x) * 2.0
+
+
+def test_flatten_method_is_refused_and_its_spellings_work():
     x = np.random.default_rng(0).random((2, 3))
-    np.testing.assert_allclose(pb.grad(weighted_flatten)(x),
-                               central_gradient(weighted_flatten, (x,), 0), rtol=1e-7)
-    assert pb.compile(flatten_shape)(x).shape == (6,)
-    assert pb.compile(flatten_shape)(nd.array(x)).shape == (2, 3)   # MXNet's: (n, rest)
+    for args in ((x,), (nd.array(x),)):
+        with pytest.raises(pb.CompileError, match="cannot tell"):
+            pb.compile(weighted_flatten)(*args)
+    np.testing.assert_allclose(pb.grad(reshaped_flat)(x),
+                               central_gradient(reshaped_flat, (x,), 0), rtol=1e-7)
     v = nd.array(np.ones((3, 1, 2)))
-    assert pb.compile(flatten_shape)(v).shape == (3, 2) == nd.flatten(v).shape
+    assert pb.compile(nd_flattened)(v).shape == (3, 2)
+
+
+# ----- bound methods and private (mangled) names: clear errors, not misleading ones --------
+
+class _Model:
+    def __init__(self):
+        self.w = 2.0
+        self.__v = 3.0
+
+    def loss(self, x):
+        return x * self.w
+
+    def private_loss(self, x):
+        return x * self.__v
+
+
+def test_a_bound_method_is_refused_with_the_spelling_that_works():
+    model = _Model()
+    with pytest.raises(TypeError, match="bound method"):
+        pb.grad(model.loss)(1.0)
+    assert pb.grad(_Model.loss, argnums=1)(model, 1.0) == 2.0
+
+
+def test_a_name_mangled_attribute_is_refused_not_called_an_edited_file():
+    with pytest.raises(pb.CompileError, match="name mangling"):
+        pb.grad(_Model.private_loss, argnums=1)(_Model(), 1.0)

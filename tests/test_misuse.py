@@ -556,9 +556,12 @@ def test_a_numpy_function_of_a_recorded_ndarray_is_refused(call):
 
 # ----- x[x > 0] on the tape: MXNet's indices or numpy's mask? Refused, never a guess ------
 
-def test_indexing_with_a_comparison_result_is_refused_on_the_tape():
+def test_indexing_with_a_0_1_array_shaped_like_the_array_is_refused_on_the_tape():
     x = variable([-0.5, 0.2, 0.7])
-    for build in (lambda: x > 0, lambda: x == 0.2, lambda: nd.greater(x, 0)):
+    for build in (lambda: x > 0, lambda: x == 0.2, lambda: nd.greater(x, 0),
+                  lambda: (x > 0).copy(), lambda: (x > 0).detach(), lambda: (x > 0)[:],
+                  lambda: (x > 0).reshape((-1,)), lambda: nd.concat(x > 0, dim=0),
+                  lambda: (x > 0) * 1.0, lambda: nd.array([1.0, 0.0, 1.0])):
         with pytest.raises(pb.MaskIndexError, match="ambiguous"):
             x[build()]
         with ag.record(), pytest.raises(IndexError, match="ambiguous"):
@@ -568,3 +571,5 @@ def test_indexing_with_a_comparison_result_is_refused_on_the_tape():
         y = x[(x > 0).astype("int64")].sum()
     y.backward()
     np.testing.assert_array_equal(x.grad.asnumpy(), [1.0, 2.0, 0.0])
+    # 0/1 indices of another shape than the array are indices, as in MXNet
+    np.testing.assert_array_equal(x[nd.array([1.0, 0.0])].asnumpy(), [0.2, -0.5])
