@@ -31,6 +31,7 @@ from pullback.runtime.support import SCALAR_REDUCTIONS
 from .analysis import maybe_undefined
 from .calls import _resolve
 from .fuse import doubled, formula_names, numpy_source, substitute
+from .fuse import reads as kernel_reads
 
 
 SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read"}
@@ -83,7 +84,11 @@ class ReverseTransform:
         self.loads = {}   # how often the function reads each name
         self.tested = {}   # ... as the test of an ``if`` or ``while``
         self.compared = {}   # name -> targets of the comparisons that read it
+        self.kernel_results = {}   # fusedK -> its kernel (a tuple of that many outputs)
         for n in gast.walk(fn):
+            if isinstance(n, gast.Assign) and id(n) in analysis.ops \
+                    and analysis.ops[id(n)].kind == "kernel":
+                self.kernel_results[n.targets[0].id] = analysis.ops[id(n)].callee
             if isinstance(n, gast.Name) and isinstance(n.ctx, gast.Load):
                 self.loads[n.id] = self.loads.get(n.id, 0) + 1
             elif isinstance(n, (gast.If, gast.While)) and isinstance(n.test, gast.Name):
@@ -141,7 +146,7 @@ class ReverseTransform:
         out = Lines()
         value = following.targets[0].id
         if id(following) in self.a.pushes:
-            out.add(f"_stack.push({value}, {self.tag(value, following)})")
+            out.add(self.push(value, following))
         out.add(f"{value} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
         return out
 
@@ -166,7 +171,7 @@ class ReverseTransform:
         out = Lines()
         target = s.targets[0].id
         if id(s) in self.a.pushes:
-            out.add(f"_stack.push({target}, {self.tag(target, s)})")
+            out.add(self.push(target, s))
         op = self.a.op(s)
         if self.only_compared(s):
             out.add(f"{target} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
@@ -176,6 +181,13 @@ class ReverseTransform:
             out.add(f"support.check_rebind({target}, {where!r})")
         out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
+
+    def push(self, name: str, node) -> str:
+        """Saving the old value of ``name`` before ``node`` overwrites it: the value, or,
+        when the adjoint reads only its shape and dtype (``analysis.shape_only``), a
+        stand-in without data (``support.like``)."""
+        value = f"support.like({name})" if name in self.a.shape_only else name
+        return f"_stack.push({value}, {self.tag(name, node)})"
 
     def forward_value(self, value, op, target) -> str:
         """The right-hand side as the generated forward computes it (on raw arrays)."""
@@ -281,7 +293,7 @@ class ReverseTransform:
         record = bool(self.reverse_block(s.body))
         target = s.target.id
         if id(s) in self.a.pushes:
-            out.add(f"_stack.push({target}, {self.tag(target, s)})")
+            out.add(self.push(target, s))
         out.add(f"for {target} in {unparse(s.iter)}:")
         out.extend(self.forward_block(s.body) or self._pass(), 1)
         if record:
@@ -466,7 +478,12 @@ class ReverseTransform:
     def rule_index(self, s, op, g, ans) -> Lines:
         out = Lines()
         v = op.args[0]
-        if self.a.is_active_atom(v):
+        kernel = self.kernel_results.get(v.id) if isinstance(v, gast.Name) else None
+        if kernel is not None and self.a.is_active_atom(v):   # its length is known
+            acc = self.grad(v.id)
+            out.add(f"{acc} = support.item_grad_into({acc}, {g}, {unparse(op.params[0])}, "
+                    f"{len(kernel.outputs)})")
+        elif self.a.is_active_atom(v):
             acc = self.grad(v.id)
             out.add(f"{acc} = support.index_grad({acc}, {g}, {v.id}, {key_source(op.params[0])})")
         return out
@@ -561,12 +578,45 @@ class ReverseTransform:
         adjoint_src = "\n".join([head] + adjoint.render(1))
         return forward_src, adjoint_src
 
-    def adjoint_reads(self) -> set:
-        """The names the adjoint body loads (what it needs from the forward)."""
+    def adjoint_reads(self) -> tuple:
+        """``(values, shapes)``: the names whose values the adjoint body reads, and those
+        it reads somewhere only for their shape and dtype -- the second argument of
+        ``support.unbroadcast`` and ``support.index_grad``, and what a kernel's VJP is
+        passed but does not read (``fuse.reads``).  ``t_out = t`` (the result kept while
+        ``t`` is restored) reads ``t`` the way ``t_out`` is read."""
         body = self.reverse_block(self.fn.body)
         text = "\n".join(["def adjoint():", "    pass"] + body.render(1))
-        return {n.id for n in ast.walk(ast.parse(text))
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        tree = ast.parse(text)
+        kernels = {k.name: k for k in self.kernel_results.values()}
+        shape_nodes = set()
+        for n in ast.walk(tree):
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+                continue
+            owner = n.func.value.id if isinstance(n.func.value, ast.Name) else None
+            if owner == "support" and n.func.attr in ("unbroadcast", "index_grad"):
+                position = 1 if n.func.attr == "unbroadcast" else 2
+                shape_nodes.add(id(n.args[position]))
+            elif owner in kernels and n.func.attr == "vjp":
+                kernel = kernels[owner]
+                read = kernel_reads(kernel)
+                if not read & set(kernel.outputs):
+                    shape_nodes.add(id(n.args[1]))
+                for arg, name in zip(n.args[2:], kernel.inputs, strict=True):
+                    if name not in read:
+                        shape_nodes.add(id(arg))
+        aliases, copies = {}, set()
+        for n in ast.walk(tree):
+            if (isinstance(n, ast.Assign) and len(n.targets) == 1
+                    and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Name)
+                    and n.targets[0].id.endswith("_out")):
+                aliases[n.targets[0].id] = n.value.id
+                copies.add(id(n.value))   # the copy is not a read: its uses are
+        values, shapes = set(), set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in copies:
+                name = aliases.get(n.id, n.id)
+                (shapes if id(n) in shape_nodes else values).add(name)
+        return values, shapes
 
     def result_gradient(self) -> Lines:
         out = Lines()
