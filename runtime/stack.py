@@ -57,8 +57,9 @@ class Stack:
 
 
 def held_bytes(values) -> int:
-    """The bytes of array data reachable from ``values`` (lists, tuples, ranges skipped),
-    each underlying buffer counted once."""
+    """The bytes of array data reachable from ``values`` (through lists and tuples; ranges
+    and bools are free), each underlying buffer and each number object counted once (8
+    bytes).  The stack's own slots (8 bytes per push) are not included: ``len(stack)``."""
     import numpy as np
 
     seen, total, todo = set(), 0, list(values)
@@ -73,6 +74,8 @@ def held_bytes(values) -> int:
             if id(base) not in seen:
                 seen.add(id(base))
                 total += base.nbytes
-        elif isinstance(v, (int, float, complex)) and not isinstance(v, bool):
+        elif isinstance(v, (int, float, complex)) and not isinstance(v, bool) \
+                and id(v) not in seen:
+            seen.add(id(v))
             total += 8
     return total

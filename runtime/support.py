@@ -143,8 +143,8 @@ def like(value):
     """What the forward saves of a value whose every adjoint read is of its shape or dtype
     only (``unbroadcast(g, x)``, a kernel VJP's input it never reads): an array becomes a
     read-only broadcast of one element of its dtype (no data, the same object for every
-    array of that shape and dtype); a tuple of them, item by item; anything else (numbers,
-    lists, None) is itself, as cheap to keep as a stand-in."""
+    array of that shape and dtype); a number, one ``1`` of its type (shared); a tuple of
+    them, item by item; anything else (lists, None, bools) is itself."""
     kind = type(value)
     if kind is np.ndarray:
         key = (value.dtype, value.shape)
@@ -156,6 +156,11 @@ def like(value):
         return found
     if kind is tuple:
         return tuple([like(v) for v in value])
+    if kind is float or kind is int or isinstance(value, np.generic):
+        found = _LIKE.get(kind)   # a number's stand-in: one 1 of its type (no new object)
+        if found is None:
+            found = _LIKE[kind] = kind(1)
+        return found
     return value
 
 
