@@ -23,6 +23,8 @@ materialised.
 from __future__ import annotations
 
 import ast
+import dis
+import functools
 
 import gast
 
@@ -50,6 +52,26 @@ def key_source(node) -> str:
     if isinstance(node, gast.Tuple):
         return "(" + "".join(key_source(e) + ", " for e in node.elts) + ")"
     return unparse(node)
+
+
+@functools.lru_cache(maxsize=None)
+def _loads_parameter(rule, index: int) -> bool:
+    """Whether the function ``rule`` may read its positional parameter ``index`` (its
+    bytecode loads it, or cannot be inspected): a rule that never loads ``ans`` can be
+    passed None for it."""
+    code = getattr(rule, "__code__", None)
+    if code is None or index >= code.co_argcount or code.co_flags & 0x0C \
+            or "locals" in code.co_names or "vars" in code.co_names:
+        return True
+    name = code.co_varnames[index]
+    if name in code.co_cellvars:
+        return True
+    for instruction in dis.get_instructions(code):
+        if instruction.opname.startswith("LOAD") or instruction.opname.startswith("DELETE"):
+            value = instruction.argval
+            if value == name or (isinstance(value, tuple) and name in value):
+                return True
+    return False
 
 
 class Lines:
@@ -420,6 +442,8 @@ class ReverseTransform:
         out = Lines()
         operands = [self.operand(a) for a in op.args]
         params = self.keywords(op)
+        if not self.reads_result(op):
+            ans = "None"   # no rule reads it (``_loads_parameter``): it need not be kept
         for i, a in enumerate(op.args):
             if not self.a.is_active_atom(a) or not op.prim.vjps or op.prim.vjps[i] is None:
                 continue
@@ -436,9 +460,14 @@ class ReverseTransform:
         return unparse(atom)
 
     def reads_result(self, op) -> bool:
-        """Whether the adjoint of ``op`` reads its result (``ans``)."""
-        if not op.elementwise:
+        """Whether the adjoint of ``op`` reads its result (``ans``): an elementwise one if
+        a scalar derivative names it, another if one of its active rules loads it (else
+        the rules are passed None for it, and the result need not be kept)."""
+        if op.kind != "prim":
             return True
+        if not op.elementwise:
+            return any(_loads_parameter(rule, 1) for a, rule in zip(op.args, op.prim.vjps or ())
+                       if rule is not None and self.a.is_active_atom(a))
         return any(f is not None and "ans" in formula_names(f) and self.a.is_active_atom(a)
                    for f, a in zip(op.prim.scalar_vjps, op.args, strict=True))
 
