@@ -46,6 +46,7 @@ class Analysis:
     active_params: list = field(default_factory=list)
     locals: set = field(default_factory=set)
     pushes: set = field(default_factory=set)   # ids of assignments that push the old value
+    shape_only: set = field(default_factory=set)   # needed for their shape and dtype only
     containers: set = field(default_factory=set)   # locals that hold lists or tuples
     shared_updates: set = field(default_factory=set)   # ids of ``x += v`` where x may be shared
     kinds: dict = field(default_factory=dict)   # local -> Kind (compiler/pytree.py)
@@ -660,15 +661,21 @@ def _check_severed(parsed, fn, assignments, ops, active_params) -> None:
                            "x.detach() to stop the gradient on purpose.")
 
 
-def narrow_needed(fn: gast.FunctionDef, analysis: Analysis, reads: set) -> None:
-    """Keep as ``needed`` only what the emitted adjoint really reads, and decide the
-    pushes again.
+def narrow_needed(fn: gast.FunctionDef, analysis: Analysis, reads: tuple) -> None:
+    """THE decision of what the forward saves: keep as ``needed`` only what the emitted
+    adjoint really reads, and decide the pushes again.
 
     ``analyze`` counts every operand of an active operation as needed; the
     adjoint's inline derivatives often read fewer (``b * 2`` reads neither ``b``
-    nor its result).  ``reads`` are the names the adjoint loads, found by
-    emitting it once; emitting it again with fewer pushes loads the same names.
+    nor its result), and a kernel's VJP reads only what its derivatives name
+    (``fuse.reads``).  ``reads`` is ``(values, shapes)`` from emitting the adjoint
+    once (``ReverseTransform.adjoint_reads``): a name outside both is never saved,
+    however often it is overwritten (restoring it would serve nobody); a name read
+    only for its shape and dtype is ``shape_only``: its pushes save a stand-in without
+    data.  Emitting the adjoint again with fewer pushes loads the same names, or fewer.
     """
-    analysis.needed &= reads
+    values, shapes = reads
+    analysis.needed &= values | shapes
+    analysis.shape_only = (analysis.needed & shapes) - values
     analysis.pushes = set()
     decide_pushes(fn.body, analysis)

@@ -438,6 +438,12 @@ def vjp_program(kernel: Kernel) -> tuple:
     return grad_params, tuple(kernel.outputs), tuple(kernel.inputs), tuple(statements), results
 
 
+def reads(kernel: Kernel) -> frozenset:
+    """The inputs and outputs whose values the kernel's VJP reads (``fused.program_reads``,
+    the one definition); the others it is passed for their shapes only."""
+    return fused.program_reads(vjp_program(kernel), kernel.one_pass)
+
+
 def _reduction_seed(kernel: Kernel, g: str, fresh, statements: list) -> str:
     """The gradient of the reduced value ``t`` given the result's gradient ``g`` (appending
     the tie count a max or min needs to ``statements``): the primitive's VJP rule."""

@@ -650,8 +650,23 @@ def _index_grad(node, args):
     return index_grad(args[0], args[1], args[2], key.value)
 
 
+def _item_grad_into(node, args):
+    key, length = node.args[2], node.args[3]
+    if not (isinstance(key, gast.Constant) and isinstance(length, gast.Constant)):
+        raise NotTyped("support.item_grad_into by a computed key")
+    return index_grad(args[0], args[1], Tup((NONE,) * length.value), key.value)
+
+
+def _like(node, args):
+    t = args[0]
+    if t is NONE or isinstance(inner(t), (Num, Tup)):
+        return t   # natively a number's stand-in is the number: only its type is read
+    raise NotTyped(f"support.like of a {t}")
+
+
 _CALLS = {
     "range": _range, "reversed": _reversed, "len": _len,
+    "support.like": _like, "support.item_grad_into": _item_grad_into,
     "support.add_grads": lambda node, args: add_grads(*args),
     "support.unbroadcast": _unbroadcast, "support.item_grad": _item_grad,
     "support.index_grad": _index_grad, "support.double": _double,

@@ -892,18 +892,34 @@ class _Lowering:
             v = b.insert_value(v, item.v, k)
         return _Value(v, t)
 
+    def call_support_like(self, node, args):
+        return args[0]   # a shape-only stand-in: natively, the value itself (numbers)
+
+    def call_support_item_grad_into(self, node, args):
+        total, g = args[0], args[1]
+        key, n = node.args[2].value, node.args[3].value
+        rt = infer.index_grad(total.t, g.t, infer.Tup((NONE,) * n), key)
+        if g.t is NONE:
+            return total
+        return self._tuple_item_grad(total, g, key, n, rt, self.present(g))
+
     def call_support_index_grad(self, node, args):
         total, g, value = args[0], args[1], args[2]
         key = node.args[3].value
         rt = infer.index_grad(total.t, g.t, value.t, key)
         if g.t is NONE or value.t is RANGE:
             return total
+        n = len(inner(value.t).items)
+        return self._tuple_item_grad(total, g, key, n, rt,
+                                     self.b.and_(self.present(g), self.present(value)))
+
+    def _tuple_item_grad(self, total, g, key, n, rt, present):
+        """``total`` (a gradient list of ``n`` items, or None) with ``g`` added to item
+        ``key`` where ``present``."""
         b = self.b
-        tuple_t = inner(value.t)
         slot = self.alloca(ltype(rt), "index_grad")
         b.store(self.coerce(total, rt), slot)
-        with b.if_then(b.and_(self.present(g), self.present(value))):
-            n = len(tuple_t.items)
+        with b.if_then(present):
             base_t = inner(total.t)
             with b.if_else(self.present(total)) as (have_list, new_list):
                 for present_case in (have_list, new_list):

@@ -107,7 +107,9 @@ def transform(parsed, mask, variant_for, meta=None):
     narrow_needed(fn, analysis, reads)
     transformer = ReverseTransform(parsed, fn, analysis, callee_ref)
     forward_src, adjoint_src = transformer.sources(fn.name)
-    unsaved = (transformer.adjoint_reads() & analysis.locals) - analysis.needed
+    values, shapes = transformer.adjoint_reads()
+    unsaved = ((values | shapes) & analysis.locals) - analysis.needed
+    unsaved |= (values & analysis.shape_only)   # a stand-in's values would be read
     if unsaved:   # an internal error: the adjoint would read a value the forward lost
         raise RuntimeError(f"pullback bug: the adjoint of {fn.name}() reads "
                            f"{sorted(unsaved)} but the forward does not keep them")

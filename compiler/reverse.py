@@ -23,6 +23,8 @@ materialised.
 from __future__ import annotations
 
 import ast
+import dis
+import functools
 
 import gast
 
@@ -32,6 +34,7 @@ from .analysis import maybe_undefined
 from .calls import _resolve
 from .fuse import doubled, formula_names, numpy_source, substitute
 from .normalize import GENERATED_NAMES
+from .fuse import reads as kernel_reads
 
 
 SUPPORT_METHODS = {"asscalar", "asnumpy", "item", "detach", "wait_to_read", "keys"}
@@ -50,6 +53,26 @@ def key_source(node) -> str:
     if isinstance(node, gast.Tuple):
         return "(" + "".join(key_source(e) + ", " for e in node.elts) + ")"
     return unparse(node)
+
+
+@functools.lru_cache(maxsize=None)
+def _loads_parameter(rule, index: int) -> bool:
+    """Whether the function ``rule`` may read its positional parameter ``index`` (its
+    bytecode loads it, or cannot be inspected): a rule that never loads ``ans`` can be
+    passed None for it."""
+    code = getattr(rule, "__code__", None)
+    if code is None or index >= code.co_argcount or code.co_flags & 0x0C \
+            or "locals" in code.co_names or "vars" in code.co_names:
+        return True
+    name = code.co_varnames[index]
+    if name in code.co_cellvars:
+        return True
+    for instruction in dis.get_instructions(code):
+        if instruction.opname.startswith("LOAD") or instruction.opname.startswith("DELETE"):
+            value = instruction.argval
+            if value == name or (isinstance(value, tuple) and name in value):
+                return True
+    return False
 
 
 class Lines:
@@ -85,7 +108,11 @@ class ReverseTransform:
         self.loads = {}   # how often the function reads each name
         self.tested = {}   # ... as the test of an ``if`` or ``while``
         self.compared = {}   # name -> targets of the comparisons that read it
+        self.kernel_results = {}   # fusedK -> its kernel (a tuple of that many outputs)
         for n in gast.walk(fn):
+            if isinstance(n, gast.Assign) and id(n) in analysis.ops \
+                    and analysis.ops[id(n)].kind == "kernel":
+                self.kernel_results[n.targets[0].id] = analysis.ops[id(n)].callee
             if isinstance(n, gast.Name) and isinstance(n.ctx, gast.Load):
                 self.loads[n.id] = self.loads.get(n.id, 0) + 1
             elif isinstance(n, (gast.If, gast.While)) and isinstance(n.test, gast.Name):
@@ -154,7 +181,7 @@ class ReverseTransform:
         out = Lines()
         value = following.targets[0].id
         if id(following) in self.a.pushes:
-            out.add(f"_stack.push({value}, {self.tag(value, following)})")
+            out.add(self.push(value, following))
         out.add(f"{value} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
         return out
 
@@ -179,7 +206,7 @@ class ReverseTransform:
         out = Lines()
         target = s.targets[0].id
         if id(s) in self.a.pushes:
-            out.add(f"_stack.push({target}, {self.tag(target, s)})")
+            out.add(self.push(target, s))
         op = self.a.op(s)
         if self.only_compared(s):
             out.add(f"{target} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
@@ -196,6 +223,13 @@ class ReverseTransform:
             return out
         out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
+
+    def push(self, name: str, node) -> str:
+        """Saving the old value of ``name`` before ``node`` overwrites it: the value, or,
+        when the adjoint reads only its shape and dtype (``analysis.shape_only``), a
+        stand-in without data (``support.like``)."""
+        value = f"support.like({name})" if name in self.a.shape_only else name
+        return f"_stack.push({value}, {self.tag(name, node)})"
 
     def forward_value(self, value, op, target) -> str:
         """The right-hand side as the generated forward computes it (on raw arrays)."""
@@ -305,7 +339,7 @@ class ReverseTransform:
         record = bool(self.reverse_block(s.body))
         target = s.target.id
         if id(s) in self.a.pushes:
-            out.add(f"_stack.push({target}, {self.tag(target, s)})")
+            out.add(self.push(target, s))
         out.add(f"for {target} in {unparse(s.iter)}:")
         out.extend(self.forward_block(s.body) or self._pass(), 1)
         if record:
@@ -432,6 +466,8 @@ class ReverseTransform:
         out = Lines()
         operands = [self.operand(a) for a in op.args]
         params = self.keywords(op)
+        if not self.reads_result(op):
+            ans = "None"   # no rule reads it (``_loads_parameter``): it need not be kept
         for i, a in enumerate(op.args):
             if not self.a.is_active_atom(a) or not op.prim.vjps or op.prim.vjps[i] is None:
                 continue
@@ -448,9 +484,14 @@ class ReverseTransform:
         return unparse(atom)
 
     def reads_result(self, op) -> bool:
-        """Whether the adjoint of ``op`` reads its result (``ans``)."""
-        if not op.elementwise:
+        """Whether the adjoint of ``op`` reads its result (``ans``): an elementwise one if
+        a scalar derivative names it, another if one of its active rules loads it (else
+        the rules are passed None for it, and the result need not be kept)."""
+        if op.kind != "prim":
             return True
+        if not op.elementwise:
+            return any(_loads_parameter(rule, 1) for a, rule in zip(op.args, op.prim.vjps or ())
+                       if rule is not None and self.a.is_active_atom(a))
         return any(f is not None and "ans" in formula_names(f) and self.a.is_active_atom(a)
                    for f, a in zip(op.prim.scalar_vjps, op.args, strict=True))
 
@@ -490,7 +531,12 @@ class ReverseTransform:
     def rule_index(self, s, op, g, ans) -> Lines:
         out = Lines()
         v = op.args[0]
-        if self.a.is_active_atom(v):
+        kernel = self.kernel_results.get(v.id) if isinstance(v, gast.Name) else None
+        if kernel is not None and self.a.is_active_atom(v):   # its length is known
+            acc = self.grad(v.id)
+            out.add(f"{acc} = support.item_grad_into({acc}, {g}, {unparse(op.params[0])}, "
+                    f"{len(kernel.outputs)})")
+        elif self.a.is_active_atom(v):
             acc = self.grad(v.id)
             out.add(f"{acc} = support.index_grad({acc}, {g}, {v.id}, {key_source(op.params[0])})")
         return out
@@ -647,12 +693,45 @@ class ReverseTransform:
         adjoint_src = "\n".join([head] + adjoint.render(1))
         return forward_src, adjoint_src
 
-    def adjoint_reads(self) -> set:
-        """The names the adjoint body loads (what it needs from the forward)."""
+    def adjoint_reads(self) -> tuple:
+        """``(values, shapes)``: the names whose values the adjoint body reads, and those
+        it reads somewhere only for their shape and dtype -- the second argument of
+        ``support.unbroadcast`` and ``support.index_grad``, and what a kernel's VJP is
+        passed but does not read (``fuse.reads``).  ``t_out = t`` (the result kept while
+        ``t`` is restored) reads ``t`` the way ``t_out`` is read."""
         body = self.reverse_block(self.fn.body)
         text = "\n".join(["def adjoint():", "    pass"] + body.render(1))
-        return {n.id for n in ast.walk(ast.parse(text))
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        tree = ast.parse(text)
+        kernels = {k.name: k for k in self.kernel_results.values()}
+        shape_nodes = set()
+        for n in ast.walk(tree):
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)):
+                continue
+            owner = n.func.value.id if isinstance(n.func.value, ast.Name) else None
+            if owner == "support" and n.func.attr in ("unbroadcast", "index_grad"):
+                position = 1 if n.func.attr == "unbroadcast" else 2
+                shape_nodes.add(id(n.args[position]))
+            elif owner in kernels and n.func.attr == "vjp":
+                kernel = kernels[owner]
+                read = kernel_reads(kernel)
+                if not read & set(kernel.outputs):
+                    shape_nodes.add(id(n.args[1]))
+                for arg, name in zip(n.args[2:], kernel.inputs, strict=True):
+                    if name not in read:
+                        shape_nodes.add(id(arg))
+        aliases, copies = {}, set()
+        for n in ast.walk(tree):
+            if (isinstance(n, ast.Assign) and len(n.targets) == 1
+                    and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Name)
+                    and n.targets[0].id.endswith("_out")):
+                aliases[n.targets[0].id] = n.value.id
+                copies.add(id(n.value))   # the copy is not a read: its uses are
+        values, shapes = set(), set()
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in copies:
+                name = aliases.get(n.id, n.id)
+                (shapes if id(n) in shape_nodes else values).add(name)
+        return values, shapes
 
     def result_gradient(self) -> Lines:
         out = Lines()

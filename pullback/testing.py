@@ -88,3 +88,17 @@ def check_grads(fn, args, order: int = 1, eps: float = 1e-6, rtol: float = 1e-5,
             return total
 
         _first_order(gradient_dot, xs, eps * 10, rtol * 10, atol * 10, rng, "second-order")
+
+
+def saved_by_forward(fn, *args, argnums=0):
+    """The stack the compiled forward of ``fn`` leaves for its adjoint (``pb.grad``'s
+    variant for ``argnums``): what the adjoint will pop, in the order pushed.  Tests and
+    bench/ measure what is saved with it (``len(stack)``, ``stack.nbytes()``)."""
+    from pullback.compiler import api
+    from pullback.runtime.stack import Stack
+
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    variant = api._differentiated(fn, nums, nums, list(args))
+    stack = Stack()
+    variant.forward(stack, *api._internal_arguments(fn, list(args), nums))
+    return stack

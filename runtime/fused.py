@@ -266,6 +266,20 @@ def _output_inputs(forward_program) -> tuple:
     for target, expression in statements:
         reads[target] = set().union(*(reads.get(n, ()) for n in _names(expression)))
     return tuple(frozenset(reads.get(o, ())) for o in outputs)
+def program_reads(adjoint_program, one_pass=False) -> frozenset:
+    """THE read set of a kernel's VJP: the forward outputs and inputs whose *values* any of
+    its roads reads (numpy, native, statement by statement).  Every other output and input
+    the VJP is passed only for its shape and dtype (uniformity, layouts, summing
+    gradients down), so the compiled forward may save a stand-in (``support.like``)
+    instead.  A one-pass kernel's outputs carry the gradients its forward computed: read."""
+    _, outputs, inputs, statements, _ = adjoint_program
+    names = set()
+    for _, expression in statements:
+        names |= _names(expression)
+    reads = names & (set(outputs) | set(inputs))
+    if one_pass:
+        reads |= set(outputs)
+    return frozenset(reads)
 
 
 class FusedKernel:
@@ -289,6 +303,13 @@ class FusedKernel:
         self._has_counts = bool(_counts(adjoint_program[3]))
         self._sources = _gradient_sources(adjoint_program)
         self._output_inputs = _output_inputs(forward_program)
+        self.reads = program_reads(adjoint_program, with_gradient is not None)
+        params = (*adjoint_program[0], *adjoint_program[1], *adjoint_program[2])
+        # the native adjoint takes only the values it reads (an unread one may be a
+        # stand-in, which flattening would copy): the gradients, then the read outputs
+        # and inputs
+        self._adjoint_keep = tuple(k < len(adjoint_program[0]) or p in self.reads
+                                   for k, p in enumerate(params))
         self._native = {}
         self._uniform_cache = {}
         #: where native object code is cached first (set by the compiler's artifact
@@ -309,7 +330,7 @@ class FusedKernel:
         if not self.uniform(inputs):
             outputs = self.forward(*inputs)
             seed = np.ones_like(outputs[0])
-            return outputs + self._vjp_by_steps([seed], inputs, as_sum=True)
+            return outputs + self._vjp_by_steps([seed], inputs, outputs, as_sum=True)
         return self._with_gradient(*inputs)
 
     def _run_with_gradient(self, kernel, inputs, layout, wanted):
@@ -427,13 +448,13 @@ class FusedKernel:
             # ties) must not run with g = 0, as 0 * (0 / 0) is nan for a zero norm or a nan
             if all(g is None for g in grads):
                 return (None,) * len(inputs)
-            return self._vjp_by_steps(grads, inputs)
+            return self._vjp_by_steps(grads, inputs, outputs)
         if len(outputs) == self._n_outputs and _all_numbers(inputs) and _all_numbers(grads):
             # numbers only (a scalar loop): uniform by definition, no native road
             if all(g is None for g in grads):
                 return (None,) * len(inputs)
             present = [g is not None for g in grads]
-            return self._exact(present, grads, inputs, self._reached(
+            return self._exact(present, grads, outputs, inputs, self._reached(
                 present, self._vjp([0.0 if g is None else g for g in grads], outputs, *inputs)))
         if len(outputs) > self._n_outputs:   # from with_gradient: gradients for a seed of 1
             seed = grads[0]
@@ -447,7 +468,7 @@ class FusedKernel:
         if all(g is None for g in grads):
             return (None,) * len(inputs)
         if not self.uniform(inputs):
-            return self._vjp_by_steps(grads, inputs)
+            return self._vjp_by_steps(grads, inputs, outputs)
         given = list(grads)
         if reduction is not None and reduction[2] == "mean":
             k = self._reduction_slot
@@ -462,14 +483,14 @@ class FusedKernel:
         if layout is not None:
             kernels = self._native_adjoint(layout)
             if kernels is not None:
-                return self._exact(present, given, inputs, self._reached(
+                return self._exact(present, given, outputs, inputs, self._reached(
                     present, self._run_vjp(kernels, values, layout)))
         grads = [np.zeros_like(outputs[k]) if isinstance(g, float) and g == 0.0 else g
                  for k, g in enumerate(grads)]
-        return self._exact(present, given, inputs,
+        return self._exact(present, given, outputs, inputs,
                            self._reached(present, self._vjp(grads, outputs, *inputs)))
 
-    def _exact(self, present, grads, inputs, results) -> tuple:
+    def _exact(self, present, grads, outputs, inputs, results) -> tuple:
         """``results``, computed with 0 standing for each absent output gradient, if
         they equal the unfused adjoint's, else that adjoint's (statement by statement).
 
@@ -484,7 +505,7 @@ class FusedKernel:
         if (all(present) and not self._has_counts) or all(
                 r is None or np.isfinite(r).all() for r in results):
             return results
-        return self._vjp_by_steps(grads, inputs)
+        return self._vjp_by_steps(grads, inputs, outputs)
 
     def _reached(self, present, results) -> tuple:
         """``results`` with None for each input that no present output gradient reaches:
@@ -525,16 +546,28 @@ class FusedKernel:
             return math.sqrt(value)
         return value
 
-    def _vjp_by_steps(self, grads, inputs, as_sum=False):
+    def _vjp_by_steps(self, grads, inputs, outputs, as_sum=False):
         """The VJP statement by statement with the primitives' own rules (irregular shapes).
-        ``as_sum``: treat a trailing mean's gradient as its sum's (for ``with_gradient``)."""
+        ``as_sum``: treat a trailing mean's gradient as its sum's (for ``with_gradient``).
+
+        Inputs outside ``self.reads`` may be stand-ins (``support.like``: right shape and
+        dtype, no values): the statements are recomputed from them all the same (errors
+        ignored), which gives every intermediate its shape, and the values the rules read
+        are exact: each is computed from read inputs only, or is a read output, taken as
+        the forward computed it."""
         from . import support
 
         names = self.forward_program[0]
         env = dict(zip(names, inputs, strict=True))
+        given = {name: value for name, value in zip(self.adjoint_program[1], outputs,
+                                                      strict=False) if name in self.reads}
         for target, prim_name, operands in self.steps:
+            if target in given:
+                env[target] = given[target]
+                continue
             values = [_value(o, env) for o in operands]
-            result = getattr(support.ops, prim_name)(*values)
+            with np.errstate(all="ignore"):
+                result = getattr(support.ops, prim_name)(*values)
             if type(result) is np.ndarray and not any(type(v) is np.ndarray for v in values):
                 result = result.reshape(-1)[0]   # numbers stay (numpy) numbers, of their dtype
             env[target] = result
@@ -632,10 +665,22 @@ class FusedKernel:
                 extra_scalars = tuple(counts)
                 input_kinds = kinds[len(grads) + len(outs):]
                 outputs, reductions = _gradient_outputs(results, input_kinds)
+        if which in ("adjoint", "counts"):   # only the values it reads (see __init__)
+            params, kinds = self._kept(params, kinds)
         arrays = tuple(p for p, k in zip(params, kinds, strict=True) if k == "a")
         scalars = tuple(p for p, k in zip(params, kinds, strict=True) if k == "s")
         return native.KernelSpec(dtype, arrays, (*scalars, *extra_scalars),
                                  _without_spread(statements), outputs, reductions)
+
+    def _kept(self, values, kinds) -> tuple:
+        """``(values, kinds)`` the native adjoint takes: the read ones, and the first array
+        if none of them is one (an array sets the kernel's length)."""
+        keep = list(self._adjoint_keep)
+        if not any(k == "a" for k, kept in zip(kinds, keep, strict=True) if kept) \
+                and "a" in kinds:
+            keep[kinds.index("a")] = True
+        return (tuple(v for v, kept in zip(values, keep, strict=True) if kept),
+                tuple(k for k, kept in zip(kinds, keep, strict=True) if kept))
 
     @staticmethod
     def _split(values, kinds):
@@ -660,7 +705,7 @@ class FusedKernel:
         """The native adjoint: the counting pass first if there is one (its sums are the
         adjoint's last scalars), then the adjoint."""
         dtype, shape, kinds = layout
-        arrays, scalars = self._split(values, kinds)
+        arrays, scalars = self._split(*self._kept(values, kinds))
         counting, adjoint = kernels
         if counting is not None:
             scalars += counting.call(*arrays, *scalars)

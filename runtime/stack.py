@@ -48,3 +48,34 @@ class Stack:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def nbytes(self) -> int:
+        """The bytes of array data the stack holds (what the forward saved for the adjoint),
+        counting each buffer once: numpy arrays, numbers and the containers holding them.
+        A measuring aid for tests and bench/, not used by generated code."""
+        return held_bytes(self._items)
+
+
+def held_bytes(values) -> int:
+    """The bytes of array data reachable from ``values`` (through lists and tuples; ranges
+    and bools are free), each underlying buffer and each number object counted once (8
+    bytes).  The stack's own slots (8 bytes per push) are not included: ``len(stack)``."""
+    import numpy as np
+
+    seen, total, todo = set(), 0, list(values)
+    while todo:
+        v = todo.pop()
+        if isinstance(v, (list, tuple)):
+            todo.extend(v)
+        elif isinstance(v, (np.ndarray, np.generic)):
+            base = v
+            while isinstance(base, np.ndarray) and isinstance(base.base, np.ndarray):
+                base = base.base
+            if id(base) not in seen:
+                seen.add(id(base))
+                total += base.nbytes
+        elif isinstance(v, (int, float, complex)) and not isinstance(v, bool) \
+                and id(v) not in seen:
+            seen.add(id(v))
+            total += 8
+    return total

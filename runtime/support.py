@@ -252,6 +252,44 @@ def unbroadcast(g, value):
     return P.sum_to(np.asarray(g), shape=shape)
 
 
+_LIKE = {}
+
+
+def like(value):
+    """What the forward saves of a value whose every adjoint read is of its shape or dtype
+    only (``unbroadcast(g, x)``, a kernel VJP's input it never reads): an array becomes a
+    read-only broadcast of one element of its dtype (no data, the same object for every
+    array of that shape and dtype); a number, one ``1`` of its type (shared); a tuple of
+    them, item by item; anything else (lists, None, bools) is itself."""
+    kind = type(value)
+    if kind is np.ndarray:
+        key = (value.dtype, value.shape)
+        found = _LIKE.get(key)
+        if found is None:
+            if len(_LIKE) > 4096:
+                _LIKE.clear()
+            found = _LIKE[key] = np.broadcast_to(np.ones((), value.dtype), value.shape)
+        return found
+    if kind is tuple:
+        return tuple([like(v) for v in value])
+    if kind is float or kind is int or isinstance(value, np.generic):
+        found = _LIKE.get(kind)   # a number's stand-in: one 1 of its type (no new object)
+        if found is None:
+            found = _LIKE[kind] = kind(1)
+        return found
+    return value
+
+
+def item_grad_into(total, g, key, length):
+    """Adjoint of ``y = t[key]`` for a tuple ``t`` of ``length`` items (a fused kernel's
+    outputs): the per-item gradient list, without reading ``t``."""
+    if g is None:
+        return total
+    total = [None] * length if total is None else list(total)   # never shared
+    total[key] = add_grads(total[key], g)
+    return total
+
+
 def index_grad(total, g, value, key):
     """Adjoint of ``y = value[key]`` for arrays, tuples, lists and ranges."""
     if g is None:
