@@ -38,6 +38,13 @@ def refused(w, X):
 def slow_squares(w, X):
     """Many passes over the partition: a step long enough to kill a worker during it."""
     total = np.sum(X * w)
-    for _ in range(40):
+    for _ in range(60):
         total = total + np.sum(np.tanh(np.dot(X, w)) ** 2)
     return total
+
+
+def exit_soon(delay=0.2):
+    """Kill this worker process (no cleanup) ``delay`` seconds from now, mid-task."""
+    import os
+    import threading
+    threading.Timer(delay, os._exit, args=(1,)).start()

@@ -171,3 +171,34 @@ def test_local_functions_are_refused():
         return np.sum(X * w)
     with pytest.raises(TypeError, match="top level"):
         pbd.value_and_grad(loss, np.ones(2), da.ones((4, 2), chunks=(2, 2)))
+
+
+def test_killed_worker_mid_step_still_gives_the_exact_gradient(client):
+    rows, chunk = 16 * 20000, 20000
+    X = da.random.RandomState(5).normal(size=(rows, 10), chunks=(chunk, 10))
+    w = np.linspace(-0.5, 0.5, 10)
+    calm = pbd.value_and_grad(dask_losses.slow_squares, w, X, client=client)
+    pids = set(client.run(os.getpid).values())
+    outcome = {}
+
+    def step():
+        outcome["result"] = pbd.value_and_grad(dask_losses.slow_squares, w, X, client=client)
+
+    thread = threading.Thread(target=step)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    client.run(dask_losses.exit_soon, 0.1, workers=[victim])
+    time.sleep(0.3)
+    killed_mid_step = thread.is_alive()
+    thread.join(120)
+    assert not thread.is_alive()
+    value, grad = outcome["result"]
+    assert value == calm[0] and np.array_equal(grad, calm[1])   # the same sums, bit for bit
+    want = pb.value_and_grad(dask_losses.slow_squares)(w, X.compute())
+    np.testing.assert_allclose(value, want[0], rtol=1e-10)
+    np.testing.assert_allclose(grad, want[1], rtol=1e-10)
+    client.wait_for_workers(2, timeout=60)
+    assert killed_mid_step and set(client.run(os.getpid).values()) != pids
