@@ -13,6 +13,7 @@ import importlib.util
 import linecache
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,13 +46,15 @@ _FILE_MODULES = {}
 
 
 def _module_from_file(path):
-    """A script's module, imported under a private name (its ``if __name__ ==
+    """A script's module, imported under a name of its own (not "pullback...": the compiler
+    takes those for library code; its ``if __name__ ==
     "__main__":`` block does not run)."""
     found = _FILE_MODULES.get(path)
     if found is None:
-        name = "pullback_script_" + os.path.basename(path).replace(".", "_")
+        name = "script_" + os.path.basename(path).replace(".", "_")
         spec = importlib.util.spec_from_file_location(name, path)
         found = importlib.util.module_from_spec(spec)
+        sys.modules[name] = found   # pullback (inspect) finds functions through their module
         spec.loader.exec_module(found)
         _FILE_MODULES[path] = found
     return found

@@ -202,3 +202,18 @@ def test_killed_worker_mid_step_still_gives_the_exact_gradient(client):
     np.testing.assert_allclose(grad, want[1], rtol=1e-10)
     client.wait_for_workers(2, timeout=60)
     assert killed_mid_step and set(client.run(os.getpid).values()) != pids
+
+
+def test_training_example_on_the_cluster(client):
+    """examples/dask_logistic.py pointed at this cluster with --scheduler: its loss starts at
+    log 2 (zero parameters) and falls at every step."""
+    import subprocess
+    script = os.path.join(os.path.dirname(TESTS), "examples", "dask_logistic.py")
+    out = subprocess.run(
+        [sys.executable, script, "--rows", "20000", "--chunk", "5000", "--steps", "4",
+         "--scheduler", client.scheduler.address],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    losses = [float(line.split()[3]) for line in out.splitlines() if line.startswith("step")]
+    assert len(losses) == 4
+    np.testing.assert_allclose(losses[0], np.log(2), atol=1e-6)   # printed to 6 places
+    assert all(b < a for a, b in zip(losses, losses[1:]))
