@@ -62,7 +62,7 @@ def partitions(data):
     return parts, list(chunks)
 
 
-def _sample(data, rows):
+def _sample(data, rows, client):
     """The first ``rows`` rows of the first partition of a Dask-array ``data`` (None for
     delayed batches, whose contents only their computation knows)."""
     import dask
@@ -71,21 +71,26 @@ def _sample(data, rows):
     if not all(isinstance(a, da.Array) for a in arrays):
         return None
     n = min(rows, arrays[0].chunks[0][0])
-    sample = dask.compute(*(a[:n] for a in arrays), scheduler="sync")
+    heads = [a[:n] for a in arrays]   # a few rows: data, no gradient work
+    sample = client.compute(heads, sync=True) if client is not None else dask.compute(*heads)
     return tuple(sample) if isinstance(data, tuple) else sample[0]
+
+
+def _layout(data):
+    """What a partition's batch looks like, from metadata: per array, its shape after the
+    first axis and its dtype (delayed batches: their keys)."""
+    arrays = data if isinstance(data, tuple) else (data,)
+    return tuple((getattr(a, "shape", (None,))[1:], str(getattr(a, "dtype", a))) for a in arrays)
 
 
 def _shapes(leaves):
     return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
 
 
-def check_params(ref, loss, params_def, leaves, batch):
+def check_params(ref, params_def, leaves, batch):
     """Run the loss locally on a small batch; a ParamsError naming what does not fit."""
     import pullback as pb
     batch_def, batch_leaves = trees.flatten(batch)
-    key = (ref, params_def, _shapes(leaves), batch_def, _shapes(batch_leaves)[1:])
-    if key in _CHECKED:
-        return
     shapes = ", ".join(str(np.shape(x)) for x in leaves)
     try:
         value, grads = worker._runner(ref, params_def, batch_def)(*leaves, *batch_leaves)
@@ -102,7 +107,6 @@ def check_params(ref, loss, params_def, leaves, batch):
     if np.size(value) != 1:
         raise ParamsError(f"{ref} must return a scalar loss per batch, got shape "
                           f"{np.shape(value)}")
-    _CHECKED.add(key)
 
 
 def value_and_grad(loss, params, data, client=None, reduce="sum", weights=None,
@@ -146,9 +150,14 @@ def value_and_grad(loss, params, data, client=None, reduce="sum", weights=None,
         if len(weights) != len(parts):
             raise ValueError(f"{len(weights)} weights for {len(parts)} partitions")
     if check is not False:
-        sample = _sample(data, check_rows) if check is True else check
-        if sample is not None:
-            check_params(ref, loss, params_def, leaves, sample)
+        # once per (function, parameter shapes, data layout): the sample is a round trip
+        layout = _layout(data) if check is True else id(check)
+        key = (ref, params_def, _shapes(leaves), layout)
+        if key not in _CHECKED:
+            sample = _sample(data, check_rows, client) if check is True else check
+            if sample is not None:
+                check_params(ref, params_def, leaves, sample)
+                _CHECKED.add(key)
     shared = dask.delayed(leaves, traverse=False)   # one key: sent once per worker
     task = dask.delayed(worker.partition_value_and_grad, pure=True)
     level = []
