@@ -2,6 +2,8 @@
 
 import numpy as np
 
+import pullback as pb
+
 
 def logistic_sum(params, batch):
     w, b = params
@@ -48,3 +50,8 @@ def exit_soon(delay=0.2):
     import os
     import threading
     threading.Timer(delay, os._exit, args=(1,)).start()
+
+
+@pb.compile
+def compiled_squares(w, X):
+    return np.sum(np.dot(X, w) ** 2)

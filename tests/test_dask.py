@@ -217,3 +217,12 @@ def test_training_example_on_the_cluster(client):
     assert len(losses) == 4
     np.testing.assert_allclose(losses[0], np.log(2), atol=1e-6)   # printed to 6 places
     assert all(b < a for a, b in zip(losses, losses[1:]))
+
+
+def test_a_pb_compile_decorated_loss_is_shipped_by_its_name():
+    X = np.random.default_rng(4).normal(size=(30, 4))
+    w = np.linspace(-1, 1, 4)
+    got = pbd.value_and_grad(dask_losses.compiled_squares, w, da.from_array(X, chunks=(8, 4)))
+    want = pb.value_and_grad(dask_losses.squares)(w, X)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
