@@ -14,7 +14,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (ROOT, os.environ.get("PYTHONPATH", "")) if p)
 
 
-REQUIRED = ("numpy", "gast", "llvmlite", "hypothesis")
+REQUIRED = ("numpy", "gast", "llvmlite", "hypothesis", "distributed")
 
 
 def pytest_configure(config):
