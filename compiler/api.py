@@ -655,7 +655,7 @@ def explain(fn, *args, argnums=None) -> str:
     if args:
         n = len(args)
         nums = tuple(range(n)) if argnums is None else _positions(argnums)
-        variant = _differentiated(fn, nums, nums, n)
+        variant = _differentiated(fn, nums, nums, args)
         native_road.gradient_function(variant, _internal_arguments(fn, args, nums))
     lines = []
     if not native_road.functions_enabled():

@@ -338,3 +338,11 @@ def test_random_scalar_programs_on_both_roads(monkeypatch, tmp_path):
                     assert on[1 + k] == pytest.approx(numeric, rel=1e-5, abs=1e-6), \
                         f"native {on} != central differences at {args} for\n{source}"
     assert native_count >= 45 and checked >= 90   # most run natively; most points smooth
+
+
+def test_explain_with_arguments_decides_the_road_first(monkeypatch):
+    """``pb.explain(fn, *args)`` builds the variant for those arguments (after the merge
+    of pytrees it passed the argument count where the API takes the arguments)."""
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+    text = pb.explain(for_continue, 0.3, -0.7, 17, argnums=(0, 1))
+    assert "native (" in text, text
