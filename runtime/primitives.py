@@ -750,7 +750,7 @@ def _dot_of_a_number(x, y) -> bool:
 
 def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
     if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
-        return _dot_vjp_x(g, ans, x, _second_to_last_first(y))
+        return _dot_vjp_x(g, None, x, _second_to_last_first(y))   # ans unread: unsaved
     if _dot_of_a_number(x, y):
         return unbroadcast(multiply(g, y), x)
     raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)
@@ -767,7 +767,7 @@ def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
 
 def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
     if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
-        return _first_to_second_to_last(_dot_vjp_y(g, ans, x, _second_to_last_first(y)))
+        return _first_to_second_to_last(_dot_vjp_y(g, None, x, _second_to_last_first(y)))
     if _dot_of_a_number(x, y):
         return unbroadcast(multiply(g, x), y)
     raw = None if transpose_a or transpose_b else _dot_raw_matrices(g, x, y)

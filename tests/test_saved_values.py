@@ -227,3 +227,29 @@ def test_like_keeps_shape_and_dtype_without_data():
     assert support.like(1.5) is support.like(7.0)   # one shared number of the type
     assert type(support.like(np.float32(2))) is np.float32
     assert support.like(None) is None and support.like([x]) == [x]
+
+
+def rnn_steps(W, h, xs, n):
+    for t in range(n):
+        h = np.tanh(np.dot(W, h) + xs[t])
+    return np.sum(h)
+
+
+def test_an_rnn_step_saves_only_the_old_state():
+    """d/dW of dot(W, h) reads the old h; nothing else of a step is needed (tanh's
+    derivative reads the new h, which the next step saves).  np.dot's rule must not read
+    its result (bench/adjoint_memory.py's W3 found a rule that did: 3x the bound)."""
+    hidden = 32
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(hidden, hidden)) * 0.1
+    h0 = rng.normal(size=hidden)
+    xs = rng.normal(size=(64, hidden))
+    few, many = (_saved(rnn_steps, (W, h0, xs, n)) for n in (20, 40))
+    assert many.nbytes() - few.nbytes() == 20 * 8 * hidden
+    g = pb.grad(rnn_steps)(W, h0, xs, 30)
+    eps, k = 1e-6, (3, 5)
+    up, down = W.copy(), W.copy()
+    up[k] += eps
+    down[k] -= eps
+    numeric = (rnn_steps(up, h0, xs, 30) - rnn_steps(down, h0, xs, 30)) / (2 * eps)
+    assert g[k] == pytest.approx(numeric, rel=1e-6)
