@@ -20,7 +20,7 @@ import inspect
 import numpy as np
 
 from pullback.runtime import tape
-from pullback.runtime.errors import AutogradError
+from pullback.runtime.errors import AutogradError, HeadGradientError
 from pullback.runtime.ndarray import NDArray, as_data
 from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
@@ -272,12 +272,16 @@ class _CompiledCall:
         return found
 
     def _eager_gradients(self, out_index, g):
-        tracked = [a for a in self.inputs if isinstance(a, NDArray) and tape.is_tracked(a)]
+        tracked = list({id(a): a for a in self.inputs
+                        if isinstance(a, NDArray) and tape.is_tracked(a)}.values())
         out = self.function.fn(*self.args[:self.function.fn.__code__.co_argcount])
         out = out if len(self.out_shapes) == 1 else out[out_index]
         grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
         by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
-        return [by_id.get(id(a)) for a in self.inputs]
+        # an array in several input slots gets its total gradient once (the tape adds the
+        # slots' gradients up): in its first slot, None in the others
+        return [by_id.pop(id(a), None) if isinstance(a, NDArray) else None
+                for a in self.inputs]
 
 
 def _compiled_rule(index):
@@ -622,12 +626,21 @@ def _head_for(g, out, shown=None):
     and dtype.  A Python number has no dtype of its own: it takes its output's (and, like
     the tape's, may stand for a one-element array).  ``shown``: the value the user got;
     a 0-d result shown as a (1,) NDArray takes a head of either shape."""
-    if isinstance(out, tuple):
+    if isinstance(out, (tuple, list)):
         grads = g if isinstance(g, (tuple, list)) else (g,)
         tape.check_head_count(len(grads), len(out))
-        shown = shown if isinstance(shown, tuple) else (None,) * len(out)
-        return tuple(None if gi is None else _head_for(gi, oi, si)
-                     for gi, oi, si in zip(grads, out, shown, strict=True))
+        shown = shown if isinstance(shown, (tuple, list)) else (None,) * len(out)
+        return type(out)(None if gi is None else _head_for(gi, oi, si)
+                         for gi, oi, si in zip(grads, out, shown, strict=True))
+    if isinstance(out, dict):   # a dict result: a dict of heads with its keys
+        if not isinstance(g, dict) or set(g) != set(out):
+            raise HeadGradientError(
+                f"the function returned a dict with keys {sorted(map(repr, out))}: the head "
+                f"gradient must be a dict with the same keys, got "
+                f"{sorted(map(repr, g)) if isinstance(g, dict) else type(g).__name__}")
+        shown = shown if isinstance(shown, dict) else {}
+        return {k: None if g[k] is None else _head_for(g[k], o, shown.get(k))
+                for k, o in out.items()}
     if isinstance(g, (tuple, list)):
         tape.check_head_count(len(g), 1)
         g = g[0]

@@ -249,3 +249,29 @@ def test_a_bound_method_is_refused_with_the_spelling_that_works():
 def test_a_name_mangled_attribute_is_refused_not_called_an_edited_file():
     with pytest.raises(pb.CompileError, match="name mangling"):
         pb.grad(_Model.private_loss, argnums=1)(_Model(), 1.0)
+
+
+# ----- pb.vjp of a dict or list result takes heads of the same structure -------------------
+
+def returns_a_dict(a):
+    y = a * a
+    return {'p': y, 'q': y * 3.0}
+
+
+def returns_a_list(a):
+    return [a * 2.0, np.sin(a)]
+
+
+def test_vjp_of_a_dict_or_list_result():
+    a = np.array([1.0, 2.0])
+    out, pull = pb.vjp(returns_a_dict, a)
+    assert set(out) == {'p', 'q'}
+    (g,) = pull({'p': np.ones(2), 'q': 10 * np.ones(2)})
+    np.testing.assert_allclose(g, 2 * a * 31.0)
+    (g,) = pull({'p': np.ones(2), 'q': None})
+    np.testing.assert_allclose(g, 2 * a)
+    with pytest.raises(pb.HeadGradientError, match="same keys"):
+        pull({'p': np.ones(2)})
+    out, pull = pb.vjp(returns_a_list, a)
+    (g,) = pull([np.ones(2), np.ones(2)])
+    np.testing.assert_allclose(g, 2.0 + np.cos(a))

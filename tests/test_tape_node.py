@@ -514,3 +514,25 @@ def test_second_order_through_a_compiled_call_that_reads_a_global():
         lambda v: np.sum((2 * v * B_VALUES) ** 2), [xs]), rtol=1e-6)
     np.testing.assert_allclose(b.grad.asnumpy(), central_gradient(
         lambda c: np.sum((2 * xs * c) ** 2), [B_VALUES]), rtol=1e-6)
+
+
+@pb.compile
+def _product_of_two(x, y):
+    return x * y
+
+
+@pb.compile
+def _product_of_items(v):
+    return v['a'] * v['b']
+
+
+def test_create_graph_through_a_compiled_call_counts_a_repeated_array_once():
+    for call in (lambda x: _product_of_two(x, x), lambda x: _product_of_items({'a': x, 'b': x})):
+        x = nd.array([1.0, 2.0], dtype="float64")
+        x.attach_grad()
+        with ag.record():
+            y = call(x)
+            g = ag.grad(y, [x], create_graph=True, retain_graph=True)[0]
+        np.testing.assert_allclose(g.asnumpy(), [2.0, 4.0])   # d(x^2)/dx = 2x
+        g.backward()
+        np.testing.assert_allclose(x.grad.asnumpy(), [2.0, 2.0])   # d(sum 2x)/dx
