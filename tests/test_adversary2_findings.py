@@ -157,3 +157,27 @@ def test_tape_and_compiled_agree_or_refuse_on_a_derived_mask(fn):
     value, g = pb.value_and_grad(fn)(nd.array(X, dtype="float64"))
     assert float(y.asscalar()) == pytest.approx(float(value.asscalar()))
     assert np.allclose(x.grad.asnumpy(), g.asnumpy())
+
+
+# ----- 8: create_graph through a compiled call with one array in two slots ------------------
+
+@pb.compile
+def product_of_a_dicts_items(v):
+    return v['a'] * v['b']
+
+
+@pb.compile
+def product_of_two_arguments(x, y):
+    return x * y
+
+
+@pytest.mark.xfail(strict=True, reason="adv2 finding 8")
+@pytest.mark.parametrize("call", [lambda x: product_of_a_dicts_items({'a': x, 'b': x}),
+                                  lambda x: product_of_two_arguments(x, x)])
+def test_create_graph_gradient_of_an_array_in_two_slots(call):
+    x = nd.array([1.0, 2.0], dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = call(x)
+        g = ag.grad(y, [x], create_graph=True, retain_graph=True)[0]
+    assert np.allclose(g.asnumpy(), [2.0, 4.0])
