@@ -181,3 +181,30 @@ def test_create_graph_gradient_of_an_array_in_two_slots(call):
         y = call(x)
         g = ag.grad(y, [x], create_graph=True, retain_graph=True)[0]
     assert np.allclose(g.asnumpy(), [2.0, 4.0])
+
+
+# ----- 9: pb.vjp of a function returning a dict or a list -----------------------------------
+
+def returns_one_array_twice_in_a_dict(a):
+    y = a * a
+    return {'p': y, 'q': y}
+
+
+def returns_a_list(a):
+    return [a * 2.0, a * 3.0]
+
+
+@pytest.mark.xfail(strict=True, reason="adv2 finding 9")
+def test_vjp_of_a_returned_dict():
+    A = np.array([1.0, 2.0])
+    _, pull = pb.vjp(returns_one_array_twice_in_a_dict, A)
+    (g,) = pull({'p': np.ones(2), 'q': 10 * np.ones(2)})
+    assert np.allclose(g, 2 * A * 11)
+
+
+@pytest.mark.xfail(strict=True, reason="adv2 finding 9 (list)")
+def test_vjp_of_a_returned_list():
+    A = np.array([1.0, 2.0])
+    _, pull = pb.vjp(returns_a_list, A)
+    (g,) = pull([np.ones(2), 10 * np.ones(2)])
+    assert np.allclose(g, [32.0, 32.0])
