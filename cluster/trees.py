@@ -1,8 +1,9 @@
-"""Parameter and batch structures: nested tuples and lists of arrays (or numbers).
+"""Parameter and batch structures: nested tuples, lists and dicts of arrays (or numbers).
 
 A structure's *definition* is hashable (a worker's cache key): ``LEAF`` for an array or a
-number, ``("tuple", (defs...))`` / ``("list", (defs...))`` for containers.  Compiled code
-has no dicts yet (docs/ARCHITECTURE.md, known limits), so a dict is refused here, once.
+number, ``("tuple", (defs...))`` / ``("list", (defs...))`` for sequences, ``("dict",
+(keys...), (defs...))`` for a dict (its keys in order; str, int, bool or None, as compiled
+code takes them).
 """
 
 LEAF = "*"
@@ -19,8 +20,11 @@ def _flatten(tree, leaves):
         kind = "tuple" if isinstance(tree, tuple) else "list"
         return (kind, tuple(_flatten(t, leaves) for t in tree))
     if isinstance(tree, dict):
-        raise TypeError("dict parameters or batches are not supported yet (compiled code has "
-                        "no dicts): pass a tuple or a list of arrays")
+        bad = [k for k in tree if not isinstance(k, (str, int, bool, type(None)))]
+        if bad:
+            raise TypeError(f"dict keys of parameters or batches must be str, int, bool or "
+                            f"None, got {bad[0]!r}")
+        return ("dict", tuple(tree), tuple(_flatten(t, leaves) for t in tree.values()))
     leaves.append(tree)
     return LEAF
 
@@ -34,6 +38,9 @@ def unflatten(definition, leaves):
 def _unflatten(definition, leaves):
     if definition == LEAF:
         return next(leaves)
+    if definition[0] == "dict":
+        _, keys, children = definition
+        return {k: _unflatten(c, leaves) for k, c in zip(keys, children, strict=True)}
     kind, children = definition
     items = [_unflatten(c, leaves) for c in children]
     return tuple(items) if kind == "tuple" else items
@@ -43,13 +50,17 @@ def count(definition):
     """The number of leaves of a structure."""
     if definition == LEAF:
         return 1
-    return sum(count(c) for c in definition[1])
+    return sum(count(c) for c in definition[-1])
 
 
 def source(definition, names):
     """Python source building the structure from the leaf names (an iterator)."""
     if definition == LEAF:
         return next(names)
+    if definition[0] == "dict":
+        _, keys, children = definition
+        return "{" + ", ".join(f"{k!r}: {source(c, names)}"
+                               for k, c in zip(keys, children, strict=True)) + "}"
     kind, children = definition
     items = [source(c, names) for c in children]
     if kind == "tuple":

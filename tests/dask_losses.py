@@ -55,3 +55,9 @@ def exit_soon(delay=0.2):
 @pb.compile
 def compiled_squares(w, X):
     return np.sum(np.dot(X, w) ** 2)
+
+
+def logistic_dict(params, batch):
+    X, y = batch
+    z = np.dot(X, params["w"]) + params["b"]
+    return np.sum(np.log1p(np.exp(-y * z)))

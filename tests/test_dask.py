@@ -226,3 +226,12 @@ def test_a_pb_compile_decorated_loss_is_shipped_by_its_name():
     want = pb.value_and_grad(dask_losses.squares)(w, X)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12)
+
+
+def test_dict_params_keep_their_structure(client):
+    X, y, (w, b) = logistic_data(120)
+    dX, dy = da.from_array(X, chunks=(50, 3)), da.from_array(y, chunks=(50,))
+    value, grads = pbd.value_and_grad(dask_losses.logistic_dict, {"w": w, "b": b}, (dX, dy),
+                                      client=client)
+    assert isinstance(grads, dict) and set(grads) == {"w", "b"}
+    assert_close((value, (grads["w"], grads["b"])), whole(flat_sum, (w, b), X, y))
