@@ -269,18 +269,15 @@ def builtin_called(parsed, node, locals_, *wanted):
     return found if any(found is w for w in wanted) else None
 
 
-def rewrite_iteration(parsed, loop, namer, locals_):
-    """``for t in enumerate(xs, start)`` / ``zip(xs, ys, ...)`` / ``reversed(xs)`` as
-    statements looping over an index into the sequences (each evaluated once, before
-    the loop), or None for any other loop.  Reading an item is ``seq[i]`` marked as an
-    iteration (a dict's keys, analysis)."""
-    it = loop.iter
+def _iteration_form(parsed, it, locals_):
+    """``(kind, sequences, start)`` of a call ``enumerate(xs[, start])``, ``zip(xs, ...)``
+    or ``reversed(xs)`` of the builtins, else None."""
     kind = builtin_called(parsed, it, locals_, builtins.enumerate, builtins.zip,
                           builtins.reversed)
     if kind is None:
         return None
-    start = None
     args = list(it.args)
+    start = None
     if kind is builtins.enumerate:
         keywords = {k.arg: k.value for k in it.keywords}
         if set(keywords) - {"start"} or not 1 <= len(args) + len(keywords) <= 2:
@@ -289,38 +286,66 @@ def rewrite_iteration(parsed, loop, namer, locals_):
         args = args[:1]
     elif it.keywords or not args or (kind is builtins.reversed and len(args) != 1):
         return None
-    pre, seqs = [], []
-    for a in args:
-        if _iterated_as_itself(a, loop, locals_):
-            seqs.append(a.id)
+    return kind, args, start
+
+
+def _sequence(parsed, expr, loop, namer, locals_, pre):
+    """``(length, item)`` of what ``expr`` iterates over: ``item(at)`` is the expression of
+    its element at index ``at``.  ``enumerate``/``zip``/``reversed`` nest (``enumerate(zip(
+    xs, ys))``) as index arithmetic over their sequences; any other sequence is evaluated
+    once, before the loop (``pre``), and read as ``seq[at]`` marked as an iteration."""
+    form = _iteration_form(parsed, expr, locals_)
+    if form is None:
+        if _iterated_as_itself(expr, loop, locals_):
+            seq = expr.id
         else:
-            seqs.append(namer.fresh("seq"))
-            locals_.add(seqs[-1])
-            pre.append(assign(seqs[-1], a, loop))
+            seq = namer.fresh("seq")
+            locals_.add(seq)
+            pre.append(assign(seq, expr, loop))
+
+        def read(at):
+            item = gast.Subscript(value=name(seq), slice=copy.deepcopy(at), ctx=gast.Load())
+            item.pb_iteration = True
+            return item
+        return call("len", name(seq)), read
+    kind, args, start = form
+    parts = [_sequence(parsed, a, loop, namer, locals_, pre) for a in args]
+    lengths = [length for length, _ in parts]
+    if kind is builtins.enumerate:
+        (length, inner), = parts
+
+        def item(at):
+            count = copy.deepcopy(at) if start is None else gast.BinOp(
+                left=copy.deepcopy(at), op=gast.Add(), right=copy.deepcopy(start))
+            return gast.Tuple(elts=[count, inner(at)], ctx=gast.Load())
+        return length, item
+    if kind is builtins.zip:
+        length = lengths[0] if len(lengths) == 1 else call("min", *lengths)
+        return length, lambda at: gast.Tuple(elts=[inner(at) for _, inner in parts],
+                                              ctx=gast.Load())
+    (length, inner), = parts   # reversed
+    n = namer.fresh("length")
+    locals_.add(n)
+    pre.append(assign(n, length, loop))
+
+    def item(at):
+        last = gast.BinOp(left=name(n), op=gast.Sub(), right=const(1))
+        return inner(gast.BinOp(left=last, op=gast.Sub(), right=copy.deepcopy(at)))
+    return name(n), item
+
+
+def rewrite_iteration(parsed, loop, namer, locals_):
+    """``for t in enumerate(xs, start)`` / ``zip(xs, ys, ...)`` / ``reversed(xs)`` (nested
+    in each other too) as statements looping over an index into the sequences (each
+    evaluated once, before the loop), or None for any other loop.  Reading an item is
+    ``seq[i]`` marked as an iteration (a dict's keys, analysis)."""
+    if _iteration_form(parsed, loop.iter, locals_) is None:
+        return None
+    pre = []
+    length, item = _sequence(parsed, loop.iter, loop, namer, locals_, pre)
     index = namer.fresh("_i")
     locals_.add(index)
-
-    def item(seq, at):
-        read = gast.Subscript(value=name(seq), slice=at, ctx=gast.Load())
-        read.pb_iteration = True
-        return read
-
-    lengths = [call("len", name(q)) for q in seqs]
-    length = lengths[0] if len(lengths) == 1 else call("min", *lengths)
-    if kind is builtins.enumerate:
-        count = name(index) if start is None else gast.BinOp(left=name(index), op=gast.Add(),
-                                                             right=start)
-        value = gast.Tuple(elts=[count, item(seqs[0], name(index))], ctx=gast.Load())
-    elif kind is builtins.zip:
-        value = gast.Tuple(elts=[item(q, name(index)) for q in seqs], ctx=gast.Load())
-    else:
-        n = namer.fresh("length")
-        locals_.add(n)
-        pre.append(assign(n, lengths[0], loop))
-        length = name(n)
-        last = gast.BinOp(left=name(n), op=gast.Sub(), right=const(1))
-        value = item(seqs[0], gast.BinOp(left=last, op=gast.Sub(), right=name(index)))
-    first = gast.copy_location(gast.Assign(targets=[loop.target], value=value,
+    first = gast.copy_location(gast.Assign(targets=[loop.target], value=item(name(index)),
                                            type_comment=None), loop)
     new = gast.copy_location(gast.For(target=name(index, store=True),
                                       iter=call("range", length), body=[first] + loop.body,

@@ -92,7 +92,37 @@ def sum_of_arrays(x, y):
     return sum([x, y * y, x * y]) * 2.0
 
 
+def enumerate_of_zip(a, b):
+    s = 0.0
+    for i, (x, y) in enumerate(zip([a, b, a * b], [b, a, a]), 1):
+        s = s + x * y * i
+    return s
+
+
+def zip_of_enumerate_and_reversed(a, b):
+    s = a * 0.0
+    for (i, x), y in zip(enumerate([a, b, a + b]), reversed([b, a * a, 2.0])):
+        if i == 2:
+            break
+        s = s + x * y + i
+    return s
+
+
+def reversed_of_zip_nested(a, b):
+    s = a * 1.0
+    for x, (k, y) in reversed(list_of_pairs(a, b)):
+        s = s * x + y * k
+    return s
+
+
+def list_of_pairs(a, b):
+    return [(a, (1.0, b)), (b, (2.0, a))]
+
+
 FORMS = [
+    (enumerate_of_zip, [(0.5, -1.2)]),
+    (zip_of_enumerate_and_reversed, [(0.5, -1.2), (1.5, 0.3)]),
+    (reversed_of_zip_nested, [(0.5, -1.2)]),
     (conditional_expression, [(0.5, -1.2), (-0.5, 1.2)]),
     (conditional_expression_only_one_branch_runs, [(0.5, 1.0), (0.7, -1.0)]),
     (chained_comparison, [(0.5, 1.2), (-1.5, 1.2), (0.5, 0.2)]),
