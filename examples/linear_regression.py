@@ -8,14 +8,11 @@ compiled road puts ``pb.compile`` on those same two functions; nothing else chan
     python examples/linear_regression.py [--steps N] [--quick] [--plot curves.png]
 """
 
-import time
-
 import numpy as np
-from side_by_side import (Progress, check_agreement, parse_args, report, save_plot,
-                          time_per_step)
+from side_by_side import SupervisedTraining, check_agreement, parse_args, report, save_plot
 
 import pullback as pb
-from pullback import autograd, nd
+from pullback import nd
 
 args = parse_args(__doc__.splitlines()[0], steps=300, quick_steps=60)
 
@@ -37,7 +34,6 @@ b = nd.zeros(shape=(1,))
 w.attach_grad()
 b.attach_grad()
 params = [w, b]
-initial = [p.asnumpy().copy() for p in params]
 
 
 def linreg(X):
@@ -53,47 +49,15 @@ def sgd(params, lr, batch_size):
         param[:] = param - lr * param.grad / batch_size
 
 
-# ----- one training step, on either road ------------------------------------------------
-def step(net, loss, X, y):
-    with autograd.record():
-        l = loss(net(X), y)
-    l.backward()
-    sgd(params, lr, batch_size)
-
-
-def train(net, loss, road):
-    for p, value in zip(params, initial, strict=True):
-        p[:] = value
-    progress, losses = Progress(road, args.steps), []
-    for i, (X, y) in enumerate(batches, 1):
-        step(net, loss, X, y)
-        losses.append(loss(net(features), labels).mean().asscalar())   # whole training set
-        progress.update(i, losses[-1])
-    return losses, [p.asnumpy().copy() for p in params]
-
-
-def first_gradients(net, loss):
-    for p, value in zip(params, initial, strict=True):
-        p[:] = value
-    X, y = batches[0]
-    with autograd.record():
-        l = loss(net(X), y)
-    l.backward()
-    return [p.grad.asnumpy().copy() for p in params]
-
+training = SupervisedTraining(params, batches, features, labels,
+                              lambda: sgd(params, lr, batch_size), args.steps)
 
 compiled_linreg, compiled_loss = pb.compile(linreg), pb.compile(squared_loss)
 roads = {"tape": (linreg, squared_loss), "compiled": (compiled_linreg, compiled_loss)}
 
 print(f"linear regression: {num_examples} examples, {num_inputs} features, "
       f"batch {batch_size}, {args.steps} SGD steps per road")
-gradients = {"tape": first_gradients(*roads["tape"])}
-start = time.perf_counter()
-gradients["compiled"] = first_gradients(*roads["compiled"])   # compiles linreg and the loss
-first_call = time.perf_counter() - start
-curves, finals = {}, {}
-for road, fns in roads.items():
-    curves[road], finals[road] = train(*fns, road)
+gradients, first_call, curves, finals = training.run(roads)   # compiles linreg and the loss
 
 print("compiled vs tape:")
 difference = max(check_agreement("first gradients (w, b)", gradients["tape"],
@@ -104,10 +68,7 @@ difference = max(check_agreement("first gradients (w, b)", gradients["tape"],
 print(f"  learned w = {finals['compiled'][0].ravel()}, b = {finals['compiled'][1]} "
       f"(true: {true_w.asnumpy()}, {true_b})")
 
-X, y = batches[0]
-rounds, per_round = (5, 20) if args.quick else (15, 50)
-timings = time_per_step({road: (lambda fns=fns: step(*fns, X, y)) for road, fns in roads.items()},
-                        rounds, per_round)
+timings = training.time_steps(roads, args.quick)
 if args.plot:
     save_plot(args.plot, curves, "linear regression: training loss")
 report("linear_regression", curves, timings, first_call, difference, 1e-4)

@@ -10,14 +10,11 @@ composes).
     python examples/mlp.py [--steps N] [--quick] [--plot curves.png]
 """
 
-import time
-
 import numpy as np
-from side_by_side import (Progress, check_agreement, parse_args, report, save_plot,
-                          time_per_step)
+from side_by_side import SupervisedTraining, check_agreement, parse_args, report, save_plot
 
 import pullback as pb
-from pullback import autograd, nd
+from pullback import nd
 
 args = parse_args(__doc__.splitlines()[0], steps=400, quick_steps=80)
 
@@ -43,7 +40,6 @@ b2 = nd.zeros(num_outputs)
 params = [W1, b1, W2, b2]
 for param in params:
     param.attach_grad()
-initial = [p.asnumpy().copy() for p in params]
 
 
 def relu(X):
@@ -69,50 +65,15 @@ def sgd(params, lr, batch_size):
         param[:] = param - lr * param.grad / batch_size
 
 
-# ----- one training step, on either road ------------------------------------------------
-def step(net, loss, X, y):
-    with autograd.record():
-        l = loss(net(X), y)
-    l.backward()
-    sgd(params, lr, batch_size)
-
-
-def reset():
-    for p, value in zip(params, initial, strict=True):
-        p[:] = value
-
-
-def train(net, loss, road):
-    reset()
-    progress, losses = Progress(road, args.steps), []
-    for i, (X, y) in enumerate(batches, 1):
-        step(net, loss, X, y)
-        losses.append(loss(net(features), labels).mean().asscalar())   # whole training set
-        progress.update(i, losses[-1])
-    return losses, [p.asnumpy().copy() for p in params]
-
-
-def first_gradients(net, loss):
-    reset()
-    X, y = batches[0]
-    with autograd.record():
-        l = loss(net(X), y)
-    l.backward()
-    return [p.grad.asnumpy().copy() for p in params]
-
+training = SupervisedTraining(params, batches, features, labels,
+                              lambda: sgd(params, lr, batch_size), args.steps)
 
 roads = {"tape": (net, softmax_cross_entropy),
          "compiled": (pb.compile(net), pb.compile(softmax_cross_entropy))}
 
 print(f"MLP {num_inputs}-{num_hiddens}-{num_outputs} on {num_examples} spiral points, "
       f"batch {batch_size}, {args.steps} SGD steps per road")
-gradients = {"tape": first_gradients(*roads["tape"])}
-start = time.perf_counter()
-gradients["compiled"] = first_gradients(*roads["compiled"])   # compiles net, relu, the loss
-first_call = time.perf_counter() - start
-curves, finals = {}, {}
-for road, fns in roads.items():
-    curves[road], finals[road] = train(*fns, road)
+gradients, first_call, curves, finals = training.run(roads)   # compiles net, relu, the loss
 
 print("compiled vs tape:")
 difference = max(check_agreement("first gradients (W1, b1, W2, b2)", gradients["tape"],
@@ -122,10 +83,7 @@ difference = max(check_agreement("first gradients (W1, b1, W2, b2)", gradients["
                                  1e-3))
 print(f"  training accuracy after {args.steps} steps: {accuracy(net(features), labels):.3f}")
 
-X, y = batches[0]
-rounds, per_round = (5, 20) if args.quick else (15, 50)
-timings = time_per_step({road: (lambda fns=fns: step(*fns, X, y)) for road, fns in roads.items()},
-                        rounds, per_round)
+timings = training.time_steps(roads, args.quick)
 if args.plot:
     save_plot(args.plot, curves, "MLP on three spirals: training loss")
 report("mlp", curves, timings, first_call, difference, 1e-3)

@@ -102,6 +102,70 @@ def check_agreement(what: str, reference, other, tolerance: float | None) -> flo
     return difference
 
 
+class SupervisedTraining:
+    """The loop the supervised examples share: from the same starting parameters, train
+    with ``update()`` (the chapter's SGD) after each batch's backward, on either road.
+
+    ``params``: the attached global parameter arrays; ``batches``: ``(X, y)`` pairs;
+    ``features``/``labels``: the whole training set the loss curve is measured on."""
+
+    def __init__(self, params, batches, features, labels, update, steps: int):
+        self.params, self.batches, self.update, self.steps = params, batches, update, steps
+        self.features, self.labels = features, labels
+        self.initial = [p.asnumpy().copy() for p in params]
+
+    def reset(self) -> None:
+        for p, value in zip(self.params, self.initial, strict=True):
+            p[:] = value
+
+    def step(self, net, loss, X, y) -> None:
+        from pullback import autograd
+
+        with autograd.record():
+            l = loss(net(X), y)
+        l.backward()
+        self.update()
+
+    def train(self, net, loss, road: str):
+        """The loss over the training set after each step, and the trained parameters."""
+        self.reset()
+        progress, losses = Progress(road, self.steps), []
+        for i, (X, y) in enumerate(self.batches, 1):
+            self.step(net, loss, X, y)
+            losses.append(loss(net(self.features), self.labels).mean().asscalar())
+            progress.update(i, losses[-1])
+        return losses, [p.asnumpy().copy() for p in self.params]
+
+    def first_gradients(self, net, loss) -> list:
+        from pullback import autograd
+
+        self.reset()
+        X, y = self.batches[0]
+        with autograd.record():
+            l = loss(net(X), y)
+        l.backward()
+        return [p.grad.asnumpy().copy() for p in self.params]
+
+    def run(self, roads: dict):
+        """``(first gradients, seconds of the compiled road's first call, loss curves,
+        trained parameters)``, each a dict by road; ``roads``: road -> (net, loss)."""
+        gradients = {"tape": self.first_gradients(*roads["tape"])}
+        start = time.perf_counter()
+        gradients["compiled"] = self.first_gradients(*roads["compiled"])   # compiles them
+        first_call = time.perf_counter() - start
+        curves, finals = {}, {}
+        for road, fns in roads.items():
+            curves[road], finals[road] = self.train(*fns, road)
+        return gradients, first_call, curves, finals
+
+    def time_steps(self, roads: dict, quick: bool) -> dict:
+        """Seconds per training step of each road on the first batch (``time_per_step``)."""
+        X, y = self.batches[0]
+        rounds, per_round = (5, 20) if quick else (15, 50)
+        return time_per_step({road: (lambda fns=fns: self.step(*fns, X, y))
+                              for road, fns in roads.items()}, rounds, per_round)
+
+
 def time_per_step(roads: dict, rounds: int, steps: int) -> dict:
     """Seconds per call of each road's step function (no arguments), the median over
     ``rounds`` rounds of ``steps`` calls, the roads taking turns round by round."""
