@@ -249,23 +249,27 @@ def _all_numbers(values) -> bool:
     return True
 
 
+def _positions_read(sources, statements, ends) -> tuple:
+    """Per name of ``ends`` (None: nothing), the positions in ``sources`` of the names it
+    is computed from through ``statements``."""
+    reads = {name: {k} for k, name in enumerate(sources)}
+    for target, expression in statements:
+        reads[target] = set().union(*(reads.get(n, ()) for n in _names(expression)))
+    return tuple(frozenset(reads.get(e, ())) if e is not None else frozenset() for e in ends)
+
+
 def _gradient_sources(adjoint_program) -> tuple:
     """Per input, the positions of the output gradients its gradient is computed from."""
     grads, _, _, statements, results = adjoint_program
-    reads = {g: {k} for k, g in enumerate(grads)}
-    for target, expression in statements:
-        reads[target] = set().union(*(reads.get(n, ()) for n in _names(expression)))
-    return tuple(frozenset(reads.get(r, ())) if r is not None else frozenset()
-                 for r in results)
+    return _positions_read(grads, statements, results)
 
 
 def _output_inputs(forward_program) -> tuple:
     """Per output of the run, the positions of the inputs it is computed from."""
     names, statements, outputs, _ = forward_program
-    reads = {n: {k} for k, n in enumerate(names)}
-    for target, expression in statements:
-        reads[target] = set().union(*(reads.get(n, ()) for n in _names(expression)))
-    return tuple(frozenset(reads.get(o, ())) for o in outputs)
+    return _positions_read(names, statements, outputs)
+
+
 def program_reads(adjoint_program, one_pass=False) -> frozenset:
     """THE read set of a kernel's VJP: the forward outputs and inputs whose *values* any of
     its roads reads (numpy, native, statement by statement).  Every other output and input
