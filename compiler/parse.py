@@ -7,9 +7,12 @@ Python would at call time: closure cells first, then globals, then builtins.
 
 from __future__ import annotations
 
+import __future__
 import builtins
 import dis
+import functools
 import inspect
+import operator
 import textwrap
 from dataclasses import dataclass, field
 
@@ -162,9 +165,9 @@ def _instructions(code) -> list:
     return out
 
 
-_FUTURE_FLAGS = 0
-for _feature in __import__("__future__").all_feature_names:
-    _FUTURE_FLAGS |= getattr(__import__("__future__"), _feature).compiler_flag
+#: the compiler flags of every ``from __future__ import`` (the user's code kept its own)
+_FUTURE_FLAGS = functools.reduce(operator.or_, (getattr(__future__, f).compiler_flag
+                                                for f in __future__.all_feature_names))
 
 
 def _code_objects(code, name):
