@@ -30,7 +30,7 @@ from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
 from .pipeline import TangentVariant, Variant
-from .pytree import Kind, map_leaves, structure
+from .pytree import Kind, leaves_of, map_leaves, structure
 
 _BY_CODE = {}
 
@@ -164,9 +164,7 @@ def _tracked_mask(value):
     if isinstance(value, NDArray):
         return tape.is_tracked(value)
     if isinstance(value, (dict, list, tuple)):
-        leaves = []
-        map_leaves(leaves.append, value)
-        if any(isinstance(leaf, NDArray) and tape.is_tracked(leaf) for leaf in leaves):
+        if any(isinstance(leaf, NDArray) and tape.is_tracked(leaf) for leaf in leaves_of(value)):
             try:
                 return structure(value)
             except TypeError:
@@ -488,12 +486,7 @@ def _convert_value(out, args, differentiated=False):
 def _numpy_world(args) -> bool:
     """Numpy arrays in and no NDArray (inside containers too): numpy's conventions for
     the results."""
-    leaves = []
-    for a in args:
-        if isinstance(a, (dict, list, tuple)):
-            map_leaves(leaves.append, a)
-        else:
-            leaves.append(a)
+    leaves = leaves_of(list(args))
     return any(isinstance(a, np.ndarray) for a in leaves) and not any(
         isinstance(a, NDArray) for a in leaves)
 

@@ -115,3 +115,10 @@ def map_leaves(fn, value):
     if isinstance(value, (list, tuple)):
         return type(value)(map_leaves(fn, v) for v in value)
     return fn(value)
+
+
+def leaves_of(value) -> list:
+    """The leaves of ``value`` in order (a value that is no dict, list or tuple is one)."""
+    found = []
+    map_leaves(found.append, value)
+    return found
