@@ -93,7 +93,7 @@ def check_params(ref, params_def, leaves, batch):
     batch_def, batch_leaves = trees.flatten(batch)
     shapes = ", ".join(str(np.shape(x)) for x in leaves)
     try:
-        value, grads = worker._runner(ref, params_def, batch_def)(*leaves, *batch_leaves)
+        value, grads = worker._runner(ref, params_def, batch_def)(leaves, batch)
     except pb.CompileError:
         raise
     except Exception as error:   # noqa: BLE001 (re-raised as a clear error)

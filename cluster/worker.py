@@ -87,16 +87,40 @@ def _flat_wrapper(loss, params_def, batch_def):
 
 
 def _runner(ref, params_def, batch_def):
+    """``run(param_leaves, batch) -> (value, gradient leaves)`` for this structure, made
+    once per process.  A ``@pb.compile`` loss is differentiated as itself, its params
+    argument as one container: the variant ``pullback compile`` builds ahead of time for
+    a signature such as ``(("float64", "float64"), None)``, so a worker sharing the disk
+    cache loads it instead of transforming.  Any other loss goes through a flat wrapper of
+    leaf arrays, compiled in this process."""
     key = (ref, params_def, batch_def)
     found = _RUNNERS.get(key)
     if found is None:
         import pullback as pb   # the facade: compiler and runtime (never imported below us)
+        from pullback.compiler.api import CompiledFunction
         loss = ref.resolve()
-        flat, n_params = _flat_wrapper(loss, params_def, batch_def)
-        found = pb.value_and_grad(pb.compile(flat), argnums=tuple(range(n_params)))
+        if isinstance(loss, CompiledFunction):
+            found = _structured_runner(pb.value_and_grad(loss, argnums=0), params_def)
+        else:
+            flat, n_params = _flat_wrapper(loss, params_def, batch_def)
+            found = _flat_runner(pb.value_and_grad(pb.compile(flat),
+                                                   argnums=tuple(range(n_params))))
         _RUNNERS[key] = found
         STATS["compiled"] += 1
     return found
+
+
+def _structured_runner(value_and_grad, params_def):
+    def run(leaves, batch):
+        value, grads = value_and_grad(trees.unflatten(params_def, leaves), batch)
+        return value, trees.flatten(grads)[1]
+    return run
+
+
+def _flat_runner(value_and_grad):
+    def run(leaves, batch):
+        return value_and_grad(*leaves, *trees.flatten(batch)[1])
+    return run
 
 
 def where():
@@ -119,7 +143,7 @@ def partition_value_and_grad(ref, params_def, leaves, index, weight, batch):
     rows = int(np.shape(batch_leaves[0])[0]) if batch_leaves and np.ndim(batch_leaves[0]) else 1
     w = float(rows if weight is None else weight)
     try:
-        value, grads = run(*leaves, *batch_leaves)
+        value, grads = run(leaves, batch)
     except Exception as error:   # noqa: BLE001
         kind = "function" if type(error).__name__ == "CompileError" else "partition"
         return _problem(kind, error, ref, index)

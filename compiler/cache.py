@@ -67,7 +67,7 @@ from pullback.runtime import fused, safefile
 from . import codegen
 from .parse import ParsedFunction
 
-FORMAT = 1
+FORMAT = 2   # 2: callee masks as mask codes (container structures stored)
 MAGIC = b"PBC1"
 SUFFIX = ".pbc"
 FOLDER = "__pullback_cache__"
@@ -172,17 +172,39 @@ def build_fingerprint() -> str:
 
 
 def mask_bits(mask) -> str:
-    """``(True, False)`` -> ``"10"``."""
-    return "".join("1" if m else "0" for m in mask)
+    """``(True, False)`` -> ``"10"``; a container argument's structure (a ``Kind``) is
+    ``k`` and 12 hex digits of the hash of its (process-stable) repr."""
+    return "".join(("1" if m else "0") if isinstance(m, (bool, int))
+                   else "k" + _digest(repr(m))[:12] for m in mask)
 
 
-def _structured(mask) -> bool:
-    """Whether a mask holds the structure of a container argument (compiler/pytree.py)."""
-    return any(not isinstance(m, (bool, int)) for m in mask)
+def mask_code(mask) -> list:
+    """``mask`` as JSON values, read back by ``mask_from_code``: a bool per argument, or
+    ``{"tag", "items", "elem"}`` for a container's structure (keys keep their type)."""
+    return [bool(m) if isinstance(m, (bool, int)) else _kind_code(m) for m in mask]
 
 
-def _mask(bits: str) -> tuple:
-    return tuple(b == "1" for b in bits)
+def mask_from_code(code) -> tuple:
+    """The mask ``mask_code`` wrote (a TypeError/KeyError/ValueError for other data)."""
+    return tuple(m if isinstance(m, bool) else _kind_from_code(m) for m in code)
+
+
+def _kind_code(kind) -> dict:
+    return {"tag": kind.tag,
+            "items": None if kind.items is None
+            else [[k, _kind_code(v)] for k, v in kind.items],
+            "elem": None if kind.elem is None else _kind_code(kind.elem)}
+
+
+def _kind_from_code(code):
+    from .pytree import Kind   # not at import: the cache is imported by the facade early
+
+    if not isinstance(code, dict) or not isinstance(code["tag"], str):
+        raise ValueError(f"not a mask entry: {code!r}")
+    items = code["items"]
+    return Kind(code["tag"],
+                None if items is None else tuple((k, _kind_from_code(v)) for k, v in items),
+                None if code["elem"] is None else _kind_from_code(code["elem"]))
 
 
 def _digest(text: str) -> str:
@@ -321,8 +343,8 @@ def artifact_prefix(source_file) -> str:
 def artifact_path(fn, mask) -> tuple | None:
     """``(folder, file name)`` of the artifact of ``fn``'s variant for ``mask`` (None: no
     disk cache)."""
-    if not cache_enabled() or _structured(mask):
-        return None   # a container argument's structure is not stored yet: memory only
+    if not cache_enabled():
+        return None
     code = getattr(fn, "__code__", None)
     if code is None or not os.path.isfile(code.co_filename):
         return None   # <stdin>, exec'd strings, notebooks without files
@@ -501,11 +523,11 @@ def _bind(function, payload) -> dict | None:
             names[name] = sys.modules.get(module) or importlib.import_module(module)
     except (LookupError, ImportError):
         return None
-    for ref, module, qualname, bits, digest in payload["callees"]:
+    for ref, module, qualname, code, digest in payload["callees"]:
         callee = find_function(fn, module, qualname)
         if callee is None or _source_digest(callee) != digest:
             return None
-        names[ref] = function.variant_for(callee, _mask(bits))
+        names[ref] = function.variant_for(callee, mask_from_code(code))
     return names
 
 
@@ -538,12 +560,10 @@ def _payload(fn, mask, variant_key, source, meta) -> dict | None:
     for name, value in meta["names"].items():
         if isinstance(value, Variant):
             callee = value.function.fn
-            if _structured(value.mask):
-                return None   # a callee variant with a container's structure: memory only
             module = None if callee.__globals__ is fn.__globals__ else callee.__module__
             if find_function(fn, module, callee.__qualname__) is not callee:
                 return None
-            callees.append([name, module, callee.__qualname__, mask_bits(value.mask),
+            callees.append([name, module, callee.__qualname__, mask_code(value.mask),
                             _source_digest(callee)])
         elif _resolves_to(resolver, name, value):
             free.append(name)
@@ -582,11 +602,41 @@ def plan(compiled) -> list:
                 ((True,) * count + data, DEFAULT_DTYPES)]
     steps = {(False,) * count + data: set()}
     for signature in signatures:
-        mask = tuple(entry is not None for entry in signature) + data
-        dtypes = {entry for entry in signature if entry is not None} or set(DEFAULT_DTYPES)
+        mask = tuple(_signature_mask_entry(entry) for entry in signature) + data
+        dtypes = set(_signature_dtypes(signature)) or set(DEFAULT_DTYPES)
         steps.setdefault(mask, set()).update(dtypes)
         steps[(False,) * count + data].update(dtypes)
     return [(mask, tuple(sorted(dtypes))) for mask, dtypes in steps.items()]
+
+
+def _signature_mask_entry(entry):
+    """A signature entry's mask entry: False (None), True (a dtype), or the structure
+    (``Kind``) of a differentiated container argument (a dict/list/tuple of dtypes)."""
+    if entry is None:
+        return False
+    if isinstance(entry, str):
+        return True
+    from . import pytree   # not at import: the facade imports the cache early
+
+    def kind(e):
+        if isinstance(e, str):
+            return pytree.LEAF
+        pairs = e.items() if isinstance(e, dict) else enumerate(e)
+        tag = "dict" if isinstance(e, dict) else "list" if isinstance(e, list) else "tuple"
+        return pytree.container(tag, ((k, kind(v)) for k, v in pairs))
+    return kind(entry)
+
+
+def _signature_dtypes(entry):
+    """Every dtype named in a signature (or one of its entries), nested ones too."""
+    if isinstance(entry, str):
+        yield entry
+    elif isinstance(entry, dict):
+        for e in entry.values():
+            yield from _signature_dtypes(e)
+    elif isinstance(entry, (list, tuple)):
+        for e in entry:
+            yield from _signature_dtypes(e)
 
 
 def precompile(compiled) -> dict:
@@ -630,13 +680,23 @@ def check_signatures(fn, signatures) -> tuple | None:
     checked = []
     for signature in signatures:
         signature = tuple(signature)
-        if len(signature) != count or any(e not in (None, *DEFAULT_DTYPES) for e in signature):
+        if len(signature) != count or not all(map(_valid_entry, signature)):
             raise ValueError(
                 f"a signature of {fn.__qualname__}() has one entry per parameter ({count}): "
-                f"'float32' or 'float64' for an array that is differentiated, None for an "
+                f"'float32' or 'float64' for an array that is differentiated, a dict, list "
+                f"or tuple of them for a differentiated container of arrays, None for an "
                 f"argument that is not; got {signature!r}")
         checked.append(signature)
     return tuple(checked)
+
+
+def _valid_entry(entry, top=True) -> bool:
+    if entry in DEFAULT_DTYPES or (top and entry is None):
+        return True
+    if isinstance(entry, dict):
+        return all(isinstance(k, (str, int, bool, type(None))) and _valid_entry(v, False)
+                   for k, v in entry.items())
+    return isinstance(entry, (list, tuple)) and all(_valid_entry(e, False) for e in entry)
 
 
 def compile(fn=None, *, signatures=None, **options):
@@ -650,6 +710,8 @@ def compile(fn=None, *, signatures=None, **options):
         signatures: what ``python -m pullback compile`` builds ahead of time: a
             list with one tuple per call pattern, one entry per parameter:
             ``"float32"`` or ``"float64"`` for an array whose gradient is taken,
+            a dict, list or tuple of them (nested) for a differentiated container
+            argument of that structure (``{"w": "float64", "b": "float64"}``),
             ``None`` for an argument that is not differentiated.  Default: the
             plain forward and the adjoint of all parameters, float32 and float64.
         options: as for ``pullback.compiler.api.compile`` (``native``, ``fallback``).

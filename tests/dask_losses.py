@@ -61,3 +61,12 @@ def logistic_dict(params, batch):
     X, y = batch
     z = np.dot(X, params["w"]) + params["b"]
     return np.sum(np.log1p(np.exp(-y * z)))
+
+
+@pb.compile(signatures=[(("float64", "float64"), None)])
+def logistic_ahead_of_time(params, batch):
+    """Built ahead of time by ``pullback compile`` for params (w, b) and a batch."""
+    w, b = params
+    X, y = batch
+    z = np.dot(X, w) + b
+    return np.sum(np.log1p(np.exp(-y * z)))

@@ -485,3 +485,78 @@ def test_artifact_checksum_rejects_any_change():
     assert cache.decode(data[:-1]) is None
     assert cache.decode(data.replace(b"x = 1", b"x = 2")) is None
     assert cache.decode(b"") is None
+
+
+# ----- containers: a variant per structure, stored and loaded like any other -----------------
+
+TREE_MODEL = textwrap.dedent('''\
+    import numpy as np
+    import pullback as pb
+
+
+    def predict(params, X):
+        return np.tanh(np.dot(X, params["w"]) + params["b"])
+
+
+    @pb.compile(signatures=[({"w": "float64", "b": "float64"}, None)])
+    def loss(params, X):
+        return np.sum(predict(params, X) ** 2)
+''')
+
+TREE_RUN = textwrap.dedent('''\
+    import json, sys
+    import numpy as np
+    import pullback as pb
+    import pullback.compiler.api as api
+
+    if "--no-parse" in sys.argv:
+        def refuse(fn):
+            raise AssertionError(f"parsed {fn.__qualname__}")
+        api.parse_function = refuse
+    import model
+
+    X = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+    params = {"w": np.array([0.5, -0.25, 1.5]), "b": 0.125}
+    value, grads = pb.value_and_grad(model.loss, argnums=0)(params, X)
+    print(json.dumps({"value": float(value), "grad": {"w": grads["w"].tolist(),
+                      "b": float(grads["b"])}, "plain": float(model.loss(params, X)),
+                      "stats": pb.stats()}))
+''')
+
+
+def test_a_container_signature_is_built_ahead_of_time_and_loaded(tmp_path):
+    (tmp_path / "model.py").write_text(TREE_MODEL)
+    (tmp_path / "run.py").write_text(TREE_RUN)
+    expected = reference(tmp_path)
+    proc = cli(tmp_path, "compile", "model")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report, stderr = run(tmp_path, "--no-parse")
+    assert results(report) == expected and stderr == ""
+    stats = report["stats"]
+    # loss and its callee predict, each for params' structure (and loss plain)
+    assert stats["functions_transformed"] == 0
+    assert stats["cache_hits"] >= 3 and stats["cache_misses"] == 0
+    # the gradient itself, against central differences
+    X = [[-1.0 + 2.0 * (3 * i + j) / 11 for j in range(3)] for i in range(4)]
+    import numpy as np
+    X = np.array(X)
+
+    def loss(w, b):
+        return np.sum(np.tanh(X @ w + b) ** 2)
+    w, b, h = np.array([0.5, -0.25, 1.5]), 0.125, 1e-6
+    fd_w = [(loss(w + h * e, b) - loss(w - h * e, b)) / (2 * h) for e in np.eye(3)]
+    fd_b = (loss(w, b + h) - loss(w, b - h)) / (2 * h)
+    np.testing.assert_allclose(expected["grad"]["w"], fd_w, rtol=1e-7)
+    np.testing.assert_allclose(expected["grad"]["b"], fd_b, rtol=1e-7)
+
+
+def test_signatures_name_what_a_container_entry_may_hold():
+    import numpy as np
+    import pullback as pb
+
+    def f(p, x):
+        return np.sum(p["w"] * x)
+    with pytest.raises(ValueError, match="a dict, list or tuple of them"):
+        pb.compile(signatures=[({"w": "float16"}, None)])(f)
+    with pytest.raises(ValueError, match="a dict, list or tuple of them"):
+        pb.compile(signatures=[({"w": None}, None)])(f)

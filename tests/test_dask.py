@@ -235,3 +235,39 @@ def test_dict_params_keep_their_structure(client):
                                       client=client)
     assert isinstance(grads, dict) and set(grads) == {"w", "b"}
     assert_close((value, (grads["w"], grads["b"])), whole(flat_sum, (w, b), X, y))
+
+
+def _set_cache_dir(path):
+    """On a worker: use ``path`` as the disk cache (None: back to the default)."""
+    if path is None:
+        os.environ.pop("PULLBACK_CACHE_DIR", None)
+    else:
+        os.environ["PULLBACK_CACHE_DIR"] = path
+
+
+def test_pullback_compile_fills_the_workers_shared_cache_ahead_of_time(client, tmp_path):
+    import subprocess
+    cache_dir = str(tmp_path / "shared-cache")
+    env = dict(os.environ, PULLBACK_CACHE_DIR=cache_dir)
+    done = subprocess.run([sys.executable, "-m", "pullback", "compile",
+                           os.path.join(TESTS, "dask_losses.py")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "logistic_ahead_of_time: 2 variants" in done.stdout
+    old = {w: v for w, v in client.run(os.environ.get, "PULLBACK_CACHE_DIR").items()}
+    client.run(_set_cache_dir, cache_dir)
+    try:
+        X, y, params = logistic_data(120, seed=5)
+        data = (da.from_array(X, chunks=(25, 3)), da.from_array(y, chunks=(25,)))
+        before = client.run(pb.stats)
+        got = pbd.value_and_grad(dask_losses.logistic_ahead_of_time, params, data,
+                                 client=client)
+        after = client.run(pb.stats)
+    finally:
+        for worker, value in old.items():
+            client.run(_set_cache_dir, value, workers=[worker])
+    assert_close((got[0], got[1]), whole(flat_sum, params, X, y))
+    hits = sum(after[w]["cache_hits"] - before[w]["cache_hits"] for w in after)
+    assert hits >= 1   # each worker that ran a partition loaded the variant from the disk
+    for w in after:    # ... and none transformed the loss itself
+        assert after[w]["functions_transformed"] == before[w]["functions_transformed"], w
