@@ -123,7 +123,6 @@ def header(mode, elapsed) -> str:
                                                                           "--", ".") else "")
     v = tools.versions()
     v["mxnet"] = mxnet_version()
-    v["tangent"] = "not runnable on this Python (see notes)"
     versions = ", ".join(f"{k} {val}" for k, val in v.items())
     threads = ", ".join(f"{k}={os.environ.get(k, '')}" for k in
                         ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",

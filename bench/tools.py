@@ -28,15 +28,7 @@ BENCH = Path(__file__).resolve().parent
 # Peers are the AD tools pullback is compared with; the references are not AD tools.
 REFERENCES = ("numpy (hand-written)", "numba (hand adjoint)")
 PULLBACK = ("pullback", "pullback eager", "pullback native road", "pullback python road")
-PEERS = ("jax", "jax eager", "torch", "autograd", "tangent", "mxnet")
-
-TANGENT_REASON = (
-    "not runnable on Python 3.11: tangent 0.1.9 (2017) imports TensorFlow 1.x APIs at "
-    "import time (tf.to_float, tensorflow.python.eager.backprop.make_vjp; TF 1.x has no "
-    "cp311 wheel, TF 2.x lacks them), and its gast 0.2 pin drops ast.Constant on "
-    "Python >= 3.8 (`x * 2.0` parses to BinOp(right=None)); with gast 0.7 it fails on "
-    "gast.Num")
-
+PEERS = ("jax", "jax eager", "torch", "autograd", "tangent", "warp", "drjit", "mxnet")
 
 class Refused(Exception):
     """The tool cannot run this workload as specified (e.g. JAX refusing reverse mode)."""
@@ -187,11 +179,42 @@ def hips_autograd(module, args):
 
 
 def tangent(module, args):
+    """tangent-ad (the maintained fork of Google's Tangent) on the workload's own numpy
+    ``loss``, as a user would try it first; its own error is the refusal's reason."""
+    import tangent as _tangent
+
+    loss = getattr(module, "tangent_loss", lambda: module.loss)()
     try:
-        import tangent as _tangent  # noqa: F401
-    except Exception as error:
-        raise Refused(TANGENT_REASON) from error
-    raise Refused("tangent imported, but no tangent version of the workloads is written")
+        gradient = _tangent.grad(loss, wrt=tuple(module.WRT), verbose=0)
+    except Exception as error:   # noqa: BLE001 -- the tool's own reason, in the table
+        raise Refused(f"tangent.grad: {_first_line(error)}") from error
+    return Impl(lambda: loss(*args), lambda: _as_tuple(gradient(*args)))
+
+
+def warp(module, args):
+    """NVIDIA Warp on the CPU device: the workload's kernels (``warp_impl``), recorded on a
+    ``wp.Tape`` and run backward, synchronised before returning."""
+    if not hasattr(module, "warp_impl"):
+        raise Refused("not written for Warp (array-shaped kernels per workload; only the "
+                      "scalar loops W6 and W7 are)")
+    import warp as _wp
+
+    _wp.config.quiet = True
+    _wp.init()
+    primal, gradient = module.warp_impl(_wp, args)
+    return Impl(primal, gradient)
+
+
+def drjit(module, args):
+    """Dr.Jit's LLVM backend with AD (``drjit.llvm.ad``): the workload as ``drjit_impl``
+    (loops as ``dr.while_loop`` with the trip count as ``max_iterations``, the form its
+    reverse mode accepts), results read back (evaluated) before returning."""
+    if not hasattr(module, "drjit_impl"):
+        raise Refused("not written for Dr.Jit (only the scalar loops W6 and W7 are)")
+    import drjit as _dr
+
+    primal, gradient = module.drjit_impl(_dr, args)
+    return Impl(primal, gradient)
 
 
 def numba_adjoint(module, args):
@@ -278,10 +301,13 @@ BUILDERS = {
     "torch": torch_eager,
     "autograd": hips_autograd,
     "tangent": tangent,
+    "warp": warp,
+    "drjit": drjit,
     "mxnet": mxnet,
 }
 NEEDS = {"numba (hand adjoint)": "numba", "jax": "jax", "torch": "torch",
-         "autograd": "autograd", "mxnet": None, "tangent": None}
+         "autograd": "autograd", "mxnet": None, "tangent": "tangent", "warp": "warp",
+         "drjit": "drjit"}
 
 
 def available(name) -> bool:
@@ -317,7 +343,8 @@ def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0], "numpy": np.__version__}
-    for package in ("jax", "jaxlib", "torch", "autograd", "numba", "scipy"):
+    for package in ("jax", "jaxlib", "torch", "autograd", "numba", "scipy", "tangent-ad",
+                    "warp-lang", "drjit"):
         try:
             out[package] = version(package)
         except PackageNotFoundError:

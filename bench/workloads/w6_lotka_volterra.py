@@ -177,3 +177,113 @@ def numba_impl():
     for fn in (_rhs, _rhs_vjp, _step, _step_vjp, _gradient, loss):
         scope[fn.__name__] = njit(types.FunctionType(fn.__code__, scope, fn.__name__))
     return scope["loss"], scope["_gradient"]
+
+
+def warp_impl(wp, args):
+    """The Warp way to a loop whose adjoint needs its states: one kernel launch per RK4
+    step, the states in arrays of steps + 1 entries, the launches recorded on a Tape."""
+    *p, x0, y0, steps = args
+
+    @wp.kernel
+    def rk4_step(p: wp.array(dtype=wp.float64), xs: wp.array(dtype=wp.float64),
+                 ys: wp.array(dtype=wp.float64), t: int, dt: wp.float64, sixth: wp.float64):
+        alpha, beta, delta, gamma = p[0], p[1], p[2], p[3]
+        half, two = wp.float64(0.5), wp.float64(2.0)   # exact; 0.01 as a literal is not
+        x, y = xs[t], ys[t]
+        k1x = alpha * x - beta * x * y
+        k1y = delta * x * y - gamma * y
+        x2 = x + half * dt * k1x
+        y2 = y + half * dt * k1y
+        k2x = alpha * x2 - beta * x2 * y2
+        k2y = delta * x2 * y2 - gamma * y2
+        x3 = x + half * dt * k2x
+        y3 = y + half * dt * k2y
+        k3x = alpha * x3 - beta * x3 * y3
+        k3y = delta * x3 * y3 - gamma * y3
+        x4 = x + dt * k3x
+        y4 = y + dt * k3y
+        k4x = alpha * x4 - beta * x4 * y4
+        k4y = delta * x4 * y4 - gamma * y4
+        xs[t + 1] = x + dt * sixth * (k1x + two * k2x + two * k3x + k4x)
+        ys[t + 1] = y + dt * sixth * (k1y + two * k2y + two * k3y + k4y)
+
+    @wp.kernel
+    def total(xs: wp.array(dtype=wp.float64), ys: wp.array(dtype=wp.float64), t: int,
+              out: wp.array(dtype=wp.float64)):
+        out[0] = xs[t] + ys[t]
+
+    params = wp.array(p, dtype=wp.float64, requires_grad=True, device="cpu")
+    start = np.zeros(steps + 1)
+    xs = wp.array(start, dtype=wp.float64, requires_grad=True, device="cpu")
+    ys = wp.array(start, dtype=wp.float64, requires_grad=True, device="cpu")
+    out = wp.zeros(1, dtype=wp.float64, requires_grad=True, device="cpu")
+    seed = wp.array([1.0], dtype=wp.float64, device="cpu")
+    init = np.zeros(steps + 1)
+
+    def forward():
+        init[0] = x0
+        xs.assign(init)
+        init[0] = y0
+        ys.assign(init)
+        for t in range(steps):
+            wp.launch(rk4_step, dim=1, inputs=[params, xs, ys, t, DT, 1.0 / 6.0],
+                      device="cpu")
+        wp.launch(total, dim=1, inputs=[xs, ys, steps], outputs=[out], device="cpu")
+
+    def primal():
+        forward()
+        return out.numpy()[0]
+
+    def gradient():
+        tape = wp.Tape()
+        with tape:
+            forward()
+        tape.backward(grads={out: seed})
+        gp, gx, gy = params.grad.numpy(), xs.grad.numpy(), ys.grad.numpy()
+        g = (*(float(v) for v in gp), float(gx[0]), float(gy[0]))
+        tape.zero()
+        return g
+
+    return primal, gradient
+
+
+def drjit_impl(dr, args):
+    from drjit.llvm.ad import Float64, UInt32
+
+    *p0, x0, y0, steps = args
+
+    def run(grad):
+        p = [Float64(v) for v in p0]
+        x, y = Float64(x0), Float64(y0)
+        if grad:
+            dr.enable_grad(*p, x, y)
+        alpha, beta, delta, gamma = p
+
+        def body(i, x, y):
+            dt = DT
+            k1x = alpha * x - beta * x * y
+            k1y = delta * x * y - gamma * y
+            x2 = x + 0.5 * dt * k1x
+            y2 = y + 0.5 * dt * k1y
+            k2x = alpha * x2 - beta * x2 * y2
+            k2y = delta * x2 * y2 - gamma * y2
+            x3 = x + 0.5 * dt * k2x
+            y3 = y + 0.5 * dt * k2y
+            k3x = alpha * x3 - beta * x3 * y3
+            k3y = delta * x3 * y3 - gamma * y3
+            x4 = x + dt * k3x
+            y4 = y + dt * k3y
+            k4x = alpha * x4 - beta * x4 * y4
+            k4y = delta * x4 * y4 - gamma * y4
+            return (i + 1, x + dt / 6 * (k1x + 2 * k2x + 2 * k3x + k4x),
+                    y + dt / 6 * (k1y + 2 * k2y + 2 * k3y + k4y))
+
+        _, xT, yT = dr.while_loop((UInt32(0), x, y), lambda i, x, y: i < steps, body,
+                                  max_iterations=steps)
+        loss = xT + yT
+        if not grad:
+            return loss[0]
+        dr.backward(loss)
+        return tuple(v.grad[0] for v in (*p, x, y))
+
+    return (lambda: run(False)), (lambda: run(True))

@@ -111,3 +111,57 @@ def numba_impl():
         return gx, gy
 
     return primal, gradient
+
+
+def warp_impl(wp, args):
+    """One CPU thread runs the loop; Warp's generated adjoint of the kernel gives the
+    gradient (the sum is linear in ``s``, so no loop state needs storing)."""
+    x0, y0, n = args
+
+    @wp.kernel
+    def sin_loop(x: wp.array(dtype=wp.float64), y: wp.array(dtype=wp.float64), n: int,
+                 out: wp.array(dtype=wp.float64)):
+        s = wp.float64(0.0)
+        for i in range(n):
+            s = s + wp.sin(x[0] * wp.float64(i)) * y[0]
+        out[0] = s
+
+    x = wp.array([x0], dtype=wp.float64, requires_grad=True, device="cpu")
+    y = wp.array([y0], dtype=wp.float64, requires_grad=True, device="cpu")
+    out = wp.zeros(1, dtype=wp.float64, requires_grad=True, device="cpu")
+    seed = wp.array([1.0], dtype=wp.float64, device="cpu")
+
+    def primal():
+        wp.launch(sin_loop, dim=1, inputs=[x, y, n], outputs=[out], device="cpu")
+        return out.numpy()[0]
+
+    def gradient():
+        tape = wp.Tape()
+        with tape:
+            wp.launch(sin_loop, dim=1, inputs=[x, y, n], outputs=[out], device="cpu")
+        tape.backward(grads={out: seed})
+        g = (x.grad.numpy()[0], y.grad.numpy()[0])
+        tape.zero()
+        return g
+
+    return primal, gradient
+
+
+def drjit_impl(dr, args):
+    from drjit.llvm.ad import Float64, UInt32
+
+    x0, y0, n = args
+
+    def run(grad):
+        x, y = Float64(x0), Float64(y0)
+        if grad:
+            dr.enable_grad(x, y)
+        _, s = dr.while_loop((UInt32(0), Float64(0.0)), lambda i, s: i < n,
+                             lambda i, s: (i + 1, s + dr.sin(x * Float64(i)) * y),
+                             max_iterations=n)
+        if not grad:
+            return s[0]
+        dr.backward(s)
+        return x.grad[0], y.grad[0]
+
+    return (lambda: run(False)), (lambda: run(True))
