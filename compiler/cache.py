@@ -398,7 +398,7 @@ def decode(data: bytes) -> dict | None:
         payload = json.loads(body)
     except ValueError:
         return None
-    return payload if isinstance(payload, dict) and payload.get("format") == FORMAT else None
+    return payload if isinstance(payload, dict) else None
 
 
 def read_artifact(location: safefile.Location, name: str) -> dict | None:
@@ -425,6 +425,9 @@ def read_artifact(location: safefile.Location, name: str) -> dict | None:
         _STATS["cache_corrupt"] += 1
         _warn_once("corrupt", path, f"pullback: the cache file {path} is corrupted or truncated "
                    "(checksum mismatch); it is ignored and rebuilt")
+    elif payload.get("format") != FORMAT:   # written by another pullback: stale, silently
+        _STATS["cache_stale"] += 1
+        return None
     return payload
 
 

@@ -317,6 +317,9 @@ def command_cache_info(targets, out=None) -> int:
                 payload = cache.decode(data)
                 if payload is None:
                     lines.append(f"  {name}  {_size(len(data))}  CORRUPT (rebuilt on next use)")
+                elif payload.get("format") != cache.FORMAT or "function" not in payload:
+                    lines.append(f"  {name}  {_size(len(data))}  another pullback's format "
+                                 f"(rebuilt on next use)")
                 else:
                     lines.append(f"  {payload['function']} [differentiated: "
                                  f"{payload['mask'] or '-'}]  {_size(len(data))}")

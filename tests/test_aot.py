@@ -560,3 +560,19 @@ def test_signatures_name_what_a_container_entry_may_hold():
         pb.compile(signatures=[({"w": "float16"}, None)])(f)
     with pytest.raises(ValueError, match="a dict, list or tuple of them"):
         pb.compile(signatures=[({"w": None}, None)])(f)
+
+
+def test_an_artifact_of_another_format_is_stale_not_corrupt(project):
+    """Upgrading pullback: artifacts it wrote in its old format are rebuilt silently."""
+    assert cli(project, "compile", "model").returncode == 0
+    for path in artifacts(project / "__pullback_cache__"):
+        payload = cache.decode(path.read_bytes())
+        payload["format"] = cache.FORMAT - 1
+        path.write_bytes(cache.encode(payload))
+    info = cli(project, "cache", "info", "model")
+    assert "another pullback's format" in info.stdout and "CORRUPT" not in info.stdout
+    report, stderr = run(project)
+    assert stderr == ""
+    assert report["stats"]["cache_stale"] == ALL_VARIANTS
+    assert report["stats"]["cache_corrupt"] == 0
+    assert results(report) == reference(project)
