@@ -26,6 +26,7 @@ from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
 
 from . import native_road
+from .bindings import Bindings
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
@@ -50,6 +51,24 @@ class CompiledFunction:
         self._containers = None
         self._variants = {}
         self.last_variant = None
+        self._bindings = None
+        self.generation = 0   # counts rebuilds after a rebinding (check_bindings)
+
+    def check_bindings(self) -> bool:
+        """Rebuild from scratch if a name the function (or a callee) reads now refers to
+        another object (``compiler/bindings.py``): True when that happened."""
+        bindings = self._bindings
+        if bindings is None:
+            self._bindings = Bindings(self.fn)
+            return False
+        if not bindings.changed():
+            return False
+        self._parsed = self._implicit = self._containers = self.last_variant = None
+        self._variants = {}
+        self.__dict__.pop("_tangent_variants", None)
+        self._bindings = Bindings(self.fn)
+        self.generation += 1
+        return True
 
     @property
     def pullback_function(self):
@@ -123,6 +142,7 @@ class CompiledFunction:
         return self if obj is None else functools.partial(self, obj)
 
     def __call__(self, *args, **kwargs):
+        self.check_bindings()
         user_args = complete_arguments(self.fn, args, kwargs)
         args = user_args + self.implicit_values() if self.implicit else user_args
         recording = tape.is_recording()
@@ -307,6 +327,7 @@ Stack.__copy__ = _stack_copy
 def as_compiled(fn) -> CompiledFunction:
     """``fn`` as a CompiledFunction (plain functions are cached by code object)."""
     if isinstance(fn, CompiledFunction):
+        fn.check_bindings()
         return fn
     if inspect.ismethod(fn):   # its __code__ is the function's, which also takes self
         raise TypeError(f"{fn.__qualname__} is a bound method: pass its function and the "
@@ -319,6 +340,7 @@ def as_compiled(fn) -> CompiledFunction:
     found = _BY_CODE.get(key)
     if found is None or found.fn.__closure__ is not fn.__closure__:
         found = _BY_CODE[key] = CompiledFunction(fn)
+    found.check_bindings()
     return found
 
 
@@ -530,7 +552,13 @@ def _gradient_runner(fn, argnums):
     user_fn = getattr(fn, "fn", fn)
     prepared = {}   # (number of arguments, structures) -> the variant's (forward, adjoint)
 
+    built_for = [None]   # the CompiledFunction generation ``prepared`` holds
+
     def run(args, kwargs):
+        compiled = as_compiled(fn)   # checks what its names refer to (bindings.py)
+        if built_for[0] != (compiled, compiled.generation):   # first call, or rebound
+            prepared.clear()
+            built_for[0] = (compiled, compiled.generation)
         args = complete_arguments(user_fn, args, kwargs)
         key = (len(args), _structures(args, nums))
         entry = prepared.get(key)
@@ -659,8 +687,9 @@ def explain(fn, *args, argnums=None) -> str:
     """
     compiled = as_compiled(fn)
     if args:
-        n = len(args)
+        n = len(args)   # the arguments given; defaults are filled in, not differentiated
         nums = tuple(range(n)) if argnums is None else _positions(argnums)
+        args = complete_arguments(compiled.fn, args, {})
         variant = _differentiated(fn, nums, nums, args)
         native_road.gradient_function(variant, _internal_arguments(fn, args, nums))
     lines = []
@@ -670,7 +699,9 @@ def explain(fn, *args, argnums=None) -> str:
     elif not compiled.native:
         lines.append("compiled with native=False: Python road")
     for mask, variant in compiled._variants.items():
-        params = compiled.fn.__code__.co_varnames[:len(mask)]
+        code = compiled.fn.__code__   # the arguments, then the implicit inputs (globals)
+        params = (code.co_varnames[:code.co_argcount]
+                  + tuple(found.spelled() for found in compiled.implicit))
         wrt = ", ".join(p for p, m in zip(params, mask, strict=True) if m) or "nothing"
         for line in native_road.explain(variant) or ["not called through grad/vjp yet"]:
             lines.append(f"{compiled.fn.__name__} differentiating {wrt}: {line}")

@@ -65,6 +65,7 @@ from pathlib import Path
 from pullback.runtime import fused, safefile
 
 from . import codegen
+from .bindings import followed
 from .parse import ParsedFunction
 
 FORMAT = 2   # 2: callee masks as mask codes (container structures stored)
@@ -304,7 +305,7 @@ def _reads(fn) -> list:
             reads.append(f"{name}: -")
             continue
         reads.append(f"{name}: {_describe(found)}")
-        if isinstance(found, types.ModuleType):
+        if isinstance(found, types.ModuleType) or followed(found):
             modules.append((name, found))
     while modules:
         path, module = modules.pop()
@@ -313,7 +314,8 @@ def _reads(fn) -> list:
             if name in attributes:
                 found = attributes[name]
                 reads.append(f"{path}.{name}: {_describe(found)}")
-                if isinstance(found, types.ModuleType) and path.count(".") < 3:
+                if ((isinstance(found, types.ModuleType) or followed(found))
+                        and path.count(".") < 3):
                     modules.append((f"{path}.{name}", found))
     return reads
 

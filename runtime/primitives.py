@@ -218,8 +218,12 @@ def _div_vjp_y(g, ans, x, y):
 def _pow_vjp_x(g, ans, x, y):
     # A Python-number exponent stays a Python number: as a float64 array it would
     # promote a float32 gradient to float64.
-    y_minus_one = subtract(y, 1) if _is_array(y) else y - 1
-    return unbroadcast(multiply(g, multiply(y, power(x, y_minus_one))), x)
+    # x ** 0 is 1 everywhere, so its derivative is 0, also at x = 0 (where
+    # 0 * 0 ** -1 would be 0 * inf = nan): the exponent y - (y != 0) is y - 1, or 0 for y = 0
+    if not _is_array(y):
+        return unbroadcast(multiply(g, multiply(y, power(x, y - (y != 0)))), x)
+    exponent = subtract(y, not_equal(y, zeros_like(y)))
+    return unbroadcast(multiply(g, multiply(y, power(x, exponent))), x)
 
 
 def _pow_vjp_y(g, ans, x, y):
@@ -255,7 +259,7 @@ multiply = primitive("multiply", np.multiply, [_mul_vjp_x, _mul_vjp_y], scalar="
 divide = primitive("divide", np.true_divide, [_div_vjp_x, _div_vjp_y], scalar="x / y",
                    scalar_vjps=("g / y", "-((g * ans) / y)"))
 power = primitive("power", np.power, [_pow_vjp_x, _pow_vjp_y], scalar="pow(x, y)",
-                  scalar_vjps=("g * (y * pow(x, y - 1))", "g * (ans * log(where(x > 0, x, 1.0)))"))
+                  scalar_vjps=("g * (y * pow(x, y - (y != 0)))", "g * (ans * log(where(x > 0, x, 1.0)))"))
 maximum = primitive("maximum", np.maximum, [_maximum_vjp_x, _maximum_vjp_y],
                     scalar="max(x, y)",
                     scalar_vjps=("g * (x >= y)", "g * (x < y)"))
