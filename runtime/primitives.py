@@ -426,7 +426,15 @@ def _identity_vjp(g, ans, x, **params):
 
 
 def _astype_vjp(g, ans, x, dtype):
+    if not np.issubdtype(np.dtype(dtype), np.inexact):   # to int/bool: piecewise constant
+        return zeros_like(astype(g, dtype=np.asarray(x).dtype))
     return astype(g, dtype=np.asarray(x).dtype)
+
+
+def _astype_jvp(t, ans, x, dtype):
+    if not np.issubdtype(np.dtype(dtype), np.inexact):   # to int/bool: no tangent
+        return zeros_like(t)
+    return astype(t, dtype=dtype)
 
 
 def _zeros_like_forward(x, **params):
@@ -448,7 +456,7 @@ def _astype_forward(x, dtype):
 
 
 astype = primitive("astype", _astype_forward, [_astype_vjp], params=("dtype",),
-                   jvps=[_linear_jvp("astype")])
+                   jvps=[_astype_jvp])
 zeros_like = primitive("zeros_like", _zeros_like_forward, None)
 ones_like = primitive("ones_like", _ones_like_forward, None)
 stop_gradient = primitive("stop_gradient", np.copy, None)

@@ -87,3 +87,30 @@ def test_explain_of_a_function_reading_a_global_and_one_with_defaults():
     assert "reads_a_global differentiating x:" in text
     assert "reads_a_global differentiating x:" in pb.explain(reads_a_global, 1.5)
     assert "kw_default differentiating x:" in pb.explain(kw_default, 1.5)
+
+
+def times_truncated(x):
+    return np.sum(x.astype(np.int64) * x)
+
+
+def times_bool(x):
+    return np.sum(x.astype(bool) * x)
+
+
+def test_a_cast_to_int_or_bool_has_no_gradient_on_every_road():
+    """x.astype(int) is piecewise constant: its derivative is 0 (was the identity's)."""
+    X = np.array([0.3, 1.7, -2.5])
+    np.testing.assert_array_equal(pb.grad(times_truncated)(X), np.trunc(X))
+    np.testing.assert_array_equal(pb.jacfwd(times_truncated)(X), np.trunc(X))
+    _, tangent = pb.jvp(times_truncated, (X,), (np.ones(3),))
+    assert tangent == pytest.approx(np.sum(np.trunc(X)))
+    np.testing.assert_array_equal(pb.grad(times_bool)(X), np.ones(3))
+    h = 1e-6   # central differences (away from the jumps)
+    fd = [(times_truncated(X + h * e) - times_truncated(X - h * e)) / (2 * h) for e in np.eye(3)]
+    np.testing.assert_allclose(pb.grad(times_truncated)(X), fd, rtol=1e-6)
+    x = nd.array(X, dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = nd.sum(x.astype("int32") * x)
+    y.backward()
+    np.testing.assert_array_equal(x.grad.asnumpy(), np.trunc(X))

@@ -214,3 +214,28 @@ def test_the_tape_node_of_a_compiled_call_after_a_rebinding():
         np.testing.assert_allclose(gradient(), reference(), rtol=1e-6)
     finally:
         LAYER = nd.tanh
+
+
+TRAINING = True
+MODE = "tanh"
+
+
+def flagged(x):
+    if TRAINING:
+        x = x * 2.0
+    if MODE == "tanh":
+        return np.sum(np.tanh(x))
+    return np.sum(np.sin(x))
+
+
+def test_flags_a_branch_reads_rebound():
+    global TRAINING, MODE
+    grad = pb.grad(flagged)
+    np.testing.assert_allclose(grad(X), central(flagged, X), rtol=1e-7)
+    try:
+        TRAINING = False
+        np.testing.assert_allclose(grad(X), 1 / np.cosh(X) ** 2, rtol=1e-12)
+        MODE = "".join(["s", "in"])   # another str object
+        np.testing.assert_allclose(grad(X), np.cos(X), rtol=1e-12)
+    finally:
+        TRAINING, MODE = True, "tanh"
