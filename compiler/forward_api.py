@@ -124,6 +124,8 @@ def jacfwd(fn, argnums=0):
 
     def jacobian(*args, **kwargs):
         args = complete_arguments(user_fn, args, kwargs)
+        if not all(0 <= n < len(args) for n in nums):   # as grad / jacrev / vjp say it
+            raise ValueError(f"argnums {argnums} out of range for {len(args)} arguments")
         results = []
         for n in nums:
             if isinstance(args[n], (dict, list, tuple)):

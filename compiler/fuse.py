@@ -320,7 +320,7 @@ def fuse(parsed, fn, namer) -> list:
 NUMPY_FUNCTIONS = {
     "exp": "_np.exp", "log": "_np.log", "sqrt": "_np.sqrt", "sin": "_np.sin", "cos": "_np.cos",
     "tan": "_np.tan", "tanh": "_np.tanh", "log1p": "_np.log1p", "expm1": "_np.expm1",
-    "pow": "_np.power", "fabs": "_np.abs", "sign": "_np.sign", "floor": "_np.floor",
+    "pow": "_kernels.power", "fabs": "_kernels.absolute", "sign": "_np.sign", "floor": "_np.floor",
     "ceil": "_np.ceil", "round": "_np.round", "max": "_np.maximum", "min": "_np.minimum",
     "sigmoid": "_kernels.sigmoid", "where": "_kernels.where", "spread": "_kernels.spread",
     "count_equal": "_kernels.count_equal",

@@ -225,7 +225,7 @@ NUMPY_NAMES = {"_np.exp": "exp", "_np.log": "log", "_np.sin": "sin", "_np.cos": 
                "_np.expm1": "expm1", "_np.sqrt": "sqrt", "_np.abs": "fabs",
                "_np.floor": "floor", "_np.ceil": "ceil", "_np.round": "round",
                "_np.sign": "sign", "_np.maximum": "max", "_np.minimum": "min",
-               "_np.power": "pow"}
+               "_np.power": "pow", "_kernels.power": "pow", "_kernels.absolute": "fabs"}
 
 _AST_OPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div",
             ast.FloorDiv: "floordiv", ast.Mod: "mod", ast.Pow: "pow"}

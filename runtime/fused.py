@@ -45,6 +45,19 @@ def sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype)
 
 
+def power(x, y):
+    """``np.power``, but Python's ``**`` for two Python ints (exact, no int64 wrap-around;
+    a negative exponent gives a float), as the user's ``n ** 2`` computes it."""
+    if type(x) is int and type(y) is int:
+        return x ** y
+    return np.power(x, y)
+
+
+def absolute(x):
+    """``np.abs``, but Python's ``abs`` for a Python int (``abs(-2**63)`` is positive)."""
+    return abs(x) if type(x) is int else np.abs(x)
+
+
 def where(condition, a, b):
     return np.where(np.asarray(condition) != 0, a, b)
 

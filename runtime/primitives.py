@@ -370,6 +370,12 @@ def _reciprocal_vjp(g, ans, x):
     return negative(multiply(g, square(ans)))
 
 
+def _abs_forward(x):
+    """``np.abs``, but Python's ``abs`` for a Python int (``abs(-2**63)`` is positive;
+    numpy's int64 would wrap)."""
+    return builtins.abs(x) if type(x) is int else np.abs(x)
+
+
 def _sigmoid_forward(x):
     # exp of a non-positive number only: no overflow for large |x|
     e = np.exp(-np.abs(x))
@@ -390,7 +396,7 @@ sqrt = primitive("sqrt", np.sqrt, [_sqrt_vjp], scalar="sqrt(x)",
                  scalar_vjps=("(g * 0.5) / ans",))
 square = primitive("square", np.square, [_square_vjp], scalar="x * x",
                    scalar_vjps=("g * (x * 2.0)",))
-abs = primitive("abs", np.abs, [_abs_vjp], scalar="fabs(x)",
+abs = primitive("abs", _abs_forward, [_abs_vjp], scalar="fabs(x)",
                 scalar_vjps=("g * sign(x)",))
 sign = primitive("sign", np.sign, [_zero_vjp], scalar="sign(x)",
                  scalar_vjps=(None,))

@@ -114,3 +114,45 @@ def test_a_cast_to_int_or_bool_has_no_gradient_on_every_road():
         y = nd.sum(x.astype("int32") * x)
     y.backward()
     np.testing.assert_array_equal(x.grad.asnumpy(), np.trunc(X))
+
+
+def two_args(x, y):
+    return np.sum(x * y)
+
+
+@pytest.mark.parametrize("argnums", [-1, 5, (0, -1), (0, 2)])
+def test_jacfwd_checks_argnums_like_jacrev(argnums):
+    x, y = np.ones(2), np.arange(2.0)
+    for jacobian in (pb.jacfwd, pb.jacrev):
+        with pytest.raises(ValueError, match="out of range for 2 arguments"):
+            jacobian(two_args, argnums=argnums)(x, y)
+
+
+def times_int_square(x, n):
+    return x * (n ** 2)
+
+
+def times_power_of_two(x, n):
+    return x * (2 ** n)
+
+
+def times_abs(x, n):
+    return x * abs(n)
+
+
+def branch_on_abs(x, n):
+    if abs(n) > 0:
+        return x * 2.0
+    return x * 3.0
+
+
+@pytest.mark.parametrize("f, n", [(times_int_square, 2 ** 32), (times_int_square, 3037000500),
+                                  (times_int_square, 2 ** 70), (times_power_of_two, 64),
+                                  (times_power_of_two, -2), (times_abs, -2 ** 63),
+                                  (branch_on_abs, -2 ** 63), (times_abs, -2 ** 70)])
+def test_python_ints_keep_python_semantics_in_powers_and_abs(f, n):
+    """n ** 2, 2 ** n and abs(n) of a Python int are exact (int64 wrapped to 0 or negative)."""
+    value, gradient = pb.value_and_grad(f)(1.5, n)
+    assert float(np.asarray(value).ravel()[0]) == pytest.approx(f(1.5, n), rel=1e-15)
+    h = 1e-3   # f is linear in x: central differences are exact up to rounding
+    assert gradient == pytest.approx((f(1.5 + h, n) - f(1.5 - h, n)) / (2 * h), rel=1e-9)
