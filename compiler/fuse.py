@@ -324,6 +324,12 @@ NUMPY_FUNCTIONS = {
     "ceil": "_np.ceil", "round": "_np.round", "max": "_np.maximum", "min": "_np.minimum",
     "sigmoid": "_kernels.sigmoid", "where": "_kernels.where", "spread": "_kernels.spread",
     "count_equal": "_kernels.count_equal",
+    # numpy coverage (issue 11 item 5)
+    "sinh": "_np.sinh", "cosh": "_np.cosh", "asin": "_np.arcsin", "acos": "_np.arccos",
+    "atan": "_np.arctan", "asinh": "_np.arcsinh", "acosh": "_np.arccosh",
+    "atanh": "_np.arctanh", "log2": "_np.log2", "log10": "_np.log10", "exp2": "_np.exp2",
+    "cbrt": "_np.cbrt", "atan2": "_np.arctan2", "hypot": "_np.hypot",
+    "logaddexp": "_np.logaddexp",
 }
 #: The numpy helper (in runtime/fused.py) computing each trailing reduction as its primitive.
 _REDUCTION_HELPERS = {"sum": "total", "mean": "average", "max": "largest", "min": "smallest",
