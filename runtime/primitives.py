@@ -1346,11 +1346,22 @@ def _sinc_forward(x):
     return np.divide(np.sin(y), y)
 
 
+#: sinc's slope near 0 as its Taylor series -pi^2 x / 3 + pi^4 x^3 / 30 - pi^6 x^5 / 840:
+#: for |x| < 0.01 its truncation error is below 5e-14 (relative), where the direct
+#: (cos(pi x) - sinc(x)) / x loses digits to cancellation (1e-13 at 0.01, worse nearer 0);
+#: it also gives the right second and third derivatives at 0
+_SINC_SERIES = (-3.289868133696453, 3.246969701133414, -1.144510944732505)
+_SINC_SMALL = 0.01
+
+
 def _sinc_vjp(g, ans, x):
-    # d/dx sin(pi x) / (pi x) = (cos(pi x) - sinc(x)) / x, and 0 at x = 0
-    at_zero = equal(x, 0.0)
-    slope = divide(subtract(cos(multiply(_PI, x)), ans), where(at_zero, 1.0, x))
-    return multiply(g, where(at_zero, 0.0, slope))
+    # d/dx sin(pi x) / (pi x) = (cos(pi x) - sinc(x)) / x, the series near 0
+    c1, c3, c5 = _SINC_SERIES
+    small = lesser(abs(x), _SINC_SMALL)
+    squared = multiply(x, x)
+    series = multiply(x, add(c1, multiply(squared, add(c3, multiply(squared, c5)))))
+    slope = divide(subtract(cos(multiply(_PI, x)), ans), where(small, 1.0, x))
+    return multiply(g, where(small, series, slope))
 
 
 def _arctan2_vjp_x(g, ans, x, y):   # numpy's arctan2(x1, x2) = atan(x1 / x2)
@@ -1402,7 +1413,9 @@ cbrt = primitive("cbrt", np.cbrt, [_cbrt_vjp], scalar="cbrt(x)",
 sinc = primitive(
     "sinc", _sinc_forward, [_sinc_vjp],
     scalar=f"sin({_PI!r} * where(x == 0.0, 1e-20, x)) / ({_PI!r} * where(x == 0.0, 1e-20, x))",
-    scalar_vjps=(f"g * where(x == 0.0, 0.0, (cos({_PI!r} * x) - ans) / where(x == 0.0, 1.0, x))",))
+    scalar_vjps=(f"g * where(fabs(x) < {_SINC_SMALL!r}, x * ({_SINC_SERIES[0]!r} + x * x * "
+                 f"({_SINC_SERIES[1]!r} + x * x * {_SINC_SERIES[2]!r})), (cos({_PI!r} * x) - ans)"
+                 f" / where(fabs(x) < {_SINC_SMALL!r}, 1.0, x))",))
 arctan2 = primitive("arctan2", np.arctan2, [_arctan2_vjp_x, _arctan2_vjp_y], scalar="atan2(x, y)",
                     scalar_vjps=("g * (y / (x * x + y * y))", "-(g * (x / (x * x + y * y)))"))
 hypot = primitive("hypot", np.hypot, [_hypot_vjp_x, _hypot_vjp_y], scalar="hypot(x, y)",
@@ -1857,9 +1870,17 @@ def _contraction(name, forward, subscripts_of, doc):
         vjp.__name__ = f"{name}_vjp_{index}"
         return vjp
 
+    def jvp(index):   # bilinear: the op with operand ``index`` replaced by its tangent
+        def rule_jvp(t, ans, a, b, *positional, **params):
+            params.update(zip(("axes",), positional, strict=False))
+            return prim_op(t, b, **params) if index == 0 else prim_op(a, t, **params)
+
+        rule_jvp.__name__ = f"{name}_jvp_{index}"
+        return rule_jvp
+
     prim_op = primitive(name, forward, [rule(0), rule(1)],
                         params=("axes",) if name == "tensordot" else (),
-                        jvps=_bilinear_jvps(name))
+                        jvps=[jvp(0), jvp(1)])
     prim_op.__doc__ = doc
     return prim_op
 

@@ -507,3 +507,24 @@ def test_pad_refuses_other_modes_on_the_tape_too():
 def test_einsum_subscripts_must_match_the_operands():
     with pytest.raises(ValueError, match="subscripts"):
         nd.einsum("ijk->i", nd.array(np.ones((2, 2))))
+
+
+def test_sinc_slope_is_accurate_near_zero_and_exact_at_zero():
+    """The series branch (|x| < 0.01): no cancellation near 0, and 0 with the right second
+    derivative at 0 (-pi^2 / 3, the tape differentiating the rule)."""
+    x = np.array([0.0, 1e-9, -3e-6, 2e-3, 0.0099, 0.0101, 0.5])
+    (grad,) = pb.vjp(c_sinc, x)[1](np.ones_like(x))
+    px = np.pi * x
+    with np.errstate(all="ignore"):   # the exact slope, in float64 where it does not cancel
+        direct = (np.cos(px) - np.sin(px) / px) / x
+    series = x * (-np.pi ** 2 / 3 + np.pi ** 4 / 30 * x ** 2 - np.pi ** 6 / 840 * x ** 4
+                  + np.pi ** 8 / 45360 * x ** 6)
+    reference = np.where(np.abs(x) < 0.05, series, direct)
+    np.testing.assert_allclose(grad, reference, rtol=1e-12, atol=0)
+    xs = nd.array(np.array([0.0]))
+    xs.attach_grad()
+    with ag.record():
+        y = nd.sinc(xs)
+    (slope,) = ag.grad([y], [xs], create_graph=True)
+    slope.backward()
+    assert xs.grad.asnumpy()[0] == pytest.approx(-np.pi ** 2 / 3, rel=1e-14)
