@@ -17,7 +17,8 @@ compiles and calls it.  What the IR guarantees:
   loop and whenever its alias check fails, e.g. in place: 43% of exp results then
   differ, ``bench/native_vectoriser_determinism.py``.)
 - **Vector math from glibc's libmvec**: exp, log, sin, cos, tan, tanh, log1p,
-  expm1 and pow call libmvec's variant for the host ISA directly
+  expm1, pow and ``COVERAGE_LIBM`` (sinh, asin, atan2, hypot, cbrt, ...) call libmvec's
+  variant for the host ISA directly
   (``_ZGVeN8v_exp``); where libmvec lacks one, the scalar libm function per lane.
   float64 tanh is ``E / (E + 2)`` with ``E = expm1(2|x|)`` and x's sign (``_tanh``):
   ~0.5 ns/element cheaper than libmvec's tanh and within 3 ulp of numpy (measured).
