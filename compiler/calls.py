@@ -289,6 +289,7 @@ def _describe_call(parsed, call, locals_) -> Operation:
     numpy_name = _numpy_name(target)
     if numpy_name is not None:
         prim = P.REGISTRY[NUMPY[numpy_name]]
+        call = _operands_by_name(target, call, prim)
         _check_numpy_parameters(parsed, call, prim, label, call.args)
         arrays, params = _split_arguments(prim, call.args, call.keywords)
         if prim is P.REGISTRY["pad"]:
@@ -396,6 +397,29 @@ def _check_numpy_parameters(parsed, call, prim, label, args, owner=None) -> None
                            f"parameter {k.arg!r}",
                            f"What to do: it supports {', '.join(prim.params) or 'none'}; "
                            "compute the rest outside the differentiated function.")
+
+
+def _operands_by_name(target, call, prim):
+    """``call`` with the array operands numpy lets one pass by keyword (``np.sinc(x=a)``,
+    ``np.cumsum(a=x)``) moved to their positions, by the numpy function's signature (ufuncs
+    take operands by position only: no signature, nothing moved)."""
+    if prim.vjps is None or not call.keywords:
+        return call
+    try:
+        names = [p.name for p in inspect.signature(target).parameters.values()
+                 if p.kind == p.POSITIONAL_OR_KEYWORD][:len(prim.vjps)]
+    except (TypeError, ValueError):
+        return call
+    by_name = {k.arg: k.value for k in call.keywords}
+    args = list(call.args)
+    for name in names[len(args):]:
+        if name not in by_name:
+            break
+        args.append(by_name.pop(name))
+    if len(args) == len(call.args):
+        return call
+    keywords = [k for k in call.keywords if k.arg in by_name]
+    return gast.copy_location(gast.Call(func=call.func, args=args, keywords=keywords), call)
 
 
 def _numpy_norm_signature(x, ord=None, axis=None, keepdims=False):   # noqa: A002

@@ -343,7 +343,8 @@ def numpy_source(expression: str) -> str:
     class ToNumpy(ast.NodeTransformer):
         def visit_Call(self, node):
             self.generic_visit(node)
-            node.func = ast.parse(NUMPY_FUNCTIONS[node.func.id], mode="eval").body
+            if isinstance(node.func, ast.Name):   # not a call substituted in (a list's array)
+                node.func = ast.parse(NUMPY_FUNCTIONS[node.func.id], mode="eval").body
             return node
 
     return ast.unparse(ToNumpy().visit(tree))
