@@ -83,7 +83,11 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=
                      tuple(scalar_vjps), None if jvps is None else tuple(jvps), jvp)
     REGISTRY[name] = prim
 
+    operand_names = _operand_names(prim)
+
     def op(*args, out=None, **kwargs):
+        if kwargs and len(args) < len(operand_names):
+            args, kwargs = _operands_by_name(operand_names, args, kwargs)   # nd.sinc(x=a)
         for a in args:
             if type(a) is NDArray:
                 break
@@ -106,6 +110,30 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=
     op.__qualname__ = name
     op.prim = prim
     return op
+
+
+def _operand_names(prim) -> list:
+    """The names of a primitive's array operands, as its forward spells them."""
+    import inspect
+
+    if prim.vjps is None:
+        return []
+    try:
+        parameters = inspect.signature(prim.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD][:len(prim.vjps)]
+
+
+def _operands_by_name(names, args, kwargs):
+    """Array operands passed by name moved to their positions, so the tape sees them (an
+    NDArray among the parameters would be a constant)."""
+    args, kwargs = list(args), dict(kwargs)
+    for name in names[len(args):]:
+        if name not in kwargs:
+            break
+        args.append(kwargs.pop(name))
+    return tuple(args), kwargs
 
 
 def raw_result(result, args):

@@ -528,3 +528,23 @@ def test_sinc_slope_is_accurate_near_zero_and_exact_at_zero():
     (slope,) = ag.grad([y], [xs], create_graph=True)
     slope.backward()
     assert xs.grad.asnumpy()[0] == pytest.approx(-np.pi ** 2 / 3, rel=1e-14)
+
+
+def k_keywords(a, x):
+    return np.sinc(x=a) + np.sum(np.cumsum(a=x, axis=0)) * np.arctan2(a, 2.0)
+
+
+def test_operands_passed_by_numpys_names_are_followed_on_both_roads():
+    a, x = 0.3, np.array([0.5, -0.2, 0.9])
+    grads = pb.grad(k_keywords, argnums=(0, 1))(a, x)
+    eps = 1e-6
+    assert grads[0] == pytest.approx((k_keywords(a + eps, x) - k_keywords(a - eps, x))
+                                     / (2 * eps), rel=1e-7)
+    np.testing.assert_allclose(grads[1], np.array([3.0, 2.0, 1.0]) * np.arctan2(a, 2.0),
+                               rtol=1e-12)
+    xs = nd.array(np.array([a]))
+    xs.attach_grad()
+    with ag.record():
+        y = nd.sinc(x=xs)   # on the tape too: an NDArray operand by name is recorded
+    y.backward()
+    assert xs.grad.asnumpy()[0] == pytest.approx(-0.9020281301388888, rel=1e-12)
