@@ -386,6 +386,10 @@ def _check_numpy_parameters(parsed, call, prim, label, args, owner=None) -> None
     operands = len(args) + (owner is not None)
     arrays = len(prim.vjps) if prim.vjps is not None else operands
     allowed = _NUMPY_POSITIONAL.get(prim.name, len(prim.params))
+    if operands > arrays + allowed and not prim.params:
+        raise error_at(parsed, call, f"{label}(): pullback takes {arrays} array operand(s) "
+                       f"here, not {operands}",
+                       f"What to do: call {label}() once per array.")
     if operands > arrays + allowed:
         raise error_at(parsed, call, f"{label}(): pullback reads only "
                        f"{', '.join(prim.params[:allowed]) or 'no parameters'} by position here",

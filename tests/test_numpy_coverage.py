@@ -483,12 +483,17 @@ def r_cumsum_dtype(x):
     return np.cumsum(x, 0, np.float32)
 
 
+def r_atleast_two(x):
+    return np.atleast_2d(x, x)[0]
+
+
 @pytest.mark.parametrize("fn, message", [
+    (r_atleast_two, "takes 1 array operand"),
     (r_pad_mean, "pullback differentiates the modes"),
     (r_einsum_sublists, "subscripts from a string literal"),
     (r_einsum_out_keyword, "does not support the parameter 'dtype'"),
     (r_cumsum_dtype, "reads only axis by position"),
-], ids=["pad-mean", "einsum-sublists", "einsum-dtype", "cumsum-dtype"])
+], ids=["atleast-two", "pad-mean", "einsum-sublists", "einsum-dtype", "cumsum-dtype"])
 def test_unsupported_forms_are_compile_errors_at_the_line(fn, message):
     a = np.ones((2, 2))
     with pytest.raises(CompileError, match=message) as info:
