@@ -1364,11 +1364,6 @@ def _cbrt_vjp(g, ans, x):
     return divide(g, multiply(3.0, square(ans)))
 
 
-def _sinc_argument(x):
-    """numpy's ``pi * where(x == 0, 1e-20, x)`` (np.sinc's own formula)."""
-    return multiply(_PI, where(equal(x, 0.0), 1e-20, x))
-
-
 def _sinc_forward(x):
     y = np.multiply(_PI, np.where(np.equal(x, 0.0), 1e-20, x))
     return np.divide(np.sin(y), y)
@@ -1444,7 +1439,8 @@ sinc = primitive(
     scalar_vjps=(f"g * where(fabs(x) < {_SINC_SMALL!r}, x * ({_SINC_SERIES[0]!r} + x * x * "
                  f"({_SINC_SERIES[1]!r} + x * x * {_SINC_SERIES[2]!r})), (cos({_PI!r} * x) - ans)"
                  f" / where(fabs(x) < {_SINC_SMALL!r}, 1.0, x))",))
-arctan2 = primitive("arctan2", np.arctan2, [_arctan2_vjp_x, _arctan2_vjp_y], scalar="atan2(x, y)",
+arctan2 = primitive("arctan2", np.arctan2, [_arctan2_vjp_x, _arctan2_vjp_y],
+                    scalar="atan2(x, y)",
                     scalar_vjps=("g * (y / (x * x + y * y))", "-(g * (x / (x * x + y * y)))"))
 hypot = primitive("hypot", np.hypot, [_hypot_vjp_x, _hypot_vjp_y], scalar="hypot(x, y)",
                   scalar_vjps=("g * (x / ans)", "g * (y / ans)"))
