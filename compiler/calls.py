@@ -66,6 +66,15 @@ NUMPY = {
     "broadcast_to": "broadcast_to", "tile": "tile", "repeat": "repeat",
     "expand_dims": "expand_dims", "squeeze": "squeeze",
 }
+# numpy coverage (issue 11 item 5): elementwise math of the same name
+NUMPY.update({name: name for name in (
+    "sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "log2",
+    "log10", "exp2", "cbrt", "sinc", "arctan2", "hypot", "logaddexp",
+    # structural: numpy's signatures (np.einsum and np.pad: _describe_coverage)
+    "cumsum", "cumprod", "atleast_1d", "atleast_2d", "atleast_3d", "flip", "roll", "diag",
+    "trace", "triu", "tril", "pad", "take_along_axis", "outer", "inner", "tensordot",
+    "asarray")})
+NUMPY["array"] = "asarray"   # np.array(x) of a (nested) list holding differentiated values
 NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes": "axes"}
 
 # math-module functions that are primitives (in compiled code they compute with numpy's
@@ -73,7 +82,10 @@ NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes
 # which return ints, pow, which always returns a float, atan2, ...) runs as written: a
 # differentiated value flowing into one is a CompileError, never a silent zero
 MATH = {"sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log",
-        "sqrt": "sqrt", "log1p": "log1p", "expm1": "expm1", "fabs": "abs"}
+        "sqrt": "sqrt", "log1p": "log1p", "expm1": "expm1", "fabs": "abs",
+        "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
+        "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh", "log2": "log2",
+        "log10": "log10", "exp2": "exp2", "cbrt": "cbrt", "atan2": "arctan2", "hypot": "hypot"}
 
 # NDArray methods and attributes that are primitives
 METHODS = {name: name for name in (
@@ -81,7 +93,7 @@ METHODS = {name: name for name in (
     "sign", "sin", "cos", "tan", "tanh", "sigmoid", "relu", "log1p", "expm1", "reciprocal",
     "floor", "ceil", "round", "transpose", "flatten", "expand_dims", "squeeze", "tile",
     "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape",
-    "pick", "take", "slice_axis")}
+    "pick", "take", "slice_axis", *P.COVERAGE_METHODS)}
 ATTRIBUTES = {"T": "transpose"}
 INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
 INERT_METHODS = {"argmax", "argmin", "wait_to_read", "zeros_like", "ones_like", "detach"}
@@ -253,6 +265,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
             and func.value.id in locals_):
         return _describe_method(parsed, call, func)
     target = _resolve(parsed, func)
+    if target is np.einsum or target is P.einsum:
+        return _einsum(parsed, call, label)
     prim = getattr(target, "prim", None)
     if prim is not None and P.REGISTRY.get(prim.name) is prim:
         arrays, params = _split_arguments(prim, call.args, call.keywords)
@@ -275,8 +289,11 @@ def _describe_call(parsed, call, locals_) -> Operation:
     numpy_name = _numpy_name(target)
     if numpy_name is not None:
         prim = P.REGISTRY[NUMPY[numpy_name]]
+        call = _operands_by_name(target, call, prim)
         _check_numpy_parameters(parsed, call, prim, label, call.args)
         arrays, params = _split_arguments(prim, call.args, call.keywords)
+        if prim is P.REGISTRY["pad"]:
+            _check_pad_mode(parsed, call, params)
         if prim is P.REGISTRY["dot"]:   # numpy's semantics for 3+ axes, not MXNet's
             params = [*params, gast.keyword(arg="numpy", value=gast.Constant(True, None))]
         return Operation("prim", prim, arrays, params, label=label, numpy=True)
@@ -322,7 +339,44 @@ def _mutated_arguments(target, call) -> list:
 # numpy functions whose parameters after the arrays are not ours in the same order
 # (``np.sum(a, axis, dtype, out, keepdims)``, ``np.dot(a, b, out)``): how many of them
 # may be passed by position
-_NUMPY_POSITIONAL = {"sum": 1, "mean": 1, "max": 1, "min": 1, "prod": 1, "dot": 0}
+_NUMPY_POSITIONAL = {"sum": 1, "mean": 1, "max": 1, "min": 1, "prod": 1, "dot": 0,
+                     "cumsum": 1, "cumprod": 1, "pad": 2}
+
+
+# ----- numpy coverage (issue 11 item 5): einsum and pad -------------------------------------
+
+def _einsum(parsed, call, label) -> Operation:
+    """``np.einsum('ij,jk->ik', a, b, optimize=...)``: the einsum primitive, its subscripts
+    a parameter.  The subscripts must be a string literal (numpy's interleaved form,
+    ``einsum(a, [0, 1], b, [1, 2])``, is refused)."""
+    if not call.args or not (isinstance(call.args[0], gast.Constant)
+                             and isinstance(call.args[0].value, str)):
+        raise error_at(parsed, call, f"{label}(): pullback reads einsum's subscripts from a "
+                       "string literal as its first argument",
+                       "What to do: write the subscripts as a string, e.g. "
+                       "np.einsum('ij,jk->ik', a, b) (the interleaved sublist form is not "
+                       "supported).")
+    operands = list(call.args[1:])
+    if len(operands) > P._EINSUM_MAX:
+        raise error_at(parsed, call, f"{label}(): at most {P._EINSUM_MAX} operands")
+    for k in call.keywords:
+        if k.arg != "optimize":
+            raise error_at(parsed, call, f"{label}(): pullback does not support the "
+                           f"parameter {k.arg!r}", "What to do: pass optimize= only.")
+    params = [gast.keyword(arg="subscripts", value=call.args[0]), *call.keywords]
+    return Operation("prim", P.REGISTRY["einsum"], operands, params, label=label, numpy=True)
+
+
+def _check_pad_mode(parsed, call, params) -> None:
+    """np.pad's ``mode``: a constant that pullback differentiates (or a CompileError)."""
+    for k in params:
+        if k.arg == "mode" and not (isinstance(k.value, gast.Constant)
+                                    and k.value.value in P.PAD_MODES):
+            shown = repr(k.value.value) if isinstance(k.value, gast.Constant) else "computed"
+            raise error_at(parsed, call, f"np.pad(..., mode={shown}): pullback differentiates "
+                           f"the modes {', '.join(map(repr, P.PAD_MODES))} only",
+                           "What to do: pad with one of them (a literal string), or compute "
+                           "the border outside the differentiated function.")
 
 
 def _check_numpy_parameters(parsed, call, prim, label, args, owner=None) -> None:
@@ -332,6 +386,10 @@ def _check_numpy_parameters(parsed, call, prim, label, args, owner=None) -> None
     operands = len(args) + (owner is not None)
     arrays = len(prim.vjps) if prim.vjps is not None else operands
     allowed = _NUMPY_POSITIONAL.get(prim.name, len(prim.params))
+    if operands > arrays + allowed and not prim.params:
+        raise error_at(parsed, call, f"{label}(): pullback takes {arrays} array operand(s) "
+                       f"here, not {operands}",
+                       f"What to do: call {label}() once per array.")
     if operands > arrays + allowed:
         raise error_at(parsed, call, f"{label}(): pullback reads only "
                        f"{', '.join(prim.params[:allowed]) or 'no parameters'} by position here",
@@ -343,6 +401,29 @@ def _check_numpy_parameters(parsed, call, prim, label, args, owner=None) -> None
                            f"parameter {k.arg!r}",
                            f"What to do: it supports {', '.join(prim.params) or 'none'}; "
                            "compute the rest outside the differentiated function.")
+
+
+def _operands_by_name(target, call, prim):
+    """``call`` with the array operands numpy lets one pass by keyword (``np.sinc(x=a)``,
+    ``np.cumsum(a=x)``) moved to their positions, by the numpy function's signature (ufuncs
+    take operands by position only: no signature, nothing moved)."""
+    if prim.vjps is None or not call.keywords:
+        return call
+    try:
+        names = [p.name for p in inspect.signature(target).parameters.values()
+                 if p.kind == p.POSITIONAL_OR_KEYWORD][:len(prim.vjps)]
+    except (TypeError, ValueError):
+        return call
+    by_name = {k.arg: k.value for k in call.keywords}
+    args = list(call.args)
+    for name in names[len(args):]:
+        if name not in by_name:
+            break
+        args.append(by_name.pop(name))
+    if len(args) == len(call.args):
+        return call
+    keywords = [k for k in call.keywords if k.arg in by_name]
+    return gast.copy_location(gast.Call(func=call.func, args=args, keywords=keywords), call)
 
 
 def _numpy_norm_signature(x, ord=None, axis=None, keepdims=False):   # noqa: A002

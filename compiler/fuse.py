@@ -320,10 +320,17 @@ def fuse(parsed, fn, namer) -> list:
 NUMPY_FUNCTIONS = {
     "exp": "_np.exp", "log": "_np.log", "sqrt": "_np.sqrt", "sin": "_np.sin", "cos": "_np.cos",
     "tan": "_np.tan", "tanh": "_np.tanh", "log1p": "_np.log1p", "expm1": "_np.expm1",
-    "pow": "_kernels.power", "fabs": "_kernels.absolute", "sign": "_np.sign", "floor": "_np.floor",
+    "pow": "_kernels.power", "fabs": "_kernels.absolute", "sign": "_np.sign",
+    "floor": "_np.floor",
     "ceil": "_np.ceil", "round": "_np.round", "max": "_np.maximum", "min": "_np.minimum",
     "sigmoid": "_kernels.sigmoid", "where": "_kernels.where", "spread": "_kernels.spread",
     "count_equal": "_kernels.count_equal",
+    # numpy coverage (issue 11 item 5)
+    "sinh": "_np.sinh", "cosh": "_np.cosh", "asin": "_np.arcsin", "acos": "_np.arccos",
+    "atan": "_np.arctan", "asinh": "_np.arcsinh", "acosh": "_np.arccosh",
+    "atanh": "_np.arctanh", "log2": "_np.log2", "log10": "_np.log10", "exp2": "_np.exp2",
+    "cbrt": "_np.cbrt", "atan2": "_np.arctan2", "hypot": "_np.hypot",
+    "logaddexp": "_np.logaddexp",
 }
 #: The numpy helper (in runtime/fused.py) computing each trailing reduction as its primitive.
 _REDUCTION_HELPERS = {"sum": "total", "mean": "average", "max": "largest", "min": "smallest",
@@ -337,7 +344,8 @@ def numpy_source(expression: str) -> str:
     class ToNumpy(ast.NodeTransformer):
         def visit_Call(self, node):
             self.generic_visit(node)
-            node.func = ast.parse(NUMPY_FUNCTIONS[node.func.id], mode="eval").body
+            if isinstance(node.func, ast.Name):   # not a call substituted in (a list's array)
+                node.func = ast.parse(NUMPY_FUNCTIONS[node.func.id], mode="eval").body
             return node
 
     return ast.unparse(ToNumpy().visit(tree))

@@ -226,6 +226,14 @@ NUMPY_NAMES = {"_np.exp": "exp", "_np.log": "log", "_np.sin": "sin", "_np.cos": 
                "_np.floor": "floor", "_np.ceil": "ceil", "_np.round": "round",
                "_np.sign": "sign", "_np.maximum": "max", "_np.minimum": "min",
                "_np.power": "pow", "_kernels.power": "pow", "_kernels.absolute": "fabs"}
+# numpy coverage (issue 11 item 5): libm functions and logaddexp (lower.FUNCTIONS)
+_COVERAGE = {"sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos",
+             "atan": "arctan", "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh",
+             "log2": "log2", "log10": "log10", "exp2": "exp2", "cbrt": "cbrt",
+             "atan2": "arctan2", "hypot": "hypot", "logaddexp": "logaddexp"}
+SCALAR_FUNCTIONS.update({f: 2 if f in ("atan2", "hypot", "logaddexp") else 1
+                         for f in _COVERAGE})
+NUMPY_NAMES.update({f"_np.{numpy_name}": f for f, numpy_name in _COVERAGE.items()})
 
 _AST_OPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div",
             ast.FloorDiv: "floordiv", ast.Mod: "mod", ast.Pow: "pow"}
@@ -677,6 +685,7 @@ _CALLS["_stack.pop"] = None   # typed by its tag, in _Typer.value_call
 ELEMENTWISE = {"add", "subtract", "multiply", "divide", "negative", "exp", "log", "sqrt",
                "square", "abs", "sign", "sin", "cos", "tan", "tanh", "log1p", "expm1",
                "reciprocal", "floor", "ceil", "round", "maximum", "minimum", "relu", "power"}
+ELEMENTWISE |= set(_COVERAGE.values())   # sinc is not: its formula compares (float32)
 
 
 def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:

@@ -17,7 +17,8 @@ compiles and calls it.  What the IR guarantees:
   loop and whenever its alias check fails, e.g. in place: 43% of exp results then
   differ, ``bench/native_vectoriser_determinism.py``.)
 - **Vector math from glibc's libmvec**: exp, log, sin, cos, tan, tanh, log1p,
-  expm1 and pow call libmvec's variant for the host ISA directly
+  expm1, pow and ``COVERAGE_LIBM`` (sinh, asin, atan2, hypot, cbrt, ...) call libmvec's
+  variant for the host ISA directly
   (``_ZGVeN8v_exp``); where libmvec lacks one, the scalar libm function per lane.
   float64 tanh is ``E / (E + 2)`` with ``E = expm1(2|x|)`` and x's sign (``_tanh``):
   ~0.5 ns/element cheaper than libmvec's tanh and within 3 ulp of numpy (measured).
@@ -287,6 +288,27 @@ def _minimum(v: _Vectors, a, b, name):
     return v.minimum(a, b, name)
 
 
+_LN2 = 0.6931471805599453
+
+
+def _logaddexp(v: _Vectors, x, y, name):
+    # numpy's npy_logaddexp: x + ln 2 where x == y (equal infinities stay infinite), else the
+    # larger plus log1p(exp(-|x - y|)); NaN wherever x - y is NaN (max propagates it).
+    difference = v.b.fsub(x, y, name=f"{name}.difference")
+    distance = v.b.fneg(v.intrinsic("fabs", difference, name_as=f"{name}.distance"),
+                        name=f"{name}.negdistance")
+    tail = v.libm("log1p", v.libm("exp", distance, name=f"{name}.exp"), name=f"{name}.tail")
+    general = v.b.fadd(v.maximum(x, y, f"{name}.larger"), tail, name=f"{name}.general")
+    tied = v.b.fadd(x, v.const(_LN2), name=f"{name}.tied")
+    return v.b.select(v.compare("oeq", x, y, f"{name}.equal"), tied, general, name=name)
+
+
+#: libm functions of numpy coverage (issue 11 item 5), one per numpy ufunc: arcsin is
+#: asin, ... (libmvec has them all since glibc 2.35; else scalar libm per lane)
+COVERAGE_LIBM = {"sinh": 1, "cosh": 1, "asin": 1, "acos": 1, "atan": 1, "asinh": 1, "acosh": 1,
+                 "atanh": 1, "log2": 1, "log10": 1, "exp2": 1, "cbrt": 1, "atan2": 2,
+                 "hypot": 2}
+
 #: name -> (number of arguments, lowering(v, *args, name=...)); pow is lowered by
 #: ``_Expression.power`` (it needs to know whether the exponent is a literal or uniform).
 FUNCTIONS = {
@@ -304,6 +326,8 @@ FUNCTIONS = {
     "min": (2, _minimum),
     "where": (3, _where),
     "pow": (2, None),
+    **{f: (arity, partial(_libm, f)) for f, arity in COVERAGE_LIBM.items()},
+    "logaddexp": (2, _logaddexp),
 }
 
 _BINARY = {ast.Add: "fadd", ast.Sub: "fsub", ast.Mult: "fmul", ast.Div: "fdiv"}

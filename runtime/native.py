@@ -176,7 +176,11 @@ def _llvmlite_available() -> bool:
 
 #: libm functions the scalar language calls, with their number of arguments.
 LIBM_FUNCTIONS = {"exp": 1, "log": 1, "sin": 1, "cos": 1, "tan": 1, "tanh": 1,
-                  "log1p": 1, "expm1": 1, "pow": 2}
+                  "log1p": 1, "expm1": 1, "pow": 2,
+                  # numpy coverage (issue 11 item 5): compiler/lower.py's COVERAGE_LIBM
+                  "sinh": 1, "cosh": 1, "asin": 1, "acos": 1, "atan": 1, "asinh": 1,
+                  "acosh": 1, "atanh": 1, "log2": 1, "log10": 1, "exp2": 1, "cbrt": 1,
+                  "atan2": 2, "hypot": 2}
 #: Vector width (doubles per register) -> (LLVM feature that must be present, the vector
 #: function ABI's ISA letter for it).  Widest first.
 _VECTOR_ISAS = ((8, "+avx512f", "e"), (4, "+avx2", "d"), (2, "+sse2", "b"))

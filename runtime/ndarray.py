@@ -370,6 +370,8 @@ def _install_methods() -> None:
                  "softmax", "log_softmax", "slice_axis", "take", "pick", "split", "swapaxes",
                  "clip", "nansum", "nanprod", "one_hot"):
         setattr(NDArray, name, getattr(P, name))
+    for name in P.COVERAGE_METHODS:   # numpy coverage (issue 11 item 5)
+        setattr(NDArray, name, getattr(P, name))
 
 
 def _reflected_binary(op):

@@ -83,7 +83,11 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=
                      tuple(scalar_vjps), None if jvps is None else tuple(jvps), jvp)
     REGISTRY[name] = prim
 
+    operand_names = _operand_names(prim)
+
     def op(*args, out=None, **kwargs):
+        if kwargs and len(args) < len(operand_names):
+            args, kwargs = _operands_by_name(operand_names, args, kwargs)   # nd.sinc(x=a)
         for a in args:
             if type(a) is NDArray:
                 break
@@ -106,6 +110,30 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=
     op.__qualname__ = name
     op.prim = prim
     return op
+
+
+def _operand_names(prim) -> list:
+    """The names of a primitive's array operands, as its forward spells them."""
+    import inspect
+
+    if prim.vjps is None:
+        return []
+    try:
+        parameters = inspect.signature(prim.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD][:len(prim.vjps)]
+
+
+def _operands_by_name(names, args, kwargs):
+    """Array operands passed by name moved to their positions, so the tape sees them (an
+    NDArray among the parameters would be a constant)."""
+    args, kwargs = list(args), dict(kwargs)
+    for name in names[len(args):]:
+        if name not in kwargs:
+            break
+        args.append(kwargs.pop(name))
+    return tuple(args), kwargs
 
 
 def raw_result(result, args):
@@ -1292,3 +1320,684 @@ def empty(shape, ctx=None, dtype=None):
 def arange(start, stop=None, step=1.0, repeat=1, ctx=None, dtype=None):
     values = np.arange(start, stop, step, dtype=_dtype(dtype))
     return NDArray(as_data(np.repeat(values, repeat) if repeat != 1 else values))
+
+
+# ===== numpy coverage (issue 11, item 5): elementwise math ==================================
+# Each op's scalar formula calls the libm function of the same meaning (lower.FUNCTIONS);
+# the derivatives are written to stay accurate where the textbook form cancels: arccosh's
+# 1 / sqrt(x*x - 1) as 1 / (sqrt(x - 1) * sqrt(x + 1)) (x - 1 is exact near 1), arctanh's
+# 1 / (1 - x*x) as 1 / ((1 - x) (1 + x)), arcsinh's 1 / sqrt(x*x + 1) as 1 / hypot(x, 1)
+# (no overflow of x*x).
+
+_PI = 3.141592653589793
+_LN2 = 0.6931471805599453
+_LN10 = 2.302585092994046
+
+
+def _sinh_vjp(g, ans, x):
+    return multiply(g, cosh(x))
+
+
+def _cosh_vjp(g, ans, x):
+    return multiply(g, sinh(x))
+
+
+def _arcsin_vjp(g, ans, x):
+    return divide(g, sqrt(subtract(1.0, square(x))))
+
+
+def _arccos_vjp(g, ans, x):
+    return negative(divide(g, sqrt(subtract(1.0, square(x)))))
+
+
+def _arctan_vjp(g, ans, x):
+    return divide(g, add(1.0, square(x)))
+
+
+def _arcsinh_vjp(g, ans, x):
+    return divide(g, hypot(x, 1.0))
+
+
+def _arccosh_vjp(g, ans, x):
+    return divide(g, multiply(sqrt(subtract(x, 1.0)), sqrt(add(x, 1.0))))
+
+
+def _arctanh_vjp(g, ans, x):
+    return divide(g, multiply(subtract(1.0, x), add(1.0, x)))
+
+
+def _log2_vjp(g, ans, x):
+    return divide(g, multiply(x, _LN2))
+
+
+def _log10_vjp(g, ans, x):
+    return divide(g, multiply(x, _LN10))
+
+
+def _exp2_vjp(g, ans, x):
+    return multiply(g, multiply(ans, _LN2))
+
+
+def _cbrt_vjp(g, ans, x):
+    return divide(g, multiply(3.0, square(ans)))
+
+
+def _sinc_forward(x):
+    y = np.multiply(_PI, np.where(np.equal(x, 0.0), 1e-20, x))
+    return np.divide(np.sin(y), y)
+
+
+#: sinc's slope near 0 as its Taylor series -pi^2 x / 3 + pi^4 x^3 / 30 - pi^6 x^5 / 840:
+#: for |x| < 0.01 its truncation error is below 5e-14 (relative), where the direct
+#: (cos(pi x) - sinc(x)) / x loses digits to cancellation (1e-13 at 0.01, worse nearer 0);
+#: it also gives the right second and third derivatives at 0
+_SINC_SERIES = (-3.289868133696453, 3.246969701133414, -1.144510944732505)
+_SINC_SMALL = 0.01
+
+
+def _sinc_vjp(g, ans, x):
+    # d/dx sin(pi x) / (pi x) = (cos(pi x) - sinc(x)) / x, the series near 0
+    c1, c3, c5 = _SINC_SERIES
+    small = lesser(abs(x), _SINC_SMALL)
+    squared = multiply(x, x)
+    series = multiply(x, add(c1, multiply(squared, add(c3, multiply(squared, c5)))))
+    slope = divide(subtract(cos(multiply(_PI, x)), ans), where(small, 1.0, x))
+    return multiply(g, where(small, series, slope))
+
+
+def _arctan2_vjp_x(g, ans, x, y):   # numpy's arctan2(x1, x2) = atan(x1 / x2)
+    return unbroadcast(multiply(g, divide(y, add(square(x), square(y)))), x)
+
+
+def _arctan2_vjp_y(g, ans, x, y):
+    return unbroadcast(negative(multiply(g, divide(x, add(square(x), square(y))))), y)
+
+
+def _hypot_vjp_x(g, ans, x, y):
+    return unbroadcast(multiply(g, divide(x, ans)), x)
+
+
+def _hypot_vjp_y(g, ans, x, y):
+    return unbroadcast(multiply(g, divide(y, ans)), y)
+
+
+def _logaddexp_vjp_x(g, ans, x, y):
+    return unbroadcast(multiply(g, exp(subtract(x, ans))), x)
+
+
+def _logaddexp_vjp_y(g, ans, x, y):
+    return unbroadcast(multiply(g, exp(subtract(y, ans))), y)
+
+
+sinh = primitive("sinh", np.sinh, [_sinh_vjp], scalar="sinh(x)", scalar_vjps=("g * cosh(x)",))
+cosh = primitive("cosh", np.cosh, [_cosh_vjp], scalar="cosh(x)", scalar_vjps=("g * sinh(x)",))
+arcsin = primitive("arcsin", np.arcsin, [_arcsin_vjp], scalar="asin(x)",
+                   scalar_vjps=("g / sqrt(1.0 - x * x)",))
+arccos = primitive("arccos", np.arccos, [_arccos_vjp], scalar="acos(x)",
+                   scalar_vjps=("-(g / sqrt(1.0 - x * x))",))
+arctan = primitive("arctan", np.arctan, [_arctan_vjp], scalar="atan(x)",
+                   scalar_vjps=("g / (1.0 + x * x)",))
+arcsinh = primitive("arcsinh", np.arcsinh, [_arcsinh_vjp], scalar="asinh(x)",
+                    scalar_vjps=("g / hypot(x, 1.0)",))
+arccosh = primitive("arccosh", np.arccosh, [_arccosh_vjp], scalar="acosh(x)",
+                    scalar_vjps=("g / (sqrt(x - 1.0) * sqrt(x + 1.0))",))
+arctanh = primitive("arctanh", np.arctanh, [_arctanh_vjp], scalar="atanh(x)",
+                    scalar_vjps=("g / ((1.0 - x) * (1.0 + x))",))
+log2 = primitive("log2", np.log2, [_log2_vjp], scalar="log2(x)",
+                 scalar_vjps=(f"g / (x * {_LN2!r})",))
+log10 = primitive("log10", np.log10, [_log10_vjp], scalar="log10(x)",
+                  scalar_vjps=(f"g / (x * {_LN10!r})",))
+exp2 = primitive("exp2", np.exp2, [_exp2_vjp], scalar="exp2(x)",
+                 scalar_vjps=(f"g * (ans * {_LN2!r})",))
+cbrt = primitive("cbrt", np.cbrt, [_cbrt_vjp], scalar="cbrt(x)",
+                 scalar_vjps=("g / (3.0 * (ans * ans))",))
+sinc = primitive(
+    "sinc", _sinc_forward, [_sinc_vjp],
+    scalar=f"sin({_PI!r} * where(x == 0.0, 1e-20, x)) / ({_PI!r} * where(x == 0.0, 1e-20, x))",
+    scalar_vjps=(f"g * where(fabs(x) < {_SINC_SMALL!r}, x * ({_SINC_SERIES[0]!r} + x * x * "
+                 f"({_SINC_SERIES[1]!r} + x * x * {_SINC_SERIES[2]!r})), (cos({_PI!r} * x) - ans)"
+                 f" / where(fabs(x) < {_SINC_SMALL!r}, 1.0, x))",))
+arctan2 = primitive("arctan2", np.arctan2, [_arctan2_vjp_x, _arctan2_vjp_y],
+                    scalar="atan2(x, y)",
+                    scalar_vjps=("g * (y / (x * x + y * y))", "-(g * (x / (x * x + y * y)))"))
+hypot = primitive("hypot", np.hypot, [_hypot_vjp_x, _hypot_vjp_y], scalar="hypot(x, y)",
+                  scalar_vjps=("g * (x / ans)", "g * (y / ans)"))
+logaddexp = primitive("logaddexp", np.logaddexp, [_logaddexp_vjp_x, _logaddexp_vjp_y],
+                      scalar="logaddexp(x, y)",
+                      scalar_vjps=("g * exp(x - ans)", "g * exp(y - ans)"))
+
+
+
+# ===== numpy coverage (issue 11, item 5): structural ops ===================================
+
+def _flat_axis(x, axis):
+    """numpy's ``axis=None`` of cumsum/cumprod/flip-like ops: the flattened array, axis 0."""
+    return (reshape_raw(x, shape=(-1,)), 0) if axis is None else (x, axis)
+
+
+def _reverse_cumsum(g, axis):
+    return flip(cumsum(flip(g, axis=axis), axis=axis), axis=axis)
+
+
+def _cumsum_forward(x, axis=None):
+    return np.cumsum(x, axis=axis)
+
+
+def _cumsum_vjp(g, ans, x, axis=None):
+    return reshape_raw(_reverse_cumsum(g, 0 if axis is None else axis), shape=shape_of(x))
+
+
+def _cumprod_forward(x, axis=None):
+    return np.cumprod(x, axis=axis)
+
+
+def _cumprod_parts(x, axis):
+    """Masks of a cumulative product along ``axis``: before the first zero, at it, and the
+    products with that zero read as 1 (what each later product is, per unit of it)."""
+    nonzero = not_equal(x, 0.0)
+    zeros_so_far = cumsum(subtract(1.0, nonzero), axis=axis)
+    before = equal(zeros_so_far, 0.0)
+    first_zero = multiply(equal(zeros_so_far, 1.0), subtract(1.0, nonzero))
+    skipping = cumprod(where(first_zero, 1.0, x), axis=axis)
+    return nonzero, before, first_zero, skipping
+
+
+#: the longest axis whose cumprod gradient at zeros is computed as the n x n triangle of
+#: partial products (exact to any order); longer ones use the first-zero masks (exact first
+#: order; a second derivative through them is refused)
+CUMPROD_TRIANGLE_MAX = 1024
+
+
+def _cumprod_triangle_vjp(g, x, axis):
+    """prod_{j < i} x_j * sum_{k >= i} g_k prod_{i < j <= k} x_j along ``axis``, with no
+    division: the suffix products as an n x n triangle of cumulative products."""
+    ndim = len(shape_of(x))
+    axis = axis % ndim
+    order = tuple(i for i in range(ndim) if i != axis) + (axis,)
+    xt, gt = transpose(x, axes=order), transpose(g, axes=order)
+    n = shape_of(x)[axis]
+    later = np.triu(np.ones((n, n)), 1)                     # j > i
+    partial = cumprod(where(later, expand_dims(xt, axis=-2), 1.0), axis=-1)
+    suffix = sum(multiply(multiply(partial, np.triu(np.ones((n, n)))), expand_dims(gt, axis=-2)),
+                 axis=-1)
+    shifted = pad(xt, pad_width=((0, 0),) * (ndim - 1) + ((1, 0),), constant_values=1.0)
+    prefix = cumprod(slice_axis(shifted, -1, 0, n), axis=-1)
+    return transpose(multiply(prefix, suffix), axes=tuple(np.argsort(order).tolist()))
+
+
+def _cumprod_vjp(g, ans, x, axis=None):
+    # d out_k / d x_i = prod_{j <= k, j != i} x_j: out_k / x_i without zeros (exact to any
+    # order); with zeros, the triangle above, or for a long axis: before the first zero
+    # out_k / x_i, at the first zero the product with it read as 1, after it 0 (every
+    # product then holds the zero) -- exact values, but not their derivatives.
+    flat, axis_ = _flat_axis(x, axis)
+    if not np.any((flat._data if type(flat) is NDArray else np.asarray(flat)) == 0):
+        return reshape_raw(divide(_reverse_cumsum(multiply(g, ans), axis_), flat),
+                           shape=shape_of(x))
+    if shape_of(flat)[axis_] <= CUMPROD_TRIANGLE_MAX:
+        return reshape_raw(_cumprod_triangle_vjp(g, flat, axis_), shape=shape_of(x))
+    from .tape import is_recording
+    if is_recording():
+        raise NotImplementedError(
+            f"the second derivative of cumprod at zeros along an axis longer than "
+            f"{CUMPROD_TRIANGLE_MAX} is not implemented (first derivatives are exact)")
+    nonzero, before, first_zero, skipping = _cumprod_parts(flat, axis_)
+    regular = divide(_reverse_cumsum(multiply(g, ans), axis_), where(nonzero, flat, 1.0))
+    at_zero = _reverse_cumsum(multiply(g, skipping), axis_)
+    return reshape_raw(add(multiply(before, regular), multiply(first_zero, at_zero)),
+                       shape=shape_of(x))
+
+
+def _cumprod_jvp(t, ans, x, axis=None):
+    flat, axis_ = _flat_axis(x, axis)
+    t, _ = _flat_axis(t, axis)
+    nonzero, before, first_zero, skipping = _cumprod_parts(flat, axis_)
+    regular = multiply(ans, cumsum(divide(t, where(nonzero, flat, 1.0)), axis=axis_))
+    t_at_zero = sum(multiply(t, first_zero), axis=axis_, keepdims=True)
+    return add(multiply(before, regular),
+               multiply(subtract(1.0, before), multiply(t_at_zero, skipping)))
+
+
+cumsum = primitive("cumsum", _cumsum_forward, [_cumsum_vjp], params=("axis",),
+                   jvps=[_linear_jvp("cumsum")])
+cumprod = primitive("cumprod", _cumprod_forward, [_cumprod_vjp], params=("axis",),
+                    jvps=[_cumprod_jvp])
+
+
+def _atleast(numpy_fn):
+    def forward(x):
+        return numpy_fn(x)
+
+    forward.__name__ = numpy_fn.__name__
+    return forward
+
+
+atleast_1d = primitive("atleast_1d", _atleast(np.atleast_1d), [_restore_shape_vjp],
+                       jvps=[_linear_jvp("atleast_1d")])
+atleast_2d = primitive("atleast_2d", _atleast(np.atleast_2d), [_restore_shape_vjp],
+                       jvps=[_linear_jvp("atleast_2d")])
+atleast_3d = primitive("atleast_3d", _atleast(np.atleast_3d), [_restore_shape_vjp],
+                       jvps=[_linear_jvp("atleast_3d")])
+
+
+def _flip_forward(x, axis=None):
+    return np.flip(x, axis=axis)
+
+
+def _flip_vjp(g, ans, x, axis=None):
+    return flip(g, axis=axis)
+
+
+def _roll_forward(x, shift, axis=None):
+    return np.roll(x, shift, axis=axis)
+
+
+def _roll_vjp(g, ans, x, shift, axis=None):
+    back = tuple(-s for s in shift) if isinstance(shift, (tuple, list)) else -shift
+    return roll(g, shift=back, axis=axis)
+
+
+flip = primitive("flip", _flip_forward, [_flip_vjp], params=("axis",),
+                 jvps=[_linear_jvp("flip")])
+roll = primitive("roll", _roll_forward, [_roll_vjp], params=("shift", "axis"),
+                 jvps=[_linear_jvp("roll")])
+
+
+def _diag_key(shape, k):
+    """The integer-array key of a matrix's ``k``-th diagonal."""
+    rows, cols = shape
+    n = builtins.max(0, builtins.min(rows + builtins.min(k, 0), cols - builtins.max(k, 0)))
+    start_row, start_col = builtins.max(-k, 0), builtins.max(k, 0)
+    return np.arange(start_row, start_row + n), np.arange(start_col, start_col + n)
+
+
+def _diag_forward(v, k=0):
+    if np.ndim(v) not in (1, 2):
+        raise ValueError(f"diag needs a 1-d or 2-d array, got {np.ndim(v)}-d")
+    return np.diag(v, k)
+
+
+def _diag_vjp(g, ans, v, k=0):
+    if len(shape_of(v)) == 1:   # v spread on a diagonal: read the diagonal back
+        return diag(g, k=k)
+    return index_add(g, key=_diag_key(shape_of(v), k), shape=shape_of(v))
+
+
+diag = primitive("diag", _diag_forward, [_diag_vjp], params=("k",), jvps=[_linear_jvp("diag")])
+
+
+def _float_dtype(x):
+    """The floating dtype a constant mask multiplying ``x``'s gradient takes (no promotion)."""
+    dtype = x._data.dtype if type(x) is NDArray else np.asarray(x).dtype
+    return np.result_type(dtype, 1.0)
+
+
+def _trace_forward(a, offset=0, axis1=0, axis2=1):
+    return np.trace(a, offset=offset, axis1=axis1, axis2=axis2)
+
+
+def _trace_mask(shape, offset, axis1, axis2, dtype):
+    """1 on the traced diagonal, broadcastable against an array of ``shape``."""
+    ax1, ax2 = axis1 % len(shape), axis2 % len(shape)
+    eye = np.eye(shape[ax1], shape[ax2], k=offset, dtype=dtype)
+    if ax1 > ax2:
+        eye = eye.T
+    mask_shape = [1] * len(shape)
+    mask_shape[ax1], mask_shape[ax2] = shape[ax1], shape[ax2]
+    return eye.reshape(mask_shape), ax1, ax2
+
+
+def _trace_vjp(g, ans, a, offset=0, axis1=0, axis2=1):
+    shape = shape_of(a)
+    mask, ax1, ax2 = _trace_mask(shape, offset, axis1, axis2, _float_dtype(a))
+    if len(shape) > 2:
+        g = reshape_raw(g, shape=tuple(1 if i in (ax1, ax2) else n
+                                       for i, n in enumerate(shape)))
+    return broadcast_to(multiply(g, mask), shape=shape)
+
+
+def _trace_jvp(t, ans, a, offset=0, axis1=0, axis2=1):
+    return trace(t, offset=offset, axis1=axis1, axis2=axis2)
+
+
+trace = primitive("trace", _trace_forward, [_trace_vjp], params=("offset", "axis1", "axis2"),
+                  jvps=[_trace_jvp])
+
+
+def _triu_forward(x, k=0):
+    return np.triu(x, k)
+
+
+def _tril_forward(x, k=0):
+    return np.tril(x, k)
+
+
+def _triu_vjp(g, ans, x, k=0):
+    return triu(g, k=k)
+
+
+def _tril_vjp(g, ans, x, k=0):
+    return tril(g, k=k)
+
+
+triu = primitive("triu", _triu_forward, [_triu_vjp], params=("k",), jvps=[_linear_jvp("triu")])
+tril = primitive("tril", _tril_forward, [_tril_vjp], params=("k",), jvps=[_linear_jvp("tril")])
+
+#: np.pad modes that only copy elements of the array (a gather: the gradient scatters back)
+PAD_GATHER_MODES = ("edge", "reflect", "symmetric", "wrap")
+PAD_MODES = ("constant",) + PAD_GATHER_MODES
+
+
+def _pad_pairs(ndim, pad_width):
+    return np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (ndim, 2))
+
+
+def _check_pad_mode(mode):
+    if not isinstance(mode, str) or mode not in PAD_MODES:
+        raise ValueError(f"pad: pullback differentiates mode= {', '.join(map(repr, PAD_MODES))}, "
+                         f"not {mode!r} (a statistic or a ramp of the border)")
+
+
+def _pad_forward(x, pad_width, mode="constant", constant_values=0):
+    _check_pad_mode(mode)
+    if mode == "constant":
+        return np.pad(x, pad_width, mode="constant", constant_values=constant_values)
+    return np.pad(x, pad_width, mode=mode)
+
+
+def _pad_vjp(g, ans, x, pad_width, mode="constant", constant_values=0):
+    shape = shape_of(x)
+    pairs = _pad_pairs(len(shape), pad_width)
+    if mode == "constant":   # the padding is constant: the gradient is the middle
+        key = tuple(builtins.slice(int(b), int(b) + n) for (b, _), n in zip(pairs, shape,
+                                                                           strict=True))
+        return getitem(g, key)
+    source = np.pad(np.arange(int(np.prod(shape))).reshape(shape), pad_width, mode=mode)
+    flat = index_add(reshape_raw(g, shape=(-1,)), key=(source.reshape(-1),),
+                     shape=(int(np.prod(shape)),))
+    return reshape_raw(flat, shape=shape)
+
+
+def _pad_jvp(t, ans, x, pad_width, mode="constant", constant_values=0):
+    return pad(t, pad_width=pad_width, mode=mode, constant_values=0)
+
+
+pad = primitive("pad", _pad_forward, [_pad_vjp], params=("pad_width", "mode", "constant_values"),
+                jvps=[_pad_jvp])
+
+
+def _along_axis_key(shape, indices, axis):
+    """The integer-array key of ``take_along_axis(a, indices, axis)`` into ``a``."""
+    idx = _int_indices(indices)
+    axis = axis % len(shape)
+    key = []
+    for i, n in enumerate(shape):
+        if i == axis:
+            key.append(idx)
+        else:
+            grid = [1] * len(shape)
+            grid[i] = n
+            key.append(np.arange(n).reshape(grid))
+    return tuple(key)
+
+
+def _take_along_axis_forward(arr, indices, axis=-1):
+    if axis is None:
+        return np.asarray(arr).reshape(-1)[_int_indices(indices)]
+    return np.asarray(arr)[_along_axis_key(np.shape(arr), indices, axis)]
+
+
+def _take_along_axis_vjp(g, ans, arr, indices, axis=-1):
+    shape = shape_of(arr)
+    if axis is None:
+        size = int(np.prod(shape))
+        return reshape_raw(index_add(g, key=(_int_indices(indices),), shape=(size,)),
+                           shape=shape)
+    return index_add(g, key=_along_axis_key(shape, indices, axis), shape=shape)
+
+
+def _take_along_axis_jvp(t, ans, arr, indices, axis=-1):
+    return take_along_axis(t, indices=indices, axis=axis)
+
+
+take_along_axis = primitive("take_along_axis", _take_along_axis_forward,
+                            [_take_along_axis_vjp], params=("indices", "axis"),
+                            jvps=[_take_along_axis_jvp])
+
+
+# ===== numpy coverage (issue 11, item 5): contractions =====================================
+# einsum is the general one; outer, inner and tensordot are einsums of subscripts computed
+# from their operands' shapes.  The gradient of operand k of an einsum is another einsum,
+# of the result's gradient and the other operands, onto operand k's labels, then: labels
+# that appear nowhere else broadcast back, a label repeated in operand k (its diagonal)
+# gets the gradient on that diagonal only (an identity mask), and a dimension of size 1
+# that another operand broadcast is summed back.
+
+_LABELS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _einsum_terms(subscripts, shapes):
+    """``subscripts`` for operands of ``shapes`` as (input terms, output term), explicit:
+    every '...' replaced by labels of their own, the implicit output made explicit."""
+    if not isinstance(subscripts, str):
+        raise TypeError("einsum: pullback takes subscripts as a string "
+                        "('ij,jk->ik'), not the interleaved operand, sublist form")
+    text = subscripts.replace(" ", "")
+    inputs, arrow, output = text.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"einsum: {len(terms)} operand terms in {subscripts!r} for "
+                         f"{len(shapes)} operands")
+    spare = [c for c in _LABELS if c not in text]
+    broadcast = builtins.max([len(s) - len(t) + 3 for t, s in zip(terms, shapes, strict=True)
+                              if "..." in t], default=0)
+    ellipsis = "".join(spare[:broadcast])
+    explicit = []
+    for term, shape in zip(terms, shapes, strict=True):
+        if "..." in term:
+            own = len(shape) - len(term) + 3
+            term = term.replace("...", ellipsis[broadcast - own:] if own else "")
+        if len(term) != len(shape):
+            raise ValueError(f"einsum: the term {term!r} names {len(term)} axes of an operand "
+                             f"with {len(shape)}")
+        explicit.append(term)
+    if arrow:
+        output = output.replace("...", ellipsis)
+    else:
+        once = [c for c in sorted(set("".join(explicit)) - set(ellipsis))
+                if "".join(explicit).count(c) == 1]
+        output = ellipsis + "".join(once)
+    return explicit, output
+
+
+def _label_sizes(terms, shapes):
+    sizes = {}
+    for term, shape in zip(terms, shapes, strict=True):
+        for c, n in zip(term, shape, strict=True):
+            sizes[c] = builtins.max(sizes.get(c, 1), n)
+    return sizes
+
+
+def _einsum_operand_grad(k, g, terms, output, operands, optimize=False):
+    """The gradient of operand ``k`` of ``einsum(terms -> output)`` for the result's ``g``."""
+    shapes = [shape_of(o) for o in operands]
+    sizes = _label_sizes(terms, shapes)
+    term = terms[k]
+    others = [j for j in range(len(terms)) if j != k]
+    labels = "".join(dict.fromkeys(term))              # first appearances, in order
+    reached = set(output).union(*(terms[j] for j in others))
+    target = "".join(c for c in labels if c in reached)
+    if output:
+        h = einsum(",".join([output] + [terms[j] for j in others]) + "->" + target, g,
+                   *[operands[j] for j in others], optimize=optimize)
+    else:   # a 0-d result: its gradient (shape (1,) on the tape) scales the rest
+        h = einsum(",".join(terms[j] for j in others) + "->" + target,
+                   *[operands[j] for j in others], optimize=optimize) if others else 1.0
+        h = multiply(h, g)
+    first = [term.index(c) == p for p, c in enumerate(term)]
+    h = reshape_raw(h, shape=tuple(sizes[c] if (c in reached and is_first) else 1
+                                   for c, is_first in zip(term, first, strict=True)))
+    full = tuple(sizes[c] for c in term)
+    if not builtins.all(first):   # repeated labels: the gradient lies on their diagonal
+        mask = np.ones((1,) * len(term))
+        for p, c in enumerate(term):
+            if not first[p]:
+                eye_shape = [1] * len(term)
+                eye_shape[term.index(c)] = eye_shape[p] = sizes[c]
+                mask = mask * np.eye(sizes[c]).reshape(eye_shape)
+        h = multiply(h, mask.astype(_float_dtype(operands[k])))
+    h = broadcast_to(h, shape=full) if shape_of(h) != full else h
+    return sum_to(h, shape=shapes[k]) if full != tuple(shapes[k]) else h
+
+
+def _einsum_forward(*operands, subscripts, optimize=False):
+    return np.einsum(subscripts, *operands, optimize=optimize)
+
+
+def _einsum_rule(index):
+    def rule(g, ans, *operands, subscripts, optimize=False):
+        terms, output = _einsum_terms(subscripts, [shape_of(o) for o in operands])
+        return _einsum_operand_grad(index, g, terms, output, operands, optimize)
+
+    rule.__name__ = f"einsum_vjp_{index}"
+    return rule
+
+
+def _einsum_jvp(tangents, ans, *operands, subscripts, optimize=False):
+    total = None
+    for k, t in enumerate(tangents):
+        if t is not None:
+            part = einsum(subscripts, *operands[:k], t, *operands[k + 1:], optimize=optimize)
+            total = part if total is None else add(total, part)
+    return total
+
+
+_EINSUM_MAX = 16
+_einsum_prim = primitive("einsum", _einsum_forward, [_einsum_rule(i) for i in range(_EINSUM_MAX)],
+                         params=("subscripts", "optimize"), jvp=_einsum_jvp)
+
+
+def einsum(subscripts, *operands, optimize=False, out=None):
+    """numpy's einsum (subscripts as a string, '...' allowed), differentiable in every
+    operand."""
+    if len(operands) > _EINSUM_MAX:
+        raise ValueError(f"einsum takes at most {_EINSUM_MAX} operands, got {len(operands)}")
+    return _einsum_prim(*operands, subscripts=subscripts, optimize=optimize, out=out)
+
+
+einsum.prim = _einsum_prim.prim
+
+
+def _contraction(name, forward, subscripts_of, doc):
+    """A primitive computing ``forward(a, b, **params)``, which is
+    ``einsum(subscripts_of(a_shape, b_shape, **params), a, b)`` on its operands' shapes
+    (``outer`` flattens them first): its rules are the einsum's."""
+    def operands(a, b, params):
+        if name == "outer":
+            return reshape_raw(a, shape=(-1,)), reshape_raw(b, shape=(-1,))
+        return a, b
+
+    def rule(index):
+        def vjp(g, ans, a, b, *positional, **params):   # the tape may pass axes by position
+            params.update(zip(("axes",), positional, strict=False))
+            flat = operands(a, b, params)
+            subscripts = subscripts_of(shape_of(flat[0]), shape_of(flat[1]), **params)
+            terms, output = _einsum_terms(subscripts, [shape_of(f) for f in flat])
+            grad = _einsum_operand_grad(index, g, terms, output, flat)
+            return reshape_raw(grad, shape=shape_of((a, b)[index]))
+
+        vjp.__name__ = f"{name}_vjp_{index}"
+        return vjp
+
+    def jvp(index):   # bilinear: the op with operand ``index`` replaced by its tangent
+        def rule_jvp(t, ans, a, b, *positional, **params):
+            params.update(zip(("axes",), positional, strict=False))
+            return prim_op(t, b, **params) if index == 0 else prim_op(a, t, **params)
+
+        rule_jvp.__name__ = f"{name}_jvp_{index}"
+        return rule_jvp
+
+    prim_op = primitive(name, forward, [rule(0), rule(1)],
+                        params=("axes",) if name == "tensordot" else (),
+                        jvps=[jvp(0), jvp(1)])
+    prim_op.__doc__ = doc
+    return prim_op
+
+
+def _outer_subscripts(a_shape, b_shape):
+    return "i,j->ij"
+
+
+def _inner_subscripts(a_shape, b_shape):
+    a_free = _LABELS[:builtins.max(len(a_shape) - 1, 0)]
+    b_free = _LABELS[len(a_free):len(a_free) + builtins.max(len(b_shape) - 1, 0)]
+    if not a_shape or not b_shape:   # a number: a product
+        a, b = _LABELS[:len(a_shape)], _LABELS[len(a_shape):len(a_shape) + len(b_shape)]
+        return f"{a},{b}->{a}{b}"
+    return f"{a_free}z,{b_free}z->{a_free}{b_free}"
+
+
+def _tensordot_axes(a_ndim, b_ndim, axes):
+    if isinstance(axes, (int, np.integer)):
+        return list(range(a_ndim - axes, a_ndim)), list(range(axes))
+    a_axes, b_axes = axes
+    a_axes = [a_axes] if isinstance(a_axes, (int, np.integer)) else list(a_axes)
+    b_axes = [b_axes] if isinstance(b_axes, (int, np.integer)) else list(b_axes)
+    return [i % a_ndim for i in a_axes], [i % b_ndim for i in b_axes]
+
+
+def _tensordot_subscripts(a_shape, b_shape, axes=2):
+    a_axes, b_axes = _tensordot_axes(len(a_shape), len(b_shape), axes)
+    a = list(_LABELS[:len(a_shape)])
+    b = list(_LABELS[len(a_shape):len(a_shape) + len(b_shape)])
+    for i, j in zip(a_axes, b_axes, strict=True):
+        b[j] = a[i]
+    out = [c for i, c in enumerate(a) if i not in a_axes] + \
+        [c for j, c in enumerate(b) if j not in b_axes]
+    return f"{''.join(a)},{''.join(b)}->{''.join(out)}"
+
+
+def _outer_forward(a, b):
+    return np.outer(a, b)
+
+
+def _inner_forward(a, b):
+    return np.inner(a, b)
+
+
+outer = _contraction("outer", _outer_forward, _outer_subscripts,
+                     "numpy's outer: a and b flattened, every product a[i] * b[j].")
+inner = _contraction("inner", _inner_forward, _inner_subscripts,
+                     "numpy's inner: a sum over the last axes of a and b.")
+
+
+def _tensordot_forward(a, b, axes=2):
+    return np.tensordot(a, b, axes=axes)
+
+
+tensordot = _contraction("tensordot", _tensordot_forward, _tensordot_subscripts,
+                         "numpy's tensordot(a, b, axes=2).")
+
+
+# ===== numpy coverage (issue 11, item 5): arrays of (nested) lists =========================
+
+def _asarray_forward(x, dtype=None):
+    return np.array(x, dtype=dtype)
+
+
+def _asarray_vjp(g, ans, x, dtype=None):
+    # a list's gradient is an array of its shape (counted by its rows: support.add_grads)
+    return reshape_raw(g, shape=shape_of(x))
+
+
+# np.array(x) / np.asarray(x) of a (nested) list or tuple of arrays and numbers, in compiled
+# code (on the tape nd.array copies, as MXNet does, with no gradient)
+asarray = primitive("asarray", _asarray_forward, [_asarray_vjp], params=("dtype",),
+                    jvps=[_linear_jvp("asarray")])
+
+
+#: NDArray methods of this section (MXNet's NDArray has the math ones; numpy arrays have
+#: cumsum, cumprod and trace with the same parameters, so compiled code reads x.cumsum(...)
+#: as the primitive whatever x is): runtime/ndarray.py binds them, compiler/calls.py maps them
+COVERAGE_METHODS = ("sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh",
+                    "arctanh", "log2", "log10", "cbrt", "cumsum", "cumprod", "trace")

@@ -116,7 +116,6 @@ def list_operator(a):
 
 
 REFUSED = [
-    (sinc_by_keyword, 0.3, "by keyword x="),
     (list_filled_by_a_helper, 3.0, "result of put"),
     (sort_in_place, np.array([3.0, 1.0, 2.0]), ".sort"),
     (fill_in_place, np.array([3.0, 1.0, 2.0]), ".fill"),
@@ -156,6 +155,11 @@ def test_appending_to_a_parameter_is_refused():
 def test_a_conversion_that_only_decides_control_flow_is_fine():
     assert pb.grad(float_only_decides)(0.5) == pytest.approx(3.0)
     assert pb.grad(float_only_decides)(-0.5) == pytest.approx(1.0)
+
+
+def test_an_operand_passed_by_numpys_keyword_is_followed():
+    # np.sinc has a rule now (issue 11 item 5) and its operand may be named, as in numpy
+    assert pb.grad(sinc_by_keyword)(0.3) == pytest.approx(-0.9020281301388888, rel=1e-12)
 
 
 def test_a_list_holding_a_differentiated_value_as_a_numpy_operand():

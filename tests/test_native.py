@@ -60,8 +60,21 @@ NUMPY = {
     "fabs": np.abs, "sign": np.sign, "floor": np.floor, "ceil": np.ceil, "round": np.round,
     "max": np.maximum, "min": np.minimum, "sigmoid": _sigmoid_forward,
     "where": lambda c, a, b: np.where(c != 0, a, b),
+    # numpy coverage (issue 11 item 5)
+    "sinh": np.sinh, "cosh": np.cosh, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
+    "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "log2": np.log2,
+    "log10": np.log10, "exp2": np.exp2, "cbrt": np.cbrt, "atan2": np.arctan2,
+    "hypot": np.hypot, "logaddexp": np.logaddexp,
 }
-LIBRARY = {"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1", "pow", "sigmoid"}
+COVERAGE = {"sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "log2", "log10",
+            "exp2", "cbrt", "atan2", "hypot", "logaddexp"}
+LIBRARY = {"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1", "pow", "sigmoid",
+           *COVERAGE}
+#: functions lowered as formulas of library calls (numpy computes them the same way, so the
+#: tolerance is what each inner call's ulps can move the result: logaddexp cancels when the
+#: result is near 0)
+EXPANDED = {"logaddexp": "where(x == y, x + 0.6931471805599453, "
+                         "max(x, y) + log1p(exp(-fabs(x - y))))"}
 EXACT_EXPONENTS = {2.0, 0.5, -1.0, 1.0, 0.0}
 BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: np.divide,
           ast.Pow: np.power}
@@ -116,6 +129,10 @@ class Reference:
                 return self.library(result)
             return result
         name = node.func.id
+        if name in EXPANDED:   # a lowering that is a formula: its own library calls count
+            x, y = node.args
+            formula = ast.parse(EXPANDED[name], mode="eval").body
+            return self.eval(formula, {**env, "x": self.eval(x, env), "y": self.eval(y, env)})
         args = [self.eval(a, env) for a in node.args]
         result = NUMPY[name](*args)
         if name in LIBRARY and not (name == "pow" and _literal(node.args[1]) in EXACT_EXPONENTS):
@@ -273,6 +290,29 @@ FUNCTIONS = {
     "divide": ("x / y", "-x / (y * y)"),
     "negative": ("-x", "-1 + 0 * x"),
     "compare": ("(x < y) + (x <= y) + (x > y) + (x >= y) + (x == y) + (x != y)", "x != x"),
+    # numpy coverage (issue 11 item 5): the table's derivatives
+    "sinh": ("sinh(x)", "cosh(x)"),
+    "cosh": ("cosh(x)", "sinh(x)"),
+    "asin": ("asin(x)", "1 / sqrt(1.0 - x * x)"),
+    "acos": ("acos(x)", "-(1 / sqrt(1.0 - x * x))"),
+    "atan": ("atan(x)", "1 / (1.0 + x * x)"),
+    "asinh": ("asinh(x)", "1 / hypot(x, 1.0)"),
+    "acosh": ("acosh(x)", "1 / (sqrt(x - 1.0) * sqrt(x + 1.0))"),
+    "atanh": ("atanh(x)", "1 / ((1.0 - x) * (1.0 + x))"),
+    "log2": ("log2(x)", "1 / (x * 0.6931471805599453)"),
+    "log10": ("log10(x)", "1 / (x * 2.302585092994046)"),
+    "exp2": ("exp2(x)", "exp2(x) * 0.6931471805599453"),
+    "cbrt": ("cbrt(x)", "1 / (3.0 * (cbrt(x) * cbrt(x)))"),
+    "atan2": ("atan2(x, y)", "y / (x * x + y * y)"),
+    "hypot": ("hypot(x, y)", "x / hypot(x, y)"),
+    "logaddexp": ("logaddexp(x, y)", "exp(x - logaddexp(x, y))"),
+    "sinc": ("sin(3.141592653589793 * where(x == 0.0, 1e-20, x)) / "
+             "(3.141592653589793 * where(x == 0.0, 1e-20, x))",
+             "where(fabs(x) < 0.01, x * (-3.289868133696453 + x * x * "
+             "(3.246969701133414 + x * x * -1.144510944732505)), "
+             "(cos(3.141592653589793 * x) - sin(3.141592653589793 * where(x == 0.0, 1e-20, x))"
+             " / (3.141592653589793 * where(x == 0.0, 1e-20, x)))"
+             " / where(fabs(x) < 0.01, 1.0, x))"),
 }
 
 

@@ -55,6 +55,15 @@ COVERED = (
     "softmax", "log_softmax",
 )
 
+# numpy coverage (issue 11 item 5): numpy_coverage_cases()
+COVERED += (
+    "sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh", "arctanh", "log2",
+    "log10", "exp2", "cbrt", "sinc", "arctan2", "hypot", "logaddexp",
+    "cumsum", "cumprod", "atleast_1d", "atleast_2d", "atleast_3d", "flip", "roll", "diag",
+    "trace", "triu", "tril", "pad", "take_along_axis", "outer", "inner", "tensordot", "einsum",
+    "asarray",
+)
+
 NOT_DIFFERENTIABLE = (
     "equal", "not_equal", "lesser", "lesser_equal", "greater", "greater_equal",
     "zeros_like", "ones_like", "stop_gradient", "argmax", "argmin", "one_hot",
@@ -576,7 +585,79 @@ def shape_cases():
     ]
 
 
-CASES = unary_cases() + binary_cases() + reduction_cases() + linalg_cases() + shape_cases()
+def numpy_coverage_cases():
+    """numpy coverage (issue 11 item 5); compiled-road checks: tests/test_numpy_coverage.py."""
+    x34, x234, v4 = uniform((3, 4)), uniform((2, 3, 4)), uniform((4,))
+    with_zeros = uniform((3, 4))
+    with_zeros[1, 1] = with_zeros[2, 0] = with_zeros[2, 2] = 0.0
+    inside = lambda shape: uniform(shape, -0.9, 0.9)   # noqa: E731  arcsin's domain
+    elementwise = [
+        ("sinh", nd.sinh, uniform), ("cosh", nd.cosh, uniform), ("arcsin", nd.arcsin, inside),
+        ("arccos", nd.arccos, inside), ("arctan", nd.arctan, uniform),
+        ("arcsinh", nd.arcsinh, uniform), ("arccosh", nd.arccosh,
+                                           lambda shape: uniform(shape, 1.1, 3.0)),
+        ("arctanh", nd.arctanh, inside), ("log2", nd.log2, positive),
+        ("log10", nd.log10, positive), ("exp2", nd.exp2, uniform),
+        ("cbrt", nd.cbrt, away_from_zero), ("sinc", nd.sinc, uniform),
+    ]
+    cases = [case(f"{name}-{shape_id(shape)}", op, domain(shape), covers=name)
+             for name, op, domain in elementwise for shape in ((5,), (2, 3))]
+    cases += [
+        case("sinc-at-0", nd.sinc, np.array([0.0, 0.4, -1.3]), covers="sinc"),
+        case("arctan2", nd.arctan2, uniform((2, 3)), positive((2, 3)), covers="arctan2"),
+        case("arctan2-broadcast", nd.arctan2, uniform((2, 1)), positive((3,)), covers="arctan2"),
+        case("hypot", nd.hypot, away_from_zero((2, 3)), uniform((2, 3)), covers="hypot"),
+        case("logaddexp", nd.logaddexp, uniform((2, 3)), uniform((3,)), covers="logaddexp"),
+        *[case(f"{name}-axis={axis}", with_params(op, axis=axis), x, covers=name)
+          for name, op in (("cumsum", nd.cumsum), ("cumprod", nd.cumprod))
+          for axis in (None, 0, -1) for x in (x34,)],
+        case("cumprod-zeros", with_params(nd.cumprod, axis=1), with_zeros, covers="cumprod"),
+        case("cumprod-zeros-flat", nd.cumprod, with_zeros, covers="cumprod"),
+        case("atleast_1d", nd.atleast_1d, v4, covers="atleast_1d"),
+        case("atleast_2d", nd.atleast_2d, v4, covers="atleast_2d"),
+        case("atleast_3d", nd.atleast_3d, x34, covers="atleast_3d"),
+        case("flip-axis", with_params(nd.flip, axis=1), x234, covers="flip"),
+        case("flip-all", nd.flip, x34, covers="flip"),
+        case("roll", lambda x: nd.roll(x, 2, axis=1), x34, covers="roll"),
+        case("roll-tuple", lambda x: nd.roll(x, (1, -2), axis=(0, 2)), x234, covers="roll"),
+        case("roll-flat", lambda x: nd.roll(x, 5), x34, covers="roll"),
+        case("diag-extract", lambda x: nd.diag(x, k=1), x34, covers="diag"),
+        case("diag-build", lambda v: nd.diag(v, -1), v4, covers="diag"),
+        case("trace", lambda x: nd.trace(x, 1), x34, covers="trace"),
+        case("trace-axes", lambda x: nd.trace(x, axis1=2, axis2=0), x234, covers="trace"),
+        case("triu", lambda x: nd.triu(x, 1), x234, covers="triu"),
+        case("tril", lambda x: nd.tril(x, -1), x34, covers="tril"),
+        case("pad-constant", lambda x: nd.pad(x, ((1, 2), (0, 1)), constant_values=2.0), x34,
+             covers="pad"),
+        *[case(f"pad-{mode}", lambda x, mode=mode: nd.pad(x, 2, mode=mode), x34, covers="pad")
+          for mode in ("edge", "reflect", "symmetric", "wrap")],
+        case("take_along_axis", lambda x: nd.take_along_axis(
+            x, indices=np.array([[0, 2, 1, 1], [2, 2, 0, 1]]), axis=0), x34,
+            covers="take_along_axis"),
+        case("take_along_axis-flat", lambda x: nd.take_along_axis(
+            x, np.array([3, 0, 3, 11]), None), x34, covers="take_along_axis"),
+        case("outer", nd.outer, x34, uniform((2,)), covers="outer"),
+        case("inner", nd.inner, x34, uniform((2, 4)), covers="inner"),
+        case("tensordot", lambda a, b: nd.tensordot(a, b, axes=([1, 2], [0, 2])), x234,
+             uniform((3, 2, 4)), covers="tensordot"),
+        case("tensordot-1", lambda a, b: nd.tensordot(a, b, 1), x34, v4, covers="tensordot"),
+        case("einsum-matmul", lambda a, b: nd.einsum("ij,jk->ik", a, b), x34, uniform((4, 2)),
+             covers="einsum"),
+        case("einsum-diagonal", lambda a: nd.einsum("ii->i", a), uniform((3, 3)),
+             covers="einsum"),
+        case("einsum-repeated", lambda a: nd.einsum("iji->j", a), uniform((3, 2, 3)),
+             covers="einsum"),
+        case("einsum-ellipsis-broadcast", lambda a, b: nd.einsum("...ij,...jk->...ik", a, b),
+             x234, uniform((1, 4, 2)), covers="einsum"),
+        case("einsum-lonely", lambda a, b: nd.einsum("bij,k->bk", a, b), x234, v4,
+             covers="einsum"),
+        case("asarray", nd.asarray, x34, covers="asarray"),
+    ]
+    return cases
+
+
+CASES = (unary_cases() + binary_cases() + reduction_cases() + linalg_cases() + shape_cases()
+         + numpy_coverage_cases())
 CASE_IDS = [c.name for c in CASES]
 
 

@@ -11,9 +11,16 @@ ELEMENTWISE = [p for p in P.REGISTRY.values() if p.scalar and p.vjps is not None
 
 
 def _operands(prim, dtype, rng):
-    positive = prim.name in ("log", "sqrt", "power", "log1p")
-    low = 0.2 if positive else -2.0
-    x = rng.uniform(low, 2.0, 64).astype(dtype)
+    positive = prim.name in ("log", "sqrt", "power", "log1p", "log2", "log10")
+    low, high = (0.2 if positive else -2.0), 2.0
+    if prim.name in ("arcsin", "arccos", "arctanh"):   # their domain: (-1, 1)
+        low, high = -0.95, 0.95
+    elif prim.name == "arccosh":
+        low, high = 1.05, 3.0
+    x = rng.uniform(low, high, 64).astype(dtype)
+    if prim.name == "sinc":
+        x[::8] = 0   # its branch at 0, and its series near 0
+        x[1::8] = x[1::8] * 1e-3
     y = rng.uniform(0.5, 2.0, 64).astype(dtype)
     return [x, y][:len(prim.vjps)]
 
