@@ -1274,3 +1274,713 @@ def empty(shape, ctx=None, dtype=None):
 def arange(start, stop=None, step=1.0, repeat=1, ctx=None, dtype=None):
     values = np.arange(start, stop, step, dtype=_dtype(dtype))
     return NDArray(as_data(np.repeat(values, repeat) if repeat != 1 else values))
+
+
+# ===== linear algebra: det, slogdet, inverse, solve, cholesky, gemm2, sumlogdiag ==========
+# (issue 11 item 5).  Every op takes stacks of matrices (leading axes are a batch, as numpy
+# and MXNet's linalg accept); every rule is written with ops of this table, so second
+# derivatives come from differentiating the rules.
+
+def _matrix_transpose(a):
+    """The last two axes swapped (a stack of matrices, each transposed)."""
+    return swapaxes(a, -1, -2)
+
+
+def _per_matrix(g, a):
+    """A per-matrix value (one number per matrix of the stack ``a``: det's result, its
+    gradient) with two trailing axes of one, so it broadcasts against the matrices."""
+    return reshape_raw(g, shape=tuple(shape_of(a)[:-2]) + (1, 1))
+
+
+def _adjugate_forward(a):
+    # adj(A) from the SVD A = U S V^T: adj(A) = det(U) det(V) V diag(p) U^T with p_i the
+    # product of the singular values other than s_i (prefix times suffix products, no
+    # division), so it is exact at singular matrices too (rank n-1: nonzero; lower: zero)
+    u, s, vt = np.linalg.svd(a)
+    ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
+    prefix = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    suffix = np.flip(np.cumprod(np.concatenate([ones, np.flip(s, -1)[..., :-1]], axis=-1),
+                                axis=-1), -1)
+    sign = np.linalg.det(u) * np.linalg.det(vt)
+    scaled = np.swapaxes(vt, -1, -2) * (prefix * suffix)[..., None, :]
+    return (sign[..., None, None] * np.matmul(scaled, np.swapaxes(u, -1, -2))).astype(a.dtype)
+
+
+def _adjugate_vjp(g, ans, a):
+    # adj(A) = det(A) A^{-1} where A is invertible: d adj = tr(adj dA) A^{-1} - det A^{-1}
+    # dA A^{-1}.  At a singular A this rule (a second derivative of det) is not finite.
+    a_inv = linalg_inverse(a)
+    inner = sum(multiply(g, a_inv), axis=(-2, -1), keepdims=True)
+    first = multiply(inner, _matrix_transpose(ans))
+    second = matmul(_matrix_transpose(a_inv), matmul(g, _matrix_transpose(a_inv)))
+    return subtract(first, multiply(_per_matrix(linalg_det(a), a), second))
+
+
+def _adjugate_jvp(t, ans, a):
+    a_inv = linalg_inverse(a)
+    trace = sum(multiply(_matrix_transpose(ans), t), axis=(-2, -1), keepdims=True)
+    return subtract(multiply(trace, a_inv),
+                    multiply(_per_matrix(linalg_det(a), a), matmul(a_inv, matmul(t, a_inv))))
+
+
+def _det_vjp(g, ans, a):
+    # d det(A) / dA = adj(A)^T (the cofactor matrix): finite at singular matrices too
+    return multiply(_per_matrix(g, a), _matrix_transpose(adjugate(a)))
+
+
+def _det_jvp(t, ans, a):
+    return sum(multiply(_matrix_transpose(adjugate(a)), t), axis=(-2, -1))
+
+
+def _slogdet_forward(a):
+    sign, logabsdet = np.linalg.slogdet(a)
+    return np.stack([sign, logabsdet]).astype(a.dtype)
+
+
+def _slogdet_vjp(g, ans, a):
+    # only the log |det| row carries a gradient (the sign is piecewise constant)
+    return multiply(_per_matrix(getitem(g, key=1), a), _matrix_transpose(linalg_inverse(a)))
+
+
+def _slogdet_jvp(t, ans, a):
+    logabsdet = sum(multiply(_matrix_transpose(linalg_inverse(a)), t), axis=(-2, -1))
+    return _stack_prim(zeros_like(logabsdet), logabsdet, axis=0)
+
+
+def _inverse_vjp(g, ans, a):
+    ans_t = _matrix_transpose(ans)
+    return negative(matmul(ans_t, matmul(g, ans_t)))
+
+
+def _inverse_jvp(t, ans, a):
+    return negative(matmul(ans, matmul(t, ans)))
+
+
+def _is_vector_rhs(b) -> bool:
+    """numpy 2's rule for ``solve(a, b)``: ``b`` is one vector only if it is 1-d; otherwise
+    it is a stack of matrices (columns are right-hand sides)."""
+    return len(shape_of(b)) == 1
+
+
+def _as_columns(v, b):
+    """A vector right-hand side (or its solution/gradient) as a one-column matrix."""
+    return expand_dims(v, axis=-1) if _is_vector_rhs(b) else v
+
+
+def _summed_to(g, shape):
+    """``g`` summed over the batch axes it was broadcast along, to ``shape``."""
+    return g if shape_of(g) == tuple(shape) else sum_to(g, shape=tuple(shape))
+
+
+def _solve_vjp_a(g, ans, a, b):
+    gb = linalg_solve(_matrix_transpose(a), _as_columns(g, b))
+    ga = negative(matmul(gb, _matrix_transpose(_as_columns(ans, b))))
+    return _summed_to(ga, shape_of(a))
+
+
+def _solve_vjp_b(g, ans, a, b):
+    gb = linalg_solve(_matrix_transpose(a), _as_columns(g, b))
+    if _is_vector_rhs(b):
+        return reshape_raw(_summed_to(gb, (shape_of(b)[0], 1)), shape=shape_of(b))
+    return _summed_to(gb, shape_of(b))
+
+
+def _solve_jvp_a(t, ans, a, b):
+    x = linalg_solve(a, negative(matmul(t, _as_columns(ans, b))))
+    return reshape_raw(x, shape=shape_of(ans)) if _is_vector_rhs(b) else x
+
+
+def _solve_jvp_b(t, ans, a, b):
+    return linalg_solve(a, t)
+
+
+def _cholesky_forward(a):
+    return np.linalg.cholesky(a)
+
+
+def _phi_mask(n, dtype):
+    """The lower triangle with the diagonal halved, as a mask (the map Phi of the
+    Cholesky derivative)."""
+    return (np.tril(np.ones((n, n))) - 0.5 * np.eye(n)).astype(dtype)
+
+
+def _cholesky_vjp(g, ans, a):
+    # numpy's cholesky reads the lower triangle of A only (A_ij, i >= j, stands for A_ji
+    # too), so the gradient is exact for that forward: Phi(S + S^T) with
+    # S = L^{-T} Phi(L^T G) L^{-1} -- every entry above the diagonal gets 0.  Along a
+    # symmetric direction it gives the same derivative as the symmetric rule.
+    n = shape_of(a)[-1]
+    phi = _phi_mask(n, ans.dtype)
+    l_inv = linalg_inverse(ans)
+    inner = multiply(matmul(_matrix_transpose(ans), g), phi)
+    s = matmul(_matrix_transpose(l_inv), matmul(inner, l_inv))
+    return multiply(add(s, _matrix_transpose(s)), phi)
+
+
+def _cholesky_jvp(t, ans, a):
+    n = shape_of(a)[-1]
+    lower = np.tril(np.ones((n, n))).astype(ans.dtype)
+    strictly_lower = np.tril(np.ones((n, n)), -1).astype(ans.dtype)
+    symmetric = add(multiply(t, lower), _matrix_transpose(multiply(t, strictly_lower)))
+    l_inv = linalg_inverse(ans)
+    inner = matmul(l_inv, matmul(symmetric, _matrix_transpose(l_inv)))
+    return matmul(ans, multiply(inner, _phi_mask(n, ans.dtype)))
+
+
+def _gemm2_operands(a, b, transpose_a, transpose_b):
+    return (_matrix_transpose(a) if transpose_a else a,
+            _matrix_transpose(b) if transpose_b else b)
+
+
+def _gemm2_forward(a, b, transpose_a=False, transpose_b=False, alpha=1.0, axis=-3):
+    if axis != -3:
+        raise ValueError("linalg.gemm2: only axis=-3 (the default) is supported")
+    if transpose_a:
+        a = np.swapaxes(a, -1, -2)
+    if transpose_b:
+        b = np.swapaxes(b, -1, -2)
+    return alpha * np.matmul(a, b)
+
+
+def _gemm2_vjp_a(g, ans, a, b, transpose_a=False, transpose_b=False, alpha=1.0, axis=-3):
+    _, op_b = _gemm2_operands(a, b, transpose_a, transpose_b)
+    grad = multiply(matmul(g, _matrix_transpose(op_b)), alpha)
+    return _matrix_transpose(grad) if transpose_a else grad
+
+
+def _gemm2_vjp_b(g, ans, a, b, transpose_a=False, transpose_b=False, alpha=1.0, axis=-3):
+    op_a, _ = _gemm2_operands(a, b, transpose_a, transpose_b)
+    grad = multiply(matmul(_matrix_transpose(op_a), g), alpha)
+    return _matrix_transpose(grad) if transpose_b else grad
+
+
+def _diagonal_key(n):
+    index = np.arange(n)
+    return (Ellipsis, index, index)
+
+
+def _sumlogdiag_forward(a):
+    return np.sum(np.log(np.diagonal(a, axis1=-2, axis2=-1)), axis=-1)
+
+
+def _sumlogdiag_vjp(g, ans, a):
+    n = shape_of(a)[-1]
+    diagonal = getitem(a, key=_diagonal_key(n))
+    per_element = divide(expand_dims(g, axis=-1), diagonal)
+    return index_add(per_element, key=_diagonal_key(n), shape=shape_of(a))
+
+
+def _sumlogdiag_jvp(t, ans, a):
+    key = _diagonal_key(shape_of(a)[-1])
+    return sum(divide(getitem(t, key=key), getitem(a, key=key)), axis=-1)
+
+
+adjugate = primitive("adjugate", _adjugate_forward, [_adjugate_vjp], jvps=[_adjugate_jvp])
+linalg_det = primitive("det", np.linalg.det, [_det_vjp], jvps=[_det_jvp])
+linalg_inverse = primitive("inverse", np.linalg.inv, [_inverse_vjp], jvps=[_inverse_jvp])
+linalg_solve = primitive("solve", np.linalg.solve, [_solve_vjp_a, _solve_vjp_b],
+                         jvps=[_solve_jvp_a, _solve_jvp_b])
+linalg_potrf = primitive("cholesky", _cholesky_forward, [_cholesky_vjp], jvps=[_cholesky_jvp])
+linalg_gemm2 = primitive("gemm2", _gemm2_forward, [_gemm2_vjp_a, _gemm2_vjp_b],
+                         params=("transpose_a", "transpose_b", "alpha", "axis"),
+                         jvps=_bilinear_jvps("linalg_gemm2"))
+linalg_sumlogdiag = primitive("sumlogdiag", _sumlogdiag_forward, [_sumlogdiag_vjp],
+                              jvps=[_sumlogdiag_jvp])
+# the sign and log |det| stacked on a new first axis: one primitive, one result (compiled
+# code unpacks it by index, ``sign, logdet = np.linalg.slogdet(a)``)
+_slogdet_prim = primitive("slogdet", _slogdet_forward, [_slogdet_vjp], jvps=[_slogdet_jvp])
+
+
+def linalg_slogdet(a):
+    """``(sign, log |det|)`` of each matrix of ``a``; the gradient flows through the log
+    (the sign has none).  MXNet's and numpy's slogdet."""
+    both = _slogdet_prim(a)
+    return getitem(both, key=0), getitem(both, key=1)
+
+
+linalg_slogdet.prim = _slogdet_prim.prim   # compiled code reads the call as the primitive
+
+
+# ===== 2-d convolution and pooling (MXNet's nd.Convolution, nd.Pooling; NCHW) =============
+# Forward: an im2col formulation (a strided window view of the padded input and one
+# tensordot per group).  Gradients: the transposed formulation (one strided add per
+# kernel offset).  The three convolution primitives (the op, its data gradient, its
+# weight gradient) are each linear in each argument and each one's VJPs are the other
+# two, so derivatives of any order stay in the table.
+
+def _pair(value, default, name):
+    """An MXNet ``Shape(tuple)`` parameter of a 2-d op: None or () is the default."""
+    if value is None or value == ():
+        return default
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must have two entries (2-d ops only), got {value!r}")
+    return pair
+
+
+def _padded(x, before, after, fill=0.0):
+    widths = ((0, 0), (0, 0), (before[0], after[0]), (before[1], after[1]))
+    return np.pad(x, widths, constant_values=fill) if builtins.any(before + after) else x
+
+
+def _windows(xp, kernel, stride, dilate, out_hw):
+    """(N, C, OH, OW, KH, KW): every window of ``xp`` as a strided view (no copy)."""
+    n, c = xp.shape[:2]
+    sn, sc, sh, sw = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, shape=(n, c) + tuple(out_hw) + tuple(kernel),
+        strides=(sn, sc, sh * stride[0], sw * stride[1], sh * dilate[0], sw * dilate[1]),
+        writeable=False)
+
+
+def _scatter_windows(cols, in_hw, kernel, stride, pad, dilate, after=None):
+    """The transpose of ``_windows``: add each window's values (N, C, OH, OW, KH, KW) back
+    to its input positions, padding cropped."""
+    n, c, oh, ow = cols.shape[:4]
+    after = pad if after is None else after
+    out = np.zeros((n, c, in_hw[0] + pad[0] + after[0], in_hw[1] + pad[1] + after[1]),
+                   dtype=cols.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            top, left = i * dilate[0], j * dilate[1]
+            out[:, :, top:top + stride[0] * (oh - 1) + 1:stride[0],
+                left:left + stride[1] * (ow - 1) + 1:stride[1]] += cols[:, :, :, :, i, j]
+    return out[:, :, pad[0]:pad[0] + in_hw[0], pad[1]:pad[1] + in_hw[1]]
+
+
+@dataclass(frozen=True)
+class _ConvGeometry:
+    stride: tuple
+    pad: tuple
+    dilate: tuple
+    groups: int
+
+    def out_hw(self, in_hw, kernel):
+        return tuple((in_hw[i] + 2 * self.pad[i] - self.dilate[i] * (kernel[i] - 1) - 1)
+                     // self.stride[i] + 1 for i in range(2))
+
+
+def _conv_geometry(weight_shape, kernel=None, stride=None, dilate=None, pad=None,
+                   num_filter=None, num_group=1, workspace=1024, no_bias=False,
+                   cudnn_tune=None, cudnn_off=False, layout=None):
+    """MXNet's Convolution parameters, checked against the weight, as one geometry."""
+    if len(weight_shape) != 4:
+        raise ValueError(f"Convolution: 2-d only (weight of shape (num_filter, channels/"
+                         f"num_group, kh, kw)), got a weight of shape {tuple(weight_shape)}")
+    if layout not in (None, "NCHW"):
+        raise ValueError(f"Convolution: only the NCHW layout is supported, got {layout!r}")
+    if kernel is not None and _pair(kernel, None, "kernel") != tuple(weight_shape[2:]):
+        raise ValueError(f"Convolution: kernel={kernel!r} but the weight's kernel is "
+                         f"{tuple(weight_shape[2:])}")
+    if num_filter is not None and int(num_filter) != weight_shape[0]:
+        raise ValueError(f"Convolution: num_filter={num_filter} but the weight has "
+                         f"{weight_shape[0]} filters")
+    return _ConvGeometry(_pair(stride, (1, 1), "stride"), _pair(pad, (0, 0), "pad"),
+                         _pair(dilate, (1, 1), "dilate"), int(num_group))
+
+
+def _conv_raw(x, w, geo):
+    """y[n, f] = sum_c x[n, c] (cross-correlation) w[f, c], by groups."""
+    kernel = w.shape[2:]
+    out_hw = geo.out_hw(x.shape[2:], kernel)
+    if builtins.min(out_hw) < 1:
+        raise ValueError(f"Convolution: the kernel {tuple(kernel)} (dilated, with padding "
+                         f"{geo.pad}) is larger than the input {tuple(x.shape[2:])}")
+    cols = _windows(_padded(x, geo.pad, geo.pad), kernel, geo.stride, geo.dilate, out_hw)
+    group_in, group_out = x.shape[1] // geo.groups, w.shape[0] // geo.groups
+    if group_in != w.shape[1] or group_out * geo.groups != w.shape[0]:
+        raise ValueError(f"Convolution: data of {x.shape[1]} channels and num_group="
+                         f"{geo.groups} need a weight of shape (F, {group_in}, kh, kw) with "
+                         f"F divisible by {geo.groups}, got {tuple(w.shape)}")
+    parts = [np.tensordot(cols[:, k * group_in:(k + 1) * group_in],
+                          w[k * group_out:(k + 1) * group_out], axes=([1, 4, 5], [1, 2, 3]))
+             for k in range(geo.groups)]
+    y = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=-1)
+    return np.ascontiguousarray(np.moveaxis(y, -1, 1))   # (N, OH, OW, F) -> (N, F, OH, OW)
+
+
+def _conv_data_grad_raw(g, w, in_shape, geo):
+    kernel = w.shape[2:]
+    group_in, group_out = w.shape[1], w.shape[0] // geo.groups
+    parts = [np.tensordot(g[:, k * group_out:(k + 1) * group_out],
+                          w[k * group_out:(k + 1) * group_out], axes=([1], [0]))
+             for k in range(geo.groups)]   # each (N, OH, OW, C/G, KH, KW)
+    cols = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=3)
+    cols = np.moveaxis(cols, 3, 1)
+    assert cols.shape[1] == group_in * geo.groups
+    return _scatter_windows(cols, in_shape[2:], kernel, geo.stride, geo.pad, geo.dilate)
+
+
+def _conv_weight_grad_raw(x, g, w_shape, geo):
+    kernel = w_shape[2:]
+    cols = _windows(_padded(x, geo.pad, geo.pad), kernel, geo.stride, geo.dilate,
+                    g.shape[2:])
+    group_in, group_out = w_shape[1], w_shape[0] // geo.groups
+    parts = [np.tensordot(g[:, k * group_out:(k + 1) * group_out],
+                          cols[:, k * group_in:(k + 1) * group_in], axes=([0, 2, 3], [0, 2, 3]))
+             for k in range(geo.groups)]   # each (F/G, C/G, KH, KW)
+    return parts[0] if geo.groups == 1 else np.concatenate(parts, axis=0)
+
+
+_GEOMETRY_PARAMS = ("stride", "pad", "dilate", "num_group")
+
+
+def _geometry_params(geo):
+    return dict(stride=geo.stride, pad=geo.pad, dilate=geo.dilate, num_group=geo.groups)
+
+
+def _convolution_forward(data, weight, bias=None, kernel=None, stride=None, dilate=None,
+                         pad=None, num_filter=None, num_group=1, workspace=1024,
+                         no_bias=False, cudnn_tune=None, cudnn_off=False, layout=None):
+    geo = _conv_geometry(weight.shape, kernel, stride, dilate, pad, num_filter, num_group,
+                         layout=layout)
+    y = _conv_raw(data, weight, geo)
+    if bias is not None and not no_bias:
+        y += np.reshape(bias, (1, -1, 1, 1))
+    return y
+
+
+def _convolution_vjp_data(g, ans, data, weight, bias=None, **params):
+    geo = _conv_geometry(shape_of(weight), **params)
+    return convolution_data_grad(g, weight, shape=shape_of(data), **_geometry_params(geo))
+
+
+def _convolution_vjp_weight(g, ans, data, weight, bias=None, **params):
+    geo = _conv_geometry(shape_of(weight), **params)
+    return convolution_weight_grad(data, g, shape=shape_of(weight), **_geometry_params(geo))
+
+
+def _convolution_vjp_bias(g, ans, data, weight, bias=None, **params):
+    if params.get("no_bias"):
+        return zeros_like(bias)   # MXNet ignores the bias: its gradient is zero
+    return sum(g, axis=(0, 2, 3))
+
+
+def _convolution_jvp_data(t, ans, data, weight, bias=None, **params):
+    return _convolution_prim(t, weight, None, **params)
+
+
+def _convolution_jvp_weight(t, ans, data, weight, bias=None, **params):
+    return _convolution_prim(data, t, None, **params)
+
+
+def _convolution_jvp_bias(t, ans, data, weight, bias=None, **params):
+    if params.get("no_bias"):
+        return zeros_like(ans)
+    return reshape_raw(t, shape=(1, -1, 1, 1))
+
+
+def _convolution_of(weight, geometry):
+    """The parameters under which the convolution primitive computes ``geometry``."""
+    return dict(kernel=tuple(shape_of(weight)[2:]), num_filter=shape_of(weight)[0],
+                **geometry)
+
+
+def _data_grad_forward(g, weight, shape, stride, pad, dilate, num_group):
+    geo = _ConvGeometry(stride, pad, dilate, num_group)
+    return _conv_data_grad_raw(g, weight, shape, geo)
+
+
+def _data_grad_vjp_g(h, ans, g, weight, shape, **geometry):
+    return _convolution_prim(h, weight, None, **_convolution_of(weight, geometry))
+
+
+def _data_grad_vjp_weight(h, ans, g, weight, shape, **geometry):
+    return convolution_weight_grad(h, g, shape=shape_of(weight), **geometry)
+
+
+def _weight_grad_forward(data, g, shape, stride, pad, dilate, num_group):
+    geo = _ConvGeometry(stride, pad, dilate, num_group)
+    return _conv_weight_grad_raw(data, g, shape, geo)
+
+
+def _weight_grad_vjp_data(k, ans, data, g, shape, **geometry):
+    return convolution_data_grad(g, k, shape=shape_of(data), **geometry)
+
+
+def _weight_grad_vjp_g(k, ans, data, g, shape, **geometry):
+    return _convolution_prim(data, k, None, **_convolution_of(k, geometry))
+
+
+_CONVOLUTION_PARAMS = ("kernel", "stride", "dilate", "pad", "num_filter", "num_group",
+                       "workspace", "no_bias", "cudnn_tune", "cudnn_off", "layout")
+_convolution_prim = primitive(
+    "convolution", _convolution_forward,
+    [_convolution_vjp_data, _convolution_vjp_weight, _convolution_vjp_bias],
+    params=_CONVOLUTION_PARAMS,
+    jvps=[_convolution_jvp_data, _convolution_jvp_weight, _convolution_jvp_bias])
+convolution_data_grad = primitive(
+    "convolution_data_grad", _data_grad_forward, [_data_grad_vjp_g, _data_grad_vjp_weight],
+    params=("shape",) + _GEOMETRY_PARAMS, jvps=_bilinear_jvps("convolution_data_grad"))
+convolution_weight_grad = primitive(
+    "convolution_weight_grad", _weight_grad_forward,
+    [_weight_grad_vjp_data, _weight_grad_vjp_g], params=("shape",) + _GEOMETRY_PARAMS,
+    jvps=_bilinear_jvps("convolution_weight_grad"))
+
+
+def Convolution(data=None, weight=None, bias=None, kernel=None, stride=None, dilate=None,
+                pad=None, num_filter=None, num_group=1, workspace=1024, no_bias=False,
+                cudnn_tune=None, cudnn_off=False, layout=None, out=None, name=None):
+    """MXNet's 2-d ``Convolution`` (NCHW data, (num_filter, channels/num_group, kh, kw)
+    weight, (num_filter,) bias): a cross-correlation; ``stride``/``dilate`` default (1, 1),
+    ``pad`` (0, 0); ``no_bias=True`` (or ``bias=None``) adds no bias.  ``workspace``,
+    ``cudnn_tune`` and ``cudnn_off`` are accepted and have no effect."""
+    return _convolution_prim(data, weight, bias, kernel=kernel, stride=stride, dilate=dilate,
+                             pad=pad, num_filter=num_filter, num_group=num_group,
+                             workspace=workspace, no_bias=no_bias, cudnn_tune=cudnn_tune,
+                             cudnn_off=cudnn_off, layout=layout, out=out)
+
+
+Convolution.prim = _convolution_prim.prim   # compiled code reads the call as the primitive
+
+
+@dataclass(frozen=True)
+class _PoolGeometry:
+    kernel: tuple
+    stride: tuple
+    pad: tuple
+    after: tuple     # padding after the input (the full convention may need more)
+    out_hw: tuple
+    pool_type: str
+    count_include_pad: bool
+
+
+def _pool_geometry(in_shape, kernel=None, pool_type="max", global_pool=False,
+                   cudnn_off=False, pooling_convention="valid", stride=None, pad=None,
+                   p_value=None, count_include_pad=None, layout=None):
+    """MXNet's Pooling parameters as one geometry: output size by the convention
+    (valid: floor((x + 2p - k) / s) + 1; full: ceil(...) + 1); global_pool pools the
+    whole image (kernel = (H, W), no padding, stride 1)."""
+    if len(in_shape) != 4:
+        raise ValueError(f"Pooling: 2-d only (NCHW data), got data of shape {in_shape}")
+    if layout not in (None, "NCHW"):
+        raise ValueError(f"Pooling: only the NCHW layout is supported, got {layout!r}")
+    if pool_type not in ("max", "avg", "sum"):
+        raise ValueError(f"Pooling: pool_type must be 'max', 'avg' or 'sum', got "
+                         f"{pool_type!r} (lp pooling is not supported)")
+    if pooling_convention not in ("valid", "full"):
+        raise ValueError(f"Pooling: pooling_convention must be 'valid' or 'full', got "
+                         f"{pooling_convention!r}")
+    in_hw = tuple(in_shape[2:])
+    if global_pool:
+        kernel, stride, pad = in_hw, (1, 1), (0, 0)
+    elif kernel is None or kernel == ():
+        raise ValueError("Pooling: kernel is required unless global_pool=True")
+    kernel = _pair(kernel, None, "kernel")
+    stride, pad = _pair(stride, (1, 1), "stride"), _pair(pad, (0, 0), "pad")
+    rounding = math.floor if pooling_convention == "valid" else math.ceil
+    out_hw = tuple(int(rounding((in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i])) + 1
+                   for i in range(2))
+    if builtins.min(out_hw) < 1:
+        raise ValueError(f"Pooling: the kernel {kernel} is larger than the padded input "
+                         f"{tuple(n + 2 * p for n, p in zip(in_hw, pad, strict=True))}")
+    after = tuple(builtins.max(pad[i], (out_hw[i] - 1) * stride[i] + kernel[i] - in_hw[i]
+                               - pad[i]) for i in range(2))
+    return _PoolGeometry(kernel, stride, pad, after, out_hw, pool_type,
+                         True if count_include_pad is None else bool(count_include_pad))
+
+
+def _pool_divisor(in_hw, geo):
+    """avg pooling's divisor per output position, as MXNet (and Caffe) count it: the
+    window clipped to the padded input (count_include_pad) or to the input itself."""
+    sizes = []
+    for i in range(2):
+        start = np.arange(geo.out_hw[i]) * geo.stride[i] - geo.pad[i]
+        end = np.minimum(start + geo.kernel[i], in_hw[i] + geo.pad[i])
+        if not geo.count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, in_hw[i])
+        sizes.append(end - start)
+    return np.outer(sizes[0], sizes[1])
+
+
+def _pool_windows(x, geo, fill):
+    xp = _padded(x, geo.pad, geo.after, fill)
+    return _windows(xp, geo.kernel, geo.stride, (1, 1), geo.out_hw)
+
+
+def _max_pool_positions(x, geo):
+    """For each output, the flat index into ``x`` of its window's first maximum (in the
+    window's row-major order, as MXNet's backward takes it), or ``x.size`` where the
+    window holds padding only."""
+    lowest = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    windows = _pool_windows(x, geo, lowest)
+    n, c, oh, ow, kh, kw = windows.shape
+    best = np.argmax(windows.reshape(n, c, oh, ow, kh * kw), axis=-1)
+    rows = (np.arange(oh) * geo.stride[0] - geo.pad[0])[:, None] + best // kw
+    cols = (np.arange(ow) * geo.stride[1] - geo.pad[1])[None, :] + best % kw
+    height, width = x.shape[2:]
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    planes = (np.arange(n)[:, None] * c + np.arange(c)[None, :])[:, :, None, None]
+    flat = (planes * height + rows) * width + cols
+    return np.where(inside, flat, x.size)
+
+
+def _pooling_forward(data, kernel=None, pool_type="max", global_pool=False, cudnn_off=False,
+                     pooling_convention="valid", stride=None, pad=None, p_value=None,
+                     count_include_pad=None, layout=None):
+    geo = _pool_geometry(data.shape, kernel, pool_type, global_pool, cudnn_off,
+                         pooling_convention, stride, pad, p_value, count_include_pad, layout)
+    if pool_type == "max":
+        positions = _max_pool_positions(data, geo)
+        lowest = np.finfo(data.dtype).min if data.dtype.kind == "f" else 0
+        return np.append(data.reshape(-1), np.array(lowest, data.dtype))[positions]
+    total = _pool_windows(data, geo, 0.0).sum(axis=(-2, -1))
+    if pool_type == "avg":
+        total = (total / _pool_divisor(data.shape[2:], geo)).astype(data.dtype)
+    return total
+
+
+def _pooling_transpose_forward(g, shape, **params):
+    """The transpose of avg/sum pooling (linear in its input): each output's gradient
+    spread over its window (divided by avg's divisor)."""
+    geo = _pool_geometry(tuple(shape), **params)
+    if geo.pool_type == "avg":
+        g = (g / _pool_divisor(shape[2:], geo)).astype(g.dtype)
+    cols = np.broadcast_to(g[..., None, None], g.shape + geo.kernel)
+    return _scatter_windows(cols, shape[2:], geo.kernel, geo.stride, geo.pad, (1, 1),
+                            after=geo.after)
+
+
+def _max_positions_of(data, params):
+    values = data._data if type(data) is NDArray else np.asarray(data)
+    return _max_pool_positions(values, _pool_geometry(values.shape, **params))
+
+
+def _pooling_vjp(g, ans, data, **params):
+    if params.get("pool_type", "max") != "max":
+        return pooling_transpose(g, shape=shape_of(data), **params)
+    size = int(np.prod(shape_of(data)))
+    scattered = index_add(g, key=(_max_positions_of(data, params),), shape=(size + 1,))
+    return reshape_raw(getitem(scattered, key=builtins.slice(0, size)), shape=shape_of(data))
+
+
+def _pooling_jvp(t, ans, data, **params):
+    if params.get("pool_type", "max") != "max":
+        return _pooling_prim(t, **params)
+    flat = reshape_raw(t, shape=(-1,))
+    padded = _concat_prim(flat, np.zeros(1, dtype=flat.dtype), dim=0)
+    return getitem(padded, key=_max_positions_of(data, params))
+
+
+def _pooling_transpose_vjp(h, ans, g, shape, **params):
+    return _pooling_prim(h, **params)
+
+
+def _pooling_transpose_jvp(t, ans, g, shape, **params):
+    return pooling_transpose(t, shape=shape, **params)
+
+
+_POOLING_PARAMS = ("kernel", "pool_type", "global_pool", "cudnn_off", "pooling_convention",
+                   "stride", "pad", "p_value", "count_include_pad", "layout")
+_pooling_prim = primitive("pooling", _pooling_forward, [_pooling_vjp],
+                          params=_POOLING_PARAMS, jvps=[_pooling_jvp])
+pooling_transpose = primitive("pooling_transpose", _pooling_transpose_forward,
+                              [_pooling_transpose_vjp], params=("shape",) + _POOLING_PARAMS,
+                              jvps=[_pooling_transpose_jvp])
+
+
+def Pooling(data=None, kernel=None, pool_type="max", global_pool=False, cudnn_off=False,
+            pooling_convention="valid", stride=None, pad=None, p_value=None,
+            count_include_pad=None, layout=None, out=None, name=None):
+    """MXNet's 2-d ``Pooling`` of NCHW data: ``pool_type`` 'max', 'avg' or 'sum';
+    ``stride`` defaults to (1, 1), ``pad`` to (0, 0); ``pooling_convention`` 'valid' or
+    'full' (ceil); ``global_pool=True`` pools each whole image; avg divides by the window
+    clipped to the padded input (``count_include_pad``, the default) or to the input.
+    Max pooling's gradient goes to the first maximum of each window (row-major), as in
+    MXNet; padding never wins a window that holds an input element."""
+    return _pooling_prim(data, kernel=kernel, pool_type=pool_type, global_pool=global_pool,
+                         cudnn_off=cudnn_off, pooling_convention=pooling_convention,
+                         stride=stride, pad=pad, p_value=p_value,
+                         count_include_pad=count_include_pad, layout=layout, out=out)
+
+
+Pooling.prim = _pooling_prim.prim   # compiled code reads the call as the primitive
+
+
+# ===== topk (MXNet's nd.topk) =============================================================
+
+def _topk_order(data, axis, k, is_ascend):
+    """The positions (along ``axis``; of the flattened array for axis=None) of the k
+    largest (smallest: is_ascend) elements, best first; among equal values the earlier
+    position comes first (a stable sort).  k < 1 sorts the whole axis."""
+    values = data.reshape(-1) if axis is None else data
+    axis = -1 if axis is None else axis % data.ndim
+    n = values.shape[axis]
+    k = n if k < 1 else builtins.min(int(k), n)
+    keys = values if is_ascend else -values
+    order = np.argsort(keys, axis=axis, kind="stable")
+    return values, axis, np.take(order, np.arange(k), axis=axis)
+
+
+def _topk_key(values, axis, order):
+    """The integer-array key that reads ``values`` at ``order`` along ``axis``."""
+    grid = list(np.ogrid[tuple(builtins.slice(0, n) for n in order.shape)])
+    grid[axis] = order
+    return tuple(grid)
+
+
+def _topk_forward(data, axis=-1, k=1, ret_typ="indices", is_ascend=False, dtype="float32"):
+    values, axis_, order = _topk_order(data, axis, k, is_ascend)
+    if ret_typ == "indices":
+        return order.astype(_dtype(dtype))
+    if ret_typ == "value":
+        return values[_topk_key(values, axis_, order)]
+    if ret_typ == "mask":
+        mask = np.zeros(values.shape, dtype=data.dtype)
+        mask[_topk_key(values, axis_, order)] = 1
+        return mask.reshape(data.shape)
+    if ret_typ == "both":   # one array (compiled code unpacks it by index): values' dtype
+        picked = values[_topk_key(values, axis_, order)]
+        return np.stack([picked, order.astype(picked.dtype)])
+    raise ValueError(f"topk: ret_typ must be 'indices', 'value', 'both' or 'mask', got "
+                     f"{ret_typ!r}")
+
+
+def _topk_vjp(g, ans, data, axis=-1, k=1, ret_typ="indices", is_ascend=False,
+              dtype="float32"):
+    # indices and the mask are piecewise constant in the data: gradient zero; the values
+    # are the data's elements at the chosen positions
+    if ret_typ in ("indices", "mask"):
+        return zeros_like(data)
+    raw = data._data if type(data) is NDArray else np.asarray(data)
+    values, axis_, order = _topk_order(raw, axis, k, is_ascend)
+    if ret_typ == "both":
+        g = getitem(g, key=0)
+    scattered = index_add(g, key=_topk_key(values, axis_, order), shape=values.shape)
+    return reshape_raw(scattered, shape=shape_of(data))
+
+
+def _topk_jvp(t, ans, data, axis=-1, k=1, ret_typ="indices", is_ascend=False,
+              dtype="float32"):
+    if ret_typ in ("indices", "mask"):
+        return zeros_like(ans)
+    raw = data._data if type(data) is NDArray else np.asarray(data)
+    values, axis_, order = _topk_order(raw, axis, k, is_ascend)
+    flat = t if axis is not None else reshape_raw(t, shape=(-1,))
+    picked = getitem(flat, key=_topk_key(values, axis_, order))
+    if ret_typ == "both":
+        return _stack_prim(picked, zeros_like(picked), axis=0)
+    return picked
+
+
+_topk_prim = primitive("topk", _topk_forward, [_topk_vjp],
+                       params=("axis", "k", "ret_typ", "is_ascend", "dtype"), jvps=[_topk_jvp])
+
+
+def topk(data, axis=-1, k=1, ret_typ="indices", is_ascend=False, dtype="float32"):
+    """MXNet's ``topk``: the k largest (``is_ascend``: smallest) elements along ``axis``
+    (None: of the flattened array), best first, earlier positions first among ties.
+    ``ret_typ``: 'indices' (as ``dtype``, float32 by default, like MXNet), 'value',
+    'both' (``[values, indices]``) or 'mask' (1 at the chosen positions).  The values
+    carry the data's gradient; indices and masks are piecewise constant (gradient 0)."""
+    if ret_typ == "both":
+        both = _topk_prim(data, axis=axis, k=k, ret_typ="both", is_ascend=is_ascend,
+                          dtype=dtype)
+        return [getitem(both, key=0),
+                astype(getitem(both, key=1), dtype=_dtype(dtype))]
+    return _topk_prim(data, axis=axis, k=k, ret_typ=ret_typ, is_ascend=is_ascend, dtype=dtype)
+
+
+topk.prim = _topk_prim.prim   # compiled code reads the call as the primitive
