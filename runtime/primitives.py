@@ -1581,47 +1581,68 @@ def _conv_geometry(weight_shape, kernel=None, stride=None, dilate=None, pad=None
                          _pair(dilate, (1, 1), "dilate"), int(num_group))
 
 
+def _im2col(x, kernel, geo, out_hw):
+    """The windows of the padded ``x`` as one matrix, a row per output position and a
+    column per (channel, kernel offset): (N * OH * OW, C * KH * KW), contiguous."""
+    cols = _windows(_padded(x, geo.pad, geo.pad), kernel, geo.stride, geo.dilate, out_hw)
+    n, c, oh, ow, kh, kw = cols.shape
+    return np.ascontiguousarray(cols.transpose(0, 2, 3, 1, 4, 5)).reshape(n * oh * ow,
+                                                                         c * kh * kw)
+
+
+def _check_groups(x_channels, w_shape, groups):
+    group_in = x_channels // groups
+    if group_in * groups != x_channels or group_in != w_shape[1] or w_shape[0] % groups:
+        raise ValueError(f"Convolution: data of {x_channels} channels and num_group="
+                         f"{groups} need a weight of shape (F, {group_in}, kh, kw) with "
+                         f"F divisible by {groups}, got {tuple(w_shape)}")
+
+
+def _by_groups(matrix, groups, axis):
+    """``matrix`` split into ``groups`` equal blocks along ``axis``."""
+    return np.split(matrix, groups, axis=axis) if groups > 1 else [matrix]
+
+
 def _conv_raw(x, w, geo):
-    """y[n, f] = sum_c x[n, c] (cross-correlation) w[f, c], by groups."""
+    """y[n, f] = sum_c x[n, c] (cross-correlation) w[f, c], by groups: one matrix product
+    of the im2col matrix per group."""
     kernel = w.shape[2:]
     out_hw = geo.out_hw(x.shape[2:], kernel)
     if builtins.min(out_hw) < 1:
         raise ValueError(f"Convolution: the kernel {tuple(kernel)} (dilated, with padding "
                          f"{geo.pad}) is larger than the input {tuple(x.shape[2:])}")
-    cols = _windows(_padded(x, geo.pad, geo.pad), kernel, geo.stride, geo.dilate, out_hw)
-    group_in, group_out = x.shape[1] // geo.groups, w.shape[0] // geo.groups
-    if group_in != w.shape[1] or group_out * geo.groups != w.shape[0]:
-        raise ValueError(f"Convolution: data of {x.shape[1]} channels and num_group="
-                         f"{geo.groups} need a weight of shape (F, {group_in}, kh, kw) with "
-                         f"F divisible by {geo.groups}, got {tuple(w.shape)}")
-    parts = [np.tensordot(cols[:, k * group_in:(k + 1) * group_in],
-                          w[k * group_out:(k + 1) * group_out], axes=([1, 4, 5], [1, 2, 3]))
-             for k in range(geo.groups)]
-    y = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=-1)
-    return np.ascontiguousarray(np.moveaxis(y, -1, 1))   # (N, OH, OW, F) -> (N, F, OH, OW)
+    _check_groups(x.shape[1], w.shape, geo.groups)
+    cols = _im2col(x, kernel, geo, out_hw)
+    weights = w.reshape(w.shape[0], -1)
+    parts = [c @ k.T for c, k in zip(_by_groups(cols, geo.groups, 1),
+                                     _by_groups(weights, geo.groups, 0), strict=True)]
+    y = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=1)   # (N*OH*OW, F)
+    y = y.reshape(x.shape[0], out_hw[0], out_hw[1], w.shape[0])
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
+def _output_rows(g):
+    """The output gradient (N, F, OH, OW) as a matrix (N * OH * OW, F)."""
+    return np.ascontiguousarray(g.transpose(0, 2, 3, 1)).reshape(-1, g.shape[1])
 
 
 def _conv_data_grad_raw(g, w, in_shape, geo):
     kernel = w.shape[2:]
-    group_in, group_out = w.shape[1], w.shape[0] // geo.groups
-    parts = [np.tensordot(g[:, k * group_out:(k + 1) * group_out],
-                          w[k * group_out:(k + 1) * group_out], axes=([1], [0]))
-             for k in range(geo.groups)]   # each (N, OH, OW, C/G, KH, KW)
-    cols = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=3)
-    cols = np.moveaxis(cols, 3, 1)
-    assert cols.shape[1] == group_in * geo.groups
+    n, _, oh, ow = g.shape
+    weights = w.reshape(w.shape[0], -1)
+    parts = [r @ k for r, k in zip(_by_groups(_output_rows(g), geo.groups, 1),
+                                   _by_groups(weights, geo.groups, 0), strict=True)]
+    cols = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=1)
+    cols = cols.reshape(n, oh, ow, in_shape[1], kernel[0], kernel[1]).transpose(0, 3, 1, 2, 4, 5)
     return _scatter_windows(cols, in_shape[2:], kernel, geo.stride, geo.pad, geo.dilate)
 
 
 def _conv_weight_grad_raw(x, g, w_shape, geo):
-    kernel = w_shape[2:]
-    cols = _windows(_padded(x, geo.pad, geo.pad), kernel, geo.stride, geo.dilate,
-                    g.shape[2:])
-    group_in, group_out = w_shape[1], w_shape[0] // geo.groups
-    parts = [np.tensordot(g[:, k * group_out:(k + 1) * group_out],
-                          cols[:, k * group_in:(k + 1) * group_in], axes=([0, 2, 3], [0, 2, 3]))
-             for k in range(geo.groups)]   # each (F/G, C/G, KH, KW)
-    return parts[0] if geo.groups == 1 else np.concatenate(parts, axis=0)
+    cols = _im2col(x, w_shape[2:], geo, g.shape[2:])
+    parts = [r.T @ c for r, c in zip(_by_groups(_output_rows(g), geo.groups, 1),
+                                     _by_groups(cols, geo.groups, 1), strict=True)]
+    grad = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=0)
+    return grad.reshape(w_shape)
 
 
 _GEOMETRY_PARAMS = ("stride", "pad", "dilate", "num_group")
