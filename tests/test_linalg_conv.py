@@ -581,7 +581,8 @@ def test_topk_both_in_compiled_code():
                                both_topk(nd.array(x)).asnumpy())
 
 
-@pytest.mark.parametrize("transpose_a, transpose_b", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("transpose_a, transpose_b",
+                         list(itertools.product([False, True], repeat=2)))
 def test_batch_dot_transposes_compiled_equal_tape(transpose_a, transpose_b):
     x = normal(2, 4, 3) if transpose_a else normal(2, 3, 4)
     y = normal(2, 5, 4) if transpose_b else normal(2, 4, 5)
@@ -597,3 +598,38 @@ def test_batch_dot_transposes_compiled_equal_tape(transpose_a, transpose_b):
     for t, c in zip(tape, compiled, strict=True):
         np.testing.assert_allclose(c, t, rtol=1e-12)
     check_grads(fn, [x, y], order=1)
+
+
+def cholesky_upper(a):
+    return np.linalg.cholesky(a, upper=True)
+
+
+def slogdet_pair(a):
+    return np.linalg.slogdet(a)
+
+
+def test_unsupported_numpy_linalg_parameters_are_refused():
+    with pytest.raises(pb.CompileError, match="upper"):
+        pb.grad(cholesky_upper)(spd(3))
+
+
+def test_slogdet_result_in_compiled_code_is_sign_and_logdet_stacked():
+    """A compiled slogdet is one array (sign, log|det|) stacked on a new first axis
+    (documented): unpacking and indexing it read what numpy's pair holds."""
+    a = well_conditioned(3, (2,))
+    sign, logdet = np.linalg.slogdet(a)
+    np.testing.assert_allclose(pb.compile(slogdet_pair)(a), np.stack([sign, logdet]))
+
+
+def logdet_only(a):
+    return np.linalg.slogdet(a)[1]
+
+
+def test_singular_matrices_give_numpys_values_and_raise_where_the_gradient_is_infinite():
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    sign, logdet = nd.linalg.slogdet(nd.array(singular))
+    assert sign.asnumpy()[0] == 0.0 and logdet.asnumpy()[0] == -np.inf
+    with pytest.raises(np.linalg.LinAlgError):
+        pb.grad(logdet_only)(singular)
+    with pytest.raises(np.linalg.LinAlgError):
+        pb.grad(inv_np)(singular)
