@@ -1475,6 +1475,81 @@ def _sumlogdiag_jvp(t, ans, a):
     return sum(divide(getitem(t, key=key), getitem(a, key=key)), axis=-1)
 
 
+def _triangle(n, lower, dtype):
+    """The mask of the triangle (diagonal included) that a triangular routine reads."""
+    ones = np.ones((n, n))
+    return (np.tril(ones) if lower else np.triu(ones)).astype(dtype)
+
+
+def _trsm_forward(a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    # MXNet's trsm reads only A's triangle: op(T) X = alpha B, or X op(T) = alpha B
+    t = np.tril(a) if lower else np.triu(a)
+    m = np.swapaxes(t, -1, -2) if transpose else t
+    if rightside:   # X M = alpha B  <=>  M^T X^T = alpha B^T
+        return alpha * np.swapaxes(np.linalg.solve(np.swapaxes(m, -1, -2),
+                                                   np.swapaxes(b, -1, -2)), -1, -2)
+    return alpha * np.linalg.solve(m, b)
+
+
+def _trsm_unit_gradient(g, a, transpose, rightside, lower):
+    """M^{-T} g (left side) or g M^{-T} (right side): the solve with the other op."""
+    return linalg_trsm(a, g, transpose=not transpose, rightside=rightside, lower=lower,
+                       alpha=1.0)
+
+
+def _trsm_vjp_a(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    unit = _trsm_unit_gradient(g, a, transpose, rightside, lower)
+    m_grad = negative(matmul(_matrix_transpose(ans), unit) if rightside
+                      else matmul(unit, _matrix_transpose(ans)))
+    t_grad = _matrix_transpose(m_grad) if transpose else m_grad
+    return _summed_to(multiply(t_grad, _triangle(shape_of(a)[-1], lower, ans.dtype)),
+                      shape_of(a))
+
+
+def _trsm_vjp_b(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    return _summed_to(multiply(_trsm_unit_gradient(g, a, transpose, rightside, lower), alpha),
+                      shape_of(b))
+
+
+def _trsm_jvp_a(t, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    t_dot = multiply(t, _triangle(shape_of(a)[-1], lower, ans.dtype))
+    m_dot = _matrix_transpose(t_dot) if transpose else t_dot
+    rhs = negative(matmul(ans, m_dot) if rightside else matmul(m_dot, ans))
+    return linalg_trsm(a, rhs, transpose=transpose, rightside=rightside, lower=lower,
+                       alpha=1.0)
+
+
+def _trsm_jvp_b(t, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    return linalg_trsm(a, t, transpose=transpose, rightside=rightside, lower=lower,
+                       alpha=alpha)
+
+
+def _potri_forward(a):
+    # MXNet's potri: (L L^T)^{-1} from the lower triangle L of A (a Cholesky factor)
+    l_inv = np.linalg.inv(np.tril(a))
+    return np.matmul(np.swapaxes(l_inv, -1, -2), l_inv)
+
+
+def _potri_vjp(g, ans, a):
+    # C = (L L^T)^{-1}: dC = -C (dL L^T + L dL^T) C, so L_bar = -C (G + G^T) C L
+    lower = _triangle(shape_of(a)[-1], True, ans.dtype)
+    factor = multiply(a, lower)
+    inner = matmul(ans, matmul(add(g, _matrix_transpose(g)), ans))
+    return multiply(negative(matmul(inner, factor)), lower)
+
+
+def _potri_jvp(t, ans, a):
+    lower = _triangle(shape_of(a)[-1], True, ans.dtype)
+    factor, factor_dot = multiply(a, lower), multiply(t, lower)
+    middle = add(matmul(factor_dot, _matrix_transpose(factor)),
+                 matmul(factor, _matrix_transpose(factor_dot)))
+    return negative(matmul(ans, matmul(middle, ans)))
+
+
+linalg_trsm = primitive("trsm", _trsm_forward, [_trsm_vjp_a, _trsm_vjp_b],
+                        params=("transpose", "rightside", "lower", "alpha"),
+                        jvps=[_trsm_jvp_a, _trsm_jvp_b])
+linalg_potri = primitive("potri", _potri_forward, [_potri_vjp], jvps=[_potri_jvp])
 adjugate = primitive("adjugate", _adjugate_forward, [_adjugate_vjp], jvps=[_adjugate_jvp])
 linalg_det = primitive("det", np.linalg.det, [_det_vjp], jvps=[_det_jvp])
 linalg_inverse = primitive("inverse", np.linalg.inv, [_inverse_vjp], jvps=[_inverse_jvp])

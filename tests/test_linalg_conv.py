@@ -291,6 +291,47 @@ def test_slogdet_sign_and_gemm2_sumlogdiag_values():
         check_grads(fn, args, order=2)
 
 
+@pytest.mark.parametrize("transpose, rightside, lower",
+                         list(itertools.product([False, True], repeat=3)))
+def test_trsm_solves_with_the_triangle_and_its_gradients_agree(transpose, rightside, lower):
+    """MXNet's trsm: op(T) X = alpha B (or X op(T) = alpha B), T the triangle of A it
+    reads; compiled = tape = central differences (the other triangle's gradient is 0)."""
+    a = well_conditioned(3, (2,)) + 2 * np.eye(3)
+    b = normal(2, 4, 3) if rightside else normal(2, 3, 4)
+
+    def fn(p, q):
+        return nd.linalg.trsm(p, q, transpose=transpose, rightside=rightside, lower=lower,
+                              alpha=1.5)
+    x = fn(nd.array(a), nd.array(b)).asnumpy()
+    t = np.tril(a) if lower else np.triu(a)
+    m = np.swapaxes(t, -1, -2) if transpose else t
+    np.testing.assert_allclose(x @ m if rightside else m @ x, 1.5 * b, atol=1e-12)
+    weights = _weights(lambda *v: fn(*[nd.array(u) for u in v]), [a, b])
+    numeric = _central_gradient(lambda *v: fn(*[nd.array(u) for u in v]).asnumpy(), [a, b],
+                                weights)
+    tape = _tape_gradient(fn, [a, b], weights)
+    compiled = _compiled_gradient(fn, [a, b], weights, nd.array)
+    for n, t_, c in zip(numeric, tape, compiled, strict=True):
+        np.testing.assert_allclose(t_, n, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(c, t_, rtol=1e-12, atol=1e-12)
+    assert not np.any((np.triu(tape[0], 1) if lower else np.tril(tape[0], -1)))
+
+
+def potri_twice(f):
+    return nd.linalg.potri(f) * 2.0
+
+
+def test_potri_inverts_from_the_cholesky_factor():
+    a = spd(3, (2,))
+    factor = np.linalg.cholesky(a)
+    np.testing.assert_allclose(nd.linalg.potri(nd.array(factor)).asnumpy(), np.linalg.inv(a),
+                               rtol=1e-10)
+    check_grads(nd.linalg.potri, [factor], order=2)
+    weights = _weights(lambda f: potri_twice(nd.array(f)), [factor])
+    np.testing.assert_allclose(_compiled_gradient(potri_twice, [factor], weights, nd.array)[0],
+                               _tape_gradient(potri_twice, [factor], weights)[0], rtol=1e-12)
+
+
 # ----- Convolution and Pooling against naive loops ----------------------------------------
 
 def naive_convolution(x, w, b, stride, pad, dilate, groups):

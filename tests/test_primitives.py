@@ -55,6 +55,7 @@ COVERED = (
     "softmax", "log_softmax",
     # linear algebra, convolution, pooling, topk (tests/test_linalg_conv.py tests them more)
     "det", "adjugate", "slogdet", "inverse", "solve", "cholesky", "gemm2", "sumlogdiag",
+    "trsm", "potri",
     "convolution", "convolution_data_grad", "convolution_weight_grad", "pooling",
     "pooling_transpose", "topk",
 )
@@ -607,6 +608,12 @@ def matrix_and_nn_cases():
         case("linalg-gemm2", lambda a, b: nd.linalg.gemm2(a, b, transpose_b=True, alpha=2.0),
              uniform((2, 3, 4)), uniform((2, 5, 4)), covers="gemm2"),
         case("linalg-sumlogdiag", nd.linalg.sumlogdiag, _spd(3, (2,)), covers="sumlogdiag"),
+        case("linalg-trsm", lambda a, b: nd.linalg.trsm(a, b, transpose=True, alpha=2.0),
+             a23, uniform((2, 3, 4)), covers="trsm"),
+        case("linalg-trsm-right-upper", lambda a, b: nd.linalg.trsm(a, b, rightside=True,
+                                                                    lower=False),
+             a23, uniform((2, 4, 3)), covers="trsm"),
+        case("linalg-potri", nd.linalg.potri, a23 + 2 * np.eye(3), covers="potri"),
         case("convolution", lambda x, w, b: nd.Convolution(
             data=x, weight=w, bias=b, kernel=(3, 3), num_filter=6, num_group=2, stride=(2, 1),
             pad=(1, 1), dilate=(1, 2)), images, uniform((6, 2, 3, 3)), uniform((6,)),
