@@ -674,3 +674,24 @@ def test_singular_matrices_give_numpys_values_and_raise_where_the_gradient_is_in
         pb.grad(logdet_only)(singular)
     with pytest.raises(np.linalg.LinAlgError):
         pb.grad(inv_np)(singular)
+
+
+def det_times_inverse(a):
+    return np.linalg.det(a) * np.linalg.inv(a)
+
+
+def conv_then_avg_pool(x, w):
+    h = nd.Convolution(x, w, kernel=(2, 2), num_filter=2, no_bias=True)
+    return nd.Pooling(h, kernel=(2, 2), pool_type="avg")
+
+
+def test_jacfwd_equals_jacrev_through_linalg_and_convolution():
+    """Batched forward mode (one table rule per direction) against reverse mode."""
+    a = well_conditioned(3)
+    np.testing.assert_allclose(pb.jacfwd(det_times_inverse)(a),
+                               pb.jacrev(det_times_inverse)(a), rtol=1e-10, atol=1e-12)
+    x, w = nd.array(normal(1, 1, 5, 5)), nd.array(normal(2, 1, 2, 2))
+    forward = pb.jacfwd(conv_then_avg_pool, argnums=1)(x, w)
+    reverse = pb.jacrev(conv_then_avg_pool, argnums=1)(x, w)
+    np.testing.assert_allclose(_flat(forward), _flat(reverse), rtol=1e-10, atol=1e-12)
+    assert np.abs(_flat(forward)).max() > 0
