@@ -1584,8 +1584,9 @@ linalg_slogdet.prim = _slogdet_prim.prim   # compiled code reads the call as the
 # two, so derivatives of any order stay in the table.
 
 def _pair(value, default, name):
-    """An MXNet ``Shape(tuple)`` parameter of a 2-d op: None or () is the default."""
-    if value is None or value == ():
+    """An MXNet ``Shape(tuple)`` parameter of a 2-d op: None or an empty one (MXNet's
+    ``[]``) is the default; an int is used for both axes."""
+    if value is None or (isinstance(value, (tuple, list)) and not value):
         return default
     if isinstance(value, (int, np.integer)):
         return (int(value), int(value))
@@ -1862,7 +1863,7 @@ def _pool_geometry(in_shape, kernel=None, pool_type="max", global_pool=False,
     in_hw = tuple(in_shape[2:])
     if global_pool:
         kernel, stride, pad = in_hw, (1, 1), (0, 0)
-    elif kernel is None or kernel == ():
+    elif kernel is None or (isinstance(kernel, (tuple, list)) and not kernel):
         raise ValueError("Pooling: kernel is required unless global_pool=True")
     kernel = _pair(kernel, None, "kernel")
     stride, pad = _pair(stride, (1, 1), "stride"), _pair(pad, (0, 0), "pad")

@@ -18,6 +18,14 @@ from pullback.testing import check_grads
 _RNG = np.random.default_rng(20261207)
 
 
+@pytest.fixture(autouse=True)
+def fixed_inputs(request):
+    """Each test draws its inputs from its own seed (the same points however the tests
+    are selected or ordered)."""
+    global _RNG
+    _RNG = np.random.default_rng(sum(request.node.name.encode()))
+
+
 # ----- inputs ------------------------------------------------------------------------------
 
 def well_conditioned(n, batch=()):
