@@ -703,3 +703,30 @@ def test_jacfwd_equals_jacrev_through_linalg_and_convolution():
     reverse = pb.jacrev(conv_then_avg_pool, argnums=1)(x, w)
     np.testing.assert_allclose(_flat(forward), _flat(reverse), rtol=1e-10, atol=1e-12)
     assert np.abs(_flat(forward)).max() > 0
+
+
+def test_float32_values_and_gradients_stay_float32():
+    a = well_conditioned(3).astype(np.float32)
+    s = spd(3).astype(np.float32)
+    rhs = normal(3, 2).astype(np.float32)
+    images = normal(1, 2, 4, 4).astype(np.float32)
+    cases = [
+        (nd.linalg.det, [a]), (lambda m: nd.linalg.slogdet(m)[1], [a]),
+        (nd.linalg.inverse, [a]), (nd.linalg_solve, [a, rhs]), (nd.linalg.potrf, [s]),
+        (nd.linalg.potri, [a]), (lambda m, b: nd.linalg.trsm(m, b, alpha=2.0), [a, rhs]),
+        (nd.linalg.sumlogdiag, [s]),
+        (lambda x, w, b: nd.Convolution(x, w, b, kernel=(2, 2), num_filter=2),
+         [images, normal(2, 2, 2, 2).astype(np.float32), normal(2).astype(np.float32)]),
+        (lambda x: nd.Pooling(x, kernel=(2, 2), pool_type="avg"), [images]),
+        (lambda x: nd.Pooling(x, kernel=(2, 2)), [images]),
+        (lambda x: nd.topk(x, ret_typ="value", k=2), [normal(3, 4).astype(np.float32)]),
+    ]
+    for fn, arrays in cases:
+        xs = [nd.array(v) for v in arrays]
+        for x in xs:
+            x.attach_grad()
+        with ag.record():
+            out = fn(*xs)
+        out.backward()
+        assert out.dtype == np.float32
+        assert all(x.grad.dtype == np.float32 for x in xs)
