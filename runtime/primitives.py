@@ -1550,6 +1550,106 @@ linalg_trsm = primitive("trsm", _trsm_forward, [_trsm_vjp_a, _trsm_vjp_b],
                         params=("transpose", "rightside", "lower", "alpha"),
                         jvps=[_trsm_jvp_a, _trsm_jvp_b])
 linalg_potri = primitive("potri", _potri_forward, [_potri_vjp], jvps=[_potri_jvp])
+def _gemm_forward(a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                  axis=-3):
+    return _gemm2_forward(a, b, transpose_a, transpose_b, alpha, axis) + beta * c
+
+
+def _gemm_vjp_a(g, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return _gemm2_vjp_a(g, None, a, b, transpose_a, transpose_b, alpha)
+
+
+def _gemm_vjp_b(g, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return _gemm2_vjp_b(g, None, a, b, transpose_a, transpose_b, alpha)
+
+
+def _gemm_vjp_c(g, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return _summed_to(multiply(g, beta), shape_of(c))
+
+
+def _gemm_jvp_a(t, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return linalg_gemm2(t, b, transpose_a=transpose_a, transpose_b=transpose_b, alpha=alpha)
+
+
+def _gemm_jvp_b(t, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return linalg_gemm2(a, t, transpose_a=transpose_a, transpose_b=transpose_b, alpha=alpha)
+
+
+def _gemm_jvp_c(t, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return multiply(t, beta)
+
+
+def _syrk_forward(a, transpose=False, alpha=1.0):
+    a_t = np.swapaxes(a, -1, -2)
+    return alpha * (np.matmul(a_t, a) if transpose else np.matmul(a, a_t))
+
+
+def _syrk_vjp(g, ans, a, transpose=False, alpha=1.0):
+    both = multiply(add(g, _matrix_transpose(g)), alpha)
+    return matmul(a, both) if transpose else matmul(both, a)
+
+
+def _syrk_jvp(t, ans, a, transpose=False, alpha=1.0):
+    product = matmul(_matrix_transpose(t), a) if transpose else matmul(t, _matrix_transpose(a))
+    return multiply(add(product, _matrix_transpose(product)), alpha)
+
+
+def _trmm_forward(a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    # MXNet's trmm reads only A's triangle: alpha op(T) B, or alpha B op(T)
+    t = np.tril(a) if lower else np.triu(a)
+    m = np.swapaxes(t, -1, -2) if transpose else t
+    return alpha * (np.matmul(b, m) if rightside else np.matmul(m, b))
+
+
+def _trmm_vjp_a(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    m_grad = multiply(matmul(_matrix_transpose(b), g) if rightside
+                      else matmul(g, _matrix_transpose(b)), alpha)
+    t_grad = _matrix_transpose(m_grad) if transpose else m_grad
+    return _summed_to(multiply(t_grad, _triangle(shape_of(a)[-1], lower, t_grad.dtype)),
+                      shape_of(a))
+
+
+def _trmm_vjp_b(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    return _summed_to(linalg_trmm(a, g, transpose=not transpose, rightside=rightside,
+                                  lower=lower, alpha=alpha), shape_of(b))
+
+
+def _diagonal_at(shape, offset):
+    """The key of the ``offset`` diagonal of the matrices of ``shape`` (above: > 0)."""
+    n = builtins.min(shape[-2] - builtins.max(-offset, 0), shape[-1] - builtins.max(offset, 0))
+    index = np.arange(builtins.max(n, 0))
+    return (Ellipsis, index + builtins.max(-offset, 0), index + builtins.max(offset, 0))
+
+
+def _extractdiag_forward(a, offset=0):
+    return a[_diagonal_at(a.shape, offset)]
+
+
+def _extractdiag_vjp(g, ans, a, offset=0):
+    return index_add(g, key=_diagonal_at(shape_of(a), offset), shape=shape_of(a))
+
+
+def _made_shape(shape, offset):
+    n = shape[-1] + builtins.abs(offset)
+    return tuple(shape[:-1]) + (n, n)
+
+
+def _makediag_forward(a, offset=0):
+    out = np.zeros(_made_shape(a.shape, offset), dtype=a.dtype)
+    out[_diagonal_at(out.shape, offset)] = a
+    return out
+
+
+def _makediag_vjp(g, ans, a, offset=0):
+    return getitem(g, key=_diagonal_at(_made_shape(shape_of(a), offset), offset))
+
+
 adjugate = primitive("adjugate", _adjugate_forward, [_adjugate_vjp], jvps=[_adjugate_jvp])
 linalg_det = primitive("det", np.linalg.det, [_det_vjp], jvps=[_det_jvp])
 linalg_inverse = primitive("inverse", np.linalg.inv, [_inverse_vjp], jvps=[_inverse_jvp])
@@ -1559,6 +1659,18 @@ linalg_potrf = primitive("cholesky", _cholesky_forward, [_cholesky_vjp], jvps=[_
 linalg_gemm2 = primitive("gemm2", _gemm2_forward, [_gemm2_vjp_a, _gemm2_vjp_b],
                          params=("transpose_a", "transpose_b", "alpha", "axis"),
                          jvps=_bilinear_jvps("linalg_gemm2"))
+linalg_gemm = primitive("gemm", _gemm_forward, [_gemm_vjp_a, _gemm_vjp_b, _gemm_vjp_c],
+                        params=("transpose_a", "transpose_b", "alpha", "beta", "axis"),
+                        jvps=[_gemm_jvp_a, _gemm_jvp_b, _gemm_jvp_c])
+linalg_syrk = primitive("syrk", _syrk_forward, [_syrk_vjp], params=("transpose", "alpha"),
+                        jvps=[_syrk_jvp])
+linalg_trmm = primitive("trmm", _trmm_forward, [_trmm_vjp_a, _trmm_vjp_b],
+                        params=("transpose", "rightside", "lower", "alpha"),
+                        jvps=_bilinear_jvps("linalg_trmm"))
+linalg_extractdiag = primitive("extractdiag", _extractdiag_forward, [_extractdiag_vjp],
+                               params=("offset",), jvps=[_linear_jvp("linalg_extractdiag")])
+linalg_makediag = primitive("makediag", _makediag_forward, [_makediag_vjp],
+                            params=("offset",), jvps=[_linear_jvp("linalg_makediag")])
 linalg_sumlogdiag = primitive("sumlogdiag", _sumlogdiag_forward, [_sumlogdiag_vjp],
                               jvps=[_sumlogdiag_jvp])
 # the sign and log |det| stacked on a new first axis: one primitive, one result (compiled

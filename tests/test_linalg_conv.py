@@ -340,6 +340,56 @@ def test_potri_inverts_from_the_cholesky_factor():
                                _tape_gradient(potri_twice, [factor], weights)[0], rtol=1e-12)
 
 
+def test_blas_like_routines_follow_mxnet_examples():
+    a = nd.array([[1.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_array_equal(nd.linalg.trmm(a, nd.ones((2, 3)), alpha=2.0).asnumpy(),
+                                  [[2.0, 2.0, 2.0], [4.0, 4.0, 4.0]])
+    np.testing.assert_array_equal(nd.linalg.syrk(nd.array([[1.0, 0.0], [0.0, 1.0]]),
+                                                 alpha=2.0).asnumpy(), 2 * np.eye(2))
+    m = nd.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(nd.linalg.extractdiag(m).asnumpy(), [1.0, 4.0])
+    np.testing.assert_array_equal(nd.linalg.extractdiag(m, offset=1).asnumpy(), [2.0])
+    np.testing.assert_array_equal(nd.linalg.makediag(nd.array([1.0, 2.0]), offset=1).asnumpy(),
+                                  [[0.0, 1.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    x, y, z = normal(2, 4, 3), normal(2, 5, 4), normal(2, 3, 5)
+    np.testing.assert_allclose(
+        nd.linalg.gemm(nd.array(x), nd.array(y), nd.array(z), transpose_a=True,
+                       transpose_b=True, alpha=2.0, beta=0.5).asnumpy(),
+        2.0 * np.swapaxes(x, -1, -2) @ np.swapaxes(y, -1, -2) + 0.5 * z, rtol=1e-12)
+
+
+def gemm_call(a, b, c):
+    return nd.linalg.gemm(a, b, c, transpose_b=True, alpha=1.5, beta=-0.5)
+
+
+def syrk_call(a):
+    return nd.linalg.syrk(a, alpha=0.5) + nd.linalg.syrk(a, transpose=True)[..., :3, :3]
+
+
+def trmm_call(a, b):
+    return nd.linalg.trmm(a, b, transpose=True, lower=False, alpha=2.0)
+
+
+def diagonal_calls(a):
+    return nd.linalg.makediag(nd.linalg.extractdiag(a, offset=-1), offset=1) * a[..., :3, :3]
+
+
+@pytest.mark.parametrize("fn, shapes", [
+    (gemm_call, [(2, 3, 4), (2, 5, 4), (2, 3, 5)]), (syrk_call, [(2, 3, 4)]),
+    (trmm_call, [(2, 3, 3), (2, 3, 4)]), (diagonal_calls, [(2, 3, 3)])],
+    ids=["gemm", "syrk", "trmm", "extractdiag-makediag"])
+def test_blas_like_routines_compiled_equal_tape_equal_central_differences(fn, shapes):
+    arrays = [normal(*shape) for shape in shapes]
+    weights = _weights(lambda *v: fn(*[nd.array(u) for u in v]), arrays)
+    numeric = _central_gradient(lambda *v: fn(*[nd.array(u) for u in v]).asnumpy(), arrays,
+                                weights)
+    tape = _tape_gradient(fn, arrays, weights)
+    compiled = _compiled_gradient(fn, arrays, weights, nd.array)
+    for n, t, c in zip(numeric, tape, compiled, strict=True):
+        np.testing.assert_allclose(t, n, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(c, t, rtol=1e-12, atol=1e-12)
+
+
 # ----- Convolution and Pooling against naive loops ----------------------------------------
 
 def naive_convolution(x, w, b, stride, pad, dilate, groups):

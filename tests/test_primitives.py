@@ -55,7 +55,7 @@ COVERED = (
     "softmax", "log_softmax",
     # linear algebra, convolution, pooling, topk (tests/test_linalg_conv.py tests them more)
     "det", "adjugate", "slogdet", "inverse", "solve", "cholesky", "gemm2", "sumlogdiag",
-    "trsm", "potri",
+    "trsm", "potri", "gemm", "syrk", "trmm", "extractdiag", "makediag",
     "convolution", "convolution_data_grad", "convolution_weight_grad", "pooling",
     "pooling_transpose", "topk",
 )
@@ -614,6 +614,17 @@ def matrix_and_nn_cases():
                                                                     lower=False),
              a23, uniform((2, 4, 3)), covers="trsm"),
         case("linalg-potri", nd.linalg.potri, a23 + 2 * np.eye(3), covers="potri"),
+        case("linalg-gemm", lambda a, b, c: nd.linalg.gemm(a, b, c, transpose_a=True,
+                                                           alpha=2.0, beta=0.5),
+             uniform((2, 4, 3)), uniform((2, 4, 5)), uniform((2, 3, 5)), covers="gemm"),
+        case("linalg-syrk", lambda a: nd.linalg.syrk(a, transpose=True, alpha=0.5),
+             uniform((2, 3, 4)), covers="syrk"),
+        case("linalg-trmm", lambda a, b: nd.linalg.trmm(a, b, rightside=True, lower=False),
+             uniform((2, 3, 3)), uniform((2, 4, 3)), covers="trmm"),
+        case("linalg-extractdiag", lambda a: nd.linalg.extractdiag(a, offset=1),
+             uniform((2, 3, 4)), covers="extractdiag"),
+        case("linalg-makediag", lambda a: nd.linalg.makediag(a, offset=-1), uniform((2, 3)),
+             covers="makediag"),
         case("convolution", lambda x, w, b: nd.Convolution(
             data=x, weight=w, bias=b, kernel=(3, 3), num_filter=6, num_group=2, stride=(2, 1),
             pad=(1, 1), dilate=(1, 2)), images, uniform((6, 2, 3, 3)), uniform((6,)),
