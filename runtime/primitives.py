@@ -2009,12 +2009,16 @@ def _pool_windows(x, geo, fill):
     return _windows(xp, geo.kernel, geo.stride, (1, 1), geo.out_hw)
 
 
+def _lowest(dtype):
+    """The value a max pool's padding holds (MXNet's MinValue: the dtype's lowest)."""
+    return np.finfo(dtype).min if dtype.kind == "f" else np.iinfo(dtype).min
+
+
 def _max_pool_positions(x, geo):
     """For each output, the flat index into ``x`` of its window's first maximum (in the
     window's row-major order, as MXNet's backward takes it), or ``x.size`` where the
     window holds padding only."""
-    lowest = np.finfo(x.dtype).min if x.dtype.kind == "f" else np.iinfo(x.dtype).min
-    windows = _pool_windows(x, geo, lowest)
+    windows = _pool_windows(x, geo, _lowest(x.dtype))
     n, c, oh, ow, kh, kw = windows.shape
     best = np.argmax(windows.reshape(n, c, oh, ow, kh * kw), axis=-1)
     rows = (np.arange(oh) * geo.stride[0] - geo.pad[0])[:, None] + best // kw
@@ -2033,8 +2037,7 @@ def _pooling_forward(data, kernel=None, pool_type="max", global_pool=False, cudn
                          pooling_convention, stride, pad, p_value, count_include_pad, layout)
     if pool_type == "max":
         positions = _max_pool_positions(data, geo)
-        lowest = np.finfo(data.dtype).min if data.dtype.kind == "f" else 0
-        return np.append(data.reshape(-1), np.array(lowest, data.dtype))[positions]
+        return np.append(data.reshape(-1), np.array(_lowest(data.dtype), data.dtype))[positions]
     total = _pool_windows(data, geo, 0.0).sum(axis=(-2, -1))
     if pool_type == "avg":
         total = (total / _pool_divisor(data.shape[2:], geo)).astype(data.dtype)

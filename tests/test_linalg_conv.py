@@ -780,3 +780,21 @@ def test_float32_values_and_gradients_stay_float32():
         out.backward()
         assert out.dtype == np.float32
         assert all(x.grad.dtype == np.float32 for x in xs)
+
+
+def test_full_convention_window_of_padding_only_holds_the_lowest_value():
+    """Pooling 4 rows with kernel 2, stride 3, pad 1, 'full': the last window of each axis
+    (rows 5-6) lies past the padded input; max pooling gives it the dtype's lowest value
+    (MXNet's MinValue) and it sends no gradient."""
+    x = normal(1, 1, 4, 4)
+    fn = _pool_fn("max", (2, 2), (3, 3), (1, 1), "full", True)
+    y = fn(nd.array(x)).asnumpy()
+    assert y.shape == (1, 1, 3, 3)
+    lowest = np.finfo(np.float64).min
+    assert np.all(y[0, 0, 2, :] == lowest) and np.all(y[0, 0, :, 2] == lowest)
+    assert np.all(y[0, 0, :2, :2] > lowest)
+    weights = (y.reshape(-1) > lowest).astype(float)   # the lowest would overflow the sums
+    tape = _tape_gradient(fn, [x], weights)[0]
+    np.testing.assert_allclose(tape, _central_gradient(lambda a: fn(nd.array(a)).asnumpy(),
+                                                       [x], weights)[0], atol=1e-8)
+    assert np.all(_tape_gradient(fn, [x], np.eye(9)[7])[0] == 0.0)
