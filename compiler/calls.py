@@ -75,6 +75,9 @@ NUMPY.update({name: name for name in (
     "trace", "triu", "tril", "pad", "take_along_axis", "outer", "inner", "tensordot",
     "asarray")})
 NUMPY["array"] = "asarray"   # np.array(x) of a (nested) list holding differentiated values
+# numpy.linalg functions that are primitives (linear algebra on stacks of matrices)
+NUMPY_LINALG = {np.linalg.det: "det", np.linalg.slogdet: "slogdet", np.linalg.inv: "inverse",
+                np.linalg.solve: "solve", np.linalg.cholesky: "cholesky"}
 NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes": "axes"}
 
 # math-module functions that are primitives (in compiled code they compute with numpy's
@@ -162,22 +165,33 @@ def _dotted(expr) -> str:
 
 
 def _split_arguments(prim, args, keywords, owner=None):
-    """Array operands and parameters of a primitive call, by the forward's signature."""
+    """Array operands and parameters of a primitive call, by the forward's signature: a
+    keyword naming one of the forward's array parameters (``nd.Convolution(data=X,
+    weight=W)``) is that operand (a missing one before it takes its default)."""
     operands = ([owner] if owner is not None else []) + list(args)
     n_arrays = len(prim.vjps) if prim.vjps is not None else None
+    array_names, defaults = [], {}
     if prim.params:
         try:
             sig = inspect.signature(prim.forward)
-            positional = [p.name for p in sig.parameters.values()
-                          if p.kind == p.POSITIONAL_OR_KEYWORD]
-            n_arrays = len([n for n in positional if n not in prim.params])
+            positional = [p for p in sig.parameters.values()
+                          if p.kind == p.POSITIONAL_OR_KEYWORD and p.name not in prim.params]
+            array_names = [p.name for p in positional]
+            defaults = {p.name: p.default for p in positional if p.default is not p.empty}
+            n_arrays = len(array_names)
         except (TypeError, ValueError):
             pass
     if n_arrays is None:
         n_arrays = len(operands)
     arrays, extra = operands[:n_arrays], operands[n_arrays:]
+    by_name = {k.arg: k.value for k in keywords if k.arg in array_names[len(arrays):]}
+    if by_name:
+        last = max(array_names.index(name) for name in by_name)
+        for name in array_names[len(arrays):last + 1]:
+            arrays.append(by_name[name] if name in by_name
+                          else gast.Constant(value=defaults.get(name), kind=None))
     params = [gast.keyword(arg=NUMPY_KEYWORDS.get(k.arg, k.arg), value=k.value)
-              for k in keywords]
+              for k in keywords if k.arg not in by_name]
     for pname, value in zip(prim.params, extra, strict=False):
         params.append(gast.keyword(arg=pname, value=value))
     return arrays, params
@@ -286,6 +300,10 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return _numpy_norm(parsed, call, label)
     if target is np.concatenate or target is np.stack:
         return _numpy_join(parsed, call, label, stack=target is np.stack)
+    if _hashable(target) and target in NUMPY_LINALG:
+        prim = P.REGISTRY[NUMPY_LINALG[target]]
+        _check_numpy_parameters(parsed, call, prim, label, call.args)
+        return Operation("prim", prim, list(call.args), [], label=label, numpy=True)
     numpy_name = _numpy_name(target)
     if numpy_name is not None:
         prim = P.REGISTRY[NUMPY[numpy_name]]
@@ -554,6 +572,14 @@ def _describe_method(parsed, call, func) -> Operation:
     _check_numpy_parameters(parsed, call, prim, f".{method}", call.args, owner=func.value)
     arrays, params = _split_arguments(prim, call.args, call.keywords, owner=func.value)
     return Operation("prim", prim, arrays, params, label=f".{method}()")
+
+
+def _hashable(target) -> bool:
+    try:
+        hash(target)
+    except TypeError:
+        return False
+    return True
 
 
 def _numpy_name(target):

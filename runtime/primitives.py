@@ -1322,8 +1322,7 @@ def arange(start, stop=None, step=1.0, repeat=1, ctx=None, dtype=None):
     return NDArray(as_data(np.repeat(values, repeat) if repeat != 1 else values))
 
 
-# ===== numpy coverage (issue 11, item 5): elementwise math ==================================
-# Each op's scalar formula calls the libm function of the same meaning (lower.FUNCTIONS);
+# ===== numpy coverage (issue 11, item 5): elementwise math ===========================# Each op's scalar formula calls the libm function of the same meaning (lower.FUNCTIONS);
 # the derivatives are written to stay accurate where the textbook form cancels: arccosh's
 # 1 / sqrt(x*x - 1) as 1 / (sqrt(x - 1) * sqrt(x + 1)) (x - 1 is exact near 1), arctanh's
 # 1 / (1 - x*x) as 1 / ((1 - x) (1 + x)), arcsinh's 1 / sqrt(x*x + 1) as 1 / hypot(x, 1)
@@ -2001,3 +2000,924 @@ asarray = primitive("asarray", _asarray_forward, [_asarray_vjp], params=("dtype"
 #: as the primitive whatever x is): runtime/ndarray.py binds them, compiler/calls.py maps them
 COVERAGE_METHODS = ("sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh",
                     "arctanh", "log2", "log10", "cbrt", "cumsum", "cumprod", "trace")
+=======
+# ===== linear algebra: det, slogdet, inverse, solve, cholesky, gemm2, sumlogdiag ==========
+# (issue 11 item 5).  Every op takes stacks of matrices (leading axes are a batch, as numpy
+# and MXNet's linalg accept); every rule is written with ops of this table, so second
+# derivatives come from differentiating the rules.
+
+def _matrix_transpose(a):
+    """The last two axes swapped (a stack of matrices, each transposed)."""
+    return swapaxes(a, -1, -2)
+
+
+def _per_matrix(g, a):
+    """A per-matrix value (one number per matrix of the stack ``a``: det's result, its
+    gradient) with two trailing axes of one, so it broadcasts against the matrices."""
+    return reshape_raw(g, shape=tuple(shape_of(a)[:-2]) + (1, 1))
+
+
+def _adjugate_forward(a):
+    # adj(A) from the SVD A = U S V^T: adj(A) = det(U) det(V) V diag(p) U^T with p_i the
+    # product of the singular values other than s_i (prefix times suffix products, no
+    # division), so it is exact at singular matrices too (rank n-1: nonzero; lower: zero)
+    u, s, vt = np.linalg.svd(a)
+    ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
+    prefix = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    suffix = np.flip(np.cumprod(np.concatenate([ones, np.flip(s, -1)[..., :-1]], axis=-1),
+                                axis=-1), -1)
+    sign = np.linalg.det(u) * np.linalg.det(vt)
+    scaled = np.swapaxes(vt, -1, -2) * (prefix * suffix)[..., None, :]
+    return (sign[..., None, None] * np.matmul(scaled, np.swapaxes(u, -1, -2))).astype(a.dtype)
+
+
+def _adjugate_vjp(g, ans, a):
+    # adj(A) = det(A) A^{-1} where A is invertible: d adj = tr(adj dA) A^{-1} - det A^{-1}
+    # dA A^{-1}.  At a singular A this rule (a second derivative of det) is not finite.
+    a_inv = linalg_inverse(a)
+    inner = sum(multiply(g, a_inv), axis=(-2, -1), keepdims=True)
+    first = multiply(inner, _matrix_transpose(ans))
+    second = matmul(_matrix_transpose(a_inv), matmul(g, _matrix_transpose(a_inv)))
+    return subtract(first, multiply(_per_matrix(linalg_det(a), a), second))
+
+
+def _adjugate_jvp(t, ans, a):
+    a_inv = linalg_inverse(a)
+    trace = sum(multiply(_matrix_transpose(ans), t), axis=(-2, -1), keepdims=True)
+    return subtract(multiply(trace, a_inv),
+                    multiply(_per_matrix(linalg_det(a), a), matmul(a_inv, matmul(t, a_inv))))
+
+
+def _det_vjp(g, ans, a):
+    # d det(A) / dA = adj(A)^T (the cofactor matrix): finite at singular matrices too
+    return multiply(_per_matrix(g, a), _matrix_transpose(adjugate(a)))
+
+
+def _det_jvp(t, ans, a):
+    return sum(multiply(_matrix_transpose(adjugate(a)), t), axis=(-2, -1))
+
+
+def _slogdet_forward(a):
+    sign, logabsdet = np.linalg.slogdet(a)
+    return np.stack([sign, logabsdet]).astype(a.dtype)
+
+
+def _slogdet_vjp(g, ans, a):
+    # only the log |det| row carries a gradient (the sign is piecewise constant)
+    return multiply(_per_matrix(getitem(g, key=1), a), _matrix_transpose(linalg_inverse(a)))
+
+
+def _slogdet_jvp(t, ans, a):
+    logabsdet = sum(multiply(_matrix_transpose(linalg_inverse(a)), t), axis=(-2, -1))
+    return _stack_prim(zeros_like(logabsdet), logabsdet, axis=0)
+
+
+def _inverse_vjp(g, ans, a):
+    ans_t = _matrix_transpose(ans)
+    return negative(matmul(ans_t, matmul(g, ans_t)))
+
+
+def _inverse_jvp(t, ans, a):
+    return negative(matmul(ans, matmul(t, ans)))
+
+
+def _is_vector_rhs(b) -> bool:
+    """numpy 2's rule for ``solve(a, b)``: ``b`` is one vector only if it is 1-d; otherwise
+    it is a stack of matrices (columns are right-hand sides)."""
+    return len(shape_of(b)) == 1
+
+
+def _as_columns(v, b):
+    """A vector right-hand side (or its solution/gradient) as a one-column matrix."""
+    return expand_dims(v, axis=-1) if _is_vector_rhs(b) else v
+
+
+def _summed_to(g, shape):
+    """``g`` summed over the batch axes it was broadcast along, to ``shape``."""
+    return g if shape_of(g) == tuple(shape) else sum_to(g, shape=tuple(shape))
+
+
+def _solve_vjp_a(g, ans, a, b):
+    gb = linalg_solve(_matrix_transpose(a), _as_columns(g, b))
+    ga = negative(matmul(gb, _matrix_transpose(_as_columns(ans, b))))
+    return _summed_to(ga, shape_of(a))
+
+
+def _solve_vjp_b(g, ans, a, b):
+    gb = linalg_solve(_matrix_transpose(a), _as_columns(g, b))
+    if _is_vector_rhs(b):
+        return reshape_raw(_summed_to(gb, (shape_of(b)[0], 1)), shape=shape_of(b))
+    return _summed_to(gb, shape_of(b))
+
+
+def _solve_jvp_a(t, ans, a, b):
+    x = linalg_solve(a, negative(matmul(t, _as_columns(ans, b))))
+    return reshape_raw(x, shape=shape_of(ans)) if _is_vector_rhs(b) else x
+
+
+def _solve_jvp_b(t, ans, a, b):
+    return linalg_solve(a, t)
+
+
+def _cholesky_forward(a):
+    return np.linalg.cholesky(a)
+
+
+def _phi_mask(n, dtype):
+    """The lower triangle with the diagonal halved, as a mask (the map Phi of the
+    Cholesky derivative)."""
+    return (np.tril(np.ones((n, n))) - 0.5 * np.eye(n)).astype(dtype)
+
+
+def _cholesky_vjp(g, ans, a):
+    # numpy's cholesky reads the lower triangle of A only (A_ij, i >= j, stands for A_ji
+    # too), so the gradient is exact for that forward: Phi(S + S^T) with
+    # S = L^{-T} Phi(L^T G) L^{-1} -- every entry above the diagonal gets 0.  Along a
+    # symmetric direction it gives the same derivative as the symmetric rule.
+    n = shape_of(a)[-1]
+    phi = _phi_mask(n, ans.dtype)
+    l_inv = linalg_inverse(ans)
+    inner = multiply(matmul(_matrix_transpose(ans), g), phi)
+    s = matmul(_matrix_transpose(l_inv), matmul(inner, l_inv))
+    return multiply(add(s, _matrix_transpose(s)), phi)
+
+
+def _cholesky_jvp(t, ans, a):
+    n = shape_of(a)[-1]
+    lower = np.tril(np.ones((n, n))).astype(ans.dtype)
+    strictly_lower = np.tril(np.ones((n, n)), -1).astype(ans.dtype)
+    symmetric = add(multiply(t, lower), _matrix_transpose(multiply(t, strictly_lower)))
+    l_inv = linalg_inverse(ans)
+    inner = matmul(l_inv, matmul(symmetric, _matrix_transpose(l_inv)))
+    return matmul(ans, multiply(inner, _phi_mask(n, ans.dtype)))
+
+
+def _gemm2_operands(a, b, transpose_a, transpose_b):
+    return (_matrix_transpose(a) if transpose_a else a,
+            _matrix_transpose(b) if transpose_b else b)
+
+
+def _gemm2_forward(a, b, transpose_a=False, transpose_b=False, alpha=1.0, axis=-3):
+    if axis != -3:
+        raise ValueError("linalg.gemm2: only axis=-3 (the default) is supported")
+    if transpose_a:
+        a = np.swapaxes(a, -1, -2)
+    if transpose_b:
+        b = np.swapaxes(b, -1, -2)
+    return alpha * np.matmul(a, b)
+
+
+def _gemm2_vjp_a(g, ans, a, b, transpose_a=False, transpose_b=False, alpha=1.0, axis=-3):
+    _, op_b = _gemm2_operands(a, b, transpose_a, transpose_b)
+    grad = multiply(matmul(g, _matrix_transpose(op_b)), alpha)
+    return _matrix_transpose(grad) if transpose_a else grad
+
+
+def _gemm2_vjp_b(g, ans, a, b, transpose_a=False, transpose_b=False, alpha=1.0, axis=-3):
+    op_a, _ = _gemm2_operands(a, b, transpose_a, transpose_b)
+    grad = multiply(matmul(_matrix_transpose(op_a), g), alpha)
+    return _matrix_transpose(grad) if transpose_b else grad
+
+
+def _diagonal_key(n):
+    index = np.arange(n)
+    return (Ellipsis, index, index)
+
+
+def _sumlogdiag_forward(a):
+    return np.sum(np.log(np.diagonal(a, axis1=-2, axis2=-1)), axis=-1)
+
+
+def _sumlogdiag_vjp(g, ans, a):
+    n = shape_of(a)[-1]
+    diagonal = getitem(a, key=_diagonal_key(n))
+    per_element = divide(expand_dims(g, axis=-1), diagonal)
+    return index_add(per_element, key=_diagonal_key(n), shape=shape_of(a))
+
+
+def _sumlogdiag_jvp(t, ans, a):
+    key = _diagonal_key(shape_of(a)[-1])
+    return sum(divide(getitem(t, key=key), getitem(a, key=key)), axis=-1)
+
+
+def _triangle(n, lower, dtype):
+    """The mask of the triangle (diagonal included) that a triangular routine reads."""
+    ones = np.ones((n, n))
+    return (np.tril(ones) if lower else np.triu(ones)).astype(dtype)
+
+
+def _trsm_forward(a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    # MXNet's trsm reads only A's triangle: op(T) X = alpha B, or X op(T) = alpha B
+    t = np.tril(a) if lower else np.triu(a)
+    m = np.swapaxes(t, -1, -2) if transpose else t
+    if rightside:   # X M = alpha B  <=>  M^T X^T = alpha B^T
+        return alpha * np.swapaxes(np.linalg.solve(np.swapaxes(m, -1, -2),
+                                                   np.swapaxes(b, -1, -2)), -1, -2)
+    return alpha * np.linalg.solve(m, b)
+
+
+def _trsm_unit_gradient(g, a, transpose, rightside, lower):
+    """M^{-T} g (left side) or g M^{-T} (right side): the solve with the other op."""
+    return linalg_trsm(a, g, transpose=not transpose, rightside=rightside, lower=lower,
+                       alpha=1.0)
+
+
+def _trsm_vjp_a(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    unit = _trsm_unit_gradient(g, a, transpose, rightside, lower)
+    m_grad = negative(matmul(_matrix_transpose(ans), unit) if rightside
+                      else matmul(unit, _matrix_transpose(ans)))
+    t_grad = _matrix_transpose(m_grad) if transpose else m_grad
+    return _summed_to(multiply(t_grad, _triangle(shape_of(a)[-1], lower, ans.dtype)),
+                      shape_of(a))
+
+
+def _trsm_vjp_b(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    return _summed_to(multiply(_trsm_unit_gradient(g, a, transpose, rightside, lower), alpha),
+                      shape_of(b))
+
+
+def _trsm_jvp_a(t, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    t_dot = multiply(t, _triangle(shape_of(a)[-1], lower, ans.dtype))
+    m_dot = _matrix_transpose(t_dot) if transpose else t_dot
+    rhs = negative(matmul(ans, m_dot) if rightside else matmul(m_dot, ans))
+    return linalg_trsm(a, rhs, transpose=transpose, rightside=rightside, lower=lower,
+                       alpha=1.0)
+
+
+def _trsm_jvp_b(t, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    return linalg_trsm(a, t, transpose=transpose, rightside=rightside, lower=lower,
+                       alpha=alpha)
+
+
+def _potri_forward(a):
+    # MXNet's potri: (L L^T)^{-1} from the lower triangle L of A (a Cholesky factor)
+    l_inv = np.linalg.inv(np.tril(a))
+    return np.matmul(np.swapaxes(l_inv, -1, -2), l_inv)
+
+
+def _potri_vjp(g, ans, a):
+    # C = (L L^T)^{-1}: dC = -C (dL L^T + L dL^T) C, so L_bar = -C (G + G^T) C L
+    lower = _triangle(shape_of(a)[-1], True, ans.dtype)
+    factor = multiply(a, lower)
+    inner = matmul(ans, matmul(add(g, _matrix_transpose(g)), ans))
+    return multiply(negative(matmul(inner, factor)), lower)
+
+
+def _potri_jvp(t, ans, a):
+    lower = _triangle(shape_of(a)[-1], True, ans.dtype)
+    factor, factor_dot = multiply(a, lower), multiply(t, lower)
+    middle = add(matmul(factor_dot, _matrix_transpose(factor)),
+                 matmul(factor, _matrix_transpose(factor_dot)))
+    return negative(matmul(ans, matmul(middle, ans)))
+
+
+linalg_trsm = primitive("trsm", _trsm_forward, [_trsm_vjp_a, _trsm_vjp_b],
+                        params=("transpose", "rightside", "lower", "alpha"),
+                        jvps=[_trsm_jvp_a, _trsm_jvp_b])
+linalg_potri = primitive("potri", _potri_forward, [_potri_vjp], jvps=[_potri_jvp])
+def _gemm_forward(a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                  axis=-3):
+    return _gemm2_forward(a, b, transpose_a, transpose_b, alpha, axis) + beta * c
+
+
+def _gemm_vjp_a(g, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return _gemm2_vjp_a(g, None, a, b, transpose_a, transpose_b, alpha)
+
+
+def _gemm_vjp_b(g, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return _gemm2_vjp_b(g, None, a, b, transpose_a, transpose_b, alpha)
+
+
+def _gemm_vjp_c(g, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return _summed_to(multiply(g, beta), shape_of(c))
+
+
+def _gemm_jvp_a(t, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return linalg_gemm2(t, b, transpose_a=transpose_a, transpose_b=transpose_b, alpha=alpha)
+
+
+def _gemm_jvp_b(t, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return linalg_gemm2(a, t, transpose_a=transpose_a, transpose_b=transpose_b, alpha=alpha)
+
+
+def _gemm_jvp_c(t, ans, a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=1.0,
+                axis=-3):
+    return multiply(t, beta)
+
+
+def _syrk_forward(a, transpose=False, alpha=1.0):
+    a_t = np.swapaxes(a, -1, -2)
+    return alpha * (np.matmul(a_t, a) if transpose else np.matmul(a, a_t))
+
+
+def _syrk_vjp(g, ans, a, transpose=False, alpha=1.0):
+    both = multiply(add(g, _matrix_transpose(g)), alpha)
+    return matmul(a, both) if transpose else matmul(both, a)
+
+
+def _syrk_jvp(t, ans, a, transpose=False, alpha=1.0):
+    product = matmul(_matrix_transpose(t), a) if transpose else matmul(t, _matrix_transpose(a))
+    return multiply(add(product, _matrix_transpose(product)), alpha)
+
+
+def _trmm_forward(a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    # MXNet's trmm reads only A's triangle: alpha op(T) B, or alpha B op(T)
+    t = np.tril(a) if lower else np.triu(a)
+    m = np.swapaxes(t, -1, -2) if transpose else t
+    return alpha * (np.matmul(b, m) if rightside else np.matmul(m, b))
+
+
+def _trmm_vjp_a(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    m_grad = multiply(matmul(_matrix_transpose(b), g) if rightside
+                      else matmul(g, _matrix_transpose(b)), alpha)
+    t_grad = _matrix_transpose(m_grad) if transpose else m_grad
+    return _summed_to(multiply(t_grad, _triangle(shape_of(a)[-1], lower, t_grad.dtype)),
+                      shape_of(a))
+
+
+def _trmm_vjp_b(g, ans, a, b, transpose=False, rightside=False, lower=True, alpha=1.0):
+    return _summed_to(linalg_trmm(a, g, transpose=not transpose, rightside=rightside,
+                                  lower=lower, alpha=alpha), shape_of(b))
+
+
+def _diagonal_at(shape, offset):
+    """The key of the ``offset`` diagonal of the matrices of ``shape`` (above: > 0)."""
+    n = builtins.min(shape[-2] - builtins.max(-offset, 0), shape[-1] - builtins.max(offset, 0))
+    index = np.arange(builtins.max(n, 0))
+    return (Ellipsis, index + builtins.max(-offset, 0), index + builtins.max(offset, 0))
+
+
+def _extractdiag_forward(a, offset=0):
+    return a[_diagonal_at(a.shape, offset)]
+
+
+def _extractdiag_vjp(g, ans, a, offset=0):
+    return index_add(g, key=_diagonal_at(shape_of(a), offset), shape=shape_of(a))
+
+
+def _made_shape(shape, offset):
+    n = shape[-1] + builtins.abs(offset)
+    return tuple(shape[:-1]) + (n, n)
+
+
+def _makediag_forward(a, offset=0):
+    out = np.zeros(_made_shape(a.shape, offset), dtype=a.dtype)
+    out[_diagonal_at(out.shape, offset)] = a
+    return out
+
+
+def _makediag_vjp(g, ans, a, offset=0):
+    return getitem(g, key=_diagonal_at(_made_shape(shape_of(a), offset), offset))
+
+
+adjugate = primitive("adjugate", _adjugate_forward, [_adjugate_vjp], jvps=[_adjugate_jvp])
+linalg_det = primitive("det", np.linalg.det, [_det_vjp], jvps=[_det_jvp])
+linalg_inverse = primitive("inverse", np.linalg.inv, [_inverse_vjp], jvps=[_inverse_jvp])
+linalg_solve = primitive("solve", np.linalg.solve, [_solve_vjp_a, _solve_vjp_b],
+                         jvps=[_solve_jvp_a, _solve_jvp_b])
+linalg_potrf = primitive("cholesky", _cholesky_forward, [_cholesky_vjp], jvps=[_cholesky_jvp])
+linalg_gemm2 = primitive("gemm2", _gemm2_forward, [_gemm2_vjp_a, _gemm2_vjp_b],
+                         params=("transpose_a", "transpose_b", "alpha", "axis"),
+                         jvps=_bilinear_jvps("linalg_gemm2"))
+linalg_gemm = primitive("gemm", _gemm_forward, [_gemm_vjp_a, _gemm_vjp_b, _gemm_vjp_c],
+                        params=("transpose_a", "transpose_b", "alpha", "beta", "axis"),
+                        jvps=[_gemm_jvp_a, _gemm_jvp_b, _gemm_jvp_c])
+linalg_syrk = primitive("syrk", _syrk_forward, [_syrk_vjp], params=("transpose", "alpha"),
+                        jvps=[_syrk_jvp])
+linalg_trmm = primitive("trmm", _trmm_forward, [_trmm_vjp_a, _trmm_vjp_b],
+                        params=("transpose", "rightside", "lower", "alpha"),
+                        jvps=_bilinear_jvps("linalg_trmm"))
+linalg_extractdiag = primitive("extractdiag", _extractdiag_forward, [_extractdiag_vjp],
+                               params=("offset",), jvps=[_linear_jvp("linalg_extractdiag")])
+linalg_makediag = primitive("makediag", _makediag_forward, [_makediag_vjp],
+                            params=("offset",), jvps=[_linear_jvp("linalg_makediag")])
+linalg_sumlogdiag = primitive("sumlogdiag", _sumlogdiag_forward, [_sumlogdiag_vjp],
+                              jvps=[_sumlogdiag_jvp])
+# the sign and log |det| stacked on a new first axis: one primitive, one result (compiled
+# code unpacks it by index, ``sign, logdet = np.linalg.slogdet(a)``)
+_slogdet_prim = primitive("slogdet", _slogdet_forward, [_slogdet_vjp], jvps=[_slogdet_jvp])
+
+
+def linalg_slogdet(a):
+    """``(sign, log |det|)`` of each matrix of ``a``; the gradient flows through the log
+    (the sign has none).  MXNet's and numpy's slogdet."""
+    both = _slogdet_prim(a)
+    return getitem(both, key=0), getitem(both, key=1)
+
+
+linalg_slogdet.prim = _slogdet_prim.prim   # compiled code reads the call as the primitive
+
+
+# ===== 2-d convolution and pooling (MXNet's nd.Convolution, nd.Pooling; NCHW) =============
+# Forward: an im2col formulation (a strided window view of the padded input and one
+# tensordot per group).  Gradients: the transposed formulation (one strided add per
+# kernel offset).  The three convolution primitives (the op, its data gradient, its
+# weight gradient) are each linear in each argument and each one's VJPs are the other
+# two, so derivatives of any order stay in the table.
+
+def _pair(value, default, name):
+    """An MXNet ``Shape(tuple)`` parameter of a 2-d op: None or an empty one (MXNet's
+    ``[]``) is the default; an int is used for both axes."""
+    if value is None or (isinstance(value, (tuple, list)) and not value):
+        return default
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must have two entries (2-d ops only), got {value!r}")
+    return pair
+
+
+def _padded(x, before, after, fill=0.0):
+    widths = ((0, 0), (0, 0), (before[0], after[0]), (before[1], after[1]))
+    return np.pad(x, widths, constant_values=fill) if builtins.any(before + after) else x
+
+
+def _windows(xp, kernel, stride, dilate, out_hw):
+    """(N, C, OH, OW, KH, KW): every window of ``xp`` as a strided view (no copy)."""
+    n, c = xp.shape[:2]
+    sn, sc, sh, sw = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, shape=(n, c) + tuple(out_hw) + tuple(kernel),
+        strides=(sn, sc, sh * stride[0], sw * stride[1], sh * dilate[0], sw * dilate[1]),
+        writeable=False)
+
+
+def _scatter_windows(cols, in_hw, kernel, stride, pad, dilate, after=None):
+    """The transpose of ``_windows``: add each window's values (N, C, OH, OW, KH, KW) back
+    to its input positions, padding cropped."""
+    n, c, oh, ow = cols.shape[:4]
+    after = pad if after is None else after
+    out = np.zeros((n, c, in_hw[0] + pad[0] + after[0], in_hw[1] + pad[1] + after[1]),
+                   dtype=cols.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            top, left = i * dilate[0], j * dilate[1]
+            out[:, :, top:top + stride[0] * (oh - 1) + 1:stride[0],
+                left:left + stride[1] * (ow - 1) + 1:stride[1]] += cols[:, :, :, :, i, j]
+    return out[:, :, pad[0]:pad[0] + in_hw[0], pad[1]:pad[1] + in_hw[1]]
+
+
+@dataclass(frozen=True)
+class _ConvGeometry:
+    stride: tuple
+    pad: tuple
+    dilate: tuple
+    groups: int
+
+    def out_hw(self, in_hw, kernel):
+        return tuple((in_hw[i] + 2 * self.pad[i] - self.dilate[i] * (kernel[i] - 1) - 1)
+                     // self.stride[i] + 1 for i in range(2))
+
+
+def _conv_geometry(weight_shape, kernel=None, stride=None, dilate=None, pad=None,
+                   num_filter=None, num_group=1, workspace=1024, no_bias=False,
+                   cudnn_tune=None, cudnn_off=False, layout=None):
+    """MXNet's Convolution parameters, checked against the weight, as one geometry."""
+    if len(weight_shape) != 4:
+        raise ValueError(f"Convolution: 2-d only (weight of shape (num_filter, channels/"
+                         f"num_group, kh, kw)), got a weight of shape {tuple(weight_shape)}")
+    if layout not in (None, "NCHW"):
+        raise ValueError(f"Convolution: only the NCHW layout is supported, got {layout!r}")
+    if kernel is not None and _pair(kernel, None, "kernel") != tuple(weight_shape[2:]):
+        raise ValueError(f"Convolution: kernel={kernel!r} but the weight's kernel is "
+                         f"{tuple(weight_shape[2:])}")
+    if num_filter is not None and int(num_filter) != weight_shape[0]:
+        raise ValueError(f"Convolution: num_filter={num_filter} but the weight has "
+                         f"{weight_shape[0]} filters")
+    return _ConvGeometry(_pair(stride, (1, 1), "stride"), _pair(pad, (0, 0), "pad"),
+                         _pair(dilate, (1, 1), "dilate"), int(num_group))
+
+
+def _im2col(x, kernel, geo, out_hw):
+    """The windows of the padded ``x`` as one matrix, a row per output position and a
+    column per (channel, kernel offset): (N * OH * OW, C * KH * KW), contiguous."""
+    cols = _windows(_padded(x, geo.pad, geo.pad), kernel, geo.stride, geo.dilate, out_hw)
+    n, c, oh, ow, kh, kw = cols.shape
+    return np.ascontiguousarray(cols.transpose(0, 2, 3, 1, 4, 5)).reshape(n * oh * ow,
+                                                                         c * kh * kw)
+
+
+def _check_groups(x_channels, w_shape, groups):
+    group_in = x_channels // groups
+    if group_in * groups != x_channels or group_in != w_shape[1] or w_shape[0] % groups:
+        raise ValueError(f"Convolution: data of {x_channels} channels and num_group="
+                         f"{groups} need a weight of shape (F, {group_in}, kh, kw) with "
+                         f"F divisible by {groups}, got {tuple(w_shape)}")
+
+
+def _by_groups(matrix, groups, axis):
+    """``matrix`` split into ``groups`` equal blocks along ``axis``."""
+    return np.split(matrix, groups, axis=axis) if groups > 1 else [matrix]
+
+
+def _conv_raw(x, w, geo):
+    """y[n, f] = sum_c x[n, c] (cross-correlation) w[f, c], by groups: one matrix product
+    of the im2col matrix per group."""
+    kernel = w.shape[2:]
+    out_hw = geo.out_hw(x.shape[2:], kernel)
+    if builtins.min(out_hw) < 1:
+        raise ValueError(f"Convolution: the kernel {tuple(kernel)} (dilated, with padding "
+                         f"{geo.pad}) is larger than the input {tuple(x.shape[2:])}")
+    _check_groups(x.shape[1], w.shape, geo.groups)
+    cols = _im2col(x, kernel, geo, out_hw)
+    weights = w.reshape(w.shape[0], -1)
+    parts = [c @ k.T for c, k in zip(_by_groups(cols, geo.groups, 1),
+                                     _by_groups(weights, geo.groups, 0), strict=True)]
+    y = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=1)   # (N*OH*OW, F)
+    y = y.reshape(x.shape[0], out_hw[0], out_hw[1], w.shape[0])
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
+def _output_rows(g):
+    """The output gradient (N, F, OH, OW) as a matrix (N * OH * OW, F)."""
+    return np.ascontiguousarray(g.transpose(0, 2, 3, 1)).reshape(-1, g.shape[1])
+
+
+def _conv_data_grad_raw(g, w, in_shape, geo):
+    kernel = w.shape[2:]
+    n, _, oh, ow = g.shape
+    weights = w.reshape(w.shape[0], -1)
+    parts = [r @ k for r, k in zip(_by_groups(_output_rows(g), geo.groups, 1),
+                                   _by_groups(weights, geo.groups, 0), strict=True)]
+    cols = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=1)
+    cols = cols.reshape(n, oh, ow, in_shape[1], kernel[0], kernel[1]).transpose(0, 3, 1, 2, 4, 5)
+    return _scatter_windows(cols, in_shape[2:], kernel, geo.stride, geo.pad, geo.dilate)
+
+
+def _conv_weight_grad_raw(x, g, w_shape, geo):
+    cols = _im2col(x, w_shape[2:], geo, g.shape[2:])
+    parts = [r.T @ c for r, c in zip(_by_groups(_output_rows(g), geo.groups, 1),
+                                     _by_groups(cols, geo.groups, 1), strict=True)]
+    grad = parts[0] if geo.groups == 1 else np.concatenate(parts, axis=0)
+    return grad.reshape(w_shape)
+
+
+_GEOMETRY_PARAMS = ("stride", "pad", "dilate", "num_group")
+
+
+def _geometry_params(geo):
+    return dict(stride=geo.stride, pad=geo.pad, dilate=geo.dilate, num_group=geo.groups)
+
+
+def _convolution_forward(data, weight, bias=None, kernel=None, stride=None, dilate=None,
+                         pad=None, num_filter=None, num_group=1, workspace=1024,
+                         no_bias=False, cudnn_tune=None, cudnn_off=False, layout=None):
+    geo = _conv_geometry(weight.shape, kernel, stride, dilate, pad, num_filter, num_group,
+                         layout=layout)
+    y = _conv_raw(data, weight, geo)
+    if bias is not None and not no_bias:
+        y += np.reshape(bias, (1, -1, 1, 1))
+    return y
+
+
+def _convolution_vjp_data(g, ans, data, weight, bias=None, **params):
+    geo = _conv_geometry(shape_of(weight), **params)
+    return convolution_data_grad(g, weight, shape=shape_of(data), **_geometry_params(geo))
+
+
+def _convolution_vjp_weight(g, ans, data, weight, bias=None, **params):
+    geo = _conv_geometry(shape_of(weight), **params)
+    return convolution_weight_grad(data, g, shape=shape_of(weight), **_geometry_params(geo))
+
+
+def _convolution_vjp_bias(g, ans, data, weight, bias=None, **params):
+    if params.get("no_bias"):
+        return zeros_like(bias)   # MXNet ignores the bias: its gradient is zero
+    return sum(g, axis=(0, 2, 3))
+
+
+def _convolution_jvp_data(t, ans, data, weight, bias=None, **params):
+    return _convolution_prim(t, weight, None, **params)
+
+
+def _convolution_jvp_weight(t, ans, data, weight, bias=None, **params):
+    return _convolution_prim(data, t, None, **params)
+
+
+def _convolution_jvp_bias(t, ans, data, weight, bias=None, **params):
+    if params.get("no_bias"):
+        return zeros_like(ans)
+    return reshape_raw(t, shape=(1, -1, 1, 1))
+
+
+def _convolution_of(weight, geometry):
+    """The parameters under which the convolution primitive computes ``geometry``."""
+    return dict(kernel=tuple(shape_of(weight)[2:]), num_filter=shape_of(weight)[0],
+                **geometry)
+
+
+def _data_grad_forward(g, weight, shape, stride, pad, dilate, num_group):
+    geo = _ConvGeometry(stride, pad, dilate, num_group)
+    return _conv_data_grad_raw(g, weight, shape, geo)
+
+
+def _data_grad_vjp_g(h, ans, g, weight, shape, **geometry):
+    return _convolution_prim(h, weight, None, **_convolution_of(weight, geometry))
+
+
+def _data_grad_vjp_weight(h, ans, g, weight, shape, **geometry):
+    return convolution_weight_grad(h, g, shape=shape_of(weight), **geometry)
+
+
+def _weight_grad_forward(data, g, shape, stride, pad, dilate, num_group):
+    geo = _ConvGeometry(stride, pad, dilate, num_group)
+    return _conv_weight_grad_raw(data, g, shape, geo)
+
+
+def _weight_grad_vjp_data(k, ans, data, g, shape, **geometry):
+    return convolution_data_grad(g, k, shape=shape_of(data), **geometry)
+
+
+def _weight_grad_vjp_g(k, ans, data, g, shape, **geometry):
+    return _convolution_prim(data, k, None, **_convolution_of(k, geometry))
+
+
+_CONVOLUTION_PARAMS = ("kernel", "stride", "dilate", "pad", "num_filter", "num_group",
+                       "workspace", "no_bias", "cudnn_tune", "cudnn_off", "layout")
+_convolution_prim = primitive(
+    "convolution", _convolution_forward,
+    [_convolution_vjp_data, _convolution_vjp_weight, _convolution_vjp_bias],
+    params=_CONVOLUTION_PARAMS,
+    jvps=[_convolution_jvp_data, _convolution_jvp_weight, _convolution_jvp_bias])
+convolution_data_grad = primitive(
+    "convolution_data_grad", _data_grad_forward, [_data_grad_vjp_g, _data_grad_vjp_weight],
+    params=("shape",) + _GEOMETRY_PARAMS, jvps=_bilinear_jvps("convolution_data_grad"))
+convolution_weight_grad = primitive(
+    "convolution_weight_grad", _weight_grad_forward,
+    [_weight_grad_vjp_data, _weight_grad_vjp_g], params=("shape",) + _GEOMETRY_PARAMS,
+    jvps=_bilinear_jvps("convolution_weight_grad"))
+
+
+def Convolution(data=None, weight=None, bias=None, kernel=None, stride=None, dilate=None,
+                pad=None, num_filter=None, num_group=1, workspace=1024, no_bias=False,
+                cudnn_tune=None, cudnn_off=False, layout=None, out=None, name=None):
+    """MXNet's 2-d ``Convolution`` (NCHW data, (num_filter, channels/num_group, kh, kw)
+    weight, (num_filter,) bias): a cross-correlation; ``stride``/``dilate`` default (1, 1),
+    ``pad`` (0, 0); ``no_bias=True`` (or ``bias=None``) adds no bias.  ``workspace``,
+    ``cudnn_tune`` and ``cudnn_off`` are accepted and have no effect."""
+    return _convolution_prim(data, weight, bias, kernel=kernel, stride=stride, dilate=dilate,
+                             pad=pad, num_filter=num_filter, num_group=num_group,
+                             workspace=workspace, no_bias=no_bias, cudnn_tune=cudnn_tune,
+                             cudnn_off=cudnn_off, layout=layout, out=out)
+
+
+Convolution.prim = _convolution_prim.prim   # compiled code reads the call as the primitive
+
+
+@dataclass(frozen=True)
+class _PoolGeometry:
+    kernel: tuple
+    stride: tuple
+    pad: tuple
+    after: tuple     # padding after the input (the full convention may need more)
+    out_hw: tuple
+    pool_type: str
+    count_include_pad: bool
+
+
+def _pool_geometry(in_shape, kernel=None, pool_type="max", global_pool=False,
+                   cudnn_off=False, pooling_convention="valid", stride=None, pad=None,
+                   p_value=None, count_include_pad=None, layout=None):
+    """MXNet's Pooling parameters as one geometry: output size by the convention
+    (valid: floor((x + 2p - k) / s) + 1; full: ceil(...) + 1); global_pool pools the
+    whole image (kernel = (H, W), no padding, stride 1)."""
+    if len(in_shape) != 4:
+        raise ValueError(f"Pooling: 2-d only (NCHW data), got data of shape {in_shape}")
+    if layout not in (None, "NCHW"):
+        raise ValueError(f"Pooling: only the NCHW layout is supported, got {layout!r}")
+    if pool_type not in ("max", "avg", "sum"):
+        raise ValueError(f"Pooling: pool_type must be 'max', 'avg' or 'sum', got "
+                         f"{pool_type!r} (lp pooling is not supported)")
+    if pooling_convention not in ("valid", "full"):
+        raise ValueError(f"Pooling: pooling_convention must be 'valid' or 'full', got "
+                         f"{pooling_convention!r}")
+    in_hw = tuple(in_shape[2:])
+    if global_pool:
+        kernel, stride, pad = in_hw, (1, 1), (0, 0)
+    elif kernel is None or (isinstance(kernel, (tuple, list)) and not kernel):
+        raise ValueError("Pooling: kernel is required unless global_pool=True")
+    kernel = _pair(kernel, None, "kernel")
+    stride, pad = _pair(stride, (1, 1), "stride"), _pair(pad, (0, 0), "pad")
+    rounding = math.floor if pooling_convention == "valid" else math.ceil
+    out_hw = tuple(int(rounding((in_hw[i] + 2 * pad[i] - kernel[i]) / stride[i])) + 1
+                   for i in range(2))
+    if builtins.min(out_hw) < 1:
+        raise ValueError(f"Pooling: the kernel {kernel} is larger than the padded input "
+                         f"{tuple(n + 2 * p for n, p in zip(in_hw, pad, strict=True))}")
+    after = tuple(builtins.max(pad[i], (out_hw[i] - 1) * stride[i] + kernel[i] - in_hw[i]
+                               - pad[i]) for i in range(2))
+    return _PoolGeometry(kernel, stride, pad, after, out_hw, pool_type,
+                         True if count_include_pad is None else bool(count_include_pad))
+
+
+def _pool_divisor(in_hw, geo):
+    """avg pooling's divisor per output position, as MXNet (and Caffe) count it: the
+    window clipped to the padded input (count_include_pad) or to the input itself."""
+    sizes = []
+    for i in range(2):
+        start = np.arange(geo.out_hw[i]) * geo.stride[i] - geo.pad[i]
+        end = np.minimum(start + geo.kernel[i], in_hw[i] + geo.pad[i])
+        if not geo.count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, in_hw[i])
+        sizes.append(end - start)
+    return np.outer(sizes[0], sizes[1])
+
+
+def _pool_windows(x, geo, fill):
+    xp = _padded(x, geo.pad, geo.after, fill)
+    return _windows(xp, geo.kernel, geo.stride, (1, 1), geo.out_hw)
+
+
+def _lowest(dtype):
+    """The value a max pool's padding holds (MXNet's MinValue: the dtype's lowest)."""
+    return np.finfo(dtype).min if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _max_pool_positions(x, geo):
+    """For each output, the flat index into ``x`` of its window's first maximum (in the
+    window's row-major order, as MXNet's backward takes it), or ``x.size`` where the
+    window holds padding only."""
+    windows = _pool_windows(x, geo, _lowest(x.dtype))
+    n, c, oh, ow, kh, kw = windows.shape
+    best = np.argmax(windows.reshape(n, c, oh, ow, kh * kw), axis=-1)
+    rows = (np.arange(oh) * geo.stride[0] - geo.pad[0])[:, None] + best // kw
+    cols = (np.arange(ow) * geo.stride[1] - geo.pad[1])[None, :] + best % kw
+    height, width = x.shape[2:]
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    planes = (np.arange(n)[:, None] * c + np.arange(c)[None, :])[:, :, None, None]
+    flat = (planes * height + rows) * width + cols
+    return np.where(inside, flat, x.size)
+
+
+def _pooling_forward(data, kernel=None, pool_type="max", global_pool=False, cudnn_off=False,
+                     pooling_convention="valid", stride=None, pad=None, p_value=None,
+                     count_include_pad=None, layout=None):
+    geo = _pool_geometry(data.shape, kernel, pool_type, global_pool, cudnn_off,
+                         pooling_convention, stride, pad, p_value, count_include_pad, layout)
+    if pool_type == "max":
+        positions = _max_pool_positions(data, geo)
+        return np.append(data.reshape(-1), np.array(_lowest(data.dtype), data.dtype))[positions]
+    total = _pool_windows(data, geo, 0.0).sum(axis=(-2, -1))
+    if pool_type == "avg":
+        total = (total / _pool_divisor(data.shape[2:], geo)).astype(data.dtype)
+    return total
+
+
+def _pooling_transpose_forward(g, shape, **params):
+    """The transpose of avg/sum pooling (linear in its input): each output's gradient
+    spread over its window (divided by avg's divisor)."""
+    geo = _pool_geometry(tuple(shape), **params)
+    if geo.pool_type == "avg":
+        g = (g / _pool_divisor(shape[2:], geo)).astype(g.dtype)
+    cols = np.broadcast_to(g[..., None, None], g.shape + geo.kernel)
+    return _scatter_windows(cols, shape[2:], geo.kernel, geo.stride, geo.pad, (1, 1),
+                            after=geo.after)
+
+
+def _max_positions_of(data, params):
+    values = data._data if type(data) is NDArray else np.asarray(data)
+    return _max_pool_positions(values, _pool_geometry(values.shape, **params))
+
+
+def _pooling_vjp(g, ans, data, **params):
+    if params.get("pool_type", "max") != "max":
+        return pooling_transpose(g, shape=shape_of(data), **params)
+    size = int(np.prod(shape_of(data)))
+    scattered = index_add(g, key=(_max_positions_of(data, params),), shape=(size + 1,))
+    return reshape_raw(getitem(scattered, key=builtins.slice(0, size)), shape=shape_of(data))
+
+
+def _pooling_jvp(t, ans, data, **params):
+    if params.get("pool_type", "max") != "max":
+        return _pooling_prim(t, **params)
+    flat = reshape_raw(t, shape=(-1,))
+    padded = _concat_prim(flat, np.zeros(1, dtype=flat.dtype), dim=0)
+    return getitem(padded, key=_max_positions_of(data, params))
+
+
+def _pooling_transpose_vjp(h, ans, g, shape, **params):
+    return _pooling_prim(h, **params)
+
+
+def _pooling_transpose_jvp(t, ans, g, shape, **params):
+    return pooling_transpose(t, shape=shape, **params)
+
+
+_POOLING_PARAMS = ("kernel", "pool_type", "global_pool", "cudnn_off", "pooling_convention",
+                   "stride", "pad", "p_value", "count_include_pad", "layout")
+_pooling_prim = primitive("pooling", _pooling_forward, [_pooling_vjp],
+                          params=_POOLING_PARAMS, jvps=[_pooling_jvp])
+pooling_transpose = primitive("pooling_transpose", _pooling_transpose_forward,
+                              [_pooling_transpose_vjp], params=("shape",) + _POOLING_PARAMS,
+                              jvps=[_pooling_transpose_jvp])
+
+
+def Pooling(data=None, kernel=None, pool_type="max", global_pool=False, cudnn_off=False,
+            pooling_convention="valid", stride=None, pad=None, p_value=None,
+            count_include_pad=None, layout=None, out=None, name=None):
+    """MXNet's 2-d ``Pooling`` of NCHW data: ``pool_type`` 'max', 'avg' or 'sum';
+    ``stride`` defaults to (1, 1), ``pad`` to (0, 0); ``pooling_convention`` 'valid' or
+    'full' (ceil); ``global_pool=True`` pools each whole image; avg divides by the window
+    clipped to the padded input (``count_include_pad``, the default) or to the input.
+    Max pooling's gradient goes to the first maximum of each window (row-major), as in
+    MXNet; padding never wins a window that holds an input element."""
+    return _pooling_prim(data, kernel=kernel, pool_type=pool_type, global_pool=global_pool,
+                         cudnn_off=cudnn_off, pooling_convention=pooling_convention,
+                         stride=stride, pad=pad, p_value=p_value,
+                         count_include_pad=count_include_pad, layout=layout, out=out)
+
+
+Pooling.prim = _pooling_prim.prim   # compiled code reads the call as the primitive
+
+
+# ===== topk (MXNet's nd.topk) =============================================================
+
+def _topk_order(data, axis, k, is_ascend):
+    """The positions (along ``axis``; of the flattened array for axis=None) of the k
+    largest (smallest: is_ascend) elements, best first; among equal values the earlier
+    position comes first (a stable sort).  k < 1 sorts the whole axis."""
+    values = data.reshape(-1) if axis is None else data
+    axis = -1 if axis is None else axis % data.ndim
+    n = values.shape[axis]
+    k = n if k < 1 else builtins.min(int(k), n)
+    keys = values if is_ascend else -values
+    order = np.argsort(keys, axis=axis, kind="stable")
+    return values, axis, np.take(order, np.arange(k), axis=axis)
+
+
+def _topk_key(values, axis, order):
+    """The integer-array key that reads ``values`` at ``order`` along ``axis``."""
+    grid = list(np.ogrid[tuple(builtins.slice(0, n) for n in order.shape)])
+    grid[axis] = order
+    return tuple(grid)
+
+
+def _topk_forward(data, axis=-1, k=1, ret_typ="indices", is_ascend=False, dtype="float32"):
+    values, axis_, order = _topk_order(data, axis, k, is_ascend)
+    if ret_typ == "indices":
+        return order.astype(_dtype(dtype))
+    if ret_typ == "value":
+        return values[_topk_key(values, axis_, order)]
+    if ret_typ == "mask":
+        mask = np.zeros(values.shape, dtype=data.dtype)
+        mask[_topk_key(values, axis_, order)] = 1
+        return mask.reshape(data.shape)
+    if ret_typ == "both":   # one array (compiled code unpacks it by index): values' dtype
+        picked = values[_topk_key(values, axis_, order)]
+        return np.stack([picked, order.astype(picked.dtype)])
+    raise ValueError(f"topk: ret_typ must be 'indices', 'value', 'both' or 'mask', got "
+                     f"{ret_typ!r}")
+
+
+def _topk_vjp(g, ans, data, axis=-1, k=1, ret_typ="indices", is_ascend=False,
+              dtype="float32"):
+    # indices and the mask are piecewise constant in the data: gradient zero; the values
+    # are the data's elements at the chosen positions
+    if ret_typ in ("indices", "mask"):
+        return zeros_like(data)
+    raw = data._data if type(data) is NDArray else np.asarray(data)
+    values, axis_, order = _topk_order(raw, axis, k, is_ascend)
+    if ret_typ == "both":
+        g = getitem(g, key=0)
+    scattered = index_add(g, key=_topk_key(values, axis_, order), shape=values.shape)
+    return reshape_raw(scattered, shape=shape_of(data))
+
+
+def _topk_jvp(t, ans, data, axis=-1, k=1, ret_typ="indices", is_ascend=False,
+              dtype="float32"):
+    if ret_typ in ("indices", "mask"):
+        return zeros_like(ans)
+    raw = data._data if type(data) is NDArray else np.asarray(data)
+    values, axis_, order = _topk_order(raw, axis, k, is_ascend)
+    flat = t if axis is not None else reshape_raw(t, shape=(-1,))
+    picked = getitem(flat, key=_topk_key(values, axis_, order))
+    if ret_typ == "both":
+        return _stack_prim(picked, zeros_like(picked), axis=0)
+    return picked
+
+
+_topk_prim = primitive("topk", _topk_forward, [_topk_vjp],
+                       params=("axis", "k", "ret_typ", "is_ascend", "dtype"), jvps=[_topk_jvp])
+
+
+def topk(data, axis=-1, k=1, ret_typ="indices", is_ascend=False, dtype="float32"):
+    """MXNet's ``topk``: the k largest (``is_ascend``: smallest) elements along ``axis``
+    (None: of the flattened array), best first, earlier positions first among ties.
+    ``ret_typ``: 'indices' (as ``dtype``, float32 by default, like MXNet), 'value',
+    'both' (``[values, indices]``) or 'mask' (1 at the chosen positions).  The values
+    carry the data's gradient; indices and masks are piecewise constant (gradient 0)."""
+    if ret_typ == "both":
+        both = _topk_prim(data, axis=axis, k=k, ret_typ="both", is_ascend=is_ascend,
+                          dtype=dtype)
+        return [getitem(both, key=0),
+                astype(getitem(both, key=1), dtype=_dtype(dtype))]
+    return _topk_prim(data, axis=axis, k=k, ret_typ=ret_typ, is_ascend=is_ascend, dtype=dtype)
+
+
+topk.prim = _topk_prim.prim   # compiled code reads the call as the primitive

@@ -853,3 +853,40 @@ def dict_through_a_helper(x, y):
 
 def dict_layer(params, x):
     return nd.tanh(x * params['w'] + params['b'])
+
+
+# ----- linear algebra, convolution, pooling (issue 11 item 5; tests/test_linalg_conv.py) -----
+
+SHIFT3 = nd.array(np.eye(3) * 3.0)   # keeps a random matrix well conditioned
+
+
+@case((3, 3), (3, 2))
+def linalg_det_inverse_solve(a, b):
+    m = a + SHIFT3
+    x = nd.linalg_solve(m, b)
+    return nd.sum(nd.linalg.inverse(m) * m) * nd.linalg.det(m) + nd.sum(x * x)
+
+
+@case((2, 3, 3))
+def linalg_slogdet_and_potrf(a):
+    m = nd.linalg.gemm2(a, a, transpose_b=True) + SHIFT3
+    sign, logdet = nd.linalg.slogdet(m)
+    return nd.sum(sign * logdet) + nd.sum(nd.linalg.potrf(m))
+
+
+@case((3, 3), (3,), numpy=True)
+def numpy_linalg_functions(a, b):
+    m = a + 3.0 * np.eye(3)
+    sign, logdet = np.linalg.slogdet(m)
+    x = np.linalg.solve(m, b)
+    return (np.linalg.det(m) * logdet + np.sum(np.linalg.inv(m)) + np.sum(x * x)
+            + np.sum(np.linalg.cholesky(m @ m.T)))
+
+
+@case((2, 2, 5, 5), (3, 2, 2, 2), (3,))
+def convolution_and_pooling(x, w, b):
+    h = nd.Convolution(data=x, weight=w, bias=b, kernel=(2, 2), num_filter=3, pad=(1, 1))
+    h = nd.tanh(h)
+    m = nd.Pooling(data=h, pool_type="max", kernel=(2, 2), stride=(2, 2))
+    v = nd.Pooling(data=h, pool_type="avg", kernel=(3, 3), stride=(2, 2), pad=(1, 1))
+    return nd.sum(m * m) + nd.sum(v)

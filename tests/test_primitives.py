@@ -53,6 +53,11 @@ COVERED = (
     "take", "slice", "slice_axis",
     "concat", "stack", "tile", "repeat",
     "softmax", "log_softmax",
+    # linear algebra, convolution, pooling, topk (tests/test_linalg_conv.py tests them more)
+    "det", "adjugate", "slogdet", "inverse", "solve", "cholesky", "gemm2", "sumlogdiag",
+    "trsm", "potri", "gemm", "syrk", "trmm", "extractdiag", "makediag",
+    "convolution", "convolution_data_grad", "convolution_weight_grad", "pooling",
+    "pooling_transpose", "topk",
 )
 
 # numpy coverage (issue 11 item 5): numpy_coverage_cases()
@@ -656,8 +661,66 @@ def numpy_coverage_cases():
     return cases
 
 
+# ----- linear algebra (det, inverse, ...), convolution, pooling, topk ---------------------
+
+def _well_conditioned(n, batch=()):
+    q = np.linalg.qr(_RNG.standard_normal(batch + (n, n)))[0]
+    return q * _RNG.uniform(1.0, 2.0, batch + (1, n)) + 0.1 * np.eye(n)
+
+
+def _spd(n, batch=()):
+    b = _RNG.standard_normal(batch + (n, n))
+    return b @ np.swapaxes(b, -1, -2) + n * np.eye(n)
+
+
+def matrix_and_nn_cases():
+    a3, a23 = _well_conditioned(3), _well_conditioned(3, (2,))
+    images = uniform((2, 4, 5, 5))
+    return [
+        case("linalg-det", nd.linalg.det, a3, covers="det adjugate"),
+        case("linalg-det-batched", nd.linalg.det, a23, covers="det adjugate"),
+        case("linalg-slogdet", lambda a: nd.linalg.slogdet(a)[1], a23,
+             covers="slogdet getitem inverse"),
+        case("linalg-inverse", nd.linalg.inverse, a23, covers="inverse"),
+        case("linalg-solve", nd.linalg_solve, a3, uniform((3, 2)), covers="solve"),
+        case("linalg-solve-vector", nd.linalg_solve, a23, uniform((3,)), covers="solve"),
+        case("linalg-potrf", nd.linalg.potrf, _spd(3, (2,)), covers="cholesky"),
+        case("linalg-gemm2", lambda a, b: nd.linalg.gemm2(a, b, transpose_b=True, alpha=2.0),
+             uniform((2, 3, 4)), uniform((2, 5, 4)), covers="gemm2"),
+        case("linalg-sumlogdiag", nd.linalg.sumlogdiag, _spd(3, (2,)), covers="sumlogdiag"),
+        case("linalg-trsm", lambda a, b: nd.linalg.trsm(a, b, transpose=True, alpha=2.0),
+             a23, uniform((2, 3, 4)), covers="trsm"),
+        case("linalg-trsm-right-upper", lambda a, b: nd.linalg.trsm(a, b, rightside=True,
+                                                                    lower=False),
+             a23, uniform((2, 4, 3)), covers="trsm"),
+        case("linalg-potri", nd.linalg.potri, a23 + 2 * np.eye(3), covers="potri"),
+        case("linalg-gemm", lambda a, b, c: nd.linalg.gemm(a, b, c, transpose_a=True,
+                                                           alpha=2.0, beta=0.5),
+             uniform((2, 4, 3)), uniform((2, 4, 5)), uniform((2, 3, 5)), covers="gemm"),
+        case("linalg-syrk", lambda a: nd.linalg.syrk(a, transpose=True, alpha=0.5),
+             uniform((2, 3, 4)), covers="syrk"),
+        case("linalg-trmm", lambda a, b: nd.linalg.trmm(a, b, rightside=True, lower=False),
+             uniform((2, 3, 3)), uniform((2, 4, 3)), covers="trmm"),
+        case("linalg-extractdiag", lambda a: nd.linalg.extractdiag(a, offset=1),
+             uniform((2, 3, 4)), covers="extractdiag"),
+        case("linalg-makediag", lambda a: nd.linalg.makediag(a, offset=-1), uniform((2, 3)),
+             covers="makediag"),
+        case("convolution", lambda x, w, b: nd.Convolution(
+            data=x, weight=w, bias=b, kernel=(3, 3), num_filter=6, num_group=2, stride=(2, 1),
+            pad=(1, 1), dilate=(1, 2)), images, uniform((6, 2, 3, 3)), uniform((6,)),
+             covers="convolution convolution_data_grad convolution_weight_grad"),
+        case("pooling-max", lambda x: nd.Pooling(x, kernel=(2, 2), stride=(2, 2)), images,
+             covers="pooling index_add getitem reshape"),
+        case("pooling-avg", lambda x: nd.Pooling(x, kernel=(3, 3), pool_type="avg", pad=(1, 1),
+                                                 pooling_convention="full", stride=(2, 2)),
+             images, covers="pooling pooling_transpose"),
+        case("topk-value", lambda x: nd.topk(x, ret_typ="value", k=2), uniform((3, 4)),
+             covers="topk index_add"),
+    ]
+
+
 CASES = (unary_cases() + binary_cases() + reduction_cases() + linalg_cases() + shape_cases()
-         + numpy_coverage_cases())
+         + numpy_coverage_cases() + matrix_and_nn_cases())
 CASE_IDS = [c.name for c in CASES]
 
 
