@@ -1322,7 +1322,8 @@ def arange(start, stop=None, step=1.0, repeat=1, ctx=None, dtype=None):
     return NDArray(as_data(np.repeat(values, repeat) if repeat != 1 else values))
 
 
-# ===== numpy coverage (issue 11, item 5): elementwise math ===========================# Each op's scalar formula calls the libm function of the same meaning (lower.FUNCTIONS);
+# ===== numpy coverage (issue 11, item 5): elementwise math ==================================
+# Each op's scalar formula calls the libm function of the same meaning (lower.FUNCTIONS);
 # the derivatives are written to stay accurate where the textbook form cancels: arccosh's
 # 1 / sqrt(x*x - 1) as 1 / (sqrt(x - 1) * sqrt(x + 1)) (x - 1 is exact near 1), arctanh's
 # 1 / (1 - x*x) as 1 / ((1 - x) (1 + x)), arcsinh's 1 / sqrt(x*x + 1) as 1 / hypot(x, 1)
@@ -2000,7 +2001,6 @@ asarray = primitive("asarray", _asarray_forward, [_asarray_vjp], params=("dtype"
 #: as the primitive whatever x is): runtime/ndarray.py binds them, compiler/calls.py maps them
 COVERAGE_METHODS = ("sinh", "cosh", "arcsin", "arccos", "arctan", "arcsinh", "arccosh",
                     "arctanh", "log2", "log10", "cbrt", "cumsum", "cumprod", "trace")
-=======
 # ===== linear algebra: det, slogdet, inverse, solve, cholesky, gemm2, sumlogdiag ==========
 # (issue 11 item 5).  Every op takes stacks of matrices (leading axes are a batch, as numpy
 # and MXNet's linalg accept); every rule is written with ops of this table, so second
