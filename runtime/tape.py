@@ -290,11 +290,14 @@ def apply(prim, args, params):
     return result
 
 
-def record_custom(prim, args, params, outputs):
+def record_custom(prim, args, params, outputs, tracked=None):
     """Link already-computed ``outputs`` to one node per output (custom Functions,
-    compiled functions).  ``prim.vjps[i]`` receives ``g, ans, *args, out_index=k``."""
+    compiled functions).  ``prim.vjps[i]`` receives ``g, ans, *args, out_index=k``.
+    ``tracked``: the positions of the args gradients flow into, if the caller knows them
+    (``is_tracked`` of each NDArray, in order)."""
     args = tuple(args)
-    tracked = [i for i, a in enumerate(args) if type(a) is NDArray and is_tracked(a)]
+    if tracked is None:
+        tracked = [i for i, a in enumerate(args) if type(a) is NDArray and is_tracked(a)]
     if _state.recording and tracked:
         for k, out in enumerate(outputs):
             out._node = Node(prim, args, dict(params, out_index=k), tracked,
