@@ -346,10 +346,11 @@ class _CompiledCall:
         adjoint run serves every input of one backward pass (the tape asks once per
         tracked input): its results are keyed by the pass and the output, and each is
         handed out once, so another pass (``retain_graph``) never gets a stale one."""
-        key = (tape.current_pass(), out_index)
+        state = tape._state
+        key = (state.backward_pass, out_index)
         cache = self.cache
         if cache is None or cache[0] != key or cache[1] is not g or index not in cache[2]:
-            if tape.is_recording():   # create_graph: differentiate the eager road instead
+            if state.recording:   # create_graph: differentiate the eager road instead
                 cache = (key, g, dict(enumerate(self._eager_gradients(out_index, g))), None)
             else:
                 head = g._data if len(self.out_shapes) == 1 else tuple(
@@ -376,7 +377,11 @@ class _CompiledCall:
         if gr is None:
             return None
         a = self.inputs[index]
-        return NDArray(as_data(_in_dtype_of(gr, a._data if type(a) is NDArray else a)))
+        value = a._data if type(a) is NDArray else a
+        if type(gr) is np.ndarray and type(value) is np.ndarray and gr.dtype == value.dtype \
+                and gr.ndim and gr.flags.c_contiguous:
+            return NDArray(gr)   # already what the tape takes
+        return NDArray(as_data(_in_dtype_of(gr, value)))
 
     def _eager_gradients(self, out_index, g):
         tracked = list({id(a): a for a in self.inputs

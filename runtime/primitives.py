@@ -164,7 +164,9 @@ def _sum_to_forward(g, shape):
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    return np.sum(g, axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+    # np.add.reduce is np.sum without its Python-level dispatch
+    return np.add.reduce(g, axis=axes, keepdims=True).reshape(shape) if axes \
+        else g.reshape(shape)
 
 
 def _broadcast_to_forward(x, shape):
@@ -749,6 +751,9 @@ def _dot_of_a_number(x, y) -> bool:
 
 
 def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
+    if type(x) is np.ndarray and type(y) is np.ndarray and type(g) is np.ndarray \
+            and x.ndim == 2 and y.ndim == 2 and not (transpose_a or transpose_b):
+        return np.dot(g.reshape(x.shape[0], y.shape[1]), y.T)   # matrices (compiled code)
     if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
         return _dot_vjp_x(g, None, x, _second_to_last_first(y))   # ans unread: unsaved
     if _dot_of_a_number(x, y):
@@ -766,6 +771,9 @@ def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
 
 
 def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
+    if type(x) is np.ndarray and type(y) is np.ndarray and type(g) is np.ndarray \
+            and x.ndim == 2 and y.ndim == 2 and not (transpose_a or transpose_b):
+        return np.dot(x.T, g.reshape(x.shape[0], y.shape[1]))   # matrices (compiled code)
     if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
         return _first_to_second_to_last(_dot_vjp_y(g, None, x, _second_to_last_first(y)))
     if _dot_of_a_number(x, y):
@@ -1028,11 +1036,30 @@ def _pick_key(shape, index, axis):
     """The integer-array key that takes one element along ``axis`` per position: the
     (clipped) index there, an open grid over the other axes."""
     axis = axis % len(shape)
-    idx = np.clip(_int_indices(index), 0, shape[axis] - 1)
-    rest = [n for i, n in enumerate(shape) if i != axis]
-    key = list(np.ogrid[tuple(builtins.slice(0, n) for n in rest)] if rest else [])
+    idx = _int_indices(index)   # a new array (astype copies): clipped in place
+    np.maximum(idx, 0, out=idx)
+    np.minimum(idx, shape[axis] - 1, out=idx)
+    rest = shape[:axis] + shape[axis + 1:]
+    key = list(_open_grid(rest))
     key.insert(axis, idx.reshape(rest))
     return tuple(key), axis
+
+
+_GRIDS = {}
+
+
+def _open_grid(shape) -> tuple:
+    """``np.ogrid`` over ``shape`` (one ``arange`` per axis, each shaped to broadcast
+    along its own axis), made once per shape: read-only, shared by every key."""
+    found = _GRIDS.get(shape)
+    if found is None:
+        found = tuple(np.ogrid[tuple(builtins.slice(0, n) for n in shape)]) if shape else ()
+        for grid in found:
+            grid.flags.writeable = False
+        if len(_GRIDS) > 1024:
+            _GRIDS.clear()
+        _GRIDS[shape] = found
+    return found
 
 
 def _pick_forward(data, index, axis=-1, keepdims=False):
