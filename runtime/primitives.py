@@ -1210,8 +1210,9 @@ repeat = primitive("repeat", _repeat_forward, [_repeat_vjp], params=("repeats", 
 # ----- neural-network ops ------------------------------------------------------------------
 
 def _softmax_forward(x, axis=-1):
-    shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return shifted / np.sum(shifted, axis=axis, keepdims=True)
+    # np.maximum.reduce / np.add.reduce are np.max / np.sum without their Python dispatch
+    shifted = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True))
+    return shifted / np.add.reduce(shifted, axis=axis, keepdims=True)
 
 
 def _softmax_vjp(g, ans, x, axis=-1):
@@ -1219,8 +1220,8 @@ def _softmax_vjp(g, ans, x, axis=-1):
 
 
 def _log_softmax_forward(x, axis=-1):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    shifted = x - np.maximum.reduce(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def _log_softmax_vjp(g, ans, x, axis=-1):
@@ -1243,6 +1244,8 @@ def _one_hot_forward(indices, depth, on_value=1.0, off_value=0.0, dtype="float32
     # gives a row of off_value
     index = np.asarray(indices).astype(np.int64)
     hits = index[..., None] == np.arange(depth)
+    if on_value == 1 and off_value == 0:   # the default: the mask itself, as numbers
+        return hits.astype(_dtype(dtype))
     return np.where(hits, on_value, off_value).astype(_dtype(dtype))
 
 

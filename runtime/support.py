@@ -70,6 +70,20 @@ def _jvp_namespace():
 
 
 ops, npops, vjp = _build_namespaces()
+_general_dot = ops.dot
+
+
+def _dot(x, y, **params):
+    """``ops.dot``: two numpy matrices (most calls in compiled code) go to ``np.dot``
+    directly, which is what the primitive computes for them; anything else to the
+    primitive."""
+    if not params and type(x) is np.ndarray and type(y) is np.ndarray \
+            and x.ndim == 2 and y.ndim == 2:
+        return np.dot(x, y)
+    return _general_dot(x, y, **params)
+
+
+ops.dot = _dot
 jvp = _jvp_namespace()
 
 
