@@ -329,9 +329,6 @@ def _fresh_output(value, raw_args):
     return NDArray(data)
 
 
-_PENDING = object()   # a gradient the adjoint computed, not yet converted to an NDArray
-
-
 class _CompiledCall:
     """What one recorded call of a compiled function keeps for its backward."""
 
@@ -339,35 +336,18 @@ class _CompiledCall:
         self.function, self.variant, self.stack = function, variant, stack
         self.args, self.out_shapes = args, out_shapes
         self.inputs, self.places = inputs, places   # the node's inputs; (argument, path)
-        self.cache = None
 
-    def gradient(self, index, out_index, g):
-        """Input ``index``'s gradient from output ``out_index``'s gradient ``g``.  One
-        adjoint run serves every input of one backward pass (the tape asks once per
-        tracked input): its results are keyed by the pass and the output, and each is
-        handed out once, so another pass (``retain_graph``) never gets a stale one."""
-        state = tape._state
-        key = (state.backward_pass, out_index)
-        cache = self.cache
-        if cache is None or cache[0] != key or cache[1] is not g or index not in cache[2]:
-            if state.recording:   # create_graph: differentiate the eager road instead
-                cache = (key, g, dict(enumerate(self._eager_gradients(out_index, g))), None)
-            else:
-                head = g._data if len(self.out_shapes) == 1 else tuple(
-                    g._data if k == out_index else None for k in range(len(self.out_shapes)))
-                per_argument = self.variant._adjoint(_stack_copy(self.stack), head)
-                # each input's gradient becomes an NDArray when the tape asks for it (it
-                # asks only for the tracked inputs)
-                cache = (key, g, dict.fromkeys(range(len(self.inputs)), _PENDING),
-                         per_argument)
-            self.cache = cache
-        grads = cache[2]
-        found = grads.pop(index)
-        if found is _PENDING:
-            found = self._as_gradient(index, cache[3])
-        if not grads:
-            self.cache = None
-        return found
+    def gradients(self, tracked, out_index, g):
+        """The gradients of the inputs at the positions ``tracked`` from output
+        ``out_index``'s gradient ``g``: one adjoint run on a copy of the stack (so
+        ``retain_graph`` works), once per backward pass of this output's node."""
+        if tape._state.recording:   # create_graph: differentiate the eager road instead
+            eager = self._eager_gradients(out_index, g)
+            return [eager[i] for i in tracked]
+        head = g._data if len(self.out_shapes) == 1 else tuple(
+            g._data if k == out_index else None for k in range(len(self.out_shapes)))
+        per_argument = self.variant._adjoint(_stack_copy(self.stack), head)
+        return [self._as_gradient(i, per_argument) for i in tracked]
 
     def _as_gradient(self, index, per_argument):
         """Input ``index``'s gradient (an NDArray, or None for zero) from the adjoint's
@@ -396,15 +376,11 @@ class _CompiledCall:
                 for a in self.inputs]
 
 
-def _compiled_rule(index):
-    def rule(g, ans, *args, call, out_index):
-        return call.gradient(index, out_index, g)
-
-    rule.__name__ = f"compiled_vjp_{index}"
-    return rule
+def _compiled_rule(g, ans, tracked, *args, call, out_index):
+    return call.gradients(tracked, out_index, g)
 
 
-_COMPILED = Primitive("compiled_call", None, tuple(_compiled_rule(i) for i in range(255)))
+_COMPILED = Primitive("compiled_call", None, None, vjp_all=_compiled_rule)
 
 
 def _stack_copy(stack):

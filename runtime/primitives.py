@@ -50,6 +50,10 @@ class Primitive:
     scalar_vjps: tuple = field(default_factory=tuple)
     jvps: tuple | None = None
     jvp: Callable | None = None
+    #: one rule for every tracked input at once, ``vjp_all(g, ans, tracked, *args,
+    #: **params) -> [gradient per position in tracked]``, for a node whose inputs' gradients
+    #: come from one computation (a compiled call's adjoint); the tape then ignores ``vjps``
+    vjp_all: Callable | None = None
 
     @property
     def jvp_from_scalar(self) -> bool:
