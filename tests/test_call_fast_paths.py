@@ -339,3 +339,53 @@ def test_unbroadcast_of_numpy_arrays_equals_sum_to(g_shape, shape):
         expected = P.sum_to(nd.array(g), shape=shape).asnumpy()
     assert np.shape(got) == shape and np.asarray(got).dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+# ----- one rule for all inputs (Primitive.vjp_all) -------------------------------------
+
+
+def two_slots(x, y):
+    return nd.tanh(x) * y + nd.sum(nd.dot(W.T, x))
+
+
+def two_outputs(x):
+    return nd.tanh(x * b), nd.exp(x) * 2.0
+
+
+def test_an_array_in_two_argument_slots_gets_both_gradients():
+    x = nd.array(RNG.normal(size=(3, 2)), dtype="float64")
+    values = x.asnumpy()
+
+    def numpy_two_slots(v, w):
+        return np.tanh(v) * w + np.sum(W.asnumpy().T @ v)
+
+    expected = (central_gradient(numpy_two_slots, [values, values], 0)
+                + central_gradient(numpy_two_slots, [values, values], 1))
+    for road in (two_slots, pb.compile(two_slots), pb.compile(two_slots)):
+        x.attach_grad()
+        W.attach_grad()
+        with ag.record():
+            out = road(x, x)
+        out.backward()
+        np.testing.assert_allclose(x.grad.asnumpy(), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_two_outputs_both_used_and_retain_graph():
+    """Each output's node runs the adjoint for its own head; a second pass with
+    ``retain_graph`` gives the same gradients again."""
+    x = nd.array(RNG.normal(size=2), dtype="float64")
+
+    def numpy_loss(v, c):
+        return np.sum(np.tanh(v * c) * 3.0) + np.sum(np.exp(v) * 2.0)
+
+    expected = [central_gradient(numpy_loss, [x.asnumpy(), b.asnumpy()], k) for k in (0, 1)]
+    for road in (two_outputs, pb.compile(two_outputs), pb.compile(two_outputs)):
+        x.attach_grad()
+        b.attach_grad()
+        with ag.record():
+            u, v = road(x)
+            total = nd.sum(u * 3.0) + nd.sum(v)
+        for _ in range(2):
+            total.backward(retain_graph=True)
+            for got, e in zip((x.grad, b.grad), expected, strict=True):
+                np.testing.assert_allclose(got.asnumpy(), e, rtol=1e-6, atol=1e-8)
