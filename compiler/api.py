@@ -190,11 +190,11 @@ class CompiledFunction:
         raw_args = [a._data if type(a) is NDArray else a for a in args]
         stack = Stack()
         state = tape._state
-        state.recording = False
+        recording, state.recording = state.recording, False
         try:
             out = variant._forward(stack, *raw_args)
         finally:
-            state.recording = True
+            state.recording = recording
         places = _PLACES.get(len(args))
         if places is None:
             places = _PLACES[len(args)] = tuple((i, ()) for i in range(len(args)))
@@ -312,21 +312,21 @@ def complete_arguments(fn, args, kwargs):
 
 def _fresh_output(value, raw_args):
     """A new NDArray for a raw result (copied if it is one of the inputs' buffers)."""
-    if type(value) is np.ndarray and value.ndim and value.dtype.kind in "fc" \
-            and value.flags.c_contiguous:
-        data = value   # what generated code returns almost always: nothing to convert
+    ready = type(value) is np.ndarray and value.ndim and value.dtype.kind in "fc" \
+        and value.flags.c_contiguous   # what generated code returns almost always
+    if ready:
+        data = value
     else:
         if isinstance(value, NDArray):
             value = value._data
         data = np.asarray(value)
         if not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)
-        data = as_data(data)
     for a in raw_args:
         if data is a:
             data = data.copy()
             break
-    return NDArray(data)
+    return NDArray(data if ready else as_data(data))
 
 
 class _CompiledCall:

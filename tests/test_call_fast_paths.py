@@ -389,3 +389,22 @@ def test_two_outputs_both_used_and_retain_graph():
             total.backward(retain_graph=True)
             for got, e in zip((x.grad, b.grad), expected, strict=True):
                 np.testing.assert_allclose(got.asnumpy(), e, rtol=1e-6, atol=1e-8)
+
+
+def pass_through(x, s):
+    return x * 2.0, s
+
+
+def test_a_returned_numpy_argument_is_copied_into_the_output():
+    """A 0-d (or any) numpy argument returned as it is becomes a new buffer: changing
+    the output never changes the argument."""
+    compiled = pb.compile(pass_through)
+    x = nd.array([1.0, 2.0], dtype="float64")
+    x.attach_grad()
+    for s in (np.array(3.0), np.array([4.0, 5.0])):
+        for _ in range(2):
+            before = s.copy()
+            with ag.record():
+                _, t = compiled(x, s)
+            t[:] = 7.0
+            np.testing.assert_array_equal(s, before)
