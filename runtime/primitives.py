@@ -1220,6 +1220,9 @@ def _softmax_forward(x, axis=-1):
 
 
 def _softmax_vjp(g, ans, x, axis=-1):
+    if type(g) is np.ndarray and type(ans) is np.ndarray and g.ndim and ans.ndim:
+        # numpy operands (compiled code): the same operations without their op calls
+        return ans * (g - np.add.reduce(g * ans, axis=_numpy_axis(axis), keepdims=True))
     return multiply(ans, subtract(g, sum(multiply(g, ans), axis=axis, keepdims=True)))
 
 
@@ -1229,6 +1232,9 @@ def _log_softmax_forward(x, axis=-1):
 
 
 def _log_softmax_vjp(g, ans, x, axis=-1):
+    if type(g) is np.ndarray and type(ans) is np.ndarray and g.ndim and ans.ndim:
+        # numpy operands (compiled code): the same operations without their op calls
+        return g - np.exp(ans) * np.add.reduce(g, axis=_numpy_axis(axis), keepdims=True)
     return subtract(g, multiply(exp(ans), sum(g, axis=axis, keepdims=True)))
 
 

@@ -408,3 +408,19 @@ def test_a_returned_numpy_argument_is_copied_into_the_output():
                 _, t = compiled(x, s)
             t[:] = 7.0
             np.testing.assert_array_equal(s, before)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape, axis", [((4, 3), -1), ((4, 3), 0), ((2, 3, 4), 1), ((5,), 0)])
+def test_softmax_vjps_of_numpy_operands_equal_the_ndarray_rules(name, shape, axis):
+    prim = P.REGISTRY[name]
+    x = RNG.normal(size=shape)
+    ans = prim.forward(x, axis=axis)
+    g = RNG.normal(size=shape)
+    raw = prim.vjps[0](g, ans, x, axis=axis)
+    general = prim.vjps[0](nd.array(g, dtype="float64"), nd.array(ans, dtype="float64"),
+                           nd.array(x, dtype="float64"), axis=axis)
+    assert type(raw) is np.ndarray
+    np.testing.assert_array_equal(raw, general.asnumpy())   # the same operations
+    expected = central_gradient(lambda v: prim.forward(v, axis=axis) * g, [x])
+    np.testing.assert_allclose(raw, expected, rtol=1e-6, atol=1e-8)
