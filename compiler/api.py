@@ -142,10 +142,33 @@ class CompiledFunction:
         return self if obj is None else functools.partial(self, obj)
 
     def __call__(self, *args, **kwargs):
-        self.check_bindings()
-        user_args = complete_arguments(self.fn, args, kwargs)
-        args = user_args + self.implicit_values() if self.implicit else user_args
-        recording = tape.is_recording()
+        self.check_bindings()   # a name it reads rebound: its variants are dropped
+        fn = self.fn
+        if kwargs or len(args) != fn.__code__.co_argcount:
+            args = complete_arguments(fn, args, kwargs)
+        if self.implicit:
+            args = args + tuple([found.read() for found in self._implicit])
+        recording = tape._state.recording
+        mask = _plain_mask(args, recording) if self._no_containers() else None
+        if mask is not None:
+            variant = self._variants.get(mask)
+            if variant is not None and variant._forward is not None:
+                if recording and True in mask:
+                    return self._record(variant, mask, args)
+                return self._plain(variant, args)
+        return self._call_slowly(args, recording)
+
+    def _no_containers(self) -> bool:
+        """Whether the function reads no list, tuple or dict from outside (so a call with
+        only arrays and numbers as arguments hides no array: nothing to check)."""
+        if self._containers is None:
+            self._containers = outside_containers(self.fn)
+        return not self._containers
+
+    def _call_slowly(self, args, recording):
+        """A call whose variant is not built yet, or with containers or objects among the
+        arguments (their structure is in the mask; hidden arrays are refused)."""
+        user_args = args[:self.fn.__code__.co_argcount]
         mask = tuple(recording and _tracked_mask(a) for a in args)
         try:
             if recording:   # a pytree argument's arrays are inputs of the node (below)
@@ -157,24 +180,89 @@ class CompiledFunction:
             if self.fallback == "tape":
                 return self.fn(*user_args)
             raise
-        stack = Stack()
+        if not any(mask):
+            return self._plain(variant, args)
+        if not any(isinstance(m, Kind) for m in mask):
+            return self._record(variant, mask, args)
         raw_args = [_raw_tree(a) if isinstance(m, Kind) else
                     a._data if isinstance(a, NDArray) else a for a, m in zip(args, mask)]
+        stack = Stack()
         with tape.scope(recording=False, training=None):
-            out = variant.forward(stack, *raw_args)
-        if not any(mask):   # a plain forward: nothing was pushed, nothing to record
-            return _convert_value(out, args)
-        single = not isinstance(out, tuple)
-        if any(isinstance(o, (dict, list, tuple)) for o in ([out] if single else out)):
-            raise TypeError(f"{self.fn.__qualname__}() returned a dict, list or nested tuple "
-                            "under autograd.record(): a recorded compiled call returns arrays "
-                            "or a tuple of arrays (pb.grad/vjp take containers)")
-        outputs = [_fresh_output(o, raw_args) for o in ([out] if single else out)]
+            out = variant._forward(stack, *raw_args)
         inputs, places = _node_inputs(args, mask)
+        return self._record_outputs(variant, stack, args, raw_args, out, inputs, places, None)
+
+    def _plain(self, variant, args):
+        """A call with nothing differentiated: the forward, nothing pushed, nothing
+        recorded."""
+        raw_args = [a._data if type(a) is NDArray else a for a in args]
+        state = tape._state
+        recording, state.recording = state.recording, False
+        try:
+            out = variant._forward(Stack(), *raw_args)
+        finally:
+            state.recording = recording
+        return _convert_value(out, args)
+
+    def _record(self, variant, mask, args):
+        """A recorded call whose arguments are arrays and numbers: one tape node, whose
+        inputs are the arguments (the tracked ones are ``mask``'s)."""
+        raw_args = [a._data if type(a) is NDArray else a for a in args]
+        stack = Stack()
+        state = tape._state
+        recording, state.recording = state.recording, False
+        try:
+            out = variant._forward(stack, *raw_args)
+        finally:
+            state.recording = recording
+        places = _PLACES.get(len(args))
+        if places is None:
+            places = _PLACES[len(args)] = tuple((i, ()) for i in range(len(args)))
+        tracked = [i for i, m in enumerate(mask) if m]
+        return self._record_outputs(variant, stack, args, raw_args, out, args, places, tracked)
+
+    def _record_outputs(self, variant, stack, args, raw_args, out, inputs, places, tracked):
+        single = type(out) is not tuple
+        outs = (out,) if single else out
+        for o in outs:
+            if isinstance(o, (dict, list, tuple)):
+                raise TypeError(f"{self.fn.__qualname__}() returned a dict, list or nested "
+                                "tuple under autograd.record(): a recorded compiled call "
+                                "returns arrays or a tuple of arrays (pb.grad/vjp take "
+                                "containers)")
+        outputs = [_fresh_output(o, raw_args) for o in outs]
         call = _CompiledCall(self, variant, stack, args,
                              tuple((o.shape, o._data.dtype) for o in outputs), inputs, places)
-        tape.record_custom(_COMPILED, inputs, {"call": call}, outputs)
+        tape.record_custom(_COMPILED, inputs, {"call": call}, outputs, tracked)
         return outputs[0] if single else tuple(outputs)
+
+
+_PLACES = {}   # number of arguments -> each argument's place in a call without containers
+
+
+#: the argument types a call checks no further: arrays and numbers (containers and other
+#: objects take the slow road, which reads their structure and refuses hidden arrays)
+_PLAIN_TYPES = frozenset({np.ndarray, int, float, bool, complex, str, type(None),
+                          np.float64, np.float32, np.float16, np.int64, np.int32, np.bool_})
+
+
+def _plain_mask(args, recording):
+    """The mask of a call whose arguments are all NDArrays, arrays and numbers (an
+    NDArray's entry: whether gradients flow into it while recording), else None."""
+    mask = []
+    for a in args:
+        kind = type(a)
+        if kind is NDArray:
+            if recording:
+                node = a._node
+                mask.append((node is not None and not node.freed) or a._grad is not None)
+            else:
+                mask.append(False)
+        elif kind in _PLAIN_TYPES:
+            mask.append(False)
+        else:
+            return None
+    return tuple(mask)
 
 
 def _tracked_mask(value):
@@ -244,14 +332,21 @@ def complete_arguments(fn, args, kwargs):
 
 def _fresh_output(value, raw_args):
     """A new NDArray for a raw result (copied if it is one of the inputs' buffers)."""
-    if isinstance(value, NDArray):
-        value = value._data
-    data = np.asarray(value)
-    if not np.issubdtype(data.dtype, np.inexact):
-        data = data.astype(np.float64)
-    if any(data is a for a in raw_args):
-        data = data.copy()
-    return NDArray(as_data(data))
+    ready = type(value) is np.ndarray and value.ndim and value.dtype.kind in "fc" \
+        and value.flags.c_contiguous   # what generated code returns almost always
+    if ready:
+        data = value
+    else:
+        if isinstance(value, NDArray):
+            value = value._data
+        data = np.asarray(value)
+        if not np.issubdtype(data.dtype, np.inexact):
+            data = data.astype(np.float64)
+    for a in raw_args:
+        if data is a:
+            data = data.copy()
+            break
+    return NDArray(data if ready else as_data(data))
 
 
 class _CompiledCall:
@@ -261,33 +356,32 @@ class _CompiledCall:
         self.function, self.variant, self.stack = function, variant, stack
         self.args, self.out_shapes = args, out_shapes
         self.inputs, self.places = inputs, places   # the node's inputs; (argument, path)
-        self.cache = None
 
-    def gradient(self, index, out_index, g):
-        """Input ``index``'s gradient from output ``out_index``'s gradient ``g``.  One
-        adjoint run serves every input of one backward pass (the tape asks once per
-        tracked input): its results are keyed by the pass and the output, and each is
-        handed out once, so another pass (``retain_graph``) never gets a stale one."""
-        key = (tape.current_pass(), out_index)
-        cache = self.cache
-        if cache is None or cache[0] != key or cache[1] is not g or index not in cache[2]:
-            if tape.is_recording():   # create_graph: differentiate the eager road instead
-                grads = self._eager_gradients(out_index, g)
-            else:
-                head = g._data if len(self.out_shapes) == 1 else tuple(
-                    g._data if k == out_index else None for k in range(len(self.out_shapes)))
-                per_argument = self.variant.adjoint(copy.copy(self.stack), head)
-                grads = []
-                for a, (i, path) in zip(self.inputs, self.places, strict=True):
-                    gr = _at(per_argument[i], path)
-                    grads.append(None if gr is None else NDArray(as_data(np.asarray(
-                        _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a)))))
-            cache = self.cache = (key, g, dict(enumerate(grads)))
-        grads = cache[2]
-        found = grads.pop(index)
-        if not grads:
-            self.cache = None
-        return found
+    def gradients(self, tracked, out_index, g):
+        """The gradients of the inputs at the positions ``tracked`` from output
+        ``out_index``'s gradient ``g``: one adjoint run on a copy of the stack (so
+        ``retain_graph`` works), once per backward pass of this output's node."""
+        if tape._state.recording:   # create_graph: differentiate the eager road instead
+            eager = self._eager_gradients(out_index, g)
+            return [eager[i] for i in tracked]
+        head = g._data if len(self.out_shapes) == 1 else tuple(
+            g._data if k == out_index else None for k in range(len(self.out_shapes)))
+        per_argument = self.variant._adjoint(_stack_copy(self.stack), head)
+        return [self._as_gradient(i, per_argument) for i in tracked]
+
+    def _as_gradient(self, index, per_argument):
+        """Input ``index``'s gradient (an NDArray, or None for zero) from the adjoint's
+        per-argument results."""
+        i, path = self.places[index]
+        gr = _at(per_argument[i], path) if path else per_argument[i]
+        if gr is None:
+            return None
+        a = self.inputs[index]
+        value = a._data if type(a) is NDArray else a
+        if type(gr) is np.ndarray and type(value) is np.ndarray and gr.dtype == value.dtype \
+                and gr.ndim and gr.flags.c_contiguous:
+            return NDArray(gr)   # already what the tape takes
+        return NDArray(as_data(_in_dtype_of(gr, value)))
 
     def _eager_gradients(self, out_index, g):
         tracked = list({id(a): a for a in self.inputs
@@ -302,15 +396,11 @@ class _CompiledCall:
                 for a in self.inputs]
 
 
-def _compiled_rule(index):
-    def rule(g, ans, *args, call, out_index):
-        return call.gradient(index, out_index, g)
-
-    rule.__name__ = f"compiled_vjp_{index}"
-    return rule
+def _compiled_rule(g, ans, tracked, *args, call, out_index):
+    return call.gradients(tracked, out_index, g)
 
 
-_COMPILED = Primitive("compiled_call", None, tuple(_compiled_rule(i) for i in range(255)))
+_COMPILED = Primitive("compiled_call", None, None, vjp_all=_compiled_rule)
 
 
 def _stack_copy(stack):

@@ -56,11 +56,13 @@ class Variant:
                 self._forward = namespace[f"{name}_forward"]   # last: it marks "built"
 
     def forward(self, stack, *args):
-        self._build()
+        if self._forward is None:   # a callee's call from generated code: usually built
+            self._build()
         return self._forward(stack, *args)
 
     def adjoint(self, stack, result_grad):
-        self._build()
+        if self._forward is None:
+            self._build()
         return self._adjoint(stack, result_grad)
 
 

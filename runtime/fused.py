@@ -319,6 +319,7 @@ class FusedKernel:
             reduction[0])
         self._has_counts = bool(_counts(adjoint_program[3]))
         self._sources = _gradient_sources(adjoint_program)
+        self._every_input_reached = all(self._sources)   # by some output gradient
         self._output_inputs = _output_inputs(forward_program)
         self.reads = program_reads(adjoint_program, with_gradient is not None)
         params = (*adjoint_program[0], *adjoint_program[1], *adjoint_program[2])
@@ -456,6 +457,10 @@ class FusedKernel:
         if grads is None:
             return (None,) * len(inputs)
         grads = list(grads)[:len(self.adjoint_program[0])]   # saved outputs get none
+        if self._plain_numpy_vjp(grads, outputs, inputs):
+            results = self._vjp(grads, outputs, *inputs)
+            return results if self._every_input_reached else self._reached(
+                [True] * len(grads), results)
         inputs = _lists_as_arrays(inputs)
         reduction = self.forward_program[3]
         if (reduction is not None and reduction[2] in ("norm", "max", "min")
@@ -506,6 +511,28 @@ class FusedKernel:
                  for k, g in enumerate(grads)]
         return self._exact(present, given, outputs, inputs,
                            self._reached(present, self._vjp(grads, outputs, *inputs)))
+
+    def _plain_numpy_vjp(self, grads, outputs, inputs) -> bool:
+        """Whether this call's VJP is the numpy adjoint and nothing else (the road the
+        general code below reaches for it, decided in one pass): no trailing reduction or
+        tie count, every output gradient present and a numpy array, the inputs arrays and
+        numbers (no lists), all below ``NATIVE_MIN_SIZE``, of uniform shapes.  Then the
+        statement-by-statement fallbacks cannot apply: every gradient is present (nothing
+        to recompute for absent ones: ``_exact``) and no native kernel is chosen."""
+        if self._reduction_slot is not None or self._has_counts \
+                or len(outputs) != self._n_outputs:
+            return False
+        for g in grads:
+            if type(g) is not np.ndarray or g.size >= NATIVE_MIN_SIZE:
+                return False
+        for v in (*outputs, *inputs):
+            kind = type(v)
+            if kind is np.ndarray:
+                if v.size >= NATIVE_MIN_SIZE:
+                    return False
+            elif kind is list or kind is tuple:
+                return False
+        return self.uniform(inputs)
 
     def _exact(self, present, grads, outputs, inputs, results) -> tuple:
         """``results``, computed with 0 standing for each absent output gradient, if

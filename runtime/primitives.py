@@ -50,6 +50,10 @@ class Primitive:
     scalar_vjps: tuple = field(default_factory=tuple)
     jvps: tuple | None = None
     jvp: Callable | None = None
+    #: one rule for every tracked input at once, ``vjp_all(g, ans, tracked, *args,
+    #: **params) -> [gradient per position in tracked]``, for a node whose inputs' gradients
+    #: come from one computation (a compiled call's adjoint); the tape then ignores ``vjps``
+    vjp_all: Callable | None = None
 
     @property
     def jvp_from_scalar(self) -> bool:
@@ -192,7 +196,9 @@ def _sum_to_forward(g, shape):
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    return np.sum(g, axis=axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+    # np.add.reduce is np.sum without its Python-level dispatch
+    return np.add.reduce(g, axis=axes, keepdims=True).reshape(shape) if axes \
+        else g.reshape(shape)
 
 
 def _broadcast_to_forward(x, shape):
@@ -795,6 +801,9 @@ def _dot_of_a_number(x, y) -> bool:
 
 
 def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
+    if type(x) is np.ndarray and type(y) is np.ndarray and type(g) is np.ndarray \
+            and x.ndim == 2 and y.ndim == 2 and not (transpose_a or transpose_b):
+        return np.dot(g.reshape(x.shape[0], y.shape[1]), y.T)   # matrices (compiled code)
     if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
         return _dot_vjp_x(g, None, x, _second_to_last_first(y))   # ans unread: unsaved
     if _dot_of_a_number(x, y):
@@ -812,6 +821,9 @@ def _dot_vjp_x(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
 
 
 def _dot_vjp_y(g, ans, x, y, transpose_a=False, transpose_b=False, numpy=False):
+    if type(x) is np.ndarray and type(y) is np.ndarray and type(g) is np.ndarray \
+            and x.ndim == 2 and y.ndim == 2 and not (transpose_a or transpose_b):
+        return np.dot(x.T, g.reshape(x.shape[0], y.shape[1]))   # matrices (compiled code)
     if _numpys_dot(y, numpy) and not _dot_of_a_number(x, y):
         return _first_to_second_to_last(_dot_vjp_y(g, None, x, _second_to_last_first(y)))
     if _dot_of_a_number(x, y):
@@ -1074,11 +1086,30 @@ def _pick_key(shape, index, axis):
     """The integer-array key that takes one element along ``axis`` per position: the
     (clipped) index there, an open grid over the other axes."""
     axis = axis % len(shape)
-    idx = np.clip(_int_indices(index), 0, shape[axis] - 1)
-    rest = [n for i, n in enumerate(shape) if i != axis]
-    key = list(np.ogrid[tuple(builtins.slice(0, n) for n in rest)] if rest else [])
+    idx = _int_indices(index)   # a new array (astype copies): clipped in place
+    np.maximum(idx, 0, out=idx)
+    np.minimum(idx, shape[axis] - 1, out=idx)
+    rest = shape[:axis] + shape[axis + 1:]
+    key = list(_open_grid(rest))
     key.insert(axis, idx.reshape(rest))
     return tuple(key), axis
+
+
+_GRIDS = {}
+
+
+def _open_grid(shape) -> tuple:
+    """``np.ogrid`` over ``shape`` (one ``arange`` per axis, each shaped to broadcast
+    along its own axis), made once per shape: read-only, shared by every key."""
+    found = _GRIDS.get(shape)
+    if found is None:
+        found = tuple(np.ogrid[tuple(builtins.slice(0, n) for n in shape)]) if shape else ()
+        for grid in found:
+            grid.flags.writeable = False
+        if len(_GRIDS) > 1024:
+            _GRIDS.clear()
+        _GRIDS[shape] = found
+    return found
 
 
 def _pick_forward(data, index, axis=-1, keepdims=False):
@@ -1229,20 +1260,27 @@ repeat = primitive("repeat", _repeat_forward, [_repeat_vjp], params=("repeats", 
 # ----- neural-network ops ------------------------------------------------------------------
 
 def _softmax_forward(x, axis=-1):
-    shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return shifted / np.sum(shifted, axis=axis, keepdims=True)
+    # np.maximum.reduce / np.add.reduce are np.max / np.sum without their Python dispatch
+    shifted = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True))
+    return shifted / np.add.reduce(shifted, axis=axis, keepdims=True)
 
 
 def _softmax_vjp(g, ans, x, axis=-1):
+    if type(g) is np.ndarray and type(ans) is np.ndarray and g.ndim and ans.ndim:
+        # numpy operands (compiled code): the same operations without their op calls
+        return ans * (g - np.add.reduce(g * ans, axis=_numpy_axis(axis), keepdims=True))
     return multiply(ans, subtract(g, sum(multiply(g, ans), axis=axis, keepdims=True)))
 
 
 def _log_softmax_forward(x, axis=-1):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    shifted = x - np.maximum.reduce(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def _log_softmax_vjp(g, ans, x, axis=-1):
+    if type(g) is np.ndarray and type(ans) is np.ndarray and g.ndim and ans.ndim:
+        # numpy operands (compiled code): the same operations without their op calls
+        return g - np.exp(ans) * np.add.reduce(g, axis=_numpy_axis(axis), keepdims=True)
     return subtract(g, multiply(exp(ans), sum(g, axis=axis, keepdims=True)))
 
 
@@ -1262,6 +1300,8 @@ def _one_hot_forward(indices, depth, on_value=1.0, off_value=0.0, dtype="float32
     # gives a row of off_value
     index = np.asarray(indices).astype(np.int64)
     hits = index[..., None] == np.arange(depth)
+    if on_value == 1 and off_value == 0:   # the default: the mask itself, as numbers
+        return hits.astype(_dtype(dtype))
     return np.where(hits, on_value, off_value).astype(_dtype(dtype))
 
 

@@ -70,6 +70,20 @@ def _jvp_namespace():
 
 
 ops, npops, vjp = _build_namespaces()
+_general_dot = ops.dot
+
+
+def _dot(x, y, **params):
+    """``ops.dot``: two numpy matrices (most calls in compiled code) go to ``np.dot``
+    directly, which is what the primitive computes for them; anything else to the
+    primitive."""
+    if not params and type(x) is np.ndarray and type(y) is np.ndarray \
+            and x.ndim == 2 and y.ndim == 2:
+        return np.dot(x, y)
+    return _general_dot(x, y, **params)
+
+
+ops.dot = _dot
 jvp = _jvp_namespace()
 
 
@@ -242,6 +256,12 @@ def unbroadcast(g, value):
     """A per-element gradient summed down to the shape of ``value`` (None stays None)."""
     if g is None:
         return None
+    if type(g) is np.ndarray and type(value) is np.ndarray:   # the common case, directly
+        shape = value.shape
+        if g.shape == shape:
+            return g
+        if shape and g.ndim:   # what P.sum_to computes for them, without its op call
+            return P.sum_to.prim.forward(g, shape=shape)
     if type(g) in P.SCALAR_TYPES and type(value) in P.SCALAR_TYPES:
         return g   # a number's gradient (scalar loops): nothing to sum
     shape = P.shape_of(value)
@@ -327,8 +347,14 @@ def join_grad(g, items, axis=0, stack=False):
         return None
     if stack:
         return [np.take(g, k, axis=axis) for k in range(len(items))]
-    sizes = [np.shape(raw(v))[axis] for v in items]
-    return np.split(g, np.cumsum(sizes)[:-1], axis=axis)
+    g = np.asarray(g)
+    axis = axis % g.ndim
+    lead, parts, start = (slice(None),) * axis, [], 0
+    for v in items:   # views of g, as np.split gives them (without its Python cost)
+        end = start + np.shape(raw(v))[axis]
+        parts.append(g[(*lead, slice(start, end))])
+        start = end
+    return parts
 
 
 def item_grad(g, index):

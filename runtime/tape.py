@@ -189,6 +189,7 @@ class _Constant:
 
     name = "constant"
     vjps = ()
+    vjp_all = None
 
 
 # Why an array has no node; the three reasons users hit, worded to follow "because".
@@ -290,11 +291,15 @@ def apply(prim, args, params):
     return result
 
 
-def record_custom(prim, args, params, outputs):
+def record_custom(prim, args, params, outputs, tracked=None):
     """Link already-computed ``outputs`` to one node per output (custom Functions,
-    compiled functions).  ``prim.vjps[i]`` receives ``g, ans, *args, out_index=k``."""
+    compiled functions).  ``prim.vjps[i]`` (or ``prim.vjp_all``, with the tracked
+    positions after ``ans``) receives ``g, ans, *args, out_index=k``.
+    ``tracked``: the positions of the args gradients flow into, if the caller knows them
+    (``is_tracked`` of each NDArray, in order)."""
     args = tuple(args)
-    tracked = [i for i, a in enumerate(args) if type(a) is NDArray and is_tracked(a)]
+    if tracked is None:
+        tracked = [i for i, a in enumerate(args) if type(a) is NDArray and is_tracked(a)]
     if _state.recording and tracked:
         for k, out in enumerate(outputs):
             out._node = Node(prim, args, dict(params, out_index=k), tracked,
@@ -472,12 +477,14 @@ def _walk_backward(heads, grads, reached, retain_graph, create_graph, train_mode
                     "same graph again, or recompute the output inside record()."
                 )
             _check_versions(arr, node)
-            args, vjps = node.args, node.prim.vjps
-            for i in node.tracked:
+            args, prim = node.args, node.prim
+            parts = None if prim.vjp_all is None else prim.vjp_all(
+                g, arr, node.tracked, *args, **node.params)
+            for k, i in enumerate(node.tracked):
                 key = id(args[i])
                 if useful is not None and key not in useful:
                     continue
-                gi = vjps[i](g, arr, *args, **node.params)
+                gi = prim.vjps[i](g, arr, *args, **node.params) if parts is None else parts[k]
                 if gi is None:
                     continue
                 grads[key] = gi if key not in grads else add(grads[key], gi)
