@@ -86,6 +86,29 @@ class Parts:
 
 
 @dataclass(frozen=True)
+class Arr:
+    """A C-contiguous numpy array of ``kind`` elements and ``ndim`` axes; its shape is a
+    run-time value (arrays are values: native code never writes one it did not just
+    allocate)."""
+
+    kind: str
+    ndim: int
+
+    def __str__(self):
+        return f"{self.kind}[{self.ndim}d]"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A VJP rule named in the adjoint (``vjp.sum_0``): a static function, no data."""
+
+    name: str
+
+    def __str__(self):
+        return f"vjp.{self.name}"
+
+
+@dataclass(frozen=True)
 class _Atom:
     label: str
 
@@ -122,7 +145,14 @@ def argument_type(value):
         return kind
     if type(value) is int and -(1 << 63) <= value < (1 << 63):
         return INT
+    if type(value) is np.ndarray and value.dtype == np.float64 \
+            and 1 <= value.ndim <= MAX_NDIM:
+        return Arr("f64", value.ndim)
     return None
+
+
+#: the most axes an array argument may have on the native road
+MAX_NDIM = 4
 
 
 # ----- the lattice -------------------------------------------------------------------------
@@ -359,6 +389,8 @@ def add_grads(total, part):
         both = GList(tuple(add_grads(a, b) for a, b in zip(t.items, p.items, strict=True)))
     elif isinstance(t, Num) and isinstance(p, Num):
         both = Num(binary("add", t.kind, p.kind).kind)
+    elif isinstance(t, (Arr, Num)) and isinstance(p, (Arr, Num)):
+        both = array_binary("add", t, p)
     else:
         raise NotTyped(f"adding gradients of types {total} and {part}")
     result = both
@@ -458,6 +490,11 @@ class _Typer:
 
     def stmt_expr(self, s):
         call = s.value
+        if isinstance(call, gast.Call) and dotted(call.func) == "support.leaf":
+            value = self.atom(call.args[0])   # a check the Python road makes: never fails
+            if not (is_array(value) or isinstance(inner(value), Num)):   # on these types
+                raise NotTyped(f"support.leaf of a {value}")
+            return
         if not (isinstance(call, gast.Call) and dotted(call.func) == "_stack.push"):
             raise NotTyped("a statement with a side effect")
         tag = call.args[1].value
@@ -500,6 +537,9 @@ class _Typer:
         return visitor(node)
 
     def value_binop(self, node):
+        if is_array(self.atom(node.left)) or is_array(self.atom(node.right)):
+            return array_binary(_GAST_OPS[type(node.op)], self.atom(node.left),
+                                self.atom(node.right))
         a = number(self.atom(node.left), "an operand")
         b = number(self.atom(node.right), "an operand")
         return Num(binary(_GAST_OPS[type(node.op)], a.kind, b.kind).kind)
@@ -509,6 +549,8 @@ class _Typer:
         if isinstance(node.op, gast.Not):
             truth(t, "an operand of not")
             return BOOL
+        if is_array(t):
+            return array_binary("sub", Num("f64"), t)   # -x: an elementwise negation
         t = number(t, "an operand")
         if t.kind == "bool":
             raise NotTyped("negation of a bool")
@@ -536,6 +578,8 @@ class _Typer:
 
     def value_subscript(self, node):
         t = self.atom(node.value)
+        if is_array(t):
+            return array_item(t, self.atom(node.slice))
         if isinstance(node.slice, gast.Name):   # range[i] of a normalized loop
             if t is not RANGE or number(self.atom(node.slice), "an index").kind != "int":
                 raise NotTyped(f"indexing a {t} by a {self.atom(node.slice)}")
@@ -545,7 +589,7 @@ class _Typer:
         if isinstance(base, (Tup, GList, Parts)) and type(key) is int \
                 and 0 <= key < len(base.items):
             item = base.items[key]
-            if isinstance(base, Parts) and isinstance(item, Num):
+            if isinstance(base, Parts) and isinstance(item, (Num, Arr)):
                 return Opt(item)
             return item
         raise NotTyped(f"indexing a {t} by {key!r}")
@@ -554,10 +598,22 @@ class _Typer:
         return Tup(tuple(self.atom(e) for e in node.elts))
 
     def value_attribute(self, node):
+        base, _, attr = dotted(node).rpartition(".")
+        if base == "vjp" and "." not in base and self.namespace.get("vjp") is _VJP_MODULE:
+            return Rule(attr)
+        if "." not in base and is_array(self.env.get(base)):
+            return array_attribute(self.env[base], attr)
         raise NotTyped(f"the attribute {dotted(node)} (not lowered natively)")
 
     def value_call(self, node):
         name = dotted(node.func)
+        if name in ARRAY_CALLS:
+            keywords = {}
+            for k in node.keywords:
+                if not isinstance(k.value, gast.Constant):
+                    raise NotTyped(f"a computed keyword argument {k.arg}= to {name}")
+                keywords[k.arg] = k.value.value
+            return ARRAY_CALLS[name](node, [self.atom(a) for a in node.args], keywords)
         if node.keywords:
             raise NotTyped(f"keyword arguments to {name}")
         head, _, attr = name.partition(".")
@@ -567,6 +623,11 @@ class _Typer:
             raise NotTyped(f"a call of the user function {user}() (native calls between "
                            f"functions are not lowered yet)")
         args = [self.atom(a) for a in node.args]
+        if isinstance(target, FusedKernel) and any(map(is_array, args)):
+            if not attr:
+                return array_kernel_outputs(target, args)
+            if attr == "vjp":
+                return array_kernel_vjp(target, args[0], args[1], args[2:])
         if isinstance(target, FusedKernel):
             if not attr:
                 return kernel_outputs(target, [number(a, "a kernel input") for a in args])
@@ -659,7 +720,7 @@ def _item_grad_into(node, args):
 
 def _like(node, args):
     t = args[0]
-    if t is NONE or isinstance(inner(t), (Num, Tup)):
+    if t is NONE or isinstance(inner(t), (Num, Tup, Arr)):
         return t   # natively a number's stand-in is the number: only its type is read
     raise NotTyped(f"support.like of a {t}")
 
@@ -703,8 +764,10 @@ def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
     gradients = _returned(adjoint, adjoint_env)
     if not isinstance(gradients, Tup) or len(gradients.items) != len(params):
         raise NotTyped(f"the adjoint returns a {gradients}", adjoint.body[-1], "adjoint")
-    for g in gradients.items:
+    for g, a in zip(gradients.items, arguments, strict=True):
         base = inner(g)
+        if isinstance(base, Arr) and base == a:
+            continue   # an array's gradient: checked to have the array's shape when lowered
         if not (base is None or (isinstance(base, Num) and base.kind in FLOAT_KINDS)):
             raise NotTyped(f"a gradient typed {g}", adjoint.body[-1], "adjoint")
     return Typing(params, tuple(arguments), env, adjoint_env, tags, result, seed,
@@ -720,3 +783,217 @@ def _returned(fn, env):
         return Tup(tuple(constant_type(e.value) if isinstance(e, gast.Constant)
                          else env[e.id] for e in value.elts))
     return constant_type(value.value) if isinstance(value, gast.Constant) else env[value.id]
+
+
+# ----- arrays (issue 10, item 4) -------------------------------------------------------------
+# The Python road's numpy semantics on float64 arrays of run-time shapes: elementwise
+# operations with broadcasting (a shape mismatch: the Python road, which raises numpy's
+# ValueError), whole-array and per-axis reductions, ``np.dot`` of vectors and matrices,
+# reads by an int index, and the adjoint's helpers and VJP rules for them.  Everything else
+# with an array is NotTyped.
+
+from pullback.runtime import support as _support  # noqa: E402
+
+_VJP_MODULE = _support.vjp
+
+
+def is_array(t) -> bool:
+    return isinstance(inner(t), Arr)
+
+
+def element(t):
+    """The type of one element of ``t``: an array's number kind, through Opt/Tup/GList."""
+    if isinstance(t, Arr):
+        return Num(t.kind)
+    if isinstance(t, Opt):
+        return Opt(element(t.inner))
+    if isinstance(t, (Tup, GList, Parts)):
+        return type(t)(tuple(element(x) for x in t.items))
+    return t
+
+
+def array_ndim(*types) -> int:
+    """The most axes of the arrays among ``types`` (through Opt/Tup/GList), 0 if none."""
+    best = 0
+    for t in types:
+        t = inner(t)
+        if isinstance(t, Arr):
+            best = max(best, t.ndim)
+        elif isinstance(t, (Tup, GList, Parts)):
+            best = max(best, array_ndim(*t.items))
+    return best
+
+
+def _as_array_operand(t, what):
+    t = inner(t) if isinstance(t, Opt) else t
+    if isinstance(t, Arr):
+        return t
+    return number(t, what)
+
+
+def array_binary(op: str, a, b) -> Arr:
+    """``a OP b`` where one operand is an array (numpy's broadcasting and promotion)."""
+    a, b = _as_array_operand(a, "an operand"), _as_array_operand(b, "an operand")
+    kind = binary(op, element(a).kind, element(b).kind).kind
+    if kind != "f64":
+        raise NotTyped(f"an array {op} giving {kind} elements (native arrays: float64)")
+    return Arr("f64", array_ndim(a, b))
+
+
+def array_item(t, key) -> object:
+    """``x[i]`` for an int ``i``: a view of one row, or a number of a vector."""
+    a = inner(t)
+    if number(key, "an array index").kind != "int":
+        raise NotTyped(f"indexing an array by a {key}")
+    return Num(a.kind) if a.ndim == 1 else Arr(a.kind, a.ndim - 1)
+
+
+def array_attribute(t, attr):
+    a = inner(t)
+    if attr == "shape":
+        return Tup((INT,) * a.ndim)
+    if attr in ("size", "ndim"):
+        return INT
+    raise NotTyped(f"the attribute .{attr} of an array (not lowered natively)")
+
+
+def _number_only_outputs(kernel, inputs) -> list:
+    arrays = {k for k, t in enumerate(inputs) if is_array(t)}
+    return [o for o, deps in zip(kernel.forward_program[2], kernel._output_inputs, strict=True)
+            if not set(deps) & arrays]
+
+
+def array_kernel_outputs(kernel: FusedKernel, inputs) -> Tup:
+    """``kernel(*inputs)`` with array inputs: one array per output, of the broadcast
+    shape."""
+    if _number_only_outputs(kernel, inputs):
+        raise NotTyped(f"{kernel.name} has an output computed from numbers only beside "
+                       "arrays")
+    ndim = array_ndim(*inputs)
+    items = kernel_outputs(kernel, [number(element(a), "a kernel input") for a in inputs])
+    for t in items.items:
+        if t.kind != "f64":
+            raise NotTyped(f"{kernel.name} computes {t.kind} elements (native arrays: f64)")
+    return Tup(tuple(Arr("f64", ndim) for _ in items.items))
+
+
+def array_kernel_vjp(kernel: FusedKernel, grads, outputs, inputs) -> Parts:
+    """``kernel.vjp(grads, outputs, *inputs)`` with arrays: each input's gradient over the
+    broadcast shape (the adjoint's ``support.unbroadcast`` sums it to the input's)."""
+    ndim = array_ndim(grads, outputs, *inputs)
+    parts = kernel_vjp(kernel, element(grads), element(outputs),
+                       [number(element(a), "a kernel input") for a in inputs])
+    return Parts(tuple(NONE if p is NONE else Arr("f64", ndim) for p in parts.items))
+
+
+#: whole-array reductions of generated code: name -> the reduction
+SCALAR_REDUCTIONS = {"support.scalar_sum": "sum", "support.scalar_mean": "mean",
+                     "support.scalar_max": "max", "support.scalar_min": "min",
+                     "support.scalar_norm": "norm"}
+NUMPY_REDUCTIONS = {"npops.sum": "sum", "npops.mean": "mean", "npops.max": "max",
+                    "npops.min": "min"}
+
+
+def _reduction_axis(node, args, keywords, name):
+    """The ``axis`` of a numpy reduction (None: all), or NotTyped."""
+    axis = keywords.pop("axis", None)
+    if len(node.args) == 2:
+        if not isinstance(node.args[1], gast.Constant):
+            raise NotTyped(f"{name} over a computed axis")
+        axis = node.args[1].value
+    if keywords or len(node.args) > 2:
+        raise NotTyped(f"{name} with {sorted(keywords) or 'more arguments'}")
+    if axis is not None and type(axis) is not int:
+        raise NotTyped(f"{name} over axis {axis!r}")
+    return axis
+
+
+def _reduction(node, args, keywords):
+    name = dotted(node.func)
+    x = inner(args[0])
+    if not isinstance(x, Arr):
+        raise NotTyped(f"{name} of a {args[0]} (native: of an array)")
+    if name in SCALAR_REDUCTIONS:
+        if len(args) != 1 or keywords:
+            raise NotTyped(f"{name} with more arguments")
+        return Num(x.kind)
+    axis = _reduction_axis(node, args, keywords, name)
+    if axis is None or x.ndim == 1:
+        if axis is not None and axis not in (0, -1):
+            raise NotTyped(f"{name} over axis {axis} of a vector")
+        return Num(x.kind)
+    if not -x.ndim <= axis < x.ndim:
+        raise NotTyped(f"{name} over axis {axis} of a {x}")
+    return Arr(x.kind, x.ndim - 1)
+
+
+def dot_type(x, y):
+    """``np.dot(x, y)`` of vectors and matrices."""
+    x, y = inner(x), inner(y)
+    if not (isinstance(x, Arr) and isinstance(y, Arr) and x.ndim <= 2 and y.ndim <= 2):
+        raise NotTyped(f"np.dot of a {x} and a {y} (native: vectors and matrices)")
+    ndim = x.ndim + y.ndim - 2
+    return Num("f64") if ndim == 0 else Arr("f64", ndim)
+
+
+def _dot(node, args, keywords):
+    if len(args) != 2 or keywords.pop("numpy", True) is not True or keywords:
+        raise NotTyped("npops.dot with MXNet's parameters")
+    return dot_type(*args)
+
+
+def _double_array(node, args, keywords):
+    if not is_array(args[0]):
+        return _double(node, args)
+    return array_binary("add", args[0], args[0])
+
+
+def _array_unbroadcast(node, args, keywords):
+    g, value = args
+    if not (is_array(g) or is_array(value)):
+        return _unbroadcast(node, args)
+    if g is NONE:
+        return NONE
+    if not is_array(g):
+        raise NotTyped(f"support.unbroadcast of a {g} to a {value}")
+    v = inner(value)
+    if isinstance(v, Num):
+        result = Num("f64")
+    elif isinstance(v, Arr) and v.ndim <= inner(g).ndim:
+        result = v
+    else:
+        raise NotTyped(f"support.unbroadcast of a {g} to a {value}")
+    return Opt(result) if can_be_none(g) else result
+
+
+def rule_type(rule: str, g, args, keywords):
+    """The type of ``vjp.<rule>(g, None, *args, **keywords)`` for a present ``g``."""
+    base, _, position = rule.rpartition("_")
+    if base in ("sum", "mean") and position == "0" and not keywords and len(args) == 1:
+        x = inner(args[0])
+        if isinstance(x, Arr) and isinstance(inner(g), Num):
+            return x
+    if base == "dot" and position in ("0", "1") and keywords == {"numpy": True} \
+            and len(args) == 2:
+        out = dot_type(*args)
+        if type(inner(g)) is type(out) and array_ndim(g) == array_ndim(out):
+            return inner(args[int(position)])
+    raise NotTyped(f"the rule vjp.{rule} of a {g} and {', '.join(map(str, args))} (not "
+                   f"lowered natively)")
+
+
+def _accumulate(node, args, keywords):
+    total, rule, g = args[0], args[1], args[2]
+    if not isinstance(rule, Rule) or len(args) < 4 or args[3] is not NONE:
+        raise NotTyped("support.accumulate of a rule that reads its result")
+    if g is NONE:
+        return total
+    part = rule_type(rule.name, g, args[4:], keywords)
+    return join(total, add_grads(total, part))
+
+
+ARRAY_CALLS = {
+    **{name: _reduction for name in (*SCALAR_REDUCTIONS, *NUMPY_REDUCTIONS)},
+    "npops.dot": _dot, "support.double": _double_array,
+    "support.unbroadcast": _array_unbroadcast, "support.accumulate": _accumulate,
+}
