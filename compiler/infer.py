@@ -626,6 +626,10 @@ class _Typer:
         if isinstance(target, FusedKernel) and any(map(is_array, args)):
             if not attr:
                 return array_kernel_outputs(target, args)
+            if attr == "with_gradient":
+                return array_with_gradient(target, args[1:])
+            if attr == "vjp" and len(inner(args[1]).items) > len(target.forward_program[2]):
+                return unit_gradients(target, args[0], args[1])
             if attr == "vjp":
                 return array_kernel_vjp(target, args[0], args[1], args[2:])
         if isinstance(target, FusedKernel):
@@ -857,33 +861,126 @@ def array_attribute(t, attr):
     raise NotTyped(f"the attribute .{attr} of an array (not lowered natively)")
 
 
-def _number_only_outputs(kernel, inputs) -> list:
-    arrays = {k for k, t in enumerate(inputs) if is_array(t)}
-    return [o for o, deps in zip(kernel.forward_program[2], kernel._output_inputs, strict=True)
-            if not set(deps) & arrays]
+#: trailing reductions of a fused run lowered with arrays (``_kernels.total``/``average``)
+KERNEL_REDUCTIONS = ("sum", "mean")
+
+
+def kernel_reduction(kernel: FusedKernel):
+    """``(output, source, how)`` of a kernel's trailing reduction, or None."""
+    reduction = kernel.forward_program[3]
+    if reduction is not None and reduction[2] not in KERNEL_REDUCTIONS:
+        raise NotTyped(f"{kernel.name} ends in a {reduction[2]} (native arrays: a sum or "
+                       "mean)")
+    return reduction
+
+
+def seed_statements(statements) -> tuple:
+    """A kernel VJP's statements with ``spread(g, ...)`` (a reduction's gradient over the
+    broadcast shape) as ``g``: elementwise, the seed itself."""
+    out = []
+    for target, text in statements:
+        node = ast.parse(text.strip(), mode="eval").body
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id == "spread":
+            text = ast.unparse(node.args[0])
+        out.append((target, text))
+    return tuple(out)
+
+
+def output_sources(kernel) -> list:
+    """Per output of ``kernel``, the positions of the inputs it is computed from (for a
+    trailing reduction: those of its source)."""
+    from pullback.runtime.fused import _positions_read
+
+    params, statements, outputs, reduction = kernel.forward_program
+    names = [reduction[1] if reduction is not None and o == reduction[0] else o
+             for o in outputs]
+    return list(_positions_read(params, statements, names))
+
+
+def number_outputs(kernel, inputs) -> set:
+    """The outputs of ``kernel`` computed from numbers only (numbers beside the arrays);
+    every other output must have all the inputs' axes (else NotTyped: numpy's would be
+    smaller)."""
+    numbers = set()
+    for k, deps in enumerate(output_sources(kernel)):
+        ndim = array_ndim(*[inputs[j] for j in deps])
+        if ndim == 0:
+            numbers.add(k)
+        elif ndim != array_ndim(*inputs):
+            raise NotTyped(f"{kernel.name} has an output of fewer axes than its inputs")
+    return numbers
 
 
 def array_kernel_outputs(kernel: FusedKernel, inputs) -> Tup:
     """``kernel(*inputs)`` with array inputs: one array per output, of the broadcast
-    shape."""
-    if _number_only_outputs(kernel, inputs):
-        raise NotTyped(f"{kernel.name} has an output computed from numbers only beside "
-                       "arrays")
+    shape; a trailing sum or mean is a (1,)-array, as the primitive's."""
+    reduction = kernel_reduction(kernel)
+    numbers = number_outputs(kernel, inputs)
     ndim = array_ndim(*inputs)
-    items = kernel_outputs(kernel, [number(element(a), "a kernel input") for a in inputs])
-    for t in items.items:
-        if t.kind != "f64":
-            raise NotTyped(f"{kernel.name} computes {t.kind} elements (native arrays: f64)")
-    return Tup(tuple(Arr("f64", ndim) for _ in items.items))
+    params, statements, outputs, _ = kernel.forward_program
+    env = program_kinds(params, statements, dict(zip(
+        params, [number(element(a), "a kernel input") for a in inputs], strict=True)))
+    items = []
+    for k, o in enumerate(outputs):
+        reduced = reduction is not None and o == reduction[0]
+        kind = env[reduction[1] if reduced else o].kind
+        if kind != "f64":
+            raise NotTyped(f"{kernel.name} computes {kind} elements (native arrays: f64)")
+        items.append(Num(kind) if k in numbers else Arr("f64", 1 if reduced else ndim))
+    return Tup(tuple(items))
 
 
 def array_kernel_vjp(kernel: FusedKernel, grads, outputs, inputs) -> Parts:
     """``kernel.vjp(grads, outputs, *inputs)`` with arrays: each input's gradient over the
     broadcast shape (the adjoint's ``support.unbroadcast`` sums it to the input's)."""
+    kernel_reduction(kernel)
     ndim = array_ndim(grads, outputs, *inputs)
-    parts = kernel_vjp(kernel, element(grads), element(outputs),
-                       [number(element(a), "a kernel input") for a in inputs])
-    return Parts(tuple(NONE if p is NONE else Arr("f64", ndim) for p in parts.items))
+    gnames, onames, inames, statements, results = kernel.adjoint_program
+    if grads is NONE:
+        return Parts(tuple(NONE for _ in inames))
+    out = inner(outputs)
+    if not isinstance(out, Tup) or len(out.items) != len(onames):
+        raise NotTyped(f"{kernel.name}.vjp of outputs typed {outputs}")
+    env = dict(zip(gnames, vjp_seed_kinds(kernel, element(inner(grads))), strict=True))
+    env.update(zip(onames, element(out).items, strict=True))
+    env.update(zip(inames, [number(element(a), "a kernel input") for a in inputs],
+                   strict=True))
+    env = program_kinds(None, seed_statements(statements), env)
+    return Parts(tuple(NONE if r is None else Arr("f64", ndim) for r in results))
+
+
+def with_gradient_seeds(kernel):
+    """The output gradients ``with_gradient`` runs the VJP with: 1.0 for the sum."""
+    reduction = kernel_reduction(kernel)
+    if reduction is None or reduction[2] != "sum":
+        raise NotTyped(f"{kernel.name}.with_gradient of a {reduction and reduction[2]}")
+    outputs = kernel.forward_program[2][:len(kernel.adjoint_program[0])]   # gradients' order
+    return GList(tuple(F64 if o == reduction[0] else NONE for o in outputs))
+
+
+def array_with_gradient(kernel: FusedKernel, inputs) -> Tup:
+    """``kernel.with_gradient(wanted, *inputs)``: the sum (other outputs None), then every
+    input's gradient for a seed of 1 over the broadcast shape (all inputs: wanted or not,
+    the values the Python road computes for the wanted ones)."""
+    outputs = array_kernel_outputs(kernel, inputs)
+    reduction = kernel.forward_program[3]
+    parts = array_kernel_vjp(kernel, with_gradient_seeds(kernel), outputs, inputs)
+    values = tuple(t if o == reduction[0] else NONE
+                   for o, t in zip(kernel.forward_program[2], outputs.items, strict=True))
+    return Tup(values + parts.items)
+
+
+def unit_gradients(kernel: FusedKernel, grads, outputs) -> Parts:
+    """``kernel.vjp(grads, with_gradient's outputs, ...)``: the unit gradients times the
+    sum's gradient."""
+    if grads is NONE:
+        return Parts(tuple(NONE for _ in kernel.adjoint_program[2]))
+    n = len(kernel.forward_program[2])
+    seed = inner(grads).items[0]
+    if not (isinstance(inner(seed), Num) or inner(seed) == Arr("f64", 1)):
+        raise NotTyped(f"{kernel.name}.vjp seeded by a {seed}")
+    return Parts(tuple(inner(outputs).items[n:]))
 
 
 #: whole-array reductions of generated code: name -> the reduction
@@ -937,9 +1034,33 @@ def dot_type(x, y):
 
 
 def _dot(node, args, keywords):
+    if dotted(node.func).endswith("matmul"):   # `@`: np.dot for vectors and matrices
+        if len(args) != 2 or keywords:
+            raise NotTyped("matmul with parameters")
+        return dot_type(*args)
     if len(args) != 2 or keywords.pop("numpy", True) is not True or keywords:
         raise NotTyped("npops.dot with MXNet's parameters")
     return dot_type(*args)
+
+
+def _numpy_scalar(node, args, keywords):
+    x = inner(args[0])
+    if not (isinstance(x, Arr) and x.ndim == 1) or can_be_none(args[0]):
+        raise NotTyped(f"support.numpy_scalar of a {args[0]}")
+    return Num(x.kind)   # a kernel's (1,)-array reduction (otherwise not an array here)
+
+
+def _array_index_grad(node, args, keywords):
+    total, g, value, key = args
+    if not is_array(value):
+        return _index_grad(node, args)
+    if g is NONE:
+        return total
+    v = inner(value)
+    if number(key, "an index").kind != "int" or (
+            array_item(v, key) != inner(g) and not (v.ndim == 1 and isinstance(inner(g), Num))):
+        raise NotTyped(f"the gradient of indexing a {value} typed {g}")
+    return join(total, add_grads(total, v))
 
 
 def _double_array(node, args, keywords):
@@ -966,15 +1087,38 @@ def _array_unbroadcast(node, args, keywords):
     return Opt(result) if can_be_none(g) else result
 
 
-def rule_type(rule: str, g, args, keywords):
-    """The type of ``vjp.<rule>(g, None, *args, **keywords)`` for a present ``g``."""
+#: VJP rules that read the primitive's result (``ans``)
+READS_RESULT = ("max_0", "min_0")
+
+
+def reduced_type(x: Arr, keywords):
+    """The type of a reduction of ``x`` over ``keywords``' axis (NotTyped for others)."""
+    if set(keywords) - {"axis"}:
+        raise NotTyped(f"a reduction's rule with {sorted(keywords)}")
+    axis = keywords.get("axis")
+    if axis is None or x.ndim == 1:
+        if axis not in (None, 0, -1):
+            raise NotTyped(f"a reduction over axis {axis!r} of a {x}")
+        return Num(x.kind)
+    if type(axis) is not int or not -x.ndim <= axis < x.ndim:
+        raise NotTyped(f"a reduction over axis {axis!r} of a {x}")
+    return Arr(x.kind, x.ndim - 1)
+
+
+def rule_type(rule: str, g, args, keywords, ans=NONE):
+    """The type of ``vjp.<rule>(g, ans, *args, **keywords)`` for a present ``g``."""
     base, _, position = rule.rpartition("_")
-    if base in ("sum", "mean") and position == "0" and not keywords and len(args) == 1:
+    if base in ("sum", "mean", "max", "min") and position == "0" and len(args) == 1 \
+            and isinstance(inner(args[0]), Arr):
         x = inner(args[0])
-        if isinstance(x, Arr) and isinstance(inner(g), Num):
+        reduced = reduced_type(x, keywords)
+        if (ans is NONE) != (rule not in READS_RESULT):
+            raise NotTyped(f"vjp.{rule} passed a result typed {ans}")
+        if type(inner(g)) is type(reduced) and array_ndim(g) == array_ndim(reduced) and (
+                ans is NONE or ans == reduced):
             return x
-    if base == "dot" and position in ("0", "1") and keywords == {"numpy": True} \
-            and len(args) == 2:
+    if (base == "dot" and keywords == {"numpy": True} or base == "matmul" and not keywords) \
+            and position in ("0", "1") and len(args) == 2 and ans is NONE:
         out = dot_type(*args)
         if type(inner(g)) is type(out) and array_ndim(g) == array_ndim(out):
             return inner(args[int(position)])
@@ -984,16 +1128,17 @@ def rule_type(rule: str, g, args, keywords):
 
 def _accumulate(node, args, keywords):
     total, rule, g = args[0], args[1], args[2]
-    if not isinstance(rule, Rule) or len(args) < 4 or args[3] is not NONE:
-        raise NotTyped("support.accumulate of a rule that reads its result")
+    if not isinstance(rule, Rule) or len(args) < 4 or (
+            args[3] is not NONE and rule.name not in READS_RESULT):
+        raise NotTyped(f"support.accumulate of the rule {rule} passed its result")
     if g is NONE:
         return total
-    part = rule_type(rule.name, g, args[4:], keywords)
+    part = rule_type(rule.name, g, args[4:], keywords, args[3])
     return join(total, add_grads(total, part))
 
 
 ARRAY_CALLS = {
     **{name: _reduction for name in (*SCALAR_REDUCTIONS, *NUMPY_REDUCTIONS)},
-    "npops.dot": _dot, "support.double": _double_array,
-    "support.unbroadcast": _array_unbroadcast, "support.accumulate": _accumulate,
+    "npops.dot": _dot, "ops.matmul": _dot, "npops.matmul": _dot, "support.double": _double_array, "support.numpy_scalar": _numpy_scalar,
+    "support.unbroadcast": _array_unbroadcast, "support.index_grad": _array_index_grad, "support.accumulate": _accumulate,
 }

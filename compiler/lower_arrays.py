@@ -215,17 +215,81 @@ class ArrayLowering:
     # ----- kernels -----------------------------------------------------------------------
     def array_kernel(self, kernel, args):
         params, statements, outputs, _ = kernel.forward_program
+        reduction = infer.kernel_reduction(kernel)
+        # a trailing reduction: its source as one more array, reduced after the loop
+        names = [reduction[1] if reduction is not None and o == reduction[0] else o
+                 for o in outputs]
 
         def compute(elements):
             env = self.program(statements, dict(zip(params, elements, strict=True)))
-            return [env[o] for o in outputs]
+            return [env[o] for o in names]
 
         arrays = self.elementwise(args, compute, len(outputs), kernel.name)
+        full = self.parts(arrays[0])[1]
+        numbers = infer.number_outputs(kernel, [a.t for a in args])
+        for k, deps in enumerate(infer.output_sources(kernel)):   # else numpy's is smaller
+            sources = [self.parts(self.unwrap(args[j])) for j in deps
+                       if infer.is_array(args[j].t)]
+            if k in numbers:   # a number computed beside arrays: at any (the first) index
+                self.bail(self.b.icmp_signed(">", self.size_of(full), _ZERO), name="empty")
+                arrays[k] = self._value(self.element_at(self.parts(arrays[k])[0], _ZERO),
+                                        Num("f64"))
+                continue
+            for x, y in zip(self.broadcast_dims(sources, len(full)), full, strict=True):
+                self.bail(self.b.icmp_signed("==", x, y), name="output_shape")
+        if reduction is not None:
+            k = outputs.index(reduction[0])
+            value = self.reduce_all(reduction[2], arrays[k])
+            cell = self.new_array([_ONE])
+            self.store_at(self.parts(cell)[0], _ZERO, value.v)
+            arrays[k] = cell
         t = Tup(tuple(a.t for a in arrays))
         v = ir.Constant(self.ltype(t), None)
         for k, a in enumerate(arrays):
             v = self.b.insert_value(v, a.v, k)
         return self._value(v, t)
+
+    def array_with_gradient(self, kernel, args):
+        inputs = args[1:]
+        outputs = self.array_kernel(kernel, inputs)
+        seeds_t = infer.with_gradient_seeds(kernel)
+        seeds = ir.Constant(self.ltype(seeds_t), None)
+        k = seeds_t.items.index(infer.F64)
+        seeds = self.b.insert_value(seeds, ir.Constant(F64T, 1.0), k)
+        parts = self.array_kernel_vjp(kernel, [self._value(seeds, seeds_t), outputs, *inputs])
+        t = infer.array_with_gradient(kernel, [a.t for a in inputs])
+        b, v = self.b, ir.Constant(self.ltype(t), None)
+        reduced = kernel.forward_program[3][0]
+        for k, o in enumerate(kernel.forward_program[2]):
+            if o == reduced:
+                v = b.insert_value(v, b.extract_value(outputs.v, k), k)
+        n = len(kernel.forward_program[2])
+        for k, item in enumerate(parts.t.items):   # present: the seed of 1 is
+            if item is not NONE:
+                v = b.insert_value(v, b.extract_value(parts.v, k + 1), n + k)
+        return self._value(v, t)
+
+    def unit_gradients(self, kernel, args):
+        grads, outputs = args[0], args[1]
+        t = infer.unit_gradients(kernel, grads.t, outputs.t)
+        if grads.t is NONE:
+            return self._value(ir.Constant(self.ltype(t), None), t)
+        b = self.b
+        seed = self._value(b.extract_value(self.content(grads).v, 0),
+                           inner(grads.t).items[0])
+        slot = self.alloca(self.ltype(t), f"{kernel.name}.units")
+        b.store(ir.Constant(self.ltype(t), None), slot)
+        with b.if_then(b.and_(self.present(grads), self.present(seed))):
+            seed = self.content(seed)
+            out = self.unwrap(outputs)
+            n = len(kernel.forward_program[2])
+            v = b.insert_value(ir.Constant(self.ltype(t), None), ir.Constant(I1, 1), 0)
+            for k, item_t in enumerate(t.items):
+                if item_t is not NONE:
+                    unit = self._value(b.extract_value(out.v, n + k), item_t)
+                    v = b.insert_value(v, self.array_binary("mul", unit, seed).v, k + 1)
+            b.store(v, slot)
+        return self._value(b.load(slot), t)
 
     def absent_as_zeros(self, item, ndim):
         """A gradient item that may be None as an operand: an array, or 0.0 (broadcast)."""
@@ -271,6 +335,22 @@ class ArrayLowering:
             ndim = infer.array_ndim(grads.t, outputs.t, *[a.t for a in inputs])
             out = self.unwrap(outputs)
             operands = [self.absent_as_zeros(item, ndim) for item in items]
+            reduction = infer.kernel_reduction(kernel)
+            arrays_in = [self.parts(self.unwrap(a)) for a in inputs if infer.is_array(a.t)]
+            count = self.size_of(self.broadcast_dims(arrays_in, max(len(d) for _, d in
+                                                                   arrays_in)))
+            n = self._value(b.sitofp(count, F64T), Num("f64"))
+            # seeds summed over the grid: a mean's (the sum's seed g / n, as the Python
+            # road computes it) and a number output's (counted once per element: g / n)
+            divided = infer.number_outputs(kernel, [a.t for a in inputs])
+            if divided:
+                self.bail(b.icmp_signed(">", count, _ZERO), name="empty")
+            if reduction is not None and reduction[2] == "mean":
+                divided = divided | {list(onames).index(reduction[0])}
+            for k in sorted(divided):
+                seed = operands[k]
+                operands[k] = self.array_binary("div", seed, n) if infer.is_array(seed.t) \
+                    else self.binary("div", seed, n)
             operands += [self._value(b.extract_value(out.v, k), out.t.items[k])
                          for k in range(len(onames))]
             operands += list(inputs)
@@ -283,7 +363,7 @@ class ArrayLowering:
                     if n in gnames and isinstance(e.t, Num) and e.t.kind == "pyfloat":
                         e = self._value(e.v, Num("f64"))
                     env[n] = e
-                env = self.program(statements, env)
+                env = self.program(infer.seed_statements(statements), env)
                 return [env[r] for r in wanted]
 
             arrays = iter(self.elementwise(operands, compute, len(wanted), f"{kernel.name}.vjp"))
@@ -447,6 +527,11 @@ class ArrayLowering:
         self.matmul(self.matrix(x), self.column(y), self.parts(out)[0])
         return out
 
+    def call_ops_matmul(self, node, args, keywords):
+        return self.call_npops_dot(node, args, keywords)
+
+    call_npops_matmul = call_ops_matmul
+
     def gradient_matrix(self, g, rows, cols):
         """A dot's output gradient as a ``rows x cols`` matrix (a number: a 1x1 cell)."""
         if isinstance(g.t, Num):
@@ -466,6 +551,12 @@ class ArrayLowering:
         self.matmul(gm, self.transposed(yc), self.parts(out)[0])
         return out
 
+    def rule_matmul_0(self, g, x, y):
+        return self.rule_dot_0(g, x, y)
+
+    def rule_matmul_1(self, g, x, y):
+        return self.rule_dot_1(g, x, y)
+
     def rule_dot_1(self, g, x, y):
         """``x.T @ g`` in ``y``'s shape."""
         xm, yc = self.matrix(x), self.column(y)
@@ -474,20 +565,54 @@ class ArrayLowering:
         self.matmul(self.transposed(xm), gm, self.parts(out)[0])
         return out
 
-    def rule_sum_0(self, g, x, mean=False):
+    def reduction_rule(self, how, g, ans, x, axis):
+        """The gradient of ``x`` through ``sum``/``mean``/``max``/``min`` over ``axis``
+        (None: all) as the primitives' rules compute it: ``g`` spread over the reduced
+        axis (mean: ``g / n``; max/min: ``g * (mask / count)``, the ties sharing)."""
         b = self.b
-        _, dims = self.parts(x)
+        data, dims = self.parts(x)
+        if axis is None or len(dims) == 1:
+            outer, length, inner_size = _ONE, self.size_of(dims), _ONE
+        else:
+            axis %= len(dims)
+            outer, length, inner_size = (self.size_of(dims[:axis]), dims[axis],
+                                         self.size_of(dims[axis + 1:]))
         out = self.new_array(dims)
-        data, size = self.parts(out)[0], self.size_of(dims)
-        value = self.as_kind(g, "f64")
-        if mean:
-            value = b.fdiv(value, b.sitofp(size, F64T))
-        with self.loop(size, "fill") as loop:
-            self.store_at(data, loop.index, value)
-        return out
+        out_data = self.parts(out)[0]
 
-    def rule_mean_0(self, g, x):
-        return self.rule_sum_0(g, x, mean=True)
+        def reduced(value, at):   # g or ans at a reduced position
+            if isinstance(value.t, Num):
+                return self.as_kind(value, "f64")
+            return self.element_at(self.parts(value)[0], at)
+
+        with self.loop(outer, "rule.outer") as o:
+            with self.loop(inner_size, "rule.inner") as j:
+                at = b.add(b.mul(o.index, inner_size), j.index)
+                seed = reduced(g, at)
+                offset = b.add(b.mul(o.index, b.mul(length, inner_size)), j.index)
+
+                def element_offset(k):
+                    return b.add(offset, b.mul(k, inner_size))
+
+                if how == "mean":
+                    seed = b.fdiv(seed, b.sitofp(length, F64T))
+                if how in ("max", "min"):
+                    top = reduced(ans, at)
+                    with counted_loop(b, "rule.count", _ZERO, _ONE,
+                                      lambda b, k: b.icmp_signed("<", k, length),
+                                      carried=[ir.Constant(F64T, 0.0)]) as k:
+                        hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
+                            k.index)), top)
+                        k.next = [b.fadd(k.carried[0], b.uitofp(hit, F64T))]
+                    count = k.carried[0]
+                with self.loop(length, "rule.spread") as k:
+                    value = seed
+                    if how in ("max", "min"):
+                        hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
+                            k.index)), top)
+                        value = b.fmul(seed, b.fdiv(b.uitofp(hit, F64T), count))
+                    self.store_at(out_data, element_offset(k.index), value)
+        return out
 
     # ----- the adjoint's helpers ---------------------------------------------------------
     def if_present(self, value, rt, compute, otherwise):
@@ -508,7 +633,14 @@ class ArrayLowering:
         rt = infer._accumulate(node, [a.t for a in args], dict(keywords))
         if g.t is NONE:
             return total
-        method = getattr(self, f"rule_{rule.t.name}")
+        base = rule.t.name.rpartition("_")[0]
+        if base in ("sum", "mean", "max", "min"):
+            ans = self.unwrap(args[3]) if rule.t.name in infer.READS_RESULT else None
+
+            def method(g, x):
+                return self.reduction_rule(base, g, ans, x, keywords.get("axis"))
+        else:
+            method = getattr(self, f"rule_{rule.t.name}")
         return self.if_present(g, rt, lambda g: self.add_grads(total, method(g, *rest)),
                                lambda: total)
 
@@ -539,7 +671,8 @@ class ArrayLowering:
         slot = self.alloca(array_ltype(target), "sum_to")
         with b.if_else(same) as (equal, reduce):
             with equal:
-                b.store(g.v, slot)
+                if len(v_dims) == ndim:
+                    b.store(g.v, slot)
             with reduce:
                 for k, d in enumerate(v_dims):
                     g_d = g_dims[ndim - len(v_dims) + k]
@@ -567,5 +700,52 @@ class ArrayLowering:
                 b.store(out.v, slot)
         return self._value(b.load(slot), target)
 
-    def call_support_double_array(self, x):
-        return self.array_binary("add", x, x)
+    def call_support_index_grad(self, node, args, keywords):
+        total, g, value, key = args
+        if not infer.is_array(value.t):
+            return self.call_support_index_grad_tuple(node, args)
+        rt = infer._array_index_grad(node, [a.t for a in args], {})
+        if g.t is NONE:
+            return total
+        return self.if_present(g, rt, lambda g: self.row_added(total, g, value, key),
+                               lambda: total)
+
+    def row_added(self, total, g, value, key):
+        """``total`` (None: zeros) plus ``g`` at ``value[key]``, as a new array."""
+        b = self.b
+        value = self.unwrap(value)
+        _, dims = self.parts(value)
+        out = self.new_array(dims)
+        out_data, size = self.parts(out)[0], self.size_of(dims)
+        if total.t is NONE:
+            present, total_data = ir.Constant(I1, 0), ir.Constant(PTR, None)
+        else:
+            present = self.present(total)
+            total_data = b.select(present, self.parts(self.content(total))[0],
+                                  ir.Constant(PTR, None)) if can_be_none(total.t) \
+                else self.parts(total)[0]
+        with b.if_else(present) as (have, zeros):
+            with have:
+                with self.loop(size, "copy") as loop:
+                    self.store_at(out_data, loop.index, self.element_at(total_data, loop.index))
+            with zeros:
+                with self.loop(size, "zeros") as loop:
+                    self.store_at(out_data, loop.index, ir.Constant(F64T, 0.0))
+        i = self.unwrap(key).v
+        i = b.select(b.icmp_signed("<", i, _ZERO), b.add(i, dims[0]), i)
+        self.bail(b.and_(b.icmp_signed(">=", i, _ZERO), b.icmp_signed("<", i, dims[0])),
+                  name="index_range")
+        row = self.size_of(dims[1:])
+        start = b.mul(i, row)
+        with self.loop(row, "row") as loop:
+            at = b.add(start, loop.index)
+            part = self.as_kind(g, "f64") if isinstance(g.t, Num) else \
+                self.element_at(self.parts(g)[0], loop.index)
+            self.store_at(out_data, at, b.fadd(self.element_at(out_data, at), part))
+        return out
+
+    def call_support_numpy_scalar(self, node, args, keywords):
+        x = self.unwrap(args[0])
+        data, dims = self.parts(x)
+        self.bail(self.b.icmp_signed("==", dims[0], _ONE), name="numpy_scalar")
+        return self._value(self.element_at(data, _ZERO), Num(x.t.kind))

@@ -765,6 +765,10 @@ class _Lowering(ArrayLowering):
             if name != "support.double":
                 return getattr(self, f"call_{name.replace('.', '_')}")(node, args, keywords)
         if isinstance(target, infer.FusedKernel) and any(infer.is_array(a.t) for a in args):
+            if attr == "with_gradient":
+                return self.array_with_gradient(target, args)
+            if attr == "vjp" and len(inner(args[1].t).items) > len(target.forward_program[2]):
+                return self.unit_gradients(target, args)
             return self.array_kernel_vjp(target, args) if attr == "vjp" else \
                 self.array_kernel(target, args)
         if isinstance(target, infer.FusedKernel):
@@ -965,7 +969,7 @@ class _Lowering(ArrayLowering):
             return total
         return self._tuple_item_grad(total, g, key, n, rt, self.present(g))
 
-    def call_support_index_grad(self, node, args):
+    def call_support_index_grad_tuple(self, node, args):
         total, g, value = args[0], args[1], args[2]
         key = node.args[3].value
         rt = infer.index_grad(total.t, g.t, value.t, key)
