@@ -500,19 +500,76 @@ class ArrayLowering:
         return data, cols, rows, cs, rs
 
     def matmul(self, a, c, out_data):
-        """``out = a @ c`` (row-major, ``rows(a) x cols(c)``), the inner sum in index order."""
+        """``out = a @ c`` (row-major, ``rows(a) x cols(c)``): every element summed from 0.0
+        in index order of the inner axis (the same sums in each loop order below, chosen
+        for the unit-stride operand: a matrix times a column runs four rows at a time, a
+        transposed matrix times a column along ``out``, matrix products along its rows)."""
         b = self.b
         a_data, m, p, a_rs, a_cs = a
         c_data, p2, n, c_rs, c_cs = c
         self.bail(b.icmp_signed("==", p, p2), name="dot_shape")   # numpy's ValueError
-        with self.loop(m, "dot.i") as i:
-            with self.loop(n, "dot.j") as j:
-                with counted_loop(b, "dot.k", _ZERO, _ONE, lambda b, k: b.icmp_signed("<", k, p),
-                                  carried=[ir.Constant(F64T, 0.0)]) as k:
-                    x = self.element_at(a_data, b.add(b.mul(i.index, a_rs), b.mul(k.index, a_cs)))
-                    y = self.element_at(c_data, b.add(b.mul(k.index, c_rs), b.mul(j.index, c_cs)))
-                    k.next = [b.fadd(k.carried[0], b.fmul(x, y))]
-                self.store_at(out_data, b.add(b.mul(i.index, n), j.index), k.carried[0])
+        zero = ir.Constant(F64T, 0.0)
+
+        def at_a(i, k):
+            return self.element_at(a_data, b.add(b.mul(i, a_rs), b.mul(k, a_cs)))
+
+        def at_c(k, j):
+            return self.element_at(c_data, b.add(b.mul(k, c_rs), b.mul(j, c_cs)))
+
+        def along_rows():   # out[i, :] += a[i, k] * c[k, :], k ascending
+            with self.loop(b.mul(m, n), "dot.zero") as z:
+                self.store_at(out_data, z.index, zero)
+            outer, inner_count = (m, n)
+            with self.loop(p, "dot.k") as k:
+                with self.loop(outer, "dot.i") as i:
+                    x = at_a(i.index, k.index)
+                    with self.loop(inner_count, "dot.j") as j:
+                        at = b.add(b.mul(i.index, n), j.index)
+                        self.store_at(out_data, at, b.fadd(self.element_at(out_data, at),
+                                                           b.fmul(x, at_c(k.index, j.index))))
+
+        def rows_of_four():   # n == 1: out[i] = sum_k a[i, k] c[k], four rows at once
+            four = ir.Constant(I64, 4)
+            blocks = b.sdiv(m, four)
+            with self.loop(blocks, "dot.block") as blk:
+                rows = [b.add(b.mul(blk.index, four), ir.Constant(I64, r)) for r in range(4)]
+                with counted_loop(b, "dot.k4", _ZERO, _ONE,
+                                  lambda b, k: b.icmp_signed("<", k, p),
+                                  carried=[zero] * 4) as k:
+                    y = at_c(k.index, _ZERO)
+                    k.next = [b.fadd(acc, b.fmul(at_a(r, k.index), y))
+                              for acc, r in zip(k.carried, rows, strict=True)]
+                for acc, r in zip(k.carried, rows, strict=True):
+                    self.store_at(out_data, r, acc)
+            with counted_loop(b, "dot.rest", b.mul(blocks, four), _ONE,
+                              lambda b, i: b.icmp_signed("<", i, m)) as i:
+                with counted_loop(b, "dot.k1", _ZERO, _ONE,
+                                  lambda b, k: b.icmp_signed("<", k, p),
+                                  carried=[zero]) as k:
+                    k.next = [b.fadd(k.carried[0], b.fmul(at_a(i.index, k.index),
+                                                          at_c(k.index, _ZERO)))]
+                self.store_at(out_data, i.index, k.carried[0])
+
+        def along_columns():   # n == 1: out[:] += a[:, k] * c[k], k ascending
+            with self.loop(m, "dot.zero") as z:
+                self.store_at(out_data, z.index, zero)
+            with self.loop(p, "dot.k") as k:
+                y = at_c(k.index, _ZERO)
+                with self.loop(m, "dot.i") as i:
+                    self.store_at(out_data, i.index, b.fadd(self.element_at(out_data, i.index),
+                                                            b.fmul(at_a(i.index, k.index), y)))
+
+        column = b.icmp_signed("==", n, _ONE)
+        rows_contiguous = b.icmp_signed("==", a_cs, _ONE)
+        with b.if_else(column) as (matvec, other):
+            with matvec:
+                with b.if_else(rows_contiguous) as (by_rows, by_columns):
+                    with by_rows:
+                        rows_of_four()
+                    with by_columns:
+                        along_columns()
+            with other:
+                along_rows()
 
     def call_npops_dot(self, node, args, keywords):
         x, y = self.unwrap(args[0]), self.unwrap(args[1])
@@ -641,8 +698,35 @@ class ArrayLowering:
                 return self.reduction_rule(base, g, ans, x, keywords.get("axis"))
         else:
             method = getattr(self, f"rule_{rule.t.name}")
-        return self.if_present(g, rt, lambda g: self.add_grads(total, method(g, *rest)),
+        return self.if_present(g, rt, lambda g: self.add_to_fresh(total, method(g, *rest)),
                                lambda: total)
+
+    def add_to_fresh(self, total, part):
+        """``add_grads(total, part)`` for a ``part`` just allocated (a rule's result): where
+        ``total`` is an array of its shape, ``part`` receives the sum in place (no new
+        array; each element ``total + part`` as add_grads computes it)."""
+        if not (isinstance(part.t, Arr) and isinstance(inner(total.t), Arr)
+                and inner(total.t) == part.t):
+            return self.add_grads(total, part)
+        b = self.b
+        rt = infer.add_grads(total.t, part.t)
+        present = self.present(total)
+        content = self.content(total)
+        t_data, t_dims = self.parts(content)
+        p_data, p_dims = self.parts(part)
+        same = present
+        for x, y in zip(t_dims, p_dims, strict=True):
+            same = b.and_(same, b.icmp_signed("==", x, y))
+        slot = self.alloca(self.ltype(rt), "accumulated")
+        with b.if_else(same) as (in_place, other):
+            with in_place:
+                with self.loop(self.size_of(p_dims), "accumulate") as loop:
+                    self.store_at(p_data, loop.index, b.fadd(self.element_at(t_data, loop.index),
+                                                             self.element_at(p_data, loop.index)))
+                b.store(self.coerce(part, rt), slot)
+            with other:
+                b.store(self.coerce(self.add_grads(total, part), rt), slot)
+        return self._value(b.load(slot), rt)
 
     def call_support_unbroadcast(self, node, args, keywords):
         g, value = args
