@@ -282,3 +282,50 @@ def test_random_array_programs_on_both_roads(monkeypatch, tmp_path):
             np.testing.assert_allclose(on[1][k], numeric, rtol=1e-4, atol=1e-5,
                                        err_msg=source)
     assert native_count >= programs // 2   # most run natively
+
+
+# ----- the corpus (tests/corpus.py): every entry that types must agree ----------------------
+
+def _corpus_road(monkeypatch, entry, arrays, flag):
+    from pullback import nd
+
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", flag)
+    args = [a.copy() if entry["numpy"] else nd.array(a) for a in arrays]
+    grads = pb.grad(entry["fn"], argnums=tuple(range(len(arrays))))(*args)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    return [np.asarray(g.asnumpy() if isinstance(g, pb.NDArray) else g) for g in grads]
+
+
+def test_corpus_entries_that_type_agree_on_both_roads(monkeypatch):
+    from corpus import CASES
+
+    from pullback.runtime import native_function
+
+    calls = []
+    original = native_function.NativeGradient.call
+
+    def spy(self, args, seed):   # which entries the native code computed
+        calls.append(original(self, args, seed))
+        return calls[-1]
+
+    monkeypatch.setattr(native_function.NativeGradient, "call", spy)
+    native = []
+    for entry in CASES:
+        rng = np.random.default_rng(0)
+        low, high = (0.2, 2.0) if entry["positive"] else (entry["low"], entry["high"])
+        arrays = [rng.uniform(low, high, shape) for shape in entry["shapes"]]
+        calls.clear()
+        try:
+            on = _corpus_road(monkeypatch, entry, arrays, "1")
+        except Exception as error:   # noqa: BLE001  the Python road must raise the same
+            with pytest.raises(type(error)):
+                _corpus_road(monkeypatch, entry, arrays, "0")
+            continue
+        if not calls or calls[-1] is None:
+            continue
+        native.append(entry["fn"].__name__)
+        off = _corpus_road(monkeypatch, entry, arrays, "0")
+        for a, b in zip(on, off, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12,
+                                       err_msg=entry["fn"].__name__)
+    assert len(native) >= 3, native   # most corpus entries are MXNet-style (nd.*): not yet
