@@ -1139,6 +1139,8 @@ def _accumulate(node, args, keywords):
 
 ARRAY_CALLS = {
     **{name: _reduction for name in (*SCALAR_REDUCTIONS, *NUMPY_REDUCTIONS)},
-    "npops.dot": _dot, "ops.matmul": _dot, "npops.matmul": _dot, "support.double": _double_array, "support.numpy_scalar": _numpy_scalar,
-    "support.unbroadcast": _array_unbroadcast, "support.index_grad": _array_index_grad, "support.accumulate": _accumulate,
+    "npops.dot": _dot, "ops.matmul": _dot, "npops.matmul": _dot,
+    "support.double": _double_array, "support.numpy_scalar": _numpy_scalar,
+    "support.unbroadcast": _array_unbroadcast, "support.index_grad": _array_index_grad,
+    "support.accumulate": _accumulate,
 }

@@ -151,7 +151,8 @@ class ArrayLowering:
             for _, dims in arrays:
                 k = axis - (ndim - len(dims))
                 if k >= 0:
-                    fits = b.or_(b.icmp_signed("==", dims[k], d), b.icmp_signed("==", dims[k], _ONE))
+                    fits = b.or_(b.icmp_signed("==", dims[k], d),
+                                 b.icmp_signed("==", dims[k], _ONE))
                     self.bail(fits, name="broadcast")
             out.append(d)
         return out

@@ -606,7 +606,8 @@ class _Lowering(ArrayLowering):
                 out = next(outs)
                 if g is not NONE:
                     with b.if_then(self.present(item)):
-                        self.copy_gradient(out, self.content(item), self.arguments[self.typing.params[k]])
+                        self.copy_gradient(out, self.content(item),
+                                           self.arguments[self.typing.params[k]])
                 continue
             if g is not NONE:
                 inner_value = _Value(b.extract_value(item.v, 1), g.inner) \
