@@ -1,6 +1,6 @@
 """Whole-function native code (issue 10) against the Python road and the peers, one run.
 
-    python bench/native_road.py                 # W6, W7 and W1 n=3 (full sizes)
+    python bench/native_road.py                 # W6, W7, W1 n=3 and W3 (full sizes)
     python bench/native_road.py --quick         # smaller sizes, 3 rounds
     python bench/native_road.py --only W7
 
@@ -8,7 +8,7 @@ Runs in this interpreter (numba and jax are timed when they import here; the pee
 venv of run.py is not needed) with every thread pool at one thread.  Tools, interleaved
 in each round by harness.py: pullback native road (PULLBACK_NATIVE_FUNCTIONS=1), pullback
 python road (=0: the generated Python with its fused kernels), numba (hand adjoint),
-jax (jit(grad), fori_loop), numpy (hand-written, the reference every gradient is checked
+jax (jit(grad): fori_loop, W3's lax.scan), numpy (hand-written, the reference every gradient is checked
 against).  Prints the table and the ratios measured in this run, and what
 ``pb.explain`` says about each workload's road.
 """
@@ -34,7 +34,7 @@ import workloads  # noqa: E402
 
 TOOLS = ["numpy (hand-written)", "pullback native road", "pullback python road",
          "numba (hand adjoint)", "jax"]
-DEFAULT = ("W6", "W7", "W1")
+DEFAULT = ("W6", "W7", "W1", "W3")
 
 
 def _ratio(case, a, b):

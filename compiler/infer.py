@@ -86,6 +86,29 @@ class Parts:
 
 
 @dataclass(frozen=True)
+class Arr:
+    """A C-contiguous numpy array of ``kind`` elements and ``ndim`` axes; its shape is a
+    run-time value (arrays are values: native code never writes one it did not just
+    allocate)."""
+
+    kind: str
+    ndim: int
+
+    def __str__(self):
+        return f"{self.kind}[{self.ndim}d]"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A VJP rule named in the adjoint (``vjp.sum_0``): a static function, no data."""
+
+    name: str
+
+    def __str__(self):
+        return f"vjp.{self.name}"
+
+
+@dataclass(frozen=True)
 class _Atom:
     label: str
 
@@ -122,7 +145,14 @@ def argument_type(value):
         return kind
     if type(value) is int and -(1 << 63) <= value < (1 << 63):
         return INT
+    if type(value) is np.ndarray and value.dtype == np.float64 \
+            and 1 <= value.ndim <= MAX_NDIM:
+        return Arr("f64", value.ndim)
     return None
+
+
+#: the most axes an array argument may have on the native road
+MAX_NDIM = 4
 
 
 # ----- the lattice -------------------------------------------------------------------------
@@ -367,6 +397,8 @@ def add_grads(total, part):
         both = GList(tuple(add_grads(a, b) for a, b in zip(t.items, p.items, strict=True)))
     elif isinstance(t, Num) and isinstance(p, Num):
         both = Num(binary("add", t.kind, p.kind).kind)
+    elif isinstance(t, (Arr, Num)) and isinstance(p, (Arr, Num)):
+        both = array_binary("add", t, p)
     else:
         raise NotTyped(f"adding gradients of types {total} and {part}")
     result = both
@@ -466,6 +498,11 @@ class _Typer:
 
     def stmt_expr(self, s):
         call = s.value
+        if isinstance(call, gast.Call) and dotted(call.func) == "support.leaf":
+            value = self.atom(call.args[0])   # a check the Python road makes: never fails
+            if not (is_array(value) or isinstance(inner(value), Num)):   # on these types
+                raise NotTyped(f"support.leaf of a {value}")
+            return
         if not (isinstance(call, gast.Call) and dotted(call.func) == "_stack.push"):
             raise NotTyped("a statement with a side effect")
         tag = call.args[1].value
@@ -508,6 +545,9 @@ class _Typer:
         return visitor(node)
 
     def value_binop(self, node):
+        if is_array(self.atom(node.left)) or is_array(self.atom(node.right)):
+            return array_binary(_GAST_OPS[type(node.op)], self.atom(node.left),
+                                self.atom(node.right))
         a = number(self.atom(node.left), "an operand")
         b = number(self.atom(node.right), "an operand")
         return Num(binary(_GAST_OPS[type(node.op)], a.kind, b.kind).kind)
@@ -517,6 +557,8 @@ class _Typer:
         if isinstance(node.op, gast.Not):
             truth(t, "an operand of not")
             return BOOL
+        if is_array(t):
+            return array_binary("sub", Num("f64"), t)   # -x: an elementwise negation
         t = number(t, "an operand")
         if t.kind == "bool":
             raise NotTyped("negation of a bool")
@@ -544,6 +586,8 @@ class _Typer:
 
     def value_subscript(self, node):
         t = self.atom(node.value)
+        if is_array(t):
+            return array_item(t, self.atom(node.slice))
         if isinstance(node.slice, gast.Name):   # range[i] of a normalized loop
             if t is not RANGE or number(self.atom(node.slice), "an index").kind != "int":
                 raise NotTyped(f"indexing a {t} by a {self.atom(node.slice)}")
@@ -553,7 +597,7 @@ class _Typer:
         if isinstance(base, (Tup, GList, Parts)) and type(key) is int \
                 and 0 <= key < len(base.items):
             item = base.items[key]
-            if isinstance(base, Parts) and isinstance(item, Num):
+            if isinstance(base, Parts) and isinstance(item, (Num, Arr)):
                 return Opt(item)
             return item
         raise NotTyped(f"indexing a {t} by {key!r}")
@@ -562,10 +606,22 @@ class _Typer:
         return Tup(tuple(self.atom(e) for e in node.elts))
 
     def value_attribute(self, node):
+        base, _, attr = dotted(node).rpartition(".")
+        if base == "vjp" and "." not in base and self.namespace.get("vjp") is _VJP_MODULE:
+            return Rule(attr)
+        if "." not in base and is_array(self.env.get(base)):
+            return array_attribute(self.env[base], attr)
         raise NotTyped(f"the attribute {dotted(node)} (not lowered natively)")
 
     def value_call(self, node):
         name = dotted(node.func)
+        if name in ARRAY_CALLS:
+            keywords = {}
+            for k in node.keywords:
+                if not isinstance(k.value, gast.Constant):
+                    raise NotTyped(f"a computed keyword argument {k.arg}= to {name}")
+                keywords[k.arg] = k.value.value
+            return ARRAY_CALLS[name](node, [self.atom(a) for a in node.args], keywords)
         if node.keywords:
             raise NotTyped(f"keyword arguments to {name}")
         head, _, attr = name.partition(".")
@@ -575,6 +631,15 @@ class _Typer:
             raise NotTyped(f"a call of the user function {user}() (native calls between "
                            f"functions are not lowered yet)")
         args = [self.atom(a) for a in node.args]
+        if isinstance(target, FusedKernel) and any(map(is_array, args)):
+            if not attr:
+                return array_kernel_outputs(target, args)
+            if attr == "with_gradient":
+                return array_with_gradient(target, args[1:])
+            if attr == "vjp" and len(inner(args[1]).items) > len(target.forward_program[2]):
+                return unit_gradients(target, args[0], args[1])
+            if attr == "vjp":
+                return array_kernel_vjp(target, args[0], args[1], args[2:])
         if isinstance(target, FusedKernel):
             if not attr:
                 return kernel_outputs(target, [number(a, "a kernel input") for a in args])
@@ -667,7 +732,7 @@ def _item_grad_into(node, args):
 
 def _like(node, args):
     t = args[0]
-    if t is NONE or isinstance(inner(t), (Num, Tup)):
+    if t is NONE or isinstance(inner(t), (Num, Tup, Arr)):
         return t   # natively a number's stand-in is the number: only its type is read
     raise NotTyped(f"support.like of a {t}")
 
@@ -712,8 +777,10 @@ def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
     gradients = _returned(adjoint, adjoint_env)
     if not isinstance(gradients, Tup) or len(gradients.items) != len(params):
         raise NotTyped(f"the adjoint returns a {gradients}", adjoint.body[-1], "adjoint")
-    for g in gradients.items:
+    for g, a in zip(gradients.items, arguments, strict=True):
         base = inner(g)
+        if isinstance(base, Arr) and base == a:
+            continue   # an array's gradient: checked to have the array's shape when lowered
         if not (base is None or (isinstance(base, Num) and base.kind in FLOAT_KINDS)):
             raise NotTyped(f"a gradient typed {g}", adjoint.body[-1], "adjoint")
     return Typing(params, tuple(arguments), env, adjoint_env, tags, result, seed,
@@ -729,3 +796,360 @@ def _returned(fn, env):
         return Tup(tuple(constant_type(e.value) if isinstance(e, gast.Constant)
                          else env[e.id] for e in value.elts))
     return constant_type(value.value) if isinstance(value, gast.Constant) else env[value.id]
+
+
+# ----- arrays (issue 10, item 4) -------------------------------------------------------------
+# The Python road's numpy semantics on float64 arrays of run-time shapes: elementwise
+# operations with broadcasting (a shape mismatch: the Python road, which raises numpy's
+# ValueError), whole-array and per-axis reductions, ``np.dot`` of vectors and matrices,
+# reads by an int index, and the adjoint's helpers and VJP rules for them.  Everything else
+# with an array is NotTyped.
+
+from pullback.runtime import support as _support  # noqa: E402
+
+_VJP_MODULE = _support.vjp
+
+
+def is_array(t) -> bool:
+    return isinstance(inner(t), Arr)
+
+
+def element(t):
+    """The type of one element of ``t``: an array's number kind, through Opt/Tup/GList."""
+    if isinstance(t, Arr):
+        return Num(t.kind)
+    if isinstance(t, Opt):
+        return Opt(element(t.inner))
+    if isinstance(t, (Tup, GList, Parts)):
+        return type(t)(tuple(element(x) for x in t.items))
+    return t
+
+
+def array_ndim(*types) -> int:
+    """The most axes of the arrays among ``types`` (through Opt/Tup/GList), 0 if none."""
+    best = 0
+    for t in types:
+        t = inner(t)
+        if isinstance(t, Arr):
+            best = max(best, t.ndim)
+        elif isinstance(t, (Tup, GList, Parts)):
+            best = max(best, array_ndim(*t.items))
+    return best
+
+
+def _as_array_operand(t, what):
+    t = inner(t) if isinstance(t, Opt) else t
+    if isinstance(t, Arr):
+        return t
+    return number(t, what)
+
+
+def array_binary(op: str, a, b) -> Arr:
+    """``a OP b`` where one operand is an array (numpy's broadcasting and promotion)."""
+    a, b = _as_array_operand(a, "an operand"), _as_array_operand(b, "an operand")
+    kind = binary(op, element(a).kind, element(b).kind).kind
+    if kind != "f64":
+        raise NotTyped(f"an array {op} giving {kind} elements (native arrays: float64)")
+    return Arr("f64", array_ndim(a, b))
+
+
+def array_item(t, key) -> object:
+    """``x[i]`` for an int ``i``: a view of one row, or a number of a vector."""
+    a = inner(t)
+    if number(key, "an array index").kind != "int":
+        raise NotTyped(f"indexing an array by a {key}")
+    return Num(a.kind) if a.ndim == 1 else Arr(a.kind, a.ndim - 1)
+
+
+def array_attribute(t, attr):
+    a = inner(t)
+    if attr == "shape":
+        return Tup((INT,) * a.ndim)
+    if attr in ("size", "ndim"):
+        return INT
+    raise NotTyped(f"the attribute .{attr} of an array (not lowered natively)")
+
+
+#: trailing reductions of a fused run lowered with arrays (``_kernels.total``/``average``)
+KERNEL_REDUCTIONS = ("sum", "mean")
+
+
+def kernel_reduction(kernel: FusedKernel):
+    """``(output, source, how)`` of a kernel's trailing reduction, or None."""
+    reduction = kernel.forward_program[3]
+    if reduction is not None and reduction[2] not in KERNEL_REDUCTIONS:
+        raise NotTyped(f"{kernel.name} ends in a {reduction[2]} (native arrays: a sum or "
+                       "mean)")
+    return reduction
+
+
+def seed_statements(statements) -> tuple:
+    """A kernel VJP's statements with ``spread(g, ...)`` (a reduction's gradient over the
+    broadcast shape) as ``g``: elementwise, the seed itself."""
+    out = []
+    for target, text in statements:
+        node = ast.parse(text.strip(), mode="eval").body
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id == "spread":
+            text = ast.unparse(node.args[0])
+        out.append((target, text))
+    return tuple(out)
+
+
+def output_sources(kernel) -> list:
+    """Per output of ``kernel``, the positions of the inputs it is computed from (for a
+    trailing reduction: those of its source)."""
+    from pullback.runtime.fused import _positions_read
+
+    params, statements, outputs, reduction = kernel.forward_program
+    names = [reduction[1] if reduction is not None and o == reduction[0] else o
+             for o in outputs]
+    return list(_positions_read(params, statements, names))
+
+
+def number_outputs(kernel, inputs) -> set:
+    """The outputs of ``kernel`` computed from numbers only (numbers beside the arrays);
+    every other output must have all the inputs' axes (else NotTyped: numpy's would be
+    smaller)."""
+    numbers = set()
+    for k, deps in enumerate(output_sources(kernel)):
+        ndim = array_ndim(*[inputs[j] for j in deps])
+        if ndim == 0:
+            numbers.add(k)
+        elif ndim != array_ndim(*inputs):
+            raise NotTyped(f"{kernel.name} has an output of fewer axes than its inputs")
+    return numbers
+
+
+def array_kernel_outputs(kernel: FusedKernel, inputs) -> Tup:
+    """``kernel(*inputs)`` with array inputs: one array per output, of the broadcast
+    shape; a trailing sum or mean is a (1,)-array, as the primitive's."""
+    reduction = kernel_reduction(kernel)
+    numbers = number_outputs(kernel, inputs)
+    ndim = array_ndim(*inputs)
+    params, statements, outputs, _ = kernel.forward_program
+    env = program_kinds(params, statements, dict(zip(
+        params, [number(element(a), "a kernel input") for a in inputs], strict=True)))
+    items = []
+    for k, o in enumerate(outputs):
+        reduced = reduction is not None and o == reduction[0]
+        kind = env[reduction[1] if reduced else o].kind
+        if kind != "f64":
+            raise NotTyped(f"{kernel.name} computes {kind} elements (native arrays: f64)")
+        items.append(Num(kind) if k in numbers else Arr("f64", 1 if reduced else ndim))
+    return Tup(tuple(items))
+
+
+def array_kernel_vjp(kernel: FusedKernel, grads, outputs, inputs) -> Parts:
+    """``kernel.vjp(grads, outputs, *inputs)`` with arrays: each input's gradient over the
+    broadcast shape (the adjoint's ``support.unbroadcast`` sums it to the input's)."""
+    kernel_reduction(kernel)
+    ndim = array_ndim(grads, outputs, *inputs)
+    gnames, onames, inames, statements, results = kernel.adjoint_program
+    if grads is NONE:
+        return Parts(tuple(NONE for _ in inames))
+    out = inner(outputs)
+    if not isinstance(out, Tup) or len(out.items) != len(onames):
+        raise NotTyped(f"{kernel.name}.vjp of outputs typed {outputs}")
+    env = dict(zip(gnames, vjp_seed_kinds(kernel, element(inner(grads))), strict=True))
+    env.update(zip(onames, element(out).items, strict=True))
+    env.update(zip(inames, [number(element(a), "a kernel input") for a in inputs],
+                   strict=True))
+    env = program_kinds(None, seed_statements(statements), env)
+    return Parts(tuple(NONE if r is None else Arr("f64", ndim) for r in results))
+
+
+def with_gradient_seeds(kernel):
+    """The output gradients ``with_gradient`` runs the VJP with: 1.0 for the sum."""
+    reduction = kernel_reduction(kernel)
+    if reduction is None or reduction[2] != "sum":
+        raise NotTyped(f"{kernel.name}.with_gradient of a {reduction and reduction[2]}")
+    outputs = kernel.forward_program[2][:len(kernel.adjoint_program[0])]   # gradients' order
+    return GList(tuple(F64 if o == reduction[0] else NONE for o in outputs))
+
+
+def array_with_gradient(kernel: FusedKernel, inputs) -> Tup:
+    """``kernel.with_gradient(wanted, *inputs)``: the sum (other outputs None), then every
+    input's gradient for a seed of 1 over the broadcast shape (all inputs: wanted or not,
+    the values the Python road computes for the wanted ones)."""
+    outputs = array_kernel_outputs(kernel, inputs)
+    reduction = kernel.forward_program[3]
+    parts = array_kernel_vjp(kernel, with_gradient_seeds(kernel), outputs, inputs)
+    values = tuple(t if o == reduction[0] else NONE
+                   for o, t in zip(kernel.forward_program[2], outputs.items, strict=True))
+    return Tup(values + parts.items)
+
+
+def unit_gradients(kernel: FusedKernel, grads, outputs) -> Parts:
+    """``kernel.vjp(grads, with_gradient's outputs, ...)``: the unit gradients times the
+    sum's gradient."""
+    if grads is NONE:
+        return Parts(tuple(NONE for _ in kernel.adjoint_program[2]))
+    n = len(kernel.forward_program[2])
+    seed = inner(grads).items[0]
+    if not (isinstance(inner(seed), Num) or inner(seed) == Arr("f64", 1)):
+        raise NotTyped(f"{kernel.name}.vjp seeded by a {seed}")
+    return Parts(tuple(inner(outputs).items[n:]))
+
+
+#: whole-array reductions of generated code: name -> the reduction
+SCALAR_REDUCTIONS = {"support.scalar_sum": "sum", "support.scalar_mean": "mean",
+                     "support.scalar_max": "max", "support.scalar_min": "min",
+                     "support.scalar_norm": "norm"}
+NUMPY_REDUCTIONS = {"npops.sum": "sum", "npops.mean": "mean", "npops.max": "max",
+                    "npops.min": "min"}
+
+
+def _reduction_axis(node, args, keywords, name):
+    """The ``axis`` of a numpy reduction (None: all), or NotTyped."""
+    axis = keywords.pop("axis", None)
+    if len(node.args) == 2:
+        if not isinstance(node.args[1], gast.Constant):
+            raise NotTyped(f"{name} over a computed axis")
+        axis = node.args[1].value
+    if keywords or len(node.args) > 2:
+        raise NotTyped(f"{name} with {sorted(keywords) or 'more arguments'}")
+    if axis is not None and type(axis) is not int:
+        raise NotTyped(f"{name} over axis {axis!r}")
+    return axis
+
+
+def _reduction(node, args, keywords):
+    name = dotted(node.func)
+    x = inner(args[0])
+    if not isinstance(x, Arr):
+        raise NotTyped(f"{name} of a {args[0]} (native: of an array)")
+    if name in SCALAR_REDUCTIONS:
+        if len(args) != 1 or keywords:
+            raise NotTyped(f"{name} with more arguments")
+        return Num(x.kind)
+    axis = _reduction_axis(node, args, keywords, name)
+    if axis is None or x.ndim == 1:
+        if axis is not None and axis not in (0, -1):
+            raise NotTyped(f"{name} over axis {axis} of a vector")
+        return Num(x.kind)
+    if not -x.ndim <= axis < x.ndim:
+        raise NotTyped(f"{name} over axis {axis} of a {x}")
+    return Arr(x.kind, x.ndim - 1)
+
+
+def dot_type(x, y):
+    """``np.dot(x, y)`` of vectors and matrices."""
+    x, y = inner(x), inner(y)
+    if not (isinstance(x, Arr) and isinstance(y, Arr) and x.ndim <= 2 and y.ndim <= 2):
+        raise NotTyped(f"np.dot of a {x} and a {y} (native: vectors and matrices)")
+    ndim = x.ndim + y.ndim - 2
+    return Num("f64") if ndim == 0 else Arr("f64", ndim)
+
+
+def _dot(node, args, keywords):
+    if dotted(node.func).endswith("matmul"):   # `@`: np.dot for vectors and matrices
+        if len(args) != 2 or keywords:
+            raise NotTyped("matmul with parameters")
+        return dot_type(*args)
+    if len(args) != 2 or keywords.pop("numpy", True) is not True or keywords:
+        raise NotTyped("npops.dot with MXNet's parameters")
+    return dot_type(*args)
+
+
+def _numpy_scalar(node, args, keywords):
+    x = inner(args[0])
+    if not (isinstance(x, Arr) and x.ndim == 1) or can_be_none(args[0]):
+        raise NotTyped(f"support.numpy_scalar of a {args[0]}")
+    return Num(x.kind)   # a kernel's (1,)-array reduction (otherwise not an array here)
+
+
+def _array_index_grad(node, args, keywords):
+    total, g, value, key = args
+    if not is_array(value):
+        return _index_grad(node, args)
+    if g is NONE:
+        return total
+    v = inner(value)
+    if number(key, "an index").kind != "int" or (
+            array_item(v, key) != inner(g) and not (v.ndim == 1 and isinstance(inner(g), Num))):
+        raise NotTyped(f"the gradient of indexing a {value} typed {g}")
+    return join(total, add_grads(total, v))
+
+
+def _double_array(node, args, keywords):
+    if not is_array(args[0]):
+        return _double(node, args)
+    return array_binary("add", args[0], args[0])
+
+
+def _array_unbroadcast(node, args, keywords):
+    g, value = args
+    if not (is_array(g) or is_array(value)):
+        return _unbroadcast(node, args)
+    if g is NONE:
+        return NONE
+    if not is_array(g):
+        raise NotTyped(f"support.unbroadcast of a {g} to a {value}")
+    v = inner(value)
+    if isinstance(v, Num):
+        result = Num("f64")
+    elif isinstance(v, Arr) and v.ndim <= inner(g).ndim:
+        result = v
+    else:
+        raise NotTyped(f"support.unbroadcast of a {g} to a {value}")
+    return Opt(result) if can_be_none(g) else result
+
+
+#: VJP rules that read the primitive's result (``ans``)
+READS_RESULT = ("max_0", "min_0")
+
+
+def reduced_type(x: Arr, keywords):
+    """The type of a reduction of ``x`` over ``keywords``' axis (NotTyped for others)."""
+    if set(keywords) - {"axis"}:
+        raise NotTyped(f"a reduction's rule with {sorted(keywords)}")
+    axis = keywords.get("axis")
+    if axis is None or x.ndim == 1:
+        if axis not in (None, 0, -1):
+            raise NotTyped(f"a reduction over axis {axis!r} of a {x}")
+        return Num(x.kind)
+    if type(axis) is not int or not -x.ndim <= axis < x.ndim:
+        raise NotTyped(f"a reduction over axis {axis!r} of a {x}")
+    return Arr(x.kind, x.ndim - 1)
+
+
+def rule_type(rule: str, g, args, keywords, ans=NONE):
+    """The type of ``vjp.<rule>(g, ans, *args, **keywords)`` for a present ``g``."""
+    base, _, position = rule.rpartition("_")
+    if base in ("sum", "mean", "max", "min") and position == "0" and len(args) == 1 \
+            and isinstance(inner(args[0]), Arr):
+        x = inner(args[0])
+        reduced = reduced_type(x, keywords)
+        if (ans is NONE) != (rule not in READS_RESULT):
+            raise NotTyped(f"vjp.{rule} passed a result typed {ans}")
+        if type(inner(g)) is type(reduced) and array_ndim(g) == array_ndim(reduced) and (
+                ans is NONE or ans == reduced):
+            return x
+    if (base == "dot" and keywords == {"numpy": True} or base == "matmul" and not keywords) \
+            and position in ("0", "1") and len(args) == 2 and ans is NONE:
+        out = dot_type(*args)
+        if type(inner(g)) is type(out) and array_ndim(g) == array_ndim(out):
+            return inner(args[int(position)])
+    raise NotTyped(f"the rule vjp.{rule} of a {g} and {', '.join(map(str, args))} (not "
+                   f"lowered natively)")
+
+
+def _accumulate(node, args, keywords):
+    total, rule, g = args[0], args[1], args[2]
+    if not isinstance(rule, Rule) or len(args) < 4 or (
+            args[3] is not NONE and rule.name not in READS_RESULT):
+        raise NotTyped(f"support.accumulate of the rule {rule} passed its result")
+    if g is NONE:
+        return total
+    part = rule_type(rule.name, g, args[4:], keywords, args[3])
+    return join(total, add_grads(total, part))
+
+
+ARRAY_CALLS = {
+    **{name: _reduction for name in (*SCALAR_REDUCTIONS, *NUMPY_REDUCTIONS)},
+    "npops.dot": _dot, "ops.matmul": _dot, "npops.matmul": _dot,
+    "support.double": _double_array, "support.numpy_scalar": _numpy_scalar,
+    "support.unbroadcast": _array_unbroadcast, "support.index_grad": _array_index_grad,
+    "support.accumulate": _accumulate,
+}

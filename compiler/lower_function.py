@@ -46,8 +46,9 @@ from pullback.runtime.irhelpers import I1, I32, I64, PTR
 from pullback.runtime.primitives import REGISTRY
 
 from . import infer
-from .infer import NONE, RANGE, STR, GList, Num, Opt, Parts, Tup, can_be_none, inner
+from .infer import NONE, RANGE, STR, Arr, GList, Num, Opt, Parts, Rule, Tup, can_be_none, inner
 from .ir import dotted, is_atom
+from .lower_arrays import ArrayLowering, array_ltype
 from .lower import FUNCTIONS, _target_triple
 
 OK, PYTHON_ROAD, NO_MEMORY, UNPAIRED = 0, 1, 2, 3
@@ -63,8 +64,10 @@ def ltype(t):
     """The LLVM type holding a value of type ``t``."""
     if isinstance(t, Num):
         return {"f32": F32T, "int": I64, "bool": I1}.get(t.kind, F64T)
-    if t is NONE or t is STR:
+    if t is NONE or t is STR or isinstance(t, Rule):
         return _EMPTY
+    if isinstance(t, Arr):
+        return array_ltype(t)
     if t is RANGE:
         return ir.LiteralStructType([I64, I64, I64])   # start, step, length
     if isinstance(t, Opt):
@@ -148,16 +151,27 @@ class _Value:
         self.v, self.t = v, t
 
 
-class _Lowering:
+class _Lowering(ArrayLowering):
+    _value = _Value
+    ltype = staticmethod(ltype)
+    NO_MEMORY = NO_MEMORY
+
     def __init__(self, module, symbol, forward, adjoint, typing):
         self.module, self.forward, self.adjoint, self.typing = module, forward, adjoint, typing
         self.namespace = typing.namespace
-        params = [I64 if t.kind in ("int", "bool") else F64T for t in typing.arguments]
-        ftype = ir.FunctionType(I32, [*params, F64T, PTR])
+        params = [PTR if isinstance(t, Arr) else I64 if t.kind in ("int", "bool") else F64T
+                  for t in typing.arguments]
+        # after the results: one numpy array per array parameter, for its gradient
+        outs = [f"{p}.gradient" for p, t in zip(typing.params, typing.arguments, strict=True)
+                if isinstance(t, Arr)]
+        ftype = ir.FunctionType(I32, [*params, F64T, PTR, *[PTR] * len(outs)])
         self.fn = ir.Function(module, ftype, name=symbol)
         self.fn.attributes.add("nounwind")
-        for arg, name in zip(self.fn.args, [*typing.params, "seed", "results"], strict=True):
+        for arg, name in zip(self.fn.args, [*typing.params, "seed", "results", *outs],
+                             strict=True):
             arg.name = name
+        self.arena = None
+        self.arguments = {}   # array parameters' values, read once at the entry
         self.entry = self.fn.append_basic_block("entry")
         self.b = ir.IRBuilder(self.entry)
         self.exit = self.fn.append_basic_block("exit")
@@ -431,8 +445,11 @@ class _Lowering:
         b, t = self.b, value.t
         if isinstance(t, Num):
             return [value.v]
-        if t is NONE or t is STR:
+        if t is NONE or t is STR or isinstance(t, Rule):
             return []
+        if isinstance(t, Arr):
+            data, dims = self.parts(value)
+            return [b.ptrtoint(data, I64), *dims]
         if t is RANGE:
             return [b.extract_value(value.v, k) for k in range(3)]
         items = {Opt: lambda: [t.inner], Tup: lambda: list(t.items),
@@ -448,8 +465,11 @@ class _Lowering:
         b = self.b
         if isinstance(t, Num):
             return leaves[0], leaves[1:]
-        if t is NONE or t is STR:
+        if t is NONE or t is STR or isinstance(t, Rule):
             return ir.Constant(_EMPTY, None), leaves
+        if isinstance(t, Arr):
+            array = self.make_array(b.inttoptr(leaves[0], PTR), leaves[1:1 + t.ndim], t)
+            return array.v, leaves[1 + t.ndim:]
         if t is RANGE:
             value = ir.Constant(ltype(t), None)
             for k in range(3):
@@ -540,21 +560,27 @@ class _Lowering:
         body = self.fn.append_basic_block("forward")
         b.position_at_end(body)
         self.env, self.prefix = self.typing.forward, "forward."
-        for arg, name, t in zip(self.fn.args[:-2], self.typing.params, self.typing.arguments,
-                                strict=True):
+        for arg, name, t in zip(self.fn.args, self.typing.params, self.typing.arguments,
+                                strict=False):
+            if isinstance(t, Arr):
+                self.arguments[name] = self.argument_array(arg, t)
+                self.store(name, self.arguments[name])
+                continue
             value = b.icmp_signed("!=", arg, ir.Constant(I64, 0)) if t.kind == "bool" else arg
             self.store(name, _Value(value, t))
         self.block(self.forward.body)
         self.result = self.returned
         self.env, self.prefix = self.typing.adjoint, "adjoint."
-        self.store("result_grad", _Value(self.fn.args[-2] if self.typing.seed.kind == "f64"
-                                         else b.fptrunc(self.fn.args[-2], F32T),
+        n = len(self.typing.params)
+        self.store("result_grad", _Value(self.fn.args[n] if self.typing.seed.kind == "f64"
+                                         else b.fptrunc(self.fn.args[n], F32T),
                                          self.typing.seed))
         self.block(self.adjoint.body)
         self.write_results(self.returned)
         self.status.add_incoming(ir.Constant(I32, OK), b.block)
         b.branch(self.exit)
         b.position_at_end(self.exit)
+        self.free_arena()
         free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
         b.call(free, [b.load(self.base)])
         b.ret(self.status)
@@ -563,7 +589,9 @@ class _Lowering:
             b.branch(body)
 
     def write_results(self, gradients: _Value):
-        b, results = self.b, self.fn.args[-1]
+        n = len(self.typing.params)
+        b, results = self.b, self.fn.args[n + 1]
+        outs = iter(self.fn.args[n + 2:])
 
         def put(k, value):
             address = b.gep(results, [ir.Constant(I64, k)], source_etype=F64T)
@@ -573,6 +601,14 @@ class _Lowering:
         for k, g in enumerate(gradients.t.items):
             item = _Value(b.extract_value(gradients.v, k), g)
             put(1 + 2 * k, b.uitofp(self.present(item), F64T))
+            argument = self.typing.arguments[k]
+            if isinstance(argument, Arr):
+                out = next(outs)
+                if g is not NONE:
+                    with b.if_then(self.present(item)):
+                        self.copy_gradient(out, self.content(item),
+                                           self.arguments[self.typing.params[k]])
+                continue
             if g is not NONE:
                 inner_value = _Value(b.extract_value(item.v, 1), g.inner) \
                     if isinstance(g, Opt) else item
@@ -588,8 +624,10 @@ class _Lowering:
     def stmt_assign(self, s):
         self.store(s.targets[0].id, self.value(s.value))
 
-    def stmt_expr(self, s):   # only pushes type
+    def stmt_expr(self, s):   # only pushes (and support.leaf, a no-op on typed values) type
         call = s.value
+        if dotted(call.func) == "support.leaf":
+            return
         self.push(self.atom(call.args[0]), call.args[1].value)
 
     def stmt_if(self, s):
@@ -651,14 +689,25 @@ class _Lowering:
         return getattr(self, f"value_{type(node).__name__.lower()}")(node)
 
     def value_binop(self, node):
-        return self.binary(infer._GAST_OPS[type(node.op)], self.atom(node.left),
-                           self.atom(node.right))
+        a, c = self.atom(node.left), self.atom(node.right)
+        op = infer._GAST_OPS[type(node.op)]
+        if infer.is_array(a.t) or infer.is_array(c.t):
+            return self.array_binary(op, a, c)
+        return self.binary(op, a, c)
+
+    def value_attribute(self, node):
+        base, _, attr = dotted(node).rpartition(".")
+        if base == "vjp":
+            return _Value(ir.Constant(_EMPTY, None), Rule(attr))
+        return self.array_attribute(self.load(base), attr)
 
     def value_unaryop(self, node):
         operand = self.atom(node.operand)
         name = type(node.op).__name__
         if name == "Not":
             return _Value(self.b.not_(self.truth(self.unwrap(operand))), infer.BOOL)
+        if infer.is_array(operand.t):
+            return self.unwrap(operand) if name == "UAdd" else self.array_negate(operand)
         return self.unwrap(operand) if name == "UAdd" else self.negate(operand)
 
     def value_boolop(self, node):
@@ -675,6 +724,8 @@ class _Lowering:
         return self.compare(_CMP[op], a, c)
 
     def value_subscript(self, node):
+        if infer.is_array(self.env.get(getattr(node.value, "id", None))):
+            return self.array_item(self.atom(node.value), self.atom(node.slice))
         if isinstance(node.slice, gast_Name):
             return self.range_item(self.unwrap(self.atom(node.value)),
                                    self.unwrap(self.atom(node.slice)))
@@ -683,7 +734,7 @@ class _Lowering:
         if isinstance(value.t, Parts):
             item_t = value.t.items[key]
             item = b.extract_value(value.v, key + 1)
-            if not isinstance(item_t, Num):
+            if not isinstance(item_t, (Num, Arr)):
                 return _Value(item, item_t)
             t = Opt(item_t)
             result = b.insert_value(ir.Constant(ltype(t), None), b.extract_value(value.v, 0), 0)
@@ -706,6 +757,21 @@ class _Lowering:
         args = [self.atom(a) for a in node.args]
         head, _, attr = name.partition(".")
         target = self.namespace.get(head)
+        if name in infer.ARRAY_CALLS:
+            keywords = {k.arg: k.value.value for k in node.keywords}
+            if name in infer.SCALAR_REDUCTIONS or name in infer.NUMPY_REDUCTIONS:
+                return self.call_reduction(node, args, keywords)
+            if name == "support.double" and infer.is_array(args[0].t):
+                return self.array_binary("add", args[0], args[0])
+            if name != "support.double":
+                return getattr(self, f"call_{name.replace('.', '_')}")(node, args, keywords)
+        if isinstance(target, infer.FusedKernel) and any(infer.is_array(a.t) for a in args):
+            if attr == "with_gradient":
+                return self.array_with_gradient(target, args)
+            if attr == "vjp" and len(inner(args[1].t).items) > len(target.forward_program[2]):
+                return self.unit_gradients(target, args)
+            return self.array_kernel_vjp(target, args) if attr == "vjp" else \
+                self.array_kernel(target, args)
         if isinstance(target, infer.FusedKernel):
             return self.kernel_vjp(target, args) if attr == "vjp" else self.kernel(target, args)
         if name in infer.NUMPY_NAMES:
@@ -821,8 +887,6 @@ class _Lowering:
     def call_support_double(self, node, args):
         return self.binary("add", args[0], args[0])
 
-    def call_support_unbroadcast(self, node, args):
-        return args[0]
 
     def call_support_item_grad(self, node, args):
         g, index = args[0], node.args[1].value
@@ -880,6 +944,9 @@ class _Lowering:
 
     def add_present(self, total: _Value, part: _Value, rt) -> _Value:
         """``total + part`` of two present gradients (numbers, or lists item by item)."""
+        if isinstance(total.t, (Num, Arr)) and (infer.is_array(total.t)
+                                                 or infer.is_array(part.t)):
+            return self.array_binary("add", total, part)
         if isinstance(total.t, Num):
             return self.binary("add", total, part)
         b = self.b
@@ -903,7 +970,7 @@ class _Lowering:
             return total
         return self._tuple_item_grad(total, g, key, n, rt, self.present(g))
 
-    def call_support_index_grad(self, node, args):
+    def call_support_index_grad_tuple(self, node, args):
         total, g, value = args[0], args[1], args[2]
         key = node.args[3].value
         rt = infer.index_grad(total.t, g.t, value.t, key)

@@ -15,7 +15,8 @@ import linecache
 import os
 
 from pullback.runtime import native
-from pullback.runtime.native_function import NativeGradient
+from pullback.runtime.native_function import (ARRAYS_SUPPORTED, NativeGradient, key_name,
+                                              signature_key)
 
 from . import infer
 from .ir import NotInIR, function_ir
@@ -55,7 +56,7 @@ def gradient_function(variant, args):
     if not enabled(variant):
         return None
     roads = _roads(variant)
-    key = tuple(map(type, args))
+    key = tuple(map(signature_key, args))
     found = roads.get(key)
     if found is None:
         found = roads[key] = _build(variant, args)
@@ -67,9 +68,10 @@ def gradient_function(variant, args):
 def _build(variant, args):
     types = tuple(infer.argument_type(a) for a in args)
     for a, t in zip(args, types, strict=True):
-        if t is None:
-            return Refused(f"an argument of type {type(a).__name__} (native: Python and "
-                           f"numpy float/int/bool scalars)")
+        if t is None or (isinstance(t, infer.Arr) and not ARRAYS_SUPPORTED):
+            return Refused(f"an argument of type {key_name(signature_key(a))} (native: "
+                           f"Python and numpy float/int/bool scalars, float64 arrays of 1 to "
+                           f"{infer.MAX_NDIM} axes)")
     variant._build()
     name = variant._forward.__name__[:-len("_forward")]
     namespace = variant._forward.__globals__
@@ -78,7 +80,8 @@ def _build(variant, args):
         typing = infer.infer(forward, adjoint, namespace, types)
         ir_text, symbol = lower_function(forward, adjoint, typing)
         kinds = [None if g is infer.NONE else infer.inner(g).kind for g in typing.gradients]
-        return NativeGradient(ir_text, symbol, tuple(map(type, args)), typing.result.kind,
+        return NativeGradient(ir_text, symbol, tuple(map(signature_key, args)),
+                              typing.result.kind,
                               kinds)
     except infer.NotTyped as error:
         return _refusal(variant, error)
@@ -146,7 +149,7 @@ def explain(variant) -> list:
     """``(argument types, road)`` lines for every signature this variant was called with."""
     lines = []
     for key, found in _roads(variant).items():
-        signature = ", ".join(t.__name__ for t in key)
+        signature = ", ".join(map(key_name, key))
         if isinstance(found, Refused):
             lines.append(f"({signature}): Python road: {found}")
         else:

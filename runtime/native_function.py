@@ -19,8 +19,39 @@ import numpy as np
 from . import native
 
 OK, PYTHON_ROAD, NO_MEMORY, UNPAIRED = 0, 1, 2, 3
+#: byte offsets of numpy's PyArrayObject fields native code reads (lower_arrays.py)
+ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
 _BOX = {"f64": np.float64, "float": np.float64, "pyfloat": float, "f32": np.float32}
 _INT64 = (-(1 << 63), 1 << 63)
+
+
+def _header_layout_holds() -> bool:
+    """Whether this numpy's array header has its data pointer and dimensions where native
+    code reads them (checked once on a sample array; if not, arrays stay on the Python
+    road)."""
+    sample = np.zeros((3, 5))
+    data = ctypes.c_void_p.from_address(id(sample) + ARRAY_DATA_OFFSET).value
+    dims = ctypes.c_void_p.from_address(id(sample) + ARRAY_DIMS_OFFSET).value
+    return data == sample.ctypes.data and dims is not None and \
+        (ctypes.c_int64 * 2).from_address(dims)[:] == [3, 5]
+
+
+ARRAYS_SUPPORTED = _header_layout_holds()
+
+
+def signature_key(value):
+    """What a native function's signature fixes about an argument: its exact type, and for
+    a numpy array also its dtype and number of axes."""
+    kind = type(value)
+    if kind is np.ndarray:
+        return (np.ndarray, value.dtype.str, value.ndim)
+    return kind
+
+
+def key_name(key) -> str:
+    if isinstance(key, tuple):
+        return f"ndarray[{np.dtype(key[1]).name}, {key[2]}d]"
+    return key.__name__
 
 
 class NativeGradient:
@@ -35,10 +66,12 @@ class NativeGradient:
 
     def __init__(self, ir_text, symbol, signature, value_kind, gradient_kinds):
         address, self.how = native._engine().load(ir_text, symbol)
-        argtypes = [ctypes.c_int64 if t in (int, bool) else ctypes.c_double
-                    for t in signature]
+        argtypes = [ctypes.py_object if isinstance(t, tuple) else
+                    ctypes.c_int64 if t in (int, bool) else ctypes.c_double for t in signature]
+        self._arrays = [k for k, t in enumerate(signature) if isinstance(t, tuple)]
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, *argtypes, ctypes.c_double,
-                                    ctypes.c_void_p)(address)
+                                    ctypes.c_void_p,
+                                    *[ctypes.py_object] * len(self._arrays))(address)
         self.signature = tuple(signature)
         self.symbol, self.ir_text = symbol, ir_text
         self._value_box = _BOX[value_kind]
@@ -46,14 +79,19 @@ class NativeGradient:
         self._n = 1 + 2 * len(gradient_kinds)
 
     def accepts(self, args) -> bool:
-        if tuple(map(type, args)) != self.signature:
+        if tuple(map(signature_key, args)) != self.signature:
             return False
+        for k in self._arrays:   # native code reads them as C-contiguous aligned data
+            flags = args[k].flags
+            if not (flags.c_contiguous and flags.aligned):
+                return False
         return all(_INT64[0] <= a < _INT64[1] for a in args if type(a) is int)
 
     def call(self, args, seed):
         """(value, gradients) or None (run the Python road); raises MemoryError."""
         results = (ctypes.c_double * self._n)()
-        status = self._fn(*args, float(seed), results)
+        outs = [np.empty(args[k].shape) for k in self._arrays]
+        status = self._fn(*args, float(seed), results, *outs)
         if status == PYTHON_ROAD:
             return None
         if status == NO_MEMORY:
@@ -61,6 +99,9 @@ class NativeGradient:
         if status != OK:
             raise RuntimeError(f"pullback bug: native function {self.symbol} returned "
                                f"status {status}")
-        grads = tuple(None if box is None or not results[1 + 2 * k] else box(
-            results[2 + 2 * k]) for k, box in enumerate(self._boxes))
+        grads = [None if box is None or not results[1 + 2 * k] else box(
+            results[2 + 2 * k]) for k, box in enumerate(self._boxes)]
+        for k, out in zip(self._arrays, outs, strict=True):
+            grads[k] = out if self._boxes[k] is not None and results[1 + 2 * k] else None
+        grads = tuple(grads)
         return self._value_box(results[0]), grads

@@ -1,0 +1,857 @@
+"""The array part of the whole-function lowering (``lower_function.py``): float64 arrays of
+run-time shapes as loop nests.
+
+An array value (``infer.Arr``) is ``{ptr data, i64 dim0, ..., i64 dim(n-1)}``: C-contiguous
+data and its shape.  Arrays are values: native code writes only into an array it has just
+allocated, so a name, a stack slot or a tuple can hold the same pointer, and ``x[i]`` is a
+view into ``x``.  Every array native code creates comes from the call's *arena* (``malloc``
+per array, the pointers kept in a growable list) and is freed on every exit; arguments are
+the caller's numpy arrays, read through their ``PyArrayObject`` header (data at byte 16,
+dimensions at 32: checked once by ``runtime/native_function.py``), and array gradients are
+copied into numpy arrays the caller allocated, after a check that each has its argument's
+shape.
+
+What the code guarantees: numpy's broadcasting (a shape mismatch leaves for the Python road,
+which raises numpy's error), float64 arithmetic statement by statement as the Python road
+computes it (kernels through their scalar programs, as for numbers); reductions and
+``np.dot`` sum in index order, where numpy uses pairwise sums and BLAS (so those agree to
+rounding, not bit for bit); an index out of range or the max of an empty array leaves for
+the Python road.  Where a new array operation goes: a typing rule in ``infer.ARRAY_CALLS``
+and a ``call_<name>`` method here (a VJP rule: ``infer.rule_type`` and ``rule_<name>``).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from pullback.runtime.irhelpers import I1, I64, PTR, counted_loop
+
+from . import infer
+from .infer import NONE, Arr, Num, Opt, Parts, Tup, can_be_none, inner
+
+F64T = ir.DoubleType()
+_ONE, _ZERO = ir.Constant(I64, 1), ir.Constant(I64, 0)
+#: byte offsets in numpy's PyArrayObject (checked at import by runtime/native_function.py)
+ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
+
+
+def array_ltype(t: Arr):
+    return ir.LiteralStructType([PTR] + [I64] * t.ndim)
+
+
+class ArrayLowering:
+    """Mixed into ``lower_function._Lowering``: the array statements."""
+
+    # ----- array values ------------------------------------------------------------------
+    def parts(self, value):
+        """``(data, [dims])`` of an array value."""
+        b = self.b
+        data = b.extract_value(value.v, 0, name="data")
+        return data, [b.extract_value(value.v, 1 + k, name=f"dim{k}") for k in range(value.t.ndim)]
+
+    def make_array(self, data, dims, t):
+        v = self.b.insert_value(ir.Constant(array_ltype(t), None), data, 0)
+        for k, d in enumerate(dims):
+            v = self.b.insert_value(v, d, 1 + k)
+        return self._value(v, t)
+
+    def size_of(self, dims):
+        size = _ONE
+        for d in dims:
+            size = self.b.mul(size, d, name="size")
+        return size
+
+    def new_array(self, dims, t=None):
+        """A fresh array of ``dims`` from the arena (leaves with NO_MEMORY if malloc fails)."""
+        t = t or Arr("f64", len(dims))
+        b = self.b
+        if self.arena is None:
+            self.arena = (self.alloca(PTR, "arena.base_slot"), self.alloca(I64, "arena.top_slot"),
+                          self.alloca(I64, "arena.capacity_slot"))
+        base, top, capacity = self.arena
+        nbytes = b.mul(self.size_of(dims), ir.Constant(I64, 8), name="nbytes")
+        nbytes = b.select(b.icmp_unsigned(">", nbytes, ir.Constant(I64, 8)), nbytes,
+                          ir.Constant(I64, 8))
+        count = b.load(top, name="arena.top")
+        end = b.add(count, _ONE)
+        with b.if_then(b.icmp_unsigned(">", end, b.load(capacity)), likely=False):
+            self.bail(b.call(self.reserve, [base, capacity, end]), self.NO_MEMORY, "arena_grow")
+        malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
+        data = b.call(malloc, [nbytes], name="array")
+        self.bail(b.icmp_unsigned("!=", data, ir.Constant(PTR, None)), self.NO_MEMORY, "malloc")
+        b.store(data, b.gep(b.load(base), [count], source_etype=PTR))
+        b.store(end, top)
+        return self.make_array(data, dims, t)
+
+    def free_arena(self):
+        """At the exit: free every array of the arena, then its list."""
+        if self.arena is None:
+            return
+        b = self.b
+        base, top, _ = self.arena
+        free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
+        list_base, count = b.load(base), b.load(top)
+        with counted_loop(b, "arena.free", _ZERO, _ONE,
+                          lambda b, i: b.icmp_signed("<", i, count)) as loop:
+            b.call(free, [b.load(b.gep(list_base, [loop.index], source_etype=PTR), typ=PTR)])
+        b.call(free, [list_base])
+
+    def element_at(self, data, offset):
+        return self.b.load(self.b.gep(data, [offset], source_etype=F64T), typ=F64T)
+
+    def store_at(self, data, offset, value):
+        self.b.store(value, self.b.gep(data, [offset], source_etype=F64T))
+
+    def loop(self, count, name):
+        return counted_loop(self.b, name, _ZERO, _ONE, lambda b, i: b.icmp_signed("<", i, count))
+
+    def argument_array(self, arg, t):
+        """An array argument (a PyArrayObject*) as an array value."""
+        b = self.b
+        data = b.load(b.gep(arg, [ir.Constant(I64, ARRAY_DATA_OFFSET)], source_etype=ir.IntType(8)),
+                      typ=PTR, name=f"{arg.name}.data")
+        dims_ptr = b.load(b.gep(arg, [ir.Constant(I64, ARRAY_DIMS_OFFSET)],
+                                source_etype=ir.IntType(8)), typ=PTR)
+        dims = [b.load(b.gep(dims_ptr, [ir.Constant(I64, k)], source_etype=I64), typ=I64,
+                       name=f"{arg.name}.dim{k}") for k in range(t.ndim)]
+        return self.make_array(data, dims, t)
+
+    def copy_gradient(self, out_object, gradient, argument):
+        """Copy an array gradient into the caller's array ``out_object`` (of the argument's
+        shape); a gradient of another shape leaves for the Python road."""
+        b = self.b
+        g_data, g_dims = self.parts(gradient)
+        _, a_dims = self.parts(argument)
+        same = ir.Constant(I1, 1)
+        for x, y in zip(g_dims, a_dims, strict=True):
+            same = b.and_(same, b.icmp_signed("==", x, y))
+        self.bail(same, name="gradient_shape")
+        out = b.load(b.gep(out_object, [ir.Constant(I64, ARRAY_DATA_OFFSET)],
+                           source_etype=ir.IntType(8)), typ=PTR)
+        with self.loop(self.size_of(g_dims), "copy") as loop:
+            self.store_at(out, loop.index, self.element_at(g_data, loop.index))
+
+    # ----- elementwise with broadcasting -------------------------------------------------
+    def as_operand(self, value):
+        """An operand of an elementwise loop: an array, or a number (``Opt``: present, or
+        the Python road)."""
+        return self.unwrap(value)
+
+    def broadcast_dims(self, arrays, ndim):
+        """numpy's broadcast shape of ``arrays`` (each (data, dims)); leaves for the Python
+        road where numpy raises."""
+        b = self.b
+        out = []
+        for axis in range(ndim):
+            d = _ONE
+            for _, dims in arrays:
+                k = axis - (ndim - len(dims))
+                if k >= 0:
+                    d = b.select(b.icmp_signed("==", d, _ONE), dims[k], d)
+            for _, dims in arrays:
+                k = axis - (ndim - len(dims))
+                if k >= 0:
+                    fits = b.or_(b.icmp_signed("==", dims[k], d),
+                                 b.icmp_signed("==", dims[k], _ONE))
+                    self.bail(fits, name="broadcast")
+            out.append(d)
+        return out
+
+    def elementwise(self, operands, compute, n_out, name="map"):
+        """Arrays of the broadcast shape of ``operands`` (arrays and numbers) holding
+        ``compute(elements)`` (a list of ``n_out`` f64 values) at every index."""
+        operands = [self.as_operand(o) for o in operands]
+        arrays = [(k, self.parts(o)) for k, o in enumerate(operands) if isinstance(o.t, Arr)]
+        ndim = max(len(dims) for _, (_, dims) in arrays)
+        dims = self.broadcast_dims([p for _, p in arrays], ndim)
+        outs = [self.new_array(dims) for _ in range(n_out)]
+        out_data = [self.parts(o)[0] for o in outs]
+        b = self.b
+        same = ir.Constant(I1, 1)
+        for _, (_, op_dims) in arrays:
+            for k, d in enumerate(op_dims):
+                same = b.and_(same, b.icmp_signed("==", d, dims[ndim - len(op_dims) + k]))
+                if len(op_dims) < ndim:
+                    same = ir.Constant(I1, 0)
+
+        def body(offsets, out_offset):
+            elements = list(operands)
+            for (k, (data, _)), offset in zip(arrays, offsets, strict=True):
+                elements[k] = self._value(self.element_at(data, offset), Num("f64"))
+            for data, value in zip(out_data, compute(elements), strict=True):
+                self.store_at(data, out_offset, self.as_kind(value, "f64"))
+
+        with b.if_else(same) as (flat, general):
+            with flat:   # every array has the result's shape: one loop over the elements
+                with self.loop(self.size_of(dims), f"{name}.flat") as loop:
+                    body([loop.index] * len(arrays), loop.index)
+            with general:
+                def nest(axis, offsets, out_offset):
+                    if axis == ndim:
+                        body(offsets, out_offset)
+                        return
+                    with self.loop(dims[axis], f"{name}.axis{axis}") as loop:
+                        i = loop.index
+                        following = []
+                        for _, (_, op_dims) in arrays:
+                            k = axis - (ndim - len(op_dims))
+                            off = offsets[len(following)]
+                            if k >= 0:
+                                d = op_dims[k]
+                                step = b.select(b.icmp_signed("==", d, _ONE), _ZERO, i)
+                                off = b.add(b.mul(off, d), step)
+                            following.append(off)
+                        nest(axis + 1, following, b.add(b.mul(out_offset, dims[axis]), i))
+                nest(0, [_ZERO] * len(arrays), _ZERO)
+        return outs
+
+    def array_binary(self, op, a, c):
+        if op == "pow" or op not in ("add", "sub", "mul", "div"):
+            raise infer.NotTyped(f"the array operation {op} (not lowered natively)")
+        return self.elementwise([a, c], lambda e: [self.binary(op, e[0], e[1])], 1, op)[0]
+
+    def array_negate(self, a):
+        return self.elementwise([a], lambda e: [self.negate(e[0])], 1, "neg")[0]
+
+    # ----- kernels -----------------------------------------------------------------------
+    def array_kernel(self, kernel, args):
+        params, statements, outputs, _ = kernel.forward_program
+        reduction = infer.kernel_reduction(kernel)
+        # a trailing reduction: its source as one more array, reduced after the loop
+        names = [reduction[1] if reduction is not None and o == reduction[0] else o
+                 for o in outputs]
+
+        def compute(elements):
+            env = self.program(statements, dict(zip(params, elements, strict=True)))
+            return [env[o] for o in names]
+
+        arrays = self.elementwise(args, compute, len(outputs), kernel.name)
+        full = self.parts(arrays[0])[1]
+        numbers = infer.number_outputs(kernel, [a.t for a in args])
+        for k, deps in enumerate(infer.output_sources(kernel)):   # else numpy's is smaller
+            sources = [self.parts(self.unwrap(args[j])) for j in deps
+                       if infer.is_array(args[j].t)]
+            if k in numbers:   # a number computed beside arrays: at any (the first) index
+                self.bail(self.b.icmp_signed(">", self.size_of(full), _ZERO), name="empty")
+                arrays[k] = self._value(self.element_at(self.parts(arrays[k])[0], _ZERO),
+                                        Num("f64"))
+                continue
+            for x, y in zip(self.broadcast_dims(sources, len(full)), full, strict=True):
+                self.bail(self.b.icmp_signed("==", x, y), name="output_shape")
+        if reduction is not None:
+            k = outputs.index(reduction[0])
+            value = self.reduce_all(reduction[2], arrays[k])
+            cell = self.new_array([_ONE])
+            self.store_at(self.parts(cell)[0], _ZERO, value.v)
+            arrays[k] = cell
+        t = Tup(tuple(a.t for a in arrays))
+        v = ir.Constant(self.ltype(t), None)
+        for k, a in enumerate(arrays):
+            v = self.b.insert_value(v, a.v, k)
+        return self._value(v, t)
+
+    def array_with_gradient(self, kernel, args):
+        inputs = args[1:]
+        outputs = self.array_kernel(kernel, inputs)
+        seeds_t = infer.with_gradient_seeds(kernel)
+        seeds = ir.Constant(self.ltype(seeds_t), None)
+        k = seeds_t.items.index(infer.F64)
+        seeds = self.b.insert_value(seeds, ir.Constant(F64T, 1.0), k)
+        parts = self.array_kernel_vjp(kernel, [self._value(seeds, seeds_t), outputs, *inputs])
+        t = infer.array_with_gradient(kernel, [a.t for a in inputs])
+        b, v = self.b, ir.Constant(self.ltype(t), None)
+        reduced = kernel.forward_program[3][0]
+        for k, o in enumerate(kernel.forward_program[2]):
+            if o == reduced:
+                v = b.insert_value(v, b.extract_value(outputs.v, k), k)
+        n = len(kernel.forward_program[2])
+        for k, item in enumerate(parts.t.items):   # present: the seed of 1 is
+            if item is not NONE:
+                v = b.insert_value(v, b.extract_value(parts.v, k + 1), n + k)
+        return self._value(v, t)
+
+    def unit_gradients(self, kernel, args):
+        grads, outputs = args[0], args[1]
+        t = infer.unit_gradients(kernel, grads.t, outputs.t)
+        if grads.t is NONE:
+            return self._value(ir.Constant(self.ltype(t), None), t)
+        b = self.b
+        seed = self._value(b.extract_value(self.content(grads).v, 0),
+                           inner(grads.t).items[0])
+        slot = self.alloca(self.ltype(t), f"{kernel.name}.units")
+        b.store(ir.Constant(self.ltype(t), None), slot)
+        with b.if_then(b.and_(self.present(grads), self.present(seed))):
+            seed = self.content(seed)
+            out = self.unwrap(outputs)
+            n = len(kernel.forward_program[2])
+            v = b.insert_value(ir.Constant(self.ltype(t), None), ir.Constant(I1, 1), 0)
+            for k, item_t in enumerate(t.items):
+                if item_t is not NONE:
+                    unit = self._value(b.extract_value(out.v, n + k), item_t)
+                    v = b.insert_value(v, self.array_binary("mul", unit, seed).v, k + 1)
+            b.store(v, slot)
+        return self._value(b.load(slot), t)
+
+    def absent_as_zeros(self, item, ndim):
+        """A gradient item that may be None as an operand: an array, or 0.0 (broadcast)."""
+        if item.t is NONE:
+            return self._value(ir.Constant(F64T, 0.0), Num("pyfloat"))
+        if not isinstance(item.t, Opt):
+            return item
+        b = self.b
+        present = b.extract_value(item.v, 0)
+        content = self.content(item)
+        if isinstance(content.t, Num):
+            return self._value(b.select(present, content.v, ir.Constant(F64T, 0.0)), Num("f64"))
+        data, dims = self.parts(content)
+        zero = self.zero_global()
+        return self.make_array(b.select(present, data, zero),
+                               [b.select(present, d, _ONE) for d in dims], content.t)
+
+    def zero_global(self):
+        found = self.module.globals.get("pb.zero")
+        if found is None:
+            found = ir.GlobalVariable(self.module, F64T, "pb.zero")
+            found.initializer = ir.Constant(F64T, 0.0)
+            found.global_constant = True
+            found.linkage = "internal"
+        return found
+
+    def array_kernel_vjp(self, kernel, args):
+        grads, outputs, inputs = args[0], args[1], args[2:]
+        result_t = infer.array_kernel_vjp(kernel, grads.t, outputs.t, [a.t for a in inputs])
+        if grads.t is NONE:
+            return self._value(ir.Constant(self.ltype(result_t), None), result_t)
+        b = self.b
+        gnames, onames, inames, statements, results = kernel.adjoint_program
+        slot = self.alloca(self.ltype(result_t), f"{kernel.name}.parts")
+        b.store(ir.Constant(self.ltype(result_t), None), slot)
+        glist = self.content(grads)
+        items = [self._value(b.extract_value(glist.v, k), glist.t.items[k])
+                 for k in range(len(gnames))]
+        any_present = ir.Constant(I1, 0)
+        for item in items:
+            any_present = b.or_(any_present, self.present(item))
+        with b.if_then(b.and_(self.present(grads), any_present)):
+            ndim = infer.array_ndim(grads.t, outputs.t, *[a.t for a in inputs])
+            out = self.unwrap(outputs)
+            operands = [self.absent_as_zeros(item, ndim) for item in items]
+            reduction = infer.kernel_reduction(kernel)
+            arrays_in = [self.parts(self.unwrap(a)) for a in inputs if infer.is_array(a.t)]
+            count = self.size_of(self.broadcast_dims(arrays_in, max(len(d) for _, d in
+                                                                   arrays_in)))
+            n = self._value(b.sitofp(count, F64T), Num("f64"))
+            # seeds summed over the grid: a mean's (the sum's seed g / n, as the Python
+            # road computes it) and a number output's (counted once per element: g / n)
+            divided = infer.number_outputs(kernel, [a.t for a in inputs])
+            if divided:
+                self.bail(b.icmp_signed(">", count, _ZERO), name="empty")
+            if reduction is not None and reduction[2] == "mean":
+                divided = divided | {list(onames).index(reduction[0])}
+            for k in sorted(divided):
+                seed = operands[k]
+                operands[k] = self.array_binary("div", seed, n) if infer.is_array(seed.t) \
+                    else self.binary("div", seed, n)
+            operands += [self._value(b.extract_value(out.v, k), out.t.items[k])
+                         for k in range(len(onames))]
+            operands += list(inputs)
+            names = [*gnames, *onames, *inames]
+            wanted = [r for r in results if r is not None]
+
+            def compute(elements):
+                env = {}
+                for n, e in zip(names, elements, strict=True):
+                    if n in gnames and isinstance(e.t, Num) and e.t.kind == "pyfloat":
+                        e = self._value(e.v, Num("f64"))
+                    env[n] = e
+                env = self.program(infer.seed_statements(statements), env)
+                return [env[r] for r in wanted]
+
+            arrays = self.elementwise(operands, compute, len(wanted), f"{kernel.name}.vjp")
+            # an absent output gradient computed as 0 is exact where the partials are
+            # finite; elsewhere (0 * inf) the Python road recomputes statement by statement
+            all_present = ir.Constant(I1, 1)
+            for item in items:
+                all_present = b.and_(all_present, self.present(item))
+            with b.if_then(b.not_(all_present)):
+                for array in arrays:
+                    self.bail(self.all_finite(array), name="absent_gradient")
+            arrays = iter(arrays)
+            v = b.insert_value(ir.Constant(self.ltype(result_t), None), ir.Constant(I1, 1), 0)
+            for k, r in enumerate(results):
+                if r is not None:
+                    v = b.insert_value(v, next(arrays).v, k + 1)
+            b.store(v, slot)
+        return self._value(b.load(slot), result_t)
+
+    def all_finite(self, array):
+        """i1: no element of ``array`` is inf or nan."""
+        b = self.b
+        data, dims = self.parts(array)
+        size = self.size_of(dims)
+        with counted_loop(b, "finite", _ZERO, _ONE, lambda b, i: b.icmp_signed("<", i, size),
+                          carried=[ir.Constant(I1, 1)]) as loop:
+            e = self.element_at(data, loop.index)
+            loop.next = [b.and_(loop.carried[0], b.fcmp_ordered("==", b.fsub(e, e),
+                                                                ir.Constant(F64T, 0.0)))]
+        return loop.carried[0]
+
+    # ----- reads -------------------------------------------------------------------------
+    def array_item(self, value, index):
+        """``x[i]``: negative ``i`` counts from the end; outside, the Python road."""
+        b = self.b
+        x, i = self.unwrap(value), self.unwrap(index).v
+        data, dims = self.parts(x)
+        i = b.select(b.icmp_signed("<", i, _ZERO), b.add(i, dims[0]), i, name="index")
+        self.bail(b.and_(b.icmp_signed(">=", i, _ZERO), b.icmp_signed("<", i, dims[0])),
+                  name="index_range")
+        row = self.size_of(dims[1:])
+        if x.t.ndim == 1:
+            return self._value(self.element_at(data, i), Num(x.t.kind))
+        view = b.gep(data, [b.mul(i, row)], source_etype=F64T, name="row")
+        return self.make_array(view, dims[1:], Arr(x.t.kind, x.t.ndim - 1))
+
+    def array_attribute(self, value, attr):
+        x = self.unwrap(value)
+        _, dims = self.parts(x)
+        if attr == "ndim":
+            return self._value(ir.Constant(I64, x.t.ndim), infer.INT)
+        if attr == "size":
+            return self._value(self.size_of(dims), infer.INT)
+        t = Tup((infer.INT,) * x.t.ndim)
+        v = ir.Constant(self.ltype(t), None)
+        for k, d in enumerate(dims):
+            v = self.b.insert_value(v, d, k)
+        return self._value(v, t)
+
+    # ----- reductions --------------------------------------------------------------------
+    def reduce_all(self, how, x):
+        b = self.b
+        x = self.unwrap(x)
+        data, dims = self.parts(x)
+        size = self.size_of(dims)
+        if how in ("max", "min"):
+            self.bail(b.icmp_signed(">", size, _ZERO), name="empty_reduction")   # ValueError
+            first = self.element_at(data, _ZERO)
+            with counted_loop(b, how, _ONE, _ONE, lambda b, i: b.icmp_signed("<", i, size),
+                              carried=[first]) as loop:
+                loop.next = [self.extremum(how, loop.carried[0],
+                                           self.element_at(data, loop.index))]
+            return self._value(loop.carried[0], Num("f64"))
+        with counted_loop(b, how, _ZERO, _ONE, lambda b, i: b.icmp_signed("<", i, size),
+                          carried=[ir.Constant(F64T, 0.0)]) as loop:
+            e = self.element_at(data, loop.index)
+            loop.next = [b.fadd(loop.carried[0], b.fmul(e, e) if how == "norm" else e)]
+        total = loop.carried[0]
+        if how == "mean":
+            total = b.fdiv(total, b.sitofp(size, F64T))
+        elif how == "norm":
+            total = self.math_call("sqrt", [total], "f64")
+        return self._value(total, Num("f64"))
+
+    def extremum(self, how, a, c):
+        from .lower_function import _ScalarMath
+        math = _ScalarMath(self.module, self.b, F64T)
+        return (math.maximum if how == "max" else math.minimum)(a, c, name=how)
+
+    def reduce_axis(self, how, x, axis):
+        """A reduction over one axis (index order; max/min of an empty axis: Python road)."""
+        b = self.b
+        x = self.unwrap(x)
+        data, dims = self.parts(x)
+        axis = axis % x.t.ndim
+        outer, length, inner_size = (self.size_of(dims[:axis]), dims[axis],
+                                     self.size_of(dims[axis + 1:]))
+        out = self.new_array(dims[:axis] + dims[axis + 1:])
+        out_data = self.parts(out)[0]
+        extremum = how in ("max", "min")
+        if extremum:
+            self.bail(b.icmp_signed(">", length, _ZERO), name="empty_reduction")
+        with self.loop(outer, "outer") as o:
+            base = b.mul(o.index, b.mul(length, inner_size))
+            row = b.mul(o.index, inner_size)
+            with self.loop(inner_size, "init") as j:
+                first = self.element_at(data, b.add(base, j.index)) if extremum else \
+                    ir.Constant(F64T, 0.0)
+                self.store_at(out_data, b.add(row, j.index), first)
+            start = _ONE if extremum else _ZERO
+            with counted_loop(b, "axis", start, _ONE,
+                              lambda b, i: b.icmp_signed("<", i, length)) as k:
+                with self.loop(inner_size, "inner") as j:
+                    at = b.add(row, j.index)
+                    e = self.element_at(data, b.add(base, b.add(b.mul(k.index, inner_size),
+                                                                j.index)))
+                    acc = self.element_at(out_data, at)
+                    self.store_at(out_data, at, self.extremum(how, acc, e) if extremum
+                                  else b.fadd(acc, e))
+            if how == "mean":
+                with self.loop(inner_size, "mean") as j:
+                    at = b.add(row, j.index)
+                    self.store_at(out_data, at, b.fdiv(self.element_at(out_data, at),
+                                                       b.sitofp(length, F64T)))
+        return out
+
+    def call_reduction(self, node, args, keywords):
+        name = infer.dotted(node.func)
+        how = infer.SCALAR_REDUCTIONS.get(name) or infer.NUMPY_REDUCTIONS[name]
+        axis = None
+        if name in infer.NUMPY_REDUCTIONS:
+            axis = infer._reduction_axis(node, args, dict(keywords), name)
+        if axis is None or inner(args[0].t).ndim == 1:
+            return self.reduce_all(how, args[0])
+        return self.reduce_axis(how, args[0], axis)
+
+    # ----- dot ---------------------------------------------------------------------------
+    def matrix(self, value):
+        """``(data, rows, cols, row_stride, col_stride)`` of a vector or matrix; a vector
+        is a row ``(1, n)`` (``as_column``: a column ``(n, 1)``)."""
+        data, dims = self.parts(value)
+        if len(dims) == 2:
+            return data, dims[0], dims[1], dims[1], _ONE
+        return data, _ONE, dims[0], dims[0], _ONE
+
+    def column(self, value):
+        data, dims = self.parts(value)
+        if len(dims) == 2:
+            return data, dims[0], dims[1], dims[1], _ONE
+        return data, dims[0], _ONE, _ONE, _ONE
+
+    @staticmethod
+    def transposed(m):
+        data, rows, cols, rs, cs = m
+        return data, cols, rows, cs, rs
+
+    def matmul(self, a, c, out_data):
+        """``out = a @ c`` (row-major, ``rows(a) x cols(c)``): every element summed from 0.0
+        in index order of the inner axis (the same sums in each loop order below, chosen
+        for the unit-stride operand: a matrix times a column runs four rows at a time, a
+        transposed matrix times a column along ``out``, matrix products along its rows)."""
+        b = self.b
+        a_data, m, p, a_rs, a_cs = a
+        c_data, p2, n, c_rs, c_cs = c
+        self.bail(b.icmp_signed("==", p, p2), name="dot_shape")   # numpy's ValueError
+        zero = ir.Constant(F64T, 0.0)
+
+        def at_a(i, k):
+            return self.element_at(a_data, b.add(b.mul(i, a_rs), b.mul(k, a_cs)))
+
+        def at_c(k, j):
+            return self.element_at(c_data, b.add(b.mul(k, c_rs), b.mul(j, c_cs)))
+
+        def along_rows():   # out[i, :] += a[i, k] * c[k, :], k ascending
+            with self.loop(b.mul(m, n), "dot.zero") as z:
+                self.store_at(out_data, z.index, zero)
+            outer, inner_count = (m, n)
+            with self.loop(p, "dot.k") as k:
+                with self.loop(outer, "dot.i") as i:
+                    x = at_a(i.index, k.index)
+                    with self.loop(inner_count, "dot.j") as j:
+                        at = b.add(b.mul(i.index, n), j.index)
+                        self.store_at(out_data, at, b.fadd(self.element_at(out_data, at),
+                                                           b.fmul(x, at_c(k.index, j.index))))
+
+        def rows_of_four():   # n == 1: out[i] = sum_k a[i, k] c[k], four rows at once
+            four = ir.Constant(I64, 4)
+            blocks = b.sdiv(m, four)
+            with self.loop(blocks, "dot.block") as blk:
+                rows = [b.add(b.mul(blk.index, four), ir.Constant(I64, r)) for r in range(4)]
+                with counted_loop(b, "dot.k4", _ZERO, _ONE,
+                                  lambda b, k: b.icmp_signed("<", k, p),
+                                  carried=[zero] * 4) as k:
+                    y = at_c(k.index, _ZERO)
+                    k.next = [b.fadd(acc, b.fmul(at_a(r, k.index), y))
+                              for acc, r in zip(k.carried, rows, strict=True)]
+                for acc, r in zip(k.carried, rows, strict=True):
+                    self.store_at(out_data, r, acc)
+            with counted_loop(b, "dot.rest", b.mul(blocks, four), _ONE,
+                              lambda b, i: b.icmp_signed("<", i, m)) as i:
+                with counted_loop(b, "dot.k1", _ZERO, _ONE,
+                                  lambda b, k: b.icmp_signed("<", k, p),
+                                  carried=[zero]) as k:
+                    k.next = [b.fadd(k.carried[0], b.fmul(at_a(i.index, k.index),
+                                                          at_c(k.index, _ZERO)))]
+                self.store_at(out_data, i.index, k.carried[0])
+
+        def along_columns():   # n == 1: out[:] += a[:, k] * c[k], k ascending
+            with self.loop(m, "dot.zero") as z:
+                self.store_at(out_data, z.index, zero)
+            with self.loop(p, "dot.k") as k:
+                y = at_c(k.index, _ZERO)
+                with self.loop(m, "dot.i") as i:
+                    self.store_at(out_data, i.index, b.fadd(self.element_at(out_data, i.index),
+                                                            b.fmul(at_a(i.index, k.index), y)))
+
+        column = b.icmp_signed("==", n, _ONE)
+        rows_contiguous = b.icmp_signed("==", a_cs, _ONE)
+        with b.if_else(column) as (matvec, other):
+            with matvec:
+                with b.if_else(rows_contiguous) as (by_rows, by_columns):
+                    with by_rows:
+                        rows_of_four()
+                    with by_columns:
+                        along_columns()
+            with other:
+                along_rows()
+
+    def call_npops_dot(self, node, args, keywords):
+        x, y = self.unwrap(args[0]), self.unwrap(args[1])
+        t = infer.dot_type(x.t, y.t)
+        xd, yd = self.parts(x)[1], self.parts(y)[1]
+        dims = xd[:-1] + (yd[:-2] + yd[-1:] if len(yd) == 2 else [])
+        if isinstance(t, Num):
+            cell = self.alloca(F64T, "dot.value")
+            self.matmul(self.matrix(x), self.column(y), cell)
+            return self._value(self.b.load(cell), t)
+        out = self.new_array(dims)
+        self.matmul(self.matrix(x), self.column(y), self.parts(out)[0])
+        return out
+
+    def call_ops_matmul(self, node, args, keywords):
+        return self.call_npops_dot(node, args, keywords)
+
+    call_npops_matmul = call_ops_matmul
+
+    def gradient_matrix(self, g, rows, cols):
+        """A dot's output gradient as a ``rows x cols`` matrix (a number: a 1x1 cell)."""
+        if isinstance(g.t, Num):
+            cell = self.alloca(F64T, "dot.seed")
+            self.b.store(self.as_kind(g, "f64"), cell)
+            return cell, _ONE, _ONE, _ONE, _ONE
+        data, dims = self.parts(g)
+        size = self.size_of(dims)
+        self.bail(self.b.icmp_signed("==", size, self.b.mul(rows, cols)), name="dot_gradient")
+        return data, rows, cols, cols, _ONE
+
+    def rule_dot_0(self, g, x, y):
+        """``g @ y.T`` in ``x``'s shape."""
+        xm, yc = self.matrix(x), self.column(y)
+        gm = self.gradient_matrix(g, xm[1], yc[2])
+        out = self.new_array(self.parts(x)[1])
+        self.matmul(gm, self.transposed(yc), self.parts(out)[0])
+        return out
+
+    def rule_matmul_0(self, g, x, y):
+        return self.rule_dot_0(g, x, y)
+
+    def rule_matmul_1(self, g, x, y):
+        return self.rule_dot_1(g, x, y)
+
+    def rule_dot_1(self, g, x, y):
+        """``x.T @ g`` in ``y``'s shape."""
+        xm, yc = self.matrix(x), self.column(y)
+        gm = self.gradient_matrix(g, xm[1], yc[2])
+        out = self.new_array(self.parts(y)[1])
+        self.matmul(self.transposed(xm), gm, self.parts(out)[0])
+        return out
+
+    def reduction_rule(self, how, g, ans, x, axis):
+        """The gradient of ``x`` through ``sum``/``mean``/``max``/``min`` over ``axis``
+        (None: all) as the primitives' rules compute it: ``g`` spread over the reduced
+        axis (mean: ``g / n``; max/min: ``g * (mask / count)``, the ties sharing)."""
+        b = self.b
+        data, dims = self.parts(x)
+        if axis is None or len(dims) == 1:
+            outer, length, inner_size = _ONE, self.size_of(dims), _ONE
+        else:
+            axis %= len(dims)
+            outer, length, inner_size = (self.size_of(dims[:axis]), dims[axis],
+                                         self.size_of(dims[axis + 1:]))
+        out = self.new_array(dims)
+        out_data = self.parts(out)[0]
+
+        def reduced(value, at):   # g or ans at a reduced position
+            if isinstance(value.t, Num):
+                return self.as_kind(value, "f64")
+            return self.element_at(self.parts(value)[0], at)
+
+        with self.loop(outer, "rule.outer") as o:
+            with self.loop(inner_size, "rule.inner") as j:
+                at = b.add(b.mul(o.index, inner_size), j.index)
+                seed = reduced(g, at)
+                offset = b.add(b.mul(o.index, b.mul(length, inner_size)), j.index)
+
+                def element_offset(k):
+                    return b.add(offset, b.mul(k, inner_size))
+
+                if how == "mean":
+                    seed = b.fdiv(seed, b.sitofp(length, F64T))
+                if how in ("max", "min"):
+                    top = reduced(ans, at)
+                    with counted_loop(b, "rule.count", _ZERO, _ONE,
+                                      lambda b, k: b.icmp_signed("<", k, length),
+                                      carried=[ir.Constant(F64T, 0.0)]) as k:
+                        hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
+                            k.index)), top)
+                        k.next = [b.fadd(k.carried[0], b.uitofp(hit, F64T))]
+                    count = k.carried[0]
+                with self.loop(length, "rule.spread") as k:
+                    value = seed
+                    if how in ("max", "min"):
+                        hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
+                            k.index)), top)
+                        value = b.fmul(seed, b.fdiv(b.uitofp(hit, F64T), count))
+                    self.store_at(out_data, element_offset(k.index), value)
+        return out
+
+    # ----- the adjoint's helpers ---------------------------------------------------------
+    def if_present(self, value, rt, compute, otherwise):
+        """``compute(content)`` where ``value`` is present, else ``otherwise()``, as ``rt``."""
+        if not can_be_none(value.t):
+            return self._value(self.coerce(compute(value), rt), rt)
+        b = self.b
+        slot = self.alloca(self.ltype(rt), "present")
+        with b.if_else(self.present(value)) as (then, orelse):
+            with then:
+                b.store(self.coerce(compute(self.content(value)), rt), slot)
+            with orelse:
+                b.store(self.coerce(otherwise(), rt), slot)
+        return self._value(b.load(slot), rt)
+
+    def call_support_accumulate(self, node, args, keywords):
+        total, rule, g, rest = args[0], args[1], args[2], [self.unwrap(a) for a in args[4:]]
+        rt = infer._accumulate(node, [a.t for a in args], dict(keywords))
+        if g.t is NONE:
+            return total
+        base = rule.t.name.rpartition("_")[0]
+        if base in ("sum", "mean", "max", "min"):
+            ans = self.unwrap(args[3]) if rule.t.name in infer.READS_RESULT else None
+
+            def method(g, x):
+                return self.reduction_rule(base, g, ans, x, keywords.get("axis"))
+        else:
+            method = getattr(self, f"rule_{rule.t.name}")
+        return self.if_present(g, rt, lambda g: self.add_to_fresh(total, method(g, *rest)),
+                               lambda: total)
+
+    def add_to_fresh(self, total, part):
+        """``add_grads(total, part)`` for a ``part`` just allocated (a rule's result): where
+        ``total`` is an array of its shape, ``part`` receives the sum in place (no new
+        array; each element ``total + part`` as add_grads computes it)."""
+        if not (isinstance(part.t, Arr) and isinstance(inner(total.t), Arr)
+                and inner(total.t) == part.t):
+            return self.add_grads(total, part)
+        b = self.b
+        rt = infer.add_grads(total.t, part.t)
+        present = self.present(total)
+        content = self.content(total)
+        t_data, t_dims = self.parts(content)
+        p_data, p_dims = self.parts(part)
+        same = present
+        for x, y in zip(t_dims, p_dims, strict=True):
+            same = b.and_(same, b.icmp_signed("==", x, y))
+        slot = self.alloca(self.ltype(rt), "accumulated")
+        with b.if_else(same) as (in_place, other):
+            with in_place:
+                with self.loop(self.size_of(p_dims), "accumulate") as loop:
+                    self.store_at(p_data, loop.index, b.fadd(self.element_at(t_data, loop.index),
+                                                             self.element_at(p_data, loop.index)))
+                b.store(self.coerce(part, rt), slot)
+            with other:
+                b.store(self.coerce(self.add_grads(total, part), rt), slot)
+        return self._value(b.load(slot), rt)
+
+    def call_support_unbroadcast(self, node, args, keywords):
+        g, value = args
+        if not (infer.is_array(g.t) or infer.is_array(value.t)):
+            return args[0]   # numbers: the scalar road's rule
+        rt = infer._array_unbroadcast(node, [g.t, value.t], {})
+        if g.t is NONE:
+            return g
+        target = inner(value.t)
+        return self.if_present(g, rt, lambda g: self.sum_to(g, value, target),
+                               lambda: self._value(ir.Constant(self.ltype(NONE), None), NONE))
+
+    def sum_to(self, g, value, target):
+        """``g`` summed down to ``value``'s shape (a number: all of it)."""
+        if isinstance(target, Num):
+            return self.reduce_all("sum", g)
+        b = self.b
+        value = self.unwrap(value)
+        g_data, g_dims = self.parts(g)
+        _, v_dims = self.parts(value)
+        ndim = len(g_dims)
+        same = ir.Constant(I1, 1 if len(v_dims) == ndim else 0)
+        if len(v_dims) == ndim:
+            for x, y in zip(g_dims, v_dims, strict=True):
+                same = b.and_(same, b.icmp_signed("==", x, y))
+        slot = self.alloca(array_ltype(target), "sum_to")
+        with b.if_else(same) as (equal, reduce):
+            with equal:
+                if len(v_dims) == ndim:
+                    b.store(g.v, slot)
+            with reduce:
+                for k, d in enumerate(v_dims):
+                    g_d = g_dims[ndim - len(v_dims) + k]
+                    self.bail(b.or_(b.icmp_signed("==", d, g_d), b.icmp_signed("==", d, _ONE)),
+                              name="sum_to")
+                out = self.new_array(v_dims)
+                out_data = self.parts(out)[0]
+                with self.loop(self.size_of(v_dims), "zero") as loop:
+                    self.store_at(out_data, loop.index, ir.Constant(F64T, 0.0))
+
+                def nest(axis, offset, g_offset):
+                    if axis == ndim:
+                        self.store_at(out_data, offset, b.fadd(self.element_at(out_data, offset),
+                                                               self.element_at(g_data, g_offset)))
+                        return
+                    with self.loop(g_dims[axis], f"sum_to.axis{axis}") as loop:
+                        k = axis - (ndim - len(v_dims))
+                        following = offset
+                        if k >= 0:
+                            d = v_dims[k]
+                            step = b.select(b.icmp_signed("==", d, _ONE), _ZERO, loop.index)
+                            following = b.add(b.mul(offset, d), step)
+                        nest(axis + 1, following, b.add(b.mul(g_offset, g_dims[axis]), loop.index))
+                nest(0, _ZERO, _ZERO)
+                b.store(out.v, slot)
+        return self._value(b.load(slot), target)
+
+    def call_support_index_grad(self, node, args, keywords):
+        total, g, value, key = args
+        if not infer.is_array(value.t):
+            return self.call_support_index_grad_tuple(node, args)
+        rt = infer._array_index_grad(node, [a.t for a in args], {})
+        if g.t is NONE:
+            return total
+        return self.if_present(g, rt, lambda g: self.row_added(total, g, value, key),
+                               lambda: total)
+
+    def row_added(self, total, g, value, key):
+        """``total`` (None: zeros) plus ``g`` at ``value[key]``, as a new array."""
+        b = self.b
+        value = self.unwrap(value)
+        _, dims = self.parts(value)
+        out = self.new_array(dims)
+        out_data, size = self.parts(out)[0], self.size_of(dims)
+        if total.t is NONE:
+            present, total_data = ir.Constant(I1, 0), ir.Constant(PTR, None)
+        else:
+            present = self.present(total)
+            total_data = b.select(present, self.parts(self.content(total))[0],
+                                  ir.Constant(PTR, None)) if can_be_none(total.t) \
+                else self.parts(total)[0]
+        with b.if_else(present) as (have, zeros):
+            with have:
+                with self.loop(size, "copy") as loop:
+                    self.store_at(out_data, loop.index, self.element_at(total_data, loop.index))
+            with zeros:
+                with self.loop(size, "zeros") as loop:
+                    self.store_at(out_data, loop.index, ir.Constant(F64T, 0.0))
+        i = self.unwrap(key).v
+        i = b.select(b.icmp_signed("<", i, _ZERO), b.add(i, dims[0]), i)
+        self.bail(b.and_(b.icmp_signed(">=", i, _ZERO), b.icmp_signed("<", i, dims[0])),
+                  name="index_range")
+        row = self.size_of(dims[1:])
+        start = b.mul(i, row)
+        with self.loop(row, "row") as loop:
+            at = b.add(start, loop.index)
+            part = self.as_kind(g, "f64") if isinstance(g.t, Num) else \
+                self.element_at(self.parts(g)[0], loop.index)
+            self.store_at(out_data, at, b.fadd(self.element_at(out_data, at), part))
+        return out
+
+    def call_support_numpy_scalar(self, node, args, keywords):
+        x = self.unwrap(args[0])
+        data, dims = self.parts(x)
+        self.bail(self.b.icmp_signed("==", dims[0], _ONE), name="numpy_scalar")
+        return self._value(self.element_at(data, _ZERO), Num(x.t.kind))
