@@ -543,6 +543,8 @@ class _Lowering:
         for arg, name, t in zip(self.fn.args[:-2], self.typing.params, self.typing.arguments,
                                 strict=True):
             value = b.icmp_signed("!=", arg, ir.Constant(I64, 0)) if t.kind == "bool" else arg
+            if t.kind == "f32":   # passed as a double (exact)
+                value = b.fptrunc(arg, F32T)
             self.store(name, _Value(value, t))
         self.block(self.forward.body)
         self.result = self.returned
