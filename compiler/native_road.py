@@ -75,7 +75,7 @@ def _build(variant, args):
     namespace = variant._forward.__globals__
     try:
         forward, adjoint = function_ir(variant.source, name)
-        typing = infer.infer(forward, adjoint, namespace, types)
+        typing = infer.infer(forward, adjoint, namespace, types, variant)
         ir_text, symbol = lower_function(forward, adjoint, typing)
         kinds = [None if g is infer.NONE else infer.inner(g).kind for g in typing.gradients]
         return NativeGradient(ir_text, symbol, tuple(map(type, args)), typing.result.kind,
@@ -101,25 +101,29 @@ def _refusal(variant, error) -> Refused:
 
 
 def _user_line(variant, statement):
-    """The user's line a generated statement comes from (by its tag, or the name it
-    assigns), and that line's text; (0, "") if unknown."""
+    """The user's line a generated statement comes from, and that line's text; (0, "") if
+    unknown.  In order: a location the statement carries (a stack tag ``'what@line'``, a
+    check's ``'file:line'``); a user function's call it makes (``h1 = h_1.forward(...)``:
+    the k-th call of ``h`` in the source, as normalize numbers its temporaries); the
+    user's assignment of a name it assigns or reads (``x_grad`` -> ``x``)."""
     import gast
 
     if statement is None:
         return 0, ""
-    line = 0
-    for node in gast.walk(statement):
-        if isinstance(node, gast.Constant) and isinstance(node.value, str) and "@" in node.value:
-            line = int(node.value.rsplit("@", 1)[1])
     fn = variant.function.fn
     code = fn.__code__
-    if not line:
+    line = _carried_line(statement, code.co_filename)
+    tree = _user_tree(fn)
+    if not line and tree is not None:
+        line = _callee_line(statement, tree, variant)
+    if not line and tree is not None:
         names = [n.id for n in gast.walk(statement) if isinstance(n, gast.Name)]
-        for candidate in names:
+        targets = [t.id for t in getattr(statement, "targets", ()) if isinstance(t, gast.Name)]
+        for candidate in targets + names:
             for suffix in ("_out_grad", "_grad", "_out"):
                 if candidate.endswith(suffix):
                     candidate = candidate[:-len(suffix)]
-            line = _assigning_line(fn, candidate)
+            line = _assigning_line(tree, candidate)
             if line:
                 break
     if not line:
@@ -127,19 +131,68 @@ def _user_line(variant, statement):
     return line, linecache.getline(code.co_filename, line).strip()
 
 
-def _assigning_line(fn, name) -> int:
+def _carried_line(statement, filename) -> int:
+    import gast
+
+    for node in gast.walk(statement):
+        if not (isinstance(node, gast.Constant) and isinstance(node.value, str)):
+            continue
+        text = node.value
+        if "@" in text and text.rsplit("@", 1)[1].isdigit():
+            return int(text.rsplit("@", 1)[1])
+        if text.startswith(f"{filename}:") and text.rsplit(":", 1)[1].isdigit():
+            return int(text.rsplit(":", 1)[1])
+    return 0
+
+
+def _user_tree(fn):
+    """The user function's source as an ``ast`` tree, line numbers the file's."""
     import inspect
     import textwrap
 
     try:
         source = textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError):
+        return None
+    tree = ast.parse(source)
+    ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
+    return tree
+
+
+def _callee_line(statement, tree, variant) -> int:
+    """The line of the user call a ``name = ref.forward(...)`` statement makes: the
+    temporary ``<callee><k>`` is the k-th call of that callee in the source."""
+    import gast
+
+    value = getattr(statement, "value", None)
+    if not (isinstance(value, gast.Call) and isinstance(value.func, gast.Attribute)
+            and value.func.attr in ("forward", "adjoint")):
         return 0
-    first = fn.__code__.co_firstlineno
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store):
-            return first + node.lineno - 1
-    return 0
+    target = variant._forward.__globals__.get(getattr(value.func.value, "id", ""))
+    callee = getattr(getattr(getattr(target, "function", None), "fn", None), "__name__", None)
+    if callee is None:
+        return 0
+    calls = sorted((node.lineno, node.col_offset) for node in ast.walk(tree)
+                   if isinstance(node, ast.Call) and _called_name(node.func) == callee)
+    k = 1
+    targets = getattr(statement, "targets", ())
+    if targets and isinstance(targets[0], gast.Name):
+        digits = targets[0].id[len(callee):]
+        k = int(digits) if targets[0].id.startswith(callee) and digits.isdigit() else 1
+    return calls[k - 1][0] if 0 < k <= len(calls) else (calls[0][0] if calls else 0)
+
+
+def _called_name(func):
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(
+        func, ast.Attribute) else None
+
+
+def _assigning_line(tree, name) -> int:
+    """The first line assigning ``name`` in the user's source (0: none)."""
+    lines = [node.lineno for node in ast.walk(tree)
+             if isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx,
+                                                                              ast.Store)]
+    return min(lines, default=0)
 
 
 def explain(variant) -> list:
