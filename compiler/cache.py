@@ -582,8 +582,9 @@ def plan(compiled) -> list:
                 ((True,) * count + data, DEFAULT_DTYPES)]
     steps = {(False,) * count + data: set()}
     for signature in signatures:
-        mask = tuple(entry is not None for entry in signature) + data
-        dtypes = {entry for entry in signature if entry is not None} or set(DEFAULT_DTYPES)
+        mask = tuple(entry in DEFAULT_DTYPES for entry in signature) + data
+        dtypes = {entry for entry in signature if entry in DEFAULT_DTYPES} or set(
+            DEFAULT_DTYPES)
         steps.setdefault(mask, set()).update(dtypes)
         steps[(False,) * count + data].update(dtypes)
     return [(mask, tuple(sorted(dtypes))) for mask, dtypes in steps.items()]
@@ -619,7 +620,37 @@ def precompile(compiled) -> dict:
                     for dtype in dtypes:
                         value.precompile(dtype)
                         native += 1
-    return {"variants": len({v for v, _ in seen}), "kernels": len(kernels), "native": native}
+    return {"variants": len({v for v, _ in seen}), "kernels": len(kernels), "native": native,
+            "native_functions": _precompile_native_functions(compiled)}
+
+
+#: a signature entry naming a Python number that is not differentiated (native functions)
+NUMBER_ENTRIES = {"int": int, "float": float, "bool": bool}
+
+
+def _precompile_native_functions(compiled) -> int:
+    """The whole-function native code (compiler/native_road.py) of the ``signatures``
+    whose entries are all dtypes or ``NUMBER_ENTRIES``, read as numbers (``"float64"``: a
+    differentiated number, an ``np.float64`` inside; ``"int"``: a step count).  Without
+    ``signatures`` none (the default plan is for arrays).  Returns how many are native (a
+    refusal is the Python road, not an error: ``pb.explain`` tells why)."""
+    import numpy as np
+
+    from . import native_road
+
+    data = (False,) * len(compiled.implicit)
+    if compiled.implicit:
+        return 0   # implicit inputs' types are the values' at each call
+    signatures = getattr(compiled, "signatures", None) or ()
+    built = 0
+    for signature in signatures:
+        if None in signature:
+            continue
+        mask = tuple(entry in DEFAULT_DTYPES for entry in signature) + data
+        types = tuple(NUMBER_ENTRIES.get(entry) or {"float64": np.float64, "float32": np.float32}[
+            entry] for entry in signature)
+        built += native_road.precompile(compiled.variant(mask), types)
+    return built
 
 
 def check_signatures(fn, signatures) -> tuple | None:
@@ -630,11 +661,13 @@ def check_signatures(fn, signatures) -> tuple | None:
     checked = []
     for signature in signatures:
         signature = tuple(signature)
-        if len(signature) != count or any(e not in (None, *DEFAULT_DTYPES) for e in signature):
+        if len(signature) != count or any(e not in (None, *DEFAULT_DTYPES, *NUMBER_ENTRIES)
+                                          for e in signature):
             raise ValueError(
                 f"a signature of {fn.__qualname__}() has one entry per parameter ({count}): "
-                f"'float32' or 'float64' for an array that is differentiated, None for an "
-                f"argument that is not; got {signature!r}")
+                f"'float32' or 'float64' for an array or number that is differentiated, "
+                f"None for an argument that is not ('int', 'float' or 'bool': a number that "
+                f"is not, for whole native functions); got {signature!r}")
         checked.append(signature)
     return tuple(checked)
 
@@ -652,6 +685,10 @@ def compile(fn=None, *, signatures=None, **options):
             ``"float32"`` or ``"float64"`` for an array whose gradient is taken,
             ``None`` for an argument that is not differentiated.  Default: the
             plain forward and the adjoint of all parameters, float32 and float64.
+            A signature of dtypes and ``"int"``/``"float"``/``"bool"`` (a number that is
+            not differentiated) also builds the whole native function for numbers of
+            those types (a dtype: a differentiated number), e.g. ``("float64",
+            "float64", "int")`` for ``f(x, y, steps)``.
         options: as for ``pullback.compiler.api.compile`` (``native``, ``fallback``).
     """
     if fn is None:

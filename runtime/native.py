@@ -312,17 +312,21 @@ class _Engine:
         return address
 
     def load(self, ir_text: str, symbol: str,
-             directory: safefile.Location | None = None) -> tuple[int, str]:
+             directory: safefile.Location | None = None, key: str | None = None
+             ) -> tuple[int, str]:
         """Address of ``symbol`` defined by ``ir_text``, via the disk cache when usable.
 
         ``directory`` (e.g. a ``__pullback_cache__/kernels`` beside the source, filled by
         ``pullback compile``) is looked in first and written to instead of the default.
+        ``key``: the cache key to use instead of one hashing ``ir_text`` (a caller that
+        knows what decides the IR; ``ir_text`` may then be a function making the text,
+        called only on a miss).
         Returns (address, how) where how is "cached" or "compiled"."""
         with self.lock, contextlib.ExitStack() as open_caches:
             caches = [open_caches.enter_context(c) for c in
                       ((_DiskCache.current(directory) if directory else None),
                        _DiskCache.current()) if c is not None]
-            key = self.cache_key(ir_text)
+            key = key or self.cache_key(ir_text)
             object_code, found_in = None, None
             for found_in, cache in enumerate(caches):
                 object_code = cache.read(key, symbol)
@@ -330,10 +334,25 @@ class _Engine:
                     break
             how = "cached"
             if object_code is None:
-                object_code, how = self.object_code(ir_text), "compiled"
+                text = ir_text() if callable(ir_text) else ir_text
+                object_code, how = self.object_code(text), "compiled"
             if caches and (how == "compiled" or found_in > 0):
                 caches[0].write(key, object_code)   # the preferred cache gets a copy
             return self.link(object_code, symbol), how
+
+    def load_cached(self, key: str, symbol: str,
+                    directory: safefile.Location | None = None) -> int | None:
+        """Address of ``symbol`` from object code cached under ``key`` (no IR: a caller
+        that recorded the key of the IR it lowered once), or None when no cache holds it."""
+        with self.lock, contextlib.ExitStack() as open_caches:
+            caches = [open_caches.enter_context(c) for c in
+                      ((_DiskCache.current(directory) if directory else None),
+                       _DiskCache.current()) if c is not None]
+            for cache in caches:
+                object_code = cache.read(key, symbol)
+                if object_code is not None:
+                    return self.link(object_code, symbol)
+        return None
 
     def cache_key(self, ir_text: str) -> str:
         import llvmlite

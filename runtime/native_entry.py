@@ -358,6 +358,20 @@ def entry(spec: EntrySpec, function_address: int, fallback):
         with engine.lock:
             installed = _ENTRIES.get(spec)
             if installed is None:
-                address, _ = engine.load(entry_ir(spec, engine.codegen.triple), spec.symbol)
+                # keyed by the spec and this file (what decides the IR): a cached entry
+                # loads without building its IR
+                key = engine.cache_key(f"pullback-entry\0{spec!r}\0{_this_source_digest()}")
+                address, _ = engine.load(
+                    lambda: entry_ir(spec, engine.codegen.triple), spec.symbol, key=key)
                 installed = _ENTRIES[spec] = fastcall.Installed(address)
     return installed.function(descriptor(function_address, fallback))
+
+
+@functools.cache
+def _this_source_digest() -> str:
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    return hashlib.sha256(b"".join((here / name).read_bytes() for name in (
+        "native_entry.py", "fastcall.py", "irhelpers.py"))).hexdigest()

@@ -36,18 +36,23 @@ class NativeGradient:
     Args:
         ir_text, symbol: the function's IR and name.
         signature: the exact Python type of each argument it accepts.
+        directory: an extra object cache looked in first and written to (``pullback
+            compile``'s, beside the user's source).
         value_kind: the number kind of the value; gradient_kinds: per parameter, the kind
             of its gradient, or None when it is always None.
     """
 
-    def __init__(self, ir_text, symbol, signature, value_kind, gradient_kinds):
-        address, self.how = native._engine().load(ir_text, symbol)
+    def __init__(self, ir_text, symbol, signature, value_kind, gradient_kinds, directory=None,
+                 loaded=None):
+        # loaded: (address, how) of code already linked (from a manifest: no IR text)
+        address, self.how = loaded or native._engine().load(ir_text, symbol, directory)
         argtypes = [ctypes.c_int64 if t in (int, bool) else ctypes.c_double
                     for t in signature]
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, *argtypes, ctypes.c_double,
                                     ctypes.c_void_p)(address)
         self.signature = tuple(signature)
         self.symbol, self.ir_text = symbol, ir_text
+        self.value_kind, self.gradient_kinds = value_kind, tuple(gradient_kinds)
         self._value_box = _BOX[value_kind]
         self._boxes = [None if k is None else _BOX[k] for k in gradient_kinds]
         self._n = 1 + 2 * len(gradient_kinds)
