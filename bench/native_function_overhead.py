@@ -9,8 +9,8 @@ repeats, ns per call):
 | case | what runs |
 |---|---|
 | pb.grad(f)(x) | the user's call: the fastcall entry checks x, calls native, boxes the float |
-| careful path, fastcall native | the Python glue of api.py (argument completion, internal values, the road's lookup, gradient conversion) around the raw entry |
-| careful path, ctypes native | the same glue around a ctypes call: what every call cost before the entry |
+| careful path, fastcall native | api.py's Python glue (arguments, road lookup, conversion) around the raw entry |
+| careful path, ctypes native | the same glue around a ctypes call: every call before the entry |
 | raw entry alone | ``NativeGradient.call``: the entry returning (value, gradient) |
 | ctypes alone | the same native function through ctypes |
 | python f(x) | calling the plain Python function (a floor for any Python-level call) |

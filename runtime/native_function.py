@@ -4,11 +4,11 @@ A ``NativeGradient`` is one value-and-gradient function for one argument signatu
 ``call(args, seed)`` checks every argument's type against the signature it was
 compiled for (nothing of another type ever enters native code), makes one native call
 through its fastcall entry (``runtime/native_entry.py``; ctypes where that is not
-available, and as the entry's careful fallback), and returns ``(value, gradients)`` as the Python road would (numpy
-float64 where it computes with numpy, Python floats where it computes with Python
-numbers, None for a zero gradient), or None when the native code asks for the Python
-road (a case where Python raises or leaves int64: the caller runs the Python road, which
-then gives the exact result or exception).
+available, and as the entry's careful fallback), and returns ``(value, gradients)`` as
+the Python road would (numpy float64 where it computes with numpy, Python floats where it
+computes with Python numbers, None for a zero gradient), or None when the native code
+asks for the Python road (a case where Python raises or leaves int64: the caller runs the
+Python road, which then gives the exact result or exception).
 """
 
 from __future__ import annotations
