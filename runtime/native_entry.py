@@ -17,7 +17,7 @@ Called as ``entry(*arguments)`` it
    ``PyLong_AsLongLongAndOverflow``: out of int64, the fallback);
 2. when ``check_environment``: reads ``PULLBACK_NATIVE_FUNCTIONS`` and ``PULLBACK_NATIVE``
    with ``getenv`` (``os.environ`` writes through to the C environment), so the road is
-   still chosen at each call; "0" means the fallback;
+   still chosen at each call: set to anything but "1", the fallback decides;
 3. calls the native function once (``seed`` 1.0 or the last argument);
 4. on status OK, returns the results boxed as the Python road boxes them; on any other
    status (the Python road must run: an exception, a big int, no memory) it returns
@@ -201,7 +201,8 @@ class _Entry:
         return value
 
     def require_not_off(self, variable: str):
-        """Fall back when the environment variable is exactly "0"."""
+        """Fall back unless the environment variable is unset or exactly "1" (any other
+        value -- "0", "off", ... -- is decided by the careful path, as without the entry)."""
         b = self.b
         text = bytearray(variable.encode() + b"\0")
         name = ir.Constant(ir.ArrayType(ir.IntType(8), len(text)), text)
@@ -218,9 +219,9 @@ class _Entry:
             first = b.load(value, typ=ir.IntType(8))
             second = b.load(b.gep(value, [ir.Constant(I64, 1)], source_etype=ir.IntType(8)),
                             typ=ir.IntType(8))
-            zero = b.and_(b.icmp_unsigned("==", first, ir.Constant(ir.IntType(8), ord("0"))),
-                          b.icmp_unsigned("==", second, ir.Constant(ir.IntType(8), 0)))
-            b.store(zero, off)
+            one = b.and_(b.icmp_unsigned("==", first, ir.Constant(ir.IntType(8), ord("1"))),
+                         b.icmp_unsigned("==", second, ir.Constant(ir.IntType(8), 0)))
+            b.store(b.not_(one), off)
         require(b, b.not_(b.load(off, typ=I1)), self.fallback, f"{variable}.not_off")
 
     # ----- results --------------------------------------------------------------------------

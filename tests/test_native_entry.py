@@ -104,13 +104,14 @@ def test_python_exceptions_and_the_environment_at_each_call(monkeypatch):
     with pytest.raises(ZeroDivisionError):   # native asks for the Python road, which raises
         g(1.0, 1.0, 0.0)
     assert g(3.0, 1.0, 2.0) == 0.5
-    for variable in ("PULLBACK_NATIVE_FUNCTIONS", "PULLBACK_NATIVE"):
-        monkeypatch.setenv(variable, "0")     # read at each call, by the entry too
+    for variable, off in (("PULLBACK_NATIVE_FUNCTIONS", "0"), ("PULLBACK_NATIVE", "0"),
+                          ("PULLBACK_NATIVE", " Off")):
+        monkeypatch.setenv(variable, off)     # read at each call, by the entry too
         calls = []
         monkeypatch.setattr(pb.compiler.api.native_road, "gradient_function",
                             lambda *a: calls.append(a))
         assert g(3.0, 1.0, 2.0) == 0.5
-        assert calls, f"{variable}=0 did not reach the careful path"
+        assert calls, f"{variable}={off!r} did not reach the careful path"
         monkeypatch.undo()
         monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
 
