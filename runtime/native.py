@@ -286,14 +286,15 @@ class _Engine:
             cpu=self.host.cpu, features=self.host.features, opt=3, reloc="pic",
             codemodel="default")
 
-    def object_code(self, ir_text: str) -> bytes:
-        """Optimise (O3; the IR is already vectorised, so no loop vectoriser) and emit."""
+    def object_code(self, ir_text: str, speed_level: int = 3) -> bytes:
+        """Optimise (O3 by default; the IR is already vectorised, so no loop vectoriser)
+        and emit."""
         llvm = self.llvm
         module = llvm.parse_assembly(ir_text)
         module.triple = self.codegen.triple
         module.data_layout = str(self.codegen.target_data)
         module.verify()
-        tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+        tuning = llvm.create_pipeline_tuning_options(speed_level=speed_level)
         tuning.loop_vectorization = False
         tuning.slp_vectorization = False
         tuning.loop_interleaving = False
@@ -312,15 +313,15 @@ class _Engine:
         return address
 
     def load(self, ir_text: str, symbol: str,
-             directory: safefile.Location | None = None, key: str | None = None
-             ) -> tuple[int, str]:
+             directory: safefile.Location | None = None, key: str | None = None,
+             speed_level: int = 3) -> tuple[int, str]:
         """Address of ``symbol`` defined by ``ir_text``, via the disk cache when usable.
 
         ``directory`` (e.g. a ``__pullback_cache__/kernels`` beside the source, filled by
         ``pullback compile``) is looked in first and written to instead of the default.
         ``key``: the cache key to use instead of one hashing ``ir_text`` (a caller that
         knows what decides the IR; ``ir_text`` may then be a function making the text,
-        called only on a miss).
+        called only on a miss; the key must then tell ``speed_level`` too).
         Returns (address, how) where how is "cached" or "compiled"."""
         with self.lock, contextlib.ExitStack() as open_caches:
             caches = [open_caches.enter_context(c) for c in
@@ -335,7 +336,7 @@ class _Engine:
             how = "cached"
             if object_code is None:
                 text = ir_text() if callable(ir_text) else ir_text
-                object_code, how = self.object_code(text), "compiled"
+                object_code, how = self.object_code(text, speed_level), "compiled"
             if caches and (how == "compiled" or found_in > 0):
                 caches[0].write(key, object_code)   # the preferred cache gets a copy
             return self.link(object_code, symbol), how

@@ -61,6 +61,7 @@ _C_FUNCTIONS = {
     "decref": ir.FunctionType(ir.VoidType(), [PTR]),
 }
 _TUPLE_ITEMS = 24                # ob_item of a PyTupleObject
+_SPEED = 1                       # LLVM's optimisation level for entries
 
 
 @dataclass(frozen=True)
@@ -361,9 +362,11 @@ def entry(spec: EntrySpec, function_address: int, fallback):
             if installed is None:
                 # keyed by the spec and this file (what decides the IR): a cached entry
                 # loads without building its IR
-                key = engine.cache_key(f"pullback-entry\0{spec!r}\0{_this_source_digest()}")
-                address, _ = engine.load(
-                    lambda: entry_ir(spec, engine.codegen.triple), spec.symbol, key=key)
+                # straight-line checks and calls: O1 makes the same code as O3 for less
+                key = engine.cache_key(f"pullback-entry\0O{_SPEED}\0{spec!r}\0"
+                                       f"{_this_source_digest()}")
+                address, _ = engine.load(lambda: entry_ir(spec, engine.codegen.triple),
+                                         spec.symbol, key=key, speed_level=_SPEED)
                 installed = _ENTRIES[spec] = fastcall.Installed(address)
     return installed.function(descriptor(function_address, fallback))
 
