@@ -347,8 +347,8 @@ class _Engine:
         that recorded the key of the IR it lowered once), or None when no cache holds it."""
         with self.lock, contextlib.ExitStack() as open_caches:
             caches = [open_caches.enter_context(c) for c in
-                      ((_DiskCache.current(directory) if directory else None),
-                       _DiskCache.current()) if c is not None]
+                      ((_DiskCache.current(directory, create=False) if directory else None),
+                       _DiskCache.current(create=False)) if c is not None]
             for cache in caches:
                 object_code = cache.read(key, symbol)
                 if object_code is not None:
@@ -419,15 +419,18 @@ class _DiskCache:
         self.folder.close()
 
     @classmethod
-    def current(cls, directory: safefile.Location | Path | None = None) -> _DiskCache | None:
+    def current(cls, directory: safefile.Location | Path | None = None,
+                create: bool = True) -> _DiskCache | None:
         """The cache at ``directory`` (default ``cache_directory()``; a bare path is its own
-        root), or None (warned once) if it is not safe."""
+        root), or None (warned once) if it is not safe; ``create`` false: None too when it
+        does not exist (a reader: no directories made)."""
         if directory is None:
             directory = cache_directory()
         elif not isinstance(directory, safefile.Location):
             directory = safefile.Location(Path(directory))
         try:
-            return cls(directory.open(create=True))
+            folder = directory.open(create=create)
+            return None if folder is None else cls(folder)
         except safefile.Unsafe as error:
             problem = str(error)
         except OSError as error:

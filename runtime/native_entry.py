@@ -365,8 +365,10 @@ def entry(spec: EntrySpec, function_address: int, fallback):
                 # straight-line checks and calls: O1 makes the same code as O3 for less
                 key = engine.cache_key(f"pullback-entry\0O{_SPEED}\0{spec!r}\0"
                                        f"{_this_source_digest()}")
-                address, _ = engine.load(lambda: entry_ir(spec, engine.codegen.triple),
-                                         spec.symbol, key=key, speed_level=_SPEED)
+                address = engine.load_cached(key, spec.symbol)   # a reader: makes no folder
+                if address is None:
+                    address, _ = engine.load(lambda: entry_ir(spec, engine.codegen.triple),
+                                             spec.symbol, key=key, speed_level=_SPEED)
                 installed = _ENTRIES[spec] = fastcall.Installed(address)
     return installed.function(descriptor(function_address, fallback))
 
