@@ -545,6 +545,7 @@ class _Lowering:
         self.base = self.alloca(PTR, "stack.base_slot")
         self.top = self.alloca(I64, "stack.top_slot")
         self.capacity = self.alloca(I64, "stack.capacity_slot")
+        self.depth = self.alloca(I64, "calls.depth_slot")   # native calls in progress
         self.reserve = self.callees.reserve = self.emit_reserve()
         body = self.fn.append_basic_block("forward")
         b.position_at_end(body)
@@ -955,11 +956,17 @@ class _Lowering:
 
 # ----- calls of other user functions: one LLVM function per typed part -----------------------
 
+#: most native calls in progress at once (each a native stack frame of the allocas of its
+#: names): deeper, the call reruns on the Python road
+MAX_CALL_DEPTH = 200
+
+
 class _Callees:
     """The callee parts (``infer.Part``) a native function calls, each lowered once into the
-    same module as an internal function sharing the caller's stack:
+    same module as an internal function sharing the caller's stack and call depth:
 
-        i32 <symbol>.<k>(ptr base_slot, ptr top_slot, ptr capacity_slot, ptr out, args...)
+        i32 <symbol>.<k>(ptr base_slot, ptr top_slot, ptr capacity_slot, ptr depth_slot,
+                         ptr out, args...)
 
     (a forward: its arguments; an adjoint: its seed) storing its result (a forward's value,
     an adjoint's gradient tuple) at ``out``; a status other than OK is passed up by the
@@ -974,7 +981,7 @@ class _Callees:
             t = part.typing
             args = [ltype(a) for a in t.arguments] if part.key[0] == "forward" else \
                 [ltype(t.seed)]
-            fn = ir.Function(module, ir.FunctionType(I32, [PTR, PTR, PTR, PTR, *args]),
+            fn = ir.Function(module, ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, *args]),
                              name=f"{self.symbol}.{len(self.functions) + 1}")
             fn.linkage = "internal"
             self.functions[part.key] = fn
@@ -998,7 +1005,8 @@ class _PartLowering(_Lowering):
 
     def make_function(self, module, symbol, typing):
         fn = self.callees.functions[self.part.key]
-        names = ["stack.base_slot", "stack.top_slot", "stack.capacity_slot", "out"]
+        names = ["stack.base_slot", "stack.top_slot", "stack.capacity_slot",
+                 "calls.depth_slot", "out"]
         names += list(typing.params) if self.part.key[0] == "forward" else ["seed"]
         for arg, name in zip(fn.args, names, strict=True):
             arg.name = name
@@ -1006,19 +1014,19 @@ class _PartLowering(_Lowering):
 
     def emit(self):
         b, is_forward = self.b, self.part.key[0] == "forward"
-        self.base, self.top, self.capacity, out = self.fn.args[:4]
+        self.base, self.top, self.capacity, self.depth, out = self.fn.args[:5]
         self.reserve = self.callees.reserve
         body = self.fn.append_basic_block("forward" if is_forward else "adjoint")
         b.position_at_end(body)
         t = self.typing
         if is_forward:
             self.env, self.prefix = t.forward, "forward."
-            for arg, name, at in zip(self.fn.args[4:], t.params, t.arguments, strict=True):
+            for arg, name, at in zip(self.fn.args[5:], t.params, t.arguments, strict=True):
                 self.store(name, _Value(arg, at))
             self.block(self.forward.body)
         else:
             self.env, self.prefix = t.adjoint, "adjoint."
-            self.store("result_grad", _Value(self.fn.args[4], t.seed))
+            self.store("result_grad", _Value(self.fn.args[5], t.seed))
             self.block(self.adjoint.body)
         b.store(self.coerce(self.returned, t.result), out)
         self.status.add_incoming(ir.Constant(I32, OK), b.block)
@@ -1045,7 +1053,14 @@ def _user_call(self, ref, variant, attr, node):
         args = [seed.v]
     fn = self.callees.function(self.module, part)
     out = self.alloca(ltype(part.typing.result), f"{ref}.{attr}.out")
-    status = b.call(fn, [self.base, self.top, self.capacity, out, *args], name=f"{ref}.status")
+    # A bounded depth: deeper recursion leaves for the Python road (its RecursionError,
+    # or its result), never a native stack overflow.
+    depth = b.load(self.depth, typ=I64, name="calls.depth")
+    self.bail(b.icmp_signed("<", depth, ir.Constant(I64, MAX_CALL_DEPTH)), name="call_depth")
+    b.store(b.add(depth, ir.Constant(I64, 1)), self.depth)
+    status = b.call(fn, [self.base, self.top, self.capacity, self.depth, out, *args],
+                    name=f"{ref}.status")
+    b.store(depth, self.depth)
     following = self.fn.append_basic_block(f"{ref}.{attr}.ok")
     failing = self.fn.append_basic_block(f"{ref}.{attr}.fail")
     b.cbranch(b.icmp_signed("==", status, ir.Constant(I32, OK)), following, failing)

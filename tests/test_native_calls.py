@@ -115,7 +115,7 @@ def test_calls_stay_native_and_equal_python_road_and_central_differences(
 
 def test_recursion_deeper_than_the_stack_buffer_grows(monkeypatch):
     """A depth whose saved values outgrow the stack's first 1024 slots."""
-    args = (0.2, 250)
+    args = (0.2, 190)   # under lower_function.MAX_CALL_DEPTH
     on, off, road = _both_roads(monkeypatch, power_tower, args, (0,))
     assert "native (" in road
     assert _numbers(on) == pytest.approx(_numbers(off), rel=1e-12)
@@ -182,3 +182,23 @@ def test_explain_names_the_refused_line(fn, args, argnums):
     road = pb.explain(fn)
     assert "Python road" in road, road
     assert f"line {_marked_line(fn)}:" in road, road
+
+
+def test_recursion_deeper_than_the_native_limit_reruns_on_the_python_road(monkeypatch):
+    """Past lower_function.MAX_CALL_DEPTH nested native calls the call leaves for the
+    Python road (no native stack overflow): the same gradient, from Python."""
+    import sys
+
+    from pullback.compiler import lower_function
+
+    depth = lower_function.MAX_CALL_DEPTH + 50
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20 * depth))
+    try:
+        on, off, road = _both_roads(monkeypatch, power_tower, (0.2, depth), (0,))
+        shallow = pb.grad(power_tower)(0.2, 3)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert "native (" in road
+    assert _numbers(on) == _numbers(off)
+    assert shallow == pytest.approx(central_gradient(power_tower, (0.2, 3), 0), rel=1e-6)
