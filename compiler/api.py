@@ -624,19 +624,44 @@ def value_and_grad(fn, argnums=0):
 
 def grad(fn, argnums=0):
     """A function returning the gradient of ``sum(fn(*args))`` w.r.t. ``argnums``."""
-    run = _gradient_runner(fn, argnums)
+    fast = [None]   # the native entry of the signature that last took the native road
+
+    def careful(*args):   # the entry's fallback: everything checked, any road
+        return run(args, {})[2]
+
+    def install(road, args, internal):
+        fast[0] = _gradient_entry(entries, road, args, internal, nums, single, careful)
+
+    single, nums, entries = _is_position(argnums), _positions(argnums), {}
+    run = _gradient_runner(fn, argnums, install)
 
     @functools.wraps(fn)
     def grad_fn(*args, **kwargs):
+        entry = fast[0]
+        if entry is not None and not kwargs:
+            return entry(*args)   # checks every argument; anything else runs careful()
         return run(args, kwargs)[2]
 
     grad_fn.pullback_derivative = "pb.grad"   # functools.wraps made it look like fn
     return grad_fn
 
 
-def _gradient_runner(fn, argnums):
+def _gradient_entry(entries, road, args, internal, nums, single, fallback):
+    """The native entry (``NativeGradient.gradient_entry``) that computes ``pb.grad``'s
+    result for arguments of the types of ``args`` in one call, or None: implicit inputs,
+    unsorted ``argnums`` or arguments other than Python and numpy numbers."""
+    if len(internal) != len(args) or list(nums) != sorted(set(nums)):
+        return None
+    key = (road, tuple(map(type, args)))
+    if key not in entries:
+        entries[key] = road.gradient_entry(key[1], nums, single, fallback)
+    return entries[key]
+
+
+def _gradient_runner(fn, argnums, on_native=None):
     """``run(args, kwargs) -> (all arguments, raw value, gradients)``: the forward and the
-    adjoint of ``fn``'s variant for ``argnums``, prepared once per argument count."""
+    adjoint of ``fn``'s variant for ``argnums``, prepared once per argument count.
+    ``on_native(road, args, internal)`` is told of each call the native road computed."""
     single = _is_position(argnums)
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)
@@ -661,6 +686,8 @@ def _gradient_runner(fn, argnums):
         done = road.call(internal, 1) if road is not None else None
         if done is not None:
             out, grads = done
+            if on_native is not None and not kwargs:
+                on_native(road, args, internal)
             results = _convert_grads(grads, internal, args, nums)
             return args, out, (results[0] if single else tuple(results))
         stack = Stack()

@@ -617,7 +617,7 @@ def plan(compiled) -> list:
 def _signature_mask_entry(entry):
     """A signature entry's mask entry: False (None), True (a dtype), or the structure
     (``Kind``) of a differentiated container argument (a dict/list/tuple of dtypes)."""
-    if entry is None:
+    if entry is None or entry in NUMBER_ENTRIES:   # data, or a number that is not
         return False
     if isinstance(entry, str):
         return True
@@ -635,7 +635,8 @@ def _signature_mask_entry(entry):
 def _signature_dtypes(entry):
     """Every dtype named in a signature (or one of its entries), nested ones too."""
     if isinstance(entry, str):
-        yield entry
+        if entry in DEFAULT_DTYPES:
+            yield entry
     elif isinstance(entry, dict):
         for e in entry.values():
             yield from _signature_dtypes(e)
@@ -674,7 +675,37 @@ def precompile(compiled) -> dict:
                     for dtype in dtypes:
                         value.precompile(dtype)
                         native += 1
-    return {"variants": len({v for v, _ in seen}), "kernels": len(kernels), "native": native}
+    return {"variants": len({v for v, _ in seen}), "kernels": len(kernels), "native": native,
+            "native_functions": _precompile_native_functions(compiled)}
+
+
+#: a signature entry naming a Python number that is not differentiated (native functions)
+NUMBER_ENTRIES = {"int": int, "float": float, "bool": bool}
+
+
+def _precompile_native_functions(compiled) -> int:
+    """The whole-function native code (compiler/native_road.py) of the ``signatures``
+    whose entries are all dtypes or ``NUMBER_ENTRIES``, read as numbers (``"float64"``: a
+    differentiated number, an ``np.float64`` inside; ``"int"``: a step count).  Without
+    ``signatures`` none (the default plan is for arrays).  Returns how many are native (a
+    refusal is the Python road, not an error: ``pb.explain`` tells why)."""
+    import numpy as np
+
+    from . import native_road
+
+    data = (False,) * len(compiled.implicit)
+    if compiled.implicit:
+        return 0   # implicit inputs' types are the values' at each call
+    signatures = getattr(compiled, "signatures", None) or ()
+    built = 0
+    for signature in signatures:
+        if None in signature:
+            continue
+        mask = tuple(entry in DEFAULT_DTYPES for entry in signature) + data
+        types = tuple(NUMBER_ENTRIES.get(entry) or {"float64": np.float64, "float32": np.float32}[
+            entry] for entry in signature)
+        built += native_road.precompile(compiled.variant(mask), types)
+    return built
 
 
 def check_signatures(fn, signatures) -> tuple | None:
@@ -688,15 +719,16 @@ def check_signatures(fn, signatures) -> tuple | None:
         if len(signature) != count or not all(map(_valid_entry, signature)):
             raise ValueError(
                 f"a signature of {fn.__qualname__}() has one entry per parameter ({count}): "
-                f"'float32' or 'float64' for an array that is differentiated, a dict, list "
-                f"or tuple of them for a differentiated container of arrays, None for an "
-                f"argument that is not; got {signature!r}")
+                f"'float32' or 'float64' for an array or number that is differentiated, a "
+                f"dict, list or tuple of them for a differentiated container of arrays, None "
+                f"for an argument that is not ('int', 'float' or 'bool': a number that is "
+                f"not, for whole native functions); got {signature!r}")
         checked.append(signature)
     return tuple(checked)
 
 
 def _valid_entry(entry, top=True) -> bool:
-    if entry in DEFAULT_DTYPES or (top and entry is None):
+    if entry in DEFAULT_DTYPES or (top and (entry is None or entry in NUMBER_ENTRIES)):
         return True
     if isinstance(entry, dict):
         return all(isinstance(k, (str, int, bool, type(None))) and _valid_entry(v, False)
@@ -719,6 +751,10 @@ def compile(fn=None, *, signatures=None, **options):
             argument of that structure (``{"w": "float64", "b": "float64"}``),
             ``None`` for an argument that is not differentiated.  Default: the
             plain forward and the adjoint of all parameters, float32 and float64.
+            A signature of dtypes and ``"int"``/``"float"``/``"bool"`` (a number that is
+            not differentiated) also builds the whole native function for numbers of
+            those types (a dtype: a differentiated number), e.g. ``("float64",
+            "float64", "int")`` for ``f(x, y, steps)``.
         options: as for ``pullback.compiler.api.compile`` (``native``, ``fallback``).
     """
     if fn is None:

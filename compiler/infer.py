@@ -442,6 +442,8 @@ class Typing:
     seed: object            # result_grad's type
     gradients: tuple        # the adjoint's returned types, one per parameter
     namespace: dict
+    functions: object = None   # the Functions registry of native calls (None: no calls)
+    calls: dict = None         # callee reference -> the argument types of its calls here
 
 
 class _Unknown(Exception):
@@ -449,9 +451,11 @@ class _Unknown(Exception):
 
 
 class _Typer:
-    def __init__(self, namespace, env, tags, part, pops=None):
+    def __init__(self, namespace, env, tags, part, pops=None, functions=None, calls=None):
         self.namespace, self.env, self.tags, self.part = namespace, env, tags, part
         self.pops = pops   # tag -> type (adjoint), None in the forward
+        self.functions = functions   # Functions: calls of user functions (None: refused)
+        self.calls = {} if calls is None else calls   # shared by a function's two parts
         self.changed = False
         self.strict = False
 
@@ -627,6 +631,8 @@ class _Typer:
         head, _, attr = name.partition(".")
         target = self.namespace.get(head)
         if attr in ("forward", "adjoint") and hasattr(target, "function"):
+            if self.functions is not None:
+                return self.user_call(head, target, attr, node)
             user = getattr(getattr(target.function, "fn", None), "__name__", head)
             raise NotTyped(f"a call of the user function {user}() (native calls between "
                            f"functions are not lowered yet)")
@@ -666,6 +672,26 @@ class _Typer:
                 raise NotTyped(f"a pop of {tag!r}, which the forward never pushes")
             return self.pops[tag]
         return rule(node, args)
+
+
+    def user_call(self, ref, variant, attr, node):
+        """``ref.forward(_stack, *args)``: the callee's result for the join of the argument
+        types of every forward call of ``ref`` in this function (one native signature per
+        callee and caller); ``ref.adjoint(_stack, g)``: its gradients for that signature and
+        the type of ``g``."""
+        if attr == "forward":
+            args = tuple(self.atom(a) for a in node.args[1:])
+            known = self.calls.get(ref)
+            joined = args if known is None else tuple(
+                join(a, b) for a, b in zip(known, args, strict=True))
+            if joined != known:
+                self.calls[ref] = joined
+                self.changed = True
+            return self.functions.forward_result(variant, joined)
+        signature = self.calls.get(ref)
+        if signature is None:
+            raise NotTyped(f"{ref}.adjoint without its forward call")
+        return self.functions.gradients(variant, signature, self.atom(node.args[1]))
 
 
 def truth(t, what):
@@ -753,8 +779,11 @@ ELEMENTWISE = {"add", "subtract", "multiply", "divide", "negative", "exp", "log"
 ELEMENTWISE |= set(_COVERAGE.values())   # sinc is not: its formula compares (float32)
 
 
-def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
+def infer(forward, adjoint, namespace: dict, arguments: tuple, variant=None) -> Typing:
     """Type the IR ``(forward, adjoint)`` for ``arguments`` (argument types).
+
+    ``variant``: the pipeline's Variant the IR is of; with it, calls of other user
+    functions (and of itself) are typed as native calls (``Functions``).
 
     Raises:
         NotTyped: the first statement that does not type, and why.
@@ -763,8 +792,12 @@ def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
     if len(params) != len(arguments):
         raise NotTyped(f"{len(arguments)} arguments for {len(params)} parameters")
     env = dict(zip(params, arguments, strict=True))
-    tags = {}
-    _Typer(namespace, env, tags, "forward").run(forward.body)
+    tags, calls = {}, {}
+    functions = None if variant is None else Functions()
+    key = ("forward", id(variant), tuple(arguments))
+    with _active(functions, key, env, forward):
+        _Typer(namespace, env, tags, "forward", functions=functions, calls=calls).run(
+            forward.body)
     result = _returned(forward, env)
     if isinstance(result, Opt):   # None before an early return's value: checked when lowered
         result = result.inner
@@ -773,7 +806,10 @@ def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
                        forward.body[-1], "forward")
     seed = F32 if result.kind == "f32" else F64
     adjoint_env = {"result_grad": seed}
-    _Typer(namespace, adjoint_env, dict(tags), "adjoint", pops=tags).run(adjoint.body)
+    with _active(functions, ("adjoint", id(variant), tuple(arguments), seed), adjoint_env,
+                 adjoint):
+        _Typer(namespace, adjoint_env, dict(tags), "adjoint", pops=tags, functions=functions,
+               calls=calls).run(adjoint.body)
     gradients = _returned(adjoint, adjoint_env)
     if not isinstance(gradients, Tup) or len(gradients.items) != len(params):
         raise NotTyped(f"the adjoint returns a {gradients}", adjoint.body[-1], "adjoint")
@@ -784,7 +820,7 @@ def infer(forward, adjoint, namespace: dict, arguments: tuple) -> Typing:
         if not (base is None or (isinstance(base, Num) and base.kind in FLOAT_KINDS)):
             raise NotTyped(f"a gradient typed {g}", adjoint.body[-1], "adjoint")
     return Typing(params, tuple(arguments), env, adjoint_env, tags, result, seed,
-                  gradients.items, namespace)
+                  gradients.items, namespace, functions, calls)
 
 
 def _returned(fn, env):
@@ -1153,3 +1189,159 @@ ARRAY_CALLS = {
     "support.unbroadcast": _array_unbroadcast, "support.index_grad": _array_index_grad,
     "support.accumulate": _accumulate,
 }
+# ----- calls of other user functions: native calls ----------------------------------------------
+
+#: most nested typings of callees at once (a recursion whose argument types keep changing)
+MAX_CALL_DEPTH = 16
+
+
+@dataclass
+class Part:
+    """One typed part of a callee: its forward for one argument signature, or its adjoint
+    for one signature and seed type.  ``typing`` holds the part's env in ``forward`` (a
+    forward) or ``adjoint`` (an adjoint), the callee's tags and namespace."""
+
+    key: tuple
+    variant: object
+    ir: object
+    typing: Typing
+
+
+class _active:
+    """Registers a function part being typed, so a recursive call reads its types so far."""
+
+    def __init__(self, functions, key, env, ir):
+        self.functions, self.key, self.env, self.ir = functions, key, env, ir
+
+    def __enter__(self):
+        if self.functions is not None:
+            if len(self.functions.stack) >= MAX_CALL_DEPTH:
+                raise NotTyped("native calls nested too deeply while typing (argument "
+                               "types that keep changing through a recursion)")
+            self.functions.active[self.key] = (self.env, self.ir)
+            self.functions.stack.append(self.key)
+
+    def __exit__(self, *exc):
+        if self.functions is not None:
+            self.functions.stack.pop()
+            del self.functions.active[self.key]
+
+
+class Functions:
+    """The parts of user functions a native function calls, typed on demand and kept by
+    key: ``("forward", id(variant), argument types)`` and ``("adjoint", id(variant),
+    argument types, seed type)``.
+
+    A call of a part being typed (recursion) reads its types so far (its returned names'
+    types; not yet known: ``_Unknown``, so the fixed point of the caller's typing runs
+    again), and every part typed inside that recursion is *provisional*: not kept, typed
+    again the next time (its caller's types may still grow), so kept parts are final."""
+
+    def __init__(self):
+        self.parts, self.active, self.stack = {}, {}, []
+        self.provisional = set()
+        self._ir = {}
+
+    def ir(self, variant) -> tuple:
+        """``(forward IR, adjoint IR, namespace, name)`` of a callee variant."""
+        found = self._ir.get(id(variant))
+        if found is None:
+            from .ir import function_ir
+
+            variant._build()
+            name = variant._forward.__name__[:-len("_forward")]
+            forward, adjoint = function_ir(variant.source, name)
+            found = self._ir[id(variant)] = (forward, adjoint, variant._forward.__globals__,
+                                             name, variant)
+        return found[:4]
+
+    def _in_progress(self, key, returned):
+        env, ir = self.active[key]
+        at = self.stack.index(key)
+        self.provisional.update(self.stack[at + 1:])
+        try:
+            return returned(ir, env)
+        except KeyError:
+            raise _Unknown(f"the result of the recursive call {key[0]}") from None
+
+    def forward_result(self, variant, arguments: tuple):
+        key = ("forward", id(variant), arguments)
+        if key in self.active:
+            return self._in_progress(key, _returned)
+        return self.forward_part(variant, arguments).typing.result
+
+    def forward_part(self, variant, arguments: tuple) -> Part:
+        key = ("forward", id(variant), arguments)
+        part = self.parts.get(key)
+        if part is not None:
+            return part
+        forward, _, namespace, name = self.ir(variant)
+        params = [a.id for a in forward.args.args[1:]]
+        if len(params) != len(arguments):
+            raise NotTyped(f"{len(arguments)} arguments for {name}()'s {len(params)}")
+        if any(is_array(a) for a in arguments):   # native callees share no array arena yet
+            raise NotTyped(f"a call of {name}() with an array argument (native calls of user "
+                           f"functions take numbers)")
+        env, tags, calls = dict(zip(params, arguments, strict=True)), {}, {}
+        with _active(self, key, env, forward), _in_callee(name, "forward"):
+            _Typer(namespace, env, tags, "forward", functions=self, calls=calls).run(
+                forward.body)
+            result = _returned(forward, env)
+        if is_array(result) or any(is_array(t) for t in env.values()):
+            raise NotTyped(f"{name}() computes with arrays (native calls of user functions "
+                           f"take and return numbers)")
+        typing = Typing(params, arguments, env, {}, tags, result, None, (), namespace, self,
+                        calls)
+        return self._keep(Part(key, variant, forward, typing))
+
+    def gradients(self, variant, arguments: tuple, seed):
+        key = ("adjoint", id(variant), arguments, seed)
+        if key in self.active:
+            return self._in_progress(key, _returned)
+        return self.adjoint_part(variant, arguments, seed).typing.result
+
+    def adjoint_part(self, variant, arguments: tuple, seed) -> Part:
+        key = ("adjoint", id(variant), arguments, seed)
+        part = self.parts.get(key)
+        if part is not None:
+            return part
+        forward_part = self.forward_part(variant, arguments)
+        _, adjoint, namespace, name = self.ir(variant)
+        tags = forward_part.typing.tags
+        env = {"result_grad": seed}
+        with _active(self, key, env, adjoint), _in_callee(name, "adjoint"):
+            _Typer(namespace, env, dict(tags), "adjoint", pops=tags, functions=self,
+                   calls=forward_part.typing.calls).run(adjoint.body)
+            gradients = _returned(adjoint, env)
+        typing = Typing(forward_part.typing.params, arguments, {}, env, tags, gradients, seed,
+                        gradients.items, namespace, self, forward_part.typing.calls)
+        return self._keep(Part(key, variant, adjoint, typing))
+
+    def _keep(self, part: Part) -> Part:
+        if part.key in self.provisional:
+            self.provisional.discard(part.key)
+        else:
+            self.parts[part.key] = part
+        return part
+
+
+class _in_callee:
+    """A callee's NotTyped names the callee and its generated statement; the caller's
+    typing then attaches the call statement (whose line is the user's)."""
+
+    def __init__(self, name, part):
+        self.name, self.part = name, part
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if isinstance(error, NotTyped):
+            where = ""
+            if error.statement is not None:
+                where = " at `" + ast.unparse(gast.gast_to_ast(error.statement)).splitlines()[0] \
+                    + "`"
+            wrapped = NotTyped(f"in the {self.part} of the called {self.name}(){where}: "
+                               f"{error.reason}")
+            raise wrapped from error
+        return False

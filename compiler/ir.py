@@ -50,9 +50,13 @@ class NotInIR(CompileError):
 def function_ir(source: str, name: str) -> tuple:
     """``(forward, adjoint)`` of the generated module ``source`` for the user function
     ``name`` (the generated functions are ``<name>_forward`` and ``<name>_adjoint``)."""
-    module = gast.parse(source)
-    found = {node.name: node for node in module.body if isinstance(node, gast.FunctionDef)}
-    return tuple(_Flatten().function(found[f"{name}_{part}"])
+    import ast
+
+    # Python's parser for the whole module (kernels included), gast's conversion (slow,
+    # in Python) only for the two functions
+    module = ast.parse(source)
+    found = {node.name: node for node in module.body if isinstance(node, ast.FunctionDef)}
+    return tuple(_Flatten().function(gast.ast_to_gast(found[f"{name}_{part}"]))
                  for part in ("forward", "adjoint"))
 
 
@@ -91,7 +95,7 @@ class _Flatten:
         return f"_ir{self.count}"
 
     def function(self, fn: gast.FunctionDef) -> gast.FunctionDef:
-        fn = copy.deepcopy(fn)
+        """``fn`` (a tree of its own: changed in place) with its body flattened."""
         fn.body = self.block(fn.body)
         return fn
 

@@ -88,8 +88,13 @@ def lower_function(forward, adjoint, typing: infer.Typing) -> tuple:
     symbol = f"pb_native_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     module = ir.Module(name=f"pullback native {symbol}")
     module.triple = _target_triple()
-    _Lowering(module, symbol, forward, adjoint, typing).emit()
-    return str(module), symbol
+    lowering = _Lowering(module, symbol, forward, adjoint, typing)
+    lowering.emit()
+    text = str(module)
+    if lowering.callees.functions:   # the callees' code is part of what the symbol names
+        renamed = f"pb_native_{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        text, symbol = text.replace(symbol, renamed), renamed
+    return text, symbol
 
 
 # ----- scalar math for lower.FUNCTIONS (the vector helpers' interface, one lane) --------------
@@ -156,20 +161,12 @@ class _Lowering(ArrayLowering):
     ltype = staticmethod(ltype)
     NO_MEMORY = NO_MEMORY
 
-    def __init__(self, module, symbol, forward, adjoint, typing):
+    def __init__(self, module, symbol, forward, adjoint, typing, callees=None):
         self.module, self.forward, self.adjoint, self.typing = module, forward, adjoint, typing
         self.namespace = typing.namespace
-        params = [PTR if isinstance(t, Arr) else I64 if t.kind in ("int", "bool") else F64T
-                  for t in typing.arguments]
-        # after the results: one numpy array per array parameter, for its gradient
-        outs = [f"{p}.gradient" for p, t in zip(typing.params, typing.arguments, strict=True)
-                if isinstance(t, Arr)]
-        ftype = ir.FunctionType(I32, [*params, F64T, PTR, *[PTR] * len(outs)])
-        self.fn = ir.Function(module, ftype, name=symbol)
+        self.callees = _Callees(symbol) if callees is None else callees
+        self.fn = self.make_function(module, symbol, typing)
         self.fn.attributes.add("nounwind")
-        for arg, name in zip(self.fn.args, [*typing.params, "seed", "results", *outs],
-                             strict=True):
-            arg.name = name
         self.arena = None
         self.arguments = {}   # array parameters' values, read once at the entry
         self.entry = self.fn.append_basic_block("entry")
@@ -181,6 +178,18 @@ class _Lowering(ArrayLowering):
         self.env = None
         self.prefix = ""
         self.parsed = {}
+
+    def make_function(self, module, symbol, typing):
+        params = [PTR if isinstance(t, Arr) else I64 if t.kind in ("int", "bool") else F64T
+                  for t in typing.arguments]
+        # after the results: one numpy array per array parameter, for its gradient
+        outs = [f"{p}.gradient" for p, t in zip(typing.params, typing.arguments, strict=True)
+                if isinstance(t, Arr)]
+        ftype = ir.FunctionType(I32, [*params, F64T, PTR, *[PTR] * len(outs)])
+        fn = ir.Function(module, ftype, name=symbol)
+        for arg, name in zip(fn.args, [*typing.params, "seed", "results", *outs], strict=True):
+            arg.name = name
+        return fn
 
     # ----- infrastructure ----------------------------------------------------------------
     def alloca(self, typ, name):
@@ -493,13 +502,13 @@ class _Lowering(ArrayLowering):
         leaves = self.leaves(value)
         if not leaves:
             return
-        top = b.load(self.top, name="stack.top")
+        top = b.load(self.top, typ=I64, name="stack.top")
         end = b.add(top, ir.Constant(I64, len(leaves)), name="stack.end")
-        full = b.icmp_unsigned(">", end, b.load(self.capacity, name="stack.capacity"))
+        full = b.icmp_unsigned(">", end, b.load(self.capacity, typ=I64, name="stack.capacity"))
         with b.if_then(full, likely=False):
             grown = b.call(self.reserve, [self.base, self.capacity, end], name="grown")
             self.bail(grown, NO_MEMORY, name="stack_grow")
-        base = b.load(self.base, name="stack.base")
+        base = b.load(self.base, typ=PTR, name="stack.base")
         for k, leaf in enumerate(leaves):
             address = b.gep(base, [b.add(top, ir.Constant(I64, k))], source_etype=I64)
             if leaf.type == I1:
@@ -512,11 +521,11 @@ class _Lowering(ArrayLowering):
         types = self.leaf_types(t)
         if not types:
             return _Value(ir.Constant(ltype(t), None), t)
-        top = b.load(self.top, name="stack.top")
+        top = b.load(self.top, typ=I64, name="stack.top")
         count = ir.Constant(I64, len(types))
         self.bail(b.icmp_unsigned(">=", top, count), UNPAIRED, name="stack_pop")
         start = b.sub(top, count, name="stack.start")
-        base = b.load(self.base, name="stack.base")
+        base = b.load(self.base, typ=PTR, name="stack.base")
         leaves = []
         for k, typ in enumerate(types):
             address = b.gep(base, [b.add(start, ir.Constant(I64, k))], source_etype=I64)
@@ -556,7 +565,8 @@ class _Lowering(ArrayLowering):
         self.base = self.alloca(PTR, "stack.base_slot")
         self.top = self.alloca(I64, "stack.top_slot")
         self.capacity = self.alloca(I64, "stack.capacity_slot")
-        self.reserve = self.emit_reserve()
+        self.depth = self.alloca(I64, "calls.depth_slot")   # native calls in progress
+        self.reserve = self.callees.reserve = self.emit_reserve()
         body = self.fn.append_basic_block("forward")
         b.position_at_end(body)
         self.env, self.prefix = self.typing.forward, "forward."
@@ -567,6 +577,8 @@ class _Lowering(ArrayLowering):
                 self.store(name, self.arguments[name])
                 continue
             value = b.icmp_signed("!=", arg, ir.Constant(I64, 0)) if t.kind == "bool" else arg
+            if t.kind == "f32":   # passed as a double (exact)
+                value = b.fptrunc(arg, F32T)
             self.store(name, _Value(value, t))
         self.block(self.forward.body)
         self.result = self.returned
@@ -582,11 +594,12 @@ class _Lowering(ArrayLowering):
         b.position_at_end(self.exit)
         self.free_arena()
         free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
-        b.call(free, [b.load(self.base)])
+        b.call(free, [b.load(self.base, typ=PTR)])
         b.ret(self.status)
         with b.goto_block(self.entry):   # the allocas are placed; now enter the forward
             b.position_at_end(self.entry)
             b.branch(body)
+        self.callees.emit_pending(self)
 
     def write_results(self, gradients: _Value):
         n = len(self.typing.params)
@@ -754,9 +767,11 @@ class _Lowering(ArrayLowering):
         name = dotted(node.func)
         if name == "_stack.pop":
             return self.pop(node.args[0].value)
-        args = [self.atom(a) for a in node.args]
         head, _, attr = name.partition(".")
         target = self.namespace.get(head)
+        if attr in ("forward", "adjoint") and hasattr(target, "function"):
+            return self.user_call(head, target, attr, node)
+        args = [self.atom(a) for a in node.args]
         if name in infer.ARRAY_CALLS:
             keywords = {k.arg: k.value.value for k in node.keywords}
             if name in infer.SCALAR_REDUCTIONS or name in infer.NUMPY_REDUCTIONS:
@@ -1004,6 +1019,126 @@ class _Lowering(ArrayLowering):
                             v = b.insert_value(v, item.v, k)
                         b.store(self.coerce(_Value(v, lt), rt), slot)
         return _Value(b.load(slot), rt)
+
+
+# ----- calls of other user functions: one LLVM function per typed part -----------------------
+
+#: most native calls in progress at once (each a native stack frame of the allocas of its
+#: names): deeper, the call reruns on the Python road
+MAX_CALL_DEPTH = 200
+
+
+class _Callees:
+    """The callee parts (``infer.Part``) a native function calls, each lowered once into the
+    same module as an internal function sharing the caller's stack and call depth:
+
+        i32 <symbol>.<k>(ptr base_slot, ptr top_slot, ptr capacity_slot, ptr depth_slot,
+                         ptr out, args...)
+
+    (a forward: its arguments; an adjoint: its seed) storing its result (a forward's value,
+    an adjoint's gradient tuple) at ``out``; a status other than OK is passed up by the
+    caller.  A recursive call is a call of the function being emitted."""
+
+    def __init__(self, symbol):
+        self.symbol, self.functions, self.pending, self.reserve = symbol, {}, [], None
+
+    def function(self, module, part):
+        fn = self.functions.get(part.key)
+        if fn is None:
+            t = part.typing
+            args = [ltype(a) for a in t.arguments] if part.key[0] == "forward" else \
+                [ltype(t.seed)]
+            fn = ir.Function(module, ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, *args]),
+                             name=f"{self.symbol}.{len(self.functions) + 1}")
+            fn.linkage = "internal"
+            self.functions[part.key] = fn
+            self.pending.append(part)
+        return fn
+
+    def emit_pending(self, top):
+        while self.pending:
+            part = self.pending.pop()
+            _PartLowering(top.module, part, self).emit()
+
+
+class _PartLowering(_Lowering):
+    """Lowers one callee part into the function ``_Callees`` declared for it."""
+
+    def __init__(self, module, part, callees):
+        self.part = part
+        is_forward = part.key[0] == "forward"
+        super().__init__(module, None, part.ir if is_forward else None,
+                         None if is_forward else part.ir, part.typing, callees)
+
+    def make_function(self, module, symbol, typing):
+        fn = self.callees.functions[self.part.key]
+        names = ["stack.base_slot", "stack.top_slot", "stack.capacity_slot",
+                 "calls.depth_slot", "out"]
+        names += list(typing.params) if self.part.key[0] == "forward" else ["seed"]
+        for arg, name in zip(fn.args, names, strict=True):
+            arg.name = name
+        return fn
+
+    def emit(self):
+        b, is_forward = self.b, self.part.key[0] == "forward"
+        self.base, self.top, self.capacity, self.depth, out = self.fn.args[:5]
+        self.reserve = self.callees.reserve
+        body = self.fn.append_basic_block("forward" if is_forward else "adjoint")
+        b.position_at_end(body)
+        t = self.typing
+        if is_forward:
+            self.env, self.prefix = t.forward, "forward."
+            for arg, name, at in zip(self.fn.args[5:], t.params, t.arguments, strict=True):
+                self.store(name, _Value(arg, at))
+            self.block(self.forward.body)
+        else:
+            self.env, self.prefix = t.adjoint, "adjoint."
+            self.store("result_grad", _Value(self.fn.args[5], t.seed))
+            self.block(self.adjoint.body)
+        b.store(self.coerce(self.returned, t.result), out)
+        self.status.add_incoming(ir.Constant(I32, OK), b.block)
+        b.branch(self.exit)
+        b.position_at_end(self.exit)
+        b.ret(self.status)
+        with b.goto_block(self.entry):
+            b.position_at_end(self.entry)
+            b.branch(body)
+
+
+def _user_call(self, ref, variant, attr, node):
+    """``ref.forward(_stack, *args)`` / ``ref.adjoint(_stack, g)`` as a native call of the
+    callee's part (typed by ``infer.Functions``, for the signature ``infer`` recorded)."""
+    b, functions = self.b, self.typing.functions
+    signature = self.typing.calls[ref]
+    if attr == "forward":
+        part = functions.forward_part(variant, signature)
+        args = [self.coerce(self.atom(a), t) for a, t in zip(node.args[1:], signature,
+                                                             strict=True)]
+    else:
+        seed = self.atom(node.args[1])
+        part = functions.adjoint_part(variant, signature, seed.t)
+        args = [seed.v]
+    fn = self.callees.function(self.module, part)
+    out = self.alloca(ltype(part.typing.result), f"{ref}.{attr}.out")
+    # A bounded depth: deeper recursion leaves for the Python road (its RecursionError,
+    # or its result), never a native stack overflow.
+    depth = b.load(self.depth, typ=I64, name="calls.depth")
+    self.bail(b.icmp_signed("<", depth, ir.Constant(I64, MAX_CALL_DEPTH)), name="call_depth")
+    b.store(b.add(depth, ir.Constant(I64, 1)), self.depth)
+    status = b.call(fn, [self.base, self.top, self.capacity, self.depth, out, *args],
+                    name=f"{ref}.status")
+    b.store(depth, self.depth)
+    following = self.fn.append_basic_block(f"{ref}.{attr}.ok")
+    failing = self.fn.append_basic_block(f"{ref}.{attr}.fail")
+    b.cbranch(b.icmp_signed("==", status, ir.Constant(I32, OK)), following, failing)
+    b.position_at_end(failing)
+    self.status.add_incoming(status, failing)
+    b.branch(self.exit)
+    b.position_at_end(following)
+    return _Value(b.load(out, typ=ltype(part.typing.result)), part.typing.result)
+
+
+_Lowering.user_call = _user_call
 
 
 import gast  # noqa: E402  (after the class: only the node types are needed)

@@ -168,7 +168,7 @@ def command_compile(targets, out=None) -> int:
     functions = compiled_functions(modules)
     before = cache.stats()
     progress = Progress(len(functions), out)
-    compiled, variants, kernels, native, folders = 0, 0, 0, 0, set()
+    compiled, variants, kernels, native, folders, functions_native = 0, 0, 0, 0, set(), 0
     for done, (label, function) in enumerate(functions, 1):
         progress.update(done - 1, label)
         folders.add(cache.directory_for(function.fn.__code__.co_filename))
@@ -182,6 +182,7 @@ def command_compile(targets, out=None) -> int:
         variants += counts["variants"]
         kernels += counts["kernels"]
         native += counts["native"]
+        functions_native += counts.get("native_functions", 0)
         progress.update(done, label, f"{_plural(counts['variants'], 'variant')}, "
                                      f"{_plural(counts['kernels'], 'kernel')}")
     progress.close()
@@ -196,6 +197,9 @@ def command_compile(targets, out=None) -> int:
               f"({_plural(variants, 'variant')}: {fresh} compiled, {variants - fresh} up to date; "
               f"{_plural(kernels, 'kernel')}) in {elapsed:.2f} s; {_size(written)} written to "
               f"{_plural(len(folders), 'cache directory', 'cache directories')}\n")
+    if functions_native:
+        out.write(f"{_plural(functions_native, 'whole native function')} (value and gradient "
+                  f"in one call) compiled\n")
     if kernels and not native:
         out.write("note: the runtime cannot precompile native kernels yet "
                   "(FusedKernel.precompile); they compile on first use\n")
@@ -250,6 +254,7 @@ def _hidden(root: str) -> bool:
 
 
 _OBJECT = re.compile(r"[0-9a-f]{64}\.o")   # runtime.native's kernel files
+_MANIFEST = re.compile(r"[0-9a-f]{64}\.native\.json")   # native_road's native-function files
 
 
 def _temporary_of(name: str) -> str:
@@ -286,7 +291,9 @@ def _own_objects(folder) -> list:
     """Our kernel object files (by name and magic) and leftover temporary files."""
     return [name for name in folder.names()
             if _OBJECT.fullmatch(name) and _has_magic(folder, name, native.OBJECT_MAGIC)
-            or _OBJECT.fullmatch(_temporary_of(name))]
+            or _OBJECT.fullmatch(_temporary_of(name))
+            or _MANIFEST.fullmatch(name) and _has_magic(folder, name, b'{"format": "pullback-')
+            or _MANIFEST.fullmatch(_temporary_of(name))]
 
 
 def _open(location, out):

@@ -16,6 +16,7 @@ it here with ``set_lowering`` so the runtime never imports the compiler.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import os
 
@@ -317,22 +318,42 @@ class FusedKernel:
         # which output (and output gradient) is the trailing reduction's result
         self._reduction_slot = None if reduction is None else adjoint_program[1].index(
             reduction[0])
-        self._has_counts = bool(_counts(adjoint_program[3]))
-        self._sources = _gradient_sources(adjoint_program)
-        self._every_input_reached = all(self._sources)   # by some output gradient
-        self._output_inputs = _output_inputs(forward_program)
-        self.reads = program_reads(adjoint_program, with_gradient is not None)
-        params = (*adjoint_program[0], *adjoint_program[1], *adjoint_program[2])
-        # the native adjoint takes only the values it reads (an unread one may be a
-        # stand-in, which flattening would copy): the gradients, then the read outputs
-        # and inputs
-        self._adjoint_keep = tuple(k < len(adjoint_program[0]) or p in self.reads
-                                   for k, p in enumerate(params))
         self._native = {}
         self._uniform_cache = {}
         #: where native object code is cached first (set by the compiler's artifact
         #: cache to ``__pullback_cache__/kernels`` beside the user's source)
         self.object_directory = None
+
+    # What the programs read, computed on first use (each parses the programs' statements:
+    # a module of kernels loaded from its artifact, or a native function's, needs none).
+    @functools.cached_property
+    def _has_counts(self) -> bool:
+        return bool(_counts(self.adjoint_program[3]))
+
+    @functools.cached_property
+    def _sources(self):
+        return _gradient_sources(self.adjoint_program)
+
+    @functools.cached_property
+    def _every_input_reached(self) -> bool:   # by some output gradient
+        return all(self._sources)
+
+    @functools.cached_property
+    def _output_inputs(self):
+        return _output_inputs(self.forward_program)
+
+    @functools.cached_property
+    def reads(self):
+        return program_reads(self.adjoint_program, self._with_gradient is not None)
+
+    @functools.cached_property
+    def _adjoint_keep(self) -> tuple:
+        """The native adjoint takes only the values it reads (an unread one may be a
+        stand-in, which flattening would copy): the gradients, then the read outputs and
+        inputs."""
+        program = self.adjoint_program
+        params = (*program[0], *program[1], *program[2])
+        return tuple(k < len(program[0]) or p in self.reads for k, p in enumerate(params))
 
     def with_gradient(self, wanted, *inputs):
         """The outputs (the sum) followed by each wanted input's gradient for a seed of 1:

@@ -290,14 +290,15 @@ class _Engine:
             cpu=self.host.cpu, features=self.host.features, opt=3, reloc="pic",
             codemodel="default")
 
-    def object_code(self, ir_text: str) -> bytes:
-        """Optimise (O3; the IR is already vectorised, so no loop vectoriser) and emit."""
+    def object_code(self, ir_text: str, speed_level: int = 3) -> bytes:
+        """Optimise (O3 by default; the IR is already vectorised, so no loop vectoriser)
+        and emit."""
         llvm = self.llvm
         module = llvm.parse_assembly(ir_text)
         module.triple = self.codegen.triple
         module.data_layout = str(self.codegen.target_data)
         module.verify()
-        tuning = llvm.create_pipeline_tuning_options(speed_level=3)
+        tuning = llvm.create_pipeline_tuning_options(speed_level=speed_level)
         tuning.loop_vectorization = False
         tuning.slp_vectorization = False
         tuning.loop_interleaving = False
@@ -316,17 +317,21 @@ class _Engine:
         return address
 
     def load(self, ir_text: str, symbol: str,
-             directory: safefile.Location | None = None) -> tuple[int, str]:
+             directory: safefile.Location | None = None, key: str | None = None,
+             speed_level: int = 3) -> tuple[int, str]:
         """Address of ``symbol`` defined by ``ir_text``, via the disk cache when usable.
 
         ``directory`` (e.g. a ``__pullback_cache__/kernels`` beside the source, filled by
         ``pullback compile``) is looked in first and written to instead of the default.
+        ``key``: the cache key to use instead of one hashing ``ir_text`` (a caller that
+        knows what decides the IR; ``ir_text`` may then be a function making the text,
+        called only on a miss; the key must then tell ``speed_level`` too).
         Returns (address, how) where how is "cached" or "compiled"."""
         with self.lock, contextlib.ExitStack() as open_caches:
             caches = [open_caches.enter_context(c) for c in
                       ((_DiskCache.current(directory) if directory else None),
                        _DiskCache.current()) if c is not None]
-            key = self.cache_key(ir_text)
+            key = key or self.cache_key(ir_text)
             object_code, found_in = None, None
             for found_in, cache in enumerate(caches):
                 object_code = cache.read(key, symbol)
@@ -334,10 +339,25 @@ class _Engine:
                     break
             how = "cached"
             if object_code is None:
-                object_code, how = self.object_code(ir_text), "compiled"
+                text = ir_text() if callable(ir_text) else ir_text
+                object_code, how = self.object_code(text, speed_level), "compiled"
             if caches and (how == "compiled" or found_in > 0):
                 caches[0].write(key, object_code)   # the preferred cache gets a copy
             return self.link(object_code, symbol), how
+
+    def load_cached(self, key: str, symbol: str,
+                    directory: safefile.Location | None = None) -> int | None:
+        """Address of ``symbol`` from object code cached under ``key`` (no IR: a caller
+        that recorded the key of the IR it lowered once), or None when no cache holds it."""
+        with self.lock, contextlib.ExitStack() as open_caches:
+            caches = [open_caches.enter_context(c) for c in
+                      ((_DiskCache.current(directory, create=False) if directory else None),
+                       _DiskCache.current(create=False)) if c is not None]
+            for cache in caches:
+                object_code = cache.read(key, symbol)
+                if object_code is not None:
+                    return self.link(object_code, symbol)
+        return None
 
     def cache_key(self, ir_text: str) -> str:
         import llvmlite
@@ -403,15 +423,18 @@ class _DiskCache:
         self.folder.close()
 
     @classmethod
-    def current(cls, directory: safefile.Location | Path | None = None) -> _DiskCache | None:
+    def current(cls, directory: safefile.Location | Path | None = None,
+                create: bool = True) -> _DiskCache | None:
         """The cache at ``directory`` (default ``cache_directory()``; a bare path is its own
-        root), or None (warned once) if it is not safe."""
+        root), or None (warned once) if it is not safe; ``create`` false: None too when it
+        does not exist (a reader: no directories made)."""
         if directory is None:
             directory = cache_directory()
         elif not isinstance(directory, safefile.Location):
             directory = safefile.Location(Path(directory))
         try:
-            return cls(directory.open(create=True))
+            folder = directory.open(create=create)
+            return None if folder is None else cls(folder)
         except safefile.Unsafe as error:
             problem = str(error)
         except OSError as error:

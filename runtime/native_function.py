@@ -3,11 +3,12 @@
 A ``NativeGradient`` is one value-and-gradient function for one argument signature:
 ``call(args, seed)`` checks every argument's type against the signature it was
 compiled for (nothing of another type ever enters native code), makes one native call
-through ctypes, and returns ``(value, gradients)`` as the Python road would (numpy
-float64 where it computes with numpy, Python floats where it computes with Python
-numbers, None for a zero gradient), or None when the native code asks for the Python
-road (a case where Python raises or leaves int64: the caller runs the Python road, which
-then gives the exact result or exception).
+through its fastcall entry (``runtime/native_entry.py``; ctypes where that is not
+available, and as the entry's careful fallback), and returns ``(value, gradients)`` as
+the Python road would (numpy float64 where it computes with numpy, Python floats where it
+computes with Python numbers, None for a zero gradient), or None when the native code
+asks for the Python road (a case where Python raises or leaves int64: the caller runs the
+Python road, which then gives the exact result or exception).
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ import ctypes
 
 import numpy as np
 
-from . import native
+from . import native, native_entry
 
 OK, PYTHON_ROAD, NO_MEMORY, UNPAIRED = 0, 1, 2, 3
 #: byte offsets of numpy's PyArrayObject fields native code reads (lower_arrays.py)
 ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
 _BOX = {"f64": np.float64, "float": np.float64, "pyfloat": float, "f32": np.float32}
 _INT64 = (-(1 << 63), 1 << 63)
+#: the entry's box of a number kind, and what each exact argument type is read as
+_ENTRY_BOX = {"f64": "f64", "float": "f64", "pyfloat": "float", "f32": "f32"}
+_ACCEPTED = {float: "float", np.float64: "f64", np.float32: "f32", int: "int", bool: "bool"}
+#: the box of a differentiated argument's gradient, by the user's argument type (what
+#: ``api._external_gradient`` makes of it)
+_USER_GRADIENT_BOX = {float: "float", int: "float", np.float64: "float", np.float32: "f32"}
 
 
 def _header_layout_holds() -> bool:
@@ -60,12 +67,16 @@ class NativeGradient:
     Args:
         ir_text, symbol: the function's IR and name.
         signature: the exact Python type of each argument it accepts.
+        directory: an extra object cache looked in first and written to (``pullback
+            compile``'s, beside the user's source).
         value_kind: the number kind of the value; gradient_kinds: per parameter, the kind
             of its gradient, or None when it is always None.
     """
 
-    def __init__(self, ir_text, symbol, signature, value_kind, gradient_kinds):
-        address, self.how = native._engine().load(ir_text, symbol)
+    def __init__(self, ir_text, symbol, signature, value_kind, gradient_kinds, directory=None,
+                 loaded=None):
+        # loaded: (address, how) of code already linked (from a manifest: no IR text)
+        address, self.how = loaded or native._engine().load(ir_text, symbol, directory)
         argtypes = [ctypes.py_object if isinstance(t, tuple) else
                     ctypes.c_int64 if t in (int, bool) else ctypes.c_double for t in signature]
         self._arrays = [k for k, t in enumerate(signature) if isinstance(t, tuple)]
@@ -74,9 +85,23 @@ class NativeGradient:
                                     *[ctypes.py_object] * len(self._arrays))(address)
         self.signature = tuple(signature)
         self.symbol, self.ir_text = symbol, ir_text
+        self.value_kind, self.gradient_kinds = value_kind, tuple(gradient_kinds)
         self._value_box = _BOX[value_kind]
         self._boxes = [None if k is None else _BOX[k] for k in gradient_kinds]
         self._n = 1 + 2 * len(gradient_kinds)
+        self.address = address
+        self._entry = None
+        if not self._arrays:   # numbers only: the fastcall entry (native_entry.py)
+            self._native = tuple("i64" if t in (int, bool) else "double" for t in signature)
+            spec = native_entry.EntrySpec(
+                tuple(zip((_ACCEPTED[t] for t in signature), self._native, strict=True)),
+                seed=True, value=_ENTRY_BOX[value_kind],
+                gradients=tuple("float" if k is None else _ENTRY_BOX[k]
+                                for k in gradient_kinds),
+                zero_is_none=True, single=False, check_environment=False)
+            self._fallback = self._careful   # kept alive: the entry holds only its address
+            self._entry = native_entry.entry(spec, address, self._fallback)
+        self.how += ", fastcall" if self._entry is not None else ", ctypes"
 
     def accepts(self, args) -> bool:
         if tuple(map(signature_key, args)) != self.signature:
@@ -89,6 +114,45 @@ class NativeGradient:
 
     def call(self, args, seed):
         """(value, gradients) or None (run the Python road); raises MemoryError."""
+        if self._entry is None:
+            return self._call_ctypes(args, seed)
+        done = self._entry(*args, float(seed))
+        return None if done is None else (done[0], done[1:])
+
+    def _careful(self, *args):
+        """The entry's fallback: the same call through ctypes, results as a tuple."""
+        args, seed = args[:-1], args[-1]
+        if not self.accepts(args):
+            return None
+        done = self._call_ctypes(args, seed)
+        return None if done is None else (done[0], *done[1])
+
+    def gradient_entry(self, user_types, positions, single, fallback):
+        """A builtin computing what ``pb.grad`` returns for arguments of exactly the types
+        ``user_types`` (Python and numpy numbers) differentiating ``positions`` (increasing),
+        or None.  Other arguments, a status other than OK or the environment turning native
+        functions off: ``fallback(*args)``."""
+        if self._arrays:   # the entry reads numbers only
+            return None
+        arguments, boxes = [], []
+        for k, (user, native_type) in enumerate(zip(user_types, self._native, strict=True)):
+            if k in positions:
+                internal = np.float32 if user is np.float32 else np.float64
+                if user not in _USER_GRADIENT_BOX or self.signature[k] is not internal:
+                    return None
+                arguments.append((_ACCEPTED[user], "double"))
+                boxes.append(_USER_GRADIENT_BOX[user])
+            else:
+                if user is not self.signature[k]:
+                    return None
+                arguments.append((_ACCEPTED[user], native_type))
+                boxes.append(None)
+        spec = native_entry.EntrySpec(tuple(arguments), seed=False, value=None,
+                                      gradients=tuple(boxes), zero_is_none=False,
+                                      single=single, check_environment=True)
+        return native_entry.entry(spec, self.address, fallback)
+
+    def _call_ctypes(self, args, seed):
         results = (ctypes.c_double * self._n)()
         outs = [np.empty(args[k].shape) for k in self._arrays]
         status = self._fn(*args, float(seed), results, *outs)

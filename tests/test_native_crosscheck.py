@@ -163,7 +163,7 @@ PROGRAMS = [
      (0, 1), False),   # the gradient rule of % (vjp.mod_0) is not lowered
     (int_modulo_of_a_sum, lambda r: (r.uniform(-1, 1), r.uniform(-1, 1),
                                      int(r.integers(0, 15))), (0, 1), True),
-    (helper_call, lambda r: (r.uniform(-1, 1), r.uniform(-1, 1)), (0, 1), False),
+    (helper_call, lambda r: (r.uniform(-1, 1), r.uniform(-1, 1)), (0, 1), True),
 ]
 
 #: points on the kinks of ``kinks`` and ``branch`` (x == y, x == 0, y == 0, y == -x/2
