@@ -617,8 +617,8 @@ def plan(compiled) -> list:
 def _signature_mask_entry(entry):
     """A signature entry's mask entry: False (None), True (a dtype), or the structure
     (``Kind``) of a differentiated container argument (a dict/list/tuple of dtypes)."""
-    if entry is None or entry in NUMBER_ENTRIES:   # data, or a number that is not
-        return False
+    if entry is None or (isinstance(entry, str) and entry in NUMBER_ENTRIES):
+        return False   # data, or a number that is not differentiated
     if isinstance(entry, str):
         return True
     from . import pytree   # not at import: the facade imports the cache early
@@ -699,8 +699,8 @@ def _precompile_native_functions(compiled) -> int:
     signatures = getattr(compiled, "signatures", None) or ()
     built = 0
     for signature in signatures:
-        if None in signature:
-            continue
+        if not all(isinstance(entry, str) for entry in signature):
+            continue   # data (None) or a container: not a whole function of numbers
         mask = tuple(entry in DEFAULT_DTYPES for entry in signature) + data
         types = tuple(NUMBER_ENTRIES.get(entry) or {"float64": np.float64, "float32": np.float32}[
             entry] for entry in signature)
@@ -728,7 +728,9 @@ def check_signatures(fn, signatures) -> tuple | None:
 
 
 def _valid_entry(entry, top=True) -> bool:
-    if entry in DEFAULT_DTYPES or (top and (entry is None or entry in NUMBER_ENTRIES)):
+    if isinstance(entry, str):
+        return entry in DEFAULT_DTYPES or (top and entry in NUMBER_ENTRIES)
+    if top and entry is None:
         return True
     if isinstance(entry, dict):
         return all(isinstance(k, (str, int, bool, type(None))) and _valid_entry(v, False)

@@ -269,6 +269,8 @@ def _user_line(variant, statement):
     code = fn.__code__
     line = _carried_line(statement, code.co_filename)
     tree = _user_tree(fn)
+    if not line:
+        line = _kernel_line(statement, variant)
     if not line and tree is not None:
         line = _callee_line(statement, tree, variant)
     if not line and tree is not None:
@@ -284,6 +286,26 @@ def _user_line(variant, statement):
     if not line:
         return 0, ""
     return line, linecache.getline(code.co_filename, line).strip()
+
+
+def _kernel_line(statement, variant) -> int:
+    """The first user line of a fused kernel the statement calls (``kernel_1(...)``,
+    ``kernel_1.vjp(...)``): its forward's docstring names them ("Fused forward of lines
+    3-5, 8."), also for a variant loaded from its artifact."""
+    import re
+
+    import gast
+
+    from pullback.runtime.fused import FusedKernel
+
+    namespace = getattr(variant._forward, "__globals__", {})
+    for node in gast.walk(statement):
+        if isinstance(node, gast.Name) and isinstance(namespace.get(node.id), FusedKernel):
+            doc = getattr(namespace[node.id].forward, "__doc__", None) or ""
+            found = re.search(r"lines (\d+)", doc)
+            if found:
+                return int(found.group(1))
+    return 0
 
 
 def _carried_line(statement, filename) -> int:

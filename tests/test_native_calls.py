@@ -142,8 +142,8 @@ def test_a_callee_that_does_not_type_is_named_at_the_callers_line(monkeypatch):
 
 def leaf_rebound(x, y):
     s = x
-    for _ in range(3):
-        s = s * y + 1.0   # refused here (x not differentiated: a checked leaf)
+    for k in range(3):
+        s = s * y + abs(k - 5)   # refused here (abs of an int: Python's ints)
     return s
 
 
