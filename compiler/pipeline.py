@@ -74,8 +74,11 @@ def fusion_enabled() -> bool:
     return os.environ.get("PULLBACK_FUSE", "1") != "0"
 
 
-def transform(parsed, mask, variant_for, meta=None):
+def transform(parsed, mask, variant_for, meta=None, fusion=None):
     """Generate and load the forward/adjoint pair of ``parsed`` for ``mask``.
+
+    ``fusion``: whether to fuse elementwise runs (None: ``fusion_enabled()``; the
+    forward-over-reverse of compiler/second.py transforms an unfused adjoint).
 
     Returns (source, namespace).  If ``meta`` is a dict, it receives what
     ``cache`` stores to load the source again without parsing: ``name`` (of the
@@ -83,7 +86,9 @@ def transform(parsed, mask, variant_for, meta=None):
     """
     check(parsed)
     fn = normalize(parsed)
-    kernels = fuse(parsed, fn, fn.namer) if fusion_enabled() else []
+    if fusion is None:
+        fusion = fusion_enabled()
+    kernels = fuse(parsed, fn, fn.namer) if fusion else []
     params = [a.id for a in fn.args.args]
     if len(mask) != len(params):
         raise TypeError(f"{fn.name}() takes {len(params)} arguments, got {len(mask)}")

@@ -86,7 +86,11 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=
     def op(*args, out=None, **kwargs):
         for a in args:
             if type(a) is NDArray:
+                if _Dual in map(type, args):   # an NDArray constant beside a Dual
+                    return _dual.apply(prim, args, kwargs)
                 break
+            if type(a) is _Dual:   # a VJP rule evaluated for its tangent (runtime/dual.py)
+                return _dual.apply(prim, args, kwargs)
         else:
             if out is None:
                 # Raw road (compiled code; rules run on numpy arrays): no NDArray, no tape.
@@ -1274,3 +1278,8 @@ def empty(shape, ctx=None, dtype=None):
 def arange(start, stop=None, step=1.0, repeat=1, ctx=None, dtype=None):
     values = np.arange(start, stop, step, dtype=_dtype(dtype))
     return NDArray(as_data(np.repeat(values, repeat) if repeat != 1 else values))
+
+
+# forward-over-reverse evaluates VJP rules on values with tangents (runtime/dual.py)
+from . import dual as _dual  # noqa: E402
+_Dual = _dual.Dual

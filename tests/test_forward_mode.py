@@ -89,27 +89,82 @@ def test_jacfwd_equals_jacrev(entry):
         np.testing.assert_allclose(f, r, rtol=1e-10, atol=1e-12)
 
 
-TAPE = [c for c in CASES if not c["numpy"]]
+def _tape_hvp(fn, arrays, vectors):
+    """The reference: reverse-over-reverse on the eager tape (nd code only)."""
+    from pullback import autograd as ag
+
+    inputs = [nd.array(a) for a in arrays]
+    for x in inputs:
+        x.attach_grad()
+    with ag.record():
+        out = fn(*inputs)
+        grads = ag.grad([out], inputs, create_graph=True, retain_graph=True)
+        inner = None
+        for g, v in zip(grads, vectors, strict=True):
+            term = (g * nd.array(v)).sum()
+            inner = term if inner is None else inner + term
+    inner.backward()
+    return [x.grad.asnumpy() for x in inputs]
 
 
-@pytest.mark.parametrize("entry", TAPE, ids=[c["fn"].__name__ for c in TAPE])
-def test_hvp_matches_central_differences_of_gradients(entry):
+def _as_args(entry, arrays):
+    return [a.copy() for a in arrays] if entry["numpy"] else [nd.array(a) for a in arrays]
+
+
+SINGLE = [c for c in CASES if not isinstance(c["fn"](*_args(c, _inputs(c))), tuple)]
+
+
+@pytest.mark.parametrize("entry", SINGLE, ids=[c["fn"].__name__ for c in SINGLE])
+def test_hvp_matches_central_differences_of_gradients_and_the_tape(entry):
+    """Forward-over-reverse on the compiled road = central differences of pb.grad (every
+    corpus function, numpy ones too) = reverse-over-reverse on the tape (nd ones)."""
     arrays = _inputs(entry, seed=3)
     rng = np.random.default_rng(4)
     vectors = [rng.standard_normal(a.shape) for a in arrays]
     nums = tuple(range(len(arrays)))
-    gradient, product = pb.hvp(entry["fn"], [nd.array(a) for a in arrays],
-                               [nd.array(v) for v in vectors])
+    gradient, product = pb.hvp(entry["fn"], _as_args(entry, arrays),
+                               _as_args(entry, vectors))
     if len(arrays) == 1:
         gradient, product = (gradient,), (product,)
     grad_fn = pb.grad(entry["fn"], argnums=nums)
     eps = 1e-5
-    up = grad_fn(*[nd.array(a + eps * v) for a, v in zip(arrays, vectors, strict=True)])
-    down = grad_fn(*[nd.array(a - eps * v) for a, v in zip(arrays, vectors, strict=True)])
-    np.testing.assert_allclose(_flat(gradient), _flat(grad_fn(*[nd.array(a) for a in arrays])),
+    up = grad_fn(*_as_args(entry, [a + eps * v for a, v in zip(arrays, vectors, strict=True)]))
+    down = grad_fn(*_as_args(entry, [a - eps * v for a, v in zip(arrays, vectors,
+                                                                   strict=True)]))
+    np.testing.assert_allclose(_flat(gradient), _flat(grad_fn(*_as_args(entry, arrays))),
                                rtol=1e-10, atol=1e-12)
     numeric = (_flat(up) - _flat(down)) / (2 * eps)
     np.testing.assert_allclose(_flat(product), numeric, rtol=1e-5, atol=1e-6)
+    if not entry["numpy"]:
+        np.testing.assert_allclose(_flat(product), _flat(_tape_hvp(entry["fn"], arrays,
+                                                                   vectors)),
+                                   rtol=1e-9, atol=1e-11)
+
+
+SMALL_SINGLE = [c for c in SINGLE if c in SMALL]
+
+
+@pytest.mark.parametrize("entry", SMALL_SINGLE, ids=[c["fn"].__name__ for c in SMALL_SINGLE])
+def test_hessian_is_symmetric_and_the_jacobian_of_the_gradient(entry):
+    arrays = _inputs(entry, seed=5)
+    for n in range(len(arrays)):
+        h = pb.hessian(entry["fn"], argnums=n)(*_as_args(entry, arrays))
+        h = h.asnumpy() if isinstance(h, pb.NDArray) else np.asarray(h)
+        x = arrays[n]
+        h = h.reshape(x.size, x.size)
+        np.testing.assert_allclose(h, h.T, rtol=1e-9, atol=1e-10)
+        grad_fn = pb.grad(entry["fn"], argnums=n)
+        columns = []
+        eps = 1e-5
+        for k in range(x.size):
+            step = np.zeros(x.size)
+            step[k] = eps
+            shifted = [a.copy() for a in arrays]
+            shifted[n] = x + step.reshape(x.shape)
+            up = _flat(grad_fn(*_as_args(entry, shifted)))
+            shifted[n] = x - step.reshape(x.shape)
+            columns.append((up - _flat(grad_fn(*_as_args(entry, shifted)))) / (2 * eps))
+        np.testing.assert_allclose(h, np.stack(columns, axis=1), rtol=1e-5, atol=1e-6)
 
 
 # ----- conventions --------------------------------------------------------------------------
