@@ -389,3 +389,62 @@ def test_float32_stays_float32_and_compiled_functions_take_jvp_under_record():
 def test_a_tangent_of_the_wrong_shape_is_refused():
     with pytest.raises(ValueError, match="shape"):
         pb.jvp(matrix_poly, (np.ones((2, 3)), np.ones((3, 2))), (np.ones(3), None))
+
+
+# ----- fused tangents: one native pass computes a run's values and tangents ----------------
+
+def fused_sum(x, c):
+    return np.sum(np.tanh(x) * np.exp(-x * x) + np.sin(x) ** 2 * c)
+
+
+def fused_mean_and_rows(x, w):
+    h = np.tanh(x * w + 1.0) * x
+    return np.mean(h * h) + np.sum(h * 0.5)
+
+
+def fused_norm(x):
+    return np.linalg.norm(np.sin(x) * x + 2.0)
+
+
+def fused_max(x):
+    return np.max(np.cos(x) * x - x * x)
+
+
+def fused_min_nd(x):
+    return nd.min(nd.exp(x) * x + x)
+
+
+FUSED = [(fused_sum, 2), (fused_mean_and_rows, 2), (fused_norm, 1), (fused_max, 1),
+         (fused_min_nd, 1)]
+
+
+@pytest.mark.parametrize("fn, n_args", FUSED, ids=[f.__name__ for f, _ in FUSED])
+def test_fused_tangent_kernels_run_natively_and_match_differences_and_vjp(fn, n_args):
+    from pullback.runtime import fused
+
+    rng = np.random.default_rng(7)
+    size = 4 * fused.NATIVE_MIN_SIZE + 3   # the native road (and a masked tail)
+    arrays = [rng.uniform(-1, 1, size)]
+    if n_args == 2:
+        arrays.append(np.float64(0.7) if fn is fused_sum else rng.uniform(-1, 1, size))
+    directions = [rng.standard_normal(np.shape(a)) for a in arrays]
+    as_args = (lambda xs: [nd.array(a) for a in xs]) if fn is fused_min_nd else list
+    out, dot = pb.jvp(fn, as_args(arrays), as_args(directions))
+    eps = 1e-6
+    up = _flat(fn(*as_args([a + eps * d for a, d in zip(arrays, directions, strict=True)])))
+    down = _flat(fn(*as_args([a - eps * d for a, d in zip(arrays, directions, strict=True)])))
+    np.testing.assert_allclose(_flat(dot), (up - down) / (2 * eps), rtol=1e-6, atol=1e-8)
+    grads = pb.grad(fn, argnums=tuple(range(n_args)))(*as_args(arrays))
+    right = sum(float(np.dot(_flat(g), np.reshape(d, -1)))
+                for g, d in zip(grads, directions, strict=True))
+    assert float(_flat(dot)[0]) == pytest.approx(right, rel=1e-10)
+    from pullback.compiler.api import as_compiled
+
+    tangent = as_compiled(fn).tangent_variant((True,) * n_args)
+    kernels = [v for v in tangent._tangent.__globals__.values()
+               if isinstance(v, fused.FusedKernel) and v.name.endswith("_tangent")]
+    from pullback.runtime import native
+
+    assert kernels
+    if native.native_enabled():
+        assert all(any(k is not None for k in v._native.values()) for v in kernels)
