@@ -238,6 +238,16 @@ class _Tangent:
         callee = _callee_part(value)
         if callee is not None:
             return self.callee(s, target, value, *callee)
+        if target in self.varied and isinstance(value, gast.Call) \
+                and ir.dotted(value.func) == "support.accumulate":
+            # value and tangent from one evaluation of the rule
+            total, rule, g, *rest = value.args
+            rest_dots = "(" + "".join(f"{self.d(a)}, " for a in rest) + ")"
+            parts = [unparse(total), self.d(total), unparse(rule), unparse(g), self.d(g),
+                     rest_dots] + [unparse(a) for a in rest] + \
+                [f"{k.arg}={unparse(k.value)}" for k in value.keywords]
+            out.add(f"{target}, {self.dot(target)} = dual.accumulate_pair({', '.join(parts)})")
+            return out
         if target not in self.varied:
             out.add(f"{target} = {unparse(value)}")
             return out

@@ -251,3 +251,17 @@ def accumulate(total_dot, rule, g_dot, dots, total, g, *args, **params):
     if g is None:
         return total_dot
     return S.add_grads(total_dot, rule_tangent(rule, g, g_dot, args, dots, params))
+
+
+def accumulate_pair(total, total_dot, rule, g, g_dot, dots, *args, **params):
+    """``(value, tangent)`` of ``support.accumulate(total, rule, g, *args, **params)``: the
+    rule evaluated once, on Dual values where a tangent reaches it."""
+    if g is None:
+        return total, total_dot
+    if g_dot is None and all(d is None for d in dots):
+        return S.add_grads(total, rule(g, *args, **params)), total_dot
+    wrapped = [a if d is None else Dual(a, d) for a, d in zip(args, dots, strict=True)]
+    result = rule(g if g_dot is None else Dual(g, g_dot), *wrapped, **params)
+    if type(result) is Dual:
+        return S.add_grads(total, result.value), S.add_grads(total_dot, result.tangent)
+    return S.add_grads(total, result), total_dot
