@@ -7,8 +7,10 @@ differentiated: fused kernels, no stack work at all.  Under
 ``record()`` with differentiable inputs, the call becomes ONE tape node: the
 generated forward runs with a fresh stack, and the node's backward runs the
 generated adjoint on a copy of that stack (so ``retain_graph`` works).  With
-``create_graph=True`` the node's backward re-runs the function eagerly on the
-tape instead, so higher derivatives stay exact.
+``create_graph=True`` the gradients it returns are recorded as one node whose VJP is
+forward-over-reverse (``compiler/nested.py``): second derivatives run compiled code only;
+a third derivative (or a function without second-order code) re-runs the function
+eagerly on the tape, so higher derivatives stay exact.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pullback.runtime.ndarray import NDArray, as_data
 from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
 
-from . import native_road
+from . import native_road, nested
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parse_function
@@ -251,23 +253,30 @@ class _CompiledCall:
         key = (tape.current_pass(), out_index)
         cache = self.cache
         if cache is None or cache[0] != key or cache[1] is not g or index not in cache[2]:
-            if tape.is_recording():   # create_graph: differentiate the eager road instead
-                grads = self._eager_gradients(out_index, g)
+            if tape.is_recording():   # create_graph: a node whose VJP is compiled code
+                try:
+                    grads = nested.recorded_gradients(self, out_index, g, self._slot_gradient)
+                except CompileError:   # no second-order code: differentiate the eager road
+                    grads = self._eager_gradients(out_index, g)
             else:
                 head = g._data if len(self.out_shapes) == 1 else tuple(
                     g._data if k == out_index else None for k in range(len(self.out_shapes)))
                 per_argument = self.variant.adjoint(copy.copy(self.stack), head)
-                grads = []
-                for a, (i, path) in zip(self.inputs, self.places, strict=True):
-                    gr = _at(per_argument[i], path)
-                    grads.append(None if gr is None else NDArray(as_data(np.asarray(
-                        _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a)))))
+                grads = [self._slot_gradient(per_argument, k) for k in range(len(self.inputs))]
             cache = self.cache = (key, g, dict(enumerate(grads)))
         grads = cache[2]
         found = grads.pop(index)
         if not grads:
             self.cache = None
         return found
+
+    def _slot_gradient(self, per_argument, k):
+        """Input slot ``k``'s gradient (an NDArray in its input's dtype, or None) from the
+        adjoint's per-argument gradients."""
+        a, (i, path) = self.inputs[k], self.places[k]
+        gr = _at(per_argument[i], path)
+        return None if gr is None else NDArray(as_data(np.asarray(
+            _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
 
     def _eager_gradients(self, out_index, g):
         tracked = list({id(a): a for a in self.inputs
