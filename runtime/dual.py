@@ -29,6 +29,20 @@ from . import support as S
 from .ndarray import NDArray
 
 
+#: how many VJP rules are being evaluated on Dual values (any thread): only then may an op
+#: meet a Dual beside an NDArray (a constant), which ``primitives.op`` checks for
+evaluating = 0
+
+
+def _evaluate(rule, g, args, params):
+    global evaluating
+    evaluating += 1
+    try:
+        return rule(g, *args, **params)
+    finally:
+        evaluating -= 1
+
+
 class Dual:
     """A value and its tangent, inside a VJP rule evaluated for its tangent."""
 
@@ -242,7 +256,7 @@ def rule_tangent(rule, g, g_dot, args, dots, params):
     if g_dot is None and all(d is None for d in dots):
         return None
     wrapped = [a if d is None else Dual(a, d) for a, d in zip(args, dots, strict=True)]
-    result = rule(g if g_dot is None else Dual(g, g_dot), *wrapped, **params)
+    result = _evaluate(rule, g if g_dot is None else Dual(g, g_dot), wrapped, params)
     return result.tangent if type(result) is Dual else None
 
 
@@ -261,7 +275,7 @@ def accumulate_pair(total, total_dot, rule, g, g_dot, dots, *args, **params):
     if g_dot is None and all(d is None for d in dots):
         return S.add_grads(total, rule(g, *args, **params)), total_dot
     wrapped = [a if d is None else Dual(a, d) for a, d in zip(args, dots, strict=True)]
-    result = rule(g if g_dot is None else Dual(g, g_dot), *wrapped, **params)
+    result = _evaluate(rule, g if g_dot is None else Dual(g, g_dot), wrapped, params)
     if type(result) is Dual:
         return S.add_grads(total, result.value), S.add_grads(total_dot, result.tangent)
     return S.add_grads(total, result), total_dot

@@ -86,7 +86,7 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=
     def op(*args, out=None, **kwargs):
         for a in args:
             if type(a) is NDArray:
-                if _Dual in map(type, args):   # an NDArray constant beside a Dual
+                if _dual.evaluating and _Dual in map(type, args):   # a constant beside a Dual
                     return _dual.apply(prim, args, kwargs)
                 break
             if type(a) is _Dual:   # a VJP rule evaluated for its tangent (runtime/dual.py)
