@@ -114,7 +114,7 @@ def _as_args(entry, arrays):
 SINGLE = [c for c in CASES if not isinstance(c["fn"](*_args(c, _inputs(c))), tuple)]
 
 
-@pytest.mark.parametrize("entry", SINGLE, ids=[c["fn"].__name__ for c in SINGLE])
+@pytest.mark.parametrize("entry", CASES, ids=IDS)
 def test_hvp_matches_central_differences_of_gradients_and_the_tape(entry):
     """Forward-over-reverse on the compiled road = central differences of pb.grad (every
     corpus function, numpy ones too) = reverse-over-reverse on the tape (nd ones)."""
@@ -135,7 +135,7 @@ def test_hvp_matches_central_differences_of_gradients_and_the_tape(entry):
                                rtol=1e-10, atol=1e-12)
     numeric = (_flat(up) - _flat(down)) / (2 * eps)
     np.testing.assert_allclose(_flat(product), numeric, rtol=1e-5, atol=1e-6)
-    if not entry["numpy"]:
+    if not entry["numpy"] and entry in SINGLE:
         np.testing.assert_allclose(_flat(product), _flat(_tape_hvp(entry["fn"], arrays,
                                                                    vectors)),
                                    rtol=1e-9, atol=1e-11)
