@@ -528,12 +528,18 @@ def grad(fn, argnums=0):
         return run(args, kwargs)[2]
 
     grad_fn.pullback_derivative = "pb.grad"   # functools.wraps made it look like fn
+    grad_fn.pullback_gradient_of = (fn, argnums)   # pb.grad of it: forward-over-reverse
     return grad_fn
 
 
 def _gradient_runner(fn, argnums):
     """``run(args, kwargs) -> (all arguments, raw value, gradients)``: the forward and the
     adjoint of ``fn``'s variant for ``argnums``, prepared once per argument count."""
+    inner = getattr(fn, "pullback_gradient_of", None)
+    if inner is not None:   # pb.grad(pb.grad(f)): one forward-over-reverse run
+        from .forward_api import gradient_of_gradient_runner
+
+        return gradient_of_gradient_runner(*inner, argnums)
     single = _is_position(argnums)
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)

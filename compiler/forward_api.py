@@ -78,6 +78,9 @@ def jvp(fn, primals, tangents):
     value: numpy for numpy arguments, NDArrays for NDArrays or numbers.
     """
     primals, tangents = _as_tuple(primals), _as_tuple(tangents)
+    inner = getattr(fn, "pullback_gradient_of", None)
+    if inner is not None:   # jvp(pb.grad(f)): forward-over-reverse
+        return _gradient_jvp(*inner, primals, tangents)
     user_fn = getattr(fn, "fn", fn)
     args = complete_arguments(user_fn, primals, {})
     tangents = tangents + (None,) * (len(args) - len(primals))
@@ -212,6 +215,70 @@ def _internal_vector(v, internal, name):
     return _internal_tangent(v, internal, name)
 
 
+def _second_order_run(fn, args, nums, dots_for):
+    """One forward-over-reverse run of ``fn`` at the complete ``args``: the parameters
+    ``nums`` are differentiated, ``dots_for(n, internal)`` gives argument ``n``'s tangent
+    (None: none).  Returns ``(internal arguments, value, gradients, their tangents)``."""
+    compiled = as_compiled(fn)
+    mask = tuple(i in nums and (structure(args[i]) if isinstance(args[i], (dict, list, tuple))
+                                else True) for i in range(len(args)))
+    second = second_order_for(fn, mask + (False,) * len(compiled.implicit))
+    internal = _internal_arguments(fn, args, nums)
+    dots = [None] * len(internal)
+    for n in nums:
+        dots[n] = dots_for(n, internal[n])
+    stack = Stack()
+    with tape.scope(recording=False, training=None):
+        out, _ = second.forward_tangent(stack, *internal, *dots)
+        grads, grad_dots = second.adjoint_tangent(stack, _ones(out), None)
+    return internal, out, grads, grad_dots
+
+
+def _gradient_jvp(fn, inner_argnums, primals, tangents):
+    """``pb.jvp(pb.grad(fn, inner_argnums), primals, tangents)``: the gradient and its
+    tangent (a Hessian-vector product) by one forward-over-reverse run."""
+    if len(tangents) != len(primals):
+        raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    user_fn = getattr(fn, "fn", fn)
+    args = complete_arguments(user_fn, primals, {})
+    tangents = tangents + (None,) * (len(args) - len(primals))
+    inner = _positions(inner_argnums)
+    nums = tuple(sorted(set(inner) | {i for i, t in enumerate(tangents) if t is not None}))
+    internal, _, grads, grad_dots = _second_order_run(
+        fn, args, nums, lambda n, x: None if tangents[n] is None else
+        _internal_vector(tangents[n], x, f"argument {n}"))
+    value = [_external_gradient(grads[n], internal[n], args[n]) for n in inner]
+    dots = [_external_gradient(grad_dots[n], internal[n], args[n]) for n in inner]
+    if _is_position(inner_argnums):
+        return value[0], dots[0]
+    return tuple(value), tuple(dots)
+
+
+def gradient_of_gradient_runner(fn, inner_argnums, argnums):
+    """``pb.grad``'s runner for ``pb.grad(pb.grad(fn, inner_argnums), argnums)``: the
+    gradient of ``sum(grad f)`` is the Hessian times ones (``H`` is symmetric), the
+    tangent of the gradient along ones on the inner arguments: one forward-over-reverse
+    run, no tape.  ``run(args, kwargs) -> (args, the inner gradient, gradients)``."""
+    inner_single, outer_single = _is_position(inner_argnums), _is_position(argnums)
+    inner, outer = _positions(inner_argnums), _positions(argnums)
+    user_fn = getattr(fn, "fn", fn)
+    nums = tuple(sorted(set(inner) | set(outer)))
+
+    def run(args, kwargs):
+        args = complete_arguments(user_fn, args, kwargs)
+        for n in nums:
+            if not 0 <= n < len(args):
+                raise ValueError(f"argnums {n} out of range for {len(args)} arguments")
+        internal, _, grads, grad_dots = _second_order_run(
+            fn, args, nums, lambda n, x: _ones(x) if n in inner else None)
+        value = [_external_gradient(grads[n], internal[n], args[n]) for n in inner]
+        result = [_external_gradient(grad_dots[n], internal[n], args[n]) for n in outer]
+        return (args, value[0] if inner_single else tuple(value),
+                result[0] if outer_single else tuple(result))
+
+    return run
+
+
 def hvp(fn, primals, vectors):
     """``(gradient, H @ vectors)`` of ``sum(fn(*primals))`` (every output summed, as
     ``pb.grad`` does): its gradient and its Hessian-vector product, with respect to the primals that have a vector (``None``:
@@ -230,18 +297,8 @@ def hvp(fn, primals, vectors):
     args = complete_arguments(user_fn, primals, {})
     vectors = vectors + (None,) * (len(args) - len(primals))
     nums = tuple(i for i, v in enumerate(vectors) if v is not None)
-    compiled = as_compiled(fn)
-    mask = tuple(i in nums and (structure(args[i]) if isinstance(args[i], (dict, list, tuple))
-                                else True) for i in range(len(args)))
-    second = second_order_for(fn, mask + (False,) * len(compiled.implicit))
-    internal = _internal_arguments(fn, args, nums)
-    dots = [None] * len(internal)
-    for n in nums:
-        dots[n] = _internal_vector(vectors[n], internal[n], f"argument {n}")
-    stack = Stack()
-    with tape.scope(recording=False, training=None):
-        out, _ = second.forward_tangent(stack, *internal, *dots)
-        grads, grad_dots = second.adjoint_tangent(stack, _ones(out), None)
+    internal, _, grads, grad_dots = _second_order_run(
+        fn, args, nums, lambda n, x: _internal_vector(vectors[n], x, f"argument {n}"))
     gradients = [_external_gradient(grads[n], internal[n], args[n]) for n in nums]
     products = [_external_gradient(grad_dots[n], internal[n], args[n]) for n in nums]
     if len(nums) == 1:

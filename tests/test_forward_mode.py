@@ -141,6 +141,38 @@ def test_hvp_matches_central_differences_of_gradients_and_the_tape(entry):
                                    rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("entry", SINGLE, ids=[c["fn"].__name__ for c in SINGLE])
+def test_grad_of_grad_and_jvp_of_grad_are_forward_over_reverse(entry):
+    """pb.grad(pb.grad(f)) = the gradient of sum(grad f) by central differences;
+    pb.jvp(pb.grad(f)) = (grad f, pb.hvp's product); no tape."""
+    arrays = _inputs(entry, seed=8)
+    nums = tuple(range(len(arrays)))
+    inner = pb.grad(entry["fn"], argnums=nums)
+    outer = pb.grad(inner, argnums=nums)(*_as_args(entry, arrays))
+
+    def total(values):
+        return float(sum(np.sum(_flat(g)) for g in inner(*_as_args(entry, values))))
+
+    eps = 1e-5
+    for k, x in enumerate(arrays):
+        numeric = []
+        for i in range(x.size):
+            step = np.zeros(x.size)
+            step[i] = eps
+            up = [a.copy() for a in arrays]
+            down = [a.copy() for a in arrays]
+            up[k] = x + step.reshape(x.shape)
+            down[k] = x - step.reshape(x.shape)
+            numeric.append((total(up) - total(down)) / (2 * eps))
+        np.testing.assert_allclose(_flat(outer[k]), numeric, rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(9)
+    vectors = [rng.standard_normal(a.shape) for a in arrays]
+    value, dot = pb.jvp(inner, _as_args(entry, arrays), _as_args(entry, vectors))
+    gradient, product = pb.hvp(entry["fn"], _as_args(entry, arrays), _as_args(entry, vectors))
+    np.testing.assert_allclose(_flat(value), _flat(gradient), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(_flat(dot), _flat(product), rtol=1e-12, atol=1e-14)
+
+
 SMALL_SINGLE = [c for c in SINGLE if c in SMALL]
 
 
