@@ -255,6 +255,9 @@ def rule_tangent(rule, g, g_dot, args, dots, params):
     """The tangent of ``rule(g, *args, **params)`` (a VJP rule of the table)."""
     if g_dot is None and all(d is None for d in dots):
         return None
+    kind = _rule_kinds().get(rule)
+    if kind is not None:
+        return _structured_tangent(kind, rule, g, g_dot, args, dots, params)
     wrapped = [a if d is None else Dual(a, d) for a, d in zip(args, dots, strict=True)]
     result = _evaluate(rule, g if g_dot is None else Dual(g, g_dot), wrapped, params)
     return result.tangent if type(result) is Dual else None
@@ -267,13 +270,58 @@ def accumulate(total_dot, rule, g_dot, dots, total, g, *args, **params):
     return S.add_grads(total_dot, rule_tangent(rule, g, g_dot, args, dots, params))
 
 
+_KINDS = None
+
+
+def _rule_kinds() -> dict:
+    """VJP rule -> how its tangent follows without Duals: ``("linear",)`` for an op linear
+    in its arguments (a constant Jacobian: the rule is linear in ``g`` and reads its
+    operands for their shapes only), ``("bilinear", i)`` for argument ``i`` of an op linear
+    in each of two arguments (``dot``, ``matmul``: the rule is linear in ``g`` and in the
+    other operand and does not read its own)."""
+    global _KINDS
+    if _KINDS is None:
+        kinds = {}
+        for prim in P.REGISTRY.values():
+            names = [getattr(r, "__qualname__", "") for r in prim.jvps or ()]
+            for i, rule in enumerate(prim.vjps or ()):
+                if rule is None or not names:
+                    continue
+                if all(n.startswith("_linear_jvp.") for n in names):
+                    kinds[rule] = ("linear",)
+                elif len(names) == 2 and names[0].startswith("_bilinear_jvps.") \
+                        and names[1].startswith("_bilinear_jvps."):
+                    kinds[rule] = ("bilinear", i)
+        _KINDS = kinds
+    return _KINDS
+
+
+def _structured_tangent(kind, rule, g, g_dot, args, dots, params):
+    """The tangent of ``rule(g, *args)`` for a linear or bilinear op's rule: the rule
+    itself applied to tangents (no Duals)."""
+    total = None if g_dot is None else rule(g_dot, *args, **params)
+    if kind[0] == "bilinear":
+        other = 2 - kind[1]   # args are (ans, x, y): the other operand's position
+        if dots[other] is not None:
+            swapped = list(args)
+            swapped[other] = dots[other]
+            total = _plus(total, rule(g, *swapped, **params))
+    return total
+
+
 def accumulate_pair(total, total_dot, rule, g, g_dot, dots, *args, **params):
     """``(value, tangent)`` of ``support.accumulate(total, rule, g, *args, **params)``: the
-    rule evaluated once, on Dual values where a tangent reaches it."""
+    rule evaluated once, on Dual values where a tangent reaches it (a linear or bilinear
+    op's rule: on tangents directly, ``_rule_kinds``)."""
     if g is None:
         return total, total_dot
     if g_dot is None and all(d is None for d in dots):
         return S.add_grads(total, rule(g, *args, **params)), total_dot
+    kind = _rule_kinds().get(rule)
+    if kind is not None:
+        value = rule(g, *args, **params)
+        tangent = _structured_tangent(kind, rule, g, g_dot, args, dots, params)
+        return S.add_grads(total, value), S.add_grads(total_dot, tangent)
     wrapped = [a if d is None else Dual(a, d) for a, d in zip(args, dots, strict=True)]
     result = _evaluate(rule, g if g_dot is None else Dual(g, g_dot), wrapped, params)
     if type(result) is Dual:
