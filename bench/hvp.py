@@ -1,14 +1,16 @@
 """Hessian-vector products: pb.hvp (forward-over-reverse) against JAX's jvp(grad(f)).
 
-    python bench/hvp.py [--quick]
+    python bench/hvp.py [--quick] [--cpu]
 
 For each workload: the median time of ``pb.hvp`` (gradient and H v, forward-over-reverse
 on the compiled road) and of ``jax.jit`` of ``jax.jvp(jax.grad(f))`` (gradient and H v as
 well, waited for with ``block_until_ready``), both in float64, one thread each, in the
-same process; prints the times and the ratio pb/JAX, and checks that both give the same
-H v (to 1e-8 relative).  Workloads: a Rosenbrock function in n=1000, and the
-benchmark suite's W1-W5 (each module's ``jax_jit_loss`` where it has one; a loss
-that JAX's jit refuses is reported as such; W6/W7 are scalar loops, left out).
+same process, interleaved in every round; prints the times and the ratio pb/JAX, and
+checks that both give the same H v (to 1e-8 relative).  Workloads: a Rosenbrock
+function in n=1000, and the benchmark suite's W1-W5 (each module's ``jax_jit_loss``
+where it has one; a loss that JAX's jit refuses is reported as such; W6/W7 are scalar
+loops, left out).  ``--cpu`` times this process's CPU seconds instead of wall-clock
+seconds (on a machine shared with other jobs, where waiting for a core dominates).
 """
 
 from __future__ import annotations
@@ -73,14 +75,22 @@ def _suite(name):
     return Workload
 
 
-def median_time(call, repeats):
-    call()   # compile and warm up
-    times = []
+CLOCK = time.perf_counter   # --cpu: time.process_time (this process's CPU time)
+
+
+def median_times(calls, repeats, block=5):
+    """The median time of each call, the calls interleaved in every round (so that the
+    machine's load hits them alike), each round timing ``block`` calls in a row."""
+    for call in calls:
+        call()   # compile and warm up
+    times = [[] for _ in calls]
     for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for call, found in zip(calls, times, strict=True):
+            start = CLOCK()
+            for _ in range(block):
+                call()
+            found.append((CLOCK() - start) / block)
+    return [float(np.median(t)) for t in times]
 
 
 def jax_hvp(workload, args):
@@ -108,7 +118,13 @@ def jax_hvp(workload, args):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cpu", action="store_true",
+                        help="time CPU seconds of this process (time.process_time) instead of "
+                             "wall-clock seconds: on a machine shared with other jobs")
     options = parser.parse_args()
+    global CLOCK
+    if options.cpu:
+        CLOCK = time.process_time
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -134,9 +150,9 @@ def main():
         ours = ours if len(workload.WRT) > 1 else (ours,)
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-10)
-        pb_time = median_time(lambda: pb.hvp(workload.loss, args, vectors), repeats)
-        jax_time = median_time(lambda: jax.block_until_ready(
-            compiled(primals, tangents, rest)), repeats)
+        pb_time, jax_time = median_times(
+            [lambda: pb.hvp(workload.loss, args, vectors),
+             lambda: jax.block_until_ready(compiled(primals, tangents, rest))], repeats)
         print(f"{workload.label:44s} {pb_time * 1e6:9.1f}u {jax_time * 1e6:9.1f}u "
               f"{pb_time / jax_time:8.2f}")
 
