@@ -45,6 +45,8 @@ def _internal_tangent(t, primal, name):
     if data.shape != shape and not (data.size == 1 and int(np.prod(shape)) == 1):
         raise ValueError(f"the tangent of {name} has shape {data.shape}, its primal "
                          f"{shape}")
+    if type(primal) is float:   # a Python number's tangent: a Python number
+        return float(data.reshape(-1)[0])
     dtype = getattr(primal, "dtype", np.dtype(np.float64))
     data = data.astype(dtype, copy=False).reshape(shape)
     return data if shape else data[()]
@@ -62,6 +64,9 @@ def _run_tangent(fn, args, tangents):
                             "takes tangents for arrays and numbers only (for now)")
     variant = _tangent_variant(fn, mask)
     internal = _internal_arguments(fn, args, nums)
+    for n in nums:   # a Python number runs as in the primal: a Python float, not float64
+        if type(args[n]) is float or type(args[n]) is int:
+            internal[n] = float(args[n])
     dots = [_internal_tangent(t, internal[i], f"argument {i}")
             for i, t in enumerate(tangents) if t is not None]
     with tape.scope(recording=False, training=None):

@@ -62,6 +62,15 @@ def _sum_source(parts) -> str:
     return total
 
 
+def _linear_rules(prim) -> bool:
+    """Whether every JVP rule of ``prim`` is the op applied with one operand replaced by
+    its tangent (``primitives._linear_jvp``, ``_bilinear_jvps``): tangent code then calls
+    the op directly, as the forward does."""
+    names = [getattr(r, "__qualname__", "") for r in prim.jvps or () if r is not None]
+    return bool(names) and all(n.startswith(("_linear_jvp.", "_bilinear_jvps."))
+                               for n in names)
+
+
 class TangentTransform(ReverseTransform):
     """Builds the tangent source of one normalized function."""
 
@@ -200,8 +209,14 @@ class TangentTransform(ReverseTransform):
                            "differentiate it", "What to do: use reverse mode (pb.grad, "
                            "pb.vjp, pb.jacrev), or add its jvps= to runtime/primitives.py.")
         parts = []
+        structured = not self.batched and _linear_rules(prim)
         for i, d in enumerate(dots):
             if d is None or i >= len(prim.jvps) or prim.jvps[i] is None:
+                continue
+            if structured:   # linear in this operand: the op itself, on its tangent
+                namespace = "npops" if op.numpy else "ops"
+                swapped = [d if k == i else o for k, o in enumerate(operands)]
+                parts.append(f"{namespace}.{prim.name}({', '.join(swapped + params)})")
                 continue
             arguments = ", ".join([d, ans] + operands + params)
             if self.batched:   # the rule once per direction

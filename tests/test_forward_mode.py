@@ -222,6 +222,8 @@ def test_numbers_stay_numbers_and_none_means_no_tangent():
     # d/dx of y * (x + x/2 + x/4) = 1.75 * y
     assert float(_flat(dot)[0]) == pytest.approx(5.25)
     assert float(_flat(out)[0]) == pytest.approx(10.5)
+    # a Python number runs as in the primal (a Python float): the same value, bit for bit
+    assert float(_flat(out)[0]) == pb.compile(scalar_loop)(2.0, 3.0)
     assert pb.jacfwd(scalar_loop)(2.0, 3.0) == pytest.approx(5.25)
     assert pb.jacrev(scalar_loop, argnums=1)(2.0, 3.0) == pytest.approx(3.5)
 
