@@ -7,8 +7,10 @@ differentiated: fused kernels, no stack work at all.  Under
 ``record()`` with differentiable inputs, the call becomes ONE tape node: the
 generated forward runs with a fresh stack, and the node's backward runs the
 generated adjoint on a copy of that stack (so ``retain_graph`` works).  With
-``create_graph=True`` the node's backward re-runs the function eagerly on the
-tape instead, so higher derivatives stay exact.
+``create_graph=True`` the gradients it returns are recorded as one node whose VJP is
+forward-over-reverse (``compiler/nested.py``): second derivatives run compiled code only;
+a third derivative (or a function without second-order code) re-runs the function
+eagerly on the tape, so higher derivatives stay exact.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pullback.runtime.ndarray import NDArray, as_data
 from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
 
-from . import native_road
+from . import native_road, nested
 from .bindings import Bindings
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
@@ -361,9 +363,12 @@ class _CompiledCall:
         """The gradients of the inputs at the positions ``tracked`` from output
         ``out_index``'s gradient ``g``: one adjoint run on a copy of the stack (so
         ``retain_graph`` works), once per backward pass of this output's node."""
-        if tape._state.recording:   # create_graph: differentiate the eager road instead
-            eager = self._eager_gradients(out_index, g)
-            return [eager[i] for i in tracked]
+        if tape._state.recording:   # create_graph: a node whose VJP is compiled code
+            try:
+                grads = nested.recorded_gradients(self, out_index, g, self._slot_gradient)
+            except CompileError:   # no second-order code: differentiate the eager road
+                grads = self._eager_gradients(out_index, g)
+            return [grads[i] for i in tracked]
         head = g._data if len(self.out_shapes) == 1 else tuple(
             g._data if k == out_index else None for k in range(len(self.out_shapes)))
         per_argument = self.variant._adjoint(_stack_copy(self.stack), head)
@@ -382,6 +387,14 @@ class _CompiledCall:
                 and gr.ndim and gr.flags.c_contiguous:
             return NDArray(gr)   # already what the tape takes
         return NDArray(as_data(_in_dtype_of(gr, value)))
+
+    def _slot_gradient(self, per_argument, k):
+        """Input slot ``k``'s gradient (an NDArray in its input's dtype, or None) from the
+        adjoint's per-argument gradients."""
+        a, (i, path) = self.inputs[k], self.places[k]
+        gr = _at(per_argument[i], path)
+        return None if gr is None else NDArray(as_data(np.asarray(
+            _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
 
     def _eager_gradients(self, out_index, g):
         tracked = list({id(a): a for a in self.inputs
@@ -631,6 +644,9 @@ def grad(fn, argnums=0):
 
     def install(road, args, internal):
         fast[0] = _gradient_entry(entries, road, args, internal, nums, single, careful)
+        compiled[0] = as_compiled(fn)
+
+    compiled = [None]   # whose bindings the entry was built for (bindings.py)
 
     single, nums, entries = _is_position(argnums), _positions(argnums), {}
     run = _gradient_runner(fn, argnums, install)
@@ -639,10 +655,13 @@ def grad(fn, argnums=0):
     def grad_fn(*args, **kwargs):
         entry = fast[0]
         if entry is not None and not kwargs:
-            return entry(*args)   # checks every argument; anything else runs careful()
+            if not compiled[0].check_bindings():   # a name it reads rebound: no entry
+                return entry(*args)   # checks every argument; anything else runs careful()
+            fast[0] = None
         return run(args, kwargs)[2]
 
     grad_fn.pullback_derivative = "pb.grad"   # functools.wraps made it look like fn
+    grad_fn.pullback_gradient_of = (fn, argnums)   # pb.grad of it: forward-over-reverse
     return grad_fn
 
 
@@ -662,6 +681,11 @@ def _gradient_runner(fn, argnums, on_native=None):
     """``run(args, kwargs) -> (all arguments, raw value, gradients)``: the forward and the
     adjoint of ``fn``'s variant for ``argnums``, prepared once per argument count.
     ``on_native(road, args, internal)`` is told of each call the native road computed."""
+    inner = getattr(fn, "pullback_gradient_of", None)
+    if inner is not None:   # pb.grad(pb.grad(f)): one forward-over-reverse run
+        from .forward_api import gradient_of_gradient_runner
+
+        return gradient_of_gradient_runner(*inner, argnums)
     single = _is_position(argnums)
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)

@@ -76,8 +76,11 @@ def fusion_enabled() -> bool:
     return os.environ.get("PULLBACK_FUSE", "1") != "0"
 
 
-def transform(parsed, mask, variant_for, meta=None):
+def transform(parsed, mask, variant_for, meta=None, fusion=None):
     """Generate and load the forward/adjoint pair of ``parsed`` for ``mask``.
+
+    ``fusion``: whether to fuse elementwise runs (None: ``fusion_enabled()``; the
+    forward-over-reverse of compiler/second.py transforms an unfused adjoint).
 
     Returns (source, namespace).  If ``meta`` is a dict, it receives what
     ``cache`` stores to load the source again without parsing: ``name`` (of the
@@ -85,7 +88,9 @@ def transform(parsed, mask, variant_for, meta=None):
     """
     check(parsed)
     fn = normalize(parsed)
-    kernels = fuse(parsed, fn, fn.namer) if fusion_enabled() else []
+    if fusion is None:
+        fusion = fusion_enabled()
+    kernels = fuse(parsed, fn, fn.namer) if fusion else []
     params = [a.id for a in fn.args.args]
     if len(mask) != len(params):
         raise TypeError(f"{fn.name}() takes {len(params)} arguments, got {len(mask)}")
@@ -167,8 +172,8 @@ class TangentVariant:
 
 def transform_tangent(parsed, mask, variant_for, batched=False):
     """Generate and load the tangent (forward-mode) function of ``parsed`` for ``mask``:
-    parse -> fence -> normalize -> analysis -> tangent -> codegen (no fusion yet, no
-    disk artifact: the generated module is rebuilt in each process).
+    parse -> fence -> normalize -> fuse -> analysis -> tangent -> codegen (no disk
+    artifact: the generated module is rebuilt in each process).
 
     ``batched``: every tangent carries a leading axis of directions (``pb.jacfwd``).
     Returns (source, namespace)."""
@@ -176,6 +181,9 @@ def transform_tangent(parsed, mask, variant_for, batched=False):
 
     check(parsed)
     fn = normalize(parsed)
+    # elementwise runs fuse as in the reverse mode; each run with a tangent gets a kernel
+    # computing values and tangents in one pass (batched tangents stay unfused)
+    kernels = fuse(parsed, fn, fn.namer) if fusion_enabled() and not batched else []
     params = [a.id for a in fn.args.args]
     if len(mask) != len(params):
         raise TypeError(f"{fn.name}() takes {len(params)} arguments, got {len(mask)}")
@@ -192,8 +200,13 @@ def transform_tangent(parsed, mask, variant_for, batched=False):
             callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask, batched))
         return callees[key][0]
 
-    tangent_src = TangentTransform(parsed, fn, analysis, callee_ref, mask,
-                                   batched).source(fn.name)
+    transformer = TangentTransform(parsed, fn, analysis, callee_ref, mask, batched)
+    tangent_src = transformer.source(fn.name)
+    kernel_src = "".join(
+        f"{forward_source(k)}\n\n\n{kernel_adjoint_source(k)}\n\n\n"
+        + (f"{value_and_gradient_source(k)}\n\n\n" if k.one_pass else "")
+        + f"{wrapper_source(k)}\n\n\n" for k in kernels)
+    kernel_src += "".join(f"{t.source()}\n\n\n" for t in transformer.tangent_kernels)
     names = {}
     for free in _free_names(fn, analysis.locals) - {"support", "ops", "vjp", "jvp"}:
         try:
@@ -206,7 +219,7 @@ def transform_tangent(parsed, mask, variant_for, batched=False):
               f"{os.path.basename(parsed.filename)}:{parsed.first_line}\n"
               f"# Parameters with tangents: {', '.join(active) or '(none)'}"
               f"{' (batched: a leading axis of _batch directions)' if batched else ''}\n")
-    source = f"{header}\n\n{tangent_src}\n"
+    source = f"{header}\n\n{kernel_src}{tangent_src}\n"
     stem = (f"{getattr(parsed.fn, '__module__', 'module')}.{fn.name}."
             f"{'batched_tangent' if batched else 'tangent'}")
     return source, codegen.load(source, stem, names)

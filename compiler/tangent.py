@@ -34,7 +34,7 @@ from __future__ import annotations
 import gast
 
 from .errors import error_at
-from .fuse import doubled, numpy_source, substitute
+from .fuse import doubled, formula_names, numpy_source, substitute
 from .reverse import Lines, ReverseTransform, key_source, unparse
 
 
@@ -62,6 +62,15 @@ def _sum_source(parts) -> str:
     return total
 
 
+def _linear_rules(prim) -> bool:
+    """Whether every JVP rule of ``prim`` is the op applied with one operand replaced by
+    its tangent (``primitives._linear_jvp``, ``_bilinear_jvps``): tangent code then calls
+    the op directly, as the forward does."""
+    names = [getattr(r, "__qualname__", "") for r in prim.jvps or () if r is not None]
+    return bool(names) and all(n.startswith(("_linear_jvp.", "_bilinear_jvps."))
+                               for n in names)
+
+
 class TangentTransform(ReverseTransform):
     """Builds the tangent source of one normalized function."""
 
@@ -70,6 +79,7 @@ class TangentTransform(ReverseTransform):
         self.mask = mask
         self.batched = batched   # every tangent has a leading axis of _batch directions
         self.dot_names = {}
+        self.tangent_kernels = []   # TangentKernel, one per fused run with a tangent
 
     # ----- the helpers tangent code calls (batched: the leading axis is the batch) -------
     def zero(self, value: str) -> str:
@@ -107,6 +117,8 @@ class TangentTransform(ReverseTransform):
             out.add(f"support.check_rebind({target}, {where!r})")
         if op.kind == "user":
             return self.tangent_user(s, op, target)
+        if op.kind == "kernel" and target in self.a.active:
+            return self.tangent_kernel(op, target)
         if target not in self.a.active:
             out.add(f"{target} = {self.forward_value(s.value, op, target)}")
             return out
@@ -197,8 +209,14 @@ class TangentTransform(ReverseTransform):
                            "differentiate it", "What to do: use reverse mode (pb.grad, "
                            "pb.vjp, pb.jacrev), or add its jvps= to runtime/primitives.py.")
         parts = []
+        structured = not self.batched and _linear_rules(prim)
         for i, d in enumerate(dots):
             if d is None or i >= len(prim.jvps) or prim.jvps[i] is None:
+                continue
+            if structured:   # linear in this operand: the op itself, on its tangent
+                namespace = "npops" if op.numpy else "ops"
+                swapped = [d if k == i else o for k, o in enumerate(operands)]
+                parts.append(f"{namespace}.{prim.name}({', '.join(swapped + params)})")
                 continue
             arguments = ", ".join([d, ans] + operands + params)
             if self.batched:   # the rule once per direction
@@ -228,6 +246,32 @@ class TangentTransform(ReverseTransform):
         if self.batched or sum(isinstance(a, gast.Name) for a in op.args) > 1:   # broadcast
             return self.like(total, ans)
         return total
+
+    def tangent_kernel(self, op, target) -> Lines:
+        """``fusedK = kernel_K_tangent(*inputs, *input_dots)``: one fused pass computing the
+        run's live values and their tangents (``fusedK[i]`` as before), then ``fusedK_dot``,
+        the tuple of the live values' tangents; a trailing reduction's tangent is its JVP
+        rule applied to the reduced value's tangent (also a kernel output)."""
+        out = Lines()
+        kernel = op.callee
+        active = [a.id for a in op.args if self.a.is_active_atom(a)]
+        made = tangent_kernel(kernel, active)
+        self.tangent_kernels.append(made)
+        args = [unparse(a) for a in op.args] + [self.dot(a) for a in active]
+        out.add(f"{target} = {made.name}({', '.join(args)})")
+        items = []
+        for k, position in enumerate(made.dot_positions):
+            if position is None:   # the reduction: its rule over the reduced value's tangent
+                result, _, kind = kernel.reduction
+                ans = f"{target}[{k}]"
+                operand = f"{target}[{made.operand_position}]" \
+                    if made.operand_position is not None else "None"
+                items.append(self.like(f"jvp.{kind}_0({target}[{made.reduced_dot}], {ans}, "
+                                       f"{operand})", ans))
+            else:
+                items.append(f"{target}[{position}]")
+        out.add(f"{self.dot(target)} = ({''.join(i + ', ' for i in items)})")
+        return out
 
     def tangent_user(self, s, op, target) -> Lines:
         """``pair = g_10.tangent(x, w, x_dot)``, then the value and its tangent (an
@@ -299,3 +343,102 @@ class TangentTransform(ReverseTransform):
         first = ["_batch"] if self.batched else []
         head = f"def {name}_tangent({', '.join(first + params + [self.dot(p) for p in given])}):"
         return "\n".join([head] + body.render(1))
+
+
+class TangentKernel:
+    """A fused run's forward-mode kernel: its live values, then their tangents, computed in
+    one pass (a native kernel when the run's kernel could be one; numpy otherwise)."""
+
+    def __init__(self, kernel, active):
+        self.kernel, self.name = kernel, f"{kernel.name}_tangent"
+        taken = set(kernel.inputs) | set(kernel.outputs) | {t for t, _, _ in kernel.statements}
+
+        def fresh(base):
+            name = f"{base}_d"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            return name
+
+        dots = {i: fresh(i) for i in active}
+        self.inputs = list(kernel.inputs) + [dots[i] for i in active]
+        self.statements, self.steps = [], []
+        for target, prim, operands in kernel.statements:
+            self.statements.append((target, kernel.formula(prim, operands)))
+            self.steps.append((target, prim.name, tuple(operands)))
+            parts = []
+            for i, o in enumerate(operands):
+                rule = prim.scalar_vjps[i] if i < len(prim.scalar_vjps) else None
+                if o in dots and rule is not None:
+                    parts.append(substitute(rule, {
+                        "g": dots[o], "ans": target, "x": operands[0],
+                        "y": operands[1] if len(operands) > 1 else None}))
+            if parts:
+                dots[target] = fresh(target)
+                expression = " + ".join(f"({p})" for p in parts) if len(parts) > 1 \
+                    else parts[0]
+                self.statements.append((dots[target], expression))
+                read = tuple(n for n in formula_names(expression) if n in taken)
+                self.steps.append((dots[target], "add", read))
+        live = list(kernel.outputs[:kernel.live])
+        reduction = kernel.reduction
+        self.outputs = list(live)   # the live values keep their positions
+        self.dot_positions = []     # per live value: where its tangent is (None: reduction)
+        self.zero = {}              # output -> the value it is a zero tangent of
+        self.operand_position = self.reduced_dot = None
+        for value in live:
+            if reduction is not None and value == reduction[0]:
+                self.dot_positions.append(None)
+                continue
+            self.dot_positions.append(len(self.outputs))
+            self.outputs.append(dots.get(value) or self._zero(value, fresh))
+        if reduction is not None:
+            operand = reduction[1]
+            self.reduced_dot = len(self.outputs)
+            self.outputs.append(dots.get(operand) or self._zero(operand, fresh))
+            if reduction[2] in ("norm", "max", "min"):   # their rules read the values
+                self.operand_position = len(self.outputs)
+                self.outputs.append(operand)
+        self.reduction = reduction
+        self.value_of = {d: v for v, d in dots.items()}   # a tangent -> its value (shape)
+
+    def _zero(self, value, fresh):
+        name = fresh(f"{value}_zero")
+        self.zero[name] = value
+        return name
+
+    def source(self) -> str:
+        """The numpy function and the FusedKernel binding it, for the generated module."""
+        from .fuse import _REDUCTION_HELPERS, _span
+
+        kernel = self.kernel
+        lines = [f"def {self.name}({', '.join(self.inputs)}):",
+                 f'    """Fused forward and tangent of lines {_span(kernel.lines)}."""']
+        lines += [f"    {t} = {numpy_source(e)}" for t, e in self.statements]
+        if self.reduction is not None:
+            helper = _REDUCTION_HELPERS[self.reduction[2]]
+            lines.append(f"    {self.reduction[0]} = _kernels.{helper}({self.reduction[1]})")
+        results = []
+        for k, o in enumerate(self.outputs):
+            if o in self.zero:
+                results.append(f"support.zero_tangent({self.zero[o]})")
+            elif k >= kernel.live and o in self.value_of:   # numpy: of its value's shape
+                results.append(f"support.tangent_like({o}, {self.value_of[o]})")
+            else:
+                results.append(o)
+        lines.append(f"    return ({''.join(r + ', ' for r in results)})")
+        statements = tuple(self.statements) + tuple(
+            (z, "0.0") for z in self.zero)   # the native road computes zeros itself
+        program = (tuple(self.inputs), statements, tuple(self.outputs), self.reduction)
+        adjoint = ((), tuple(self.outputs), tuple(self.inputs), (),
+                   (None,) * len(self.inputs))
+        binding = (f"{self.name} = _kernels.FusedKernel(\n"
+                   f"    {self.name!r}, {self.name}, None,\n"
+                   f"    forward_program={program!r},\n"
+                   f"    adjoint_program={adjoint!r},\n"
+                   f"    steps={tuple(self.steps)!r},\n)")
+        return "\n".join(lines) + "\n\n\n" + binding
+
+
+def tangent_kernel(kernel, active) -> TangentKernel:
+    return TangentKernel(kernel, active)

@@ -94,7 +94,11 @@ def primitive(name, forward, vjps, scalar=None, params=(), scalar_vjps=(), jvps=
             args, kwargs = _operands_by_name(operand_names, args, kwargs)   # nd.sinc(x=a)
         for a in args:
             if type(a) is NDArray:
+                if _dual.evaluating and _Dual in map(type, args):   # a constant beside a Dual
+                    return _dual.apply(prim, args, kwargs)
                 break
+            if type(a) is _Dual:   # a VJP rule evaluated for its tangent (runtime/dual.py)
+                return _dual.apply(prim, args, kwargs)
         else:
             if out is None:
                 # Raw road (compiled code; rules run on numpy arrays): no NDArray, no tape.
@@ -2961,3 +2965,6 @@ def topk(data, axis=-1, k=1, ret_typ="indices", is_ascend=False, dtype="float32"
 
 
 topk.prim = _topk_prim.prim   # compiled code reads the call as the primitive
+# forward-over-reverse evaluates VJP rules on values with tangents (runtime/dual.py)
+from . import dual as _dual  # noqa: E402
+_Dual = _dual.Dual

@@ -89,27 +89,114 @@ def test_jacfwd_equals_jacrev(entry):
         np.testing.assert_allclose(f, r, rtol=1e-10, atol=1e-12)
 
 
-TAPE = [c for c in CASES if not c["numpy"]]
+def _tape_hvp(fn, arrays, vectors):
+    """The reference: reverse-over-reverse on the eager tape (nd code only)."""
+    from pullback import autograd as ag
+
+    inputs = [nd.array(a) for a in arrays]
+    for x in inputs:
+        x.attach_grad()
+    with ag.record():
+        out = fn(*inputs)
+        grads = ag.grad([out], inputs, create_graph=True, retain_graph=True)
+        inner = None
+        for g, v in zip(grads, vectors, strict=True):
+            term = (g * nd.array(v)).sum()
+            inner = term if inner is None else inner + term
+    inner.backward()
+    return [x.grad.asnumpy() for x in inputs]
 
 
-@pytest.mark.parametrize("entry", TAPE, ids=[c["fn"].__name__ for c in TAPE])
-def test_hvp_matches_central_differences_of_gradients(entry):
+def _as_args(entry, arrays):
+    return [a.copy() for a in arrays] if entry["numpy"] else [nd.array(a) for a in arrays]
+
+
+SINGLE = [c for c in CASES if not isinstance(c["fn"](*_args(c, _inputs(c))), tuple)]
+
+
+@pytest.mark.parametrize("entry", CASES, ids=IDS)
+def test_hvp_matches_central_differences_of_gradients_and_the_tape(entry):
+    """Forward-over-reverse on the compiled road = central differences of pb.grad (every
+    corpus function, numpy ones too) = reverse-over-reverse on the tape (nd ones)."""
     arrays = _inputs(entry, seed=3)
     rng = np.random.default_rng(4)
     vectors = [rng.standard_normal(a.shape) for a in arrays]
     nums = tuple(range(len(arrays)))
-    gradient, product = pb.hvp(entry["fn"], [nd.array(a) for a in arrays],
-                               [nd.array(v) for v in vectors])
+    gradient, product = pb.hvp(entry["fn"], _as_args(entry, arrays),
+                               _as_args(entry, vectors))
     if len(arrays) == 1:
         gradient, product = (gradient,), (product,)
     grad_fn = pb.grad(entry["fn"], argnums=nums)
     eps = 1e-5
-    up = grad_fn(*[nd.array(a + eps * v) for a, v in zip(arrays, vectors, strict=True)])
-    down = grad_fn(*[nd.array(a - eps * v) for a, v in zip(arrays, vectors, strict=True)])
-    np.testing.assert_allclose(_flat(gradient), _flat(grad_fn(*[nd.array(a) for a in arrays])),
+    up = grad_fn(*_as_args(entry, [a + eps * v for a, v in zip(arrays, vectors, strict=True)]))
+    down = grad_fn(*_as_args(entry, [a - eps * v for a, v in zip(arrays, vectors,
+                                                                   strict=True)]))
+    np.testing.assert_allclose(_flat(gradient), _flat(grad_fn(*_as_args(entry, arrays))),
                                rtol=1e-10, atol=1e-12)
     numeric = (_flat(up) - _flat(down)) / (2 * eps)
     np.testing.assert_allclose(_flat(product), numeric, rtol=1e-5, atol=1e-6)
+    if not entry["numpy"] and entry in SINGLE:
+        np.testing.assert_allclose(_flat(product), _flat(_tape_hvp(entry["fn"], arrays,
+                                                                   vectors)),
+                                   rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("entry", SINGLE, ids=[c["fn"].__name__ for c in SINGLE])
+def test_grad_of_grad_and_jvp_of_grad_are_forward_over_reverse(entry):
+    """pb.grad(pb.grad(f)) = the gradient of sum(grad f) by central differences;
+    pb.jvp(pb.grad(f)) = (grad f, pb.hvp's product); no tape."""
+    arrays = _inputs(entry, seed=8)
+    nums = tuple(range(len(arrays)))
+    inner = pb.grad(entry["fn"], argnums=nums)
+    outer = pb.grad(inner, argnums=nums)(*_as_args(entry, arrays))
+
+    def total(values):
+        return float(sum(np.sum(_flat(g)) for g in inner(*_as_args(entry, values))))
+
+    eps = 1e-5
+    for k, x in enumerate(arrays):
+        numeric = []
+        for i in range(x.size):
+            step = np.zeros(x.size)
+            step[i] = eps
+            up = [a.copy() for a in arrays]
+            down = [a.copy() for a in arrays]
+            up[k] = x + step.reshape(x.shape)
+            down[k] = x - step.reshape(x.shape)
+            numeric.append((total(up) - total(down)) / (2 * eps))
+        np.testing.assert_allclose(_flat(outer[k]), numeric, rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(9)
+    vectors = [rng.standard_normal(a.shape) for a in arrays]
+    value, dot = pb.jvp(inner, _as_args(entry, arrays), _as_args(entry, vectors))
+    gradient, product = pb.hvp(entry["fn"], _as_args(entry, arrays), _as_args(entry, vectors))
+    np.testing.assert_allclose(_flat(value), _flat(gradient), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(_flat(dot), _flat(product), rtol=1e-12, atol=1e-14)
+
+
+SMALL_SINGLE = [c for c in SINGLE if c in SMALL]
+
+
+@pytest.mark.parametrize("entry", SMALL_SINGLE, ids=[c["fn"].__name__ for c in SMALL_SINGLE])
+def test_hessian_is_symmetric_and_the_jacobian_of_the_gradient(entry):
+    arrays = _inputs(entry, seed=5)
+    for n in range(len(arrays)):
+        h = pb.hessian(entry["fn"], argnums=n)(*_as_args(entry, arrays))
+        h = h.asnumpy() if isinstance(h, pb.NDArray) else np.asarray(h)
+        x = arrays[n]
+        h = h.reshape(x.size, x.size)
+        np.testing.assert_allclose(h, h.T, rtol=1e-9, atol=1e-10)
+        grad_fn = pb.grad(entry["fn"], argnums=n)
+        columns = []
+        eps = 1e-5
+        for k in range(x.size):
+            step = np.zeros(x.size)
+            step[k] = eps
+            shifted = [a.copy() for a in arrays]
+            shifted[n] = x + step.reshape(x.shape)
+            up = _flat(grad_fn(*_as_args(entry, shifted)))
+            shifted[n] = x - step.reshape(x.shape)
+            columns.append((up - _flat(grad_fn(*_as_args(entry, shifted)))) / (2 * eps))
+        np.testing.assert_allclose(h, np.stack(columns, axis=1), rtol=1e-5, atol=1e-6)
 
 
 # ----- conventions --------------------------------------------------------------------------
@@ -135,6 +222,8 @@ def test_numbers_stay_numbers_and_none_means_no_tangent():
     # d/dx of y * (x + x/2 + x/4) = 1.75 * y
     assert float(_flat(dot)[0]) == pytest.approx(5.25)
     assert float(_flat(out)[0]) == pytest.approx(10.5)
+    # a Python number runs as in the primal (a Python float): the same value, bit for bit
+    assert float(_flat(out)[0]) == pb.compile(scalar_loop)(2.0, 3.0)
     assert pb.jacfwd(scalar_loop)(2.0, 3.0) == pytest.approx(5.25)
     assert pb.jacrev(scalar_loop, argnums=1)(2.0, 3.0) == pytest.approx(3.5)
 
@@ -334,3 +423,62 @@ def test_float32_stays_float32_and_compiled_functions_take_jvp_under_record():
 def test_a_tangent_of_the_wrong_shape_is_refused():
     with pytest.raises(ValueError, match="shape"):
         pb.jvp(matrix_poly, (np.ones((2, 3)), np.ones((3, 2))), (np.ones(3), None))
+
+
+# ----- fused tangents: one native pass computes a run's values and tangents ----------------
+
+def fused_sum(x, c):
+    return np.sum(np.tanh(x) * np.exp(-x * x) + np.sin(x) ** 2 * c)
+
+
+def fused_mean_and_rows(x, w):
+    h = np.tanh(x * w + 1.0) * x
+    return np.mean(h * h) + np.sum(h * 0.5)
+
+
+def fused_norm(x):
+    return np.linalg.norm(np.sin(x) * x + 2.0)
+
+
+def fused_max(x):
+    return np.max(np.cos(x) * x - x * x)
+
+
+def fused_min_nd(x):
+    return nd.min(nd.exp(x) * x + x)
+
+
+FUSED = [(fused_sum, 2), (fused_mean_and_rows, 2), (fused_norm, 1), (fused_max, 1),
+         (fused_min_nd, 1)]
+
+
+@pytest.mark.parametrize("fn, n_args", FUSED, ids=[f.__name__ for f, _ in FUSED])
+def test_fused_tangent_kernels_run_natively_and_match_differences_and_vjp(fn, n_args):
+    from pullback.runtime import fused
+
+    rng = np.random.default_rng(7)
+    size = 4 * fused.NATIVE_MIN_SIZE + 3   # the native road (and a masked tail)
+    arrays = [rng.uniform(-1, 1, size)]
+    if n_args == 2:
+        arrays.append(np.float64(0.7) if fn is fused_sum else rng.uniform(-1, 1, size))
+    directions = [rng.standard_normal(np.shape(a)) for a in arrays]
+    as_args = (lambda xs: [nd.array(a) for a in xs]) if fn is fused_min_nd else list
+    out, dot = pb.jvp(fn, as_args(arrays), as_args(directions))
+    eps = 1e-6
+    up = _flat(fn(*as_args([a + eps * d for a, d in zip(arrays, directions, strict=True)])))
+    down = _flat(fn(*as_args([a - eps * d for a, d in zip(arrays, directions, strict=True)])))
+    np.testing.assert_allclose(_flat(dot), (up - down) / (2 * eps), rtol=1e-6, atol=1e-8)
+    grads = pb.grad(fn, argnums=tuple(range(n_args)))(*as_args(arrays))
+    right = sum(float(np.dot(_flat(g), np.reshape(d, -1)))
+                for g, d in zip(grads, directions, strict=True))
+    assert float(_flat(dot)[0]) == pytest.approx(right, rel=1e-10)
+    from pullback.compiler.api import as_compiled
+
+    tangent = as_compiled(fn).tangent_variant((True,) * n_args)
+    kernels = [v for v in tangent._tangent.__globals__.values()
+               if isinstance(v, fused.FusedKernel) and v.name.endswith("_tangent")]
+    from pullback.runtime import native
+
+    assert kernels
+    if native.native_enabled():
+        assert all(any(k is not None for k in v._native.values()) for v in kernels)

@@ -506,7 +506,7 @@ def test_second_order_through_a_compiled_call_that_reads_a_global():
     x.attach_grad()
     with ag.record():
         y = pb.compile(weighted_squares)(x)
-        (gx,) = ag.grad(y, [x], create_graph=True)   # the node re-runs eagerly
+        (gx,) = ag.grad(y, [x], create_graph=True)   # its VJP: forward-over-reverse
         z = nd.sum(gx * gx)
     z.backward()
     xs = x.asnumpy()
