@@ -144,6 +144,19 @@ def _operands_by_name(names, args, kwargs):
     return tuple(args), kwargs
 
 
+def primal_values(x):
+    """``x``'s numbers as a numpy array, for a rule's piecewise-constant decisions (which
+    positions a max pool or topk picks, where zeros are): an NDArray's buffer, a value
+    with a tangent's value (forward-over-reverse, runtime/dual.py), else ``np.asarray``."""
+    while True:
+        if type(x) is NDArray:
+            return x._data
+        inner = getattr(x, "value", None)
+        if inner is None or not hasattr(x, "tangent"):
+            return np.asarray(x)
+        x = inner
+
+
 def raw_result(result, args):
     """A forward's result on the raw road: arrays as they are, a 0-d result of array
     operands as shape (1,) (pullback's convention, MXNet's), and a result of numbers and
@@ -1054,7 +1067,7 @@ def _slice_axis_key(shape, axis, begin, end):
 
 
 def _int_indices(indices):
-    return (indices._data if type(indices) is NDArray else np.asarray(indices)).astype(np.int64)
+    return primal_values(indices).astype(np.int64)
 
 
 def _take_key(shape, indices, axis=0, mode="clip"):
@@ -1575,7 +1588,7 @@ def _cumprod_vjp(g, ans, x, axis=None):
     # out_k / x_i, at the first zero the product with it read as 1, after it 0 (every
     # product then holds the zero) -- exact values, but not their derivatives.
     flat, axis_ = _flat_axis(x, axis)
-    if not np.any((flat._data if type(flat) is NDArray else np.asarray(flat)) == 0):
+    if not np.any(primal_values(flat) == 0):
         return reshape_raw(divide(_reverse_cumsum(multiply(g, ans), axis_), flat),
                            shape=shape_of(x))
     if shape_of(flat)[axis_] <= CUMPROD_TRIANGLE_MAX:
@@ -1672,8 +1685,7 @@ diag = primitive("diag", _diag_forward, [_diag_vjp], params=("k",), jvps=[_linea
 
 def _float_dtype(x):
     """The floating dtype a constant mask multiplying ``x``'s gradient takes (no promotion)."""
-    dtype = x._data.dtype if type(x) is NDArray else np.asarray(x).dtype
-    return np.result_type(dtype, 1.0)
+    return np.result_type(primal_values(x).dtype, 1.0)
 
 
 def _trace_forward(a, offset=0, axis1=0, axis2=1):
@@ -2825,7 +2837,7 @@ def _pooling_transpose_forward(g, shape, **params):
 
 
 def _max_positions_of(data, params):
-    values = data._data if type(data) is NDArray else np.asarray(data)
+    values = primal_values(data)
     return _max_pool_positions(values, _pool_geometry(values.shape, **params))
 
 
@@ -2925,7 +2937,7 @@ def _topk_vjp(g, ans, data, axis=-1, k=1, ret_typ="indices", is_ascend=False,
     # are the data's elements at the chosen positions
     if ret_typ in ("indices", "mask"):
         return zeros_like(data)
-    raw = data._data if type(data) is NDArray else np.asarray(data)
+    raw = primal_values(data)
     values, axis_, order = _topk_order(raw, axis, k, is_ascend)
     if ret_typ == "both":
         g = getitem(g, key=0)
@@ -2937,7 +2949,7 @@ def _topk_jvp(t, ans, data, axis=-1, k=1, ret_typ="indices", is_ascend=False,
               dtype="float32"):
     if ret_typ in ("indices", "mask"):
         return zeros_like(ans)
-    raw = data._data if type(data) is NDArray else np.asarray(data)
+    raw = primal_values(data)
     values, axis_, order = _topk_order(raw, axis, k, is_ascend)
     flat = t if axis is not None else reshape_raw(t, shape=(-1,))
     picked = getitem(flat, key=_topk_key(values, axis_, order))
