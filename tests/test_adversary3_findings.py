@@ -1,0 +1,102 @@
+"""Findings of the third adversary (adv3): silent wrong values and gradients, mostly on
+the scalar roads.  Each test asserts the CORRECT behaviour (plain Python's value, central
+differences in float64) and is ``xfail(strict=True)`` while the finding is open (an XPASS
+fails the suite, so a fix must remove the marker).  A clear ``pb.CompileError`` refusal is
+accepted as a fix where the tests say so.  Details: /work/briefs/adv3-report.md."""
+
+import math
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback.compiler.errors import CompileError
+
+ROADS = pytest.mark.parametrize("road", ["native", "python"])
+
+
+def _road(monkeypatch, road):
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1" if road == "native" else "0")
+
+
+def _central(fn, args, k, h=1e-6):
+    plus, minus = list(args), list(args)
+    plus[k] = args[k] + h
+    minus[k] = args[k] - h
+    return (fn(*plus) - fn(*minus)) / (2 * h)
+
+
+def _number(value):
+    return float(np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value)
+                 .reshape(-1)[0])
+
+
+# ----- 1: an int compared with a float: Python compares exactly, pullback in float64 -------
+
+def int_above_float(x, n):
+    if n > x:
+        return x * 2.0
+    return x * 3.0
+
+
+def int_equals_float(x, n):
+    if n == x:
+        return x * 2.0
+    return x * 3.0
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 1: a Python int compared with a "
+                   "Python float is rounded to float64 first (2**53 + 1 > 2.0**53 is True "
+                   "in Python): the other branch runs, silently")
+@pytest.mark.parametrize("fn", [int_above_float, int_equals_float])
+def test_int_compared_with_float_exactly(monkeypatch, road, fn):
+    _road(monkeypatch, road)
+    x, n = float(2 ** 53), 2 ** 53 + 1
+    value, g = pb.value_and_grad(fn)(x, n)
+    assert _number(value) == fn(x, n)
+    assert g == pytest.approx(fn(x, n) / x)
+
+
+# ----- 2: abs of a Python int -2**63 (fits int64, its abs does not) --------------------------
+
+def times_abs(x, n):
+    return x * abs(n)
+
+
+def branch_on_abs(x, n):
+    if abs(n) > 0:
+        return x * 2.0
+    return x * 3.0
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 2: abs(n) of the Python int -2**63 "
+                   "goes through np.abs/np.fabs in int64 and stays -2**63: negative value and "
+                   "gradient, or the other branch")
+@pytest.mark.parametrize("fn", [times_abs, branch_on_abs])
+def test_abs_of_the_smallest_int64(monkeypatch, road, fn):
+    _road(monkeypatch, road)
+    x, n = 1.5, -2 ** 63
+    value, g = pb.value_and_grad(fn)(x, n)
+    assert _number(value) == pytest.approx(fn(x, n))
+    assert g == pytest.approx(_central(fn, (x, n), 0))
+
+
+# ----- 3: n ** 2 of a Python int inside a fused kernel wraps around int64 --------------------
+
+def times_int_square(x, n):
+    return x * (n ** 2)
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 3: n ** 2 of a Python int fused into a "
+                   "kernel is np.power in int64: 2**32 squared is 0 (value 0, gradient 0), "
+                   "3037000500 squared is negative; plain Python's ints do not wrap")
+@pytest.mark.parametrize("n", [2 ** 32, 3037000500, 2 ** 40])
+def test_int_power_in_a_kernel_does_not_wrap(monkeypatch, road, n):
+    _road(monkeypatch, road)
+    x = 1.5
+    value, g = pb.value_and_grad(times_int_square)(x, n)
+    assert _number(value) == pytest.approx(times_int_square(x, n))
+    assert g == pytest.approx(float(n) ** 2)
