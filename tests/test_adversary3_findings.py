@@ -100,3 +100,63 @@ def test_int_power_in_a_kernel_does_not_wrap(monkeypatch, road, n):
     value, g = pb.value_and_grad(times_int_square)(x, n)
     assert _number(value) == pytest.approx(times_int_square(x, n))
     assert g == pytest.approx(float(n) ** 2)
+
+
+# ----- 4: x ** 0 (and a polynomial's constant term) at x = 0: a nan gradient ---------------
+
+def polynomial(x):
+    s = 0.0
+    for k in range(4):
+        s = s + (k + 1.0) * x ** k
+    return s
+
+
+def power_zero_plus_x(x):
+    return np.sum(x ** 0 + x)
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 4: pow's VJP is g * y * x ** (y - 1): "
+                   "at x = 0, y = 0 that is 0 * inf = nan, where the derivative of the "
+                   "constant x ** 0 is 0 (a polynomial's gradient at 0 is nan)")
+def test_polynomial_gradient_at_zero(monkeypatch, road):
+    _road(monkeypatch, road)
+    with np.errstate(all="ignore"):
+        g = pb.grad(polynomial)(0.0)
+    assert g == pytest.approx(2.0)            # d/dx (1 + 2x + 3x^2 + 4x^3) at 0
+    assert g == pytest.approx(_central(polynomial, (0.0,), 0))
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 4: the same nan, reverse mode")
+def test_power_zero_gradient_on_arrays():
+    x = np.array([0.0, 0.5])
+    with np.errstate(all="ignore"):
+        g = pb.grad(power_zero_plus_x)(x)
+    assert np.allclose(g, [1.0, 1.0])
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 4: in jacfwd the nan tangent of one "
+                   "element (nan * 0) spreads to every column: [nan, nan] where [1, 1]")
+def test_power_zero_jacfwd_does_not_spread_nan():
+    x = np.array([0.5, 0.0])
+    with np.errstate(all="ignore"):
+        J = pb.jacfwd(power_zero_plus_x)(x)
+    assert np.allclose(J, [1.0, 1.0])
+
+
+# ----- 5: pb.explain of a function that reads a global crashes -----------------------------
+
+SCALE = 2.0
+
+
+def reads_a_global(x):
+    return x * SCALE + x * x
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 5: explain zips the parameter names with "
+                   "the variant's mask, which also holds the implicit (global) inputs: "
+                   "ValueError: zip() argument 2 is longer than argument 1")
+def test_explain_names_the_road_for_a_global_reader():
+    assert pb.grad(reads_a_global)(1.5) == pytest.approx(SCALE + 3.0)
+    assert "reads_a_global differentiating x" in pb.explain(reads_a_global)
+    assert "reads_a_global differentiating x" in pb.explain(reads_a_global, 1.5)
