@@ -160,3 +160,17 @@ def test_explain_names_the_road_for_a_global_reader():
     assert pb.grad(reads_a_global)(1.5) == pytest.approx(SCALE + 3.0)
     assert "reads_a_global differentiating x" in pb.explain(reads_a_global)
     assert "reads_a_global differentiating x" in pb.explain(reads_a_global, 1.5)
+
+
+def times_two_to_the_n(x, n):
+    return x * (2 ** n)
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 3: 2 ** n fused into a kernel is int64 "
+                   "np.power: 2 ** 64 is 0 (value 0, gradient 0)")
+def test_two_to_the_n_in_a_kernel_does_not_wrap(monkeypatch, road):
+    _road(monkeypatch, road)
+    value, g = pb.value_and_grad(times_two_to_the_n)(1.5, 64)
+    assert _number(value) == pytest.approx(1.5 * 2.0 ** 64)
+    assert g == pytest.approx(2.0 ** 64)
