@@ -174,3 +174,98 @@ def test_two_to_the_n_in_a_kernel_does_not_wrap(monkeypatch, road):
     value, g = pb.value_and_grad(times_two_to_the_n)(1.5, 64)
     assert _number(value) == pytest.approx(1.5 * 2.0 ** 64)
     assert g == pytest.approx(2.0 ** 64)
+
+
+# ----- 6: a global / closure / module attribute naming a function, rebound between calls -----
+
+ACTIVATION = np.tanh
+
+
+def uses_the_activation(x):
+    return ACTIVATION(x) * 2.0
+
+
+def helper_square(x):
+    return x * x
+
+
+def uses_the_helper(x):
+    return helper_square(x) + x
+
+
+def _closure_with_a_setter():
+    act = np.tanh
+
+    def f(x):
+        return act(x) * 2.0
+
+    def rebind(g):
+        nonlocal act
+        act = g
+    return f, rebind
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 6: the variant resolves the function a "
+                   "global names when it is first built and keeps it: after ACTIVATION = "
+                   "np.sin, grad/value_and_grad/compile still run tanh (value and gradient)")
+@pytest.mark.parametrize("how", ["grad", "value_and_grad", "compile"])
+def test_rebinding_a_global_function_between_calls(how):
+    global ACTIVATION
+    x = np.array([0.3, 0.5])
+    try:
+        ACTIVATION = np.tanh
+        if how == "compile":
+            c = pb.compile(uses_the_activation)
+            assert np.allclose(c(x), 2 * np.tanh(x))
+            ACTIVATION = np.sin
+            assert np.allclose(c(x), 2 * np.sin(x))
+            return
+        assert np.allclose(pb.grad(uses_the_activation)(x), 2 / np.cosh(x) ** 2)
+        ACTIVATION = np.sin
+        if how == "grad":
+            assert np.allclose(pb.grad(uses_the_activation)(x), 2 * np.cos(x))
+        else:
+            value, g = pb.value_and_grad(uses_the_activation)(x)
+            assert np.allclose(value, 2 * np.sin(x))
+            assert np.allclose(g, 2 * np.cos(x))
+    finally:
+        ACTIVATION = np.tanh
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 6: a rebound helper function of the user's "
+                   "is not re-resolved either (stale gradient)")
+def test_rebinding_a_global_helper_between_calls():
+    global helper_square
+    original = helper_square
+    try:
+        assert pb.grad(uses_the_helper)(0.5) == pytest.approx(2.0)
+        helper_square = lambda x: x * x * x   # noqa: E731 - rebinding is the point
+        assert pb.grad(uses_the_helper)(0.5) == pytest.approx(3 * 0.25 + 1.0)
+    finally:
+        helper_square = original
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 6: a closure cell rebound with nonlocal "
+                   "is not re-read (stale gradient; plain f(x) already uses the new one)")
+def test_rebinding_a_closure_cell_between_calls():
+    f, rebind = _closure_with_a_setter()
+    x = np.array([0.3, 0.5])
+    assert np.allclose(pb.grad(f)(x), 2 / np.cosh(x) ** 2)
+    rebind(np.sin)
+    assert np.allclose(f(x), 2 * np.sin(x))
+    assert np.allclose(pb.grad(f)(x), 2 * np.cos(x))
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 6: pb.jvp's tangent variant is stale too "
+                   "(value and tangent of tanh after ACTIVATION = np.exp)")
+def test_forward_mode_rereads_the_rebound_global():
+    global ACTIVATION
+    x = np.array([0.3, 0.5])
+    try:
+        ACTIVATION = np.tanh
+        pb.jvp(uses_the_activation, (x,), (np.ones(2),))
+        ACTIVATION = np.exp
+        out, tangent = pb.jvp(uses_the_activation, (x,), (np.ones(2),))
+        assert np.allclose(out, 2 * np.exp(x)) and np.allclose(tangent, 2 * np.exp(x))
+    finally:
+        ACTIVATION = np.tanh
