@@ -269,3 +269,28 @@ def test_forward_mode_rereads_the_rebound_global():
         assert np.allclose(out, 2 * np.exp(x)) and np.allclose(tangent, 2 * np.exp(x))
     finally:
         ACTIVATION = np.tanh
+
+
+PARAMS = {"w": np.array([1.0, 2.0]), "b": 0.5}
+
+
+def loss_reading_global_params(x):
+    return np.sum(np.tanh(x * PARAMS["w"]) + PARAMS["b"])
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 6: a global dict (or list, tuple) rebound "
+                   "between calls, as a functional training loop does (params = {k: v - lr * g}): "
+                   "compiled code keeps reading the first dict object (value and gradient stale)")
+def test_rebinding_a_global_params_dict_between_calls():
+    global PARAMS
+    original = PARAMS
+    x = np.array([0.3, -0.2])
+    vg = pb.value_and_grad(loss_reading_global_params)
+    try:
+        for _ in range(3):
+            value, g = vg(x)
+            assert np.allclose(value, loss_reading_global_params(x))
+            assert np.allclose(g, PARAMS["w"] / np.cosh(x * PARAMS["w"]) ** 2)
+            PARAMS = {"w": PARAMS["w"] * 2.0, "b": PARAMS["b"] + 1.0}
+    finally:
+        PARAMS = original
