@@ -311,3 +311,25 @@ def test_round_with_digits_follows_python(monkeypatch, road):
     value, g = pb.value_and_grad(times_rounded)(2.675)
     assert _number(value) == times_rounded(2.675)
     assert g == pytest.approx(round(2.675, 2))    # d/dx x * c, c = round(x, 2) locally constant
+
+
+# ----- 8: differentiating a Python float turns a float32 computation into float64 ----------
+
+def float32_recurrence(x, y):
+    s = x
+    for _ in range(20):
+        s = s * y + x
+    return s
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 8: a differentiated Python float becomes "
+                   "np.float64 (strong), so np.float32 * y runs in float64: the value (and "
+                   "dtype) depends on argnums; plain Python (NEP 50, y weak) stays float32")
+def test_value_does_not_depend_on_argnums():
+    x, y = np.float32(0.3), 1.1
+    plain = float32_recurrence(x, y)
+    assert plain.dtype == np.float32
+    v_x, _ = pb.value_and_grad(float32_recurrence, 0)(x, y)
+    v_xy, _ = pb.value_and_grad(float32_recurrence, (0, 1))(x, y)
+    assert _number(v_x) == float(plain)          # passes today
+    assert _number(v_xy) == float(plain)         # 19.2007506 (float64) != 19.200754
