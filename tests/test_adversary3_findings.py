@@ -333,3 +333,22 @@ def test_value_does_not_depend_on_argnums():
     v_xy, _ = pb.value_and_grad(float32_recurrence, (0, 1))(x, y)
     assert _number(v_x) == float(plain)          # passes today
     assert _number(v_xy) == float(plain)         # 19.2007506 (float64) != 19.200754
+
+
+# ----- 9: math.cos of an np.float32 runs in float32 (Python's math returns a double) ----------
+
+def cos_minus_one(x):
+    return (math.cos(x) - 1.0) * 1e6
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 9: math.* functions return Python floats "
+                   "(double precision) for any argument; compiled code runs them as numpy "
+                   "ufuncs in the argument's dtype: math.cos(np.float32(1e-3)) - 1 is 5% off")
+def test_math_functions_of_float32_compute_in_double(monkeypatch, road):
+    _road(monkeypatch, road)
+    x = np.float32(1e-3)
+    plain = cos_minus_one(x)                         # -0.50000000584
+    assert _number(pb.compile(cos_minus_one)(x)) == pytest.approx(plain, rel=1e-6)
+    value, _ = pb.value_and_grad(cos_minus_one)(x)
+    assert _number(value) == pytest.approx(plain, rel=1e-6)   # got -0.47683716
