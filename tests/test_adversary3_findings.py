@@ -352,3 +352,18 @@ def test_math_functions_of_float32_compute_in_double(monkeypatch, road):
     assert _number(pb.compile(cos_minus_one)(x)) == pytest.approx(plain, rel=1e-6)
     value, _ = pb.value_and_grad(cos_minus_one)(x)
     assert _number(value) == pytest.approx(plain, rel=1e-6)   # got -0.47683716
+
+
+def math_exp(x):
+    return math.exp(x)
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 9: math.exp(np.float32(100.0)) is "
+                   "2.69e43 (a double); compiled code overflows float32: value and gradient inf")
+def test_math_exp_of_float32_does_not_overflow(monkeypatch, road):
+    _road(monkeypatch, road)
+    with np.errstate(all="ignore"):
+        value, g = pb.value_and_grad(math_exp)(np.float32(100.0))
+    assert _number(value) == pytest.approx(math.exp(100.0), rel=1e-6)
+    assert float(g) == pytest.approx(math.exp(100.0), rel=1e-6)
