@@ -367,3 +367,48 @@ def test_math_exp_of_float32_does_not_overflow(monkeypatch, road):
         value, g = pb.value_and_grad(math_exp)(np.float32(100.0))
     assert _number(value) == pytest.approx(math.exp(100.0), rel=1e-6)
     assert float(g) == pytest.approx(math.exp(100.0), rel=1e-6)
+
+
+TRAINING = True
+MODE = "tanh"
+
+
+def uses_a_global_flag(x):
+    if TRAINING:
+        return x * 2.0
+    return x * 5.0
+
+
+def uses_a_global_string(x):
+    if MODE == "tanh":
+        return np.tanh(x)
+    return np.sin(x)
+
+
+@ROADS
+@pytest.mark.xfail(strict=True, reason="adv3 finding 6: a global bool flag (or a string, or None) "
+                   "is frozen into the variant when it is built: TRAINING = False keeps the "
+                   "True branch's gradient (numbers and arrays are re-read; bools are not)")
+def test_rebinding_a_global_flag_between_calls(monkeypatch, road):
+    global TRAINING
+    _road(monkeypatch, road)
+    try:
+        TRAINING = True
+        assert pb.grad(uses_a_global_flag)(1.5) == pytest.approx(2.0)
+        TRAINING = False
+        assert pb.grad(uses_a_global_flag)(1.5) == pytest.approx(5.0)
+    finally:
+        TRAINING = True
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 6: a global string compared in the "
+                   "function is frozen the same way")
+def test_rebinding_a_global_string_between_calls():
+    global MODE
+    try:
+        MODE = "tanh"
+        assert pb.grad(uses_a_global_string)(0.5) == pytest.approx(1 / np.cosh(0.5) ** 2)
+        MODE = "sin"
+        assert pb.grad(uses_a_global_string)(0.5) == pytest.approx(np.cos(0.5))
+    finally:
+        MODE = "tanh"
