@@ -412,3 +412,23 @@ def test_rebinding_a_global_string_between_calls():
         assert pb.grad(uses_a_global_string)(0.5) == pytest.approx(np.cos(0.5))
     finally:
         MODE = "tanh"
+
+
+# ----- 10: jacfwd does not check argnums: an internal TypeError / IndexError -----------------
+
+def two_inputs(x, y):
+    return np.sum(x * 2.0 + y * y * 3.0)
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 10: jacfwd(argnums=-1) raises TypeError "
+                   "'two_inputs_tangent() takes 3 positional arguments but 4 were given', "
+                   "argnums=5 an IndexError; grad/jacrev/vjp say 'argnums ... out of range'")
+@pytest.mark.parametrize("argnums", [-1, 5, (0, -1)])
+def test_jacfwd_checks_argnums(argnums):
+    x, y = np.array([0.5, 1.0]), np.array([2.0, 3.0])
+    try:
+        J = pb.jacfwd(two_inputs, argnums=argnums)(x, y)
+    except ValueError as exc:
+        assert "argnums" in str(exc)
+        return
+    assert np.allclose(J, 6.0 * y)   # negative argnums counted from the end, as JAX does
