@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
 from pullback.compiler.errors import CompileError
 
 ROADS = pytest.mark.parametrize("road", ["native", "python"])
@@ -432,3 +434,57 @@ def test_jacfwd_checks_argnums(argnums):
         assert "argnums" in str(exc)
         return
     assert np.allclose(J, 6.0 * y)   # negative argnums counted from the end, as JAX does
+
+
+# ----- 11: astype to an integer or bool dtype passes the gradient through as if identity ------
+
+def times_truncated(x):
+    return np.sum(x.astype(np.int64) * x)
+
+
+def times_nonzero(x):
+    return np.sum(x.astype(bool) * x)
+
+
+def nd_times_truncated(x):
+    return nd.sum(x.astype("int32") * x)
+
+
+X11 = np.array([0.3, 1.7, -2.5])
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 11: x.astype(int64) (and 'int32', bool) has "
+                   "the identity's gradient: d/dx sum(trunc(x) * x) comes out trunc(x) + x "
+                   "([0.3, 2.7, -4.5]) where it is trunc(x) ([0, 1, -2]); an integer cast is "
+                   "piecewise constant (or refuse it)")
+@pytest.mark.parametrize("fn, expected", [(times_truncated, np.trunc(X11)),
+                                          (times_nonzero, np.ones(3))])
+@pytest.mark.parametrize("mode", ["grad", "jacfwd"])
+def test_integer_astype_has_zero_gradient(fn, expected, mode):
+    try:
+        g = (pb.grad if mode == "grad" else pb.jacfwd)(fn)(X11)
+    except CompileError:
+        return   # a clear refusal is an acceptable fix
+    assert np.allclose(g, expected)
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 11: the same on the eager tape and the "
+                   "compiled nd road (astype('int32'))")
+@pytest.mark.parametrize("road", ["tape", "compiled"])
+def test_nd_integer_astype_has_zero_gradient(road):
+    x = nd.array(X11, dtype="float64")
+    if road == "compiled":
+        try:
+            g = pb.grad(nd_times_truncated)(x).asnumpy()
+        except CompileError:
+            return
+    else:
+        x.attach_grad()
+        try:
+            with ag.record():
+                y = nd_times_truncated(x)
+        except pb.AutogradError:
+            return
+        y.backward()
+        g = x.grad.asnumpy()
+    assert np.allclose(g, np.trunc(X11))
