@@ -488,3 +488,34 @@ def test_nd_integer_astype_has_zero_gradient(road):
         y.backward()
         g = x.grad.asnumpy()
     assert np.allclose(g, np.trunc(X11))
+
+
+# ----- 12: an NDArray created inside a compiled function (nd.zeros, nd.arange, nd.array) -----
+
+def rnn_from_zero_state(x):
+    h = nd.zeros((3,))
+    for _ in range(2):
+        h = nd.tanh(h + x)
+    return nd.sum(h)
+
+
+def times_arange(x):
+    return nd.sum(x * nd.arange(3))
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 12: compiled code holds arrays as numpy, an "
+                   "nd.zeros/nd.arange/nd.array/nd.full made in the body stays an NDArray, and the "
+                   "next op crashes: TypeError operand 'NDArray' does not support ufuncs "
+                   "(__array_ufunc__=None); @pb.compile forward, pb.grad and record all fail")
+@pytest.mark.parametrize("fn", [rnn_from_zero_state, times_arange])
+def test_nd_arrays_made_inside_compiled_code(fn):
+    X = np.array([0.3, 0.5, -0.2])
+    x = nd.array(X, dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = fn(x)
+    y.backward()
+    tape = x.grad.asnumpy()
+    compiled = pb.grad(fn)(nd.array(X, dtype="float64")).asnumpy()
+    assert np.allclose(compiled, tape)
+    assert np.allclose(pb.compile(fn)(nd.array(X, dtype="float64")).asnumpy(), y.asnumpy())
