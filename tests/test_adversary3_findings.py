@@ -543,3 +543,34 @@ def test_integer_ndarray_gradient_is_not_silently_zero(road):
     except (pb.AutogradError, TypeError, ValueError):
         return   # a clear refusal is an acceptable fix
     assert np.allclose(x.grad.asnumpy(), np.cos([1.0, 2.0, 3.0]))
+
+
+# ----- 14: MXNet's special reshape codes (0, -2, -3) work on the tape, crash when compiled -----
+
+def reshape_keep_first(x):
+    y = x.reshape((0, -1))          # MXNet: 0 copies the input's dimension -> (2, 12)
+    return nd.sum(y[1] * 2.0 + y[0])
+
+
+def reshape_merge(x):
+    y = x.reshape((-3, 0))          # MXNet: -3 merges two dimensions -> (6, 4)
+    return nd.sum(y[1] * 3.0)
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 finding 14: compiled code hands MXNet's reshape "
+                   "codes to numpy: ValueError cannot reshape array of size 24 into shape "
+                   "(0,newaxis); the eager tape follows MXNet")
+@pytest.mark.parametrize("fn", [reshape_keep_first, reshape_merge])
+def test_mxnet_reshape_codes_in_compiled_code(fn):
+    X = np.arange(24.0).reshape(2, 3, 4) * 0.1 - 1.0
+    x = nd.array(X, dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        y = fn(x)
+    y.backward()
+    try:
+        value, g = pb.value_and_grad(fn)(nd.array(X, dtype="float64"))
+    except CompileError:
+        return   # a clear refusal at the line is an acceptable fix
+    assert np.allclose(value.asnumpy(), y.asnumpy())
+    assert np.allclose(g.asnumpy(), x.grad.asnumpy())
