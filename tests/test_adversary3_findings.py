@@ -574,3 +574,11 @@ def test_mxnet_reshape_codes_in_compiled_code(fn):
         return   # a clear refusal at the line is an acceptable fix
     assert np.allclose(value.asnumpy(), y.asnumpy())
     assert np.allclose(g.asnumpy(), x.grad.asnumpy())
+
+
+@pytest.mark.xfail(strict=True, reason="adv3 findings 2 and 3: the plain @pb.compile forward "
+                   "(nothing differentiated) already gives the wrapped int64 values")
+@pytest.mark.parametrize("fn, n", [(times_int_square, 2 ** 32), (times_two_to_the_n, 64),
+                                   (times_abs, -2 ** 63)])
+def test_compiled_forward_keeps_python_ints(fn, n):
+    assert pb.compile(fn)(1.5, n) == pytest.approx(fn(1.5, n))
