@@ -143,7 +143,39 @@ def read_copy_then_use(x):
     return np.sum(y) * first
 
 
+def copy_then_write(x):
+    # the way to change an argument: write into a copy
+    y = x.copy()
+    y[1:] = y[:-1] * 0.5 + x[1:]   # the value reads the array it is written into
+    z = np.zeros_like(x)
+    z[:] = np.cos(y)
+    return np.sum(z * y)
+
+
+def prefix_sums(v):
+    out = np.zeros_like(v)
+    out[0] = v[0]
+    for i in range(1, v.shape[0]):
+        out[i] = out[i - 1] + v[i] * v[i]
+    return out
+
+
+def uses_a_helper_that_writes(x):
+    s = prefix_sums(x * 2.0)
+    return np.sum(np.sin(s))
+
+
+def write_a_constant(x):
+    # an array result: the written item gets no gradient (pb.grad sums the result)
+    y = x * 2.0
+    y[0] = 1.0
+    return y
+
+
 PROGRAMS = [
+    (copy_then_write, (np.array([0.3, -0.7, 0.2, 1.1]),)),
+    (uses_a_helper_that_writes, (np.array([0.3, -0.7, 0.2, 1.1]),)),
+    (write_a_constant, (np.array([0.3, -0.7, 0.2]),)),
     (write_item, (np.array([0.3, -0.7]),)),
     (write_slice, (np.array([0.2, -0.4, 0.9]),)),
     (write_broadcast, (np.array([0.5, -1.2, 0.8]), 0.7)),
@@ -175,9 +207,9 @@ def central_differences(fn, args, argnum, eps=1e-6):
     for k in range(flat.size):
         old = flat[k]
         flat[k] = old + eps
-        up = float(fn(*args))
+        up = float(np.sum(fn(*args)))
         flat[k] = old - eps
-        down = float(fn(*args))
+        down = float(np.sum(fn(*args)))
         flat[k] = old
         grad[k] = (up - down) / (2 * eps)
     return grad.reshape(x.shape)
@@ -194,7 +226,7 @@ def test_gradient_equals_central_differences(fn, args):
     value, grads = pb.value_and_grad(fn, argnums=argnums)(*inputs)
     for a, b in zip(inputs, args, strict=True):   # the caller's arrays are never written
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(value, fn(*fresh(args)), rtol=1e-12)
+    np.testing.assert_allclose(np.sum(value), np.sum(fn(*fresh(args))), rtol=1e-12)
     for g, k in zip(grads, argnums, strict=True):
         expected = central_differences(fn, args, k)
         assert np.shape(g) == np.shape(expected)
@@ -228,7 +260,7 @@ def test_jvp_equals_central_differences(fn, args):
     value, tangent = pb.jvp(fn, primals, tuple(full))
     expected = np.sum(central_differences(fn, args, k) * direction)
     np.testing.assert_allclose(value, fn(*fresh(args)), rtol=1e-12)
-    np.testing.assert_allclose(tangent, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(np.sum(tangent), expected, rtol=1e-6, atol=1e-8)
 
 
 def vector_writes(x):
@@ -454,3 +486,14 @@ def test_a_differentiated_value_cast_into_an_int_array_is_refused():
 def test_repeated_indices_are_refused():
     with pytest.raises(ValueError, match="repeats an element"):
         pb.grad(repeated_indices)(np.array([0.1, 0.2, 0.3]))
+
+
+def test_a_function_with_writes_stays_on_the_python_road_and_says_why():
+    def scalar_writes(a):
+        y = np.zeros(3)
+        y[0] = a
+        y[1] += a * a
+        return y[0] * a + y[1]
+
+    np.testing.assert_allclose(pb.grad(scalar_writes)(0.5), 2.0)
+    assert "Python road" in pb.explain(scalar_writes, 0.5)
