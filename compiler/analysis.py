@@ -511,6 +511,15 @@ def _check_array_writes(parsed, fn, assignments, result) -> None:
     (``support.setitem_copied``) where an older reference to its memory may be read later
     by the adjoint: a needed local that may share it, or an argument of a user call (the
     callee's forward may have saved it)."""
+    for node, _, _ in assignments:
+        op = result.ops.get(id(node))
+        if isinstance(node, gast.Assign) and op.kind == "setitem" \
+                and result.kind(op.args[0]).container \
+                and any(isinstance(n, gast.Slice) for n in gast.walk(op.params[0])):
+            raise error_at(parsed, node, f"{op.args[0].id}[i:j] = ... on a list (which may "
+                           "change its length) is not supported in compiled code",
+                           "What to do: build a new list (append, or xs[:i] + ys + xs[j:]), "
+                           "or assign one item at a time.")
     writes = _array_writes(assignments, result)
     if not writes:
         return

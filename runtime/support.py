@@ -355,6 +355,9 @@ def setitem(items, key, value):
     if isinstance(items, dict):
         new = dict(items)
     elif isinstance(items, list):
+        if isinstance(key, slice):
+            raise TypeError("xs[i:j] = ... on a list (which may change its length) is not "
+                            "supported in compiled code: build a new list instead")
         new = list(items)
     else:
         raise TypeError(f"item assignment into a {type(items).__name__} is not supported in "

@@ -497,3 +497,112 @@ def test_a_function_with_writes_stays_on_the_python_road_and_says_why():
 
     np.testing.assert_allclose(pb.grad(scalar_writes)(0.5), 2.0)
     assert "Python road" in pb.explain(scalar_writes, 0.5)
+
+
+def list_slice_write(a):
+    xs = [a, a * 2.0, 3.0]
+    xs[0:2] = [a]
+    return xs[0] * xs[1]
+
+
+def test_a_slice_write_into_a_list_is_refused():
+    with pytest.raises(pb.CompileError, match=r"xs\[i:j\] = \.\.\. on a list") as info:
+        pb.grad(list_slice_write)(0.5)
+    assert "xs[0:2] = [a]" in str(info.value)
+
+
+# ----- random write programs (hypothesis, fixed seed, bounded) ---------------------------------
+
+import importlib.util  # noqa: E402
+import itertools  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _scalars(draw, loop, depth=2):
+    """A number-valued expression over x, buf and the loop's i."""
+    atoms = [f"x[{draw(st.integers(0, 3))}]", f"buf[{draw(st.integers(0, 5))}]", "0.7"]
+    if loop:
+        atoms.append(f"buf[i + {draw(st.integers(0, 2))}]")
+    if depth == 0 or draw(st.booleans()):
+        return draw(st.sampled_from(atoms))
+    a, b = draw(_scalars(loop, depth - 1)), draw(_scalars(loop, depth - 1))
+    return draw(st.sampled_from([f"np.sin({a})", f"({a} * 0.5)", f"({a} + {b})",
+                                 f"({a} * {b})", f"np.tanh({a} - {b})"]))
+
+
+@st.composite
+def _writes(draw, pad, loop, depth):
+    lines = []
+    for _ in range(draw(st.integers(1, 3))):
+        kinds = ["item", "item", "slice", "update", "mask", "read"]
+        kinds += ["if", "for"] if depth > 0 else []
+        kind = draw(st.sampled_from(kinds))
+        value = draw(_scalars(loop))
+        k = f"i + {draw(st.integers(0, 3))}" if loop and draw(st.booleans()) \
+            else str(draw(st.integers(0, 5)))
+        a = draw(st.integers(0, 4))
+        b = draw(st.integers(a + 1, 6))
+        if kind == "item":
+            lines.append(f"{pad}buf[{k}] = {value}")
+        elif kind == "slice":
+            rhs = draw(st.sampled_from([value, f"np.sin(buf[{a}:{b}]) * {value}",
+                                        f"x[:{min(b - a, 4)}].sum() * buf[{a}:{b}]"]))
+            lines.append(f"{pad}buf[{a}:{b}] = {rhs}")
+        elif kind == "update":
+            op = draw(st.sampled_from(["+=", "-=", "*="]))
+            target = draw(st.sampled_from([f"buf[{k}]", f"buf[{a}:{b}]"]))
+            lines.append(f"{pad}{target} {op} {value}")
+        elif kind == "mask":
+            lines.append(f"{pad}buf[buf > 0.3] = {value}")
+        elif kind == "read":
+            lines.append(f"{pad}acc = acc + np.sum(buf[{a}:{b}] * {value})")
+        elif kind == "if":
+            lines.append(f"{pad}if {value} > 0.2:")
+            lines += draw(_writes(pad + "    ", loop, depth - 1))
+            lines.append(f"{pad}else:")
+            lines += draw(_writes(pad + "    ", loop, depth - 1))
+        elif kind == "for" and not loop:
+            lines.append(f"{pad}for i in range(3):")
+            lines += draw(_writes(pad + "    ", True, depth - 1))
+        else:
+            lines.append(f"{pad}buf[{a}] = {value}")
+    return lines
+
+
+@st.composite
+def write_programs(draw):
+    body = ["def program(x):", "    buf = np.zeros(6)", "    buf[0:4] = x * 1.5",
+            "    acc = 0.0"]
+    body += draw(_writes("    ", False, 2))
+    body.append("    return np.sum(np.sin(buf) * np.arange(1.0, 7.0)) + acc")
+    return "import numpy as np\n\n\n" + "\n".join(body) + "\n"
+
+
+_programs = itertools.count()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(write_programs())
+def test_random_write_programs(tmp_path_factory, source):
+    path = tmp_path_factory.getbasetemp() / f"write_program_{next(_programs)}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn = module.program
+    x = np.array([0.45, -0.35, 0.8, 0.15])
+    try:
+        value, grad = pb.value_and_grad(fn)(x.copy())
+        np.testing.assert_allclose(value, fn(x.copy()), rtol=1e-12)
+        np.testing.assert_allclose(grad, central_differences(fn, (x,), 0), rtol=1e-5,
+                                   atol=1e-7)
+        direction = np.array([0.3, -1.0, 0.5, 0.8])
+        _, tangent = pb.jvp(fn, (x.copy(),), (direction,))
+        np.testing.assert_allclose(tangent, np.sum(grad * direction), rtol=1e-9, atol=1e-12)
+    except Exception:
+        print(source)
+        raise
