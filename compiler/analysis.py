@@ -701,8 +701,10 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
                 result.needed |= _names(k.value)
         elif op.kind == "index":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
-        elif op.kind == "setitem":   # the key; the array's dtype and the value's shape
-            result.needed |= _names(op.params[0]) | _names(op.args[0]) | _names(op.args[1])
+        elif op.kind == "setitem":   # the key; an array's dtype and the value's shape
+            result.needed |= _names(op.params[0])
+            if not result.kind(op.args[0]).container:
+                result.needed |= _names(op.args[0]) | _names(op.args[1])
         elif op.kind == "without":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
         elif op.kind == "extend":

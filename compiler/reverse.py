@@ -601,8 +601,11 @@ class ReverseTransform:
         key = key_source(op.params[0])
         if self.a.is_active_atom(value):
             acc = self.grad(value.id)
+            # an array's dtype and the value's shape are read; a container's item is not
+            array, shaped = ("None", "None") if self.a.kind(items).container \
+                else (unparse(items), value.id)
             out.add(f"{acc} = support.add_grads({acc}, support.setitem_value_grad({g}, "
-                    f"{unparse(items)}, {key}, {value.id}))")
+                    f"{array}, {key}, {shaped}))")
         if self.a.is_active_atom(items):
             acc = self.grad(items.id)
             out.add(f"{acc} = support.add_grads({acc}, support.setitem_grad({g}, {key}))")

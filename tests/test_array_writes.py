@@ -165,6 +165,12 @@ def uses_a_helper_that_writes(x):
     return np.sum(np.sin(s))
 
 
+def write_a_list(a):
+    y = np.zeros(3)
+    y[0:2] = [a, a * a]
+    return np.sum(np.sin(y) * np.array([1.0, 2.0, 3.0]))
+
+
 def write_a_constant(x):
     # an array result: the written item gets no gradient (pb.grad sums the result)
     y = x * 2.0
@@ -176,6 +182,7 @@ PROGRAMS = [
     (copy_then_write, (np.array([0.3, -0.7, 0.2, 1.1]),)),
     (uses_a_helper_that_writes, (np.array([0.3, -0.7, 0.2, 1.1]),)),
     (write_a_constant, (np.array([0.3, -0.7, 0.2]),)),
+    (write_a_list, (0.5,)),
     (write_item, (np.array([0.3, -0.7]),)),
     (write_slice, (np.array([0.2, -0.4, 0.9]),)),
     (write_broadcast, (np.array([0.5, -1.2, 0.8]), 0.7)),
