@@ -541,11 +541,15 @@ def _scalars(draw, loop, depth=2):
 
 
 @st.composite
-def _writes(draw, pad, loop, depth):
+def _writes(draw, pad, loop, depth, aliases):
+    """Statements writing into ``buf`` (and, adversarially, through ``aliases``: names
+    bound at the top level to ``buf`` itself or to a view of it, read or written later)."""
     lines = []
     for _ in range(draw(st.integers(1, 3))):
         kinds = ["item", "item", "slice", "update", "mask", "read"]
         kinds += ["if", "for"] if depth > 0 else []
+        kinds += ["alias"] if pad == "    " else []
+        kinds += ["through"] * 2 if aliases else []
         kind = draw(st.sampled_from(kinds))
         value = draw(_scalars(loop))
         k = f"i + {draw(st.integers(0, 3))}" if loop and draw(st.booleans()) \
@@ -566,24 +570,37 @@ def _writes(draw, pad, loop, depth):
             lines.append(f"{pad}buf[buf > 0.3] = {value}")
         elif kind == "read":
             lines.append(f"{pad}acc = acc + np.sum(buf[{a}:{b}] * {value})")
+        elif kind == "alias":
+            name = f"al{len(aliases)}"
+            lines.append(f"{pad}{name} = " + draw(st.sampled_from(
+                ["buf", f"buf[{a}:{b}]", "buf.reshape(2, 3)", f"buf[{a}:{b}].copy()"])))
+            aliases.append(name)
+        elif kind == "through":
+            name = draw(st.sampled_from(aliases))
+            lines.append(draw(st.sampled_from([f"{pad}acc = acc + np.sum({name} * {value})",
+                                               f"{pad}{name}[0] = {value}"])))
         elif kind == "if":
             lines.append(f"{pad}if {value} > 0.2:")
-            lines += draw(_writes(pad + "    ", loop, depth - 1))
+            lines += draw(_writes(pad + "    ", loop, depth - 1, aliases))
             lines.append(f"{pad}else:")
-            lines += draw(_writes(pad + "    ", loop, depth - 1))
+            lines += draw(_writes(pad + "    ", loop, depth - 1, aliases))
         elif kind == "for" and not loop:
             lines.append(f"{pad}for i in range(3):")
-            lines += draw(_writes(pad + "    ", True, depth - 1))
+            lines += draw(_writes(pad + "    ", True, depth - 1, aliases))
         else:
             lines.append(f"{pad}buf[{a}] = {value}")
     return lines
 
 
 @st.composite
-def write_programs(draw):
+def write_programs(draw, adversarial=False):
     body = ["def program(x):", "    buf = np.zeros(6)", "    buf[0:4] = x * 1.5",
             "    acc = 0.0"]
-    body += draw(_writes("    ", False, 2))
+    aliases = [] if adversarial else None
+    if adversarial:
+        body.append("    al = " + draw(st.sampled_from(["buf", "buf[1:4]", "buf.reshape(3, 2)"])))
+        aliases.append("al")
+    body += draw(_writes("    ", False, 2, aliases if adversarial else []))
     body.append("    return np.sum(np.sin(buf) * np.arange(1.0, 7.0)) + acc")
     return "import numpy as np\n\n\n" + "\n".join(body) + "\n"
 
@@ -591,16 +608,20 @@ def write_programs(draw):
 _programs = itertools.count()
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(write_programs())
-def test_random_write_programs(tmp_path_factory, source):
+def _load_program(tmp_path_factory, source):
     path = tmp_path_factory.getbasetemp() / f"write_program_{next(_programs)}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    fn = module.program
+    return module.program
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(write_programs())
+def test_random_write_programs(tmp_path_factory, source):
+    fn = _load_program(tmp_path_factory, source)
     x = np.array([0.45, -0.35, 0.8, 0.15])
     try:
         value, grad = pb.value_and_grad(fn)(x.copy())
@@ -611,5 +632,33 @@ def test_random_write_programs(tmp_path_factory, source):
         _, tangent = pb.jvp(fn, (x.copy(),), (direction,))
         np.testing.assert_allclose(tangent, np.sum(grad * direction), rtol=1e-9, atol=1e-12)
     except Exception:
+        print(source)
+        raise
+
+
+_REFUSED = []
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(write_programs(adversarial=True))
+def test_writes_through_aliases_and_views_are_followed_exactly_or_refused(tmp_path_factory,
+                                                                          source):
+    # the aliasing rule, adversarially: a program whose writes another name sees is either
+    # refused (a CompileError at one of its lines) or gives Python's value and the central
+    # differences' gradient -- never a silently different result
+    fn = _load_program(tmp_path_factory, source)
+    x = np.array([0.45, -0.35, 0.8, 0.15])
+    try:
+        value, grad = pb.value_and_grad(fn)(x.copy())
+    except pb.CompileError as error:
+        assert f"write_program_" in str(error) and "line" in str(error)
+        _REFUSED.append(source)
+        return
+    try:
+        np.testing.assert_allclose(value, fn(x.copy()), rtol=1e-12)
+        np.testing.assert_allclose(grad, central_differences(fn, (x,), 0), rtol=1e-5,
+                                   atol=1e-7)
+    except AssertionError:
         print(source)
         raise
