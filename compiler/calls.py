@@ -309,7 +309,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if isinstance(user_fn, types.FunctionType) and _is_user_function(user_fn):
         args = _positional(parsed, call, user_fn) + implicit.call_arguments(parsed, user_fn)
         return Operation("user", args=args, callee=target, label=label)
-    fresh = any(target is f for f in FRESH_CALLS) and not any(k.arg == "copy" for k in call.keywords)
+    fresh = any(target is f for f in FRESH_CALLS) \
+        and not any(k.arg == "copy" for k in call.keywords)
     return Operation("unknown", label=label, mutates=_mutated_arguments(target, call),
                      fresh=fresh)
 
