@@ -52,6 +52,8 @@ class Analysis:
     kinds: dict = field(default_factory=dict)   # local -> Kind (compiler/pytree.py)
     leaf_checks: dict = field(default_factory=dict)   # id(statement) -> names to check
     key_iterations: set = field(default_factory=set)   # ids of ``k = d[index]`` (for k in d)
+    written: set = field(default_factory=set)   # locals an array write (x[k] = v) may change
+    copied_writes: set = field(default_factory=set)   # ids of writes that copy the array first
 
     def kind(self, atom) -> Kind:
         if not isinstance(atom, gast.Name):
@@ -168,8 +170,8 @@ def _kind_of(op, node, kinds) -> Kind:
         d = of(op.args[0])
         return Kind("list", None, container("tuple", ((0, LEAF), (1, d.elem if d.container
                                                                    else ANY))))
-    if kind == "unknown":
-        return ANY
+    if kind == "unknown":   # a new array (np.zeros(n)) is a leaf; anything else may not be
+        return LEAF if op.fresh else ANY
     return LEAF   # primitives, kernels, joins, constants, inert values; user calls (limit)
 
 
@@ -296,7 +298,7 @@ def _alias_edges(assignments, ops, callee_returns_argument, whole_lists=False):
             yield from ((n, target, True) for n in names)
         elif op.kind == "user" and callee_returns_argument(op.callee):
             yield from ((n, target, True) for n in names)
-        elif op.kind == "unknown":
+        elif op.kind == "unknown" and not op.fresh:
             value = node.value
             yield from ((n, target, True) for n in _names(value) if n != target)
 
@@ -342,9 +344,12 @@ class _Sharing:
     ``whole_lists``: only a list's own changes count (``y = xs[0]`` does not see ``xs``
     grow); else in-place array writes (``y = x[0:2]`` is a view both ways)."""
 
-    def __init__(self, ops, params, returns_argument, whole_lists, check):
+    def __init__(self, ops, params, returns_argument, whole_lists, check, in_place=(),
+                 tuples=()):
         self.ops, self.returns_argument = ops, returns_argument
         self.whole_lists, self.check = whole_lists, check
+        self.in_place = in_place   # ids of the values of array writes: the same object after
+        self.tuples = tuples   # fused kernels' results: tuples of new arrays
 
     def block(self, stmts, pairs):
         for s in stmts:
@@ -365,6 +370,8 @@ class _Sharing:
         return pairs
 
     def assign(self, target, op, value, pairs):
+        if id(value) in self.in_place:   # x[k] = v copies v's values into x's memory
+            return pairs
         both, into, inside = self.edges(op, value)
         kept = {p for p in pairs if target not in p}
         if op.kind in ("append", "setitem", "extend", "without"):   # the same object
@@ -389,7 +396,8 @@ class _Sharing:
         if op.kind == "copy" or (op.kind == "prim" and op.prim.name in _VIEWS):
             return names[:1], [], []
         if op.kind == "index":
-            return ([], [], names[:1]) if self.whole_lists else (names[:1], [], [])
+            inside = self.whole_lists or (names[:1] and names[0] in self.tuples)
+            return ([], [], names[:1]) if inside else (names[:1], [], [])
         if op.kind in ("pack", "dict"):
             return [], names, []
         if op.kind in ("append", "setitem", "extend", "without"):
@@ -398,7 +406,7 @@ class _Sharing:
             return ([], [], names) if self.whole_lists else (names, [], [])
         if op.kind == "user" and self.returns_argument(op.callee):
             return names, [], []
-        if op.kind == "unknown":
+        if op.kind == "unknown" and not op.fresh:
             return sorted(_names(value)), [], []
         return [], [], []
 
@@ -435,8 +443,9 @@ def _check_mutations(parsed, fn, assignments, result) -> None:
     def check_append(node, pairs):
         op = result.ops[id(node)]
         if op.kind not in ("append", "setitem", "extend", "without") \
-                or not isinstance(op.args[0], gast.Name):
-            return
+                or not isinstance(op.args[0], gast.Name) \
+                or (op.kind == "setitem" and result.kind(op.args[0]).tag == "leaf"):
+            return   # an array write: _check_array_writes
         lst = op.args[0].id
         seen = sorted({b for a, b in pairs if a == lst and b != lst})
         if seen:
@@ -451,6 +460,126 @@ def _check_mutations(parsed, fn, assignments, result) -> None:
     _Sharing(result.ops, result.params, _returns_argument, True, check_append).block(
         fn.body, {(p, _CALLER) for p in result.params})
     result.shared_updates |= shared_updates(parsed, fn)
+
+
+def _live_after(stmts, live, found) -> set:
+    """Backward liveness over the normalized form: ``found[id(s)]`` is the set of names
+    that an assignment or call statement ``s`` leaves live (read later on some path before
+    being assigned again); returns the names live before ``stmts``."""
+    for s in reversed(stmts):
+        if isinstance(s, (gast.Assign, gast.Expr)):
+            found[id(s)] = set(live)
+            if isinstance(s, gast.Assign):
+                live = live - {s.targets[0].id}
+            live = live | _names(s.value)
+        elif isinstance(s, gast.Return):
+            live = live | _names(s.value)
+        elif isinstance(s, gast.If):
+            live = _live_after(s.body, live, found) | _live_after(s.orelse, live, found) \
+                | _names(s.test)
+        elif isinstance(s, (gast.While, gast.For)):
+            head = set(live) | _names(s.test if isinstance(s, gast.While) else s.iter)
+            while True:   # the loop's head: after it, or around once more
+                inner = _live_after(s.body, head, found)
+                if isinstance(s, gast.For):
+                    inner = inner - {s.target.id}
+                if inner <= head:
+                    break
+                head |= inner
+            live = head
+    return live
+
+
+def _array_writes(assignments, result) -> list:
+    """The ``x[k] = v`` statements that may write into an array: those on a local whose
+    kind is not known to be a dict, list or tuple (a value of unknown kind is an array at
+    run time, or a container)."""
+    return [node for node, _, _ in assignments if isinstance(node, gast.Assign)
+            and result.ops[id(node)].kind == "setitem"
+            and not result.kind(result.ops[id(node)].args[0]).container]
+
+
+def _check_array_writes(parsed, fn, assignments, result) -> None:
+    """THE aliasing rule for array writes (docs/ARCHITECTURE.md, "Array writes").
+
+    ``x[k] = v`` writes into ``x``'s memory, as Python does.  It is refused where another
+    name could observe the write: the caller (``x`` is an argument, or an alias or a view
+    of one), or a local that may share ``x``'s memory (``b = x``, ``b = x[1:]``,
+    ``b = x.reshape(...)``, a list holding ``x``) and is read after the write (liveness).
+    Item reads of written arrays are copies in compiled code (``support.read``), so the
+    adjoint's saved values never change under it; a write copies the array first
+    (``support.setitem_copied``) where an older reference to its memory may be read later
+    by the adjoint: a needed local that may share it, or an argument of a user call (the
+    callee's forward may have saved it)."""
+    for node, _, _ in assignments:
+        op = result.ops.get(id(node))
+        if isinstance(node, gast.Assign) and op.kind == "setitem" \
+                and result.kind(op.args[0]).container \
+                and any(isinstance(n, gast.Slice) for n in gast.walk(op.params[0])):
+            raise error_at(parsed, node, f"{op.args[0].id}[i:j] = ... on a list (which may "
+                           "change its length) is not supported in compiled code",
+                           "What to do: build a new list (append, or xs[:i] + ys + xs[j:]), "
+                           "or assign one item at a time.")
+    writes = _array_writes(assignments, result)
+    if not writes:
+        return
+    ops = result.ops
+    result.written = {ops[id(n)].args[0].id for n in writes}
+    live = {}
+    _live_after(fn.body, set(), live)
+
+    write_ids = {id(n) for n in writes}
+
+    def check(node, pairs):
+        if id(node) not in write_ids:
+            return
+        x = ops[id(node)].args[0].id
+        sharers = {b for a, b in pairs if a == x and b != x}
+        if _CALLER in sharers:
+            what = "an argument (or a global, read as one)" if x in result.params else \
+                "an array the caller also refers to (an alias or view of an argument)"
+            raise error_at(parsed, node, f"{x}[...] = ... writes into {what}: Python would "
+                           "change the caller's array, which compiled code does not follow",
+                           f"What to do: write into a copy ({x} = {x}.copy() first) and "
+                           "return it.")
+        seen = sorted(sharers & live.get(id(node), set()))
+        if seen:
+            raise error_at(parsed, node, f"{x}[...] = ... writes into an array that "
+                           f"{', '.join(seen)} may share (an alias, a numpy view such as "
+                           f"b = {x}[1:] or a reshape, or a list holding it), and "
+                           f"{'it is' if len(seen) == 1 else 'they are'} used after this "
+                           "write: compiled code does not follow the write through another "
+                           "name", "What to do: make the other one a copy (b = x.copy()), "
+                           "or read it only after the write.")
+
+    tuples = {t for node, t, _ in assignments
+              if isinstance(node, gast.Assign) and ops[id(node)].kind == "kernel"}
+    _Sharing(ops, result.params, _returns_argument, False, check,
+             {id(n.value) for n in writes}, tuples).block(
+        fn.body, {(p, _CALLER) for p in result.params})
+
+    # what really shares memory in compiled code: item reads of written arrays are copies,
+    # a write copies the value it writes, a kernel's tuple holds its outputs (one way)
+    def source(node):
+        op = ops.get(id(node))
+        if isinstance(node, gast.Assign) and op.kind == "index" \
+                and isinstance(op.args[0], gast.Name):
+            return op.args[0].id
+        return None
+
+    kept = [(node, target, loop) for node, target, loop in assignments
+            if id(node) not in write_ids and source(node) not in result.written | tuples]
+    edges = list(_alias_edges(kept, ops, _returns_argument))
+    edges += [(target, source(node), False) for node, target, _ in assignments
+              if source(node) in tuples]
+    passed = {a.id for node, _, _ in assignments if id(node) in ops
+              and ops[id(node)].kind == "user" for a in ops[id(node)].args
+              if isinstance(a, gast.Name)}
+    for node in writes:
+        x = ops[id(node)].args[0].id
+        others = _sharing(edges, x)
+        if others & result.needed or ({x} | others) & passed:
+            result.copied_writes.add(id(node))
 
 
 def shared_updates(parsed, fn: gast.FunctionDef) -> set:
@@ -561,11 +690,6 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
         if target is None or not isinstance(node, gast.Assign):
             continue
         op = ops[id(node)]
-        if op.kind == "setitem" and result.kind(op.args[0]).tag == "leaf":
-            raise error_at(parsed, node, f"{op.args[0].id}[...] = ... writes into an array, "
-                           "which compiled code does not follow yet (only items of local "
-                           "dicts and lists)", "What to do: build a new array (np.where, "
-                           "np.concatenate), or use @pb.compile(fallback='tape').")
         if target not in result.active:
             continue
         _check_container_operands(parsed, node, op, result, varied)
@@ -577,8 +701,10 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
                 result.needed |= _names(k.value)
         elif op.kind == "index":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
-        elif op.kind == "setitem":
+        elif op.kind == "setitem":   # the key; an array's dtype and the value's shape
             result.needed |= _names(op.params[0])
+            if not result.kind(op.args[0]).container:
+                result.needed |= _names(op.args[0]) | _names(op.args[1])
         elif op.kind == "without":
             result.needed |= _names(op.args[0]) | _names(op.params[0])
         elif op.kind == "extend":
@@ -595,6 +721,7 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
                 result.needed |= _names(k.value)
     result.containers |= {n for n, k in result.kinds.items() if k.tag in ("list", "tuple")}
     result.needed &= result.locals
+    _check_array_writes(parsed, fn, assignments, result)
     _check_mutations(parsed, fn, assignments, result)
     decide_pushes(fn.body, result)
     return result

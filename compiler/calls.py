@@ -118,6 +118,11 @@ PURE_BUILTINS = {v for v in vars(builtins).values() if callable(v)} - {
 # numpy functions that write into their first argument
 NUMPY_MUTATING = {np.copyto, np.put, np.place, np.putmask, np.put_along_axis,
                   np.fill_diagonal, np.random.shuffle}
+# calls whose result is a new array, sharing memory with none of their arguments (so a
+# write into it is seen through no other name); ``np.array(x, copy=False)`` is not
+FRESH_CALLS = {np.zeros, np.ones, np.empty, np.full, np.zeros_like, np.ones_like,
+               np.empty_like, np.full_like, np.array, np.copy, np.eye, np.identity, np.arange,
+               np.linspace, P.zeros, P.ones, P.full, P.empty, P.arange, P.array}
 # nd functions that are thin wrappers choosing one primitive's parameters
 WRAPPERS = {P.reshape: "reshape", P.getitem: "getitem"}
 
@@ -133,6 +138,7 @@ class Operation:
     numpy: bool = False   # spelled as a numpy function: numpy's 0-d results, not (1,)
     cut: list = field(default_factory=list)       # nodes read on purpose, no gradient
     mutates: list = field(default_factory=list)   # atoms the call may change in place
+    fresh: bool = False   # an unknown call whose result is a new array (FRESH_CALLS)
 
     @property
     def elementwise(self) -> bool:
@@ -338,7 +344,10 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if isinstance(user_fn, types.FunctionType) and _is_user_function(user_fn):
         args = _positional(parsed, call, user_fn) + implicit.call_arguments(parsed, user_fn)
         return Operation("user", args=args, callee=target, label=label)
-    return Operation("unknown", label=label, mutates=_mutated_arguments(target, call))
+    fresh = any(target is f for f in FRESH_CALLS) \
+        and not any(k.arg == "copy" for k in call.keywords)
+    return Operation("unknown", label=label, mutates=_mutated_arguments(target, call),
+                     fresh=fresh)
 
 
 def _mutated_arguments(target, call) -> list:

@@ -56,14 +56,14 @@ def _check_target(parsed, target) -> None:
             _check_target(parsed, elt)
         return
     if isinstance(target, gast.Subscript):
-        # ``d[k] = v`` on a local dict or list (normalize: a new container; analysis
-        # refuses it on an array, or where another name refers to the container)
-        if isinstance(target.value, gast.Name) and not isinstance(target.slice, gast.Slice):
+        # ``d[k] = v`` on a local dict or list (normalize: a new container), ``x[i] = v``,
+        # ``x[i:j] = v``, ``x[i, j] = v``, ``x[mask] = v`` on a local array (analysis
+        # refuses it where another name, or the caller, would see the write)
+        if isinstance(target.value, gast.Name):
             return
-        raise error_at(parsed, target, "writes into array slices, attributes' items or "
-                       "nested items are not supported",
-                       "build a new array instead (e.g. with nd.where or nd.concat), or "
-                       "assign one item of a local dict or list at a time (d[k] = v)")
+        raise error_at(parsed, target, "writes into attributes' items or nested items "
+                       "(x.a[i] = v, d['a']['b'] = v) are not supported",
+                       "write into a local variable (t = d['a']; t[k] = v; d['a'] = t)")
     raise error_at(parsed, target, f"assignment to {type(target).__name__} is not supported",
                    "assign to a plain variable name")
 

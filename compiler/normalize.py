@@ -423,7 +423,7 @@ class _Flattener:
             return
         if isinstance(target, gast.Subscript):   # d[k] = v: a new container (values)
             item = self.atom(value, out)
-            key = self.atom(target.slice, out)
+            key = self.index(target.slice, out)
             out.append(self.setitem(target.value.id, key, item, like))
             return
         elts = target.elts
@@ -474,7 +474,7 @@ class _Flattener:
     def augassign_stmt(self, s):
         out = []
         if isinstance(s.target, gast.Subscript):   # d[k] += v: read, add, write back
-            key = self.atom(s.target.slice, out)
+            key = self.index(s.target.slice, out)
             current = self.atom(gast.Subscript(value=name(s.target.value.id), slice=key,
                                                ctx=gast.Load()), out, base="item",
                                 force_name=True)

@@ -109,7 +109,10 @@ class ReverseTransform:
         self.tested = {}   # ... as the test of an ``if`` or ``while``
         self.compared = {}   # name -> targets of the comparisons that read it
         self.kernel_results = {}   # fusedK -> its kernel (a tuple of that many outputs)
+        self.copied_values = set()   # ids of the values of writes that copy the array first
         for n in gast.walk(fn):
+            if isinstance(n, gast.Assign) and id(n) in analysis.copied_writes:
+                self.copied_values.add(id(n.value))
             if isinstance(n, gast.Assign) and id(n) in analysis.ops \
                     and analysis.ops[id(n)].kind == "kernel":
                 self.kernel_results[n.targets[0].id] = analysis.ops[id(n)].callee
@@ -205,9 +208,9 @@ class ReverseTransform:
     def forward_assign(self, s) -> Lines:
         out = Lines()
         target = s.targets[0].id
-        if id(s) in self.a.pushes:
-            out.add(self.push(target, s))
         op = self.a.op(s)
+        if id(s) in self.a.pushes:
+            out.add(self.push(target, s, op))
         if self.only_compared(s):
             out.add(f"{target} = support.scalar_{op.prim.name}({unparse(op.args[0])})")
             return out
@@ -224,12 +227,26 @@ class ReverseTransform:
         out.add(f"{target} = {self.forward_value(s.value, op, target)}")
         return out
 
-    def push(self, name: str, node) -> str:
+    def push(self, name: str, node, op=None) -> str:
         """Saving the old value of ``name`` before ``node`` overwrites it: the value, or,
         when the adjoint reads only its shape and dtype (``analysis.shape_only``), a
-        stand-in without data (``support.like``)."""
-        value = f"support.like({name})" if name in self.a.shape_only else name
+        stand-in without data (``support.like``); before an item assignment, what it
+        overwrites (``support.overwritten``: an array's old items, a container itself)."""
+        if name in self.a.shape_only:
+            value = f"support.like({name})"
+        elif op is not None and op.kind == "setitem":
+            value = f"support.overwritten({name}, {key_source(op.params[0])})"
+        else:
+            value = name
         return f"_stack.push({value}, {self.tag(name, node)})"
+
+    def pop(self, name: str, node, op) -> str:
+        """Restoring the value ``push`` saved (an item assignment's old items are put back
+        into a copy: ``support.restore``)."""
+        popped = f"_stack.pop({self.tag(name, node)})"
+        if op.kind == "setitem" and name not in self.a.shape_only:
+            popped = f"support.restore({name}, {key_source(op.params[0])}, {popped})"
+        return f"{name} = {popped}"
 
     def forward_value(self, value, op, target) -> str:
         """The right-hand side as the generated forward computes it (on raw arrays)."""
@@ -259,6 +276,14 @@ class ReverseTransform:
             return f"support.numpy_scalar({unparse(value)})"
         if op.kind in ("inert", "severs") and isinstance(value, gast.Call):
             return self.inert_call(value)
+        if op.kind == "setitem":   # in place into an array, a new dict or list
+            helper = "setitem_copied" if id(value) in self.copied_values else "setitem"
+            items, item = op.args
+            return (f"support.{helper}({unparse(items)}, {key_source(op.params[0])}, "
+                    f"{unparse(item)})")
+        if op.kind == "index" and isinstance(op.args[0], gast.Name) \
+                and op.args[0].id in self.a.written:   # a copy, never a view of it
+            return f"support.read({op.args[0].id}, {key_source(op.params[0])})"
         return unparse(value)
 
     def inert_call(self, call) -> str:
@@ -427,7 +452,7 @@ class ReverseTransform:
         active = target in self.a.active
         if not active:
             if pushed:
-                out.add(f"{target} = _stack.pop({self.tag(target, s)})")
+                out.add(self.pop(target, s, op))
             return out
         g = self.grad(target)
         reads_itself = any(isinstance(n, gast.Name) and n.id == target
@@ -454,7 +479,7 @@ class ReverseTransform:
             if op.kind == "kernel" or (op.kind == "prim" and self.reads_result(op)):
                 ans = self.unused(f"{target}_out")
                 out.add(f"{ans} = {target}")
-            out.add(f"{target} = _stack.pop({self.tag(target, s)})")
+            out.add(self.pop(target, s, op))
         out.extend(getattr(self, f"rule_{op.kind}")(s, op, g, ans))
         if reset:
             out.add(f"{g} = None")
@@ -576,7 +601,11 @@ class ReverseTransform:
         key = key_source(op.params[0])
         if self.a.is_active_atom(value):
             acc = self.grad(value.id)
-            out.add(f"{acc} = support.add_grads({acc}, support.item_grad({g}, {key}))")
+            # an array's dtype and the value's shape are read; a container's item is not
+            array, shaped = ("None", "None") if self.a.kind(items).container \
+                else (unparse(items), value.id)
+            out.add(f"{acc} = support.add_grads({acc}, support.setitem_value_grad({g}, "
+                    f"{array}, {key}, {shaped}))")
         if self.a.is_active_atom(items):
             acc = self.grad(items.id)
             out.add(f"{acc} = support.add_grads({acc}, support.setitem_grad({g}, {key}))")
@@ -711,6 +740,8 @@ class ReverseTransform:
             if owner == "support" and n.func.attr in ("unbroadcast", "index_grad"):
                 position = 1 if n.func.attr == "unbroadcast" else 2
                 shape_nodes.add(id(n.args[position]))
+            elif owner == "support" and n.func.attr == "setitem_value_grad":
+                shape_nodes.update((id(n.args[1]), id(n.args[3])))   # dtype, shape
             elif owner in kernels and n.func.attr == "vjp":
                 kernel = kernels[owner]
                 read = kernel_reads(kernel)
@@ -726,6 +757,10 @@ class ReverseTransform:
                     and n.targets[0].id.endswith("_out")):
                 aliases[n.targets[0].id] = n.value.id
                 copies.add(id(n.value))   # the copy is not a read: its uses are
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and isinstance(n.func.value, ast.Name) and n.func.value.id == "support"
+                    and n.func.attr == "restore"):
+                copies.add(id(n.args[0]))   # restoring serves the other reads only
         values, shapes = set(), set()
         for n in ast.walk(tree):
             if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and id(n) not in copies:

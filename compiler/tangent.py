@@ -179,8 +179,9 @@ class TangentTransform(ReverseTransform):
         keys = [key_source(k) for k in op.params]
         if op.kind == "dict":
             return "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, t, strict=True)) + "}"
-        if op.kind == "setitem":
-            return f"support.setitem({t[0]}, {keys[0]}, {t[1]})"
+        if op.kind == "setitem":   # an array's tangent is copied: tangents may be shared
+            helper = "batched_setitem_tangent" if self.batched else "setitem_tangent"
+            return f"support.{helper}({t[0]}, {keys[0]}, {t[1]})"
         if op.kind == "get":
             return f"support.get({t[0]}, {keys[0]}, {t[1]})"
         if op.kind == "without":

@@ -370,29 +370,153 @@ def item_grad(g, index):
 # ----- containers in compiled code are values: every change makes a new one --------------
 
 def setitem(items, key, value):
-    """``items[key] = value`` on a dict or list, as a new container (the analysis refused
-    the statement where another name, or the caller, refers to the old one)."""
+    """``items[key] = value``: into an array's memory, in place (as Python does; the
+    analysis refused the statement where another name, or the caller, would see it), or on
+    a dict or list as a new container (refused where another name refers to the old one)."""
+    if isinstance(items, NDArray):
+        items = items._data   # made inside the function (nd.zeros): compiled code is raw
+    if isinstance(items, np.ndarray):
+        items[key] = raw(value)   # numpy casts the value into the array's dtype
+        return items
     if isinstance(items, dict):
         new = dict(items)
     elif isinstance(items, list):
+        if isinstance(key, slice):
+            raise TypeError("xs[i:j] = ... on a list (which may change its length) is not "
+                            "supported in compiled code: build a new list instead")
         new = list(items)
     else:
         raise TypeError(f"item assignment into a {type(items).__name__} is not supported in "
-                        "compiled code (only into dicts and lists)")
+                        "compiled code (only into arrays, dicts and lists)")
     new[key] = value
     return new
 
 
+def setitem_copied(items, key, value):
+    """``setitem`` into a copy of an array: an older reference to its memory may still be
+    read by the adjoint (analysis: ``copied_writes``)."""
+    if isinstance(items, (NDArray, np.ndarray)):
+        items = np.array(raw(items), copy=True)
+    return setitem(items, key, value)
+
+
+def read(items, key):
+    """``items[key]`` of an array that compiled code writes into: a copy where numpy would
+    give a view, so no value read before a write changes under it (the analysis refused a
+    view that is used after the write, where Python would see the change)."""
+    items = raw(items)
+    value = items[key]
+    if isinstance(value, np.ndarray) and isinstance(items, np.ndarray) \
+            and np.may_share_memory(value, items):
+        return value.copy()
+    return value
+
+
+class Overwritten(tuple):
+    """What the forward saves before a write into an array: ``(items it overwrites,)`` (a
+    tuple, so ``Stack.nbytes`` counts the data)."""
+
+    __slots__ = ()
+
+    @property
+    def values(self):
+        return self[0]
+
+
+def overwritten(items, key):
+    """Before ``items[key] = value``: an array's items at ``key`` (a copy), or a dict or
+    list itself (never changed: the write makes a new one)."""
+    items = raw(items)
+    if isinstance(items, np.ndarray):
+        return Overwritten((np.array(items[key], copy=True),))
+    return items
+
+
+def restore(items, key, saved):
+    """The adjoint's value before ``items[key] = value`` from what ``overwritten`` saved:
+    a copy of the array with its old items put back (the forward's arrays, which a second
+    adjoint run reads too, are never changed), or the saved container."""
+    if isinstance(saved, Overwritten):
+        old = np.array(items, copy=True)
+        old[key] = saved.values
+        return old
+    return saved
+
+
 def setitem_grad(g, key):
-    """The gradient of the container before ``items[key] = value`` (the old item at ``key``
-    was overwritten: no gradient)."""
+    """The gradient of the container before ``items[key] = value``: the old item at
+    ``key`` was overwritten, so it gets none (an array's: a copy with zeros there)."""
     if g is None:
         return None
     if isinstance(g, dict):
         return {k: v for k, v in g.items() if k != key} or None
-    g = list(g)
-    g[key] = None
+    if isinstance(g, list):
+        g = list(g)
+        g[key] = None
+        return g
+    g = np.array(g, copy=True)
+    g[key] = 0
     return g
+
+
+def _repeats_an_index(shape, key) -> bool:
+    """Whether an index with integer arrays names an element twice (``x[[0, -3]] = v`` of
+    3 items: only one write lands, so the other item of ``v`` has no gradient, which numpy
+    does not say): counted exactly, as ``np.add.at`` of ones."""
+    parts = key if isinstance(key, tuple) else (key,)
+    if not any(isinstance(p, (list, np.ndarray)) and np.asarray(p).dtype.kind in "iu"
+               for p in parts):
+        return False
+    count = np.zeros(shape, dtype=np.int64)
+    np.add.at(count, key, 1)
+    return bool((count > 1).any())
+
+
+def setitem_value_grad(g, items, key, value):
+    """The gradient of ``value`` in ``items[key] = value`` given ``items``' gradient ``g``
+    after it: the item's gradient (a container's), or the written region of ``g`` summed
+    to ``value``'s shape (an array's: ``value`` broadcast into the region)."""
+    if g is None:
+        return None
+    if isinstance(g, (dict, list)):
+        return item_grad(g, key)
+    dtype = getattr(raw(items), "dtype", None)
+    if dtype is not None and dtype.kind not in "fc":
+        raise TypeError(f"a differentiated value written into an array of {dtype} is cast "
+                        "to it (its gradient is not defined); make the array float "
+                        "(np.zeros(n) rather than np.zeros(n, dtype=int))")
+    if _repeats_an_index(np.shape(raw(items)), key):
+        raise ValueError("x[index] = v with an integer index array that repeats an element "
+                         "(or several index arrays): only one of the writes lands, so the "
+                         "gradient of v is ambiguous; use distinct indices or a mask")
+    part = np.asarray(g)[key]
+    if isinstance(value, (list, tuple)):   # an array gradient of a list counts by its rows
+        return P.sum_to(np.asarray(part), shape=np.shape(raw(value)))
+    return unbroadcast(part, value)
+
+
+def setitem_tangent(t, key, value_dot):
+    """Forward mode: the tangent after ``items[key] = value`` is the tangent before with
+    ``value``'s tangent written in (a new array: tangents may be shared)."""
+    if isinstance(t, (dict, list)):
+        return setitem(t, key, value_dot)
+    new = np.array(raw(t), copy=True)
+    new[key] = raw(value_dot)
+    return new
+
+
+def batched_setitem_tangent(t, key, value_dot):
+    """``setitem_tangent`` for tangents with a leading axis of directions."""
+    if isinstance(t, (dict, list)):
+        return setitem(t, key, value_dot)
+    new = np.array(raw(t), copy=True)
+    full = (slice(None),) + (key if isinstance(key, tuple) else (key,))
+    region = new[full]
+    dots = np.asarray(raw(value_dot))
+    if dots.ndim < region.ndim:   # broadcast past the direction axis
+        dots = dots.reshape(dots.shape[:1] + (1,) * (region.ndim - dots.ndim) + dots.shape[1:])
+    new[full] = dots
+    return new
 
 
 def extend(items, more):

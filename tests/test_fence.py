@@ -56,9 +56,9 @@ def uses_class(x):
     return x
 
 
-def writes_slice(x):
+def writes_nested_item(x):
     y = x * 1
-    y[0] = 5.0
+    y.T[0] = 5.0
     return y
 
 
@@ -91,7 +91,7 @@ CASES = [
     (uses_nonlocal_helper(), "nonlocal", "nonlocal"),
     (uses_del, "del", "del"),
     (uses_class, "class", "class"),
-    (writes_slice, "y[0] = 5.0", "writes into an array"),
+    (writes_nested_item, "y.T[0] = 5.0", "attributes' items"),
     (unknown_call, "sorted(x)", "no gradient rule"),
     (uses_lambda_inside, "lambda", "lambda"),
     (starred_elsewhere, "*[x, x * 2]", "*args"),

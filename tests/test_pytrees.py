@@ -434,12 +434,6 @@ def test_a_dict_on_the_eager_tape():
 
 # ----- refused: a CompileError at the user's line (or a TypeError before running) -------------
 
-def write_into_an_array(x):
-    y = x * 2.0
-    y[0] = 1.0
-    return y
-
-
 def write_into_a_parameter_dict(v):
     v['a'] = v['a'] * 2.0
     return v['a']
@@ -482,7 +476,6 @@ def pop_from_a_parameter(xs):
 
 
 REFUSED = [
-    (write_into_an_array, np.ones(3), "writes into an array"),
     (write_into_a_parameter_dict, {'a': 1.0}, "the caller"),
     (write_through_an_alias, 0.5, "also refers to"),
     (operator_on_a_list_parameter, [1.0, 2.0], "is a list or tuple"),
