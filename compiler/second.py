@@ -339,7 +339,7 @@ class _Tangent:
             parts = [self.d(total), unparse(rule), self.d(g), rest_dots, args[0]] + \
                 args[2:] + keywords
             return f"dual.accumulate({', '.join(parts)})"
-        if base == "support" and attr in dual.LINEAR:
+        if base == "support" and (attr in dual.LINEAR or attr in dual.SPECIAL):
             return f"dual.support({', '.join([repr(attr), dots] + args + keywords)})"
         raise self.error(s, f"{name}()")
 

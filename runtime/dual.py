@@ -233,7 +233,12 @@ LINEAR = {
     "join": ((0,), True), "setitem": ((0, 2), True), "get": ((0, 2), True),
     "without": ((0,), True), "extend": ((0, 1), True), "append": ((0, 1), True),
     "values": ((0,), True), "items": ((0,), True), "as_array": ((0,), True),
+    # array writes (support.setitem & co.): reads and saved items are linear in the array
+    "read": ((0,), False), "overwritten": ((0,), False), "setitem_value_grad": ((0,), False),
+    "setitem_copied": ((0, 2), True),
 }
+#: helpers with a tangent rule of their own in ``support`` below
+SPECIAL = {"setitem", "restore"}
 #: helpers whose result carries no tangent (shapes, keys, conditions, checks)
 NO_TANGENT = {"like", "keys", "nth_key", "check_rebind", "assertion_failed"} | {
     f"scalar_{name}" for name in S.SCALAR_REDUCTIONS}
@@ -241,6 +246,10 @@ NO_TANGENT = {"like", "keys", "nth_key", "check_rebind", "assertion_failed"} | {
 
 def support(name, dots, *args, **params):
     """The tangent of ``support.<name>(*args, **params)``; ``dots``: one per argument."""
+    if name == "setitem":   # into a copy: a tangent array may be shared (never in place)
+        name = "setitem_copied"
+    if name == "restore":
+        return _restore_tangent(dots, *args)
     positions, zeros = LINEAR[name]
     if all(dots[i] is None for i in positions if i < len(dots)):
         return None
@@ -249,6 +258,19 @@ def support(name, dots, *args, **params):
         if i < len(given):
             given[i] = dense(dots[i], args[i]) if zeros else dots[i]
     return getattr(S, name)(*given, **params)
+
+
+def _restore_tangent(dots, items, key, saved):
+    """The tangent of ``support.restore(items, key, saved)``: the array's tangent with the
+    saved items' tangent put back at ``key`` (a new array), or the saved container's."""
+    items_dot, _, saved_dot = (list(dots) + [None] * 3)[:3]
+    if not isinstance(saved, S.Overwritten):
+        return saved_dot
+    if items_dot is None and saved_dot is None:
+        return None
+    old = np.array(dense(items_dot, items), copy=True)
+    old[key] = 0.0 if saved_dot is None else saved_dot.values
+    return old
 
 
 def rule_tangent(rule, g, g_dot, args, dots, params):
