@@ -24,7 +24,7 @@ sys.path.insert(0, str(EXAMPLES))
 from side_by_side import Progress  # noqa: E402
 
 TRAINING_EXAMPLES = ["linear_regression", "softmax_regression", "mlp", "char_rnn", "ode_fit",
-                     "lenet"]
+                     "lenet", "newton_cg"]
 
 
 @pytest.fixture(scope="module")
