@@ -43,6 +43,7 @@ import gast
 import numpy as np
 
 from pullback.runtime import primitives as P
+from pullback.runtime import rng
 
 from . import implicit
 from .errors import error_at
@@ -118,6 +119,11 @@ PURE_BUILTINS = {v for v in vars(builtins).values() if callable(v)} - {
 # numpy functions that write into their first argument
 NUMPY_MUTATING = {np.copyto, np.put, np.place, np.putmask, np.put_along_axis,
                   np.fill_diagonal, np.random.shuffle}
+# nd functions that make a new array (MXNet's float32 unless dtype= says otherwise): no
+# gradient flows out of them; in compiled code their result is the raw numpy array
+# (``support.raw``), as every other array there, so the next operation accepts it
+CONSTRUCTORS = {P.array, P.zeros, P.ones, P.full, P.empty, P.arange, rng.normal,
+                rng.uniform, rng.randint}
 # nd functions that are thin wrappers choosing one primitive's parameters
 WRAPPERS = {P.reshape: "reshape", P.getitem: "getitem"}
 
@@ -321,6 +327,10 @@ def _describe_call(parsed, call, locals_) -> Operation:
         return Operation("prim", P.REGISTRY["abs"], list(call.args), label=label)
     if target in INERT_CALLABLES:
         return Operation("inert", cut=[call], label=label)
+    if _hashable(target) and target in CONSTRUCTORS:
+        # nothing cut: a differentiated value passed in (nd.array(x), nd.full(s, x)) would
+        # lose its gradient, which analysis refuses
+        return Operation("inert", label=label)
     if target is builtins.float:
         return Operation("severs", args=list(call.args), label=label)
     made_by = getattr(target, "pullback_derivative", None)

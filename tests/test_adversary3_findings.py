@@ -460,10 +460,6 @@ def times_arange(x):
     return nd.sum(x * nd.arange(3))
 
 
-@pytest.mark.xfail(strict=True, reason="adv3 finding 12: compiled code holds arrays as numpy, an "
-                   "nd.zeros/nd.arange/nd.array/nd.full made in the body stays an NDArray, and the "
-                   "next op crashes: TypeError operand 'NDArray' does not support ufuncs "
-                   "(__array_ufunc__=None); @pb.compile forward, pb.grad and record all fail")
 @pytest.mark.parametrize("fn", [rnn_from_zero_state, times_arange])
 def test_nd_arrays_made_inside_compiled_code(fn):
     X = np.array([0.3, 0.5, -0.2])
