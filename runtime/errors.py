@@ -31,6 +31,11 @@ class GradReqError(AutogradError, ValueError):
     """An invalid grad_req value."""
 
 
+class IntegerGradError(AutogradError, TypeError):
+    """attach_grad (or mark_variables) on an array, or into a gradient buffer, whose dtype
+    is not floating: the gradient would be truncated to integers (MXNet's silent zeros)."""
+
+
 class FunctionReuseError(AutogradError, RuntimeError):
     """An ``autograd.Function`` instance whose call was recorded was called again."""
 

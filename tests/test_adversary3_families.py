@@ -143,3 +143,40 @@ def test_a_constructor_of_a_differentiated_value_is_refused(fn):
     code that would be a silent cut, so it is a CompileError at the line."""
     with pytest.raises(CompileError, match="nd.array"):
         pb.grad(fn)(nd.array(X12, dtype="float64"))
+
+
+# ----- 13: a gradient buffer of an integer dtype is refused, never silently zero ------------
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint8", "bool"])
+@pytest.mark.parametrize("grad_req", ["write", "add"])
+def test_attach_grad_on_a_non_float_array_is_refused(dtype, grad_req):
+    x = nd.array([1, 2, 3], dtype=dtype)
+    with pytest.raises(pb.IntegerGradError, match=f"dtype {np.dtype(dtype).name}.*astype"):
+        x.attach_grad(grad_req)
+
+
+def test_integer_arrays_need_a_float_copy_for_a_gradient():
+    x = nd.array([1, 2, 3], dtype="int32")
+    x.attach_grad("null")                         # no buffer: nothing to truncate
+    xf = x.astype("float64")
+    xf.attach_grad()
+    with ag.record():
+        y = nd.sum(nd.sin(xf))
+    y.backward()
+    assert np.allclose(xf.grad.asnumpy(), np.cos([1.0, 2.0, 3.0]))
+    # pb.grad gives the float gradient of an integer input (as JAX would refuse; pullback
+    # computes in the float promotion of the forward)
+    assert np.allclose(pb.grad(lambda_free_sum_of_sines)(xf).asnumpy(), np.cos([1.0, 2.0, 3.0]))
+
+
+def lambda_free_sum_of_sines(x):
+    return nd.sum(nd.sin(x))
+
+
+@pytest.mark.parametrize("var_dtype, grad_dtype", [("int32", "float32"),
+                                                   ("float32", "int32")])
+def test_mark_variables_refuses_integer_variables_and_buffers(var_dtype, grad_dtype):
+    x = nd.array([1, 2, 3], dtype=var_dtype)
+    buffer = nd.zeros((3,), dtype=grad_dtype)
+    with pytest.raises(pb.IntegerGradError):
+        ag.mark_variables([x], [buffer])

@@ -480,10 +480,6 @@ def sum_of_sines(x):
     return nd.sum(nd.sin(x))
 
 
-@pytest.mark.xfail(strict=True, reason="adv3 finding 13: x = nd.array([1, 2, 3], dtype='int32'); "
-                   "x.attach_grad(); backward of sum(sin(x)) leaves x.grad = [0, 0, 0] (an int "
-                   "buffer: the float gradient is truncated), on the tape and through a compiled "
-                   "call; pb.grad of the same gives cos(x). Raise, or keep a float gradient")
 @pytest.mark.parametrize("road", ["tape", "compiled"])
 def test_integer_ndarray_gradient_is_not_silently_zero(road):
     fn = sum_of_sines if road == "tape" else pb.compile(sum_of_sines)
