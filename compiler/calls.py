@@ -203,10 +203,28 @@ def _split_arguments(prim, args, keywords, owner=None):
     return arrays, params
 
 
-def _reshape_params(args):
-    if len(args) == 1:
-        return args[0]
-    return gast.Tuple(elts=list(args), ctx=gast.Load())
+def _reshape(parsed, call, operand, dims, label, numpy) -> Operation:
+    """``x.reshape(...)``, ``nd.reshape(x, ...)``, ``np.reshape(x, ...)``: the reshape
+    primitive, its shape given by position (one tuple or several ints) or by keyword
+    (``shape=``, numpy's ``newshape=``), MXNet's ``reverse=`` passed on; any other
+    parameter (numpy's ``order=``) is refused rather than ignored."""
+    keywords = {k.arg: k.value for k in call.keywords}
+    named = [keywords.pop(name) for name in ("shape", "newshape") if name in keywords]
+    reverse = keywords.pop("reverse", None)
+    if keywords or (named and dims) or len(named) > 1 or (reverse is not None and numpy):
+        extra = sorted(keywords) or ["reverse" if numpy else "shape"]
+        raise error_at(parsed, call, f"{label}: pullback does not support the parameter "
+                       f"{extra[0]!r} here",
+                       "What to do: give the shape once (by position or as shape=), "
+                       "in C order.")
+    dims = dims or named
+    if not dims:
+        raise error_at(parsed, call, f"{label} needs a shape")
+    shape = dims[0] if len(dims) == 1 else gast.Tuple(elts=list(dims), ctx=gast.Load())
+    params = [gast.keyword(arg="shape", value=shape)]
+    if reverse is not None:
+        params.append(gast.keyword(arg="reverse", value=reverse))
+    return Operation("prim", P.REGISTRY["reshape"], [operand], params, label=label)
 
 
 def describe(parsed, value, locals_=frozenset()) -> Operation:
@@ -292,9 +310,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
         arrays, params = _split_arguments(prim, call.args, call.keywords)
         return Operation("prim", prim, arrays, params, label=label)
     if target is P.reshape or target is np.reshape:
-        shape = call.args[1:] or [k.value for k in call.keywords]
-        return Operation("prim", P.REGISTRY["reshape"], [call.args[0]],
-                         [gast.keyword(arg="shape", value=_reshape_params(shape))], label=label)
+        return _reshape(parsed, call, call.args[0], call.args[1:], label,
+                        numpy=target is np.reshape)
     if target in (P.concat, P.stack) and call.args and isinstance(call.args[0], gast.Starred):
         return _starred_join(parsed, call, label, stack=target is P.stack)
     if target is P.concatenate:
@@ -571,10 +588,7 @@ def _describe_method(parsed, call, func) -> Operation:
         mutates = [] if method in PURE_METHODS else [func.value]
         return Operation("unknown", label=f".{method}()", mutates=mutates)
     if method == "reshape":
-        shape = call.args or [k.value for k in call.keywords]
-        return Operation("prim", P.REGISTRY["reshape"], [func.value],
-                         [gast.keyword(arg="shape", value=_reshape_params(shape))],
-                         label=".reshape()")
+        return _reshape(parsed, call, func.value, call.args, ".reshape()", numpy=False)
     if method == "astype":
         return Operation("prim", P.REGISTRY["astype"], [func.value],
                          [gast.keyword(arg="dtype", value=call.args[0])], label=".astype()")

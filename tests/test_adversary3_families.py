@@ -180,3 +180,82 @@ def test_mark_variables_refuses_integer_variables_and_buffers(var_dtype, grad_dt
     buffer = nd.zeros((3,), dtype=grad_dtype)
     with pytest.raises(pb.IntegerGradError):
         ag.mark_variables([x], [buffer])
+
+
+# ----- 14: MXNet's reshape codes: one shape inference for the tape and compiled code ----------
+
+# (input shape, codes, reverse, MXNet's result: the examples of MXNet's reshape docs)
+RESHAPES = [((2, 3, 4), (4, 0, 2), False, (4, 3, 2)), ((2, 3, 4), (2, 0, 0), False, (2, 3, 4)),
+            ((2, 3, 4), (6, 1, -1), False, (6, 1, 4)), ((2, 3, 4), (3, -1, 8), False, (3, 1, 8)),
+            ((2, 3, 4), (-1,), False, (24,)), ((2, 3, 4), (-2,), False, (2, 3, 4)),
+            ((2, 3, 4), (2, -2), False, (2, 3, 4)), ((2, 3, 4), (-2, 1, 1), False, (2, 3, 4, 1, 1)),
+            ((2, 3, 4), (-3, 4), False, (6, 4)), ((2, 3, 4, 5), (-3, -3), False, (6, 20)),
+            ((2, 3, 4), (0, -3), False, (2, 12)), ((2, 3, 4), (-3, -2), False, (6, 4)),
+            ((2, 3, 4), (-4, 1, 2, -2), False, (1, 2, 3, 4)),
+            ((2, 3, 4), (2, -4, -1, 3, -2), False, (2, 1, 3, 4)),
+            ((10, 5, 4), (-1, 0), False, (40, 5)), ((10, 5, 4), (-1, 0), True, (50, 4))]
+
+
+def reshape_method(x, shape, reverse):
+    return x.reshape(shape, reverse=reverse) * 1.5
+
+
+def reshape_function(x, shape, reverse):
+    return nd.reshape(x, shape=shape, reverse=reverse) * 1.5
+
+
+def reshape_then_weigh(x, shape, reverse):
+    y = nd.reshape(x, shape=shape, reverse=reverse)
+    w = nd.arange(y.size, dtype="float64").reshape(y.shape)
+    return nd.sum(nd.sin(y) * w)
+
+
+@pytest.mark.parametrize("in_shape, codes, reverse, expected", RESHAPES)
+@pytest.mark.parametrize("fn", [reshape_method, reshape_function])
+def test_reshape_codes_give_mxnets_shapes_on_the_tape_and_compiled(fn, in_shape, codes,
+                                                                  reverse, expected):
+    X = np.arange(float(np.prod(in_shape))).reshape(in_shape) * 0.01
+    assert fn(nd.array(X, dtype="float64"), codes, reverse).shape == expected
+    compiled = pb.compile(fn)(nd.array(X, dtype="float64"), codes, reverse)
+    assert compiled.shape == expected
+    assert np.array_equal(compiled.asnumpy(), X.reshape(expected) * 1.5)
+
+
+@ROADS
+@pytest.mark.parametrize("in_shape, codes, reverse, expected", RESHAPES[::3])
+def test_reshape_codes_gradients(monkeypatch, road, in_shape, codes, reverse, expected):
+    _road(monkeypatch, road)
+    X = np.linspace(-1.0, 1.0, int(np.prod(in_shape))).reshape(in_shape)
+    fn = lambda x: reshape_then_weigh(x, codes, reverse)  # noqa: E731
+    _, tape = _tape(fn, X)
+    g = pb.grad(reshape_then_weigh)(nd.array(X, dtype="float64"), codes, reverse).asnumpy()
+    assert np.allclose(g, tape)
+    assert np.allclose(g, _central_nd(fn, X), atol=1e-5)
+
+
+@pytest.mark.parametrize("codes", [(0, 0, 0, 0), (-3, -3), (-4, -1, -1), (-4, 5, 2), (-5,)])
+def test_impossible_reshape_codes_are_the_same_error_on_both_roads(codes):
+    x = nd.array(np.zeros((2, 3, 4)), dtype="float64")
+    with pytest.raises(ValueError, match="cannot reshape an array of shape"):
+        x.reshape(codes)
+    with pytest.raises(ValueError, match="cannot reshape an array of shape"):
+        pb.compile(reshape_method)(x, codes, False)
+
+
+def numpy_reshape(x):
+    return np.sum(np.sin(np.reshape(x, (3, -1))) + x.reshape(2, 6).T.reshape(3, 4))
+
+
+def numpy_reshape_in_fortran_order(x):
+    return np.sum(np.reshape(x, (3, 4), order="F") * 2.0)
+
+
+def test_numpy_reshape_keeps_numpys_meaning_and_refuses_order():
+    X = np.linspace(-1.0, 1.0, 12)
+    g = pb.grad(numpy_reshape)(X)
+    h = 1e-6
+    numeric = [(numpy_reshape(X + h * e) - numpy_reshape(X - h * e)) / (2 * h)
+               for e in np.eye(12)]
+    assert np.allclose(g, numeric, atol=1e-6)
+    with pytest.raises(CompileError, match="order"):
+        pb.grad(numpy_reshape_in_fortran_order)(X)

@@ -506,9 +506,6 @@ def reshape_merge(x):
     return nd.sum(y[1] * 3.0)
 
 
-@pytest.mark.xfail(strict=True, reason="adv3 finding 14: compiled code hands MXNet's reshape "
-                   "codes to numpy: ValueError cannot reshape array of size 24 into shape "
-                   "(0,newaxis); the eager tape follows MXNet")
 @pytest.mark.parametrize("fn", [reshape_keep_first, reshape_merge])
 def test_mxnet_reshape_codes_in_compiled_code(fn):
     X = np.arange(24.0).reshape(2, 3, 4) * 0.1 - 1.0
