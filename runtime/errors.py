@@ -36,6 +36,11 @@ class IntegerGradError(AutogradError, TypeError):
     is not floating: the gradient would be truncated to integers (MXNet's silent zeros)."""
 
 
+class ComplexValueError(AutogradError, TypeError):
+    """A complex value on a differentiated path: pullback's rules are for real values
+    (a complex intermediate's gradient would silently lose its imaginary part)."""
+
+
 class FunctionReuseError(AutogradError, RuntimeError):
     """An ``autograd.Function`` instance whose call was recorded was called again."""
 

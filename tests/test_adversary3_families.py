@@ -259,3 +259,85 @@ def test_numpy_reshape_keeps_numpys_meaning_and_refuses_order():
     assert np.allclose(g, numeric, atol=1e-6)
     with pytest.raises(CompileError, match="order"):
         pb.grad(numpy_reshape_in_fortran_order)(X)
+
+
+# ----- 15: complex values on a differentiated path are refused, never a silent zero -----------
+
+def complex_literal_later(x):
+    c = 2.0j
+    y = x * 3.0
+    z = y + c
+    return abs(z)
+
+
+def complex_builtin(x):
+    return abs(x * complex(1.0, 1.0))
+
+
+def complex_exponential(x):
+    return np.sum(np.real(np.exp(1j * x)))
+
+
+def complex_then_real_part(x):
+    z = x * (1.0 + 2.0j)
+    return (z * z).real
+
+
+def complex_decides_a_branch(x):
+    z = complex(2.0, 1.0)        # a complex value that never meets x: fine
+    if abs(z) > 2.0:
+        return x * 3.0
+    return x * 5.0
+
+
+def times_a_complex_argument(x, c):
+    return np.sum(np.abs(x * c))
+
+
+COMPLEX_GLOBAL = np.array([1.0 + 1.0j, 2.0 - 1.0j])
+
+
+def times_a_complex_global(x):
+    return np.sum(np.abs(x * COMPLEX_GLOBAL))
+
+
+@ROADS
+@pytest.mark.filterwarnings("error::numpy.exceptions.ComplexWarning")
+@pytest.mark.parametrize("fn", [complex_literal_later, complex_builtin, complex_exponential,
+                                complex_then_real_part])
+@pytest.mark.parametrize("mode", ["grad", "jacfwd"])
+def test_complex_literals_meeting_a_gradient_are_refused_at_the_line(monkeypatch, road, fn,
+                                                                     mode):
+    _road(monkeypatch, road)
+    x = np.array([1.5, -0.5]) if fn is complex_exponential else 1.5
+    with pytest.raises(CompileError) as info:
+        (pb.grad if mode == "grad" else pb.jacfwd)(fn)(x)
+    message = str(info.value)
+    assert "complex" in message and fn.__code__.co_filename in message
+
+
+def test_a_complex_value_that_never_meets_the_gradient_is_fine():
+    assert pb.grad(complex_decides_a_branch)(1.5) == pytest.approx(3.0)
+
+
+@pytest.mark.filterwarnings("error::numpy.exceptions.ComplexWarning")
+def test_complex_arrays_passed_in_are_refused_at_run_time():
+    x = np.array([1.5, -0.5])
+    with pytest.raises(pb.ComplexValueError, match="complex"):
+        pb.grad(times_a_complex_argument)(x, np.array([1.0 + 1.0j, 1.0j]))
+    with pytest.raises(pb.ComplexValueError, match="complex"):
+        pb.grad(times_a_complex_global)(x)
+    # not differentiated through: the real function of x alone is fine
+    assert np.allclose(pb.grad(times_a_complex_argument)(x, np.array([2.0, 3.0])),
+                       [2.0, -3.0])
+
+
+@pytest.mark.filterwarnings("error::numpy.exceptions.ComplexWarning")
+def test_the_tape_refuses_complex_results_of_recorded_arrays():
+    x = nd.array([1.5, -0.5], dtype="float64")
+    x.attach_grad()
+    with pytest.raises(pb.ComplexValueError, match="complex"):
+        with ag.record():
+            y = nd.abs(x * (1.0 + 1.0j))
+    y = nd.abs(nd.array([1.5, -0.5], dtype="float64") * (1.0 + 1.0j))   # not recorded: fine
+    assert np.allclose(y.asnumpy(), np.sqrt(2.0) * np.array([1.5, 0.5]))

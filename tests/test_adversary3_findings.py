@@ -538,9 +538,6 @@ def np_magnitude_of_complex(x):
     return np.sum(np.abs(x * (1.0 + 1.0j)))
 
 
-@pytest.mark.xfail(strict=True, reason="adv3 finding 15: a complex intermediate's VJPs are not "
-                   "conjugated (abs: g * z/|z|, multiply: g * c), and the real part of the "
-                   "result is kept: d/dx |x (1+1j)| comes out 0.0 where it is sqrt(2)")
 @pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning")
 @pytest.mark.parametrize("fn, x", [(magnitude_of_complex, 1.5),
                                    (np_magnitude_of_complex, np.array([1.5, -0.5]))])
