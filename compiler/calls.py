@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import math
 import types
 from dataclasses import dataclass, field
 
@@ -124,6 +125,11 @@ NUMPY_MUTATING = {np.copyto, np.put, np.place, np.putmask, np.put_along_axis,
 # (``support.raw``), as every other array there, so the next operation accepts it
 CONSTRUCTORS = {P.array, P.zeros, P.ones, P.full, P.empty, P.arange, rng.normal,
                 rng.uniform, rng.randint}
+# predicates of numbers and arrays: a bool (array) has no gradient to lose, so a
+# differentiated value may flow into them (``if math.isnan(x):``, ``x * np.isfinite(x)``)
+PREDICATES = {math.isnan, math.isinf, math.isfinite, math.isclose, np.isnan, np.isinf,
+              np.isfinite, np.isclose, np.allclose, np.signbit, np.isposinf, np.isneginf,
+              np.array_equal, np.isreal, np.iscomplex}
 # nd functions that are thin wrappers choosing one primitive's parameters
 WRAPPERS = {P.reshape: "reshape", P.getitem: "getitem"}
 
@@ -338,6 +344,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
         if prim is P.REGISTRY["dot"]:   # numpy's semantics for 3+ axes, not MXNet's
             params = [*params, gast.keyword(arg="numpy", value=gast.Constant(True, None))]
         return Operation("prim", prim, arrays, params, label=label, numpy=True)
+    if _hashable(target) and target in PREDICATES:
+        return Operation("inert", cut=[call], label=label)
     if _is_math(target):
         return _describe_math(target, call, label)
     if target is builtins.abs and len(call.args) == 1 and not call.keywords:

@@ -549,6 +549,8 @@ class _Typer:
         return visitor(node)
 
     def value_binop(self, node):
+        if type(node.op) not in _GAST_OPS:   # << >> & | ^ of ints: left to the Python road
+            raise NotTyped(f"the operator {type(node.op).__name__} (not lowered natively)")
         if is_array(self.atom(node.left)) or is_array(self.atom(node.right)):
             return array_binary(_GAST_OPS[type(node.op)], self.atom(node.left),
                                 self.atom(node.right))

@@ -341,3 +341,66 @@ def test_the_tape_refuses_complex_results_of_recorded_arrays():
             y = nd.abs(x * (1.0 + 1.0j))
     y = nd.abs(nd.array([1.5, -0.5], dtype="float64") * (1.0 + 1.0j))   # not recorded: fine
     assert np.allclose(y.asnumpy(), np.sqrt(2.0) * np.array([1.5, 0.5]))
+
+
+# ----- minor notes: bit operators on the native road, predicates of differentiated values -----
+
+def times_shifted(x, n):
+    return x * (n << 2)
+
+
+def times_masked_bits(x, n):
+    return x * ((n & 3) | (n >> 1) ^ 1)
+
+
+@ROADS
+@pytest.mark.parametrize("fn", [times_shifted, times_masked_bits])
+def test_bit_operators_of_ints_on_both_roads(monkeypatch, road, fn):
+    _road(monkeypatch, road)
+    value, g = pb.value_and_grad(fn)(1.5, 7)
+    assert float(np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value)
+                 .reshape(-1)[0]) == fn(1.5, 7)
+    assert g == pytest.approx(fn(1.0, 7))
+    text = pb.explain(fn, 1.5, 7)
+    assert "please report" not in text and "not lowered natively" in text
+
+
+def nan_guard(x):
+    if math.isnan(x) or math.isinf(x):
+        return x * 0.0
+    return x * 2.0
+
+
+def finite_guard(x):
+    if np.isfinite(x) and not np.isnan(x):
+        return x * x
+    return x * 0.0
+
+
+def masked_by_a_predicate(x):
+    return np.sum(x * np.isfinite(np.log(x)) + np.where(np.isnan(x), 0.0, x))
+
+
+def close_guard(x):
+    if math.isclose(x, 1.0) or np.isclose(x, 2.0):
+        return x * 3.0
+    return x * 4.0
+
+
+@ROADS
+@pytest.mark.parametrize("fn, x, expected", [(nan_guard, 1.5, 2.0), (nan_guard, math.inf, 0.0),
+                                             (finite_guard, 0.7, 1.4), (close_guard, 1.0, 3.0),
+                                             (close_guard, 2.0, 3.0), (close_guard, 1.5, 4.0)])
+def test_predicates_of_differentiated_values_decide_branches(monkeypatch, road, fn, x,
+                                                             expected):
+    """The taken branch's derivative (central differences would step off ``isclose``)."""
+    _road(monkeypatch, road)
+    with np.errstate(all="ignore"):
+        assert pb.grad(fn)(x) == pytest.approx(expected)
+
+
+def test_predicates_in_array_arithmetic_have_no_gradient():
+    X = np.array([0.5, 2.0, 3.0])
+    with np.errstate(all="ignore"):
+        g = pb.grad(masked_by_a_predicate)(X)
+    assert np.allclose(g, [2.0, 2.0, 2.0])
