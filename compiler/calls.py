@@ -83,7 +83,8 @@ NUMPY_LINALG = {np.linalg.det: "det", np.linalg.slogdet: "slogdet", np.linalg.in
 NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes": "axes"}
 
 # math-module functions that are primitives (in compiled code they compute with numpy's
-# semantics: inf and nan instead of exceptions); any other math function (floor, ceil,
+# semantics: inf and nan instead of exceptions, but in double precision, as Python's math
+# does, whatever the argument: ``support.mathops``, never fused); any other math function (floor, ceil,
 # which return ints, pow, which always returns a float, atan2, ...) runs as written: a
 # differentiated value flowing into one is a CompileError, never a silent zero
 MATH = {"sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log",
@@ -143,6 +144,7 @@ class Operation:
     callee: object = None                         # user function object
     label: str = ""                               # what to call it in messages
     numpy: bool = False   # spelled as a numpy function: numpy's 0-d results, not (1,)
+    math: bool = False    # a math-module function: computes in double (``support.mathops``)
     cut: list = field(default_factory=list)       # nodes read on purpose, no gradient
     mutates: list = field(default_factory=list)   # atoms the call may change in place
 
@@ -632,7 +634,7 @@ def _describe_math(target, call, label) -> Operation:
     prim = P.REGISTRY.get(MATH.get(target.__name__, ""))
     if prim is not None and not call.keywords and prim.vjps is not None \
             and len(call.args) == len(prim.vjps):
-        return Operation("prim", prim, list(call.args), [], label=label)
+        return Operation("prim", prim, list(call.args), [], label=label, math=True)
     return Operation("unknown", label=label)
 
 

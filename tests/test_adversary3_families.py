@@ -404,3 +404,71 @@ def test_predicates_in_array_arithmetic_have_no_gradient():
     with np.errstate(all="ignore"):
         g = pb.grad(masked_by_a_predicate)(X)
     assert np.allclose(g, [2.0, 2.0, 2.0])
+
+
+# ----- 9: math.* computes in double whatever its argument (Python's math converts to C double) --
+
+def math_mix(x):
+    a = math.sin(x) * math.cos(x) + math.tanh(x) - math.exp(-x)
+    b = math.log(x) + math.sqrt(x) + math.log1p(x) - math.expm1(x * 0.1)
+    c = math.atan(x) + math.asinh(x) + math.cbrt(x) + math.log2(x) + math.log10(x)
+    return (a + b + c - 1.0) * 1e3
+
+
+def math_cancellation(x):
+    return (math.cos(x) - 1.0) * 1e6 + (math.exp(x) - 1.0 - x) * 1e6
+
+
+def math_two_arguments(x, y):
+    return math.atan2(x, y) + math.hypot(x, y)
+
+
+@ROADS
+@pytest.mark.parametrize("fn", [math_mix, math_cancellation])
+@pytest.mark.parametrize("x", [1e-3, 0.7])
+def test_math_of_float32_values_in_double(monkeypatch, road, fn, x):
+    _road(monkeypatch, road)
+    x32 = np.float32(x)
+    plain = fn(x32)                                      # Python's math: doubles
+    assert float(np.asarray(pb.compile(fn)(x32)).reshape(-1)[0]) == pytest.approx(plain,
+                                                                                 rel=1e-9)
+    value, g = pb.value_and_grad(fn)(x32)
+    assert float(np.asarray(value.asnumpy()).reshape(-1)[0]) == pytest.approx(plain, rel=1e-9)
+    h = 1e-6
+    xd = float(x32)
+    numeric = (fn(xd + h) - fn(xd - h)) / (2 * h)
+    assert g.dtype == np.float32 and float(g) == pytest.approx(numeric, rel=1e-5, abs=1e-3)
+
+
+@ROADS
+def test_math_of_two_float32_arguments(monkeypatch, road):
+    _road(monkeypatch, road)
+    x, y = np.float32(0.3), np.float32(1.7)
+    value, (gx, gy) = pb.value_and_grad(math_two_arguments, (0, 1))(x, y)
+    assert float(np.asarray(value.asnumpy()).reshape(-1)[0]) == pytest.approx(
+        math_two_arguments(x, y), rel=1e-12)
+    h, xd, yd = 1e-6, float(x), float(y)
+    assert float(gx) == pytest.approx((math_two_arguments(xd + h, yd)
+                                       - math_two_arguments(xd - h, yd)) / (2 * h), rel=1e-5)
+    assert float(gy) == pytest.approx((math_two_arguments(xd, yd + h)
+                                       - math_two_arguments(xd, yd - h)) / (2 * h), rel=1e-5)
+
+
+def test_math_of_python_floats_stays_on_the_native_road():
+    pb.grad(math_mix)(0.7)
+    lines = [line for line in pb.explain(math_mix, 0.7).splitlines() if "(float64)" in line]
+    assert lines and all("native" in line and "Python road" not in line for line in lines)
+    assert pb.grad(math_mix)(0.7) == pytest.approx(
+        (math_mix(0.7 + 1e-6) - math_mix(0.7 - 1e-6)) / 2e-6, rel=1e-6)
+    assert "math.sin of a float32" in pb.explain(math_mix, np.float32(0.7))
+
+
+def test_math_of_float32_in_forward_mode_and_second_order():
+    x = np.float32(0.7)
+    _, tangent = pb.jvp(math_cancellation, (x,), (np.float32(1.0),))
+    h, xd = 1e-6, float(x)
+    numeric = (math_cancellation(xd + h) - math_cancellation(xd - h)) / (2 * h)
+    assert float(tangent) == pytest.approx(numeric, rel=1e-5)
+    assert float(pb.hessian(math_cancellation)(0.7)) == pytest.approx(
+        (math_cancellation(0.7 + 1e-4) - 2 * math_cancellation(0.7)
+         + math_cancellation(0.7 - 1e-4)) / 1e-8, rel=1e-4)
