@@ -83,10 +83,11 @@ NUMPY_LINALG = {np.linalg.det: "det", np.linalg.slogdet: "slogdet", np.linalg.in
 NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes": "axes"}
 
 # math-module functions that are primitives (in compiled code they compute with numpy's
-# semantics: inf and nan instead of exceptions, but in double precision, as Python's math
-# does, whatever the argument: ``support.mathops``, never fused); any other math function (floor, ceil,
-# which return ints, pow, which always returns a float, atan2, ...) runs as written: a
-# differentiated value flowing into one is a CompileError, never a silent zero
+# semantics: inf and nan instead of exceptions, but in double precision whatever the
+# argument, as Python's math does: ``support.mathops``, never fused); any other math
+# function (floor, ceil, which return ints, pow, which always returns a float, ...) runs
+# as written: a differentiated value flowing into one is a CompileError, never a silent
+# zero
 MATH = {"sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log",
         "sqrt": "sqrt", "log1p": "log1p", "expm1": "expm1", "fabs": "abs",
         "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
