@@ -20,8 +20,9 @@ import textwrap
 from dataclasses import dataclass, field
 
 import gast
+import numpy as np
 
-from .calls import Operation, describe
+from .calls import Operation, _resolve, describe
 from .errors import error_at
 from .normalize import local_names
 from .pytree import ANY, LEAF, Kind, container, join
@@ -195,6 +196,61 @@ def _kinds(assignments, ops, params, param_kinds) -> dict:
 
 def _result_names(fn) -> set:
     return _names(fn.body[-1].value) if isinstance(fn.body[-1], gast.Return) else set()
+
+
+def _is_complex_source(parsed, node) -> bool:
+    """A complex literal (``1j``) or a call of ``complex``."""
+    if isinstance(node, gast.Constant):
+        return isinstance(node.value, complex)
+    if isinstance(node, gast.Call) and isinstance(node.func, gast.Name) \
+            and node.func.id == "complex":
+        try:
+            return parsed.resolve("complex") is complex
+        except KeyError:
+            return False
+    return False
+
+
+_REAL_PARTS = {"real", "imag"}
+_REAL_FUNCTIONS = {abs, np.abs, np.real, np.imag, np.angle}
+
+
+def _makes_real(parsed, value) -> bool:
+    """``abs(z)``, ``z.real``, ``np.imag(z)``, ...: a real result of a complex operand."""
+    if isinstance(value, gast.Attribute):
+        return value.attr in _REAL_PARTS
+    if isinstance(value, gast.Call):
+        if isinstance(value.func, gast.Attribute) and value.func.attr in _REAL_PARTS:
+            return False
+        target = _resolve(parsed, value.func)
+        return any(target is f for f in _REAL_FUNCTIONS)
+    return False
+
+
+def _check_complex(parsed, assignments, active) -> None:
+    """A CompileError where a complex value (a complex literal, ``complex(...)``, or a
+    local computed from one) meets a differentiated one: the rules are for real values,
+    and the real part of a complex gradient is not the gradient (d/dx |x (1+1j)| would be
+    0).  Complex arrays passed in are caught at run time (``api._in_dtype_of``)."""
+    complex_names, changed = set(), True
+    while changed:
+        changed = False
+        for node, target, _ in assignments:
+            if target is None or target in complex_names or not isinstance(node, gast.Assign) \
+                    or _makes_real(parsed, node.value):
+                continue
+            if any(_is_complex_source(parsed, n) or (isinstance(n, gast.Name)
+                                                     and n.id in complex_names)
+                   for n in gast.walk(node.value)):
+                complex_names.add(target)
+                changed = True
+    for node, target, _ in assignments:
+        if target in active and target in complex_names:
+            raise error_at(parsed, node, "a complex value meets a differentiated one here: "
+                           "pullback differentiates real values only (the real part of a "
+                           "complex gradient is not the gradient)",
+                           "What to do: carry the real and imaginary parts as two real "
+                           "values (|a + bi| = sqrt(a*a + b*b)).")
 
 
 def _varied(assignments, ops, seeds, through_severs) -> set:
@@ -672,6 +728,7 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     for node in iterated_any:   # for k in xs, xs of unknown kind: a dict's keys, if not varied
         if node.value.value.id not in varied:
             result.key_iterations.add(id(node))
+    _check_complex(parsed, assignments, varied)
     for node, _, _ in assignments:
         if not isinstance(node, gast.For):
             check_flows(parsed, node, ops[id(node)], varied)

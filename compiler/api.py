@@ -22,7 +22,7 @@ import inspect
 import numpy as np
 
 from pullback.runtime import tape
-from pullback.runtime.errors import AutogradError, HeadGradientError
+from pullback.runtime.errors import AutogradError, ComplexValueError, HeadGradientError
 from pullback.runtime.ndarray import NDArray, as_data
 from pullback.runtime.primitives import Primitive
 from pullback.runtime.stack import Stack
@@ -585,6 +585,11 @@ def _in_dtype_of(g, value):
     """A gradient in its input's float dtype (float32 in, float32 gradient, as on the
     tape), even where the adjoint met a float64 constant (``log(2.0)`` of ``2.0 ** x``)."""
     dtype = getattr(value, "dtype", None)
+    if getattr(g, "dtype", None) is not None and g.dtype.kind == "c":
+        raise ComplexValueError(
+            "a gradient came out complex: a complex value (an argument or global of a "
+            "complex dtype) met a differentiated one, and pullback differentiates real "
+            "values only. What to do: carry real and imaginary parts as two real arrays.")
     if isinstance(g, (np.ndarray, np.generic)) and dtype is not None and dtype.kind == "f" \
             and g.dtype != dtype:
         return g.astype(dtype)

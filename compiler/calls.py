@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import math
 import types
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ import gast
 import numpy as np
 
 from pullback.runtime import primitives as P
+from pullback.runtime import rng
 
 from . import implicit
 from .errors import error_at
@@ -81,9 +83,11 @@ NUMPY_LINALG = {np.linalg.det: "det", np.linalg.slogdet: "slogdet", np.linalg.in
 NUMPY_KEYWORDS = {"newshape": "shape", "a_min": "a_min", "a_max": "a_max", "axes": "axes"}
 
 # math-module functions that are primitives (in compiled code they compute with numpy's
-# semantics: inf and nan instead of exceptions); any other math function (floor, ceil,
-# which return ints, pow, which always returns a float, atan2, ...) runs as written: a
-# differentiated value flowing into one is a CompileError, never a silent zero
+# semantics: inf and nan instead of exceptions, but in double precision whatever the
+# argument, as Python's math does: ``support.mathops``, never fused); any other math
+# function (floor, ceil, which return ints, pow, which always returns a float, ...) runs
+# as written: a differentiated value flowing into one is a CompileError, never a silent
+# zero
 MATH = {"sin": "sin", "cos": "cos", "tan": "tan", "tanh": "tanh", "exp": "exp", "log": "log",
         "sqrt": "sqrt", "log1p": "log1p", "expm1": "expm1", "fabs": "abs",
         "sinh": "sinh", "cosh": "cosh", "asin": "arcsin", "acos": "arccos", "atan": "arctan",
@@ -123,6 +127,16 @@ NUMPY_MUTATING = {np.copyto, np.put, np.place, np.putmask, np.put_along_axis,
 FRESH_CALLS = {np.zeros, np.ones, np.empty, np.full, np.zeros_like, np.ones_like,
                np.empty_like, np.full_like, np.array, np.copy, np.eye, np.identity, np.arange,
                np.linspace, P.zeros, P.ones, P.full, P.empty, P.arange, P.array}
+# nd functions that make a new array (MXNet's float32 unless dtype= says otherwise): no
+# gradient flows out of them; in compiled code their result is the raw numpy array
+# (``support.raw``), as every other array there, so the next operation accepts it
+CONSTRUCTORS = {P.array, P.zeros, P.ones, P.full, P.empty, P.arange, rng.normal,
+                rng.uniform, rng.randint}
+# predicates of numbers and arrays: a bool (array) has no gradient to lose, so a
+# differentiated value may flow into them (``if math.isnan(x):``, ``x * np.isfinite(x)``)
+PREDICATES = {math.isnan, math.isinf, math.isfinite, math.isclose, np.isnan, np.isinf,
+              np.isfinite, np.isclose, np.allclose, np.signbit, np.isposinf, np.isneginf,
+              np.array_equal, np.isreal, np.iscomplex}
 # nd functions that are thin wrappers choosing one primitive's parameters
 WRAPPERS = {P.reshape: "reshape", P.getitem: "getitem"}
 
@@ -136,6 +150,7 @@ class Operation:
     callee: object = None                         # user function object
     label: str = ""                               # what to call it in messages
     numpy: bool = False   # spelled as a numpy function: numpy's 0-d results, not (1,)
+    math: bool = False    # a math-module function: computes in double (``support.mathops``)
     cut: list = field(default_factory=list)       # nodes read on purpose, no gradient
     mutates: list = field(default_factory=list)   # atoms the call may change in place
     fresh: bool = False   # an unknown call whose result is a new array (FRESH_CALLS)
@@ -203,10 +218,28 @@ def _split_arguments(prim, args, keywords, owner=None):
     return arrays, params
 
 
-def _reshape_params(args):
-    if len(args) == 1:
-        return args[0]
-    return gast.Tuple(elts=list(args), ctx=gast.Load())
+def _reshape(parsed, call, operand, dims, label, numpy) -> Operation:
+    """``x.reshape(...)``, ``nd.reshape(x, ...)``, ``np.reshape(x, ...)``: the reshape
+    primitive, its shape given by position (one tuple or several ints) or by keyword
+    (``shape=``, numpy's ``newshape=``), MXNet's ``reverse=`` passed on; any other
+    parameter (numpy's ``order=``) is refused rather than ignored."""
+    keywords = {k.arg: k.value for k in call.keywords}
+    named = [keywords.pop(name) for name in ("shape", "newshape") if name in keywords]
+    reverse = keywords.pop("reverse", None)
+    if keywords or (named and dims) or len(named) > 1 or (reverse is not None and numpy):
+        extra = sorted(keywords) or ["reverse" if numpy else "shape"]
+        raise error_at(parsed, call, f"{label}: pullback does not support the parameter "
+                       f"{extra[0]!r} here",
+                       "What to do: give the shape once (by position or as shape=), "
+                       "in C order.")
+    dims = dims or named
+    if not dims:
+        raise error_at(parsed, call, f"{label} needs a shape")
+    shape = dims[0] if len(dims) == 1 else gast.Tuple(elts=list(dims), ctx=gast.Load())
+    params = [gast.keyword(arg="shape", value=shape)]
+    if reverse is not None:
+        params.append(gast.keyword(arg="reverse", value=reverse))
+    return Operation("prim", P.REGISTRY["reshape"], [operand], params, label=label)
 
 
 def describe(parsed, value, locals_=frozenset()) -> Operation:
@@ -292,9 +325,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
         arrays, params = _split_arguments(prim, call.args, call.keywords)
         return Operation("prim", prim, arrays, params, label=label)
     if target is P.reshape or target is np.reshape:
-        shape = call.args[1:] or [k.value for k in call.keywords]
-        return Operation("prim", P.REGISTRY["reshape"], [call.args[0]],
-                         [gast.keyword(arg="shape", value=_reshape_params(shape))], label=label)
+        return _reshape(parsed, call, call.args[0], call.args[1:], label,
+                        numpy=target is np.reshape)
     if target in (P.concat, P.stack) and call.args and isinstance(call.args[0], gast.Starred):
         return _starred_join(parsed, call, label, stack=target is P.stack)
     if target is P.concatenate:
@@ -321,12 +353,18 @@ def _describe_call(parsed, call, locals_) -> Operation:
         if prim is P.REGISTRY["dot"]:   # numpy's semantics for 3+ axes, not MXNet's
             params = [*params, gast.keyword(arg="numpy", value=gast.Constant(True, None))]
         return Operation("prim", prim, arrays, params, label=label, numpy=True)
+    if _hashable(target) and target in PREDICATES:
+        return Operation("inert", cut=[call], label=label)
     if _is_math(target):
         return _describe_math(target, call, label)
     if target is builtins.abs and len(call.args) == 1 and not call.keywords:
         return Operation("prim", P.REGISTRY["abs"], list(call.args), label=label)
     if target in INERT_CALLABLES:
         return Operation("inert", cut=[call], label=label)
+    if _hashable(target) and target in CONSTRUCTORS:
+        # nothing cut: a differentiated value passed in (nd.array(x), nd.full(s, x)) would
+        # lose its gradient, which analysis refuses
+        return Operation("inert", label=label)
     if target is builtins.float:
         return Operation("severs", args=list(call.args), label=label)
     made_by = getattr(target, "pullback_derivative", None)
@@ -570,10 +608,7 @@ def _describe_method(parsed, call, func) -> Operation:
         mutates = [] if method in PURE_METHODS else [func.value]
         return Operation("unknown", label=f".{method}()", mutates=mutates)
     if method == "reshape":
-        shape = call.args or [k.value for k in call.keywords]
-        return Operation("prim", P.REGISTRY["reshape"], [func.value],
-                         [gast.keyword(arg="shape", value=_reshape_params(shape))],
-                         label=".reshape()")
+        return _reshape(parsed, call, func.value, call.args, ".reshape()", numpy=False)
     if method == "astype":
         return Operation("prim", P.REGISTRY["astype"], [func.value],
                          [gast.keyword(arg="dtype", value=call.args[0])], label=".astype()")
@@ -609,7 +644,7 @@ def _describe_math(target, call, label) -> Operation:
     prim = P.REGISTRY.get(MATH.get(target.__name__, ""))
     if prim is not None and not call.keywords and prim.vjps is not None \
             and len(call.args) == len(prim.vjps):
-        return Operation("prim", prim, list(call.args), [], label=label)
+        return Operation("prim", prim, list(call.args), [], label=label, math=True)
     return Operation("unknown", label=label)
 
 

@@ -34,8 +34,8 @@ def load(source: str, stem: str, names: dict) -> dict:
         filename = f"<pullback-generated {filename}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {"__name__": f"pullback_generated.{stem}", "support": support,
-                 "ops": support.ops, "npops": support.npops, "vjp": support.vjp,
-                 "jvp": support.jvp}
+                 "ops": support.ops, "npops": support.npops, "mathops": support.mathops,
+                 "vjp": support.vjp, "jvp": support.jvp}
     namespace.update(names)
     exec(compile(source, filename, "exec"), namespace)
     return namespace

@@ -134,7 +134,7 @@ def _fusible(stmt, parsed, locals_):
     if not isinstance(stmt, gast.Assign) or not isinstance(stmt.targets[0], gast.Name):
         return None
     op = describe(parsed, stmt.value, locals_)
-    if not op.elementwise:
+    if not op.elementwise or op.math:   # math.*: in double, a kernel computes in its dtype
         return None
     prim = op.prim
     if not any(isinstance(a, gast.Name) for a in op.args):

@@ -549,6 +549,8 @@ class _Typer:
         return visitor(node)
 
     def value_binop(self, node):
+        if type(node.op) not in _GAST_OPS:   # << >> & | ^ of ints: left to the Python road
+            raise NotTyped(f"the operator {type(node.op).__name__} (not lowered natively)")
         if is_array(self.atom(node.left)) or is_array(self.atom(node.right)):
             return array_binary(_GAST_OPS[type(node.op)], self.atom(node.left),
                                 self.atom(node.right))
@@ -657,8 +659,15 @@ class _Typer:
             return Num(ufunc(NUMPY_NAMES[name], [number(a, f"an argument of {name}").kind
                                                  for a in args]))
         rule = _CALLS.get(name, False)
-        if rule is False and head in ("ops", "npops") and attr in ELEMENTWISE:
-            return Num(ufunc(attr, [number(a, f"an argument of {name}").kind for a in args]))
+        if rule is False and head in ("ops", "npops", "mathops") and attr in ELEMENTWISE:
+            kinds = [number(a, f"an argument of {name}").kind for a in args]
+            if head == "mathops":   # a Python float, as Python's math gives it
+                if "f32" in kinds:
+                    raise NotTyped(f"math.{attr} of a float32 (Python computes it in "
+                                   "double; not lowered natively)")
+                ufunc(attr, kinds)   # the same refusals
+                return Num("pyfloat")
+            return Num(ufunc(attr, kinds))
         if rule is False:
             raise NotTyped(f"a call of {name} (not lowered natively)")
         if name in ("range", "reversed", "len") and self.namespace.get(name, getattr(

@@ -791,6 +791,8 @@ class _Lowering(ArrayLowering):
             return self.kernel_vjp(target, args) if attr == "vjp" else self.kernel(target, args)
         if name in infer.NUMPY_NAMES:
             return self.ufunc(infer.NUMPY_NAMES[name], args)
+        if head == "mathops":   # never of a float32 (infer): a double, as a Python float
+            return _Value(self.primitive(attr, args).v, Num("pyfloat"))
         if head in ("ops", "npops"):
             return self.primitive(attr, args)
         return getattr(self, f"call_{name.replace('.', '_')}")(node, args)

@@ -62,8 +62,8 @@ def is_atom(node) -> bool:
 #: these names is renamed (``rename_generated``, ``implicit.hidden_names``): it would
 #: shadow the generated code's own, or be shadowed by it.
 GENERATED_NAMES = frozenset({
-    "support", "ops", "npops", "vjp", "jvp", "_stack", "_np", "_kernels", "grads", "outputs",
-    "result_grad", "_result", "_returned", "_batch",
+    "support", "ops", "npops", "mathops", "vjp", "jvp", "_stack", "_np", "_kernels", "grads",
+    "outputs", "result_grad", "_result", "_returned", "_batch",
 })
 
 

@@ -307,7 +307,8 @@ class ReverseTransform:
     def ops_call(self, op) -> str:
         parts = [unparse(a) for a in op.args]
         parts += self.keywords(op)
-        namespace = "npops" if op.numpy else "ops"   # numpy's spelling: numpy's 0-d results
+        # numpy's spelling: numpy's 0-d results; math.*: in double precision
+        namespace = "npops" if op.numpy else "mathops" if op.math else "ops"
         return f"{namespace}.{op.prim.name}({', '.join(parts)})"
 
     def keywords(self, op) -> list:

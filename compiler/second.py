@@ -109,7 +109,7 @@ def _callee_part(value):
     name = ir.dotted(value.func)
     if name and name.count(".") == 1:
         base, part = name.split(".")
-        if part in ("forward", "adjoint") and base not in ("support", "ops", "npops"):
+        if part in ("forward", "adjoint") and base not in ("support", "ops", "npops", "mathops"):
             return base, part
     return None
 
@@ -326,8 +326,9 @@ class _Tangent:
         args = [unparse(a) for a in value.args]
         keywords = [f"{k.arg}={unparse(k.value)}" for k in value.keywords]
         dots = "(" + "".join(f"{self.d(a)}, " for a in value.args) + ")"
-        if base in ("ops", "npops") or (base in ("_np", "np", "_kernels") and attr in _NUMPY):
-            prim = attr if base in ("ops", "npops") else _NUMPY[attr]
+        if base in ("ops", "npops", "mathops") or (base in ("_np", "np", "_kernels")
+                                                   and attr in _NUMPY):
+            prim = attr if base in ("ops", "npops", "mathops") else _NUMPY[attr]
             if prim not in P.REGISTRY:
                 raise self.error(s, name)
             if P.REGISTRY[prim].vjps is None:   # not differentiable: no tangent

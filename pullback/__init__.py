@@ -16,6 +16,7 @@ if not _os.path.isdir(_os.path.join(__path__[0], "runtime")) and _os.path.isfile
 
 from pullback.runtime.errors import (  # noqa: F401
     AutogradError, GraphFreedError, GradReqError, HeadGradientError, InPlaceError,
+    IntegerGradError, ComplexValueError,
     MaskIndexError, NotRecordedError, UnrecordedOpError,
 )
 from pullback.runtime.ndarray import NDArray, cpu  # noqa: F401

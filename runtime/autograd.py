@@ -6,7 +6,7 @@ import numpy as np
 
 from . import tape
 from .errors import FunctionReuseError, GradReqError
-from .ndarray import NDArray
+from .ndarray import NDArray, check_float_gradient
 from .primitives import Primitive
 from .tape import backward as _backward
 from .tape import grad as _grad
@@ -51,6 +51,9 @@ def mark_variables(variables, gradients, grad_reqs="write"):
         if grad.shape != var.shape:
             raise ValueError(f"gradient buffer of shape {grad.shape} for a variable of shape "
                              f"{var.shape}")
+        if req != "null":
+            check_float_gradient(var.dtype, "mark_variables() of")
+            check_float_gradient(grad.dtype, "mark_variables() with a gradient buffer of")
         var._grad_req = req
         var._grad = None if req == "null" else grad
 

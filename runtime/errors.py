@@ -31,6 +31,16 @@ class GradReqError(AutogradError, ValueError):
     """An invalid grad_req value."""
 
 
+class IntegerGradError(AutogradError, TypeError):
+    """attach_grad (or mark_variables) on an array, or into a gradient buffer, whose dtype
+    is not floating: the gradient would be truncated to integers (MXNet's silent zeros)."""
+
+
+class ComplexValueError(AutogradError, TypeError):
+    """A complex value on a differentiated path: pullback's rules are for real values
+    (a complex intermediate's gradient would silently lose its imaginary part)."""
+
+
 class FunctionReuseError(AutogradError, RuntimeError):
     """An ``autograd.Function`` instance whose call was recorded was called again."""
 

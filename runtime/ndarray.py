@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import GradReqError, InPlaceError, MaskIndexError, UnrecordedOpError
+from .errors import (GradReqError, InPlaceError, IntegerGradError, MaskIndexError,
+                     UnrecordedOpError)
 
 _GRAD_REQS = ("write", "add", "null")
 
@@ -60,6 +61,16 @@ def as_data(value) -> np.ndarray:
         data = np.ascontiguousarray(data)
     return data
 
+
+
+def check_float_gradient(dtype, what: str) -> None:
+    """An IntegerGradError unless ``dtype`` is floating: an integer or bool gradient
+    buffer would truncate the gradient (cos(1) -> 0) without a word."""
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise IntegerGradError(
+            f"{what} an array of dtype {np.dtype(dtype).name}: its gradient would be "
+            "truncated to that dtype (silently zero where it is below 1). What to do: "
+            "convert it first, x = x.astype('float32') (or 'float64'), then attach_grad.")
 
 class NDArray:
     """An n-dimensional array with MXNet's autograd API."""
@@ -208,6 +219,8 @@ class NDArray:
             raise GradReqError(
                 f"invalid grad_req {grad_req!r}; valid values are 'write', 'add' and 'null'"
             )
+        if grad_req != "null":
+            check_float_gradient(self.dtype, "attach_grad() on")
         self._grad_req = grad_req
         self._grad = None if grad_req == "null" else NDArray(np.zeros_like(self._data))
 

@@ -924,8 +924,18 @@ matmul = primitive("matmul", np.matmul, [_matmul_vjp_x, _matmul_vjp_y],
 
 # ----- shape -------------------------------------------------------------------------------
 
-def _reshape_forward(x, shape):
+def _reshape_forward(x, shape, reverse=False):
+    # compiled code cannot tell an NDArray's x.reshape (MXNet's codes) from a numpy
+    # array's: the codes are read where numpy would fail (any 0 or a code below -1 in the
+    # shape of a non-empty array; numpy's 0 of an empty array stays numpy's)
+    if _has_mxnet_codes(shape) and (x.size or reverse):
+        shape = _mxnet_shape(x.shape, shape, reverse)
     return x.reshape(shape)
+
+
+def _has_mxnet_codes(shape) -> bool:
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    return any(d == 0 or d < -1 for d in dims)
 
 
 def _restore_shape_vjp(g, ans, x, *params, **named_params):
@@ -956,7 +966,7 @@ def _flatten_forward(x):
 
 
 reshape_raw = primitive("reshape", _reshape_forward, [_restore_shape_vjp],
-                        params=("shape",), jvps=[_linear_jvp("reshape_raw")])
+                        params=("shape", "reverse"), jvps=[_linear_jvp("reshape_raw")])
 transpose = primitive("transpose", _transpose_forward, [_transpose_vjp], params=("axes",),
                       jvps=[_linear_jvp("transpose")])
 expand_dims = primitive("expand_dims", _expand_dims_forward, [_restore_shape_vjp],
@@ -968,17 +978,63 @@ flatten = primitive("flatten", _flatten_forward, [_restore_shape_vjp],
 Flatten = flatten
 
 
-def _mxnet_shape(in_shape, shape):
-    """MXNet's reshape codes: 0 copies the input's dimension, -1 is inferred."""
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return tuple(in_shape[i] if d == 0 and i < len(in_shape) else d for i, d in enumerate(shape))
+def _mxnet_shape(in_shape, shape, reverse=False):
+    """The numpy shape (at most one -1 left) that MXNet's reshape codes mean for an input
+    of shape ``in_shape``: 0 copies the input's next dimension, -1 is inferred (and takes
+    one input dimension's place), -2 copies all the remaining ones, -3 merges the next
+    two, -4 splits the next one into the two given after it (one may be -1); ``reverse``
+    reads both shapes from the right.  A shape MXNet refuses is a ValueError naming it."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    src, codes = (tuple(in_shape)[::-1], shape[::-1]) if reverse else (tuple(in_shape), shape)
+    if reverse and -4 in shape:
+        raise ValueError(f"reshape {shape} with reverse=True: pullback does not read the "
+                         "code -4 from the right")
+    out, k, i = [], 0, 0
+    try:
+        while i < len(codes):
+            d = codes[i]
+            if d == 0:
+                out.append(src[k])
+                k += 1
+            elif d == -2:
+                out.extend(src[k:])
+                k = len(src)
+            elif d == -3:
+                out.append(src[k] * src[k + 1])
+                k += 2
+            elif d == -4:
+                d1, d2 = codes[i + 1], codes[i + 2]
+                if d1 == -1 and d2 == -1:
+                    raise ValueError("the two dimensions after -4 cannot both be -1")
+                d1 = src[k] // d2 if d1 == -1 else d1
+                d2 = src[k] // d1 if d2 == -1 else d2
+                if d1 * d2 != src[k]:
+                    raise ValueError(f"-4 splits dimension {src[k]} into {d1} x {d2}")
+                out += [d1, d2]
+                k += 1
+                i += 2
+            elif d >= -1:
+                out.append(d)
+                k += 1
+            else:
+                raise ValueError(f"unknown reshape code {d}")
+            i += 1
+    except IndexError:
+        raise ValueError(f"cannot reshape an array of shape {tuple(in_shape)} with MXNet's "
+                         f"codes {shape}: the codes read more dimensions than it has") from None
+    except ValueError as exc:
+        raise ValueError(f"cannot reshape an array of shape {tuple(in_shape)} into {shape}: "
+                         f"{exc}") from None
+    return tuple(out[::-1]) if reverse else tuple(out)
 
 
 def reshape(x, shape=None, reverse=False, out=None, **kwargs):
-    """``x`` with a new shape (MXNet codes: 0 keeps a dimension, -1 is inferred)."""
+    """``x`` with a new shape (MXNet's codes: 0 copies a dimension, -1 is inferred, -2
+    copies the rest, -3 merges two, -4 splits one; ``reverse`` reads them from the
+    right)."""
     if shape is None:
         shape = kwargs.pop("newshape")
-    return reshape_raw(x, shape=_mxnet_shape(shape_of(x), shape), out=out)
+    return reshape_raw(x, shape=_mxnet_shape(shape_of(x), shape, reverse), out=out)
 
 
 def swapaxes(x, dim1=0, dim2=1):

@@ -70,6 +70,29 @@ def _jvp_namespace():
 
 
 ops, npops, vjp = _build_namespaces()
+
+
+def _math_op(op):
+    """A primitive as a math-module function computes it: in double precision whatever
+    the argument, a number's result a Python float (``math.cos(np.float32(x))`` is one:
+    weak under NEP 50, so ``math.exp(x) - x`` is a float32 again, as in Python)."""
+    def math_op(*args):
+        result = op(*(_double(a) for a in args))
+        return float(result) if type(result) is np.float64 else result
+
+    math_op.__name__ = op.__name__
+    return math_op
+
+
+def _double(value):
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and dtype.kind == "f" and dtype.itemsize < 8:
+        return value.astype(np.float64)
+    return value
+
+
+mathops = SimpleNamespace(**{name: _math_op(getattr(ops, name))
+                             for name in vars(ops)})
 _general_dot = ops.dot
 
 

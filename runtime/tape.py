@@ -37,7 +37,8 @@ import threading
 
 import numpy as np
 
-from .errors import GraphFreedError, HeadGradientError, InPlaceError, NotRecordedError
+from .errors import (ComplexValueError, GraphFreedError, HeadGradientError, InPlaceError,
+                     NotRecordedError)
 
 
 class _State(threading.local):
@@ -283,6 +284,12 @@ def apply(prim, args, params):
             tracked = [i for i, a in enumerate(args)
                        if type(a) is NDArray and vjps[i] is not None and is_tracked(a)]
             if tracked:
+                if data.dtype.kind == "c":
+                    raise ComplexValueError(
+                        f"{prim.name} of a recorded array gives a complex result: pullback "
+                        "does not differentiate complex values (their gradients would lose "
+                        "the imaginary part). What to do: compute with the real and "
+                        "imaginary parts as two real arrays, or outside record().")
                 result._node = Node(prim, args, params, tracked,
                                     0 if owner is None else owner._version)
                 return result
