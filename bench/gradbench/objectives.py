@@ -176,23 +176,28 @@ def lstm_objective(main_params, extra_params, state, sequence):
     layers = main_params.shape[0] // 2
     b = sequence.shape[1]
     steps = sequence.shape[0]
+    in_weight, out_weight, out_bias = extra_params[0], extra_params[1], extra_params[2]
+    gates = []       # per layer: the weights and biases of its four gates (loop invariant)
     hidden = []
     cell = []
     for i in range(layers):
+        w = main_params[2 * i]
+        bias = main_params[2 * i + 1]
+        gates.append((w[0:b], bias[0:b], w[b:2 * b], bias[b:2 * b],
+                      w[2 * b:3 * b], bias[2 * b:3 * b], w[3 * b:4 * b], bias[3 * b:4 * b]))
         hidden.append(state[2 * i])
         cell.append(state[2 * i + 1])
     total = 0.0
     for t in range(steps - 1):
-        out = sequence[t] * extra_params[0]
+        out = sequence[t] * in_weight
         new_hidden = []
         new_cell = []
         for i in range(layers):
-            w = main_params[2 * i]
-            bias = main_params[2 * i + 1]
-            forget = 1 / (1 + np.exp(-(out * w[0:b] + bias[0:b])))
-            ingate = 1 / (1 + np.exp(-(hidden[i] * w[b:2 * b] + bias[b:2 * b])))
-            outgate = 1 / (1 + np.exp(-(out * w[2 * b:3 * b] + bias[2 * b:3 * b])))
-            change = np.tanh(hidden[i] * w[3 * b:4 * b] + bias[3 * b:4 * b])
+            wf, bf, wi, bi, wo, bo, wc, bc = gates[i]
+            forget = 1 / (1 + np.exp(-(out * wf + bf)))
+            ingate = 1 / (1 + np.exp(-(hidden[i] * wi + bi)))
+            outgate = 1 / (1 + np.exp(-(out * wo + bo)))
+            change = np.tanh(hidden[i] * wc + bc)
             c = cell[i] * forget + ingate * change
             h = outgate * np.tanh(c)
             new_cell.append(c)
@@ -200,7 +205,7 @@ def lstm_objective(main_params, extra_params, state, sequence):
             out = h
         hidden = new_hidden
         cell = new_cell
-        ypred = out * extra_params[1] + extra_params[2]
+        ypred = out * out_weight + out_bias
         ynorm = ypred - np.log(np.sum(np.exp(ypred)) + 2)
         total = total + np.sum(sequence[t + 1] * ynorm)
     return -total / ((steps - 1) * b)
