@@ -1,6 +1,8 @@
 """Run one real GradBench eval against pullback's tool, here, without GradBench's CLI.
 
     python bench/gradbench/drive_eval.py --gradbench DIR --eval-python PY lse -- -n 1000
+    python bench/gradbench/drive_eval.py --gradbench DIR --eval-python PY --tool manual lse
+
 
 DIR is a checkout of the GradBench repository whose C++ reference tool is built
 (``make -C tools/manual bin/<eval>``); PY is a Python with GradBench's package and its
@@ -21,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def drive(eval_cmd, eval_cwd, tool_cmd, log=print):
+def drive(eval_cmd, eval_cwd, tool_cmd, log=print, tool_cwd=ROOT):
     """Pipe messages between the eval and the tool; returns (ok, rows)."""
     evaluator = subprocess.Popen(eval_cmd, cwd=eval_cwd, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
-    tool = subprocess.Popen(tool_cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+    tool = subprocess.Popen(tool_cmd, cwd=tool_cwd, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
     pending, rows, ok = {}, [], True
     try:
         for line in evaluator.stdout:
@@ -83,13 +85,20 @@ def main():
     parser.add_argument("--gradbench", required=True, help="GradBench checkout")
     parser.add_argument("--eval-python", default=sys.executable)
     parser.add_argument("--tool-python", default=sys.executable)
+    parser.add_argument("--tool", default="pullback",
+                        help="pullback, or a C++ tool of the checkout (e.g. manual) to time the "
+                             "reference the same way")
     parser.add_argument("eval")
     parser.add_argument("eval_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     extra = args.eval_args[1:] if args.eval_args[:1] == ["--"] else args.eval_args
     script = Path(args.gradbench) / "python" / "gradbench" / "gradbench" / "evals" / args.eval
-    ok, _ = drive([args.eval_python, str(script / "run.py"), *extra], args.gradbench,
-                  [args.tool_python, str(ROOT / "bench" / "gradbench" / "run.py")])
+    if args.tool == "pullback":
+        tool_cmd, tool_cwd = [args.tool_python, str(ROOT / "bench" / "gradbench" / "run.py")], ROOT
+    else:
+        tool_cmd, tool_cwd = [args.eval_python, "-m", "gradbench.cpp", args.tool], args.gradbench
+    ok, _ = drive([args.eval_python, str(script / "run.py"), *extra], args.gradbench, tool_cmd,
+                  tool_cwd=tool_cwd)
     print("PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)
 

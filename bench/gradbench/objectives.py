@@ -30,12 +30,14 @@ def lse(x):
 
 
 def llsq(x, n):
+    """sum_i (s_i - sum_j x_j t_i^j)^2 / 2, the polynomial by Horner's rule, as the C++
+    reference evaluates it (``mul *= t``): no n x m matrix of powers, no ``pow``."""
     m = x.shape[0]
-    i = np.arange(n, dtype=np.float64)
-    t = -1 + i * 2 / (n - 1)
-    s = np.sign(t)
-    powers = t.reshape(n, 1) ** np.arange(m, dtype=np.float64)   # t_i ** j, data only
-    r = s - np.dot(powers, x)
+    t = np.linspace(-1.0, 1.0, n)       # -1 + 2 i / (n - 1): data only
+    p = 0 * t
+    for j in range(m - 1, -1, -1):
+        p = p * t + x[j]
+    r = np.sign(t) - p
     return np.sum(r * r) / 2
 
 
@@ -43,20 +45,19 @@ def llsq(x, n):
 
 
 def ode(x, s):
+    # y_{i-1} as the vector shifted by one with a leading 1 (y_{-1} := 1): a concatenate,
+    # whose gradient is a slice, where a gather by an index array y[previous] had a
+    # scatter-add (np.add.at) per stage in the adjoint
     h = 2.0 / s
-    n = x.shape[0]
-    previous = np.maximum(np.arange(n) - 1, 0)     # y_{i-1}, with y_{-1} := 1 below
-    inner = np.minimum(np.arange(n), 1).astype(np.float64)
-    outer = 1 - inner
     y = 0 * x              # not np.zeros: y is differentiated, and np.zeros has no rule
     for _ in range(s):
-        k1 = x * (y[previous] * inner + outer)
+        k1 = x * np.concatenate((np.ones(1), y[:-1]))
         y2 = y + h * k1 / 2
-        k2 = x * (y2[previous] * inner + outer)
+        k2 = x * np.concatenate((np.ones(1), y2[:-1]))
         y3 = y + h * k2 / 2
-        k3 = x * (y3[previous] * inner + outer)
+        k3 = x * np.concatenate((np.ones(1), y3[:-1]))
         y4 = y + h * k3
-        k4 = x * (y4[previous] * inner + outer)
+        k4 = x * np.concatenate((np.ones(1), y4[:-1]))
         y = y + h * (k1 + 2 * k2 + 2 * k3 + k4) / 6
     return y
 
@@ -66,29 +67,28 @@ def ode_last(x, s):
     return ode(x, s)[-1:]
 
 
-# ----- det: expansion by minors along the first row, recursively ------------------------------
+# ----- det: expansion by minors along the first row, one level of minors at a time ----------
+#
+# The same l! products as the recursive expansion (and as the C++ reference), but every
+# minor of one size at once: level k holds the l!/(l-k)! minors left after k expansions,
+# as one (count, size, size) array, each minor's own minors gathered by a table of the
+# columns kept.  The determinants then go back up level by level.  Recursing in Python,
+# one call per minor, cost ~15 us a call on the Python road (l = 7: 13,700 calls).
 
 
 def det(A):
-    if A.shape[0] == 1:
-        return A[0, 0]
-    return expand(A, 0)
-
-
-def expand(A, j):
-    """Sum over the columns j, j+1, ... of the first row of +-A[0, j] * det(minor)."""
-    n = A.shape[0]
-    if j == n:
-        return 0.0
-    keep = []
-    for c in range(n):
-        if c != j:
-            keep.append(c)
-    minor = A[1:][:, keep]
-    term = A[0, j] * det(minor)
-    if j % 2 == 1:
-        term = -term
-    return term + expand(A, j + 1)
+    ell = A.shape[0]
+    minors = [np.reshape(A, (1, ell, ell))]
+    for size in range(ell, 1, -1):
+        keep = np.array([[c for c in range(size) if c != j] for j in range(size)])
+        lower = minors[-1][:, 1:, :][:, :, keep]      # (count, size - 1, size, size - 1)
+        minors.append(np.reshape(np.transpose(lower, (0, 2, 1, 3)), (-1, size - 1, size - 1)))
+    dets = minors[-1][:, 0, 0]                         # the 1 x 1 minors
+    for size in range(2, ell + 1):
+        top = minors[ell - size][:, 0, :]              # first rows: (count, size)
+        signs = np.where(np.arange(size) % 2 == 0, 1.0, -1.0)
+        dets = np.sum(signs * top * np.reshape(dets, (-1, size)), axis=1)
+    return dets[0]
 
 
 # ----- gmm -----------------------------------------------------------------------------------
@@ -147,26 +147,21 @@ def make_gmm(d, k, n, m, gamma):
 
 def kmeans_cost(centroids, points):
     """sum_i min_j |C_j - P_i|^2, with |C - P|^2 expanded (n x k, not n x k x d)."""
-    d2 = (nd.sum(points * points, axis=1, keepdims=True)
-          + nd.sum(centroids * centroids, axis=1)
-          - 2 * nd.dot(points, centroids.T))
-    return nd.sum(nd.min(d2, axis=1))
+    d2 = (np.sum(points * points, axis=1, keepdims=True)
+          + np.sum(centroids * centroids, axis=1)
+          - 2 * np.dot(points, centroids.T))
+    return np.sum(np.min(d2, axis=1))
 
 
-def kmeans_hessian_diagonal(centroids, points):
-    """diag(H) as a Hessian-vector product with ones: exact, since H is diagonal.
+_kmeans_compiled = pb.compile(kmeans_cost)
 
-    Reverse over reverse on pullback's tape (``create_graph=True``).
-    """
-    c = nd.array(centroids)
-    p = nd.array(points)
-    c.attach_grad()
-    with ag.record():
-        cost = kmeans_cost(c, p)
-        (g,) = ag.grad([cost], [c], create_graph=True)
-        hv = nd.sum(g)
-    hv.backward()
-    return c.grad.asnumpy()
+
+def kmeans_direction(centroids, points):
+    """J / diag(H): J and diag(H) from one Hessian-vector product with ones (exact, since
+    H is diagonal), forward over reverse on the compiled code (``pb.hvp``)."""
+    jacobian, hessian_diagonal = pb.hvp(_kmeans_compiled, (centroids, points),
+                                        (np.ones_like(centroids), None))
+    return jacobian / hessian_diagonal
 
 
 # ----- lstm ----------------------------------------------------------------------------------
@@ -180,23 +175,28 @@ def lstm_objective(main_params, extra_params, state, sequence):
     layers = main_params.shape[0] // 2
     b = sequence.shape[1]
     steps = sequence.shape[0]
+    in_weight, out_weight, out_bias = extra_params[0], extra_params[1], extra_params[2]
+    gates = []       # per layer: the weights and biases of its four gates (loop invariant)
     hidden = []
     cell = []
     for i in range(layers):
+        w = main_params[2 * i]
+        bias = main_params[2 * i + 1]
+        gates.append((w[0:b], bias[0:b], w[b:2 * b], bias[b:2 * b],
+                      w[2 * b:3 * b], bias[2 * b:3 * b], w[3 * b:4 * b], bias[3 * b:4 * b]))
         hidden.append(state[2 * i])
         cell.append(state[2 * i + 1])
     total = 0.0
     for t in range(steps - 1):
-        out = sequence[t] * extra_params[0]
+        out = sequence[t] * in_weight
         new_hidden = []
         new_cell = []
         for i in range(layers):
-            w = main_params[2 * i]
-            bias = main_params[2 * i + 1]
-            forget = 1 / (1 + np.exp(-(out * w[0:b] + bias[0:b])))
-            ingate = 1 / (1 + np.exp(-(hidden[i] * w[b:2 * b] + bias[b:2 * b])))
-            outgate = 1 / (1 + np.exp(-(out * w[2 * b:3 * b] + bias[2 * b:3 * b])))
-            change = np.tanh(hidden[i] * w[3 * b:4 * b] + bias[3 * b:4 * b])
+            wf, bf, wi, bi, wo, bo, wc, bc = gates[i]
+            forget = 1 / (1 + np.exp(-(out * wf + bf)))
+            ingate = 1 / (1 + np.exp(-(hidden[i] * wi + bi)))
+            outgate = 1 / (1 + np.exp(-(out * wo + bo)))
+            change = np.tanh(hidden[i] * wc + bc)
             c = cell[i] * forget + ingate * change
             h = outgate * np.tanh(c)
             new_cell.append(c)
@@ -204,7 +204,7 @@ def lstm_objective(main_params, extra_params, state, sequence):
             out = h
         hidden = new_hidden
         cell = new_cell
-        ypred = out * extra_params[1] + extra_params[2]
+        ypred = out * out_weight + out_bias
         ynorm = ypred - np.log(np.sum(np.exp(ypred)) + 2)
         total = total + np.sum(sequence[t + 1] * ynorm)
     return -total / ((steps - 1) * b)

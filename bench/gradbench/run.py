@@ -131,13 +131,8 @@ class Gmm(Module):
 
 class Kmeans(Module):
     def __init__(self):
-        gradient = _compiled(obj.kmeans_cost)
-
-        def direction(centroids, points):
-            jacobian = gradient(centroids, points)
-            return (jacobian / obj.kmeans_hessian_diagonal(centroids, points)).tolist()
-
-        self.functions = {"cost": lambda c, p: _scalar(obj.kmeans_cost(c, p)), "dir": direction}
+        self.functions = {"cost": lambda c, p: _scalar(obj.kmeans_cost(c, p)),
+                          "dir": lambda c, p: obj.kmeans_direction(c, p).tolist()}
 
     def prepare(self, function, data):
         return _floats(data["centroids"]), _floats(data["points"])
