@@ -1,0 +1,78 @@
+"""Findings of the fourth adversary (adv4): silent wrong values and gradients and crashes in
+what landed on 2026-12-07 (native arrays, native calls, forward-over-reverse, new numpy
+ops, linalg/conv, rebinding, the compiled call under record()).  Each test asserts the
+CORRECT behaviour and is ``xfail(strict=True)`` while the finding is open (an XPASS fails
+the suite, so a fix must remove the marker).  A clear ``pb.CompileError`` refusal is
+accepted as a fix where the tests say so.  Details: /work/briefs/adv4-report.md."""
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+from pullback.compiler.errors import CompileError
+
+
+def _fd_hvp(fn, x, v, h=1e-5):
+    return (pb.grad(fn)(x + h * v) - pb.grad(fn)(x - h * v)) / (2 * h)
+
+
+# ----- 1: second order of np.trace: the tangent of its VJP ignores the diagonal mask ------
+
+def trace_squared(x):
+    return np.trace(x) ** 2
+
+
+def trace_offset_squared(x):
+    return np.trace(x, offset=1) ** 2
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 1: hvp/hessian/grad(grad) of np.trace "
+                   "spread the tangent over the whole matrix (no diagonal mask)")
+def test_trace_hvp():
+    x = np.arange(4.0).reshape(2, 2)
+    v = np.array([[1.0, 0.0], [0.0, 0.0]])
+    _, hv = pb.hvp(trace_squared, (x,), (v,))
+    np.testing.assert_allclose(hv, 2.0 * np.eye(2))          # pullback: all 4.0
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 1: grad(grad(trace(x)**2))")
+def test_trace_grad_grad():
+    x = np.arange(4.0).reshape(2, 2)
+    np.testing.assert_allclose(pb.grad(pb.grad(trace_squared))(x), 4.0 * np.eye(2))  # pb: 8s
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 1: hvp of trace(x, offset=1)**2")
+def test_trace_offset_hvp():
+    x = np.arange(4.0).reshape(2, 2)
+    v = np.ones((2, 2))
+    _, hv = pb.hvp(trace_offset_squared, (x,), (v,))
+    np.testing.assert_allclose(hv, _fd_hvp(trace_offset_squared, x, v), atol=1e-6)
+
+
+# ----- 2: np.array of a list mixing differentiated values and constants -------------------
+
+def array_of_list(x):
+    return np.sum(np.array([x[0] * x[1], x[1], 2.0]) ** 2)
+
+
+def array_with_constant(x):
+    return np.sum(np.array([x[0] * 1.0, 2.0]))
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 2: jacfwd of np.array([x0*x1, x1, 2.0]) "
+                   "crashes with numpy's broadcast ValueError (batched tangent of the list)")
+def test_array_of_list_jacfwd():
+    x = np.array([0.5, 2.0])
+    np.testing.assert_allclose(pb.jacfwd(array_of_list)(x), [4.0, 5.0])
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 2: hvp of np.array([..., 2.0]) raises "
+                   "TypeError NoneType * float / float + NoneType (a constant's None tangent)")
+@pytest.mark.parametrize("fn", [array_of_list, array_with_constant])
+def test_array_of_list_hvp(fn):
+    x = np.array([0.5, 2.0])
+    v = np.ones(2)
+    _, hv = pb.hvp(fn, (x,), (v,))
+    np.testing.assert_allclose(hv, _fd_hvp(fn, x, v), atol=1e-5)
