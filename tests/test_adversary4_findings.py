@@ -76,3 +76,35 @@ def test_array_of_list_hvp(fn):
     v = np.ones(2)
     _, hv = pb.hvp(fn, (x,), (v,))
     np.testing.assert_allclose(hv, _fd_hvp(fn, x, v), atol=1e-5)
+
+
+# ----- 3: an old pb.grad object's native gradient entry ignores a rebound callee ----------
+
+def _act3(t):
+    return t * 3.0
+
+
+def _act7(t):
+    return t * 7.0
+
+
+act_f3 = _act3
+
+
+def calls_rebindable(x):
+    return act_f3(x) + 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 3: after a callee is rebound and a fresh "
+                   "pb.grad rebuilt the variant, an older pb.grad object keeps returning the "
+                   "old callee's gradient (its fastcall gradient entry; native road only)")
+def test_old_grad_object_sees_rebound_callee(monkeypatch):
+    import sys
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "act_f3", _act3)
+    old = pb.grad(calls_rebindable)
+    assert old(1.5) == 3.0
+    monkeypatch.setattr(module, "act_f3", _act7)
+    assert pb.grad(calls_rebindable)(1.5) == 7.0
+    assert old(1.5) == 7.0                       # pullback: 3.0 (silently stale)
