@@ -108,3 +108,40 @@ def test_old_grad_object_sees_rebound_callee(monkeypatch):
     monkeypatch.setattr(module, "act_f3", _act7)
     assert pb.grad(calls_rebindable)(1.5) == 7.0
     assert old(1.5) == 7.0                       # pullback: 3.0 (silently stale)
+
+
+# ----- 4: the native gradient entry differentiates a bool the careful path refuses --------
+
+def poly_for_bool(x, y=2.0):
+    return x * x * y + x
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 4: once pb.grad's fastcall entry is "
+                   "installed (a float call took the native road), g(True) returns 5.0; the "
+                   "careful path (and a fresh pb.grad) raises TypeError for a bool")
+def test_gradient_entry_refuses_bool_like_careful_path(monkeypatch):
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+    g = pb.grad(poly_for_bool)
+    assert g(1.5) == 7.0
+    with pytest.raises(TypeError):
+        pb.grad(poly_for_bool)(True)             # the careful path: refused
+    with pytest.raises(TypeError):
+        g(True)                                  # pullback: 5.0
+
+
+# ----- 5: second order of det at a singular matrix raises LinAlgError ---------------------
+
+def det_sum(a):
+    return np.linalg.det(a)
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 5: hvp of det at a singular (rank n-1) "
+                   "matrix raises numpy's LinAlgError('Singular matrix'); grad works there "
+                   "(the adjugate) and det is a polynomial: its Hessian exists everywhere")
+def test_det_hvp_at_singular_matrix():
+    a = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    v = np.array([[0.3, -0.2, 0.1], [0.5, 0.4, -0.6], [0.2, 0.1, 0.7]])
+    np.testing.assert_allclose(pb.grad(det_sum)(a), [[-3.0, 6.0, -3.0], [6.0, -12.0, 6.0],
+                                                     [-3.0, 6.0, -3.0]], atol=1e-9)  # works
+    _, hv = pb.hvp(det_sum, (a,), (v,))
+    np.testing.assert_allclose(hv, _fd_hvp(det_sum, a, v), atol=1e-5)
