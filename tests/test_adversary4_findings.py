@@ -145,3 +145,53 @@ def test_det_hvp_at_singular_matrix():
                                                      [-3.0, 6.0, -3.0]], atol=1e-9)  # works
     _, hv = pb.hvp(det_sum, (a,), (v,))
     np.testing.assert_allclose(hv, _fd_hvp(det_sum, a, v), atol=1e-5)
+
+
+# ----- 6: pb.hvp / jvp(grad) keep a rebound callee's old code (both roads) ----------------
+
+act_f6 = _act3
+
+
+def calls_rebindable6(x):
+    return act_f6(x) + 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 6: pb.hvp (forward-over-reverse) ignores "
+                   "a rebound global function: gradient 3.0 after act = act7 (pb.grad: 7.0)")
+@pytest.mark.parametrize("road", ["native", "python"])
+def test_hvp_sees_rebound_callee(monkeypatch, road):
+    import sys
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1" if road == "native" else "0")
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "act_f6", _act3)
+    assert pb.hvp(calls_rebindable6, (1.5,), (1.0,))[0] == 3.0
+    monkeypatch.setattr(module, "act_f6", _act7)
+    assert pb.grad(calls_rebindable6)(1.5) == 7.0
+    assert pb.hvp(calls_rebindable6, (1.5,), (1.0,))[0] == 7.0      # pullback: 3.0
+    assert pb.jvp(pb.grad(calls_rebindable6), (1.5,), (1.0,))[0] == 7.0   # pullback: 3.0
+
+
+# ----- 7: a function held by a types.SimpleNamespace attribute is frozen ------------------
+
+import types  # noqa: E402
+
+cfg7 = types.SimpleNamespace(act=_act3)
+
+
+def calls_namespace_attr(x):
+    return cfg7.act(x) + 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="adv4 finding 7: cfg.act = other_fn on a "
+                   "types.SimpleNamespace is ignored by every entry point on both roads (old "
+                   "value AND gradient); the same on a plain class instance is seen")
+@pytest.mark.parametrize("road", ["native", "python"])
+def test_namespace_attribute_function_rebinding(monkeypatch, road):
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1" if road == "native" else "0")
+    monkeypatch.setattr(cfg7, "act", _act3)
+    assert pb.grad(calls_namespace_attr)(1.5) == 3.0
+    monkeypatch.setattr(cfg7, "act", _act7)
+    assert calls_namespace_attr(1.5) == 11.5
+    assert pb.grad(calls_namespace_attr)(1.5) == 7.0                # pullback: 3.0
+    out = pb.vjp(calls_namespace_attr, 1.5)[0]
+    assert float(np.asarray(getattr(out, "asnumpy", lambda: out)()).reshape(-1)[0]) == 11.5
