@@ -191,6 +191,19 @@ def _kinds(assignments, ops, params, param_kinds) -> dict:
     return kinds
 
 
+def _unpause_container_items(assignments, ops, kinds) -> bool:
+    """Inside ``ag.pause()`` an item read from a list, tuple or dict is the item itself, as
+    on the tape (no operation recorded), so it keeps its gradient: its
+    ``support.stop_gradient`` becomes a copy.  Whether anything changed."""
+    changed = False
+    for node, _, _ in assignments:
+        base = getattr(node, "pb_paused_item", None)
+        if base is not None and kinds.get(base, LEAF).container:
+            ops[id(node)] = Operation("copy", args=[node.value.args[0]])
+            changed = True
+    return changed
+
+
 def _result_names(fn) -> set:
     return _names(fn.body[-1].value) if isinstance(fn.body[-1], gast.Return) else set()
 
@@ -537,6 +550,8 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     seeds = {p: LEAF for p in active_params}
     seeds.update(param_kinds or {})
     result.kinds = _kinds(assignments, ops, result.params, seeds)
+    if _unpause_container_items(assignments, ops, result.kinds):
+        result.kinds = _kinds(assignments, ops, result.params, seeds)
     iterated_any = _dict_iterations(assignments, result)
     varied = _varied(assignments, ops, active_params, through_severs=False)
     result.active = varied & _useful(fn, assignments, ops, varied)

