@@ -27,6 +27,7 @@ import copy
 import gast
 
 from .errors import error_at
+from .inline import inline_local_functions
 
 _OP_NAMES = {
     gast.Add: "add", gast.Sub: "sub", gast.Mult: "mul", gast.Div: "div", gast.Pow: "pow",
@@ -980,6 +981,7 @@ def normalize(parsed) -> gast.FunctionDef:
     fn = copy.deepcopy(parsed.tree)
     namer = Namer(local_names(fn) | reserved_for(fn.name))
     rename_generated(fn, namer)
+    inline_local_functions(parsed, fn, namer)
     fn.body = rewrite_scopes(parsed, fn.body, namer)
     fn.body = rewrite_iterations(parsed, fn.body, namer, local_names(fn))
     lower_jumps(fn, namer)

@@ -141,3 +141,113 @@ def test_other_with_blocks_are_refused_at_their_line(fn, text, words):
     with pytest.raises(pb.CompileError, match=words) as info:
         pb.grad(fn)(0.5)
     assert f'"{__file__}", line {_line_of(fn, text)}:' in str(info.value)
+
+
+# ----- nested functions and lambdas ------------------------------------------------------
+
+def lambda_closure(a, b):
+    f = lambda t: t * a + b  # noqa: E731
+    s = f(2.0)
+    for i in range(3):
+        a = a * 0.5          # late binding: f reads a at each call
+        s = s + f(b * i)
+    return s if b > 0.0 else f(f(s))
+
+
+def nested_def(a, b):
+    def g(t, u):
+        """A helper."""
+        v = t * u + a
+        w = v * v
+        return w - b
+
+    def h(t):
+        return t * t * b
+
+    s = g(a, b) + h(a)
+    if s > 0.0:
+        s = s * g(h(b), a)
+    else:
+        s = s - h(s)
+    return s
+
+
+NESTED = [(lambda_closure, (0.7, 0.4)), (lambda_closure, (0.3, -0.8)),
+          (nested_def, (0.5, 1.5)), (nested_def, (-0.9, 0.3))]
+
+
+@pytest.mark.parametrize("fn, args", NESTED, ids=[f"{f.__name__}-{a}" for f, a in NESTED])
+def test_nested_functions_are_inlined(fn, args):
+    grads = pb.grad(fn, argnums=(0, 1))(*args)
+    tape = _tape(fn, args)
+    for k, g in enumerate(grads):
+        assert g == pytest.approx(central_gradient(fn, list(args), k), rel=1e-6, abs=1e-7)
+        assert g == pytest.approx(tape[k], rel=1e-10, abs=1e-12)
+    value, tangent = pb.jvp(fn, args, (0.0, 1.0))
+    assert np.asarray(tangent).item() == pytest.approx(grads[1], rel=1e-10, abs=1e-12)
+    assert np.asarray(value).item() == pytest.approx(fn(*args), rel=1e-12)
+
+
+def lambda_returned(a):
+    f = lambda t: t * a  # noqa: E731
+    return f
+
+
+def lambda_as_key(a, b):
+    return sorted([a, b], key=lambda t: -t)[0]
+
+
+def def_passed_to_map(a):
+    def sq(t):
+        return t * t
+    return sum(map(sq, [a, a]))
+
+
+def recursive_def(a):
+    def r(t):
+        return r(t * 0.5)
+    return r(a)
+
+
+def def_with_a_loop(a):
+    def loops(t):
+        for _ in range(2):
+            t = t * 2.0
+        return t
+    return loops(a)
+
+
+def called_by_keyword(a):
+    f = lambda t: t * 2.0  # noqa: E731
+    return f(t=a)
+
+
+def rebound_def(a):
+    f = lambda t: t * 2.0  # noqa: E731
+    f = 3.0
+    return a * f
+
+
+def hoisted_in_while_test(a):
+    def g(t):
+        u = t * 2.0
+        return u
+    s = a
+    while g(s) < 10.0:
+        s = s * 1.5
+    return s
+
+
+@pytest.mark.parametrize("fn, text, words", [
+    (lambda_returned, "return f", "used other than by calling it"),
+    (lambda_as_key, "key=lambda", "lambda that is not bound to a name"),
+    (def_passed_to_map, "map(sq", "used other than by calling it"),
+    (recursive_def, "def r(t)", "recursive"),
+    (def_with_a_loop, "for _ in", "assignments to plain names and one return"),
+    (called_by_keyword, "f(t=a)", "other arguments than its 1 positional"),
+    (rebound_def, "f = 3.0", "bound again"),
+    (hoisted_in_while_test, "while g(s)", "cannot be placed before the statement")])
+def test_nested_functions_refused_at_their_line(fn, text, words):
+    with pytest.raises(pb.CompileError, match=words) as info:
+        pb.grad(fn)(0.5) if fn is not lambda_as_key else pb.grad(fn)(0.5, 1.0)
+    assert f'"{__file__}", line {_line_of(fn, text)}:' in str(info.value)
