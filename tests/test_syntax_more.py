@@ -251,3 +251,22 @@ def test_nested_functions_refused_at_their_line(fn, text, words):
     with pytest.raises(pb.CompileError, match=words) as info:
         pb.grad(fn)(0.5) if fn is not lambda_as_key else pb.grad(fn)(0.5, 1.0)
     assert f'"{__file__}", line {_line_of(fn, text)}:' in str(info.value)
+
+
+W = np.array([0.5, -1.5, 2.0])   # read by a lambda: an implicit input
+a = np.array([100.0, 100.0, 100.0])   # a global of the name of a closed-over local
+
+
+def lambda_reads_a_global_and_a_local(a, x):
+    f = lambda t: np.sum(t * W * a)  # noqa: E731  (a: the parameter, not the global)
+    return f(x) + f(x * x)
+
+
+def test_nested_functions_read_globals_and_locals_as_python_does():
+    x, b = np.array([0.3, 0.2, -0.4]), np.array([1.0, 2.0, 0.5])
+    ga, gx = pb.grad(lambda_reads_a_global_and_a_local, argnums=(0, 1))(b, x)
+    for k, g in enumerate((ga, gx)):
+        np.testing.assert_allclose(
+            g, central_gradient(lambda_reads_a_global_and_a_local, [b, x], k), rtol=1e-6)
+    assert pb.compile(lambda_reads_a_global_and_a_local)(b, x) == pytest.approx(
+        lambda_reads_a_global_and_a_local(b, x), rel=1e-12)
