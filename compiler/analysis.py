@@ -24,6 +24,7 @@ import gast
 from .calls import Operation, describe
 from .errors import error_at
 from .normalize import local_names
+from .parse import parameter_names
 from .pytree import ANY, LEAF, Kind, container, join
 
 _DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join",
@@ -332,7 +333,7 @@ def _returns_argument(callee) -> bool:
     caller's value); True when its source cannot be read."""
     callee = getattr(callee, "pullback_function", callee)   # a CompiledFunction's own
     code = callee.__code__
-    params = set(code.co_varnames[:code.co_argcount])
+    params = set(parameter_names(callee))
     try:
         tree = gast.parse(textwrap.dedent(inspect.getsource(callee)))
     except (OSError, TypeError, SyntaxError):

@@ -46,6 +46,7 @@ from pullback.runtime import primitives as P
 
 from . import implicit
 from .errors import error_at
+from .parse import signature_function
 
 BINARY = {gast.Add: "add", gast.Sub: "subtract", gast.Mult: "multiply", gast.Div: "divide",
           gast.Pow: "power", gast.MatMult: "matmul", gast.Mod: "mod"}
@@ -523,6 +524,12 @@ def _starred_join(parsed, call, label, stack) -> Operation:
 def _positional(parsed, call, callee) -> list:
     """The call's arguments as one atom per parameter of ``callee`` (keywords placed,
     defaults filled in as constants)."""
+    if signature_function(callee).__code__.co_flags & (inspect.CO_VARARGS
+                                                       | inspect.CO_VARKEYWORDS):
+        raise error_at(parsed, call, f"{callee.__name__}() takes *args or **kwargs: compiled "
+                       "code calls only functions with named parameters",
+                       "give it named parameters (keyword-only ones are fine), or pass a "
+                       "tuple")
     try:
         bound = inspect.signature(callee).bind(*call.args, **{k.arg: k.value
                                                                for k in call.keywords})

@@ -166,9 +166,9 @@ def check(parsed) -> None:
     """Raise CompileError at the first unsupported construct of the function."""
     fn = parsed.tree
     args = fn.args
-    if args.vararg or args.kwarg or args.kwonlyargs:
-        raise error_at(parsed, fn, "*args, **kwargs and keyword-only parameters are not "
-                       "supported", "use plain positional parameters")
+    if args.kwarg:   # (parse made *args and keyword-only parameters positional)
+        raise error_at(parsed, fn, "**kwargs parameters are not supported",
+                       "name each keyword parameter (keyword-only parameters are supported)")
     body = gast.Module(body=fn.body, type_ignores=[])
     joined = {id(node.args[0]) for node in gast.walk(body) if _is_starred_join(parsed, node)}
     folded = _folded_generators(parsed, fn)

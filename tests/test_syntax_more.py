@@ -270,3 +270,144 @@ def test_nested_functions_read_globals_and_locals_as_python_does():
             g, central_gradient(lambda_reads_a_global_and_a_local, [b, x], k), rtol=1e-6)
     assert pb.compile(lambda_reads_a_global_and_a_local)(b, x) == pytest.approx(
         lambda_reads_a_global_and_a_local(b, x), rel=1e-12)
+
+
+# ----- keyword-only parameters and *args -------------------------------------------------
+
+def keyword_only(a, b, *, scale=2.0, shift):
+    s = a * b * scale
+    for _ in range(2):
+        if s > shift:
+            s = s - shift * a
+        else:
+            s = s * scale + b
+    return s
+
+
+def star_args(a, *rest, power=2):
+    s = a
+    for r in rest:
+        s = s + r ** power * a
+    return s
+
+
+def calls_keyword_only(a, b):
+    return keyword_only(a, b, shift=0.25) + keyword_only(b, a, scale=0.5, shift=-1.0)
+
+
+def test_keyword_only_parameters_are_parameters_after_the_positional_ones():
+    for shift in (0.1, 5.0):
+        def plain(a, b):
+            return keyword_only(a, b, scale=1.5, shift=shift)
+        args = (0.7, -0.4)
+        grads = pb.grad(keyword_only, argnums=(0, 1))(*args, scale=1.5, shift=shift)
+        tape = _tape(plain, args)
+        for k, g in enumerate(grads):
+            assert g == pytest.approx(central_gradient(plain, list(args), k), rel=1e-6,
+                                      abs=1e-7)
+            assert g == pytest.approx(tape[k], rel=1e-10, abs=1e-12)
+        value, tangent = pb.jvp(plain, args, (1.0, 0.0))
+        assert np.asarray(tangent).item() == pytest.approx(grads[0], rel=1e-10)
+    assert pb.compile(keyword_only)(0.7, -0.4, shift=0.1) == pytest.approx(
+        keyword_only(0.7, -0.4, shift=0.1), rel=1e-12)
+    grads = pb.grad(calls_keyword_only, argnums=(0, 1))(0.3, 0.8)
+    for k, g in enumerate(grads):
+        assert g == pytest.approx(central_gradient(calls_keyword_only, [0.3, 0.8], k),
+                                  rel=1e-6)
+    with pytest.raises(ValueError, match="keyword-only parameter"):
+        pb.grad(keyword_only, argnums=2)(0.7, -0.4, scale=1.5, shift=0.1)
+
+
+def test_star_args_is_one_tuple_parameter():
+    a, rest = 0.6, (0.5, -1.5, 2.0)
+    g = pb.grad(star_args)(a, *rest, power=3)
+    assert g == pytest.approx(central_gradient(lambda v: star_args(v, *rest, power=3), [a]),
+                              rel=1e-6)
+    with pytest.raises(ValueError, match="item of \\*args"):
+        pb.grad(star_args, argnums=1)(a, *rest)
+    f = pb.compile(star_args)   # under record(): the items of *args are inputs of the node
+    xs = [nd.array(np.array([v])) for v in (a, *rest)]
+    for x in xs:
+        x.attach_grad()
+    with ag.record():
+        out = f(*xs)
+    out.backward()
+    expected = _tape(star_args, (a, *rest))
+    assert [x.grad.asscalar() for x in xs] == pytest.approx(expected, rel=1e-10)
+    assert expected[1] == pytest.approx(2.0 * a * rest[0], rel=1e-10)
+
+
+def takes_kwargs(a, **options):
+    return a * 2.0
+
+
+def calls_star_args(a):
+    return star_args(a, a)
+
+
+@pytest.mark.parametrize("fn, text, words", [
+    (takes_kwargs, "def takes_kwargs", "\\*\\*kwargs parameters are not supported"),
+    (calls_star_args, "star_args(a, a)", "takes \\*args or \\*\\*kwargs")])
+def test_kwargs_parameters_are_refused_at_their_line(fn, text, words):
+    with pytest.raises(pb.CompileError, match=words) as info:
+        pb.grad(fn)(0.5)
+    assert f'"{__file__}", line {_line_of(fn, text)}:' in str(info.value)
+
+
+# ----- functools.wraps wrappers taking *args, **kwargs -----------------------------------
+
+import functools  # noqa: E402
+
+
+def scaled(factor):
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return factor * fn(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+@scaled(3.0)
+def wrapped(a, b, *, shift=0.5):
+    return a * b + shift * a * a
+
+
+def calls_wrapped(a, b):
+    return wrapped(a, b, shift=2.0) + wrapped(b, a)
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        print(args)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+@logged
+def wrapped_and_logged(a):
+    return a * a
+
+
+def test_functools_wraps_wrapper_forwarding_star_args_compiles():
+    args = (0.7, -0.4)
+    grads = pb.grad(wrapped, argnums=(0, 1))(*args)
+    tape = _tape(wrapped, args)
+    for k, g in enumerate(grads):
+        assert g == pytest.approx(central_gradient(wrapped, list(args), k), rel=1e-6)
+        assert g == pytest.approx(tape[k], rel=1e-10, abs=1e-12)
+    assert grads[0] == pytest.approx(3.0 * (args[1] + 2 * 0.5 * args[0]), rel=1e-12)
+    assert pb.grad(wrapped)(0.7, -0.4, shift=1.0) == pytest.approx(3.0 * (-0.4 + 1.4))
+    grads = pb.grad(calls_wrapped, argnums=(0, 1))(*args)
+    tape = _tape(calls_wrapped, args)
+    for k, g in enumerate(grads):
+        assert g == pytest.approx(central_gradient(calls_wrapped, list(args), k), rel=1e-6)
+        assert g == pytest.approx(tape[k], rel=1e-10, abs=1e-12)
+    assert pb.compile(wrapped)(0.7, -0.4) == pytest.approx(wrapped(0.7, -0.4), rel=1e-12)
+
+
+def test_a_wrapper_using_args_otherwise_is_refused_at_its_line():
+    with pytest.raises(pb.CompileError, match="uses args other than by passing it on") as info:
+        pb.grad(wrapped_and_logged)(0.5)
+    assert f'"{__file__}", line {_line_of(logged, "print(args)")}:' in str(info.value)
