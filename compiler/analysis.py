@@ -25,6 +25,7 @@ import numpy as np
 from .calls import Operation, _resolve, describe
 from .errors import error_at
 from .normalize import local_names
+from .parse import parameter_names
 from .pytree import ANY, LEAF, Kind, container, join
 
 _DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join",
@@ -192,6 +193,19 @@ def _kinds(assignments, ops, params, param_kinds) -> dict:
                 kinds[target] = new
                 changed = True
     return kinds
+
+
+def _unpause_container_items(assignments, ops, kinds) -> bool:
+    """Inside ``ag.pause()`` an item read from a list, tuple or dict is the item itself, as
+    on the tape (no operation recorded), so it keeps its gradient: its
+    ``support.stop_gradient`` becomes a copy.  Whether anything changed."""
+    changed = False
+    for node, _, _ in assignments:
+        base = getattr(node, "pb_paused_item", None)
+        if base is not None and kinds.get(base, LEAF).container:
+            ops[id(node)] = Operation("copy", args=[node.value.args[0]])
+            changed = True
+    return changed
 
 
 def _result_names(fn) -> set:
@@ -377,7 +391,7 @@ def _returns_argument(callee) -> bool:
     caller's value); True when its source cannot be read."""
     callee = getattr(callee, "pullback_function", callee)   # a CompiledFunction's own
     code = callee.__code__
-    params = set(code.co_varnames[:code.co_argcount])
+    params = set(parameter_names(callee))
     try:
         tree = gast.parse(textwrap.dedent(inspect.getsource(callee)))
     except (OSError, TypeError, SyntaxError):
@@ -722,6 +736,8 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     seeds = {p: LEAF for p in active_params}
     seeds.update(param_kinds or {})
     result.kinds = _kinds(assignments, ops, result.params, seeds)
+    if _unpause_container_items(assignments, ops, result.kinds):
+        result.kinds = _kinds(assignments, ops, result.params, seeds)
     iterated_any = _dict_iterations(assignments, result)
     varied = _varied(assignments, ops, active_params, through_severs=False)
     result.active = varied & _useful(fn, assignments, ops, varied)

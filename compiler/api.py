@@ -31,7 +31,7 @@ from . import native_road, nested
 from .bindings import Bindings
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
-from .parse import parse_function
+from .parse import parameter_count, parameter_names, parse_function, signature_function
 from .pipeline import TangentVariant, Variant
 from .pytree import Kind, leaves_of, map_leaves, structure
 
@@ -92,8 +92,7 @@ class CompiledFunction:
         object argument, or a container read from a global (``implicit.hidden_tracked``)."""
         if self._containers is None:
             self._containers = outside_containers(self.fn)
-        code = self.fn.__code__
-        where = hidden_tracked(self.fn, code.co_varnames[:code.co_argcount], args,
+        where = hidden_tracked(self.fn, parameter_names(self.fn), args,
                                self._containers)
         if where is not None:
             raise CompileError(
@@ -146,7 +145,7 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         self.check_bindings()   # a name it reads rebound: its variants are dropped
         fn = self.fn
-        if kwargs or len(args) != fn.__code__.co_argcount:
+        if kwargs or len(args) != fn.__code__.co_argcount or _takes_more(fn):
             args = complete_arguments(fn, args, kwargs)
         if self.implicit:
             args = args + tuple([found.read() for found in self._implicit])
@@ -170,7 +169,7 @@ class CompiledFunction:
     def _call_slowly(self, args, recording):
         """A call whose variant is not built yet, or with containers or objects among the
         arguments (their structure is in the mask; hidden arrays are refused)."""
-        user_args = args[:self.fn.__code__.co_argcount]
+        user_args = args[:parameter_count(self.fn)]
         mask = tuple(recording and _tracked_mask(a) for a in args)
         try:
             if recording:   # a pytree argument's arrays are inputs of the node (below)
@@ -325,11 +324,31 @@ def _at(gradient, path):
 def complete_arguments(fn, args, kwargs):
     """``args`` with keyword arguments placed and defaults filled in (compiled code takes
     every parameter positionally)."""
-    if not kwargs and len(args) == fn.__code__.co_argcount:
+    if not kwargs and len(args) == fn.__code__.co_argcount and not _takes_more(fn):
         return args
     bound = inspect.signature(fn).bind(*args, **kwargs)
     bound.apply_defaults()
-    return bound.args
+    if not _takes_more(fn):
+        return bound.args
+    return tuple(bound.arguments[name] for name in parameter_names(fn))
+
+
+def _takes_more(fn) -> bool:
+    """Whether ``fn`` has ``*args`` or keyword-only parameters (parse.parameter_names)."""
+    code = signature_function(fn).__code__
+    return bool(code.co_kwonlyargcount or code.co_flags & inspect.CO_VARARGS)
+
+
+def _call_with(fn, args):
+    """``fn`` called with ``args`` as compiled code takes them (parse.parameter_names)."""
+    if not _takes_more(fn):
+        return fn(*args)
+    code = signature_function(fn).__code__
+    count, keyword_only = code.co_argcount, code.co_kwonlyargcount
+    varargs = tuple(args[count]) if code.co_flags & inspect.CO_VARARGS else ()
+    names = parameter_names(fn)[len(args) - keyword_only:]
+    return fn(*args[:count], *varargs, **dict(zip(names, args[len(args) - keyword_only:],
+                                                   strict=True)))
 
 
 def _fresh_output(value, raw_args):
@@ -399,7 +418,8 @@ class _CompiledCall:
     def _eager_gradients(self, out_index, g):
         tracked = list({id(a): a for a in self.inputs
                         if isinstance(a, NDArray) and tape.is_tracked(a)}.values())
-        out = self.function.fn(*self.args[:self.function.fn.__code__.co_argcount])
+        fn = self.function.fn
+        out = _call_with(fn, self.args[:parameter_count(fn)])
         out = out if len(self.out_shapes) == 1 else out[out_index]
         grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
         by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
@@ -534,6 +554,13 @@ def _differentiated(fn, argnums, nums, args) -> Variant:
         if not 0 <= n < n_args:
             raise ValueError(f"argnums {argnums} out of range for {n_args} arguments")
     compiled = as_compiled(fn)
+    code = signature_function(compiled.fn).__code__
+    if _takes_more(compiled.fn) and any(n >= code.co_argcount for n in nums):
+        raise ValueError(
+            f"argnums {argnums}: {compiled.fn.__qualname__}() has {code.co_argcount} "
+            "positional parameters before its *args and keyword-only ones; as in JAX, argnums "
+            "index those only (a keyword-only parameter or an item of *args is not "
+            "differentiated): make the parameter positional to differentiate it")
     # implicit inputs (globals, ...) are data here: only the arguments are differentiated
     n_all = n_args + len(compiled.implicit)
     variant = compiled.variant(tuple(
@@ -845,8 +872,7 @@ def explain(fn, *args, argnums=None) -> str:
     elif not compiled.native:
         lines.append("compiled with native=False: Python road")
     for mask, variant in compiled._variants.items():
-        code = compiled.fn.__code__   # the arguments, then the implicit inputs (globals)
-        params = (code.co_varnames[:code.co_argcount]
+        params = (parameter_names(compiled.fn)   # the arguments, then the implicit inputs
                   + tuple(found.spelled() for found in compiled.implicit))
         wrt = ", ".join(p for p, m in zip(params, mask, strict=True) if m) or "nothing"
         for line in native_road.explain(variant) or ["not called through grad/vjp yet"]:
@@ -865,7 +891,7 @@ def adjoint_source(fn, argnums=None) -> str:
 
 def _built_variant(fn, argnums):
     compiled = as_compiled(fn)
-    n = compiled.fn.__code__.co_argcount + len(compiled.implicit)
+    n = parameter_count(compiled.fn) + len(compiled.implicit)
     if argnums is not None:
         nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
         variant = compiled.variant(tuple(i in nums for i in range(n)))

@@ -66,7 +66,7 @@ from pullback.runtime import fused, safefile
 
 from . import codegen
 from .bindings import followed
-from .parse import ParsedFunction
+from .parse import ParsedFunction, parameter_count
 
 FORMAT = 2   # 2: callee masks as mask codes (container structures stored)
 MAGIC = b"PBC1"
@@ -598,7 +598,7 @@ def plan(compiled) -> list:
     every parameter differentiated, for float32 and float64; with
     ``signatures``, the plain forward and each signature's mask and dtypes.
     """
-    count = compiled.fn.__code__.co_argcount
+    count = parameter_count(compiled.fn)
     # implicit inputs (globals, ...) follow the arguments and are data, as in pb.grad
     data = (False,) * len(compiled.implicit)
     signatures = getattr(compiled, "signatures", None)
@@ -712,7 +712,7 @@ def check_signatures(fn, signatures) -> tuple | None:
     """``signatures`` validated against ``fn``'s parameters (see ``compile``)."""
     if signatures is None:
         return None
-    count = fn.__code__.co_argcount
+    count = parameter_count(fn)
     checked = []
     for signature in signatures:
         signature = tuple(signature)

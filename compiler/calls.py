@@ -48,6 +48,7 @@ from pullback.runtime import rng
 
 from . import implicit
 from .errors import error_at
+from .parse import signature_function
 
 BINARY = {gast.Add: "add", gast.Sub: "subtract", gast.Mult: "multiply", gast.Div: "divide",
           gast.Pow: "power", gast.MatMult: "matmul", gast.Mod: "mod"}
@@ -242,6 +243,11 @@ def _reshape(parsed, call, operand, dims, label, numpy) -> Operation:
     return Operation("prim", P.REGISTRY["reshape"], [operand], params, label=label)
 
 
+# the support calls of a with block (normalize.rewrite_scopes): no gradient flows through
+_SCOPE_SUPPORT = {"scope_enter": "with", "scope_exit": "with",
+                  "stop_gradient": "a value computed inside ag.pause()"}
+
+
 def describe(parsed, value, locals_=frozenset()) -> Operation:
     """The operation a normalized right-hand side performs (``locals_``: local names)."""
     if isinstance(value, gast.Name):
@@ -296,6 +302,9 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "assertion_failed"):
         return Operation("inert", cut=[call], label="assert")   # raises: no gradient
+    if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+            and func.value.id == "support" and func.attr in _SCOPE_SUPPORT):
+        return Operation("inert", cut=list(call.args), label=_SCOPE_SUPPORT[func.attr])
     if (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
             and func.value.id == "support" and func.attr == "extend"):
         return Operation("extend", args=list(call.args), label=".extend()")
@@ -562,6 +571,12 @@ def _starred_join(parsed, call, label, stack) -> Operation:
 def _positional(parsed, call, callee) -> list:
     """The call's arguments as one atom per parameter of ``callee`` (keywords placed,
     defaults filled in as constants)."""
+    if signature_function(callee).__code__.co_flags & (inspect.CO_VARARGS
+                                                       | inspect.CO_VARKEYWORDS):
+        raise error_at(parsed, call, f"{callee.__name__}() takes *args or **kwargs: compiled "
+                       "code calls only functions with named parameters",
+                       "give it named parameters (keyword-only ones are fine), or pass a "
+                       "tuple")
     try:
         bound = inspect.signature(callee).bind(*call.args, **{k.arg: k.value
                                                                for k in call.keywords})

@@ -38,6 +38,10 @@ def load(source: str, stem: str, names: dict) -> dict:
                  "vjp": support.vjp, "jvp": support.jvp}
     namespace.update(names)
     exec(compile(source, filename, "exec"), namespace)
+    if "support.scope_enter(" in source:   # with blocks: closed when the code raises
+        for key, value in list(namespace.items()):
+            if callable(value) and getattr(value, "__module__", None) == namespace["__name__"]:
+                namespace[key] = support.closes_scopes(value)
     return namespace
 
 

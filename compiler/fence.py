@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 
 import gast
+import numpy as np
 
 from pullback.runtime import primitives as P
 
@@ -22,7 +23,6 @@ STARRED_JOINS = (P.concat, P.stack)
 
 _REJECTED = {
     gast.Try: ("try/except", "move the error handling outside the differentiated function"),
-    gast.With: ("with blocks", "move the with block outside the differentiated function"),
     gast.AsyncWith: ("async with", "differentiate a synchronous function"),
     gast.AsyncFor: ("async for", "differentiate a synchronous function"),
     gast.AsyncFunctionDef: ("async functions", "differentiate a synchronous function"),
@@ -35,17 +35,67 @@ _REJECTED = {
                     "return the value instead of writing an enclosing variable"),
     gast.Delete: ("del", "let the variable go out of scope, or rebind it"),
     gast.ClassDef: ("class definitions", "define the class outside the function"),
-    gast.FunctionDef: ("nested function definitions", "define the helper at module level"),
     gast.Raise: ("raise", "check inputs before calling the differentiated function"),
     gast.Import: ("import statements", "import at module level"),
     gast.ImportFrom: ("import statements", "import at module level"),
     gast.SetComp: ("set comprehensions", "write a for loop"),
     gast.GeneratorExp: ("generator expressions", "write a for loop"),
-    gast.Lambda: ("lambdas inside the function", "define the helper at module level"),
     gast.Starred: ("*args unpacking", "pass the arguments one by one"),
     gast.NamedExpr: ("the walrus operator :=", "assign in a separate statement"),
     gast.Match: ("match statements", "write if/elif/else"),
 }
+
+
+def scope_kind(parsed, item) -> str | None:
+    """``"pause"`` for ``with ag.pause(...)``, ``"state"`` for the other context managers
+    compiled code supports (they only change state: ``np.errstate``, ``ag.train_mode``,
+    ``ag.predict_mode``), else None."""
+    from pullback.runtime import autograd
+
+    expr = item.context_expr
+    if item.optional_vars is not None or not isinstance(expr, gast.Call):
+        return None
+    target = _resolve(parsed, expr.func)
+    if target is None:
+        return None
+    if target is autograd.pause:
+        return "pause"
+    if any(target is t for t in (np.errstate, autograd.train_mode, autograd.predict_mode)):
+        return "state"
+    return None
+
+
+_SUPPORTED_SCOPES = ("np.errstate(...), ag.pause(), ag.train_mode() and ag.predict_mode() "
+                     "(without 'as')")
+
+
+def _check_with(parsed, node) -> None:
+    for item in node.items:
+        if scope_kind(parsed, item) is None:
+            raise error_at(parsed, node, "this with block cannot be "
+                           "differentiated by pullback: the supported context managers are "
+                           f"{_SUPPORTED_SCOPES}",
+                           "What to do: move the with block outside the differentiated "
+                           "function, or use @pb.compile(fallback='tape').")
+    for stmt in node.body:
+        for inner in _walk_outside_loops(stmt):
+            if isinstance(inner, (gast.Return, gast.Break, gast.Continue)):
+                raise error_at(parsed, inner, f"{type(inner).__name__.lower()} out of a with "
+                               "block is not supported",
+                               "set a variable and leave the block at its end")
+
+
+def _walk_outside_loops(stmt):
+    """The statement and those nested in it, not descending into loops' bodies (a break
+    there stays inside) except for return, which any depth reaches."""
+    yield stmt
+    if isinstance(stmt, (gast.FunctionDef, gast.Lambda)):
+        return
+    for child in gast.iter_child_nodes(stmt):
+        if isinstance(stmt, (gast.For, gast.While)) and child in stmt.body:
+            yield from (n for n in gast.walk(child) if isinstance(n, gast.Return))
+            continue
+        yield from _walk_outside_loops(child)
 
 
 def _check_target(parsed, target) -> None:
@@ -116,9 +166,9 @@ def check(parsed) -> None:
     """Raise CompileError at the first unsupported construct of the function."""
     fn = parsed.tree
     args = fn.args
-    if args.vararg or args.kwarg or args.kwonlyargs:
-        raise error_at(parsed, fn, "*args, **kwargs and keyword-only parameters are not "
-                       "supported", "use plain positional parameters")
+    if args.kwarg:   # (parse made *args and keyword-only parameters positional)
+        raise error_at(parsed, fn, "**kwargs parameters are not supported",
+                       "name each keyword parameter (keyword-only parameters are supported)")
     body = gast.Module(body=fn.body, type_ignores=[])
     joined = {id(node.args[0]) for node in gast.walk(body) if _is_starred_join(parsed, node)}
     folded = _folded_generators(parsed, fn)
@@ -128,6 +178,8 @@ def check(parsed) -> None:
             what, hint = rejected
             raise error_at(parsed, node, f"{what} cannot be differentiated by pullback",
                            f"What to do: {hint}, or use @pb.compile(fallback='tape').")
+        if isinstance(node, gast.With):
+            _check_with(parsed, node)
         if isinstance(node, (gast.Assign, gast.AugAssign)):
             for target in (node.targets if isinstance(node, gast.Assign) else [node.target]):
                 _check_target(parsed, target)

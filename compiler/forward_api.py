@@ -23,6 +23,7 @@ from .api import (
     _convert_value, _differentiated, _external_gradient, _in_dtype_of, _internal_arguments,
     _is_position, _ones, _positions, as_compiled, complete_arguments,
 )
+from .parse import parameter_count
 from .pytree import structure
 from .second import second_order_for
 
@@ -98,7 +99,7 @@ def tangent_source(fn, argnums=None) -> str:
     """The generated forward-mode Python of ``fn`` (``argnums``: the parameters with
     tangents, by default all)."""
     compiled = as_compiled(fn)
-    n = compiled.fn.__code__.co_argcount
+    n = parameter_count(compiled.fn)
     nums = range(n) if argnums is None else _positions(argnums)
     return _tangent_variant(fn, tuple(i in nums for i in range(n))).source
 

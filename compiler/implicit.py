@@ -97,8 +97,9 @@ def _descends(value) -> bool:
 def _names_read(code) -> tuple:
     names = list(code.co_names) + list(code.co_freevars)
     for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names.extend(_names_read(const))
+        if isinstance(const, types.CodeType):   # a nested function's free variables that
+            names.extend(n for n in _names_read(const)   # are this code's locals are not
+                         if n not in code.co_cellvars)   # free here
     return tuple(dict.fromkeys(names))
 
 

@@ -27,6 +27,7 @@ import copy
 import gast
 
 from .errors import error_at
+from .inline import inline_local_functions
 
 _OP_NAMES = {
     gast.Add: "add", gast.Sub: "sub", gast.Mult: "mul", gast.Div: "div", gast.Pow: "pow",
@@ -371,6 +372,52 @@ def rewrite_iterations(parsed, stmts, namer, locals_):
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# with blocks of context managers that only change state (fence.scope_kind)
+
+
+def _support_call(attr, *args):
+    return gast.Call(func=gast.Attribute(value=name("support"), attr=attr, ctx=gast.Load()),
+                     args=list(args), keywords=[])
+
+
+def _mark_paused(stmts) -> None:
+    for s in stmts:
+        s.pb_paused = True
+        for field_name in ("body", "orelse"):
+            _mark_paused(getattr(s, field_name, None) or [])
+
+
+def rewrite_scopes(parsed, stmts, namer) -> list:
+    """``with m: body`` -> ``scopeK = m``, ``support.scope_enter(scopeK)``, ``body``,
+    ``support.scope_exit(scopeK)`` (fence refused jumps out of the body).  The body of
+    ``ag.pause()`` is marked: what its operations compute carries no gradient, as on the
+    tape, where they are not recorded (``_Flattener.pause``)."""
+    from .fence import scope_kind
+
+    out = []
+    for s in stmts:
+        for field_name in ("body", "orelse"):
+            inner = getattr(s, field_name, None)
+            if inner and not isinstance(s, gast.FunctionDef):
+                setattr(s, field_name, rewrite_scopes(parsed, inner, namer))
+        if not isinstance(s, gast.With):
+            out.append(s)
+            continue
+        scopes = [namer.fresh("scope") for _ in s.items]
+        for scope, item in zip(scopes, s.items, strict=True):
+            out.append(assign(scope, item.context_expr, s))
+            out.append(gast.copy_location(gast.Expr(
+                value=_support_call("scope_enter", name(scope))), s))
+        if any(scope_kind(parsed, item) == "pause" for item in s.items):
+            _mark_paused(s.body)
+        out.extend(s.body)
+        for scope in reversed(scopes):
+            out.append(gast.copy_location(gast.Expr(
+                value=_support_call("scope_exit", name(scope))), s))
+    return out
+
+
 class _Renamer(gast.NodeTransformer):
     def __init__(self, names):
         self.names = names
@@ -405,7 +452,29 @@ class _Flattener:
             handler = self.handlers.get(type(s))
             if handler is None:
                 raise self.error(s, f"{type(s).__name__} statements are not supported")
-            out.extend(handler(s))
+            done = handler(s)
+            out.extend(self.pause(done) if getattr(s, "pb_paused", False) else done)
+        return out
+
+    def pause(self, stmts):
+        """Inside ``ag.pause()``: the result of each operation becomes a constant
+        (``support.stop_gradient``), as the tape records none of them; a plain copy, a
+        container built or grown and the statements nested in loops and branches (marked
+        themselves) are left as they are.  An item read is a constant unless analysis
+        finds that it reads a container (``pb_paused_item``)."""
+        out = []
+        for s in stmts:
+            value = getattr(s, "value", None)
+            if not isinstance(s, gast.Assign) or not _computes(value):
+                out.append(s)
+                continue
+            target = s.targets[0].id
+            temp = self.namer.fresh(f"paused_{target}_")
+            out.append(assign(temp, value, s))
+            stop = assign(target, _support_call("stop_gradient", name(temp)), s)
+            if isinstance(value, gast.Subscript) and isinstance(value.value, gast.Name):
+                stop.pb_paused_item = value.value.id
+            out.append(stop)
         return out
 
     # ----- statements ------------------------------------------------------------------
@@ -880,6 +949,18 @@ class _Flattener:
         return gast.copy_location(gast.Call(func=new_func, args=args, keywords=keywords), e)
 
 
+_CONTAINER_BUILDERS = {"append", "extend", "setitem", "without", "assertion_failed"}
+
+
+def _computes(value) -> bool:
+    """Whether a normalized right-hand side is an operation the tape would record."""
+    if isinstance(value, gast.Call):
+        func = value.func
+        return not (isinstance(func, gast.Attribute) and isinstance(func.value, gast.Name)
+                    and func.value.id == "support" and func.attr in _CONTAINER_BUILDERS)
+    return isinstance(value, (gast.BinOp, gast.UnaryOp, gast.Subscript, gast.Attribute))
+
+
 def _base_name(e) -> str:
     if isinstance(e, gast.Call):
         func = e.func
@@ -900,6 +981,8 @@ def normalize(parsed) -> gast.FunctionDef:
     fn = copy.deepcopy(parsed.tree)
     namer = Namer(local_names(fn) | reserved_for(fn.name))
     rename_generated(fn, namer)
+    inline_local_functions(parsed, fn, namer)
+    fn.body = rewrite_scopes(parsed, fn.body, namer)
     fn.body = rewrite_iterations(parsed, fn.body, namer, local_names(fn))
     lower_jumps(fn, namer)
     flattener = _Flattener(parsed, namer, local_names(fn))

@@ -50,6 +50,100 @@ class ParsedFunction:
         raise KeyError(name)
 
 
+_STARS = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+
+
+def signature_function(fn):
+    """The function whose parameters ``fn`` takes: ``fn`` itself, or for a
+    ``functools.wraps`` wrapper taking ``*args, **kwargs`` the function it wraps (the
+    wrapper forwards them: ``_forwarding_wrapper``)."""
+    if fn.__code__.co_flags & _STARS and hasattr(fn, "__wrapped__"):
+        inner = inspect.unwrap(fn)
+        if inspect.isfunction(inner) and not inner.__code__.co_flags & _STARS:
+            return inner
+    return fn
+
+
+def parameter_names(fn) -> tuple:
+    """``fn``'s parameters in the order compiled code takes them all, positionally: the
+    positional ones, then ``*args`` (one tuple), then the keyword-only ones."""
+    fn = signature_function(fn)
+    code = fn.__code__
+    count, keyword_only = code.co_argcount, code.co_kwonlyargcount
+    names = code.co_varnames
+    varargs = (names[count + keyword_only],) if code.co_flags & inspect.CO_VARARGS else ()
+    return names[:count] + varargs + names[count:count + keyword_only]
+
+
+def parameter_count(fn) -> int:
+    """How many parameters compiled code takes for ``fn``'s own (``parameter_names``)."""
+    code = signature_function(fn).__code__
+    return code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & inspect.CO_VARARGS)
+
+
+def _all_positional(args) -> None:
+    """``*args`` and keyword-only parameters as positional parameters after the positional
+    ones (``parameter_names``); ``**kwargs`` is left for the fence to refuse."""
+    if args.vararg is None and not args.kwonlyargs:
+        return
+    vararg = [args.vararg] if args.vararg is not None else []
+    args.args = list(args.posonlyargs) + list(args.args) + vararg + list(args.kwonlyargs)
+    args.posonlyargs, args.vararg, args.kwonlyargs = [], None, []
+    args.defaults, args.kw_defaults = [], []   # complete_arguments fills them in
+
+
+def _forwarding_wrapper(tree, names, inner, parsed) -> None:
+    """A ``functools.wraps`` wrapper ``def w(*args, **kwargs): ... f(*args, **kwargs) ...``
+    rewritten to take ``inner``'s parameters ``names`` and to pass them on by name; any
+    other use of ``args`` or ``kwargs`` is a CompileError at its line."""
+    from .errors import error_at
+
+    args = tree.args
+    stars = {a.id for a in (args.vararg, args.kwarg) if a is not None}
+    if args.args or args.posonlyargs or args.kwonlyargs:
+        raise error_at(parsed, tree, "a functools.wraps wrapper with parameters besides "
+                       "*args and **kwargs is not supported", "take (*args, **kwargs) only")
+    taken = {n.id for n in gast.walk(tree) if isinstance(n, gast.Name)} - stars
+    renamed = {n: n if n not in taken else f"{n}_arg" for n in names}
+    code = inner.__code__
+    positional = names[:code.co_argcount]
+    forwarded = {id(n) for n in gast.walk(tree) if isinstance(n, gast.Call)
+                 and _forwards(n, args)
+                 for n in ([n.args[0].value] if n.args else [])
+                 + [k.value for k in n.keywords]}
+    for node in gast.walk(tree):
+        if isinstance(node, gast.Name) and node.id in stars and id(node) not in forwarded \
+                and not isinstance(node.ctx, gast.Param):
+            raise error_at(parsed, node, f"this functools.wraps wrapper uses {node.id} other "
+                           "than by passing it on as f(*args, **kwargs)",
+                           "give the wrapper the wrapped function's parameters")
+        if isinstance(node, gast.Call) and _forwards(node, args):
+            node.args = [_load(renamed[n]) for n in positional]
+            node.keywords = [gast.keyword(arg=n, value=_load(renamed[n]))
+                             for n in names[code.co_argcount:]]
+    tree.args = gast.arguments(
+        args=[gast.Name(id=renamed[n], ctx=gast.Param(), annotation=None, type_comment=None)
+              for n in names], posonlyargs=[], vararg=None, kwonlyargs=[], kw_defaults=[],
+        kwarg=None, defaults=[])
+
+
+def _load(identifier):
+    return gast.Name(id=identifier, ctx=gast.Load(), annotation=None, type_comment=None)
+
+
+def _forwards(call, args) -> bool:
+    """``f(*args, **kwargs)`` exactly, with the wrapper's own star parameters."""
+    star = [gast.Starred] if args.vararg is not None else []
+    if [type(a) for a in call.args] != star or (star and not (
+            isinstance(call.args[0].value, gast.Name)
+            and call.args[0].value.id == args.vararg.id)):
+        return False
+    if args.kwarg is None:
+        return not call.keywords
+    return len(call.keywords) == 1 and call.keywords[0].arg is None and isinstance(
+        call.keywords[0].value, gast.Name) and call.keywords[0].value.id == args.kwarg.id
+
+
 def _lambda_as_function(module, fn, filename, first_line) -> gast.FunctionDef:
     """The lambda of ``fn`` in its source line, rewritten as ``def <lambda>: return ...``."""
     wanted = list(fn.__code__.co_varnames[:fn.__code__.co_argcount])
@@ -104,6 +198,10 @@ def parse_function(fn) -> ParsedFunction:
             "file changed after it was imported (pullback reads the file); reload the module "
             "(importlib.reload) or restart the interpreter", filename, first_line)
     tree.decorator_list = []
+    if signature_function(fn) is not fn:
+        _forwarding_wrapper(tree, parameter_names(fn), signature_function(fn),
+                            ParsedFunction(fn, tree, filename, first_line, indent, lines))
+    _all_positional(tree.args)
     return ParsedFunction(fn, tree, filename, first_line, indent, lines)
 
 

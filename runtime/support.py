@@ -8,6 +8,7 @@ Tuples and lists (a helper's several return values, local lists built with
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -642,6 +643,50 @@ def items_grad(g, items):
         if part is not None:
             found[k] = part
     return found or None
+
+
+class _OpenScopes(threading.local):
+    def __init__(self):
+        self.managers = []
+
+
+_OPEN_SCOPES = _OpenScopes()
+
+
+def scope_enter(manager):
+    """The start of ``with manager:`` in compiled code (a state-only context manager)."""
+    manager.__enter__()
+    _OPEN_SCOPES.managers.append(manager)
+
+
+def scope_exit(manager):
+    """The end of ``with manager:`` in compiled code."""
+    _OPEN_SCOPES.managers.pop()
+    manager.__exit__(None, None, None)
+
+
+def closes_scopes(function):
+    """``function`` (generated code with ``with`` blocks), closing the blocks it opened when
+    it raises -- as Python's ``with`` would: the flat generated code has no ``finally``."""
+    import functools
+
+    @functools.wraps(function)
+    def closing(*args):
+        depth = len(_OPEN_SCOPES.managers)
+        try:
+            return function(*args)
+        except BaseException as exc:
+            managers = _OPEN_SCOPES.managers
+            while len(managers) > depth:
+                managers.pop().__exit__(type(exc), exc, exc.__traceback__)
+            raise
+    return closing
+
+
+def stop_gradient(value):
+    """A value computed inside ``ag.pause()``: the same value, carrying no gradient (the
+    compiler reads this call as an operation without one)."""
+    return value
 
 
 def assertion_failed(message=None):
