@@ -1,0 +1,180 @@
+"""Findings of the fifth adversary (adv5): inputs where compiled code (Python road, native
+road), the eager tape, forward mode and central differences disagree, in what landed on
+2026-12-07 (array writes and their aliasing rule, with blocks, nested functions, keyword-only
+parameters and ``*args``, numpy coverage, forward mode, containers).  Each test asserts the
+CORRECT behaviour (plain Python's value, central differences in float64) and is
+``xfail(strict=True)`` while the finding is open (an XPASS fails the suite, so a fix must
+remove the marker).  Where the tests say so, a clear ``pb.CompileError`` refusal at the
+user's line is accepted as a fix.  Details: /work/briefs/adv5-report.md."""
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback.compiler.errors import CompileError
+from tape_helpers import central_gradient
+
+
+def _python_value_and_gradient_or_refused(fn, x):
+    """fn's compiled value equals plain Python's (on a fresh copy: fn writes only into its
+    own locals) and its gradient equals central differences, or compiling it is a
+    CompileError (the aliasing rule's refusal)."""
+    try:
+        value, grad = pb.value_and_grad(fn)(x.copy())
+    except CompileError:
+        return
+    np.testing.assert_allclose(value, fn(x.copy()), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_gradient(fn, (x,)), rtol=1e-6, atol=1e-8)
+
+
+V = np.array([0.5, -1.2, 2.0, 0.3])
+
+
+# ----- 1: numpy functions returning a view (or their argument) are not aliases -----------
+# analysis._VIEWS lists reshape/transpose/squeeze/expand_dims/broadcast_to/flatten/getitem,
+# but np.atleast_1d/2d/3d (the argument itself for a 1-d array), np.flip (a view) and
+# np.diag of a matrix (a read-only view) share memory too: the forward writes in place and
+# r sees the write (the value is Python's), but the adjoint treats r as the value before
+# the write: a silently wrong gradient.
+
+def write_after_atleast_1d(v):
+    y = v.copy()
+    r = np.atleast_1d(y)          # r is y
+    y[0] = 10.0
+    return np.sum(r * v)          # = 10 * v[0] + ...: d/dv[0] = 10
+
+
+def write_after_atleast_2d(v):
+    y = v.copy()
+    r = np.atleast_2d(y)
+    y[0] = 10.0
+    return np.sum(r * v)
+
+
+def write_after_atleast_3d(v):
+    y = v.copy()
+    r = np.atleast_3d(y)
+    y[0] = 10.0
+    return np.sum(r)              # d/dv[0] = 0 (overwritten)
+
+
+def write_after_flip(v):
+    y = v.copy()
+    r = np.flip(y)                # a view: r[-1] is y[0]
+    y[0] = 10.0
+    return np.sum(r * v)
+
+
+def write_after_diag(m):
+    y = m.copy()
+    d = np.diag(y)                # numpy: a read-only view of the diagonal
+    y[0, 0] = 10.0
+    return np.sum(d * np.diag(m))
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 1: a write after np.atleast_*d / np.flip "
+                   "/ np.diag (views or the argument itself, missing from analysis._VIEWS): "
+                   "the value follows Python, the gradient uses the pre-write value")
+@pytest.mark.parametrize("fn", [write_after_atleast_1d, write_after_atleast_2d,
+                                write_after_atleast_3d, write_after_flip])
+def test_write_through_view_of_coverage_op(fn):
+    # write_after_atleast_1d: pullback [10.5, -2.4, 4, 0.6], central differences [10, ...]
+    _python_value_and_gradient_or_refused(fn, V)
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 1: np.diag of a matrix is a view")
+def test_write_through_diag_view():
+    m = np.array([[0.5, 1.5], [2.5, 3.5]])
+    # pullback [[10.5, 0], [0, 7]], central differences [[10, 0], [0, 7]]
+    _python_value_and_gradient_or_refused(write_after_diag, m)
+
+
+def flip_argument_then_write(v):
+    r = np.flip(v)                # a view of the caller's array
+    r[0] = 0.0
+    return np.sum(r * r)
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 1: np.flip(arg) then a write: compiled "
+                   "code writes into the caller's array (rule 1 of the aliasing rule: must "
+                   "be a CompileError)")
+def test_flip_of_argument_then_write_is_refused():
+    x = V.copy()
+    with pytest.raises(CompileError):
+        pb.grad(flip_argument_then_write)(x)     # pullback: runs, and x[-1] becomes 0.0
+
+
+# ----- 2: np.asarray(y) / y.astype(same dtype, copy=False) are y itself in numpy ----------
+# In compiled code they are the asarray/astype primitives, which copy: r does not see a
+# later write into y, so the value AND the gradient differ from Python's, silently.
+
+def write_after_asarray(v):
+    y = v.copy()
+    r = np.asarray(y)             # r is y
+    y[0] = 10.0
+    return np.sum(r * v)          # Python 10.53; pullback 5.78
+
+
+def write_after_astype_no_copy(v):
+    y = v.copy()
+    r = y.astype(np.float64, copy=False)
+    y[0] = 10.0
+    return np.sum(r * v)
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 2: np.asarray / astype(copy=False) of "
+                   "an array copy in compiled code (numpy returns the array itself): a later "
+                   "write is not seen, value and gradient differ from Python's")
+@pytest.mark.parametrize("fn", [write_after_asarray, write_after_astype_no_copy])
+def test_write_after_asarray(fn):
+    _python_value_and_gradient_or_refused(fn, V)
+
+
+def asarray_argument_then_write(v):
+    y = np.asarray(v)             # the caller's array
+    y[0] = 0.0
+    return np.sum(y * y)
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 2: np.asarray(arg) then a write: Python "
+                   "writes into the caller's array; compiled code silently does not (rule 1 "
+                   "of the aliasing rule: must be a CompileError)")
+def test_asarray_of_argument_then_write_is_refused():
+    with pytest.raises(CompileError):
+        pb.grad(asarray_argument_then_write)(V.copy())
+
+
+# ----- 3: a user helper returning a view of its argument ----------------------------------
+# The write after the call copies the array first (analysis.copied_writes: it was an
+# argument of a user call), so the helper's result -- a real numpy view in Python and in
+# compiled code -- no longer sees the write.  Value and gradient differ from Python's.
+
+def squeezed(y):
+    return np.squeeze(y)
+
+
+def first_row(m):
+    return m[0]
+
+
+def write_after_helper_view(v):
+    y = v.copy()
+    r = squeezed(y)               # a view of y
+    y[0] = 10.0
+    return np.sum(r * v)          # Python 10.53; pullback 5.78
+
+
+def write_after_helper_row(m):
+    y = m.copy()
+    r = first_row(y)
+    y[0, 0] = 10.0
+    return np.sum(r * m[0])       # Python 13.5; pullback 8.75
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 3: a user helper returning a view of "
+                   "its argument: the caller's later write is made into a copy, the view "
+                   "does not see it (Python's does): value and gradient differ")
+@pytest.mark.parametrize("fn, x", [(write_after_helper_view, V),
+                                   (write_after_helper_row, np.arange(6.0).reshape(2, 3) + 0.5)])
+def test_write_after_helper_returning_a_view(fn, x):
+    _python_value_and_gradient_or_refused(fn, x)
