@@ -178,3 +178,35 @@ def write_after_helper_row(m):
                                    (write_after_helper_row, np.arange(6.0).reshape(2, 3) + 0.5)])
 def test_write_after_helper_returning_a_view(fn, x):
     _python_value_and_gradient_or_refused(fn, x)
+
+
+# ----- 4: second order refuses kernels whose derivative uses sinh / hypot / abs ------------
+# pb.hvp, pb.hessian and pb.grad(pb.grad(.)) of np.cosh / math.cosh (the fused kernel's
+# derivative calls _np.sinh), np.arcsinh / math.asinh (_np.hypot) and np.sinc
+# (_kernels.absolute) are a CompileError naming a helper the user never wrote ("no tangent
+# rule for _np.sinh() in the generated adjoint"); np.sinh, np.arccosh, np.abs work.
+
+def cosh_weighted(x):
+    return np.sum(np.cosh(x) * x)
+
+
+def arcsinh_weighted(x):
+    return np.sum(np.arcsinh(x) * x)
+
+
+def sinc_weighted(x):
+    return np.sum(np.sinc(x) * x)
+
+
+def _fd_hvp(fn, x, v, h=1e-5):
+    return (pb.grad(fn)(x + h * v) - pb.grad(fn)(x - h * v)) / (2 * h)
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 4: forward-over-reverse has no tangent "
+                   "for _np.sinh/_np.hypot/_kernels.absolute in fused kernels' derivatives: "
+                   "hvp of cosh, arcsinh, sinc is a CompileError about generated code")
+@pytest.mark.parametrize("fn", [cosh_weighted, arcsinh_weighted, sinc_weighted])
+def test_hvp_of_cosh_arcsinh_sinc(fn):
+    v = np.array([1.0, -0.5, 0.25, 2.0])
+    _, hv = pb.hvp(fn, (V,), (v,))
+    np.testing.assert_allclose(hv, _fd_hvp(fn, V, v), rtol=1e-5, atol=1e-6)
