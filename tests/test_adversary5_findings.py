@@ -210,3 +210,52 @@ def test_hvp_of_cosh_arcsinh_sinc(fn):
     v = np.array([1.0, -0.5, 0.25, 2.0])
     _, hv = pb.hvp(fn, (V,), (v,))
     np.testing.assert_allclose(hv, _fd_hvp(fn, V, v), rtol=1e-5, atol=1e-6)
+
+
+# ----- 5: differentiating an int parameter used as a count or an index --------------------
+# A differentiated number enters compiled code as np.float64, so range(n), x[n] and x[:n]
+# fail inside the generated forward with Python's/numpy's TypeError or IndexError (no user
+# line, no CompileError), where np.tile(x, n) and x.reshape((n, -1)) are a clear
+# CompileError ("n carries a gradient into np.tile where pullback does not differentiate
+# it").  Plain Python runs; the gradient with respect to n is 0 (piecewise constant).
+# Accepted fixes: that CompileError at the user's line, or n's gradient 0.0 beside x's.
+
+def power_series(x, n):
+    s = 0.0
+    for i in range(n):
+        s = s + x ** i
+    return s
+
+
+def item_at(x, n):
+    return x[n] * 2.0
+
+
+def prefix_sum(x, n):
+    return np.sum(x[:n]) * 2.0
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 5: an int argument in argnums used as "
+                   "range(n) / x[n] / x[:n]: TypeError/IndexError from generated code")
+@pytest.mark.parametrize("fn, x", [(power_series, 0.7), (item_at, np.arange(4.0)),
+                                   (prefix_sum, np.arange(4.0))])
+def test_differentiated_int_used_as_count_or_index(fn, x):
+    try:
+        gx, gn = pb.grad(fn, argnums=(0, 1))(x, 2)
+    except CompileError:
+        return
+    assert gn == 0.0
+    np.testing.assert_allclose(gx, pb.grad(fn)(x, 2))
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 5: jvp/hvp with a tangent for an int "
+                   "used by range(): TypeError from generated code")
+@pytest.mark.parametrize("entry", ["jvp", "hvp"])
+def test_tangent_for_int_used_as_count(entry):
+    run = pb.jvp if entry == "jvp" else pb.hvp
+    try:
+        got = run(power_series, (0.7, 3), (1.0, 0.0))
+    except CompileError:
+        return                       # a clear refusal
+    expected = run(power_series, (0.7, 3), (1.0, None))     # n as data: works
+    np.testing.assert_allclose(np.ravel(got[1])[:1], np.ravel(expected[1])[:1])
