@@ -259,3 +259,34 @@ def test_tangent_for_int_used_as_count(entry):
         return                       # a clear refusal
     expected = run(power_series, (0.7, 3), (1.0, None))     # n as data: works
     np.testing.assert_allclose(np.ravel(got[1])[:1], np.ravel(expected[1])[:1])
+
+
+# ----- 6: a lambda bound inside a branch or loop: the refusal says it is not bound ---------
+# `def` inside a block gets "a nested function defined inside a block (or twice) cannot be
+# inlined ... define it once, at the top level of the function"; the same with a lambda
+# says "a lambda that is not bound to a name and called cannot be differentiated ... bind
+# it (f = lambda ...) and call it" -- which is what the user did.
+
+def lambda_in_branch(x):
+    if x > 0:
+        f = lambda t: t * 2.0      # noqa: E731
+        return f(x)
+    return x
+
+
+def lambda_in_loop(x):
+    s = 0.0
+    for i in range(3):
+        f = lambda t: t * i        # noqa: E731
+        s = s + f(x)
+    return s
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 6: a lambda bound and called inside a "
+                   "block is refused as 'not bound to a name and called'")
+@pytest.mark.parametrize("fn, expected", [(lambda_in_branch, 2.0), (lambda_in_loop, 3.0)])
+def test_lambda_inside_a_block(fn, expected):
+    try:
+        assert pb.grad(fn)(0.7) == pytest.approx(expected)
+    except CompileError as e:                  # a refusal must name the real reason
+        assert "not bound to a name" not in str(e)
