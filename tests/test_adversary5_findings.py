@@ -290,3 +290,55 @@ def test_lambda_inside_a_block(fn, expected):
         assert pb.grad(fn)(0.7) == pytest.approx(expected)
     except CompileError as e:                  # a refusal must name the real reason
         assert "not bound to a name" not in str(e)
+
+
+# ----- 7: non-mutating methods of a data array refused as "may change it in place" -------
+# c.ravel() / c.conj() of an array that is not differentiated (an argument outside argnums,
+# a global) are a CompileError ".ravel() may change c in place, but the gradient needs
+# ravel1 as it was before"; neither changes anything (np.ravel(c) and c.cumsum() work).
+
+W_DATA = np.arange(12.0).reshape(3, 4) * 0.1 + 0.3
+
+
+def times_raveled_argument(m, c):
+    return np.sum(m.reshape(-1) * c.ravel())
+
+
+def times_raveled_global(m):
+    return np.sum(m.reshape(-1) * W_DATA.ravel())
+
+
+def times_conjugate(m, c):
+    return np.sum(m * c.conj())
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 7: .ravel()/.conj() of a data array are "
+                   "refused as possibly changing it in place")
+@pytest.mark.parametrize("fn, args, expected", [
+    (times_raveled_argument, (np.ones((3, 4)), W_DATA), W_DATA),
+    (times_raveled_global, (np.ones((3, 4)),), W_DATA),
+    (times_conjugate, (np.ones((3, 4)), W_DATA), W_DATA)])
+def test_non_mutating_methods_of_data_arrays(fn, args, expected):
+    np.testing.assert_allclose(pb.grad(fn)(*args), expected)
+
+
+# ----- 8: a zero-trip loop's number: native np.float64, the Python road a float ----------
+# runtime/native_function.py boxes results "as the Python road would"; when a loop over an
+# empty array never runs, the Python road returns the Python float it started from
+# (0.0 * 2.0), the native road np.float64(0.0).  Equal values, different types.
+
+def loop_sum_doubled(v):
+    s = 0.0
+    for i in range(v.shape[0]):
+        s = s + v[i]
+    return s * 2.0
+
+
+@pytest.mark.xfail(strict=True, reason="adv5 finding 8: the native road boxes a zero-trip "
+                   "loop's result as np.float64, the Python road returns a float")
+def test_native_value_type_of_a_zero_trip_loop(monkeypatch):
+    values = {}
+    for road in ("0", "1"):
+        monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", road)
+        values[road] = pb.value_and_grad(loop_sum_doubled)(np.zeros(0))[0]
+    assert type(values["1"]) is type(values["0"])     # pullback: np.float64 vs float
