@@ -1,9 +1,13 @@
 """Compiled gradient vs the eager tape: the chapter's f (3 elements) and compile time,
 then one training step (forward under ``record()`` + ``backward()``, MXNet style) of the
-examples' small models -- the MLP at batch 8/16/32/64 and the character RNN -- with
-``@pb.compile`` on the chapters' own ``net``/loss functions (bench/small_models.py).
+examples' small models -- the MLP at batch 8/16/32/64 and the character RNN -- and of
+the MXNet chapter's 784-256-10 MLP (float32) at batch 8/16/64, without and with its SGD
+update, with ``@pb.compile`` on the chapters' own ``net``/loss functions
+(bench/small_models.py).  For the 784-256-10 steps, ``numpy`` is the same forward and
+backward written by hand in numpy (the BLAS products and the writes into the gradient
+buffers, no autograd): what a step costs with no overhead at all.
 
-Run from the repository root:  python bench/compiled_vs_tape.py [--repeat N]
+Run from the repository root:  python bench/compiled_vs_tape.py [--repeat N] [--cpu]
 
 Both roads run in the same process, interleaved, so the ratio is meaningful on a
 noisy machine; absolute times are reported only for reference.
@@ -57,6 +61,37 @@ def rnn_step(rnn, loss, X, Y, H):
     l.backward()
 
 
+def chapter_step(net, loss, X, y, update):
+    training_step(net, loss, X, y)
+    if update:
+        models.sgd(models.CHAPTER_PARAMS, 0.1, X.shape[0])
+
+
+def numpy_chapter_step(X, y, update):
+    """The 784-256-10 step by hand in numpy: the same products, the gradients written
+    into the parameters' gradient buffers (the head gradient is ones, as backward())."""
+    W1, b1, W2, b2 = (p._data for p in models.CHAPTER_PARAMS)
+    x, rows, labels = X._data, np.arange(X.shape[0]), y._data.astype(np.int64)
+    a = np.dot(x, W1) + b1
+    h = np.maximum(a, 0)
+    o = np.dot(h, W2) + b2
+    z = o - o.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    loss = np.log(s)[:, 0] - z[rows, labels]   # noqa: F841 (computed, as the roads do)
+    go = e / s
+    go[rows, labels] -= 1
+    grads = [p.grad._data for p in models.CHAPTER_PARAMS]
+    grads[2][...] = np.dot(h.T, go)
+    grads[3][...] = go.sum(axis=0)
+    ga = np.dot(go, W2.T) * (a >= 0)
+    grads[0][...] = np.dot(x.T, ga)
+    grads[1][...] = ga.sum(axis=0)
+    if update:
+        for p, g in zip((W1, b1, W2, b2), grads, strict=True):
+            p[...] = p - 0.1 * g / X.shape[0]
+
+
 def step_cases():
     """``(label, {road: step()})`` for each model and size: the same data on both roads."""
     rng = np.random.default_rng(0)
@@ -77,27 +112,45 @@ def step_cases():
            f"{models.rnn_hiddens} hidden)"), {
         "tape": lambda: rnn_step(models.rnn, models.rnn_loss, X, Y, H),
         "compiled": lambda: rnn_step(*compiled_rnn, X, Y, H)}
+    compiled_chapter = (pb.compile(models.chapter_net),
+                        pb.compile(models.softmax_cross_entropy))
+    for update in (False, True):
+        for batch in (8, 16, 64):
+            X = nd.array(rng.normal(size=(batch, models.chapter_inputs)), dtype="float32")
+            y = nd.array(rng.integers(0, models.chapter_outputs, batch))
+            name = "+ SGD" if update else "step"
+            yield f"MLP 784-256-10 {name}, batch {batch}", {
+                "tape": lambda X=X, y=y, u=update: chapter_step(
+                    models.chapter_net, models.softmax_cross_entropy, X, y, u),
+                "compiled": lambda X=X, y=y, u=update: chapter_step(
+                    *compiled_chapter, X, y, u),
+                "numpy": lambda X=X, y=y, u=update: numpy_chapter_step(X, y, u)}
 
 
 def check_same_gradients(roads, params):
-    """Both roads' step must give the same parameter gradients (float32: 1e-5)."""
+    """Every road's step must give the tape's parameter gradients (float32: 1e-4), from
+    the same parameters (an SGD update with the learning rate set to 0 leaves them)."""
     grads = {}
+    saved = [p._data.copy() for p in params]
     for road, step in roads.items():
         step()
         grads[road] = [p.grad.asnumpy().copy() for p in params]
-    for t, c in zip(grads["tape"], grads["compiled"], strict=True):
-        assert np.allclose(t, c, rtol=1e-4, atol=1e-6), "compiled and tape gradients differ"
+        for p, value in zip(params, saved, strict=True):
+            p._data[...] = value
+    for road in roads:
+        for t, c in zip(grads["tape"], grads[road], strict=True):
+            assert np.allclose(t, c, rtol=1e-4, atol=1e-6), f"{road} and tape gradients differ"
 
 
-def time_steps(roads, repeat, number):
+def time_steps(roads, repeat, number, clock=time.perf_counter):
     """Median seconds per step of each road, the roads taking turns round by round."""
     samples = {road: [] for road in roads}
     for _ in range(repeat):
         for road, step in roads.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(number):
                 step()
-            samples[road].append((time.perf_counter() - start) / number)
+            samples[road].append((clock() - start) / number)
     return {road: statistics.median(times) for road, times in samples.items()}
 
 
@@ -105,7 +158,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--number", type=int, default=500)
+    parser.add_argument("--cpu", action="store_true",
+                        help="time the process's CPU seconds (a machine shared with other "
+                             "jobs), not wall-clock seconds")
     args = parser.parse_args()
+    clock = time.process_time if args.cpu else time.perf_counter
 
     nd.random.seed(0)
     a = nd.random_normal(shape=3)
@@ -136,14 +193,16 @@ def main():
 
     print()
     print("training steps (record() forward + backward), median per step:")
-    print(f"  {'':44}{'tape':>10}{'compiled':>10}{'tape/compiled':>15}")
+    print(f"  {'':44}{'tape':>10}{'compiled':>10}{'tape/compiled':>15}{'numpy':>10}")
     for label, roads in step_cases():
-        params = models.RNN_PARAMS if "RNN" in label else models.MLP_PARAMS
+        params = (models.RNN_PARAMS if "RNN" in label else
+                  models.CHAPTER_PARAMS if "784" in label else models.MLP_PARAMS)
         check_same_gradients(roads, params)
-        number = max(5, args.number // (50 if "RNN" in label else 5))
-        times = time_steps(roads, args.repeat, number)
+        number = max(5, args.number // (50 if "RNN" in label or "784" in label else 5))
+        times = time_steps(roads, args.repeat, number, clock)
+        by_hand = f"{times['numpy'] * 1e6:8.1f}us" if "numpy" in times else ""
         print(f"  {label:44}{times['tape'] * 1e6:8.1f}us{times['compiled'] * 1e6:8.1f}us"
-              f"{times['tape'] / times['compiled']:14.2f}x")
+              f"{times['tape'] / times['compiled']:14.2f}x{by_hand:>10}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The examples' small models as their chapters write them (global parameters with
 ``attach_grad()``, ``net`` reading them), shared by bench/compiled_vs_tape.py: the MLP of
-examples/mlp.py and the character RNN of examples/char_rnn.py, at the examples' sizes."""
+examples/mlp.py and the character RNN of examples/char_rnn.py, at the examples' sizes, and
+the MXNet "MLP from scratch" chapter's 784-256-10 network with its SGD update."""
 
 from pullback import nd
 
@@ -38,7 +39,27 @@ W_hq = nd.random.normal(scale=0.1, shape=(rnn_hiddens, vocab_size))
 b_q = nd.zeros(vocab_size)
 RNN_PARAMS = [W_xh, W_hh, b_h, W_hq, b_q]
 
-for _param in MLP_PARAMS + RNN_PARAMS:
+# ----- the MXNet chapter's MLP: 784-256-10, relu, softmax cross-entropy, SGD --------------
+chapter_inputs, chapter_hiddens, chapter_outputs = 784, 256, 10
+C_W1 = nd.random.normal(scale=0.01, shape=(chapter_inputs, chapter_hiddens))
+C_b1 = nd.zeros(chapter_hiddens)
+C_W2 = nd.random.normal(scale=0.01, shape=(chapter_hiddens, chapter_outputs))
+C_b2 = nd.zeros(chapter_outputs)
+CHAPTER_PARAMS = [C_W1, C_b1, C_W2, C_b2]
+
+
+def chapter_net(X):
+    X = X.reshape((-1, chapter_inputs))
+    H = relu(nd.dot(X, C_W1) + C_b1)
+    return nd.dot(H, C_W2) + C_b2
+
+
+def sgd(params, lr, batch_size):
+    for param in params:
+        param[:] = param - lr * param.grad / batch_size
+
+
+for _param in MLP_PARAMS + RNN_PARAMS + CHAPTER_PARAMS:
     _param.attach_grad()
 
 

@@ -219,7 +219,21 @@ class CompiledFunction:
         places = _PLACES.get(len(args))
         if places is None:
             places = _PLACES[len(args)] = tuple((i, ()) for i in range(len(args)))
-        tracked = [i for i, m in enumerate(mask) if m]
+        tracked = variant.__dict__.get("tracked_positions")
+        if tracked is None:
+            tracked = variant.tracked_positions = tuple(i for i, m in enumerate(mask) if m)
+        if type(out) is np.ndarray and out.ndim and out.dtype.kind in "fc" \
+                and out.flags.c_contiguous:   # one array (almost always): _record_outputs
+            for a in raw_args:                # without its general cases
+                if out is a:
+                    out = out.copy()
+                    break
+            output = NDArray(out)
+            call = _CompiledCall(self, variant, stack, args, ((out.shape, out.dtype),), args,
+                                 places)
+            output._node = tape.Node(_COMPILED, args, {"call": call, "out_index": 0},
+                                     tracked, 0)
+            return output
         return self._record_outputs(variant, stack, args, raw_args, out, args, places, tracked)
 
     def _record_outputs(self, variant, stack, args, raw_args, out, inputs, places, tracked):
@@ -390,8 +404,25 @@ class _CompiledCall:
             return [grads[i] for i in tracked]
         head = g._data if len(self.out_shapes) == 1 else tuple(
             g._data if k == out_index else None for k in range(len(self.out_shapes)))
-        per_argument = self.variant._adjoint(_stack_copy(self.stack), head)
-        return [self._as_gradient(i, per_argument) for i in tracked]
+        stack = self.stack
+        clone = Stack(debug=stack.debug)   # _stack_copy, inline
+        clone._items = list(stack._items)
+        if stack._tags is not None:
+            clone._tags = list(stack._tags)
+        per_argument = self.variant._adjoint(clone, head)
+        grads = []
+        places, inputs = self.places, self.inputs
+        for index in tracked:
+            i, path = places[index]
+            gr = per_argument[i]
+            if type(gr) is np.ndarray and not path:   # _as_gradient's first case, inline
+                a = inputs[index]
+                if type(a) is NDArray and gr.dtype == a._data.dtype and gr.ndim \
+                        and gr.flags.c_contiguous:
+                    grads.append(NDArray(gr))
+                    continue
+            grads.append(self._as_gradient(index, per_argument))
+        return grads
 
     def _as_gradient(self, index, per_argument):
         """Input ``index``'s gradient (an NDArray, or None for zero) from the adjoint's

@@ -1157,15 +1157,15 @@ take = _keyed("take", _take_key, ("indices", "axis", "mode"),
 
 def _pick_key(shape, index, axis):
     """The integer-array key that takes one element along ``axis`` per position: the
-    (clipped) index there, an open grid over the other axes."""
+    (clipped) index there, an open grid over the other axes.  Each position names a
+    different element (the grid tells them apart), so the key never repeats one."""
     axis = axis % len(shape)
-    idx = _int_indices(index)   # a new array (astype copies): clipped in place
-    np.maximum(idx, 0, out=idx)
+    idx = (index if type(index) is np.ndarray else primal_values(index)).astype(np.int64)
+    np.maximum(idx, 0, out=idx)   # astype made a new array: clipped in place
     np.minimum(idx, shape[axis] - 1, out=idx)
     rest = shape[:axis] + shape[axis + 1:]
-    key = list(_open_grid(rest))
-    key.insert(axis, idx.reshape(rest))
-    return tuple(key), axis
+    grid = _open_grid(rest)
+    return grid[:axis] + (idx.reshape(rest),) + grid[axis:], axis
 
 
 _GRIDS = {}
@@ -1193,6 +1193,12 @@ def _pick_forward(data, index, axis=-1, keepdims=False):
 
 def _pick_vjp(g, ans, data, index, axis=-1, keepdims=False):
     key, axis = _pick_key(data.shape, index, axis)
+    if type(g) is np.ndarray:
+        # numpy operands (compiled code): index_add's result without its op call; the key
+        # names every element at most once, so assigning is adding to zeros
+        out = np.zeros(data.shape, dtype=g.dtype)
+        out[key] = g.reshape(key[axis].shape)
+        return out
     if keepdims:
         g = squeeze(g, axis=axis)
     return index_add(g, key=key, shape=data.shape)

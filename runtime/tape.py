@@ -33,6 +33,7 @@ Guarantees:
 from __future__ import annotations
 
 import itertools
+import operator
 import threading
 
 import numpy as np
@@ -333,31 +334,36 @@ def _not_recorded_message(head) -> str:
     )
 
 
-def _creation(arr) -> int:
-    node = arr._node
-    return -1 if node is None else node.serial
-
-
 def _topological_order(heads, stop=frozenset()):
     """Arrays reachable from heads, each after every array that consumes it; the history
     behind an array whose id is in ``stop`` is not walked.
 
     A node is always created after the nodes of its inputs, so newest first is such an
     order: the walk only collects the arrays, and one sort orders them."""
-    reached = {}
+    reached = set()
+    recorded, leaves = [], []   # arrays with a node, newest first after the sort; the rest
     stack = list(heads)
     while stack:
         arr = stack.pop()
         key = id(arr)
         if key in reached:
             continue
-        reached[key] = arr
+        reached.add(key)
         node = arr._node
-        if node is not None and not node.freed and key not in stop:
+        if node is None:
+            leaves.append(arr)
+            continue
+        recorded.append(arr)
+        if not node.freed and key not in stop:
             args = node.args
             for i in node.tracked:
                 stack.append(args[i])
-    return sorted(reached.values(), key=_creation, reverse=True)
+    recorded.sort(key=_serial, reverse=True)
+    recorded += leaves   # leaves last, in the order reached
+    return recorded
+
+
+_serial = operator.attrgetter("_node.serial")
 
 
 def _check_versions(arr, node) -> None:
@@ -466,7 +472,13 @@ def _walk_backward(heads, grads, reached, retain_graph, create_graph, train_mode
                    targets):
     """The body of ``_run_backward``: fills ``reached`` from the head gradients."""
     add = primitives.add
-    with StateScope(recording=create_graph, training=train_mode):
+    state = _state   # a StateScope(recording=create_graph, training=train_mode), inline
+    saved = state.recording, state.training
+    if create_graph is not None:
+        state.recording = create_graph
+    if train_mode is not None:
+        state.training = train_mode
+    try:
         order = _topological_order(heads, stop)
         useful = None if targets is None else _leading_to(order, targets, stop)
         for arr in order:
@@ -499,6 +511,8 @@ def _walk_backward(heads, grads, reached, retain_graph, create_graph, train_mode
                 node.free()
                 if arr._grad is not None:   # a variable keeps its buffer, as a leaf (MXNet)
                     arr._node = None
+    finally:
+        state.recording, state.training = saved
 
 
 def backward(heads, head_grads=None, retain_graph=False, train_mode=True):

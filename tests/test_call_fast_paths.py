@@ -424,3 +424,69 @@ def test_softmax_vjps_of_numpy_operands_equal_the_ndarray_rules(name, shape, axi
     np.testing.assert_array_equal(raw, general.asnumpy())   # the same operations
     expected = central_gradient(lambda v: prim.forward(v, axis=axis) * g, [x])
     np.testing.assert_allclose(raw, expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape, axis, keepdims", [((4, 3), -1, False), ((4, 3), 0, True),
+                                                   ((2, 3, 4), 1, False),
+                                                   ((2, 3, 4), -1, True), ((5,), 0, False)])
+def test_pick_vjp_of_numpy_operands_equals_the_ndarray_rule(shape, axis, keepdims):
+    """The raw rule assigns into zeros where the NDArray rule adds with index_add: the
+    same result, since the key names every element at most once (indices clipped)."""
+    data = RNG.normal(size=shape)
+    rest = tuple(n for i, n in enumerate(shape) if i != axis % len(shape))
+    index = RNG.integers(-2, shape[axis] + 2, rest).astype(np.float32)
+    prim = P.REGISTRY["pick"]
+    ans = prim.forward(data, index=index, axis=axis, keepdims=keepdims)
+    g = RNG.normal(size=ans.shape)
+    raw = prim.vjps[0](g, ans, data, index=index, axis=axis, keepdims=keepdims)
+    general = prim.vjps[0](nd.array(g, dtype="float64"), nd.array(ans, dtype="float64"),
+                           nd.array(data, dtype="float64"), index=nd.array(index),
+                           axis=axis, keepdims=keepdims)
+    assert type(raw) is np.ndarray and raw.dtype == np.float64
+    np.testing.assert_array_equal(raw, general.asnumpy())
+    expected = central_gradient(
+        lambda d: prim.forward(d, index=index, axis=axis, keepdims=keepdims) * g, [data])
+    np.testing.assert_allclose(raw, expected, rtol=1e-6, atol=1e-8)
+
+
+def chapter_net(X):
+    return nd.dot(nd.maximum(nd.dot(X, W) + b, 0), W.T)
+
+
+def chapter_loss(y_hat, y):
+    return -nd.pick(nd.log_softmax(y_hat), y)
+
+
+def numpy_chapter_loss(X, W, b, y):
+    o = np.maximum(X @ W + b, 0) @ W.T
+    z = o - o.max(axis=1, keepdims=True)
+    ls = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -ls[np.arange(len(y)), y.astype(np.int64)]
+
+
+def test_chapter_step_of_two_compiled_calls_agrees_with_tape_and_differences():
+    """The MLP chapter's step shape (net reading global parameters, then the softmax
+    cross-entropy, each compiled, one recorded array result each: the fast road's own
+    node): W.grad and b.grad equal the tape's and central differences, for a mask with
+    and one without X attached (two variants, each with its own tracked positions)."""
+    y = nd.array([0, 2, 1, 2, 0])
+    compiled = (pb.compile(chapter_net), pb.compile(chapter_loss))
+    values = [RNG.normal(size=(5, 3)), W.asnumpy(), b.asnumpy(), y.asnumpy()]
+    expected = [central_gradient(numpy_chapter_loss, values, k) for k in (1, 2, 0)]
+    for attach_x in (False, True, False):
+        grads = {}
+        for road, (net_fn, loss_fn) in {"tape": (chapter_net, chapter_loss),
+                                        "compiled": compiled}.items():
+            W.attach_grad()
+            b.attach_grad()
+            X = nd.array(values[0], dtype="float64")
+            if attach_x:
+                X.attach_grad()
+            with ag.record():
+                loss = loss_fn(net_fn(X), y)
+            loss.backward()
+            grads[road] = [W.grad.asnumpy(), b.grad.asnumpy()] + (
+                [X.grad.asnumpy()] if attach_x else [])
+        for t, c, e in zip(grads["tape"], grads["compiled"], expected, strict=False):
+            np.testing.assert_allclose(c, t, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(c, e, rtol=1e-6, atol=1e-8)
