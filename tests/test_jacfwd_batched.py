@@ -150,3 +150,22 @@ def test_separated_advanced_indices_keep_the_directions_first(batch):
 
 def _prefix_index(v, rest):
     return lone_index(np.concatenate((v, rest)))
+
+
+C10 = np.linspace(0.1, 1.0, 10)
+
+
+def separated_same_size(v):
+    m = (np.reshape(np.concatenate((v, C10)), (2, 3, 2))
+         * np.reshape(np.concatenate((v * v, v, v, v, v, v)), (2, 3, 2)))
+    return m[[1, 0], :, 1] * 2.0
+
+
+def test_separated_advanced_indices_with_as_many_directions_as_indices():
+    """Two directions, two indices: the misplaced axis had the right shape (main gave a
+    Jacobian off by 2.0 against jacrev, no error)."""
+    v = np.array([0.3, 0.7])
+    np.testing.assert_allclose(pb.jacfwd(separated_same_size)(v),
+                               pb.jacrev(separated_same_size)(v), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(pb.jacfwd(separated_same_size)(v),
+                               _central(separated_same_size, (v,), 0), rtol=1e-6, atol=1e-7)
