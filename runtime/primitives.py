@@ -3073,24 +3073,31 @@ def _batched_reduction(reduce):
     return rule
 
 
-def batched_getitem(t, key):
-    """``x[key]`` for every direction of the batched ``t`` (shape ``(batch,) +
-    x.shape``) at once: the key shifted past the batch axis.  numpy puts the axes of
-    advanced indices (arrays, lists, and the integers beside them) where they stand when
-    they are adjacent, and first when something separates them; the batch axis then comes
-    after them, and is moved back in front."""
+def batched_axis(key) -> int:
+    """Where the directions' axis of a batched ``t`` lands in ``t[(:,) + key]``: numpy puts
+    the axes of advanced indices (arrays, lists, and the integers beside them) where they
+    stand when they are adjacent, and first when something separates them; the batch axis
+    then comes after them."""
     parts = key if isinstance(key, tuple) else (key,)
-    result = t[(builtins.slice(None),) + parts]
     advanced = [i for i, k in enumerate(parts) if isinstance(k, (np.ndarray, list))]
     if not advanced:
-        return result
+        return 0
     scalars = [i for i, k in enumerate(parts) if isinstance(k, (int, np.integer))]
     where = sorted(advanced + scalars)
     if where[-1] - where[0] + 1 == len(where):   # adjacent: in place, after the batch axis
-        return result
+        return 0
     shapes = [np.shape(np.flatnonzero(k)) if np.asarray(k).dtype == bool else np.shape(k)
               for k in (parts[i] for i in advanced)]
-    return np.moveaxis(result, len(np.broadcast_shapes(*shapes)), 0)
+    return len(np.broadcast_shapes(*shapes))
+
+
+def batched_getitem(t, key):
+    """``x[key]`` for every direction of the batched ``t`` (shape ``(batch,) +
+    x.shape``) at once: the key shifted past the batch axis, the batch axis kept first."""
+    parts = key if isinstance(key, tuple) else (key,)
+    result = t[(builtins.slice(None),) + parts]
+    axis = batched_axis(parts)
+    return result if axis == 0 else np.moveaxis(result, axis, 0)
 
 
 def _batched_getitem(t, ans, x, key):

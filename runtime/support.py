@@ -562,10 +562,13 @@ def batched_setitem_tangent(t, key, value_dot):
         return setitem(t, key, value_dot)
     new = np.array(raw(t), copy=True)
     full = (slice(None),) + (key if isinstance(key, tuple) else (key,))
-    region = new[full]
+    region = P.batched_getitem(new, key)   # the directions first (separated indices too)
     dots = np.asarray(raw(value_dot))
     if dots.ndim < region.ndim:   # broadcast past the direction axis
         dots = dots.reshape(dots.shape[:1] + (1,) * (region.ndim - dots.ndim) + dots.shape[1:])
+    axis = P.batched_axis(key)
+    if axis:   # where numpy's indexing puts the directions' axis
+        dots = np.moveaxis(np.broadcast_to(dots, region.shape), 0, axis)
     new[full] = dots
     return new
 

@@ -169,3 +169,18 @@ def test_separated_advanced_indices_with_as_many_directions_as_indices():
                                pb.jacrev(separated_same_size)(v), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(pb.jacfwd(separated_same_size)(v),
                                _central(separated_same_size, (v,), 0), rtol=1e-6, atol=1e-7)
+
+
+def separated_write(v):
+    m = np.reshape(np.concatenate((v, C10)), (2, 3, 2)) * 1.0
+    m[[1, 0], :, 1] = np.reshape(np.concatenate((v * v, v, v)), (2, 3)) * 3.0
+    m[0, 1:, [0]] = np.sin(v)
+    return m * m[::-1]
+
+
+def test_batched_writes_with_separated_advanced_indices():
+    v = np.array([0.3, 0.7])
+    np.testing.assert_allclose(pb.jacfwd(separated_write)(v),
+                               pb.jacrev(separated_write)(v), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(pb.jacfwd(separated_write)(v),
+                               _central(separated_write, (v,), 0), rtol=1e-6, atol=1e-7)
