@@ -126,7 +126,9 @@ def jacfwd(fn, argnums=0):
     mode: shape ``out.shape + x.shape``; a tuple of them for a tuple of argnums.  One
     batched tangent pass per argument: the tangent code runs once with a leading axis of
     ``x.size`` basis directions (elementwise tangents are one numpy operation per
-    statement; other rules of the table run once per direction)."""
+    statement, and so are the structural ops with a batched rule in
+    ``primitives.BATCHED_JVPS``: matmul, reshape, transpose, sum, mean, indexing, concat,
+    stack; other rules of the table run once per direction)."""
     single = _is_position(argnums)
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)

@@ -3042,3 +3042,118 @@ topk.prim = _topk_prim.prim   # compiled code reads the call as the primitive
 # forward-over-reverse evaluates VJP rules on values with tangents (runtime/dual.py)
 from . import dual as _dual  # noqa: E402
 _Dual = _dual.Dual
+
+
+# ----- batched forward rules (pb.jacfwd) ---------------------------------------------------
+# pb.jacfwd pushes a batch of tangents through one pass: a leading axis of directions.  A
+# JVP rule of the table is written for one direction, so support.batched_rule runs it once
+# per direction; for the structural ops a batched Jacobian goes through (matmul, reshape,
+# transpose, sum, mean, indexing), the batched rule here computes the same stack in one numpy
+# call.  Each returns None where its case is not covered (then per direction again).
+
+def _is_raw(*values) -> bool:
+    return builtins.all(type(v) is np.ndarray for v in values)
+
+
+def _batched_reshape(t, ans, x, *params, **named):
+    return t.reshape(t.shape[:1] + shape_of(ans))
+
+
+def _batched_transpose(t, ans, x, axes=None):
+    n = np.ndim(x)
+    if axes is None:
+        return np.transpose(t, (0,) + tuple(range(n, 0, -1)))
+    return np.transpose(t, (0,) + tuple(int(a) % n + 1 for a in axes))
+
+
+def _batched_reduction(reduce):
+    def rule(t, ans, x, axis=None, keepdims=False, exclude=False):
+        n = np.ndim(x)
+        if exclude or n == 0:
+            return None
+        if axis is None:
+            axes = tuple(range(1, n + 1))
+        else:
+            axes = tuple(int(a) % n + 1 for a in (axis if isinstance(axis, tuple) else (axis,)))
+        return reduce(t, axis=axes, keepdims=keepdims)
+    return rule
+
+
+def batched_axis(key) -> int:
+    """Where the directions' axis of a batched ``t`` lands in ``t[(:,) + key]``: numpy puts
+    the axes of advanced indices (arrays, lists, and the integers beside them) where they
+    stand when they are adjacent, and first when something separates them; the batch axis
+    then comes after them."""
+    parts = key if isinstance(key, tuple) else (key,)
+    advanced = [i for i, k in enumerate(parts) if isinstance(k, (np.ndarray, list))]
+    if not advanced:
+        return 0
+    scalars = [i for i, k in enumerate(parts) if isinstance(k, (int, np.integer))]
+    where = sorted(advanced + scalars)
+    if where[-1] - where[0] + 1 == len(where):   # adjacent: in place, after the batch axis
+        return 0
+    shapes = [np.shape(np.flatnonzero(k)) if np.asarray(k).dtype == bool else np.shape(k)
+              for k in (parts[i] for i in advanced)]
+    return len(np.broadcast_shapes(*shapes))
+
+
+def batched_getitem(t, key):
+    """``x[key]`` for every direction of the batched ``t`` (shape ``(batch,) +
+    x.shape``) at once: the key shifted past the batch axis, the batch axis kept first."""
+    parts = key if isinstance(key, tuple) else (key,)
+    result = t[(builtins.slice(None),) + parts]
+    axis = batched_axis(parts)
+    return result if axis == 0 else np.moveaxis(result, axis, 0)
+
+
+def _batched_getitem(t, ans, x, key):
+    return batched_getitem(t, key)
+
+
+def _batched_matmul_x(t, ans, x, y):
+    # the directions' axis leads t; numpy broadcasts it as a stack axis of t as long as y
+    # has no more stack axes than x (else it would pair with one of y's)
+    if _is_raw(x, y) and (x.ndim >= 2 and y.ndim <= x.ndim or x.ndim == 1 and y.ndim <= 2):
+        return np.matmul(t, y)
+    return None
+
+
+def _batched_matmul_y(t, ans, x, y):
+    if _is_raw(x, y) and y.ndim >= 2 and x.ndim <= y.ndim:
+        return np.matmul(x, t)
+    return None
+
+
+#: a JVP rule -> (the argument its tangent belongs to, its batched form)
+BATCHED_JVPS = {
+    REGISTRY["reshape"].jvps[0]: (0, _batched_reshape),
+    REGISTRY["transpose"].jvps[0]: (0, _batched_transpose),
+    REGISTRY["sum"].jvps[0]: (0, _batched_reduction(np.sum)),
+    REGISTRY["mean"].jvps[0]: (0, _batched_reduction(np.mean)),
+    REGISTRY["getitem"].jvps[0]: (0, _batched_getitem),
+    REGISTRY["matmul"].jvps[0]: (0, _batched_matmul_x),
+    REGISTRY["matmul"].jvps[1]: (1, _batched_matmul_y),
+}
+
+
+def _batched_pieces(tangents, arrays):
+    batch = next(len(t) for t in tangents if t is not None)
+    pieces = [np.zeros((batch,) + shape_of(a), np.asarray(a).dtype) if t is None else t
+              for t, a in zip(tangents, arrays, strict=True)]
+    ok = builtins.all(type(p) is np.ndarray and p.shape[1:] == shape_of(a)
+                      for p, a in zip(pieces, arrays))
+    return pieces if ok else None
+
+
+def _batched_concat(tangents, ans, *arrays, dim=1):
+    pieces = _batched_pieces(tangents, arrays)
+    return None if pieces is None else np.concatenate(pieces, axis=dim % np.ndim(ans) + 1)
+
+
+def _batched_stack(tangents, ans, *arrays, axis=0):
+    pieces = _batched_pieces(tangents, arrays)
+    return None if pieces is None else np.stack(pieces, axis=axis % np.ndim(ans) + 1)
+
+
+#: a whole-primitive JVP rule -> its batched form (all tangents at once)
+BATCHED_JOINT_JVPS = {_concat_jvp: _batched_concat, _stack_jvp: _batched_stack}

@@ -160,8 +160,7 @@ def batched_index(t, key):
     the batch axis."""
     if isinstance(t, (list, tuple, dict)):
         return t[key]
-    key = key if isinstance(key, tuple) else (key,)
-    return np.asarray(t)[(slice(None),) + key]
+    return P.batched_getitem(np.asarray(t), key)
 
 
 def batched_join(items, axis=0, stack=False):
@@ -173,13 +172,41 @@ def batched_join(items, axis=0, stack=False):
 
 
 def batched_rule(rule, t, ans, *args, **params):
-    """A table JVP rule over a batch of tangents: once per direction, stacked."""
+    """A table JVP rule over a batch of tangents: its batched form in one call where the
+    table has one for the case (``primitives.BATCHED_JVPS``), else once per direction,
+    stacked."""
+    batched = P.BATCHED_JVPS.get(rule)
+    if batched is not None and type(t) is np.ndarray:
+        position, form = batched
+        if t.shape[1:] == P.shape_of(args[position]):
+            result = _batched_shape(form(t, ans, *args, **params), len(t), ans)
+            if result is not None:
+                return result
     return np.stack([np.asarray(tangent_like(rule(t[b], ans, *args, **params), ans))
                      for b in range(len(t))])
 
 
+def _batched_shape(result, batch, ans):
+    """A batched form's result as ``(batch,) + shape(ans)`` (a 0-d result spelled (1,)
+    by ``ops``), or None where only the per-direction rule knows how it spreads."""
+    if result is None:
+        return None
+    shape = (batch,) + P.shape_of(ans)
+    if result.shape == shape:
+        return result
+    if result.shape[:1] == (batch,) and result.size == int(np.prod(shape)):
+        return result.reshape(shape)
+    return None
+
+
 def batched_joint(rule, tangents, ans, *args, **params):
     """A whole-primitive JVP rule (``jvp.concat``) over a batch of tangents."""
+    batched = P.BATCHED_JOINT_JVPS.get(rule)
+    if batched is not None:
+        batch = next(len(t) for t in tangents if t is not None)
+        result = _batched_shape(batched(tangents, ans, *args, **params), batch, ans)
+        if result is not None:
+            return result
     batch = next(len(t) for t in tangents if t is not None)
     return np.stack([np.asarray(tangent_like(
         rule([None if t is None else t[b] for t in tangents], ans, *args, **params), ans))
@@ -535,10 +562,13 @@ def batched_setitem_tangent(t, key, value_dot):
         return setitem(t, key, value_dot)
     new = np.array(raw(t), copy=True)
     full = (slice(None),) + (key if isinstance(key, tuple) else (key,))
-    region = new[full]
+    region = P.batched_getitem(new, key)   # the directions first (separated indices too)
     dots = np.asarray(raw(value_dot))
     if dots.ndim < region.ndim:   # broadcast past the direction axis
         dots = dots.reshape(dots.shape[:1] + (1,) * (region.ndim - dots.ndim) + dots.shape[1:])
+    axis = P.batched_axis(key)
+    if axis:   # where numpy's indexing puts the directions' axis
+        dots = np.moveaxis(np.broadcast_to(dots, region.shape), 0, axis)
     new[full] = dots
     return new
 
