@@ -110,7 +110,8 @@ SEVERING_METHODS = {"asscalar", "asnumpy", "item", "tolist"}
 # methods that read their receiver only (containers' and arrays'); any other method of a
 # local pullback has no rule for may change its receiver in place (sort, fill, extend, ...)
 PURE_METHODS = {"get", "keys", "values", "items", "copy", "index", "count", "any", "all",
-                "nonzero", "argsort", "tolist", "item", "asscalar", "asnumpy"}
+                "nonzero", "argsort", "tolist", "item", "asscalar", "asnumpy",
+                "searchsorted"}
 # a dict's methods compiled code follows: d.get(k, default), d.values(), d.items() (as
 # lists: ``support.values``), d.keys() (no gradient)
 CONTAINER_METHODS = {"get": "get", "values": "values", "items": "items", "keys": "keys"}
@@ -618,6 +619,9 @@ def _describe_method(parsed, call, func) -> Operation:
                        "MXNet's (n, rest) for an NDArray, and compiled code cannot tell "
                        "which x is", "What to do: write x.reshape(-1) (numpy's) or "
                        "nd.flatten(x) (MXNet's).")
+    if method == "ravel" and not call.args and not call.keywords:   # a view, as reshape's
+        return _reshape(parsed, call, func.value, [gast.Constant(value=-1, kind=None)],
+                        ".ravel()", numpy=True)
     prim_name = METHODS.get(method)
     if prim_name is None:
         mutates = [] if method in PURE_METHODS else [func.value]
