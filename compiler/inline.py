@@ -10,7 +10,7 @@ substituted into the expression; a longer straight-line body (assignments, then 
 ``return``) is placed before the statement holding the call.  Anything else is a
 CompileError at the user's line: a local function returned, stored, passed to another
 function, called by keyword, recursive, defined inside a block or bound twice; a lambda
-that is not bound to a name; a body with loops, branches or nested functions.
+that is not bound to a name (or bound inside a block); a body with loops, branches or nested functions.
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def _check_uses(parsed, fn, locals_) -> None:
         if isinstance(node, gast.Call) and isinstance(node.func, gast.Name):
             calls[id(node.func)] = node
     definitions = {id(f.node) for f in locals_.values()}
+    bound = {id(n.value) for n in gast.walk(fn) if isinstance(n, gast.Assign)
+             and isinstance(n.value, gast.Lambda)}   # name = lambda ..., anywhere
     for node in gast.walk(fn):
         if isinstance(node, gast.FunctionDef) and node is not fn and id(node) not in \
                 definitions:
@@ -101,6 +103,11 @@ def _check_uses(parsed, fn, locals_) -> None:
         if isinstance(node, gast.Lambda) and not any(f.node.value is node for f in
                                                      locals_.values()
                                                      if isinstance(f.node, gast.Assign)):
+            if id(node) in bound:   # bound, but inside a block (a branch, a loop)
+                raise error_at(parsed, node, "a lambda bound inside a block (an if, a "
+                               "loop, a with) cannot be inlined", "bind it once, at the "
+                               "top level of the function (it reads the enclosing "
+                               "variables when called, as Python's late binding does)")
             raise error_at(parsed, node, "a lambda that is not bound to a name and called "
                            "cannot be differentiated (passed to a function, returned or "
                            "stored)", "bind it (f = lambda ...) and call it, or write the "
