@@ -330,7 +330,7 @@ def test_ravel_is_a_view_in_the_aliasing_rule_and_differentiable():
     try:
         g = pb.grad(raveled_then_written)(x)
     except CompileError as e:   # the rule may refuse the write through an alias
-        assert "r may share" in str(e) and "line 3" not in str(e)
+        assert "that r may share" in str(e)
         return
     expected = np.zeros_like(x)
     for i in np.ndindex(x.shape):
