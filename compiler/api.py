@@ -68,6 +68,7 @@ class CompiledFunction:
         self._parsed = self._implicit = self._containers = self.last_variant = None
         self._variants = {}
         self.__dict__.pop("_tangent_variants", None)
+        self.__dict__.pop("_second_order", None)   # forward-over-reverse (second.py)
         self._bindings = Bindings(self.fn)
         self.generation += 1
         return True
@@ -676,9 +677,13 @@ def grad(fn, argnums=0):
 
     def install(road, args, internal):
         fast[0] = _gradient_entry(entries, road, args, internal, nums, single, careful)
-        compiled[0] = as_compiled(fn)
+        compiled = as_compiled(fn)
+        built[0] = (compiled, compiled.generation)
 
-    compiled = [None]   # whose bindings the entry was built for (bindings.py)
+    # whose bindings, and which rebuild of them, the entry was built for (bindings.py): the
+    # generation is the entry's own, as another pb.grad object of fn may be the one whose
+    # call found a rebinding and rebuilt (check_bindings is then False here)
+    built = [None]
 
     single, nums, entries = _is_position(argnums), _positions(argnums), {}
     run = _gradient_runner(fn, argnums, install)
@@ -687,9 +692,12 @@ def grad(fn, argnums=0):
     def grad_fn(*args, **kwargs):
         entry = fast[0]
         if entry is not None and not kwargs:
-            if not compiled[0].check_bindings():   # a name it reads rebound: no entry
+            compiled, generation = built[0]
+            compiled.check_bindings()
+            if compiled.generation == generation:
                 return entry(*args)   # checks every argument; anything else runs careful()
-            fast[0] = None
+            fast[0] = None   # a name it reads rebound: no entry
+            entries.clear()
         return run(args, kwargs)[2]
 
     grad_fn.pullback_derivative = "pb.grad"   # functools.wraps made it look like fn

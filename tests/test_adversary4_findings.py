@@ -95,9 +95,6 @@ def calls_rebindable(x):
     return act_f3(x) + 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 3: after a callee is rebound and a fresh "
-                   "pb.grad rebuilt the variant, an older pb.grad object keeps returning the "
-                   "old callee's gradient (its fastcall gradient entry; native road only)")
 def test_old_grad_object_sees_rebound_callee(monkeypatch):
     import sys
     monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
@@ -156,8 +153,6 @@ def calls_rebindable6(x):
     return act_f6(x) + 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 6: pb.hvp (forward-over-reverse) ignores "
-                   "a rebound global function: gradient 3.0 after act = act7 (pb.grad: 7.0)")
 @pytest.mark.parametrize("road", ["native", "python"])
 def test_hvp_sees_rebound_callee(monkeypatch, road):
     import sys
@@ -182,9 +177,6 @@ def calls_namespace_attr(x):
     return cfg7.act(x) + 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 7: cfg.act = other_fn on a "
-                   "types.SimpleNamespace is ignored by every entry point on both roads (old "
-                   "value AND gradient); the same on a plain class instance is seen")
 @pytest.mark.parametrize("road", ["native", "python"])
 def test_namespace_attribute_function_rebinding(monkeypatch, road):
     monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1" if road == "native" else "0")
