@@ -28,8 +28,6 @@ def trace_offset_squared(x):
     return np.trace(x, offset=1) ** 2
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 1: hvp/hessian/grad(grad) of np.trace "
-                   "spread the tangent over the whole matrix (no diagonal mask)")
 def test_trace_hvp():
     x = np.arange(4.0).reshape(2, 2)
     v = np.array([[1.0, 0.0], [0.0, 0.0]])
@@ -37,13 +35,11 @@ def test_trace_hvp():
     np.testing.assert_allclose(hv, 2.0 * np.eye(2))          # pullback: all 4.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 1: grad(grad(trace(x)**2))")
 def test_trace_grad_grad():
     x = np.arange(4.0).reshape(2, 2)
     np.testing.assert_allclose(pb.grad(pb.grad(trace_squared))(x), 4.0 * np.eye(2))  # pb: 8s
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 1: hvp of trace(x, offset=1)**2")
 def test_trace_offset_hvp():
     x = np.arange(4.0).reshape(2, 2)
     v = np.ones((2, 2))
