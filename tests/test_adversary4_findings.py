@@ -128,9 +128,6 @@ def det_sum(a):
     return np.linalg.det(a)
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 5: hvp of det at a singular (rank n-1) "
-                   "matrix raises numpy's LinAlgError('Singular matrix'); grad works there "
-                   "(the adjugate) and det is a polynomial: its Hessian exists everywhere")
 def test_det_hvp_at_singular_matrix():
     a = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
     v = np.array([[0.3, -0.2, 0.1], [0.5, 0.4, -0.6], [0.2, 0.1, 0.7]])
