@@ -179,10 +179,22 @@ def _linear_jvp(name):
     (its parameters unchanged).  The op is looked up when the rule runs, so the rule can
     be registered with the op itself."""
     def rule(t, ans, x, *positional_params, **params):   # the tape may pass them by position
+        if isinstance(t, (list, tuple)):   # np.array([x * y, 2.0]): a constant's tangent
+            t = _zeros_for_none(t, x)      # is None, and None is no number
         return globals()[name](t, *positional_params, **params)
 
     rule.__name__ = f"{name}_jvp"
     return rule
+
+
+def _zeros_for_none(t, x):
+    """A container tangent ``t`` of the value ``x`` with zeros where an item has none."""
+    if t is None:
+        data = np.asarray(x)
+        return np.zeros(data.shape, data.dtype if data.dtype.kind in "fc" else np.float64)
+    if isinstance(t, (list, tuple)):
+        return type(t)(_zeros_for_none(d, v) for d, v in zip(t, x, strict=True))
+    return t
 
 
 def shape_of(x) -> tuple:

@@ -173,9 +173,33 @@ def batched_join(items, axis=0, stack=False):
 
 
 def batched_rule(rule, t, ans, *args, **params):
-    """A table JVP rule over a batch of tangents: once per direction, stacked."""
-    return np.stack([np.asarray(tangent_like(rule(t[b], ans, *args, **params), ans))
-                     for b in range(len(t))])
+    """A table JVP rule over a batch of tangents: once per direction, stacked.  ``t`` may
+    be a list, tuple or dict of batched tangents (``np.array([x, y, 2.0])``'s): direction
+    ``b`` is then each item's ``b``-th, not the ``b``-th item."""
+    return np.stack([np.asarray(tangent_like(rule(_direction(t, b), ans, *args, **params),
+                                             ans))
+                     for b in range(_batch_size(t))])
+
+
+def _direction(t, b):
+    """Direction ``b`` of a batched tangent (None: none), containers item by item."""
+    if t is None:
+        return None
+    if isinstance(t, (list, tuple)):
+        return type(t)(_direction(item, b) for item in t)
+    if isinstance(t, dict):
+        return {k: _direction(item, b) for k, item in t.items()}
+    return t[b]
+
+
+def _batch_size(t):
+    if isinstance(t, (list, tuple, dict)):
+        for item in (t.values() if isinstance(t, dict) else t):
+            found = _batch_size(item)
+            if found is not None:
+                return found
+        return None
+    return None if t is None else len(t)
 
 
 def batched_joint(rule, tangents, ans, *args, **params):

@@ -57,15 +57,11 @@ def array_with_constant(x):
     return np.sum(np.array([x[0] * 1.0, 2.0]))
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 2: jacfwd of np.array([x0*x1, x1, 2.0]) "
-                   "crashes with numpy's broadcast ValueError (batched tangent of the list)")
 def test_array_of_list_jacfwd():
     x = np.array([0.5, 2.0])
     np.testing.assert_allclose(pb.jacfwd(array_of_list)(x), [4.0, 5.0])
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 2: hvp of np.array([..., 2.0]) raises "
-                   "TypeError NoneType * float / float + NoneType (a constant's None tangent)")
 @pytest.mark.parametrize("fn", [array_of_list, array_with_constant])
 def test_array_of_list_hvp(fn):
     x = np.array([0.5, 2.0])
