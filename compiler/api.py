@@ -33,7 +33,7 @@ from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parameter_count, parameter_names, parse_function, signature_function
 from .pipeline import TangentVariant, Variant
-from .pytree import Kind, leaves_of, map_leaves, structure
+from .pytree import Kind, is_leaf, leaves_of, map_leaves, refuse_leaf, structure
 
 _BY_CODE = {}
 
@@ -485,6 +485,8 @@ def _to_internal(value, active):
     """An argument as compiled code sees it: a numpy array (or an inactive Python value)."""
     if isinstance(value, NDArray):
         return value._data
+    if active and not isinstance(value, (dict, list, tuple)) and not is_leaf(value):
+        refuse_leaf(value)   # as pytree.structure did when the variant was made
     if active and isinstance(value, (int, float)) and not isinstance(value, bool):
         # numbers stay numbers (numpy's per-call cost is per array), as numpy float64 so
         # that arithmetic keeps numpy's semantics (inf, nan, no exceptions)

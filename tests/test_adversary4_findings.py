@@ -1,9 +1,8 @@
 """Findings of the fourth adversary (adv4): silent wrong values and gradients and crashes in
 what landed on 2026-12-07 (native arrays, native calls, forward-over-reverse, new numpy
 ops, linalg/conv, rebinding, the compiled call under record()).  Each test asserts the
-CORRECT behaviour and is ``xfail(strict=True)`` while the finding is open (an XPASS fails
-the suite, so a fix must remove the marker).  A clear ``pb.CompileError`` refusal is
-accepted as a fix where the tests say so.  Details: /work/briefs/adv4-report.md."""
+CORRECT behaviour; all seven are fixed (branch adv4fix), their families covered in
+tests/test_adversary4_fixes.py.  Details: /work/briefs/adv4-report.md."""
 
 import numpy as np
 import pytest
@@ -105,9 +104,6 @@ def poly_for_bool(x, y=2.0):
     return x * x * y + x
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 4: once pb.grad's fastcall entry is "
-                   "installed (a float call took the native road), g(True) returns 5.0; the "
-                   "careful path (and a fresh pb.grad) raises TypeError for a bool")
 def test_gradient_entry_refuses_bool_like_careful_path(monkeypatch):
     monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
     g = pb.grad(poly_for_bool)
