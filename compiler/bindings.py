@@ -11,10 +11,13 @@ notebook) must change what the compiled function computes too.
 ``Bindings(fn)`` records, for every name ``fn``'s bytecode reads (and, transitively,
 those of the user functions it calls): which object it refers to now, or only that it
 is data (an implicit input, whose value is read per call anyway).  Attribute chains are
-followed through the user's own modules (``cfg.act``, ``pkg.sub.helper``), as Python
-would look them up; library modules (numpy, the standard library, installed packages,
-pullback) are taken as not rebound.  ``changed()`` is a loop of dictionary lookups and
-identity tests: the caller (``api``) rebuilds every variant when it is true, so a
+followed through the user's own modules (``cfg.act``, ``pkg.sub.helper``) and through
+any other object but data and numpy's or pullback's own (a ``SimpleNamespace``, an
+instance with or without ``__slots__``, a class and its bases, a function's attributes),
+to any depth, each object once, checked where Python looks the attribute up
+(``attribute_lookup``); library modules (numpy, the standard library, installed
+packages, pullback) and library classes are taken as not rebound.  ``changed()`` is a
+loop of dictionary lookups and identity tests: the caller (``api``) rebuilds every variant when it is true, so a
 variant never runs with bindings other than those it was built for.
 """
 
@@ -85,8 +88,8 @@ def _user_class(cls) -> bool:
 
 
 class _Attribute:
-    """``get(name)`` as ``getattr``: the lookup of an attribute a data descriptor (a slot,
-    a property) of a user class holds, which no namespace dict shows."""
+    """``get(name)`` as ``getattr``: the lookup of an attribute a slot of a user class
+    holds, which no namespace dict shows."""
 
     def __init__(self, obj):
         self._obj = obj
@@ -131,10 +134,11 @@ def attribute_lookup(value, name):
             checks.append((namespace, name, _MISSING))
             continue
         checks.append((namespace, name, entry))
-        if not isinstance(value, type) and (hasattr(type(entry), "__set__")
-                                            or hasattr(type(entry), "__delete__")):
-            found = _Attribute(value).get(name, _MISSING)   # a slot or a property
+        if not isinstance(value, type) and isinstance(entry, types.MemberDescriptorType):
+            found = _Attribute(value).get(name, _MISSING)   # a slot: read, no code runs
             return checks + [(_Attribute(value), name, found)], found
+        if isinstance(entry, property):   # its code is not run at each check (nor here):
+            return checks, _MISSING       # the property object itself is checked
         break
     if instance is not None and name in instance:
         return [(instance, name, instance[name])] + checks, instance[name]
@@ -199,11 +203,10 @@ class Bindings:
         self._followed[id(value)] = value   # held: its id stays valid (cycles end here)
         for name in sorted(names):
             checks, found = attribute_lookup(value, name)
-            if found is _MISSING:
-                continue
             self._checks.extend((namespace, key, _expected(expected))
                                 for namespace, key, expected in checks)
-            self._follow(found, names)
+            if found is not _MISSING:
+                self._follow(found, names)
 
     def _freeze(self) -> None:
         """Identity checks apart from data checks, for ``changed``'s loop."""

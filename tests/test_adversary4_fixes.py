@@ -697,3 +697,39 @@ def test_a_bad_argument_is_refused_by_fresh_and_prepared_objects_on_both_roads(
     assert grad(1.5) == 7.0   # and the objects still work
     # a bool or a string as data (not differentiated) is the user's business: as Python
     assert pb.grad(poly)(1.5, True) == 2 * 1.5 * True + 1
+
+
+# ----- a property is not run by the bindings check; its object is what is checked ---------
+
+class WithProperty:
+    calls = 0
+
+    @property
+    def size(self):   # a fresh tuple each time: comparing results would rebuild always
+        WithProperty.calls += 1
+        return (2.0,)
+
+    act = staticmethod(act_old)
+
+
+with_property = WithProperty()
+
+
+def reads_a_property_holder(x):
+    ones = np.ones(2)   # reads an attribute "size" (of a local): the check looks the name
+    return with_property.act(x) * 2.0 + 0.0 * ones.size   # up on with_property too
+
+
+def test_a_property_of_a_followed_object_is_not_run_at_each_check():
+    compiled = pb.compile(reads_a_property_holder)
+    grad = pb.grad(compiled)
+    before = compiled.generation
+    for _ in range(3):
+        np.testing.assert_allclose(grad(X), 2.0 * d_act(act_old, X), rtol=1e-12)
+    assert compiled.generation == before   # nothing rebuilt
+    assert WithProperty.calls == 0
+    WithProperty.act = staticmethod(act_new)
+    try:
+        np.testing.assert_allclose(grad(X), 2.0 * d_act(act_new, X), rtol=1e-12)
+    finally:
+        WithProperty.act = staticmethod(act_old)
