@@ -33,7 +33,7 @@ from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parameter_count, parameter_names, parse_function, signature_function
 from .pipeline import TangentVariant, Variant
-from .pytree import Kind, is_leaf, leaves_of, map_leaves, refuse_leaf, structure
+from .pytree import Kind, leaves_of, map_leaves, refuse_leaf, structure
 
 _BY_CODE = {}
 
@@ -485,8 +485,6 @@ def _to_internal(value, active):
     """An argument as compiled code sees it: a numpy array (or an inactive Python value)."""
     if isinstance(value, NDArray):
         return value._data
-    if active and not isinstance(value, (dict, list, tuple)) and not is_leaf(value):
-        refuse_leaf(value)   # as pytree.structure did when the variant was made
     if active and isinstance(value, (int, float)) and not isinstance(value, bool):
         # numbers stay numbers (numpy's per-call cost is per array), as numpy float64 so
         # that arithmetic keeps numpy's semantics (inf, nan, no exceptions)
@@ -497,7 +495,7 @@ def _to_internal(value, active):
         if active and not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
-    if active and isinstance(value, np.generic) and not isinstance(value, np.bool_):
+    if active and isinstance(value, (np.floating, np.integer)):
         # a numpy number stays a number of its own float dtype (integers: float64)
         return value if isinstance(value, np.inexact) else np.float64(value)
     if active and isinstance(value, (dict, list, tuple)):
@@ -505,10 +503,8 @@ def _to_internal(value, active):
         # containers (never the caller's) of the leaves as compiled code sees them; its
         # gradient comes back with the same structure (_external_gradient)
         return map_leaves(lambda leaf: _to_internal(leaf, True), value)
-    if active and not isinstance(value, (np.generic, bool)):
-        raise TypeError(f"cannot differentiate with respect to a {type(value).__name__} "
-                        "argument (only arrays, numbers, and dicts, lists and tuples of "
-                        "them); exclude it with argnums=")
+    if active:   # a bool, a complex number, a string...: refused at every call, as
+        refuse_leaf(value)   # pytree.structure did when the variant was made
     return value
 
 

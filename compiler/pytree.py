@@ -111,11 +111,6 @@ def refuse_leaf(value):
                     "(only arrays, numbers, and dicts, lists and tuples of them)")
 
 
-def is_leaf(value) -> bool:
-    """An array or a real number (not a bool): a value that may be differentiated."""
-    return _is_leaf(value)
-
-
 def _is_leaf(value) -> bool:
     return (isinstance(value, (NDArray, np.ndarray, np.floating, np.integer, float, int))
             and not isinstance(value, (bool, np.bool_)))
