@@ -33,7 +33,7 @@ from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
 from .parse import parameter_count, parameter_names, parse_function, signature_function
 from .pipeline import TangentVariant, Variant
-from .pytree import Kind, leaves_of, map_leaves, structure
+from .pytree import Kind, leaves_of, map_leaves, refuse_leaf, structure
 
 _BY_CODE = {}
 
@@ -68,6 +68,7 @@ class CompiledFunction:
         self._parsed = self._implicit = self._containers = self.last_variant = None
         self._variants = {}
         self.__dict__.pop("_tangent_variants", None)
+        self.__dict__.pop("_second_order", None)   # forward-over-reverse (second.py)
         self._bindings = Bindings(self.fn)
         self.generation += 1
         return True
@@ -525,7 +526,7 @@ def _to_internal(value, active):
         if active and not np.issubdtype(data.dtype, np.inexact):
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
-    if active and isinstance(value, np.generic) and not isinstance(value, np.bool_):
+    if active and isinstance(value, (np.floating, np.integer)):
         # a numpy number stays a number of its own float dtype (integers: float64)
         return value if isinstance(value, np.inexact) else np.float64(value)
     if active and isinstance(value, (dict, list, tuple)):
@@ -533,10 +534,8 @@ def _to_internal(value, active):
         # containers (never the caller's) of the leaves as compiled code sees them; its
         # gradient comes back with the same structure (_external_gradient)
         return map_leaves(lambda leaf: _to_internal(leaf, True), value)
-    if active and not isinstance(value, (np.generic, bool)):
-        raise TypeError(f"cannot differentiate with respect to a {type(value).__name__} "
-                        "argument (only arrays, numbers, and dicts, lists and tuples of "
-                        "them); exclude it with argnums=")
+    if active:   # a bool, a complex number, a string...: refused at every call, as
+        refuse_leaf(value)   # pytree.structure did when the variant was made
     return value
 
 
@@ -707,9 +706,13 @@ def grad(fn, argnums=0):
 
     def install(road, args, internal):
         fast[0] = _gradient_entry(entries, road, args, internal, nums, single, careful)
-        compiled[0] = as_compiled(fn)
+        compiled = as_compiled(fn)
+        built[0] = (compiled, compiled.generation)
 
-    compiled = [None]   # whose bindings the entry was built for (bindings.py)
+    # whose bindings, and which rebuild of them, the entry was built for (bindings.py): the
+    # generation is the entry's own, as another pb.grad object of fn may be the one whose
+    # call found a rebinding and rebuilt (check_bindings is then False here)
+    built = [None]
 
     single, nums, entries = _is_position(argnums), _positions(argnums), {}
     run = _gradient_runner(fn, argnums, install)
@@ -718,9 +721,12 @@ def grad(fn, argnums=0):
     def grad_fn(*args, **kwargs):
         entry = fast[0]
         if entry is not None and not kwargs:
-            if not compiled[0].check_bindings():   # a name it reads rebound: no entry
+            compiled, generation = built[0]
+            compiled.check_bindings()
+            if compiled.generation == generation:
                 return entry(*args)   # checks every argument; anything else runs careful()
-            fast[0] = None
+            fast[0] = None   # a name it reads rebound: no entry
+            entries.clear()
         return run(args, kwargs)[2]
 
     grad_fn.pullback_derivative = "pb.grad"   # functools.wraps made it look like fn

@@ -65,7 +65,7 @@ from pathlib import Path
 from pullback.runtime import fused, safefile
 
 from . import codegen
-from .bindings import followed
+from .bindings import _MISSING, attribute_lookup, followed
 from .parse import ParsedFunction, parameter_count
 
 FORMAT = 2   # 2: callee masks as mask codes (container structures stored)
@@ -294,7 +294,8 @@ def key(fn, mask, source: str) -> str:
 
 def _reads(fn) -> list:
     """What each name ``fn`` reads refers to now, and each attribute it may read
-    through a module (``nd.tanh``, ``cfg.ACT``, ``pkg.sub.helper``)."""
+    through a module (``nd.tanh``, ``cfg.ACT``, ``pkg.sub.helper``) or an object
+    ``bindings.followed`` looks into (``ns.act``, ``Cfg.act``)."""
     names = sorted(_names_read(fn.__code__))
     resolver = _resolver(fn)
     reads, modules = [], []
@@ -307,16 +308,18 @@ def _reads(fn) -> list:
         reads.append(f"{name}: {_describe(found)}")
         if isinstance(found, types.ModuleType) or followed(found):
             modules.append((name, found))
+    seen = {id(found) for _, found in modules}
     while modules:
-        path, module = modules.pop()
-        attributes = vars(module)   # not getattr: no lazy imports
+        path, holder = modules.pop()
         for name in names:
-            if name in attributes:
-                found = attributes[name]
-                reads.append(f"{path}.{name}: {_describe(found)}")
-                if ((isinstance(found, types.ModuleType) or followed(found))
-                        and path.count(".") < 3):
-                    modules.append((f"{path}.{name}", found))
+            found = attribute_lookup(holder, name)[1]   # not getattr: no lazy imports
+            if found is _MISSING:
+                continue
+            reads.append(f"{path}.{name}: {_describe(found)}")
+            if id(found) not in seen and (followed(found) or (
+                    isinstance(found, types.ModuleType) and path.count(".") < 3)):
+                seen.add(id(found))
+                modules.append((f"{path}.{name}", found))
     return reads
 
 

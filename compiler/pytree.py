@@ -99,6 +99,14 @@ def structure(value) -> Kind | None:
         return container(tag, ((k, structure(v) or LEAF) for k, v in enumerate(value)))
     if _is_leaf(value):
         return None
+    refuse_leaf(value)
+
+
+def refuse_leaf(value):
+    """The TypeError for differentiating ``value``, which is not a leaf (a bool, a string,
+    None, a complex number...).  ``api._to_internal`` raises it at every call too, so a
+    derivative object whose variant was prepared for a float refuses a bool as the first
+    call did (not reading it as 1.0)."""
     raise TypeError(f"cannot differentiate with respect to a {type(value).__name__} "
                     "(only arrays, numbers, and dicts, lists and tuples of them)")
 

@@ -120,8 +120,8 @@ def jvp(prim, dots, ans, args, params):
     if not prim.jvp_from_scalar:
         raise TypeError(f"pullback: the primitive {prim.name!r} has no JVP rule")
     shape = P.shape_of(ans)   # elementwise: the VJP rule on operands of the result's shape
-    wide = [np.broadcast_to(a, shape) if _is_array(a) and P.shape_of(a) != shape else a
-            for a in args]
+    wide = [np.broadcast_to(a, shape) if _is_number_or_array(a) and P.shape_of(a) != shape
+            else a for a in args]   # a 0-d operand too: its rule would sum over the result
     for rule, d in zip(prim.vjps, dots):
         if d is not None and rule is not None:
             spread = np.broadcast_to(d, shape) if P.shape_of(d) != shape else d
@@ -131,6 +131,10 @@ def jvp(prim, dots, ans, args, params):
 
 def _is_array(x) -> bool:
     return type(x) is np.ndarray
+
+
+def _is_number_or_array(x) -> bool:
+    return isinstance(x, (np.ndarray, np.generic, float, int)) and not isinstance(x, bool)
 
 
 def _plus(a, b):

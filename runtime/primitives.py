@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import InPlaceError
 from .ndarray import NDArray, as_data
-from .tape import apply
+from .tape import apply, is_recording
 
 
 @dataclass(eq=False)
@@ -179,10 +179,22 @@ def _linear_jvp(name):
     (its parameters unchanged).  The op is looked up when the rule runs, so the rule can
     be registered with the op itself."""
     def rule(t, ans, x, *positional_params, **params):   # the tape may pass them by position
+        if isinstance(t, (list, tuple)):   # np.array([x * y, 2.0]): a constant's tangent
+            t = _zeros_for_none(t, x)      # is None, and None is no number
         return globals()[name](t, *positional_params, **params)
 
     rule.__name__ = f"{name}_jvp"
     return rule
+
+
+def _zeros_for_none(t, x):
+    """A container tangent ``t`` of the value ``x`` with zeros where an item has none."""
+    if t is None:
+        data = np.asarray(x)
+        return np.zeros(data.shape, data.dtype if data.dtype.kind in "fc" else np.float64)
+    if isinstance(t, (list, tuple)):
+        return type(t)(_zeros_for_none(d, v) for d, v in zip(t, x, strict=True))
+    return t
 
 
 def shape_of(x) -> tuple:
@@ -2140,18 +2152,68 @@ def _adjugate_forward(a):
     # product of the singular values other than s_i (prefix times suffix products, no
     # division), so it is exact at singular matrices too (rank n-1: nonzero; lower: zero)
     u, s, vt = np.linalg.svd(a)
+    sign = np.linalg.det(u) * np.linalg.det(vt)
+    scaled = np.swapaxes(vt, -1, -2) * _exclusive_products(s)[..., None, :]
+    return (sign[..., None, None] * np.matmul(scaled, np.swapaxes(u, -1, -2))).astype(a.dtype)
+
+
+def _exclusive_products(s):
+    """``p[..., i]``: the product of ``s[..., k]`` over ``k != i`` (prefix times suffix
+    products: no division, exact where some ``s`` are zero)."""
     ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
     prefix = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
     suffix = np.flip(np.cumprod(np.concatenate([ones, np.flip(s, -1)[..., :-1]], axis=-1),
                                 axis=-1), -1)
+    return prefix * suffix
+
+
+def _adjugate_derivative_at(a, e_of, back):
+    """The derivative of the adjugate at ``a`` from its SVD ``A = U S V^T``, exact at
+    singular matrices (where the inverse-based rules below are not finite).
+
+    ``adj(A + H) = det(U) det(V) V adj(S + E) U^T`` with ``E = U^T H V``, and at a diagonal
+    ``S`` the derivative of ``adj`` along ``E`` is ``D(E)``: ``-E_ij q_ij`` off the
+    diagonal and ``sum_k q_ik E_kk`` on it, ``q_ij`` the product of the singular values
+    other than ``s_i`` and ``s_j`` (``q_ii = 0``).  ``D`` is self-adjoint, so the tangent
+    (``e_of = U^T H V``, back ``V D U^T``) and the cotangent (``e_of = V^T G U``, back
+    ``U D V^T``) are the same map in the two bases: ``e_of(u, vt)`` and ``back(u, vt, d)``
+    say which."""
+    u, s, vt = np.linalg.svd(a)
+    n = s.shape[-1]
+    diagonal = np.eye(n, dtype=bool)
+    q = np.where(diagonal, 0.0, _exclusive_products(
+        np.where(diagonal, 1.0, s[..., None, :])))
+    e = e_of(u, vt)
+    d = -e * q + diagonal * np.sum(q * np.diagonal(e, axis1=-2, axis2=-1)[..., None, :],
+                                   axis=-1)[..., :, None]
     sign = np.linalg.det(u) * np.linalg.det(vt)
-    scaled = np.swapaxes(vt, -1, -2) * (prefix * suffix)[..., None, :]
-    return (sign[..., None, None] * np.matmul(scaled, np.swapaxes(u, -1, -2))).astype(a.dtype)
+    return (sign[..., None, None] * back(u, vt, d)).astype(np.result_type(a, e), copy=False)
+
+
+def _raw_operands(*values):
+    """The numpy data of ``values`` when none is differentiated further (no Dual, no
+    NDArray while recording: a rule may then compute with numpy), else None."""
+    if is_recording() and any(isinstance(v, NDArray) for v in values):
+        return None
+    data = [v._data if isinstance(v, NDArray) else v for v in values]
+    if not all(isinstance(v, (np.ndarray, np.generic)) for v in data):
+        return None
+    return data
+
+
+def _as_operands(result, values):
+    return NDArray(as_data(result)) if any(isinstance(v, NDArray) for v in values) else result
 
 
 def _adjugate_vjp(g, ans, a):
-    # adj(A) = det(A) A^{-1} where A is invertible: d adj = tr(adj dA) A^{-1} - det A^{-1}
-    # dA A^{-1}.  At a singular A this rule (a second derivative of det) is not finite.
+    raw = _raw_operands(g, a)
+    if raw is not None:   # exact everywhere, singular matrices too
+        g_raw, a_raw = raw
+        return _as_operands(_adjugate_derivative_at(
+            a_raw, lambda u, vt: vt @ g_raw @ u, lambda u, vt, d: u @ d @ vt), (g, a))
+    # differentiated again (a tape with create_graph, a Dual): the table's ops, so the
+    # rule has derivatives of its own; adj(A) = det(A) A^{-1} where A is invertible:
+    # d adj = tr(adj dA) A^{-1} - det A^{-1} dA A^{-1} (not finite at a singular A)
     a_inv = linalg_inverse(a)
     inner = sum(multiply(g, a_inv), axis=(-2, -1), keepdims=True)
     first = multiply(inner, _matrix_transpose(ans))
@@ -2160,10 +2222,20 @@ def _adjugate_vjp(g, ans, a):
 
 
 def _adjugate_jvp(t, ans, a):
+    raw = _raw_operands(t, a)
+    if raw is not None:
+        t_raw, a_raw = raw
+        return _as_operands(_adjugate_derivative_at(
+            a_raw, lambda u, vt: _swap(u) @ t_raw @ _swap(vt),
+            lambda u, vt, d: _swap(vt) @ d @ _swap(u)), (t, a))
     a_inv = linalg_inverse(a)
     trace = sum(multiply(_matrix_transpose(ans), t), axis=(-2, -1), keepdims=True)
     return subtract(multiply(trace, a_inv),
                     multiply(_per_matrix(linalg_det(a), a), matmul(a_inv, matmul(t, a_inv))))
+
+
+def _swap(a):
+    return np.swapaxes(a, -1, -2)
 
 
 def _det_vjp(g, ans, a):

@@ -174,7 +174,8 @@ def batched_join(items, axis=0, stack=False):
 def batched_rule(rule, t, ans, *args, **params):
     """A table JVP rule over a batch of tangents: its batched form in one call where the
     table has one for the case (``primitives.BATCHED_JVPS``), else once per direction,
-    stacked."""
+    stacked.  ``t`` may be a list, tuple or dict of batched tangents (``np.array([x, y,
+    2.0])``'s): direction ``b`` is then each item's ``b``-th, not the ``b``-th item."""
     batched = P.BATCHED_JVPS.get(rule)
     if batched is not None and type(t) is np.ndarray:
         position, form = batched
@@ -182,8 +183,30 @@ def batched_rule(rule, t, ans, *args, **params):
             result = _batched_shape(form(t, ans, *args, **params), len(t), ans)
             if result is not None:
                 return result
-    return np.stack([np.asarray(tangent_like(rule(t[b], ans, *args, **params), ans))
-                     for b in range(len(t))])
+    return np.stack([np.asarray(tangent_like(rule(_direction(t, b), ans, *args, **params),
+                                             ans))
+                     for b in range(_batch_size(t))])
+
+
+def _direction(t, b):
+    """Direction ``b`` of a batched tangent (None: none), containers item by item."""
+    if t is None:
+        return None
+    if isinstance(t, (list, tuple)):
+        return type(t)(_direction(item, b) for item in t)
+    if isinstance(t, dict):
+        return {k: _direction(item, b) for k, item in t.items()}
+    return t[b]
+
+
+def _batch_size(t):
+    if isinstance(t, (list, tuple, dict)):
+        for item in (t.values() if isinstance(t, dict) else t):
+            found = _batch_size(item)
+            if found is not None:
+                return found
+        return None
+    return None if t is None else len(t)
 
 
 def _batched_shape(result, batch, ans):

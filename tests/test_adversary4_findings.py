@@ -1,9 +1,8 @@
 """Findings of the fourth adversary (adv4): silent wrong values and gradients and crashes in
 what landed on 2026-12-07 (native arrays, native calls, forward-over-reverse, new numpy
 ops, linalg/conv, rebinding, the compiled call under record()).  Each test asserts the
-CORRECT behaviour and is ``xfail(strict=True)`` while the finding is open (an XPASS fails
-the suite, so a fix must remove the marker).  A clear ``pb.CompileError`` refusal is
-accepted as a fix where the tests say so.  Details: /work/briefs/adv4-report.md."""
+CORRECT behaviour; all seven are fixed (branch adv4fix), their families covered in
+tests/test_adversary4_fixes.py.  Details: /work/briefs/adv4-report.md."""
 
 import numpy as np
 import pytest
@@ -28,8 +27,6 @@ def trace_offset_squared(x):
     return np.trace(x, offset=1) ** 2
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 1: hvp/hessian/grad(grad) of np.trace "
-                   "spread the tangent over the whole matrix (no diagonal mask)")
 def test_trace_hvp():
     x = np.arange(4.0).reshape(2, 2)
     v = np.array([[1.0, 0.0], [0.0, 0.0]])
@@ -37,13 +34,11 @@ def test_trace_hvp():
     np.testing.assert_allclose(hv, 2.0 * np.eye(2))          # pullback: all 4.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 1: grad(grad(trace(x)**2))")
 def test_trace_grad_grad():
     x = np.arange(4.0).reshape(2, 2)
     np.testing.assert_allclose(pb.grad(pb.grad(trace_squared))(x), 4.0 * np.eye(2))  # pb: 8s
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 1: hvp of trace(x, offset=1)**2")
 def test_trace_offset_hvp():
     x = np.arange(4.0).reshape(2, 2)
     v = np.ones((2, 2))
@@ -61,15 +56,11 @@ def array_with_constant(x):
     return np.sum(np.array([x[0] * 1.0, 2.0]))
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 2: jacfwd of np.array([x0*x1, x1, 2.0]) "
-                   "crashes with numpy's broadcast ValueError (batched tangent of the list)")
 def test_array_of_list_jacfwd():
     x = np.array([0.5, 2.0])
     np.testing.assert_allclose(pb.jacfwd(array_of_list)(x), [4.0, 5.0])
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 2: hvp of np.array([..., 2.0]) raises "
-                   "TypeError NoneType * float / float + NoneType (a constant's None tangent)")
 @pytest.mark.parametrize("fn", [array_of_list, array_with_constant])
 def test_array_of_list_hvp(fn):
     x = np.array([0.5, 2.0])
@@ -95,9 +86,6 @@ def calls_rebindable(x):
     return act_f3(x) + 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 3: after a callee is rebound and a fresh "
-                   "pb.grad rebuilt the variant, an older pb.grad object keeps returning the "
-                   "old callee's gradient (its fastcall gradient entry; native road only)")
 def test_old_grad_object_sees_rebound_callee(monkeypatch):
     import sys
     monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
@@ -116,9 +104,6 @@ def poly_for_bool(x, y=2.0):
     return x * x * y + x
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 4: once pb.grad's fastcall entry is "
-                   "installed (a float call took the native road), g(True) returns 5.0; the "
-                   "careful path (and a fresh pb.grad) raises TypeError for a bool")
 def test_gradient_entry_refuses_bool_like_careful_path(monkeypatch):
     monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
     g = pb.grad(poly_for_bool)
@@ -135,9 +120,6 @@ def det_sum(a):
     return np.linalg.det(a)
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 5: hvp of det at a singular (rank n-1) "
-                   "matrix raises numpy's LinAlgError('Singular matrix'); grad works there "
-                   "(the adjugate) and det is a polynomial: its Hessian exists everywhere")
 def test_det_hvp_at_singular_matrix():
     a = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
     v = np.array([[0.3, -0.2, 0.1], [0.5, 0.4, -0.6], [0.2, 0.1, 0.7]])
@@ -156,8 +138,6 @@ def calls_rebindable6(x):
     return act_f6(x) + 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 6: pb.hvp (forward-over-reverse) ignores "
-                   "a rebound global function: gradient 3.0 after act = act7 (pb.grad: 7.0)")
 @pytest.mark.parametrize("road", ["native", "python"])
 def test_hvp_sees_rebound_callee(monkeypatch, road):
     import sys
@@ -182,9 +162,6 @@ def calls_namespace_attr(x):
     return cfg7.act(x) + 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv4 finding 7: cfg.act = other_fn on a "
-                   "types.SimpleNamespace is ignored by every entry point on both roads (old "
-                   "value AND gradient); the same on a plain class instance is seen")
 @pytest.mark.parametrize("road", ["native", "python"])
 def test_namespace_attribute_function_rebinding(monkeypatch, road):
     monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1" if road == "native" else "0")
