@@ -40,6 +40,7 @@ from pullback.runtime import dual
 from pullback.runtime import primitives as P
 
 from . import codegen, ir
+from .fuse import NUMPY_FUNCTIONS
 from .errors import CompileError
 from .reverse import Lines, unparse
 
@@ -57,6 +58,11 @@ _NUMPY = {"greater": "greater", "where": "where", "log": "log", "power": "power"
           "multiply": "multiply", "add": "add", "subtract": "subtract", "divide": "divide",
           "negative": "negative", "reciprocal": "reciprocal", "maximum": "maximum",
           "minimum": "minimum", "floor": "floor", "sum": "sum"}
+# and every numpy function a fused kernel's source calls (fuse.NUMPY_FUNCTIONS: the scalar
+# formulas of derivative rules, ``g * sinh(x)``, ``g / hypot(x, 1.0)``) that is a primitive
+_NUMPY.update({target.split(".")[1]: target.split(".")[1]
+               for target in NUMPY_FUNCTIONS.values() if target.split(".")[1] in P.REGISTRY})
+_NUMPY["absolute"] = "abs"   # _kernels.absolute: fabs
 _OPERATORS = {gast.Add: "add", gast.Sub: "sub", gast.Mult: "mul", gast.Div: "div",
               gast.Pow: "pow", gast.Mod: "mod"}
 

@@ -202,9 +202,6 @@ def _fd_hvp(fn, x, v, h=1e-5):
     return (pb.grad(fn)(x + h * v) - pb.grad(fn)(x - h * v)) / (2 * h)
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 4: forward-over-reverse has no tangent "
-                   "for _np.sinh/_np.hypot/_kernels.absolute in fused kernels' derivatives: "
-                   "hvp of cosh, arcsinh, sinc is a CompileError about generated code")
 @pytest.mark.parametrize("fn", [cosh_weighted, arcsinh_weighted, sinc_weighted])
 def test_hvp_of_cosh_arcsinh_sinc(fn):
     v = np.array([1.0, -0.5, 0.25, 2.0])
