@@ -30,6 +30,12 @@ _ACCEPTED = {float: "float", np.float64: "f64", np.float32: "f32", int: "int", b
 #: the box of a differentiated argument's gradient, by the user's argument type (what
 #: ``api._external_gradient`` makes of it)
 _USER_GRADIENT_BOX = {float: "float", int: "float", np.float64: "float", np.float32: "f32"}
+_FLOAT64 = np.dtype(np.float64).str
+
+
+def _accepted(t) -> str:
+    """What the entry accepts for a signature's type: an exact number type, or an array."""
+    return native_entry.ARRAY if isinstance(t, tuple) else _ACCEPTED[t]
 
 
 def _header_layout_holds() -> bool:
@@ -91,13 +97,16 @@ class NativeGradient:
         self._n = 1 + 2 * len(gradient_kinds)
         self.address = address
         self._entry = None
-        if not self._arrays:   # numbers only: the fastcall entry (native_entry.py)
-            self._native = tuple("i64" if t in (int, bool) else "double" for t in signature)
+        # the fastcall entry (native_entry.py): numbers, and float64 arrays
+        self._native = tuple(t[2] if isinstance(t, tuple) else "i64" if t in (int, bool)
+                             else "double" for t in signature)
+        if all(t[1] == _FLOAT64 for t in signature if isinstance(t, tuple)):
             spec = native_entry.EntrySpec(
-                tuple(zip((_ACCEPTED[t] for t in signature), self._native, strict=True)),
+                tuple(zip(map(_accepted, signature), self._native, strict=True)),
                 seed=True, value=_ENTRY_BOX[value_kind],
-                gradients=tuple("float" if k is None else _ENTRY_BOX[k]
-                                for k in gradient_kinds),
+                gradients=tuple(native_entry.ARRAY if isinstance(t, tuple) else
+                                "float" if k is None else _ENTRY_BOX[k]
+                                for t, k in zip(signature, gradient_kinds, strict=True)),
                 zero_is_none=True, single=False, check_environment=False)
             self._fallback = self._careful   # kept alive: the entry holds only its address
             self._entry = native_entry.entry(spec, address, self._fallback)
@@ -129,21 +138,28 @@ class NativeGradient:
 
     def gradient_entry(self, user_types, positions, single, fallback):
         """A builtin computing what ``pb.grad`` returns for arguments of exactly the types
-        ``user_types`` (Python and numpy numbers) differentiating ``positions`` (increasing),
-        or None.  Other arguments, a status other than OK or the environment turning native
-        functions off: ``fallback(*args)``."""
-        if self._arrays:   # the entry reads numbers only
+        ``user_types`` (Python and numpy numbers, numpy arrays) differentiating
+        ``positions`` (increasing), or None.  Other arguments (an array of another dtype
+        or number of axes, not C-contiguous...), a status other than OK or the
+        environment turning native functions off: ``fallback(*args)``."""
+        if self._entry is None:
             return None
         arguments, boxes = [], []
         for k, (user, native_type) in enumerate(zip(user_types, self._native, strict=True)):
-            if k in positions:
+            expected = self.signature[k]
+            if isinstance(expected, tuple):   # a float64 array: passed as itself
+                if user is not np.ndarray:
+                    return None
+                arguments.append((native_entry.ARRAY, native_type))
+                boxes.append(native_entry.ARRAY if k in positions else None)
+            elif k in positions:
                 internal = np.float32 if user is np.float32 else np.float64
-                if user not in _USER_GRADIENT_BOX or self.signature[k] is not internal:
+                if user not in _USER_GRADIENT_BOX or expected is not internal:
                     return None
                 arguments.append((_ACCEPTED[user], "double"))
                 boxes.append(_USER_GRADIENT_BOX[user])
             else:
-                if user is not self.signature[k]:
+                if user is not expected:
                     return None
                 arguments.append((_ACCEPTED[user], native_type))
                 boxes.append(None)
