@@ -8,7 +8,8 @@ It compiles this module once with ``python -m pullback compile`` into a temporar
 and an int step count), then starts ``2 * N`` fresh interpreters, alternating: *cold*
 (an empty cache directory) and *AOT* (the compiled one).  Each child imports pullback,
 numpy and the workload (not timed: the same in both), then times its first gradient call
-and a second one.  The first call also creates the process's LLVM engine (llvmlite's
+and a second one (wall time, and the first call's CPU time, which other processes on a
+shared machine disturb less).  The first call also creates the process's LLVM engine (llvmlite's
 import and target set-up), which both cases pay; it is timed separately as
 ``engine_ms`` first, so the first call's figure is what the native road itself costs.
 Medians of the same run; targets (issue 10): cold under 300 ms, AOT under 10 ms.
@@ -44,13 +45,15 @@ def child() -> None:
     native._engine()
     engine = time.perf_counter() - start
     gradient = pb.grad(loss, argnums=w6.WRT)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     first = gradient(*args)
     first_seconds = time.perf_counter() - start
+    first_cpu = time.process_time() - cpu
     start = time.perf_counter()
     gradient(*args)
     second_seconds = time.perf_counter() - start
     print(json.dumps({"engine_ms": engine * 1e3, "first_ms": first_seconds * 1e3,
+                      "first_cpu_ms": first_cpu * 1e3,
                       "second_ms": second_seconds * 1e3, "grad": list(first),
                       "road": pb.explain(loss)}))
 
@@ -92,6 +95,7 @@ def main() -> None:
     print(f"{'':30}{'cold':>10}{'after AOT':>12}{'ratio':>9}")
     for key, label in (("engine_ms", "LLVM engine set-up (ms)"),
                        ("first_ms", "first gradient call (ms)"),
+                       ("first_cpu_ms", "  its CPU time (ms)"),
                        ("second_ms", "second call (ms)")):
         c = statistics.median(s[key] for s in cold)
         a = statistics.median(s[key] for s in aot)

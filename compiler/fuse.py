@@ -28,6 +28,7 @@ storing it), arithmetic ones are recomputed.
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass, field
 
 import gast
@@ -88,6 +89,15 @@ class Kernel:
 def substitute(formula: str, names: dict) -> str:
     """``formula`` (scalar language) with the names of ``names`` replaced by source,
     and arithmetic on literals folded (``pow(x, 2 - 1)`` -> ``pow(x, 1)`` -> ``x``)."""
+    return _substituted(formula, tuple((k, None if v is None else str(v))
+                                       for k, v in names.items()))
+
+
+# The string -> string steps below are pure and asked the same questions many times per
+# function (W6: 792 substitutions, 164 distinct), so they are memoised.
+@functools.lru_cache(maxsize=4096)
+def _substituted(formula: str, pairs: tuple) -> str:
+    names = dict(pairs)
     tree = ast.parse(formula, mode="eval")
 
     class Replace(ast.NodeTransformer):
@@ -281,8 +291,10 @@ def _lower(spec):
 fused.set_lowering(_lower)
 
 
-def formula_names(formula: str) -> set:
-    return {n.id for n in ast.walk(ast.parse(formula, mode="eval")) if isinstance(n, ast.Name)}
+@functools.lru_cache(maxsize=4096)
+def formula_names(formula: str) -> frozenset:
+    return frozenset(n.id for n in ast.walk(ast.parse(formula, mode="eval"))
+                     if isinstance(n, ast.Name))
 
 
 def _referenced_by_derivatives(statements, reduction=None) -> set:
@@ -337,6 +349,7 @@ _REDUCTION_HELPERS = {"sum": "total", "mean": "average", "max": "largest", "min"
                       "norm": "norm"}
 
 
+@functools.lru_cache(maxsize=4096)
 def numpy_source(expression: str) -> str:
     """A scalar-language expression as numpy code."""
     tree = ast.parse(expression, mode="eval")
@@ -351,6 +364,7 @@ def numpy_source(expression: str) -> str:
     return ast.unparse(ToNumpy().visit(tree))
 
 
+@functools.lru_cache(maxsize=4096)
 def doubled(expression: str) -> str:
     """``x * 2`` and ``2 * x`` as ``support.double(x)``, which adds ``x + x`` where numpy
     does that faster (small arrays, numbers) and multiplies elsewhere: the same bits

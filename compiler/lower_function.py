@@ -58,6 +58,11 @@ _CMP = {"Eq": "==", "NotEq": "!=", "Lt": "<", "LtE": "<=", "Gt": ">", "GtE": ">=
 _FCMP = {"==": "oeq", "!=": "une", "<": "olt", "<=": "ole", ">": "ogt", ">=": "oge"}
 _EXACT_INT = {"f64": 1 << 53, "f32": 1 << 24}   # ints that convert exactly
 _FLOAT_OPS = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv"}
+#: the first size of the stack buffer and of the arena's list (8-byte slots): under 1 KiB,
+#: glibc serves and keeps it in its per-thread cache; a first request of 1 KiB or more
+#: would consolidate the fast bins (that the arena's small arrays were just freed to) on
+#: every call -- half of a small call's time
+MIN_BUFFER_SLOTS = 120
 
 
 def ltype(t):
@@ -546,8 +551,9 @@ class _Lowering(ArrayLowering):
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         doubled = b.mul(b.load(capacity_slot, typ=I64), ir.Constant(I64, 2))
         at_least = b.select(b.icmp_unsigned(">", doubled, need), doubled, need)
-        capacity = b.select(b.icmp_unsigned(">", at_least, ir.Constant(I64, 1024)), at_least,
-                            ir.Constant(I64, 1024), name="capacity")
+        least = ir.Constant(I64, MIN_BUFFER_SLOTS)
+        capacity = b.select(b.icmp_unsigned(">", at_least, least), at_least, least,
+                            name="capacity")
         realloc = self.function("realloc", ir.FunctionType(PTR, [PTR, I64]), ("nounwind",))
         grown = b.call(realloc, [b.load(base_slot, typ=PTR), b.mul(capacity,
                                                                    ir.Constant(I64, 8))])

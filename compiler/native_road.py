@@ -237,6 +237,7 @@ def precompile(variant, signature: tuple) -> bool:
                  for k, t in enumerate(signature))
     for single in {len(positions) == 1, False}:
         road.gradient_entry(user, positions, single, _no_fallback)
+    road.prepare_entry()   # value_and_grad's and vjp's
     return True
 
 

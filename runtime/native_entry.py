@@ -14,17 +14,23 @@ Called as ``entry(*arguments)`` it
 1. checks ``nargs`` and each argument's exact type (``type(a) is float`` and so on: a
    subclass, an NDArray or anything else is never read) and reads its value (a double at
    ``ob_fval``, a float32 scalar's value, a bool by identity, an int by
-   ``PyLong_AsLongLongAndOverflow``: out of int64, the fallback);
+   ``PyLong_AsLongLongAndOverflow``: out of int64, the fallback); an array argument must
+   be an exact ``np.ndarray`` whose dtype object is numpy's float64 (a byte-swapped or
+   otherwise unusual dtype object: the fallback), with the signature's number of axes, C
+   contiguous and aligned; it is passed as the object (native code reads its data and
+   shape from the header), and a gradient array of its shape is allocated for it
+   (``PyArray_Zeros``: an absent gradient stays zeros);
 2. when ``check_environment``: reads ``PULLBACK_NATIVE_FUNCTIONS`` and ``PULLBACK_NATIVE``
    with ``getenv`` (``os.environ`` writes through to the C environment), so the road is
    still chosen at each call: set to anything but "1", the fallback decides;
 3. calls the native function once (``seed`` 1.0 or the last argument);
-4. on status OK, returns the results boxed as the Python road boxes them; on any other
-   status (the Python road must run: an exception, a big int, no memory) it returns
+4. on status OK, returns the results boxed as the Python road boxes them (an array's
+   gradient is the array allocated for it); on any other status (the Python road must
+   run: an exception, a big int, no memory) it drops the gradient arrays and returns
    ``fallback(*arguments)``, the careful Python path, with the very same arguments.
 
 ``available()`` checks the object layouts this relies on (those of ``fastcall.available``
-plus a float32 scalar's value and ``PyArray_Scalar``'s slot).
+plus a float32 scalar's value and ``PyArray_Scalar``'s and ``PyArray_Zeros``' slots).
 """
 
 from __future__ import annotations
@@ -41,14 +47,19 @@ from .irhelpers import I1, I32, I64, PTR, conditional, require
 
 FIELDS = ("function", "fallback", "float_type", "float64_type", "float32_type", "int_type",
           "bool_type", "true", "none", "float_from_double", "array_scalar", "descr_f64",
-          "descr_f32", "tuple_new", "long_as", "vectorcall", "incref", "decref")
+          "descr_f32", "tuple_new", "long_as", "vectorcall", "incref", "decref",
+          "ndarray_type", "array_zeros")
 _FIELD = {name: k for k, name in enumerate(FIELDS)}
 #: What a Python argument must be exactly, and the descriptor field of its type.
 ACCEPTED = {"float": "float_type", "f64": "float64_type", "f32": "float32_type",
             "int": "int_type", "bool": "bool_type"}
-#: How a result number is boxed: a Python float, or a numpy scalar of that dtype.
-BOXES = ("float", "f64", "f32")
+#: How a result is boxed: a Python float, or a numpy scalar of that dtype; "array": the
+#: gradient array allocated for an array argument.
+BOXES = ("float", "f64", "f32", "array")
+ARRAY = "array"                  # the accepted kind of a float64 array argument
 _ARRAY_SCALAR_SLOT = 60          # PyArray_Scalar in numpy's C-API table
+_ARRAY_ZEROS_SLOT = 183          # PyArray_Zeros (stable across numpy 1.x/2.x)
+_C_CONTIGUOUS = 0x0001           # NPY_ARRAY_C_CONTIGUOUS
 _VALUE = 16                      # ob_fval of a float / np.float64; obval of np.float32
 _F64, _F32 = ir.DoubleType(), ir.FloatType()
 _C_FUNCTIONS = {
@@ -59,6 +70,7 @@ _C_FUNCTIONS = {
     "vectorcall": ir.FunctionType(PTR, [PTR, PTR, I64, PTR]),
     "incref": ir.FunctionType(ir.VoidType(), [PTR]),
     "decref": ir.FunctionType(ir.VoidType(), [PTR]),
+    "array_zeros": ir.FunctionType(PTR, [I32, PTR, PTR, I32]),
 }
 _TUPLE_ITEMS = 24                # ob_item of a PyTupleObject
 _SPEED = 1                       # LLVM's optimisation level for entries
@@ -72,7 +84,8 @@ class EntrySpec:
         arguments: per Python argument ``(accepted, native)``: ``accepted`` a key of
             ``ACCEPTED``; ``native`` the native parameter's type, ``"double"`` or
             ``"i64"`` (an int argument may be passed as a double: a differentiated int,
-            which the Python road converts with ``np.float64``).
+            which the Python road converts with ``np.float64``); or ``(ARRAY, ndim)``:
+            a float64 array of ``ndim`` axes (its gradient array follows the results).
         seed: one more Python argument, a float (or ``np.float64``): the adjoint's seed;
             otherwise the seed is 1.0.
         value: the box of the value, returned first, or None (not returned).
@@ -97,6 +110,9 @@ class EntrySpec:
             raise ValueError("a single-result entry returns exactly one result")
         if len(self.gradients) != len(self.arguments):
             raise ValueError("one gradient box (or None) per native parameter")
+        for (accepted, _), box in zip(self.arguments, self.gradients, strict=True):
+            if (box == ARRAY) != (accepted == ARRAY) and box is not None:
+                raise ValueError("an array argument's gradient is boxed as its array")
 
     @property
     def symbol(self) -> str:
@@ -154,18 +170,54 @@ class _Entry:
         if spec.check_environment:
             for variable in ("PULLBACK_NATIVE_FUNCTIONS", "PULLBACK_NATIVE"):
                 self.require_not_off(variable)
-        native_type = ir.FunctionType(I32, [p.type for p in params] + [_F64, PTR])
+        # every check passed: from here on the gradient arrays are ours to release
+        self.outs = self.gradient_arrays(params)
+        native_type = ir.FunctionType(I32, [p.type for p in params] + [_F64, PTR] +
+                                      [PTR] * len(self.outs))
         function = b.inttoptr(self.field("function"), PTR, name="native")
-        status = b.call(fastcall._Callee(function, native_type), [*params, seed, self.results],
-                        name="status")
-        require(b, b.icmp_signed("==", status, ir.Constant(I32, 0)), self.fallback, "ok")
-        b.ret(self.boxed_results())
+        status = b.call(fastcall._Callee(function, native_type),
+                        [*params, seed, self.results, *self.outs.values()], name="status")
+        not_ok = self.fn.append_basic_block("not_ok")
+        require(b, b.icmp_signed("==", status, ir.Constant(I32, 0)), not_ok, "ok")
+        boxed = self.boxed_results()
+        self.release(self.outs.values())
+        b.ret(boxed)
+        b.position_at_end(not_ok)
+        self.release(self.outs.values())
+        b.branch(self.fallback)
         b.position_at_end(self.failed)
+        self.release(self.outs.values())
         b.ret(ir.Constant(PTR, None))
         b.position_at_end(self.fallback)
         careful = b.inttoptr(self.field("fallback"), PTR, name="careful")
         b.ret(self.c_call("vectorcall", [careful, self.args, self.nargs,
                                          ir.Constant(PTR, None)], "careful_result"))
+
+    def gradient_arrays(self, params) -> dict:
+        """``{k: new float64 zeros of argument k's shape}`` per array argument; if one
+        cannot be allocated, the ones before it are released and NULL returned (numpy's
+        MemoryError)."""
+        b, outs = self.b, {}
+        for k, (accepted, ndim) in enumerate(self.spec.arguments):
+            if accepted != ARRAY:
+                continue
+            dims = b.load(b.gep(params[k], [ir.Constant(I64, fastcall._ARRAY_DIMS)],
+                                source_etype=ir.IntType(8)), typ=PTR, name=f"arg{k}.dims")
+            descr = b.inttoptr(self.field("descr_f64"), PTR, name="float64")
+            self.c_call("incref", [descr])   # PyArray_Zeros steals a reference to it
+            out = self.c_call("array_zeros", [ir.Constant(I32, ndim), dims, descr,
+                                              ir.Constant(I32, 0)], f"arg{k}.gradient")
+            missing = b.icmp_unsigned("==", b.ptrtoint(out, I64), ir.Constant(I64, 0))
+            with conditional(b, missing, f"arg{k}.gradient_missing"):
+                self.release(outs.values())
+                b.ret(ir.Constant(PTR, None))
+                b.position_at_end(b.append_basic_block(f"arg{k}.unreachable"))
+            outs[k] = out
+        return outs
+
+    def release(self, objects) -> None:
+        for obj in objects:
+            self.c_call("decref", [obj])
 
     # ----- arguments ------------------------------------------------------------------------
     def argument(self, k: int, accepted: str, native: str):
@@ -176,7 +228,9 @@ class _Entry:
         kind = b.ptrtoint(b.load(b.gep(obj, [ir.Constant(I64, fastcall._OB_TYPE)],
                                        source_etype=ir.IntType(8)), typ=PTR), I64,
                           name=f"arg{k}.type")
-        if accepted == "seed":
+        if accepted == ARRAY:
+            ok = b.icmp_unsigned("==", kind, self.field("ndarray_type"))
+        elif accepted == "seed":
             ok = b.or_(b.icmp_unsigned("==", kind, self.field("float_type")),
                        b.icmp_unsigned("==", kind, self.field("float64_type")))
         else:
@@ -187,6 +241,8 @@ class _Entry:
             value = b.load(value_at, typ=_F64, name=f"arg{k}.value")
         elif accepted == "f32":
             value = b.fpext(b.load(value_at, typ=_F32), _F64, name=f"arg{k}.value")
+        elif accepted == ARRAY:
+            return self.array_argument(k, obj, native)
         elif accepted == "bool":
             is_true = b.icmp_unsigned("==", b.ptrtoint(obj, I64), self.field("true"))
             return b.zext(is_true, I64, name=f"arg{k}.value")
@@ -200,6 +256,26 @@ class _Entry:
         if native != "double":
             raise ValueError(f"a {accepted} argument passed as {native}")
         return value
+
+    def array_argument(self, k: int, obj, ndim: int):
+        """The array itself, after checking its header: float64 (numpy's own dtype
+        object), ``ndim`` axes, C-contiguous and aligned."""
+        b = self.b
+
+        def header(offset, typ, name):
+            at = b.gep(obj, [ir.Constant(I64, offset)], source_etype=ir.IntType(8))
+            return b.load(at, typ=typ, name=f"arg{k}.{name}")
+
+        descr = b.ptrtoint(header(fastcall._ARRAY_DESCR, PTR, "descr"), I64)
+        is_f64 = b.icmp_unsigned("==", descr, self.field("descr_f64"))
+        axes = b.icmp_signed("==", header(fastcall._ARRAY_ND, I32, "nd"),
+                             ir.Constant(I32, ndim))
+        needed = ir.Constant(I32, _C_CONTIGUOUS | fastcall._NPY_ALIGNED)
+        flags = header(fastcall._ARRAY_FLAGS, I32, "flags")
+        layout = b.icmp_unsigned("==", b.and_(flags, needed), needed)
+        require(b, b.and_(b.and_(is_f64, axes), layout, name=f"arg{k}.header_ok"),
+                self.fallback, f"arg{k}.header_checked")
+        return obj
 
     def require_not_off(self, variable: str):
         """Fall back unless the environment variable is unset or exactly "1" (any other
@@ -284,6 +360,15 @@ class _Entry:
     def gradient(self, k: int, box: str):
         b = self.b
         present = b.fcmp_ordered("!=", self.result(1 + 2 * k), ir.Constant(_F64, 0.0))
+        if box == ARRAY:   # a new reference to its array (zeros where absent), or None
+            out = self.outs[k]
+            if not self.spec.zero_is_none:
+                self.c_call("incref", [out])
+                return out
+            none = b.inttoptr(self.field("none"), PTR, name="None")
+            chosen = b.select(present, out, none, name=f"gradient{k}")
+            self.c_call("incref", [chosen])
+            return chosen
         value = self.result(2 + 2 * k)
         if not self.spec.zero_is_none:
             return self.box(box, b.select(present, value, ir.Constant(_F64, 0.0)))
@@ -311,18 +396,32 @@ def available() -> bool:
         api = fastcall._numpy_api()
     except (AttributeError, ValueError):
         return False
-    make = ctypes.CFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p,
+    make = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_void_p,
                             ctypes.c_void_p)(api[_ARRAY_SCALAR_SLOT])
     value = ctypes.c_double(2.5)
     made = make(ctypes.addressof(value), id(np.dtype(np.float64)), None)
     # PyArray_Scalar returns a new reference; ctypes' py_object result takes it over
+    zeros = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_int)(_numpy_slot(_ARRAY_ZEROS_SLOT))
+    dims = (ctypes.c_int64 * 2)(2, 3)
+    float64 = np.dtype(np.float64)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(float64))   # PyArray_Zeros steals it
+    zero = zeros(2, ctypes.addressof(dims), id(float64), 0)
     return (type(made) is np.float64 and made == 2.5
+            and type(zero) is np.ndarray and zero.dtype is float64 and zero.shape == (2, 3)
+            and zero.flags.c_contiguous and not zero.any()
             and ctypes.c_float.from_address(id(np.float32(2.5)) + _VALUE).value == 2.5
             and ctypes.c_void_p.from_address(id(_PROBE) + _TUPLE_ITEMS + 8).value == id(
                 _PROBE[1]))
 
 
 _PROBE = (1.5, 2.5)
+
+
+def _numpy_slot(k: int) -> int:
+    """Entry ``k`` of numpy's C-API table (``fastcall._numpy_api`` holds the first ones)."""
+    table = ctypes.addressof(fastcall._numpy_api())
+    return (ctypes.c_void_p * (k + 1)).from_address(table)[k]
 
 
 def descriptor(function_address: int, fallback) -> np.ndarray:
@@ -337,7 +436,8 @@ def descriptor(function_address: int, fallback) -> np.ndarray:
         "descr_f64": id(np.dtype(np.float64)), "descr_f32": id(np.dtype(np.float32)),
         "tuple_new": address("PyTuple_New"), "long_as": address("PyLong_AsLongLongAndOverflow"),
         "vectorcall": address("PyObject_Vectorcall"), "incref": address("Py_IncRef"),
-        "decref": address("Py_DecRef"),
+        "decref": address("Py_DecRef"), "ndarray_type": id(np.ndarray),
+        "array_zeros": _numpy_slot(_ARRAY_ZEROS_SLOT),
     }
     return np.array([values[name] for name in FIELDS], dtype=np.int64)
 

@@ -3,8 +3,9 @@
 A ``NativeGradient`` is one value-and-gradient function for one argument signature:
 ``call(args, seed)`` checks every argument's type against the signature it was
 compiled for (nothing of another type ever enters native code), makes one native call
-through its fastcall entry (``runtime/native_entry.py``; ctypes where that is not
-available, and as the entry's careful fallback), and returns ``(value, gradients)`` as
+through its fastcall entry (``runtime/native_entry.py``, compiled at the second call;
+ctypes before, where the entry is not available, and as the entry's careful fallback),
+and returns ``(value, gradients)`` as
 the Python road would (numpy float64 where it computes with numpy, Python floats where it
 computes with Python numbers, None for a zero gradient), or None when the native code
 asks for the Python road (a case where Python raises or leaves int64: the caller runs the
@@ -30,6 +31,12 @@ _ACCEPTED = {float: "float", np.float64: "f64", np.float32: "f32", int: "int", b
 #: the box of a differentiated argument's gradient, by the user's argument type (what
 #: ``api._external_gradient`` makes of it)
 _USER_GRADIENT_BOX = {float: "float", int: "float", np.float64: "float", np.float32: "f32"}
+_FLOAT64 = np.dtype(np.float64).str
+
+
+def _accepted(t) -> str:
+    """What the entry accepts for a signature's type: an exact number type, or an array."""
+    return native_entry.ARRAY if isinstance(t, tuple) else _ACCEPTED[t]
 
 
 def _header_layout_holds() -> bool:
@@ -90,18 +97,31 @@ class NativeGradient:
         self._boxes = [None if k is None else _BOX[k] for k in gradient_kinds]
         self._n = 1 + 2 * len(gradient_kinds)
         self.address = address
-        self._entry = None
-        if not self._arrays:   # numbers only: the fastcall entry (native_entry.py)
-            self._native = tuple("i64" if t in (int, bool) else "double" for t in signature)
-            spec = native_entry.EntrySpec(
-                tuple(zip((_ACCEPTED[t] for t in signature), self._native, strict=True)),
+        # the raw fastcall entry (native_entry.py; numbers and float64 arrays), compiled
+        # at the second call: pb.grad's first call installs its own gradient entry and
+        # never needs this one again, value_and_grad and vjp use it from then on
+        self._entry, self._entry_spec, self._calls = None, None, 0
+        self._native = tuple(t[2] if isinstance(t, tuple) else "i64" if t in (int, bool)
+                             else "double" for t in signature)
+        if native_entry.available() and all(t[1] == _FLOAT64 for t in signature
+                                            if isinstance(t, tuple)):
+            self._entry_spec = native_entry.EntrySpec(
+                tuple(zip(map(_accepted, signature), self._native, strict=True)),
                 seed=True, value=_ENTRY_BOX[value_kind],
-                gradients=tuple("float" if k is None else _ENTRY_BOX[k]
-                                for k in gradient_kinds),
+                gradients=tuple(native_entry.ARRAY if isinstance(t, tuple) else
+                                "float" if k is None else _ENTRY_BOX[k]
+                                for t, k in zip(signature, gradient_kinds, strict=True)),
                 zero_is_none=True, single=False, check_environment=False)
             self._fallback = self._careful   # kept alive: the entry holds only its address
-            self._entry = native_entry.entry(spec, address, self._fallback)
-        self.how += ", fastcall" if self._entry is not None else ", ctypes"
+        self.how += ", fastcall" if self._entry_spec is not None else ", ctypes"
+
+    def prepare_entry(self):
+        """Compile (or load) the raw entry now (``pullback compile`` caches it)."""
+        if self._entry is None and self._entry_spec is not None:
+            self._entry = native_entry.entry(self._entry_spec, self.address, self._fallback)
+            if self._entry is None:
+                self._entry_spec = None
+        return self._entry
 
     def accepts(self, args) -> bool:
         if tuple(map(signature_key, args)) != self.signature:
@@ -114,9 +134,13 @@ class NativeGradient:
 
     def call(self, args, seed):
         """(value, gradients) or None (run the Python road); raises MemoryError."""
-        if self._entry is None:
-            return self._call_ctypes(args, seed)
-        done = self._entry(*args, float(seed))
+        entry = self._entry
+        if entry is None:
+            self._calls += 1
+            if self._calls < 2 or self.prepare_entry() is None:
+                return self._call_ctypes(args, seed)
+            entry = self._entry
+        done = entry(*args, float(seed))
         return None if done is None else (done[0], done[1:])
 
     def _careful(self, *args):
@@ -129,21 +153,28 @@ class NativeGradient:
 
     def gradient_entry(self, user_types, positions, single, fallback):
         """A builtin computing what ``pb.grad`` returns for arguments of exactly the types
-        ``user_types`` (Python and numpy numbers) differentiating ``positions`` (increasing),
-        or None.  Other arguments, a status other than OK or the environment turning native
-        functions off: ``fallback(*args)``."""
-        if self._arrays:   # the entry reads numbers only
+        ``user_types`` (Python and numpy numbers, numpy arrays) differentiating
+        ``positions`` (increasing), or None.  Other arguments (an array of another dtype
+        or number of axes, not C-contiguous...), a status other than OK or the
+        environment turning native functions off: ``fallback(*args)``."""
+        if self._entry_spec is None:
             return None
         arguments, boxes = [], []
         for k, (user, native_type) in enumerate(zip(user_types, self._native, strict=True)):
-            if k in positions:
+            expected = self.signature[k]
+            if isinstance(expected, tuple):   # a float64 array: passed as itself
+                if user is not np.ndarray:
+                    return None
+                arguments.append((native_entry.ARRAY, native_type))
+                boxes.append(native_entry.ARRAY if k in positions else None)
+            elif k in positions:
                 internal = np.float32 if user is np.float32 else np.float64
-                if user not in _USER_GRADIENT_BOX or self.signature[k] is not internal:
+                if user not in _USER_GRADIENT_BOX or expected is not internal:
                     return None
                 arguments.append((_ACCEPTED[user], "double"))
                 boxes.append(_USER_GRADIENT_BOX[user])
             else:
-                if user is not self.signature[k]:
+                if user is not expected:
                     return None
                 arguments.append((_ACCEPTED[user], native_type))
                 boxes.append(None)
