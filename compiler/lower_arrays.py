@@ -33,6 +33,9 @@ F64T = ir.DoubleType()
 _ONE, _ZERO = ir.Constant(I64, 1), ir.Constant(I64, 0)
 #: byte offsets in numpy's PyArrayObject (checked at import by runtime/native_function.py)
 ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
+#: arrays are bumped from chunks (the first of ARENA_FIRST_CHUNK bytes, each next one twice
+#: as large): a few mallocs per call, and memory glibc keeps between calls
+ARENA_FIRST_CHUNK, ARENA_ALIGN = 1 << 16, 64
 
 
 def array_ltype(t: Arr):
@@ -62,36 +65,72 @@ class ArrayLowering:
         return size
 
     def new_array(self, dims, t=None):
-        """A fresh array of ``dims`` from the arena (leaves with NO_MEMORY if malloc fails)."""
+        """A fresh array of ``dims`` from the arena (leaves with NO_MEMORY if malloc fails):
+        bumped from the arena's current chunk, 64-byte aligned."""
         t = t or Arr("f64", len(dims))
         b = self.b
         if self.arena is None:
-            self.arena = (self.alloca(PTR, "arena.base_slot"), self.alloca(I64, "arena.top_slot"),
-                          self.alloca(I64, "arena.capacity_slot"))
-        base, top, capacity = self.arena
+            self.arena = tuple(self.alloca(typ, f"arena.{name}_slot") for typ, name in
+                               ((PTR, "base"), (I64, "top"), (I64, "capacity"), (PTR, "cur"),
+                                (PTR, "end")))
+            self.arena_chunk = self.emit_arena_chunk()
+        cur_slot, end_slot = self.arena[3], self.arena[4]
         nbytes = b.mul(self.size_of(dims), ir.Constant(I64, 8), name="nbytes")
-        nbytes = b.select(b.icmp_unsigned(">", nbytes, ir.Constant(I64, 8)), nbytes,
-                          ir.Constant(I64, 8))
-        count = b.load(top, name="arena.top")
-        end = b.add(count, _ONE)
-        with b.if_then(b.icmp_unsigned(">", end, b.load(capacity)), likely=False):
-            self.bail(b.call(self.reserve, [base, capacity, end]), self.NO_MEMORY, "arena_grow")
-        malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
-        data = b.call(malloc, [nbytes], name="array")
-        self.bail(b.icmp_unsigned("!=", data, ir.Constant(PTR, None)), self.NO_MEMORY, "malloc")
-        b.store(data, b.gep(b.load(base), [count], source_etype=PTR))
-        b.store(end, top)
+        nbytes = b.and_(b.add(nbytes, ir.Constant(I64, ARENA_ALIGN - 1)),
+                        ir.Constant(I64, -ARENA_ALIGN), name="nbytes.aligned")
+        nbytes = b.select(b.icmp_unsigned(">", nbytes, _ZERO), nbytes,
+                          ir.Constant(I64, ARENA_ALIGN))
+        cur = b.load(cur_slot, typ=PTR, name="arena.cur")
+        room = b.sub(b.ptrtoint(b.load(end_slot, typ=PTR), I64), b.ptrtoint(cur, I64))
+        with b.if_then(b.icmp_unsigned(">", nbytes, room), likely=False):
+            self.bail(b.call(self.arena_chunk, [*self.arena, nbytes]), self.NO_MEMORY,
+                      "arena_grow")
+        data = b.load(cur_slot, typ=PTR, name="array")
+        b.store(b.gep(data, [nbytes], source_etype=ir.IntType(8)), cur_slot)
         return self.make_array(data, dims, t)
 
+    def emit_arena_chunk(self):
+        """``i1 chunk(base, top, capacity, cur, end, i64 need)``: a new chunk of at least
+        ``need`` bytes (64 KiB doubling with each chunk) becomes the current one."""
+        fn = ir.Function(self.module, ir.FunctionType(I1, [PTR] * 5 + [I64]),
+                         name=f"{self.fn.name}.arena_chunk")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        base, top, capacity, cur, end, need = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        count = b.load(top, typ=I64, name="chunks")
+        shift = b.select(b.icmp_unsigned("<", count, ir.Constant(I64, 14)), count,
+                         ir.Constant(I64, 14))
+        doubling = b.shl(ir.Constant(I64, ARENA_FIRST_CHUNK), shift)
+        wanted = b.add(need, ir.Constant(I64, ARENA_ALIGN))
+        size = b.select(b.icmp_unsigned(">", wanted, doubling), wanted, doubling, name="size")
+        end_count = b.add(count, _ONE)
+        with b.if_then(b.icmp_unsigned(">", end_count, b.load(capacity, typ=I64)),
+                       likely=False):
+            with b.if_then(b.not_(b.call(self.reserve, [base, capacity, end_count]))):
+                b.ret(ir.Constant(I1, 0))
+        malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
+        chunk = b.call(malloc, [size], name="chunk")
+        with b.if_then(b.icmp_unsigned("==", chunk, ir.Constant(PTR, None))):
+            b.ret(ir.Constant(I1, 0))
+        b.store(chunk, b.gep(b.load(base, typ=PTR), [count], source_etype=PTR))
+        b.store(end_count, top)
+        address = b.ptrtoint(chunk, I64)
+        skip = b.and_(b.sub(_ZERO, address), ir.Constant(I64, ARENA_ALIGN - 1))
+        b.store(b.gep(chunk, [skip], source_etype=ir.IntType(8)), cur)
+        b.store(b.gep(chunk, [size], source_etype=ir.IntType(8)), end)
+        b.ret(ir.Constant(I1, 1))
+        return fn
+
     def free_arena(self):
-        """At the exit: free every array of the arena, then its list."""
+        """At the exit: free every chunk of the arena, then its list."""
         if self.arena is None:
             return
         b = self.b
-        base, top, _ = self.arena
+        base, top = self.arena[0], self.arena[1]
         free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
         list_base, count = b.load(base), b.load(top)
-        with counted_loop(b, "arena.free", _ZERO, _ONE,
+        with counted_loop(b, "arena_free", _ZERO, _ONE,
                           lambda b, i: b.icmp_signed("<", i, count)) as loop:
             b.call(free, [b.load(b.gep(list_base, [loop.index], source_etype=PTR), typ=PTR)])
         b.call(free, [list_base])

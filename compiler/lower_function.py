@@ -43,6 +43,7 @@ import hashlib
 from llvmlite import ir
 
 from pullback.runtime.irhelpers import I1, I32, I64, PTR
+from pullback.runtime.native import VECTORISE_METADATA
 from pullback.runtime.primitives import REGISTRY
 
 from . import infer
@@ -596,6 +597,8 @@ class _Lowering(ArrayLowering):
         free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
         b.call(free, [b.load(self.base, typ=PTR)])
         b.ret(self.status)
+        if self.arena is not None and VECTORISE_METADATA not in self.module.namedmetadata:
+            self.module.add_named_metadata(VECTORISE_METADATA)   # array loops: vectorised
         with b.goto_block(self.entry):   # the allocas are placed; now enter the forward
             b.position_at_end(self.entry)
             b.branch(body)
