@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from pullback.runtime.irhelpers import I1, I64, PTR, counted_loop
+from pullback.runtime.irhelpers import I1, I64, PTR, add_string_attribute, counted_loop
+from pullback.runtime.native import host as native_host
 
 from . import infer
 from .infer import NONE, Arr, Num, Opt, Parts, Tup, can_be_none, inner
@@ -36,6 +37,8 @@ ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
 #: arrays are bumped from chunks (the first of ARENA_FIRST_CHUNK bytes, each next one twice
 #: as large): a few mallocs per call, and memory glibc keeps between calls
 ARENA_FIRST_CHUNK, ARENA_ALIGN = 1 << 16, 64
+#: libm functions an array loop computes with libmvec's AVX2 variant (``element_libm``)
+VECTOR_LIBM = frozenset({"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1"})
 
 
 def array_ltype(t: Arr):
@@ -214,11 +217,19 @@ class ArrayLowering:
                     same = ir.Constant(I1, 0)
 
         def body(offsets, out_offset):
+            self.in_elements = True
+            try:
+                values = compute_at(offsets)
+            finally:
+                self.in_elements = False
+            for data, value in zip(out_data, values, strict=True):
+                self.store_at(data, out_offset, self.as_kind(value, "f64"))
+
+        def compute_at(offsets):
             elements = list(operands)
             for (k, (data, _)), offset in zip(arrays, offsets, strict=True):
                 elements[k] = self._value(self.element_at(data, offset), Num("f64"))
-            for data, value in zip(out_data, compute(elements), strict=True):
-                self.store_at(data, out_offset, self.as_kind(value, "f64"))
+            return compute(elements)
 
         with b.if_else(same) as (flat, general):
             with flat:   # every array has the result's shape: one loop over the elements
@@ -243,6 +254,38 @@ class ArrayLowering:
                         nest(axis + 1, following, b.add(b.mul(out_offset, dims[axis]), i))
                 nest(0, [_ZERO] * len(arrays), _ZERO)
         return outs
+
+    def element_libm(self, function, args, name):
+        """``function`` of one element inside an array loop, as a call LLVM's loop
+        vectoriser turns into libmvec's 4-lane AVX2 variant (``VECTOR_LIBM``): the scalar
+        call is a small function computing lane 0 of that same variant, so an element's
+        result does not depend on whether its iteration was vectorised (the vector body,
+        the remainder, a broadcasting loop nest).  None: scalar libm (no AVX2 or no
+        libmvec variant)."""
+        h = native_host()
+        if (function not in VECTOR_LIBM or function not in h.vector_math or len(args) != 1
+                or "+avx2" not in h.features.split(",")):
+            return None
+        vector = f"_ZGVdN4v_{function}"
+        # external (a local function's constant argument would be propagated into it and
+        # the argument removed, breaking the mapping), named after this module's function
+        scalar = f"{self.fn.name}_lane0_{function}"
+        fn = self.module.globals.get(scalar)
+        if fn is None:
+            v4 = ir.VectorType(F64T, 4)
+            variant = self.function(vector, ir.FunctionType(v4, [v4]), ("nounwind", "readnone"))
+            fn = ir.Function(self.module, ir.FunctionType(F64T, [F64T]), name=scalar)
+            for attribute in ("noinline", "nounwind", "readnone"):
+                fn.attributes.add(attribute)
+            b = ir.IRBuilder(fn.append_basic_block("entry"))
+            lanes = b.insert_element(ir.Constant(v4, None), fn.args[0], ir.Constant(I64, 0))
+            lanes = b.shuffle_vector(lanes, lanes, ir.Constant(ir.VectorType(ir.IntType(32), 4),
+                                                                [0, 0, 0, 0]))
+            b.ret(b.extract_element(b.call(variant, [lanes]), ir.Constant(I64, 0)))
+        call = self.b.call(fn, list(args), name=name)
+        add_string_attribute(call.attributes, "vector-function-abi-variant",
+                             f"_ZGV_LLVM_N4v_{scalar}({vector})")
+        return call
 
     def array_binary(self, op, a, c):
         if op == "pow" or op not in ("add", "sub", "mul", "div"):
@@ -759,8 +802,44 @@ class ArrayLowering:
                 return self.reduction_rule(base, g, ans, x, keywords.get("axis"))
         else:
             method = getattr(self, f"rule_{rule.t.name}")
+        if (rule.t.name in ("dot_0", "matmul_0") and self.target in self.private
+                and isinstance(inner(total.t), Arr) and inner(total.t).ndim == 2
+                and isinstance(inner(g.t), Arr) and inner(g.t).ndim == 1
+                and [a.t.ndim if isinstance(a.t, Arr) else 0 for a in rest] == [2, 1]):
+            return self.if_present(g, rt, lambda g: self.outer_in_place(total, g, *rest, method, rt),
+                                   lambda: total)
         return self.if_present(g, rt, lambda g: self.add_to_fresh(total, method(g, *rest)),
                                lambda: total)
+
+    def outer_in_place(self, total, g, x, y, method, rt):
+        """``total + dot_0(g, x, y)`` for a matrix ``x``, a vector ``y`` and a ``total``
+        no other name holds (``lower_function.private_accumulators``): the outer product
+        is added into ``total``'s own storage, each element ``total + (0.0 + g[i] * y[j])``
+        exactly as the rule's product and ``add_grads`` compute it.  Any other case (None
+        or another shape): the rule's fresh array, as ``add_to_fresh``."""
+        b = self.b
+        t_data, t_dims = self.parts(self.content(total))
+        x_dims, (g_data, g_dims), (y_data, y_dims) = (self.parts(x)[1], self.parts(g),
+                                                      self.parts(y))
+        self.bail(b.icmp_signed("==", self.size_of(g_dims), x_dims[0]), name="dot_gradient")
+        fits = self.present(total)
+        for p, q in ((t_dims[0], x_dims[0]), (t_dims[1], x_dims[1]), (y_dims[0], x_dims[1])):
+            fits = b.and_(fits, b.icmp_signed("==", p, q))
+        slot = self.alloca(self.ltype(rt), "accumulated")
+        zero = ir.Constant(F64T, 0.0)
+        with b.if_else(fits) as (in_place, other):
+            with in_place:
+                with self.loop(x_dims[0], "outer.i") as i:
+                    gi = self.element_at(g_data, i.index)
+                    row = b.mul(i.index, x_dims[1])
+                    with self.loop(x_dims[1], "outer.j") as j:
+                        at = b.add(row, j.index)
+                        part = b.fadd(zero, b.fmul(gi, self.element_at(y_data, j.index)))
+                        self.store_at(t_data, at, b.fadd(self.element_at(t_data, at), part))
+                b.store(self.coerce(self.content(total), rt), slot)
+            with other:
+                b.store(self.coerce(self.add_to_fresh(total, method(g, x, y)), rt), slot)
+        return self._value(b.load(slot), rt)
 
     def add_to_fresh(self, total, part):
         """``add_grads(total, part)`` for a ``part`` just allocated (a rule's result): where
