@@ -3,9 +3,13 @@ run-time shapes as loop nests.
 
 An array value (``infer.Arr``) is ``{ptr data, i64 dim0, ..., i64 dim(n-1)}``: C-contiguous
 data and its shape.  Arrays are values: native code writes only into an array it has just
-allocated, so a name, a stack slot or a tuple can hold the same pointer, and ``x[i]`` is a
-view into ``x``.  Every array native code creates comes from the call's *arena* (``malloc``
-per array, the pointers kept in a growable list) and is freed on every exit; arguments are
+allocated (or, one exception, into a *private accumulator*: a gradient no other name holds,
+``lower_function.private_accumulators``, which receives outer products in place), so a
+name, a stack slot or a tuple can hold the same pointer, and ``x[i]`` is a view into ``x``.
+Every array native code creates is bumped from the call's *arena* (chunks of 64 KiB, each
+next one twice as large, 64-byte aligned arrays: a few mallocs per call, and memory glibc
+keeps between calls instead of returning it to the kernel) and freed on every exit;
+arguments are
 the caller's numpy arrays, read through their ``PyArrayObject`` header (data at byte 16,
 dimensions at 32: checked once by ``runtime/native_function.py``), and array gradients are
 copied into numpy arrays the caller allocated, after a check that each has its argument's
@@ -16,7 +20,13 @@ which raises numpy's error), float64 arithmetic statement by statement as the Py
 computes it (kernels through their scalar programs, as for numbers); reductions and
 ``np.dot`` sum in index order, where numpy uses pairwise sums and BLAS (so those agree to
 rounding, not bit for bit); an index out of range or the max of an empty array leaves for
-the Python road.  Where a new array operation goes: a typing rule in ``infer.ARRAY_CALLS``
+the Python road.  Element loops are scalar IR that LLVM's loop and SLP vectorisers (asked
+for by the module's ``native.VECTORISE_METADATA``) vectorise without changing a result: no
+fast-math, so sums carried across iterations stay sequential; exp, log, sin, cos, tan,
+tanh, log1p and expm1 inside an element loop call libmvec's 4-lane AVX2 variant, and
+the scalar call (remainder, broadcasting nests, loops left scalar) computes lane 0 of the
+same variant (``element_libm``), so an element's value never depends on its position.
+Where a new array operation goes: a typing rule in ``infer.ARRAY_CALLS``
 and a ``call_<name>`` method here (a VJP rule: ``infer.rule_type`` and ``rule_<name>``).
 """
 
@@ -806,8 +816,8 @@ class ArrayLowering:
                 and isinstance(inner(total.t), Arr) and inner(total.t).ndim == 2
                 and isinstance(inner(g.t), Arr) and inner(g.t).ndim == 1
                 and [a.t.ndim if isinstance(a.t, Arr) else 0 for a in rest] == [2, 1]):
-            return self.if_present(g, rt, lambda g: self.outer_in_place(total, g, *rest, method, rt),
-                                   lambda: total)
+            return self.if_present(
+                g, rt, lambda g: self.outer_in_place(total, g, *rest, method, rt), lambda: total)
         return self.if_present(g, rt, lambda g: self.add_to_fresh(total, method(g, *rest)),
                                lambda: total)
 

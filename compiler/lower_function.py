@@ -25,8 +25,9 @@ What the code guarantees:
 - **The Python road's arithmetic** (``infer.binary``/``infer.ufunc`` decide it): no
   fast-math, no FMA contraction; kernels' statements, unfused primitives and inline
   derivatives use the scalar language (the table's ``scalar`` formulas) and
-  ``lower.FUNCTIONS`` with scalar libm calls: transcendental functions within libm's ulp
-  of numpy's, everything else bit-equal; int arithmetic is int64 with overflow checks.
+  ``lower.FUNCTIONS`` with scalar libm calls (inside array element loops libmvec's AVX2
+  variant, ``lower_arrays.element_libm``): transcendental functions within libm's or
+  libmvec's ulp of numpy's, everything else bit-equal; int arithmetic is int64 with overflow checks.
 
 Where a new op's native lowering goes: an elementwise primitive needs nothing here (its
 ``scalar`` formula is lowered, ``infer.ELEMENTWISE`` lists the ones allowed unfused); a

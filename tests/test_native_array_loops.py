@@ -121,3 +121,26 @@ def test_arrays_beyond_the_first_arena_chunk(monkeypatch):
                                    atol=1e-7)
     big = (rng.normal(size=20000), rng.normal(size=20000))
     _both_roads(monkeypatch, tanh_sum, big[:1], (0,))
+
+
+def test_element_loops_call_libmvec_where_the_host_has_avx2(monkeypatch):
+    from pullback.compiler import native_road
+    from pullback.runtime import native
+
+    roads = []
+    original = native_road.gradient_function
+
+    def spy(variant, internal):
+        roads.append(original(variant, internal))
+        return roads[-1]
+
+    monkeypatch.setattr(native_road, "gradient_function", spy)
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+    pb.grad(tanh_sum)(np.linspace(-1.0, 1.0, 9))
+    text = roads[-1].ir_text
+    assert f"!{native.VECTORISE_METADATA} =" in text
+    host = native.host()
+    if "tanh" in host.vector_math and "+avx2" in host.features.split(","):
+        assert "_ZGVdN4v_tanh" in text and "vector-function-abi-variant" in text
+    else:
+        assert "_ZGVdN4v_tanh" not in text
