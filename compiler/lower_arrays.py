@@ -3,9 +3,13 @@ run-time shapes as loop nests.
 
 An array value (``infer.Arr``) is ``{ptr data, i64 dim0, ..., i64 dim(n-1)}``: C-contiguous
 data and its shape.  Arrays are values: native code writes only into an array it has just
-allocated, so a name, a stack slot or a tuple can hold the same pointer, and ``x[i]`` is a
-view into ``x``.  Every array native code creates comes from the call's *arena* (``malloc``
-per array, the pointers kept in a growable list) and is freed on every exit; arguments are
+allocated (or, one exception, into a *private accumulator*: a gradient no other name holds,
+``lower_function.private_accumulators``, which receives outer products in place), so a
+name, a stack slot or a tuple can hold the same pointer, and ``x[i]`` is a view into ``x``.
+Every array native code creates is bumped from the call's *arena* (chunks of 64 KiB, each
+next one twice as large, 64-byte aligned arrays: a few mallocs per call, and memory glibc
+keeps between calls instead of returning it to the kernel) and freed on every exit;
+arguments are
 the caller's numpy arrays, read through their ``PyArrayObject`` header (data at byte 16,
 dimensions at 32: checked once by ``runtime/native_function.py``), and array gradients are
 copied into numpy arrays the caller allocated, after a check that each has its argument's
@@ -16,7 +20,13 @@ which raises numpy's error), float64 arithmetic statement by statement as the Py
 computes it (kernels through their scalar programs, as for numbers); reductions and
 ``np.dot`` sum in index order, where numpy uses pairwise sums and BLAS (so those agree to
 rounding, not bit for bit); an index out of range or the max of an empty array leaves for
-the Python road.  Where a new array operation goes: a typing rule in ``infer.ARRAY_CALLS``
+the Python road.  Element loops are scalar IR that LLVM's loop and SLP vectorisers (asked
+for by the module's ``native.VECTORISE_METADATA``) vectorise without changing a result: no
+fast-math, so sums carried across iterations stay sequential; exp, log, sin, cos, tan,
+tanh, log1p and expm1 inside an element loop call libmvec's 4-lane AVX2 variant, and
+the scalar call (remainder, broadcasting nests, loops left scalar) computes lane 0 of the
+same variant (``element_libm``), so an element's value never depends on its position.
+Where a new array operation goes: a typing rule in ``infer.ARRAY_CALLS``
 and a ``call_<name>`` method here (a VJP rule: ``infer.rule_type`` and ``rule_<name>``).
 """
 
@@ -24,7 +34,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from pullback.runtime.irhelpers import I1, I64, PTR, counted_loop
+from pullback.runtime.irhelpers import I1, I64, PTR, add_string_attribute, counted_loop
+from pullback.runtime.native import host as native_host
 
 from . import infer
 from .infer import NONE, Arr, Num, Opt, Parts, Tup, can_be_none, inner
@@ -33,6 +44,11 @@ F64T = ir.DoubleType()
 _ONE, _ZERO = ir.Constant(I64, 1), ir.Constant(I64, 0)
 #: byte offsets in numpy's PyArrayObject (checked at import by runtime/native_function.py)
 ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
+#: arrays are bumped from chunks (the first of ARENA_FIRST_CHUNK bytes, each next one twice
+#: as large): a few mallocs per call, and memory glibc keeps between calls
+ARENA_FIRST_CHUNK, ARENA_ALIGN = 1 << 16, 64
+#: libm functions an array loop computes with libmvec's AVX2 variant (``element_libm``)
+VECTOR_LIBM = frozenset({"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1"})
 
 
 def array_ltype(t: Arr):
@@ -62,36 +78,72 @@ class ArrayLowering:
         return size
 
     def new_array(self, dims, t=None):
-        """A fresh array of ``dims`` from the arena (leaves with NO_MEMORY if malloc fails)."""
+        """A fresh array of ``dims`` from the arena (leaves with NO_MEMORY if malloc fails):
+        bumped from the arena's current chunk, 64-byte aligned."""
         t = t or Arr("f64", len(dims))
         b = self.b
         if self.arena is None:
-            self.arena = (self.alloca(PTR, "arena.base_slot"), self.alloca(I64, "arena.top_slot"),
-                          self.alloca(I64, "arena.capacity_slot"))
-        base, top, capacity = self.arena
+            self.arena = tuple(self.alloca(typ, f"arena.{name}_slot") for typ, name in
+                               ((PTR, "base"), (I64, "top"), (I64, "capacity"), (PTR, "cur"),
+                                (PTR, "end")))
+            self.arena_chunk = self.emit_arena_chunk()
+        cur_slot, end_slot = self.arena[3], self.arena[4]
         nbytes = b.mul(self.size_of(dims), ir.Constant(I64, 8), name="nbytes")
-        nbytes = b.select(b.icmp_unsigned(">", nbytes, ir.Constant(I64, 8)), nbytes,
-                          ir.Constant(I64, 8))
-        count = b.load(top, name="arena.top")
-        end = b.add(count, _ONE)
-        with b.if_then(b.icmp_unsigned(">", end, b.load(capacity)), likely=False):
-            self.bail(b.call(self.reserve, [base, capacity, end]), self.NO_MEMORY, "arena_grow")
-        malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
-        data = b.call(malloc, [nbytes], name="array")
-        self.bail(b.icmp_unsigned("!=", data, ir.Constant(PTR, None)), self.NO_MEMORY, "malloc")
-        b.store(data, b.gep(b.load(base), [count], source_etype=PTR))
-        b.store(end, top)
+        nbytes = b.and_(b.add(nbytes, ir.Constant(I64, ARENA_ALIGN - 1)),
+                        ir.Constant(I64, -ARENA_ALIGN), name="nbytes.aligned")
+        nbytes = b.select(b.icmp_unsigned(">", nbytes, _ZERO), nbytes,
+                          ir.Constant(I64, ARENA_ALIGN))
+        cur = b.load(cur_slot, typ=PTR, name="arena.cur")
+        room = b.sub(b.ptrtoint(b.load(end_slot, typ=PTR), I64), b.ptrtoint(cur, I64))
+        with b.if_then(b.icmp_unsigned(">", nbytes, room), likely=False):
+            self.bail(b.call(self.arena_chunk, [*self.arena, nbytes]), self.NO_MEMORY,
+                      "arena_grow")
+        data = b.load(cur_slot, typ=PTR, name="array")
+        b.store(b.gep(data, [nbytes], source_etype=ir.IntType(8)), cur_slot)
         return self.make_array(data, dims, t)
 
+    def emit_arena_chunk(self):
+        """``i1 chunk(base, top, capacity, cur, end, i64 need)``: a new chunk of at least
+        ``need`` bytes (64 KiB doubling with each chunk) becomes the current one."""
+        fn = ir.Function(self.module, ir.FunctionType(I1, [PTR] * 5 + [I64]),
+                         name=f"{self.fn.name}.arena_chunk")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        base, top, capacity, cur, end, need = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        count = b.load(top, typ=I64, name="chunks")
+        shift = b.select(b.icmp_unsigned("<", count, ir.Constant(I64, 14)), count,
+                         ir.Constant(I64, 14))
+        doubling = b.shl(ir.Constant(I64, ARENA_FIRST_CHUNK), shift)
+        wanted = b.add(need, ir.Constant(I64, ARENA_ALIGN))
+        size = b.select(b.icmp_unsigned(">", wanted, doubling), wanted, doubling, name="size")
+        end_count = b.add(count, _ONE)
+        with b.if_then(b.icmp_unsigned(">", end_count, b.load(capacity, typ=I64)),
+                       likely=False):
+            with b.if_then(b.not_(b.call(self.reserve, [base, capacity, end_count]))):
+                b.ret(ir.Constant(I1, 0))
+        malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
+        chunk = b.call(malloc, [size], name="chunk")
+        with b.if_then(b.icmp_unsigned("==", chunk, ir.Constant(PTR, None))):
+            b.ret(ir.Constant(I1, 0))
+        b.store(chunk, b.gep(b.load(base, typ=PTR), [count], source_etype=PTR))
+        b.store(end_count, top)
+        address = b.ptrtoint(chunk, I64)
+        skip = b.and_(b.sub(_ZERO, address), ir.Constant(I64, ARENA_ALIGN - 1))
+        b.store(b.gep(chunk, [skip], source_etype=ir.IntType(8)), cur)
+        b.store(b.gep(chunk, [size], source_etype=ir.IntType(8)), end)
+        b.ret(ir.Constant(I1, 1))
+        return fn
+
     def free_arena(self):
-        """At the exit: free every array of the arena, then its list."""
+        """At the exit: free every chunk of the arena, then its list."""
         if self.arena is None:
             return
         b = self.b
-        base, top, _ = self.arena
+        base, top = self.arena[0], self.arena[1]
         free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
         list_base, count = b.load(base), b.load(top)
-        with counted_loop(b, "arena.free", _ZERO, _ONE,
+        with counted_loop(b, "arena_free", _ZERO, _ONE,
                           lambda b, i: b.icmp_signed("<", i, count)) as loop:
             b.call(free, [b.load(b.gep(list_base, [loop.index], source_etype=PTR), typ=PTR)])
         b.call(free, [list_base])
@@ -175,11 +227,19 @@ class ArrayLowering:
                     same = ir.Constant(I1, 0)
 
         def body(offsets, out_offset):
+            self.in_elements = True
+            try:
+                values = compute_at(offsets)
+            finally:
+                self.in_elements = False
+            for data, value in zip(out_data, values, strict=True):
+                self.store_at(data, out_offset, self.as_kind(value, "f64"))
+
+        def compute_at(offsets):
             elements = list(operands)
             for (k, (data, _)), offset in zip(arrays, offsets, strict=True):
                 elements[k] = self._value(self.element_at(data, offset), Num("f64"))
-            for data, value in zip(out_data, compute(elements), strict=True):
-                self.store_at(data, out_offset, self.as_kind(value, "f64"))
+            return compute(elements)
 
         with b.if_else(same) as (flat, general):
             with flat:   # every array has the result's shape: one loop over the elements
@@ -204,6 +264,38 @@ class ArrayLowering:
                         nest(axis + 1, following, b.add(b.mul(out_offset, dims[axis]), i))
                 nest(0, [_ZERO] * len(arrays), _ZERO)
         return outs
+
+    def element_libm(self, function, args, name):
+        """``function`` of one element inside an array loop, as a call LLVM's loop
+        vectoriser turns into libmvec's 4-lane AVX2 variant (``VECTOR_LIBM``): the scalar
+        call is a small function computing lane 0 of that same variant, so an element's
+        result does not depend on whether its iteration was vectorised (the vector body,
+        the remainder, a broadcasting loop nest).  None: scalar libm (no AVX2 or no
+        libmvec variant)."""
+        h = native_host()
+        if (function not in VECTOR_LIBM or function not in h.vector_math or len(args) != 1
+                or "+avx2" not in h.features.split(",")):
+            return None
+        vector = f"_ZGVdN4v_{function}"
+        # external (a local function's constant argument would be propagated into it and
+        # the argument removed, breaking the mapping), named after this module's function
+        scalar = f"{self.fn.name}_lane0_{function}"
+        fn = self.module.globals.get(scalar)
+        if fn is None:
+            v4 = ir.VectorType(F64T, 4)
+            variant = self.function(vector, ir.FunctionType(v4, [v4]), ("nounwind", "readnone"))
+            fn = ir.Function(self.module, ir.FunctionType(F64T, [F64T]), name=scalar)
+            for attribute in ("noinline", "nounwind", "readnone"):
+                fn.attributes.add(attribute)
+            b = ir.IRBuilder(fn.append_basic_block("entry"))
+            lanes = b.insert_element(ir.Constant(v4, None), fn.args[0], ir.Constant(I64, 0))
+            lanes = b.shuffle_vector(lanes, lanes, ir.Constant(ir.VectorType(ir.IntType(32), 4),
+                                                                [0, 0, 0, 0]))
+            b.ret(b.extract_element(b.call(variant, [lanes]), ir.Constant(I64, 0)))
+        call = self.b.call(fn, list(args), name=name)
+        add_string_attribute(call.attributes, "vector-function-abi-variant",
+                             f"_ZGV_LLVM_N4v_{scalar}({vector})")
+        return call
 
     def array_binary(self, op, a, c):
         if op == "pow" or op not in ("add", "sub", "mul", "div"):
@@ -720,8 +812,44 @@ class ArrayLowering:
                 return self.reduction_rule(base, g, ans, x, keywords.get("axis"))
         else:
             method = getattr(self, f"rule_{rule.t.name}")
+        if (rule.t.name in ("dot_0", "matmul_0") and self.target in self.private
+                and isinstance(inner(total.t), Arr) and inner(total.t).ndim == 2
+                and isinstance(inner(g.t), Arr) and inner(g.t).ndim == 1
+                and [a.t.ndim if isinstance(a.t, Arr) else 0 for a in rest] == [2, 1]):
+            return self.if_present(
+                g, rt, lambda g: self.outer_in_place(total, g, *rest, method, rt), lambda: total)
         return self.if_present(g, rt, lambda g: self.add_to_fresh(total, method(g, *rest)),
                                lambda: total)
+
+    def outer_in_place(self, total, g, x, y, method, rt):
+        """``total + dot_0(g, x, y)`` for a matrix ``x``, a vector ``y`` and a ``total``
+        no other name holds (``lower_function.private_accumulators``): the outer product
+        is added into ``total``'s own storage, each element ``total + (0.0 + g[i] * y[j])``
+        exactly as the rule's product and ``add_grads`` compute it.  Any other case (None
+        or another shape): the rule's fresh array, as ``add_to_fresh``."""
+        b = self.b
+        t_data, t_dims = self.parts(self.content(total))
+        x_dims, (g_data, g_dims), (y_data, y_dims) = (self.parts(x)[1], self.parts(g),
+                                                      self.parts(y))
+        self.bail(b.icmp_signed("==", self.size_of(g_dims), x_dims[0]), name="dot_gradient")
+        fits = self.present(total)
+        for p, q in ((t_dims[0], x_dims[0]), (t_dims[1], x_dims[1]), (y_dims[0], x_dims[1])):
+            fits = b.and_(fits, b.icmp_signed("==", p, q))
+        slot = self.alloca(self.ltype(rt), "accumulated")
+        zero = ir.Constant(F64T, 0.0)
+        with b.if_else(fits) as (in_place, other):
+            with in_place:
+                with self.loop(x_dims[0], "outer.i") as i:
+                    gi = self.element_at(g_data, i.index)
+                    row = b.mul(i.index, x_dims[1])
+                    with self.loop(x_dims[1], "outer.j") as j:
+                        at = b.add(row, j.index)
+                        part = b.fadd(zero, b.fmul(gi, self.element_at(y_data, j.index)))
+                        self.store_at(t_data, at, b.fadd(self.element_at(t_data, at), part))
+                b.store(self.coerce(self.content(total), rt), slot)
+            with other:
+                b.store(self.coerce(self.add_to_fresh(total, method(g, x, y)), rt), slot)
+        return self._value(b.load(slot), rt)
 
     def add_to_fresh(self, total, part):
         """``add_grads(total, part)`` for a ``part`` just allocated (a rule's result): where

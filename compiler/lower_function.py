@@ -25,8 +25,9 @@ What the code guarantees:
 - **The Python road's arithmetic** (``infer.binary``/``infer.ufunc`` decide it): no
   fast-math, no FMA contraction; kernels' statements, unfused primitives and inline
   derivatives use the scalar language (the table's ``scalar`` formulas) and
-  ``lower.FUNCTIONS`` with scalar libm calls: transcendental functions within libm's ulp
-  of numpy's, everything else bit-equal; int arithmetic is int64 with overflow checks.
+  ``lower.FUNCTIONS`` with scalar libm calls (inside array element loops libmvec's AVX2
+  variant, ``lower_arrays.element_libm``): transcendental functions within libm's or
+  libmvec's ulp of numpy's, everything else bit-equal; int arithmetic is int64 with overflow checks.
 
 Where a new op's native lowering goes: an elementwise primitive needs nothing here (its
 ``scalar`` formula is lowered, ``infer.ELEMENTWISE`` lists the ones allowed unfused); a
@@ -43,6 +44,7 @@ import hashlib
 from llvmlite import ir
 
 from pullback.runtime.irhelpers import I1, I32, I64, PTR
+from pullback.runtime.native import VECTORISE_METADATA
 from pullback.runtime.primitives import REGISTRY
 
 from . import infer
@@ -102,6 +104,52 @@ def lower_function(forward, adjoint, typing: infer.Typing) -> tuple:
     return text, symbol
 
 
+def private_accumulators(function) -> frozenset:
+    """Names of ``function`` (an adjoint) that only ever hold None or an array no other
+    name, tuple or stack slot holds: every assignment is ``X = None`` or ``X =
+    support.accumulate(X, ...)``, and ``X`` is read only there (as the total) and by the
+    final return.  ``accumulate`` returns its total or a freshly allocated array, so such
+    an ``X`` may be updated in place (``ArrayLowering.accumulate_in_place``)."""
+    assigned, candidates, reads = {}, set(), {}
+    body = function.body
+    final = body[-1] if body and isinstance(body[-1], gast.Return) else None
+    nones = {}   # name -> whether every assignment of it is the constant None
+
+    def is_none(value):
+        return isinstance(value, gast_Constant) and value.value is None
+
+    for node in gast.walk(function):
+        if isinstance(node, gast.Assign) and isinstance(node.targets[0], gast_Name):
+            name = node.targets[0].id
+            nones[name] = nones.get(name, True) and is_none(node.value)
+    for node in gast.walk(function):
+        if isinstance(node, gast.Assign) and isinstance(node.targets[0], gast_Name):
+            name, value = node.targets[0].id, node.value
+            accumulates = (isinstance(value, gast.Call) and dotted(value.func)
+                           == "support.accumulate" and value.args
+                           and isinstance(value.args[0], gast_Name)
+                           and value.args[0].id == name)
+            none = is_none(value) or (isinstance(value, gast_Name)
+                                      and nones.get(value.id, False))
+            assigned.setdefault(name, []).append(accumulates or none)
+            if accumulates:
+                reads[id(value.args[0])] = True   # the total: an allowed read
+        elif isinstance(node, (gast.For,)) and isinstance(node.target, gast_Name):
+            assigned.setdefault(node.target.id, []).append(False)
+    if final is not None:
+        for node in gast.walk(final):
+            if isinstance(node, gast_Name):
+                reads[id(node)] = True
+    for name, kinds in assigned.items():
+        if all(kinds):
+            candidates.add(name)
+    for node in gast.walk(function):
+        if (isinstance(node, gast_Name) and isinstance(node.ctx, gast.Load)
+                and id(node) not in reads):
+            candidates.discard(node.id)
+    return frozenset(candidates)
+
+
 # ----- scalar math for lower.FUNCTIONS (the vector helpers' interface, one lane) --------------
 
 class _ScalarMath:
@@ -132,8 +180,14 @@ class _ScalarMath:
         fn = self.function(f"llvm.{name}.{suffix}", ir.FunctionType(t, [a.type for a in args]))
         return self.b.call(fn, args, name=name_as)
 
+    element_libm = None   # (function, args, name) -> value or None: in array loops
+
     def libm(self, function, *args, name):
         """The double libm function (float32: computed in double and rounded)."""
+        if self.element_libm is not None and self.scalar == F64T:
+            found = self.element_libm(function, args, name)
+            if found is not None:
+                return found
         fn = self.function(function, ir.FunctionType(F64T, [F64T] * len(args)),
                            ("nounwind", "readnone"))
         wide = [a if a.type == F64T else self.b.fpext(a, F64T, name=f"{name}.wide")
@@ -181,6 +235,7 @@ class _Lowering(ArrayLowering):
             self.status = self.b.phi(I32, name="status")
         self.slots = {}
         self.env = None
+        self.target, self.private = None, frozenset()   # see private_accumulators
         self.prefix = ""
         self.parsed = {}
 
@@ -385,6 +440,8 @@ class _Lowering(ArrayLowering):
 
     def math_call(self, function, values, kind):
         math = _ScalarMath(self.module, self.b, F32T if kind == "f32" else F64T)
+        if getattr(self, "in_elements", False):   # an array loop's body: vectorisable
+            math.element_libm = self.element_libm
         arity, lowering = FUNCTIONS[function]
         if lowering is None:   # pow: libm
             return math.libm("pow", *values, name="pow")
@@ -589,6 +646,7 @@ class _Lowering(ArrayLowering):
         self.block(self.forward.body)
         self.result = self.returned
         self.env, self.prefix = self.typing.adjoint, "adjoint."
+        self.private = private_accumulators(self.adjoint)
         n = len(self.typing.params)
         self.store("result_grad", _Value(self.fn.args[n] if self.typing.seed.kind == "f64"
                                          else b.fptrunc(self.fn.args[n], F32T),
@@ -602,6 +660,8 @@ class _Lowering(ArrayLowering):
         free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
         b.call(free, [b.load(self.base, typ=PTR)])
         b.ret(self.status)
+        if self.arena is not None and VECTORISE_METADATA not in self.module.namedmetadata:
+            self.module.add_named_metadata(VECTORISE_METADATA)   # array loops: vectorised
         with b.goto_block(self.entry):   # the allocas are placed; now enter the forward
             b.position_at_end(self.entry)
             b.branch(body)
@@ -641,7 +701,9 @@ class _Lowering(ArrayLowering):
             getattr(self, f"stmt_{type(s).__name__.lower()}")(s)
 
     def stmt_assign(self, s):
-        self.store(s.targets[0].id, self.value(s.value))
+        self.target = s.targets[0].id
+        self.store(self.target, self.value(s.value))
+        self.target = None
 
     def stmt_expr(self, s):   # only pushes (and support.leaf, a no-op on typed values) type
         call = s.value

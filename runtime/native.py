@@ -263,6 +263,13 @@ def kernel_symbol(ir_text: str) -> str:
 _KERNEL_DEFINITION = re.compile(r'^define void @"?(pb_kernel_[0-9a-f]+)"?\(', re.MULTILINE)
 
 
+#: Named metadata by which a module asks for LLVM's loop and SLP vectorisers (whole native
+#: functions' array loops: scalar IR without fast-math flags, which the vectorisers keep
+#: IEEE-exact: no reassociation, so a sum carried across iterations stays sequential, and
+#: libm calls stay scalar calls).
+VECTORISE_METADATA = "pullback.vectorise"
+
+
 # ----- the engine -----------------------------------------------------------------------
 
 class _Engine:
@@ -291,16 +298,17 @@ class _Engine:
             codemodel="default")
 
     def object_code(self, ir_text: str, speed_level: int = 3) -> bytes:
-        """Optimise (O3 by default; the IR is already vectorised, so no loop vectoriser)
-        and emit."""
+        """Optimise (O3 by default; a kernel's IR is already vectorised, so no loop
+        vectoriser, unless the module asks for it: ``VECTORISE_METADATA``) and emit."""
         llvm = self.llvm
         module = llvm.parse_assembly(ir_text)
         module.triple = self.codegen.triple
         module.data_layout = str(self.codegen.target_data)
         module.verify()
         tuning = llvm.create_pipeline_tuning_options(speed_level=speed_level)
-        tuning.loop_vectorization = False
-        tuning.slp_vectorization = False
+        vectorise = f"!{VECTORISE_METADATA} =" in ir_text   # part of the text: of the key
+        tuning.loop_vectorization = vectorise
+        tuning.slp_vectorization = vectorise
         tuning.loop_interleaving = False
         passes = llvm.create_pass_builder(self.codegen, tuning)
         passes.getModulePassManager().run(module, passes)
