@@ -677,8 +677,9 @@ class ReverseTransform:
     def rule_derivative(self, s, op, g, ans) -> Lines:
         """A nested derivative's VJP (``forward_api.derivative_adjoint``): one
         forward-over-reverse run of the inner function, the cotangent as its tangent."""
-        mask = self.a.argument_mask(op.args)
-        if not all(m is True or m is False for m in mask):
+        mask = tuple(m if isinstance(m, bool) or m.container else True
+                     for m in self.a.argument_mask(op.args))
+        if not all(isinstance(m, bool) for m in mask):
             raise error_at(self.parsed, s, f"reverse mode differentiates the nested "
                            f"derivative {op.label}() with respect to arrays and numbers "
                            "only", "What to do: pass the container's items as arguments.")
