@@ -29,7 +29,8 @@ from .parse import parameter_names
 from .pytree import ANY, LEAF, Kind, container, join
 
 _DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join",
-                   "dict", "setitem", "get", "values", "items", "extend", "without"}
+                   "dict", "setitem", "get", "values", "items", "extend", "without",
+                   "derivative"}
 # operations whose operands are read as arrays (a container there is numpy's array of it)
 _ARRAY_OPERATIONS = {"prim", "kernel", "severs"}
 # operations whose result may share memory with an operand (copies, views, containers
@@ -786,6 +787,9 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
             result.needed |= _names(op.args[0]) | _names(op.params[0])
         elif op.kind in ("values", "items"):
             result.needed |= _names(op.args[0])
+        elif op.kind == "derivative":   # its VJP runs the inner function again at them
+            for a in op.args:
+                result.needed |= _names(a)
         elif op.kind in ("kernel", "join"):
             result.needed.add(target)
             for a in op.args:

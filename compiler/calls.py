@@ -378,6 +378,14 @@ def _describe_call(parsed, call, locals_) -> Operation:
     if target is builtins.float:
         return Operation("severs", args=list(call.args), label=label)
     made_by = getattr(target, "pullback_derivative", None)
+    nested = getattr(target, "pullback_gradient_of", None) or \
+        getattr(target, "pullback_jacfwd_of", None)
+    if made_by is not None and nested is not None:
+        # pb.grad / pb.jacfwd of a user function: the forward runs it as it is; forward
+        # mode over it calls its tangent rule (forward_api.derivative_tangent)
+        inner = getattr(nested[0], "pullback_function", nested[0])
+        return Operation("derivative", args=_positional(parsed, call, inner), callee=target,
+                         label=label)
     if made_by is not None:
         raise error_at(parsed, call, f"{label}() is a derivative made by {made_by}(); "
                        "compiled code does not differentiate or run derivatives inside "

@@ -21,7 +21,7 @@ from pullback.runtime.stack import Stack
 
 from .api import (
     _convert_value, _differentiated, _external_gradient, _in_dtype_of, _internal_arguments,
-    _is_position, _ones, _positions, as_compiled, complete_arguments,
+    _is_position, _ones, _positions, _to_internal, as_compiled, complete_arguments,
 )
 from .parse import parameter_count
 from .pytree import structure
@@ -160,6 +160,9 @@ def jacfwd(fn, argnums=0):
             results.append(_jacobian_result(jac, args))
         return results[0] if single else tuple(results)
 
+    jacobian.pullback_derivative = "pb.jacfwd"
+    if single:   # a call of it in code pb.jvp transforms: forward over forward
+        jacobian.pullback_jacfwd_of = (fn, argnums)
     return jacobian
 
 
@@ -345,3 +348,172 @@ def hessian(fn, argnums=0):
         return _jacobian_result(jac, args)
 
     return hessian_fn
+
+
+# ----- forward mode over a nested derivative (a call of pb.grad(g) / pb.jacfwd(g) in code
+# that pb.jvp transforms): the tangent variant's rule for that call --------------------------
+
+def _raw_gradient(g, internal):
+    """A gradient as generated code holds it: the raw value's shape and float dtype, zeros
+    for None."""
+    if g is None:
+        return np.zeros_like(internal, dtype=np.result_type(internal, np.float64)) \
+            if np.ndim(internal) else np.float64(0.0)
+    shape = np.shape(internal)
+    if np.shape(g) != shape:
+        g = np.broadcast_to(g, shape).copy() if shape else np.sum(g)
+    return _in_dtype_of(g, internal)
+
+
+class _NestedRun:
+    """One forward-over-reverse run of ``fn`` (its parameters ``nums`` differentiated) at
+    raw arguments, as the generated code calling a nested derivative holds them: the
+    run under ``pb.jvp(pb.grad(fn))`` with none of the public API's conversions."""
+
+    def __init__(self, fn, nums, what):
+        self.fn, self.nums, self.what = fn, tuple(nums), what
+
+    def __call__(self, primals, dots):
+        """``(internal arguments, gradients, their tangents)``; ``dots``: a tangent or
+        None per parameter."""
+        compiled = as_compiled(self.fn)
+        if len(primals) != compiled.fn.__code__.co_argcount:
+            primals = complete_arguments(compiled.fn, primals, {})
+        for n in self.nums:
+            if isinstance(primals[n], (dict, list, tuple)):
+                raise TypeError(f"{self.what}: argument {n} is a {type(primals[n]).__name__};"
+                                " nested derivatives take arrays and numbers only (for now)")
+        mask = tuple(i in self.nums for i in range(len(primals)))
+        second = second_order_for(self.fn, mask + (False,) * len(compiled.implicit))
+        internal = [_to_internal(a, i in self.nums) for i, a in enumerate(primals)]
+        internal += [_to_internal(v, False) for v in compiled.implicit_values()]
+        given = [None] * len(internal)
+        for i, d in enumerate(dots):
+            if d is not None:
+                given[i] = _internal_tangent(d, internal[i], f"argument {i}")
+        stack = Stack()
+        out, _ = second.forward_tangent(stack, *internal, *given)
+        grads, grad_dots = second.adjoint_tangent(stack, _ones(out), None)
+        return internal, out, grads, grad_dots
+
+
+class GradientTangent:
+    """The tangent rule of a call of ``pb.grad(g, argnums)`` inside forward-mode code:
+    forward over reverse, one run of ``g``'s second-order functions (as ``pb.jvp`` of
+    ``pb.grad(g)``).  ``tangent(*args, *dots)`` -> ``(gradient, its tangent)``, one dot
+    per True in ``mask``; with no tangent at all it is the plain gradient."""
+
+    def __init__(self, derivative, mask):
+        self.derivative, self.mask = derivative, tuple(mask)
+        fn, argnums = derivative.pullback_gradient_of
+        self.single, self.inner = _is_position(argnums), _positions(argnums)
+        nums = set(self.inner) | {i for i, m in enumerate(self.mask) if m}
+        self.run = _NestedRun(fn, sorted(nums), "forward over pb.grad")
+
+    def tangent(self, *args):
+        n = len(self.mask)
+        primals, given = args[:n], iter(args[n:])
+        if not any(self.mask):
+            return self.derivative(*primals), None
+        dots = [next(given) if m else None for m in self.mask]
+        internal, _, grads, grad_dots = self.run(primals, dots)
+        value = [_raw_gradient(grads[k], internal[k]) for k in self.inner]
+        dot = [_raw_gradient(grad_dots[k], internal[k]) for k in self.inner]
+        if self.single:
+            return value[0], dot[0]
+        return tuple(value), tuple(dot)
+
+
+class JacobianTangent:
+    """The tangent rule of a call of ``pb.jacfwd(g, argnums)`` inside forward-mode code:
+    forward over forward -- the tangent of ``g``'s own tangent function
+    (``second.forward_over_forward``), run once per basis direction of the Jacobian's
+    argument, each run giving one column of the Jacobian and that column's tangent."""
+
+    def __init__(self, derivative, mask):
+        self.derivative, self.mask = derivative, tuple(mask)
+        self.fn, self.argnums = derivative.pullback_jacfwd_of
+
+    def tangent(self, *args):
+        n = len(self.mask)
+        primals, given = args[:n], iter(args[n:])
+        if not any(self.mask):
+            return self.derivative(*primals), None
+        from .second import forward_over_forward
+
+        dots = [next(given) if m else None for m in self.mask]
+        user_fn = getattr(self.fn, "fn", self.fn)
+        args = complete_arguments(user_fn, primals, {})
+        dots += [None] * (len(args) - len(dots))
+        k = int(self.argnums)
+        inner = tuple(i == k for i in range(len(args)))
+        outer = tuple(d is not None for d in dots)
+        hidden = (False,) * len(as_compiled(self.fn).implicit)
+        twice = forward_over_forward(self.fn, inner + hidden, outer + hidden)
+        internal = _internal_arguments(self.fn, args, tuple(i for i, m in enumerate(outer)
+                                                            if m or i == k))
+        x = internal[k]
+        shape = np.shape(x)
+        dtype = getattr(x, "dtype", np.dtype(np.float64))
+        outer_dots = [_internal_tangent(d, internal[i], f"argument {i}")
+                      for i, d in enumerate(dots) if d is not None]
+        columns, column_dots, out = [], [], None
+        with tape.scope(recording=False, training=None):
+            for i in range(int(np.prod(shape))):
+                basis = np.zeros(shape, dtype)
+                basis.reshape(-1)[i] = 1
+                (out, column), (_, column_dot) = twice(*internal, basis if shape else
+                                                       basis[()], *outer_dots)
+                columns.append(np.asarray(column).reshape(-1))
+                column_dots.append(np.zeros(np.size(column)) if column_dot is None
+                                   else np.asarray(column_dot).reshape(-1))
+        _check_array_output(out, "jacfwd")
+        full = np.shape(out) + shape
+        jac = np.stack(columns, axis=-1).reshape(full)
+        jac_dot = np.stack(column_dots, axis=-1).reshape(full)
+        return _jacobian_result(jac, args), _jacobian_result(jac_dot, args)
+
+
+def derivative_tangent(derivative, mask):
+    """The tangent rule forward-mode code calls for the nested derivative ``derivative``
+    (``pb.grad`` or ``pb.jacfwd`` of a user function) with tangents on ``mask``."""
+    if getattr(derivative, "pullback_gradient_of", None) is not None:
+        return GradientTangent(derivative, mask)
+    return JacobianTangent(derivative, mask)
+
+
+class DerivativeAdjoint:
+    """The VJP of a call of ``pb.grad(g, k)`` or ``pb.jacfwd(g, k)`` (a scalar ``g``:
+    both are its gradient in argument ``k``) inside code that reverse mode transforms:
+    for a cotangent ``u`` of that gradient, the gradient of ``<u, grad_k g>`` with respect
+    to each argument of ``mask`` is the derivative of ``g``'s gradient along ``u`` on
+    argument ``k`` (the Hessian is symmetric): one forward-over-reverse run of ``g``."""
+
+    def __init__(self, derivative, mask):
+        self.derivative, self.mask = derivative, tuple(mask)
+        inner = getattr(derivative, "pullback_gradient_of", None) or \
+            derivative.pullback_jacfwd_of
+        fn, argnums = inner
+        if not _is_position(argnums):
+            raise TypeError(f"reverse mode over {derivative.pullback_derivative}() with "
+                            f"several argnums ({argnums!r}) is not supported yet")
+        self.k = int(argnums)
+        nums = {self.k} | {i for i, m in enumerate(self.mask) if m}
+        self.run = _NestedRun(fn, sorted(nums),
+                              f"reverse over {derivative.pullback_derivative}")
+
+    def vjp(self, u, *primals):
+        if u is None:
+            return (None,) * len(self.mask)
+        dots = [u if i == self.k else None for i in range(len(primals))]
+        internal, out, _, grad_dots = self.run(primals, dots)
+        if np.size(out) != 1:
+            raise TypeError(f"reverse mode over {self.derivative.pullback_derivative}() of a "
+                            f"function with {np.size(out)} outputs is not supported yet")
+        return tuple(_raw_gradient(grad_dots[n], internal[n]) if m else None
+                     for n, m in enumerate(self.mask))
+
+
+def derivative_adjoint(derivative, mask):
+    """The VJP rule reverse-mode code calls for the nested derivative ``derivative``."""
+    return DerivativeAdjoint(derivative, mask)

@@ -106,7 +106,14 @@ def transform(parsed, mask, variant_for, meta=None, fusion=None):
             if any(isinstance(m, Kind) for m in callee_mask):   # one name per structure
                 bits += f"_s{zlib.crc32(repr(callee_mask).encode()):08x}"
             stem = callee.__name__ if callee.__name__.isidentifier() else "lambda_fn"
-            callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask))
+            made_by = getattr(callee, "pullback_derivative", None)
+            if made_by is not None:   # a nested derivative: its own VJP (no artifact)
+                from .forward_api import derivative_adjoint
+
+                callees[key] = (f"{stem}_{made_by.split('.')[-1]}_{bits}",
+                                derivative_adjoint(callee, callee_mask))
+            else:
+                callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask))
         return callees[key][0]
 
     # emit the adjoint once to learn what it reads, then for real with only those pushes
@@ -170,12 +177,13 @@ class TangentVariant:
         return self._tangent(*args)
 
 
-def transform_tangent(parsed, mask, variant_for, batched=False):
+def transform_tangent(parsed, mask, variant_for, batched=False, fusion=None):
     """Generate and load the tangent (forward-mode) function of ``parsed`` for ``mask``:
     parse -> fence -> normalize -> fuse -> analysis -> tangent -> codegen (no disk
     artifact: the generated module is rebuilt in each process).
 
-    ``batched``: every tangent carries a leading axis of directions (``pb.jacfwd``).
+    ``batched``: every tangent carries a leading axis of directions (``pb.jacfwd``);
+    ``fusion=False``: no fused kernels (for code that is transformed again).
     Returns (source, namespace)."""
     from .tangent import TangentTransform
 
@@ -183,7 +191,8 @@ def transform_tangent(parsed, mask, variant_for, batched=False):
     fn = normalize(parsed)
     # elementwise runs fuse as in the reverse mode; each run with a tangent gets a kernel
     # computing values and tangents in one pass (batched tangents stay unfused)
-    kernels = fuse(parsed, fn, fn.namer) if fusion_enabled() and not batched else []
+    fused_runs = fusion_enabled() if fusion is None else fusion
+    kernels = fuse(parsed, fn, fn.namer) if fused_runs and not batched else []
     params = [a.id for a in fn.args.args]
     if len(mask) != len(params):
         raise TypeError(f"{fn.name}() takes {len(params)} arguments, got {len(mask)}")
@@ -197,7 +206,14 @@ def transform_tangent(parsed, mask, variant_for, batched=False):
         if key not in callees:
             bits = "".join("1" if m else "0" for m in callee_mask)
             stem = callee.__name__ if callee.__name__.isidentifier() else "lambda_fn"
-            callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask, batched))
+            made_by = getattr(callee, "pullback_derivative", None)
+            if made_by is not None:   # a nested derivative: its own tangent rule
+                from .forward_api import derivative_tangent
+
+                callees[key] = (f"{stem}_{made_by.split('.')[-1]}_{bits}",
+                                derivative_tangent(callee, callee_mask))
+            else:
+                callees[key] = (f"{stem}_{bits}", variant_for(callee, callee_mask, batched))
         return callees[key][0]
 
     transformer = TangentTransform(parsed, fn, analysis, callee_ref, mask, batched)

@@ -32,6 +32,7 @@ from pullback.runtime.support import SCALAR_REDUCTIONS
 
 from .analysis import maybe_undefined
 from .calls import _resolve
+from .errors import error_at
 from .fuse import doubled, formula_names, numpy_source, substitute
 from .normalize import GENERATED_NAMES
 from .fuse import reads as kernel_reads
@@ -667,6 +668,25 @@ class ReverseTransform:
         mask = self.a.argument_mask(op.args)
         parts = self.fresh("parts")
         out.add(f"{parts} = {self.callee_ref(op.callee, mask)}.adjoint(_stack, {g})")
+        for i, a in enumerate(op.args):
+            if self.a.is_active_atom(a):
+                acc = self.grad(a.id)
+                out.add(f"{acc} = support.add_grads({acc}, {parts}[{i}])")
+        return out
+
+    def rule_derivative(self, s, op, g, ans) -> Lines:
+        """A nested derivative's VJP (``forward_api.derivative_adjoint``): one
+        forward-over-reverse run of the inner function, the cotangent as its tangent."""
+        mask = tuple(m if isinstance(m, bool) or m.container else True
+                     for m in self.a.argument_mask(op.args))
+        if not all(isinstance(m, bool) for m in mask):
+            raise error_at(self.parsed, s, f"reverse mode differentiates the nested "
+                           f"derivative {op.label}() with respect to arrays and numbers "
+                           "only", "What to do: pass the container's items as arguments.")
+        out = Lines()
+        parts = self.fresh("parts")
+        args = "".join(f", {unparse(a)}" for a in op.args)
+        out.add(f"{parts} = {self.callee_ref(op.callee, mask)}.vjp({g}{args})")
         for i, a in enumerate(op.args):
             if self.a.is_active_atom(a):
                 acc = self.grad(a.id)

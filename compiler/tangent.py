@@ -24,7 +24,10 @@ Guarantees:
   table's JVP rules (``jvp.dot_0(x_dot, ans, x, y)``); a primitive with none is a
   CompileError at the user's line, never a zero tangent;
 - a call of another user function calls that function's tangent variant (the same
-  transform, recursively, for the mask of its active arguments);
+  transform, recursively, for the mask of its active arguments); a call of a derivative
+  (``pb.grad(g)``, ``pb.jacfwd(g)``: nested differentiation) calls its tangent rule
+  (``compiler/forward_api.py``: forward over reverse, forward over forward), never the
+  derivative's value as if it were constant;
 - every statement is an ordinary Python assignment, ``if``, ``while`` or ``for`` of the
   kinds the adjoint uses, so the whole-function lowering can read it too.
 """
@@ -42,7 +45,8 @@ from .reverse import Lines, ReverseTransform, key_source, unparse
 _STRUCTURAL = {"dict", "setitem", "get", "values", "items", "extend", "without"}
 # every operation kind a gradient follows (analysis._DIFFERENTIABLE): one forward mode does
 # not handle is a CompileError, never a zero tangent
-_FOLLOWED = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join"} | _STRUCTURAL
+_FOLLOWED = {"prim", "copy", "user", "index", "pack", "append", "kernel", "join",
+             "derivative"} | _STRUCTURAL
 _PLACEHOLDER = "pb_tangent_placeholder"   # the tangent, put in after numpy_source
 
 
@@ -116,6 +120,8 @@ class TangentTransform(ReverseTransform):
             where = f"{self.parsed.filename}:{self.line(s)}"
             out.add(f"support.check_rebind({target}, {where!r})")
         if op.kind == "user":
+            return self.tangent_user(s, op, target)
+        if op.kind == "derivative" and target in self.a.active:
             return self.tangent_user(s, op, target)
         if op.kind == "kernel" and target in self.a.active:
             return self.tangent_kernel(op, target)
@@ -280,6 +286,10 @@ class TangentTransform(ReverseTransform):
         out = Lines()
         active = target in self.a.active
         mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
+        if op.kind == "derivative" and self.batched:
+            raise error_at(self.parsed, s, f"pb.jacfwd does not differentiate the nested "
+                           f"derivative {op.label}() yet", "What to do: take pb.jvp along "
+                           "each direction, or pb.jacrev.")
         args = (["_batch"] if self.batched else []) + [unparse(a) for a in op.args]
         args += [self.dot(a.id) for a, m in zip(op.args, mask, strict=True) if m]
         call = f"{self.callee_ref(op.callee, mask)}.tangent({', '.join(args)})"

@@ -240,11 +240,14 @@ LINEAR = {
     # array writes (support.setitem & co.): reads and saved items are linear in the array
     "read": ((0,), False), "overwritten": ((0,), False), "setitem_value_grad": ((0,), False),
     "setitem_copied": ((0, 2), True),
+    # forward-mode code read again (forward over forward): a tangent takes its value's shape
+    "tangent_like": ((0,), False),
 }
 #: helpers with a tangent rule of their own in ``support`` below
 SPECIAL = {"setitem", "restore"}
 #: helpers whose result carries no tangent (shapes, keys, conditions, checks)
-NO_TANGENT = {"like", "keys", "nth_key", "check_rebind", "assertion_failed"} | {
+NO_TANGENT = {"like", "keys", "nth_key", "check_rebind", "assertion_failed",
+              "zero_tangent"} | {
     f"scalar_{name}" for name in S.SCALAR_REDUCTIONS}
 
 
@@ -287,6 +290,19 @@ def rule_tangent(rule, g, g_dot, args, dots, params):
     wrapped = [a if d is None else Dual(a, d) for a, d in zip(args, dots, strict=True)]
     result = _evaluate(rule, g if g_dot is None else Dual(g, g_dot), wrapped, params)
     return result.tangent if type(result) is Dual else None
+
+
+def jvp_rule(rule, dots, t, ans, *args, **params):
+    """The tangent of ``rule(t, ans, *args, **params)``, a JVP rule of the table called by
+    forward-mode code (``jvp.norm_0``) read again for its own tangent (forward over
+    forward); ``dots``: one per argument of the call.  A rule is linear in ``t`` and
+    written with the table's ops, so it is evaluated once on Dual values."""
+    if all(d is None for d in dots):
+        return None
+    values = (t, ans) + args
+    wrapped = [a if d is None else Dual(a, d) for a, d in zip(values, dots, strict=True)]
+    result = _evaluate(rule, wrapped[0], wrapped[1:], params)
+    return like(result.tangent, ans) if type(result) is Dual else None
 
 
 def accumulate(total_dot, rule, g_dot, dots, total, g, *args, **params):

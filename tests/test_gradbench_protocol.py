@@ -280,31 +280,29 @@ def _objectives():
     return objectives
 
 
-def test_particle_nested_gradient_against_central_differences():
-    """The outer gradient of particle's solve away from the optimum: reverse over reverse
-    through the whole Euler loop (352 steps), against differences of the plain loop."""
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_particle_nested_gradient_against_central_differences(variant):
+    """The outer gradient of particle's solve away from the optimum, in the variant's
+    modes (pb.grad or pb.jvp over the Euler loop, pb.grad or pb.jacfwd inside it), through
+    the whole loop (352 steps), against differences of the plain loop."""
     obj = _objectives()
     w = np.array([0.1])
-    assert obj._particle_miss_numpy(w)[0] == pytest.approx(particle_miss(0.1), rel=1e-12)
-    gradient = obj._outer_gradient(obj._particle_miss_recorded, w)
+    miss = obj.PARTICLE_MISS[variant[1]]
+    assert miss(w) == pytest.approx(particle_miss(0.1), rel=1e-12)
+    gradient = obj._outer_gradient(variant[0], miss)(w)
     assert gradient[0] == pytest.approx(particle_miss_derivative(0.1), rel=1e-6)
 
 
-def test_saddle_nested_gradient_through_the_inner_solver():
-    """d/dp1 of f(p1, argmax_p2 f(p1, p2)), differentiated through 150 recorded inner steps,
-    is 2 p1 (the inner argmax does not depend on p1)."""
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_saddle_nested_gradient_through_the_inner_solver(variant):
+    """d/dp1 of f(p1, argmax_p2 f(p1, p2)), differentiated through the inner solver's
+    steps in the variant's modes, is 2 p1 (the inner argmax does not depend on p1)."""
     obj = _objectives()
     p1 = np.array([0.7, -0.2])
     start = np.array([1.0, 1.0])
-
-    def inner_max_recorded(p):
-        p2 = obj.multivariate_argmax(
-            lambda v: obj.saddle_cost(p, v),
-            lambda v: obj._nested_gradient(lambda q: obj.saddle_cost(p, q), v),
-            obj._variable(start))
-        return obj.saddle_cost(p, p2)
-
-    np.testing.assert_allclose(obj._outer_gradient(inner_max_recorded, p1), 2 * p1, rtol=1e-12)
+    inner_max = obj.SADDLE_INNER_MAX[variant[1]]
+    gradient = obj._outer_gradient(variant[0], inner_max)(p1, start)
+    np.testing.assert_allclose(gradient, 2 * p1, rtol=1e-12)
 
 
 def test_ba(tool):

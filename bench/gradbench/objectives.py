@@ -14,7 +14,6 @@ import math
 import numpy as np
 
 import pullback as pb
-from pullback import autograd as ag
 from pullback import nd
 
 # ----- hello, lse, llsq ----------------------------------------------------------------------
@@ -213,22 +212,23 @@ def lstm_objective(main_params, extra_params, state, sequence):
 # ----- particle and saddle: nested AD through GradBench's gradient-descent solver ------------
 #
 # Both evals ask for four variants, rr, ff, fr and rf: the first letter names the mode of
-# the outer derivative (the argmin's gradient), the second the mode of the inner one.
-# pullback has no forward mode.  Every derivative here is of a scalar function, and the
-# forward-mode gradient of a scalar function -- its n directional derivatives J e_i -- is
-# the same vector as the reverse-mode gradient, so all four variants run the same code,
-# reverse mode at both levels:
+# the outer derivative (the argmin's gradient), the second the mode of the inner one.  Each
+# variant runs its modes with pullback's API, compiled, no tape:
 #
-# - an inner gradient that nothing differentiates again (the objective seen by the outer
-#   solver, and saddle's final argmax) is ``pb.grad``: pullback's source transformation,
-#   on numpy arrays;
-# - the outer gradient is reverse over reverse on the tape: the outer function is
-#   recorded with every inner gradient taken by ``ag.grad(..., create_graph=True)``, so
-#   that the inner backward passes are recorded too, then one ``backward()`` runs.
+# - the inner derivative is ``pb.grad`` (r) or ``pb.jacfwd`` (f) of the inner function,
+#   called inside the outer function (``_particle_miss`` / ``_saddle_inner_max``);
+# - the outer derivative is ``pb.grad`` (r) or ``pb.jvp`` (f: one run per input
+#   direction) of that outer function.  pullback transforms the outer function, loop and
+#   branches as written, and each nested derivative call by its own rule: under
+#   ``pb.jvp``, ``pb.grad(g)``'s tangent is forward over reverse and ``pb.jacfwd(g)``'s
+#   forward over forward; under ``pb.grad`` their VJP is one forward-over-reverse run of
+#   ``g`` (the Hessian-vector product; pullback does not reverse-transform forward-mode
+#   code itself).
 #
-# The solver is GradBench's (cpp/gradbench/gd.hpp).  It works on numpy arrays or on
-# NDArrays; its decisions read plain floats (``np.asarray`` of an NDArray is its buffer,
-# read without a tape node).
+# The solver is GradBench's (cpp/gradbench/gd.hpp).  The outer solver is
+# ``multivariate_argmin`` on numpy; an inner solver that the outer derivative goes
+# through is written out inside the outer function (compiled code calls the functions it
+# names, not function-valued arguments).
 
 
 def _value(v) -> float:
@@ -271,27 +271,18 @@ def multivariate_argmax(f, gradient, x):
     return multivariate_argmin(lambda v: -f(v), lambda v: -gradient(v), x)
 
 
-def _nested_gradient(f, x):
-    """The gradient of scalar ``f`` at ``x``, recorded (``create_graph=True``) so that an
-    enclosing ``record()`` differentiates through it.  ``x`` must be on the tape."""
-    return ag.grad([f(x)], [x], create_graph=True)[0]
+def _forward_gradient(fn, x, *data):
+    """d fn / dx at the numpy vector ``x`` by forward mode: one ``pb.jvp`` per basis
+    direction (``data``: further arguments, without tangents)."""
+    nones = (None,) * len(data)
+    return np.array([pb.jvp(fn, (x, *data), (e, *nones))[1] for e in np.eye(x.size)])
 
 
-def _outer_gradient(fn, x):
-    """d fn / dx at numpy ``x`` by reverse mode on the tape (fn may nest gradients)."""
-    leaf = nd.array(x)
-    leaf.attach_grad()
-    with ag.record():
-        y = fn(leaf)
-    y.backward()
-    return leaf.grad.asnumpy()
-
-
-def _variable(values):
-    """A fresh array with a gradient buffer, so that gradients can be taken at it."""
-    v = nd.array(np.array(values, dtype=np.float64))
-    v.attach_grad()
-    return v
+def _outer_gradient(mode, fn):
+    """The outer solver's gradient of ``fn`` (first argument): reverse or forward mode."""
+    if mode == "r":
+        return pb.grad(fn)
+    return lambda x, *data: _forward_gradient(fn, x, *data)
 
 
 # particle: two fixed unit charges at (10, 10 - w) and (10, 0), rows of CHARGES + w * MOVE.
@@ -300,91 +291,106 @@ PARTICLE_MOVE = np.array([[0.0, -1.0], [0.0, 0.0]])
 
 
 def particle_potential(x, charges):
-    """p(x) = sum over the charges c of 1 / |x - c|."""
-    return nd.sum(1 / nd.norm(x - charges, axis=1))
+    """p(x) = sum over the charges c of 1 / |x - c| (each |x - c| as the square root of
+    a row sum, which takes the native road; ``np.linalg.norm(..., axis=1)`` does not yet)."""
+    d = x - charges
+    return np.sum(1 / np.sqrt(np.sum(d * d, axis=1)))
 
 
-_particle_force_gradient = pb.grad(particle_potential)   # d p / d x, numpy in and out
+def _particle_miss(potential_gradient):
+    """x_0(t_f)^2 of w (a vector of one): naive Euler (dt = 0.1) of the particle under the
+    force -grad p, its gradient by ``potential_gradient``, until the step that would
+    cross the x axis, then linear interpolation to the crossing."""
+    def miss(w):
+        charges = PARTICLE_CHARGES + w * PARTICLE_MOVE
+        x = np.array([0.0, 8.0])
+        xdot = np.array([0.75, 0.0])
+        dt = 0.1
+        while True:
+            force_gradient = potential_gradient(x, charges)
+            x_new = x + dt * xdot
+            if x_new[1] > 0:
+                # xdot + dt * (-grad p), with one op less: the same floating-point value
+                x, xdot = x_new, xdot - dt * force_gradient
+            else:
+                break
+        dt_f = -x[1] / xdot[1]
+        x_tf = x + dt_f * xdot
+        return x_tf[0] * x_tf[0]
+
+    return miss
 
 
-def particle_miss(x, xdot, charges, potential_gradient):
-    """x_0(t_f)^2: naive Euler (dt = 0.1) of the particle under the force -grad p until
-    the step that would cross the x axis, then linear interpolation to the crossing.
-    Written once for numpy arrays and NDArrays (the result has shape (1,))."""
-    dt = 0.1
-    while True:
-        force_gradient = potential_gradient(x, charges)
-        x_new = x + dt * xdot
-        if np.asarray(x_new)[1] > 0:
-            # xdot + dt * (-grad p), with one op less: the same floating-point value
-            x, xdot = x_new, xdot - dt * force_gradient
-        else:
-            break
-    dt_f = -x[1:2] / xdot[1:2]
-    x_tf = x + dt_f * xdot
-    return x_tf[0:1] * x_tf[0:1]
+#: the inner derivative, grad p, by mode: reverse (pb.grad) or forward (pb.jacfwd)
+INNER = {"r": lambda f, argnums=0: pb.grad(f, argnums),
+         "f": lambda f, argnums=0: pb.jacfwd(f, argnums)}
+PARTICLE_MISS = {mode: _particle_miss(make(particle_potential))
+                 for mode, make in INNER.items()}
 
 
-def _particle_miss_numpy(w):
-    charges = PARTICLE_CHARGES + w * PARTICLE_MOVE
-    return particle_miss(np.array([0.0, 8.0]), np.array([0.75, 0.0]), charges,
-                         _particle_force_gradient)
-
-
-def _particle_miss_recorded(w):
-    charges = nd.array(PARTICLE_CHARGES) + w * nd.array(PARTICLE_MOVE)
-    return particle_miss(_variable([0.0, 8.0]), nd.array(np.array([0.75, 0.0])), charges,
-                         lambda x, c: _nested_gradient(lambda p: particle_potential(p, c), x))
-
-
-def particle(w0):
-    """argmin over w of x_0(t_f)^2 from w0: GradBench's particle, every variant.
-
-    The solver's objective runs the Euler loop on numpy with the force from ``pb.grad``;
-    its gradient records the Euler loop on the tape with each force from ``ag.grad(...,
-    create_graph=True)`` and runs ``backward()``: reverse over reverse.
-    """
-    w = multivariate_argmin(_particle_miss_numpy,
-                            lambda w: _outer_gradient(_particle_miss_recorded, w),
-                            np.array([float(w0)]))
+def particle(variant, w0):
+    """argmin over w of x_0(t_f)^2 from w0: GradBench's particle; ``variant``: the outer
+    and the inner mode (``"fr"``: the argmin's gradient by ``pb.jvp``, the force by
+    ``pb.grad``)."""
+    miss = PARTICLE_MISS[variant[1]]
+    w = multivariate_argmin(miss, _outer_gradient(variant[0], miss), np.array([float(w0)]))
     return float(w[0])
 
 
 def saddle_cost(p1, p2):
     """f(p1, p2) = (p1_0^2 + p1_1^2) - (p2_0^2 + p2_1^2)."""
-    return nd.sum(nd.square(p1)) - nd.sum(nd.square(p2))
+    return np.sum(p1 * p1) - np.sum(p2 * p2)
 
 
-_saddle_p2_gradient = pb.grad(saddle_cost, argnums=1)    # d f / d p2, numpy in and out
+def _saddle_inner_max(p2_gradient):
+    """max over p2 of f(p1, p2) by GradBench's gradient ascent from ``start``, the ascent
+    direction by ``p2_gradient`` (``multivariate_argmax`` written out, so that the outer
+    derivative follows it)."""
+    def inner_max(p1, start):
+        x = start
+        fx = -saddle_cost(p1, x)
+        gx = -p2_gradient(p1, x)
+        i = 0
+        eta = 1e-5
+        while True:
+            if math.sqrt(np.dot(gx, gx)) <= 1e-5:
+                break
+            if i == 10:
+                eta = eta * 2
+                i = 0
+                continue
+            x_prime = x - eta * gx
+            step = x - x_prime
+            if math.sqrt(np.dot(step, step)) <= 1e-5:
+                break
+            fx_prime = -saddle_cost(p1, x_prime)
+            if fx_prime < fx:
+                x = x_prime
+                fx = fx_prime
+                gx = -p2_gradient(p1, x)
+                i = i + 1
+            else:
+                eta = eta / 2
+                i = 0
+        return saddle_cost(p1, x)
+
+    return inner_max
 
 
-def saddle(start):
-    """GradBench's saddle, every variant: r1 = argmin over p1 of max over p2 of f(p1, p2),
-    then r2 = argmax over p2 of f(r1, p2), every solve from ``start``; returns r1 + r2.
+SADDLE_INNER_MAX = {mode: _saddle_inner_max(make(saddle_cost, 1))
+                    for mode, make in INNER.items()}
+SADDLE_P2_GRADIENT = {mode: make(saddle_cost, 1) for mode, make in INNER.items()}
 
-    The outer solver's objective runs the inner argmax on numpy with ``pb.grad``; its
-    gradient records the inner argmax on the tape, each inner gradient by ``ag.grad(...,
-    create_graph=True)`` (the inner solver's objective values are read unrecorded), and
-    differentiates f(p1, argmax) through the whole solve with ``backward()``.  The final
-    argmax uses ``pb.grad``.
-    """
+
+def saddle(variant, start):
+    """GradBench's saddle: r1 = argmin over p1 of max over p2 of f(p1, p2) (the argmin's
+    gradient in the outer mode, the inner argmax's in the inner mode), then r2 = argmax
+    over p2 of f(r1, p2), its gradient in the outer mode; every solve from ``start``;
+    returns r1 + r2."""
     s = np.array(start, dtype=np.float64)
-
-    def inner_max(p1):
-        p2 = multivariate_argmax(lambda v: saddle_cost(p1, v),
-                                 lambda v: _saddle_p2_gradient(p1, v), s)
-        return saddle_cost(p1, p2)
-
-    def inner_max_recorded(p1):
-        def value(v):
-            with ag.pause():
-                return saddle_cost(p1, v)
-
-        p2 = multivariate_argmax(
-            value, lambda v: _nested_gradient(lambda q: saddle_cost(p1, q), v), _variable(s))
-        return saddle_cost(p1, p2)
-
-    r1 = multivariate_argmin(inner_max, lambda p1: _outer_gradient(inner_max_recorded, p1), s)
-    r2 = multivariate_argmax(lambda v: saddle_cost(r1, v),
-                             lambda v: _saddle_p2_gradient(r1, v), s)
+    inner_max = SADDLE_INNER_MAX[variant[1]]
+    gradient = _outer_gradient(variant[0], inner_max)
+    r1 = multivariate_argmin(lambda p1: inner_max(p1, s), lambda p1: gradient(p1, s), s)
+    p2_gradient = SADDLE_P2_GRADIENT[variant[0]]
+    r2 = multivariate_argmax(lambda v: saddle_cost(r1, v), lambda v: p2_gradient(r1, v), s)
     return [float(v) for v in r1] + [float(v) for v in r2]

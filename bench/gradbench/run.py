@@ -9,15 +9,15 @@ The first call of a differentiated function transforms it: that call is reported
 the timing name ``compile`` (transformation plus one run) before the ``evaluate`` runs.
 Standard library, numpy and pullback only.
 
-particle and saddle: pullback has no forward mode.  Their four functions (rr, ff, fr, rf:
-outer and inner derivative in forward or reverse mode) all run the same code, reverse over
-reverse; a forward-mode derivative of these scalar functions is the same number as the
-reverse-mode gradient, so ff, fr and rf return what rr returns, computed the way rr is
-(see ``objectives.particle`` and ``objectives.saddle``).
+particle and saddle: their four functions (rr, ff, fr, rf: outer and inner derivative in
+reverse or forward mode) each run their two modes with pullback's API: ``pb.grad`` or
+``pb.jvp`` outside, ``pb.grad`` or ``pb.jacfwd`` inside (see ``objectives.particle`` and
+``objectives.saddle``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -158,21 +158,26 @@ class Lstm(Module):
 NESTED_VARIANTS = ("rr", "ff", "fr", "rf")
 
 
+def _variants(fn):
+    """One function per variant: ``fn(variant, *input)``."""
+    return {v: functools.partial(fn, v) for v in NESTED_VARIANTS}
+
+
 class Particle(Module):
-    """Every variant is ``objectives.particle``: reverse over reverse (no forward mode)."""
+    """``objectives.particle`` in each variant's modes."""
 
     def __init__(self):
-        self.functions = dict.fromkeys(NESTED_VARIANTS, obj.particle)
+        self.functions = _variants(obj.particle)
 
     def prepare(self, function, data):
         return (float(data["w"]),)
 
 
 class Saddle(Module):
-    """Every variant is ``objectives.saddle``: reverse over reverse (no forward mode)."""
+    """``objectives.saddle`` in each variant's modes."""
 
     def __init__(self):
-        self.functions = dict.fromkeys(NESTED_VARIANTS, obj.saddle)
+        self.functions = _variants(obj.saddle)
 
     def prepare(self, function, data):
         return (_floats(data["start"]),)
