@@ -32,10 +32,23 @@ _DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", 
                    "dict", "setitem", "get", "values", "items", "extend", "without"}
 # operations whose operands are read as arrays (a container there is numpy's array of it)
 _ARRAY_OPERATIONS = {"prim", "kernel", "severs"}
-# operations whose result may share memory with an operand (copies, views, containers
-# and calls that may return an argument): a write through one is seen through the others
+# THE list of primitives whose result may share memory with their (first) operand: numpy
+# returns a view or the operand itself (np.reshape, np.transpose and .T, np.squeeze,
+# np.expand_dims, np.broadcast_to, np.atleast_1d/2d/3d, np.flip, np.diag of a matrix,
+# np.einsum's 'ii->i' / 'ij->ji', basic indexing), or the compiled forward does (nd's
+# slice, slice_axis, flatten; sum_to of the same shape).  A write through one name is seen
+# through the other (the aliasing rule, _check_array_writes).  Operations marked ``view``
+# (np.asarray, .astype(copy=False): the operand itself when no conversion is needed) count
+# too; tests/test_adversary5_fixes.py checks every numpy spelling of calls.py against what
+# numpy returns (np.shares_memory), so a new view cannot be left out.
 _VIEWS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_to", "flatten",
-          "getitem"}
+          "getitem", "atleast_1d", "atleast_2d", "atleast_3d", "flip", "diag", "einsum",
+          "slice", "slice_axis", "sum_to"}
+
+
+def _is_view(op) -> bool:
+    """Whether the operation's result may share memory with its first operand."""
+    return op.kind == "prim" and (op.prim.name in _VIEWS or op.view)
 
 
 @dataclass
@@ -357,7 +370,7 @@ def _alias_edges(assignments, ops, callee_returns_argument, whole_lists=False):
         names = [a.id for a in op.args if isinstance(a, gast.Name)]
         if op.kind == "index" and whole_lists:
             yield from ((target, n, False) for n in names[:1])
-        elif op.kind in ("copy", "index") or (op.kind == "prim" and op.prim.name in _VIEWS):
+        elif op.kind in ("copy", "index") or _is_view(op):
             yield from ((n, target, True) for n in names[:1])
         elif op.kind in ("pack", "append", "dict", "setitem", "extend", "without"):
             if op.kind in ("append", "setitem", "extend", "without"):
@@ -463,7 +476,7 @@ class _Sharing:
         """(names the target may be the same object as, names it may hold, names it may
         be an item of)."""
         names = [a.id for a in op.args if isinstance(a, gast.Name)]
-        if op.kind == "copy" or (op.kind == "prim" and op.prim.name in _VIEWS):
+        if op.kind == "copy" or _is_view(op):
             return names[:1], [], []
         if op.kind == "index":
             inside = self.whole_lists or (names[:1] and names[0] in self.tuples)
@@ -748,6 +761,7 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     for node, _, _ in assignments:
         if not isinstance(node, gast.For):
             check_flows(parsed, node, ops[id(node)], varied)
+    _check_counts_and_indices(parsed, assignments, ops, varied)
     _check_severed(parsed, fn, assignments, ops, active_params)
     for node, target, _ in assignments:
         if isinstance(node, gast.Expr) and ops[id(node)].kind == "user" and any(
@@ -798,6 +812,37 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     _check_mutations(parsed, fn, assignments, result)
     decide_pushes(fn.body, result)
     return result
+
+
+def _check_counts_and_indices(parsed, assignments, ops, varied) -> None:
+    """A differentiated value is a float in compiled code (an int argument in argnums is
+    differentiated as float64, as pullback's entries differentiate integer arrays): as a
+    count (``range(n)``) or in an index or slice (``x[n]``, ``x[:n]``, ``x[n] = v``) it is
+    a CompileError at the user's line, as for np.tile's or reshape's counts, never numpy's
+    TypeError from generated code.  A fused kernel's output is not taken for one (it may be
+    a boolean mask computed from a differentiated value)."""
+    made_by_kernel = {t for node, t, _ in assignments
+                      if isinstance(node, gast.Assign) and ops[id(node)].kind == "kernel"}
+    for node, _, _ in assignments:
+        if not isinstance(node, gast.Assign):
+            continue
+        op, value = ops[id(node)], node.value
+        if op.kind == "inert" and isinstance(value, gast.Call) \
+                and _resolve(parsed, value.func) is range:
+            names, what = [n for a in value.args for n in _names(a)], "range() (a count)"
+        elif op.kind in ("index", "setitem") and op.params:
+            names = sorted(_names(op.params[0]) - made_by_kernel)
+            what = "an index or slice"
+        else:
+            continue
+        for n in names:
+            if n in varied:
+                raise error_at(parsed, node, f"{n} carries a gradient into {what}, where "
+                               "pullback does not differentiate it: a differentiated int is "
+                               "a float in compiled code",
+                               f"What to do: leave {n} out of argnums= (an int used as a "
+                               "count or an index has no gradient), or give jvp/hvp None as "
+                               "its tangent.")
 
 
 def _dict_iterations(assignments, result) -> list:
