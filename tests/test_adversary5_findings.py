@@ -158,9 +158,6 @@ def write_after_helper_row(m):
     return np.sum(r * m[0])       # Python 13.5; pullback 8.75
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 3: a user helper returning a view of "
-                   "its argument: the caller's later write is made into a copy, the view "
-                   "does not see it (Python's does): value and gradient differ")
 @pytest.mark.parametrize("fn, x", [(write_after_helper_view, V),
                                    (write_after_helper_row, np.arange(6.0).reshape(2, 3) + 0.5)])
 def test_write_after_helper_returning_a_view(fn, x):
