@@ -905,7 +905,7 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     for node, _, _ in assignments:
         if not isinstance(node, gast.For):
             check_flows(parsed, node, ops[id(node)], varied)
-    _check_counts_and_indices(parsed, assignments, ops, list(active_params))
+    _check_counts_and_indices(parsed, assignments, ops, list(active_params), result.kinds)
     _check_severed(parsed, fn, assignments, ops, active_params)
     for node, target, _ in assignments:
         if isinstance(node, gast.Expr) and ops[id(node)].kind == "user" and any(
@@ -958,12 +958,12 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     return result
 
 
-def _check_counts_and_indices(parsed, assignments, ops, seeds) -> None:
+def _check_counts_and_indices(parsed, assignments, ops, seeds, kinds) -> None:
     """A differentiated value is a float in compiled code (an int argument in argnums is
     differentiated as float64, as pullback's entries differentiate integer arrays): as a
     count (``range(n)``) or in an index or slice (``x[n]``, ``x[:n]``, ``x[n] = v``) it is
     a CompileError at the user's line, as for np.tile's or reshape's counts, never numpy's
-    TypeError from generated code.  ``varied`` here follows no fused kernel (a kernel
+    TypeError from generated code (a dict's keys may be any values).  ``varied`` here follows no fused kernel (a kernel
     counts every input as differentiated, so its outputs -- ``k + 1`` beside ``x[k]``, a
     mask -- would be taken for differentiated ones)."""
     kernels = {t for node, t, _ in assignments
@@ -984,7 +984,8 @@ def _check_counts_and_indices(parsed, assignments, ops, seeds) -> None:
         if op.kind == "inert" and isinstance(value, gast.Call) \
                 and _resolve(parsed, value.func) is range:
             names, what = [n for a in value.args for n in _names(a)], "range() (a count)"
-        elif op.kind in ("index", "setitem") and op.params:
+        elif op.kind in ("index", "setitem") and op.params \
+                and kinds.get(getattr(op.args[0], "id", None), ANY).tag != "dict":
             names = sorted(_names(op.params[0]))
             what = "an index or slice"
         else:
