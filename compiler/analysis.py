@@ -773,7 +773,8 @@ def _check_array_writes(parsed, fn, assignments, result) -> None:
         if seen:
             raise error_at(parsed, node, f"{x}[...] = ... writes into an array that "
                            f"{', '.join(seen)} may share (an alias, a numpy view such as "
-                           f"b = {x}[1:] or a reshape, or a list holding it), and "
+                           f"b = {x}[1:] or a reshape, a helper's result that may be "
+                           "one, or a list holding it), and "
                            f"{'it is' if len(seen) == 1 else 'they are'} used after this "
                            "write: compiled code does not follow the write through another "
                            "name", "What to do: make the other one a copy (b = x.copy()), "
@@ -963,9 +964,9 @@ def _check_counts_and_indices(parsed, assignments, ops, seeds, kinds) -> None:
     differentiated as float64, as pullback's entries differentiate integer arrays): as a
     count (``range(n)``) or in an index or slice (``x[n]``, ``x[:n]``, ``x[n] = v``) it is
     a CompileError at the user's line, as for np.tile's or reshape's counts, never numpy's
-    TypeError from generated code (a dict's keys may be any values).  ``varied`` here follows no fused kernel (a kernel
-    counts every input as differentiated, so its outputs -- ``k + 1`` beside ``x[k]``, a
-    mask -- would be taken for differentiated ones)."""
+    TypeError from generated code (a dict's keys may be any values).  ``varied`` here
+    follows no fused kernel (a kernel counts every input as differentiated, so its outputs
+    -- ``k + 1`` beside ``x[k]``, a mask -- would be taken for differentiated ones)."""
     kernels = {t for node, t, _ in assignments
                if isinstance(node, gast.Assign) and ops[id(node)].kind == "kernel"}
 

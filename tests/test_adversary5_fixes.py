@@ -47,7 +47,8 @@ def _samples():
             arity = 2 if isinstance(fn, np.ufunc) and fn.nin == 2 else 1
             table[name] = (one(fn) if arity == 1 else two(fn))
     table.update({
-        "trace": lambda: (np.trace(m), m), "dot": lambda: (np.dot(m, m), m), "matmul": lambda: (np.matmul(m, m), m),
+        "trace": lambda: (np.trace(m), m), "dot": lambda: (np.dot(m, m), m),
+        "matmul": lambda: (np.matmul(m, m), m),
         "where": lambda: (np.where(v > 0, v, -v), v),
         "reshape": lambda: (np.reshape(a, (4, 3)), a),
         "clip": lambda: (np.clip(v, -1.0, 1.0), v),
@@ -79,7 +80,8 @@ def test_the_table_covers_every_numpy_spelling():
 
 @pytest.mark.parametrize("name", sorted(calls.NUMPY))
 def test_numpy_views_are_known_to_the_aliasing_rule(name):
-    result, operand = _samples()[name]()
+    with np.errstate(all="ignore"):   # log of a negative sample is nan: no matter here
+        result, operand = _samples()[name]()
     prim = calls.NUMPY[name]
     shares = isinstance(result, np.ndarray) and np.shares_memory(result, operand)
     known = prim in analysis._VIEWS or name in _MARKED_VIEWS
@@ -102,13 +104,23 @@ def test_primitive_forwards_that_return_views_are_views(prim, args, params):
     assert prim in analysis._VIEWS
 
 
-def test_every_registered_primitive_forward_on_the_samples_is_known():
-    # the primitive forward of each numpy spelling, on the same operands: a view there
-    # must be a view for the rule too (compiled code computes with the forwards)
-    for name, prim in calls.NUMPY.items():
-        result, operand = _samples()[name]()
-        if isinstance(result, np.ndarray) and np.shares_memory(result, operand):
-            assert prim in analysis._VIEWS or name in _MARKED_VIEWS, name
+def test_primitive_forwards_of_one_operand_are_known():
+    # the primitive forward (what compiled code runs) of each numpy spelling that takes one
+    # operand and no parameter, on a vector and a matrix: a view there is a view for the
+    # rule (the primitives with parameters: the parametrized test above)
+    checked = 0
+    for name, prim in sorted(calls.NUMPY.items()):
+        forward = P.REGISTRY[prim].forward
+        for operand in (V.copy(), M.copy()):
+            try:
+                with np.errstate(all="ignore"):
+                    result = forward(operand)
+            except (TypeError, ValueError):
+                continue   # needs parameters or another operand
+            checked += 1
+            if isinstance(result, np.ndarray) and np.shares_memory(result, operand):
+                assert prim in analysis._VIEWS or name in _MARKED_VIEWS, name
+    assert checked > 40
 
 
 # ----- writes after a view: refused, or Python's value and gradient ----------------------
