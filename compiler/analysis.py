@@ -33,10 +33,23 @@ _DIFFERENTIABLE = {"prim", "copy", "user", "index", "pack", "append", "kernel", 
                    "derivative"}
 # operations whose operands are read as arrays (a container there is numpy's array of it)
 _ARRAY_OPERATIONS = {"prim", "kernel", "severs"}
-# operations whose result may share memory with an operand (copies, views, containers
-# and calls that may return an argument): a write through one is seen through the others
+# THE list of primitives whose result may share memory with their (first) operand: numpy
+# returns a view or the operand itself (np.reshape, np.transpose and .T, np.squeeze,
+# np.expand_dims, np.broadcast_to, np.atleast_1d/2d/3d, np.flip, np.diag of a matrix,
+# np.einsum's 'ii->i' / 'ij->ji', basic indexing), or the compiled forward does (nd's
+# slice, slice_axis, flatten; sum_to of the same shape).  A write through one name is seen
+# through the other (the aliasing rule, _check_array_writes).  Operations marked ``view``
+# (np.asarray, .astype(copy=False): the operand itself when no conversion is needed) count
+# too; tests/test_adversary5_fixes.py checks every numpy spelling of calls.py against what
+# numpy returns (np.shares_memory), so a new view cannot be left out.
 _VIEWS = {"reshape", "transpose", "squeeze", "expand_dims", "broadcast_to", "flatten",
-          "getitem"}
+          "getitem", "atleast_1d", "atleast_2d", "atleast_3d", "flip", "diag", "einsum",
+          "slice", "slice_axis", "sum_to"}
+
+
+def _is_view(op) -> bool:
+    """Whether the operation's result may share memory with its first operand."""
+    return op.kind == "prim" and (op.prim.name in _VIEWS or op.view)
 
 
 @dataclass
@@ -358,7 +371,7 @@ def _alias_edges(assignments, ops, callee_returns_argument, whole_lists=False):
         names = [a.id for a in op.args if isinstance(a, gast.Name)]
         if op.kind == "index" and whole_lists:
             yield from ((target, n, False) for n in names[:1])
-        elif op.kind in ("copy", "index") or (op.kind == "prim" and op.prim.name in _VIEWS):
+        elif op.kind in ("copy", "index") or _is_view(op):
             yield from ((n, target, True) for n in names[:1])
         elif op.kind in ("pack", "append", "dict", "setitem", "extend", "without"):
             if op.kind in ("append", "setitem", "extend", "without"):
@@ -403,6 +416,150 @@ def _returns_argument(callee) -> bool:
             if any(isinstance(v, gast.Name) and v.id in params for v in values):
                 return True
     return False
+
+
+def _may_share_argument(callee, _seen=None) -> bool:
+    """Whether ``callee``'s result may share memory with one of its arguments (or an array
+    it reads from outside): returning a parameter itself, a view of one (``m[0]``,
+    ``np.squeeze(y)``, ``y.T``), a local bound to one, or anything not provably a new
+    value.  Provably new (by reading its source, no types known): numbers and other
+    constants, arithmetic (``x * w + b``: a new array), comparisons, a call of a numpy
+    function or ufunc whose primitive is no view (np.dot, np.exp, np.sum, ...), of a
+    FRESH_CALLS constructor, a ``.copy()``, a method that is a primitive which is no view,
+    a user function that itself returns new values, a tuple/list/dict/conditional of new
+    values, or a local every assignment of which is one.  True when the source cannot be
+    read.  For array writes (the aliasing rule); a list's own changes need only
+    ``_returns_argument``."""
+    from .calls import FRESH_CALLS, METHODS, NUMPY, _numpy_name
+    from pullback.runtime import primitives as P
+    callee = getattr(callee, "pullback_function", callee)   # a CompiledFunction's own
+    seen = set() if _seen is None else _seen
+    if not hasattr(callee, "__code__") or callee.__code__ in seen:
+        return True
+    seen.add(callee.__code__)
+    try:
+        tree = gast.parse(textwrap.dedent(inspect.getsource(callee)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    fn = tree.body[0] if tree.body else None
+    if not isinstance(fn, gast.FunctionDef):
+        return True   # a lambda (or something else): not read
+    params = set(parameter_names(callee))
+    closure = dict(zip(callee.__code__.co_freevars,
+                       (c.cell_contents for c in (callee.__closure__ or ())
+                        if _has_contents(c))))
+
+    def resolve(expr):
+        if isinstance(expr, gast.Name):
+            if expr.id in params or expr.id in bindings:
+                return None   # a value of the callee's (its methods are the value's)
+            if expr.id in closure:
+                return closure[expr.id]
+            if expr.id in callee.__globals__:
+                return callee.__globals__[expr.id]
+            return getattr(__builtins__, expr.id, None) if not isinstance(__builtins__, dict) \
+                else __builtins__.get(expr.id)
+        if isinstance(expr, gast.Attribute):
+            base = resolve(expr.value)
+            return None if base is None else getattr(base, expr.attr, None)
+        return None
+
+    bindings = {}   # local -> the values assigned to it (None: bound another way)
+    for n in gast.walk(fn):
+        if isinstance(n, gast.Assign):
+            for t in n.targets:
+                if isinstance(t, gast.Name):
+                    bindings.setdefault(t.id, []).append(n.value)
+                else:   # unpacking (a, b = ...) and attribute/item targets
+                    for m in gast.walk(t):
+                        if isinstance(m, gast.Name) and isinstance(m.ctx, gast.Store):
+                            bindings.setdefault(m.id, []).append(None)
+        elif isinstance(n, (gast.AnnAssign, gast.NamedExpr)) and isinstance(n.target, gast.Name):
+            bindings.setdefault(n.target.id, []).append(n.value)
+        elif isinstance(n, (gast.For, gast.comprehension, gast.withitem, gast.ExceptHandler,
+                            gast.FunctionDef, gast.Lambda, gast.Import, gast.ImportFrom)) \
+                and n is not fn:
+            for m in gast.walk(getattr(n, "target", None) or getattr(n, "optional_vars", None)
+                               or n):
+                if isinstance(m, gast.Name) and isinstance(m.ctx, gast.Store):
+                    bindings.setdefault(m.id, []).append(None)
+            if isinstance(n, gast.FunctionDef):
+                bindings.setdefault(n.name, []).append(None)
+    visiting = set()
+
+    def fresh_call(call):
+        if any(k.arg in ("out", "copy") for k in call.keywords):
+            return False
+        if isinstance(call.func, gast.Attribute) and resolve(call.func) is None:
+            method = call.func.attr   # a method of a value
+            if method == "copy" or method == "astype":
+                return True
+            prim = P.REGISTRY.get(METHODS.get(method, ""))
+            return prim is not None and prim.name not in _VIEWS
+        target = resolve(call.func)
+        if target is None:
+            return False
+        if any(target is f for f in FRESH_CALLS) or isinstance(target, np.ufunc) \
+                or any(target is f for f in _NEW_VALUE_BUILTINS) \
+                or getattr(target, "__module__", None) == "math":
+            return True
+        prim = P.REGISTRY.get(getattr(target, "__name__", ""))
+        if prim is not None and getattr(P, prim.name, None) is target:   # nd.dot, nd.exp
+            return prim.name not in _VIEWS
+        name = _numpy_name(target)
+        if name is not None:
+            return NUMPY[name] not in _VIEWS and NUMPY[name] != "asarray" or name == "array"
+        if isinstance(getattr(target, "pullback_function", target), type(_may_share_argument)):
+            module = getattr(target, "__module__", "") or ""
+            if not module.startswith(("pullback", "numpy")):
+                return not _may_share_argument(target, seen)
+        return False
+
+    def fresh(expr):
+        if expr is None:
+            return False
+        if isinstance(expr, gast.Constant):
+            return True
+        if isinstance(expr, (gast.BinOp, gast.UnaryOp, gast.Compare)):
+            return True
+        if isinstance(expr, gast.IfExp):
+            return fresh(expr.body) and fresh(expr.orelse)
+        if isinstance(expr, (gast.Tuple, gast.List)):
+            return all(fresh(e) for e in expr.elts)
+        if isinstance(expr, gast.Dict):
+            return all(fresh(e) for e in expr.values)
+        if isinstance(expr, gast.Call):
+            return fresh_call(expr)
+        if isinstance(expr, gast.Name):
+            if expr.id in params or expr.id not in bindings:
+                return False   # a parameter, or something read from outside
+            if expr.id in visiting:
+                return True    # a cycle: decided by its other bindings
+            visiting.add(expr.id)
+            try:
+                return all(fresh(v) for v in bindings[expr.id])
+            finally:
+                visiting.discard(expr.id)
+        return False   # item reads (views), attributes (.T), anything else
+
+    for n in gast.walk(fn):
+        if isinstance(n, gast.Return) and n.value is not None and not fresh(n.value):
+            return True
+        if isinstance(n, (gast.Yield, gast.YieldFrom)):
+            return True
+    return False
+
+
+# builtins whose result is a new value whatever they read (a number, a new array or string)
+_NEW_VALUE_BUILTINS = (float, int, bool, len, abs, round, str, sum)
+
+
+def _has_contents(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 _CALLER = "<caller>"   # the caller's references to the arguments
@@ -464,7 +621,7 @@ class _Sharing:
         """(names the target may be the same object as, names it may hold, names it may
         be an item of)."""
         names = [a.id for a in op.args if isinstance(a, gast.Name)]
-        if op.kind == "copy" or (op.kind == "prim" and op.prim.name in _VIEWS):
+        if op.kind == "copy" or _is_view(op):
             return names[:1], [], []
         if op.kind == "index":
             inside = self.whole_lists or (names[:1] and names[0] in self.tuples)
@@ -494,7 +651,7 @@ def _check_mutations(parsed, fn, assignments, result) -> None:
       that statement, the forward checks at run time that it is not an array or list
       (numbers rebind in Python too).
     """
-    edges = list(_alias_edges(assignments, result.ops, _returns_argument))
+    edges = list(_alias_edges(assignments, result.ops, _may_share_argument))
     watched = result.active | result.needed
     for node, target, _ in assignments:
         if isinstance(node, gast.For):
@@ -617,7 +774,8 @@ def _check_array_writes(parsed, fn, assignments, result) -> None:
         if seen:
             raise error_at(parsed, node, f"{x}[...] = ... writes into an array that "
                            f"{', '.join(seen)} may share (an alias, a numpy view such as "
-                           f"b = {x}[1:] or a reshape, or a list holding it), and "
+                           f"b = {x}[1:] or a reshape, a helper's result that may be "
+                           "one, or a list holding it), and "
                            f"{'it is' if len(seen) == 1 else 'they are'} used after this "
                            "write: compiled code does not follow the write through another "
                            "name", "What to do: make the other one a copy (b = x.copy()), "
@@ -625,7 +783,7 @@ def _check_array_writes(parsed, fn, assignments, result) -> None:
 
     tuples = {t for node, t, _ in assignments
               if isinstance(node, gast.Assign) and ops[id(node)].kind == "kernel"}
-    _Sharing(ops, result.params, _returns_argument, False, check,
+    _Sharing(ops, result.params, _may_share_argument, False, check,
              {id(n.value) for n in writes}, tuples).block(
         fn.body, {(p, _CALLER) for p in result.params})
 
@@ -640,7 +798,7 @@ def _check_array_writes(parsed, fn, assignments, result) -> None:
 
     kept = [(node, target, loop) for node, target, loop in assignments
             if id(node) not in write_ids and source(node) not in result.written | tuples]
-    edges = list(_alias_edges(kept, ops, _returns_argument))
+    edges = list(_alias_edges(kept, ops, _may_share_argument))
     edges += [(target, source(node), False) for node, target, _ in assignments
               if source(node) in tuples]
     passed = {a.id for node, _, _ in assignments if id(node) in ops
@@ -669,7 +827,7 @@ def shared_updates(parsed, fn: gast.FunctionDef) -> set:
                 found.add(id(node))
 
     params = [a.id for a in fn.args.args]
-    _Sharing(ops, params, _returns_argument, False, check).block(
+    _Sharing(ops, params, _may_share_argument, False, check).block(
         fn.body, {(p, _CALLER) for p in params})
     return found
 
@@ -749,6 +907,7 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     for node, _, _ in assignments:
         if not isinstance(node, gast.For):
             check_flows(parsed, node, ops[id(node)], varied)
+    _check_counts_and_indices(parsed, assignments, ops, list(active_params), result.kinds)
     _check_severed(parsed, fn, assignments, ops, active_params)
     for node, target, _ in assignments:
         if isinstance(node, gast.Expr) and ops[id(node)].kind == "user" and any(
@@ -802,6 +961,48 @@ def analyze(parsed, fn: gast.FunctionDef, active_params, param_kinds=None) -> An
     _check_mutations(parsed, fn, assignments, result)
     decide_pushes(fn.body, result)
     return result
+
+
+def _check_counts_and_indices(parsed, assignments, ops, seeds, kinds) -> None:
+    """A differentiated value is a float in compiled code (an int argument in argnums is
+    differentiated as float64, as pullback's entries differentiate integer arrays): as a
+    count (``range(n)``) or in an index or slice (``x[n]``, ``x[:n]``, ``x[n] = v``) it is
+    a CompileError at the user's line, as for np.tile's or reshape's counts, never numpy's
+    TypeError from generated code (a dict's keys may be any values).  ``varied`` here
+    follows no fused kernel (a kernel counts every input as differentiated, so its outputs
+    -- ``k + 1`` beside ``x[k]``, a mask -- would be taken for differentiated ones)."""
+    kernels = {t for node, t, _ in assignments
+               if isinstance(node, gast.Assign) and ops[id(node)].kind == "kernel"}
+
+    def through_kernel(node):
+        op = ops.get(id(node))
+        return isinstance(node, gast.Assign) and (op.kind == "kernel" or (
+            op.kind == "index" and op.args and isinstance(op.args[0], gast.Name)
+            and op.args[0].id in kernels))
+
+    kept = [a for a in assignments if not through_kernel(a[0])]
+    varied = _varied(kept, ops, seeds, through_severs=False)
+    for node, _, _ in assignments:
+        if not isinstance(node, gast.Assign):
+            continue
+        op, value = ops[id(node)], node.value
+        if op.kind == "inert" and isinstance(value, gast.Call) \
+                and _resolve(parsed, value.func) is range:
+            names, what = [n for a in value.args for n in _names(a)], "range() (a count)"
+        elif op.kind in ("index", "setitem") and op.params \
+                and kinds.get(getattr(op.args[0], "id", None), ANY).tag != "dict":
+            names = sorted(_names(op.params[0]))
+            what = "an index or slice"
+        else:
+            continue
+        for n in names:
+            if n in varied:
+                raise error_at(parsed, node, f"{n} carries a gradient into {what}, where "
+                               "pullback does not differentiate it: a differentiated int is "
+                               "a float in compiled code",
+                               f"What to do: leave {n} out of argnums= (an int used as a "
+                               "count or an index has no gradient), or give jvp/hvp None as "
+                               "its tangent.")
 
 
 def _dict_iterations(assignments, result) -> list:

@@ -156,6 +156,10 @@ class Operation:
     cut: list = field(default_factory=list)       # nodes read on purpose, no gradient
     mutates: list = field(default_factory=list)   # atoms the call may change in place
     fresh: bool = False   # an unknown call whose result is a new array (FRESH_CALLS)
+    # a primitive whose result may be its operand itself (numpy's ``np.asarray(y)``,
+    # ``y.astype(y.dtype, copy=False)``) although the primitive copies: an alias for the
+    # aliasing rule (analysis._VIEWS lists the primitives that are views whatever they read)
+    view: bool = False
 
     @property
     def elementwise(self) -> bool:
@@ -362,7 +366,8 @@ def _describe_call(parsed, call, locals_) -> Operation:
             _check_pad_mode(parsed, call, params)
         if prim is P.REGISTRY["dot"]:   # numpy's semantics for 3+ axes, not MXNet's
             params = [*params, gast.keyword(arg="numpy", value=gast.Constant(True, None))]
-        return Operation("prim", prim, arrays, params, label=label, numpy=True)
+        return Operation("prim", prim, arrays, params, label=label, numpy=True,
+                         view=numpy_name == "asarray")
     if _hashable(target) and target in PREDICATES:
         return Operation("inert", cut=[call], label=label)
     if _is_math(target):
@@ -636,9 +641,12 @@ def _describe_method(parsed, call, func) -> Operation:
         return Operation("unknown", label=f".{method}()", mutates=mutates)
     if method == "reshape":
         return _reshape(parsed, call, func.value, call.args, ".reshape()", numpy=False)
-    if method == "astype":
+    if method == "astype":   # copy=False: numpy's result is the array itself for its dtype
+        copy = [k.value for k in call.keywords if k.arg == "copy"] + list(call.args[4:5])
+        view = not (copy and isinstance(copy[0], gast.Constant) and copy[0].value is True)
         return Operation("prim", P.REGISTRY["astype"], [func.value],
-                         [gast.keyword(arg="dtype", value=call.args[0])], label=".astype()")
+                         [gast.keyword(arg="dtype", value=call.args[0])], label=".astype()",
+                         view=view and bool(copy))
     prim = P.REGISTRY[prim_name]
     _check_numpy_parameters(parsed, call, prim, f".{method}", call.args, owner=func.value)
     arrays, params = _split_arguments(prim, call.args, call.keywords, owner=func.value)

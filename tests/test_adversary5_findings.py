@@ -72,9 +72,6 @@ def write_after_diag(m):
     return np.sum(d * np.diag(m))
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 1: a write after np.atleast_*d / np.flip "
-                   "/ np.diag (views or the argument itself, missing from analysis._VIEWS): "
-                   "the value follows Python, the gradient uses the pre-write value")
 @pytest.mark.parametrize("fn", [write_after_atleast_1d, write_after_atleast_2d,
                                 write_after_atleast_3d, write_after_flip])
 def test_write_through_view_of_coverage_op(fn):
@@ -82,7 +79,6 @@ def test_write_through_view_of_coverage_op(fn):
     _python_value_and_gradient_or_refused(fn, V)
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 1: np.diag of a matrix is a view")
 def test_write_through_diag_view():
     m = np.array([[0.5, 1.5], [2.5, 3.5]])
     # pullback [[10.5, 0], [0, 7]], central differences [[10, 0], [0, 7]]
@@ -95,9 +91,6 @@ def flip_argument_then_write(v):
     return np.sum(r * r)
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 1: np.flip(arg) then a write: compiled "
-                   "code writes into the caller's array (rule 1 of the aliasing rule: must "
-                   "be a CompileError)")
 def test_flip_of_argument_then_write_is_refused():
     x = V.copy()
     with pytest.raises(CompileError):
@@ -122,9 +115,6 @@ def write_after_astype_no_copy(v):
     return np.sum(r * v)
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 2: np.asarray / astype(copy=False) of "
-                   "an array copy in compiled code (numpy returns the array itself): a later "
-                   "write is not seen, value and gradient differ from Python's")
 @pytest.mark.parametrize("fn", [write_after_asarray, write_after_astype_no_copy])
 def test_write_after_asarray(fn):
     _python_value_and_gradient_or_refused(fn, V)
@@ -136,9 +126,6 @@ def asarray_argument_then_write(v):
     return np.sum(y * y)
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 2: np.asarray(arg) then a write: Python "
-                   "writes into the caller's array; compiled code silently does not (rule 1 "
-                   "of the aliasing rule: must be a CompileError)")
 def test_asarray_of_argument_then_write_is_refused():
     with pytest.raises(CompileError):
         pb.grad(asarray_argument_then_write)(V.copy())
@@ -171,9 +158,6 @@ def write_after_helper_row(m):
     return np.sum(r * m[0])       # Python 13.5; pullback 8.75
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 3: a user helper returning a view of "
-                   "its argument: the caller's later write is made into a copy, the view "
-                   "does not see it (Python's does): value and gradient differ")
 @pytest.mark.parametrize("fn, x", [(write_after_helper_view, V),
                                    (write_after_helper_row, np.arange(6.0).reshape(2, 3) + 0.5)])
 def test_write_after_helper_returning_a_view(fn, x):
@@ -232,8 +216,6 @@ def prefix_sum(x, n):
     return np.sum(x[:n]) * 2.0
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 5: an int argument in argnums used as "
-                   "range(n) / x[n] / x[:n]: TypeError/IndexError from generated code")
 @pytest.mark.parametrize("fn, x", [(power_series, 0.7), (item_at, np.arange(4.0)),
                                    (prefix_sum, np.arange(4.0))])
 def test_differentiated_int_used_as_count_or_index(fn, x):
@@ -245,8 +227,6 @@ def test_differentiated_int_used_as_count_or_index(fn, x):
     np.testing.assert_allclose(gx, pb.grad(fn)(x, 2))
 
 
-@pytest.mark.xfail(strict=True, reason="adv5 finding 5: jvp/hvp with a tangent for an int "
-                   "used by range(): TypeError from generated code")
 @pytest.mark.parametrize("entry", ["jvp", "hvp"])
 def test_tangent_for_int_used_as_count(entry):
     run = pb.jvp if entry == "jvp" else pb.hvp
