@@ -6,11 +6,15 @@ data and its shape.  Arrays are values: native code writes only into an array it
 allocated (or, one exception, into a *private accumulator*: a gradient no other name holds,
 ``lower_function.private_accumulators``, which receives outer products in place), so a
 name, a stack slot or a tuple can hold the same pointer, and ``x[i]`` is a view into ``x``.
-Every array native code creates is bumped from the call's *arena* (chunks of 64 KiB, each
-next one twice as large, 64-byte aligned arrays: a few mallocs per call, and memory glibc
-keeps between calls instead of returning it to the kernel) and freed on every exit;
-arguments are
-the caller's numpy arrays, read through their ``PyArrayObject`` header (data at byte 16,
+Every array native code creates is bumped from the call's *arena* (chunks of at least 64
+KiB, each next one at least twice the previous, 64-byte aligned arrays) and released on
+every exit: the call's largest chunk (up to ARENA_KEEP_MAX, 64 MiB) is *kept* for the
+function's next call in one global slot per function, taken and put back with atomic
+exchanges (a call running in another thread meanwhile mallocs its own), the others freed.
+So a function called again with arrays of the same sizes needs no malloc and touches pages
+that are already mapped (freed blocks of megabytes went back to the kernel, and every call
+page-faulted them in again), and growing sizes converge on one block in a few calls.
+Arguments are the caller's numpy arrays, read through their ``PyArrayObject`` header (data at byte 16,
 dimensions at 32: checked once by ``runtime/native_function.py``), and array gradients are
 copied into numpy arrays the caller allocated, after a check that each has its argument's
 shape.
@@ -44,9 +48,10 @@ F64T = ir.DoubleType()
 _ONE, _ZERO = ir.Constant(I64, 1), ir.Constant(I64, 0)
 #: byte offsets in numpy's PyArrayObject (checked at import by runtime/native_function.py)
 ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
-#: arrays are bumped from chunks (the first of ARENA_FIRST_CHUNK bytes, each next one twice
-#: as large): a few mallocs per call, and memory glibc keeps between calls
-ARENA_FIRST_CHUNK, ARENA_ALIGN = 1 << 16, 64
+#: arrays are bumped from chunks (the first at least ARENA_FIRST_CHUNK bytes, each next one
+#: at least twice the previous); the largest chunk of a call, if at most ARENA_KEEP_MAX
+#: bytes, is kept for the function's next call (``free_arena``)
+ARENA_FIRST_CHUNK, ARENA_ALIGN, ARENA_KEEP_MAX = 1 << 16, 64, 64 << 20
 #: libm functions an array loop computes with libmvec's AVX2 variant (``element_libm``)
 VECTOR_LIBM = frozenset({"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1"})
 
@@ -103,50 +108,128 @@ class ArrayLowering:
         return self.make_array(data, dims, t)
 
     def emit_arena_chunk(self):
-        """``i1 chunk(base, top, capacity, cur, end, i64 need)``: a new chunk of at least
-        ``need`` bytes (64 KiB doubling with each chunk) becomes the current one."""
+        """``i1 chunk(base, top, capacity, cur, end, i64 need)``: a chunk of at least
+        ``need`` bytes becomes the current one.  The call's first chunk is the function's
+        kept block (``kept_block``) when it is large enough; otherwise a new chunk of
+        ``max(need + 2 * ARENA_ALIGN, 2 * the previous chunk's size)`` bytes (at least
+        ARENA_FIRST_CHUNK) is malloc'd.  A chunk's first 8 bytes hold its size; its
+        arrays start at the next 64-byte boundary."""
         fn = ir.Function(self.module, ir.FunctionType(I1, [PTR] * 5 + [I64]),
                          name=f"{self.fn.name}.arena_chunk")
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         base, top, capacity, cur, end, need = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        kept_slot = self.kept_block()
+        wanted = b.add(need, ir.Constant(I64, 2 * ARENA_ALIGN), name="wanted")
         count = b.load(top, typ=I64, name="chunks")
-        shift = b.select(b.icmp_unsigned("<", count, ir.Constant(I64, 14)), count,
-                         ir.Constant(I64, 14))
-        doubling = b.shl(ir.Constant(I64, ARENA_FIRST_CHUNK), shift)
-        wanted = b.add(need, ir.Constant(I64, ARENA_ALIGN))
-        size = b.select(b.icmp_unsigned(">", wanted, doubling), wanted, doubling, name="size")
+        first = b.icmp_unsigned("==", count, _ZERO, name="first")
+        entry = b.block
+        with b.if_then(first):   # the block the last call kept, taken so no one shares it
+            kept = b.atomic_rmw("xchg", kept_slot, ir.Constant(PTR, None), "acquire",
+                                name="kept")
+            has_kept = b.icmp_unsigned("!=", kept, ir.Constant(PTR, None))
+            # its size from its header (when none is kept, 0.0's bits, read from pb.zero)
+            kept_size = b.load(b.select(has_kept, kept, self.zero_global()), typ=I64,
+                               name="kept.size")
+            take_block = b.block
+        taken = b.phi(PTR, name="taken")
+        taken.add_incoming(ir.Constant(PTR, None), entry)
+        taken.add_incoming(kept, take_block)
+        taken_size = b.phi(I64, name="taken.size")
+        taken_size.add_incoming(_ZERO, entry)
+        taken_size.add_incoming(kept_size, take_block)
         end_count = b.add(count, _ONE)
         with b.if_then(b.icmp_unsigned(">", end_count, b.load(capacity, typ=I64)),
                        likely=False):
             with b.if_then(b.not_(b.call(self.reserve, [base, capacity, end_count]))):
+                self.free(b, taken)
                 b.ret(ir.Constant(I1, 0))
-        malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
-        chunk = b.call(malloc, [size], name="chunk")
-        with b.if_then(b.icmp_unsigned("==", chunk, ir.Constant(PTR, None))):
-            b.ret(ir.Constant(I1, 0))
-        b.store(chunk, b.gep(b.load(base, typ=PTR), [count], source_etype=PTR))
+        chunks = b.load(base, typ=PTR, name="list")
+        fits = b.icmp_unsigned(">=", taken_size, wanted, name="fits")
+        before = b.block
+        with b.if_then(b.not_(fits)):
+            self.free(b, taken)   # too small for this array (or none): a bigger one
+            after_free = b.block
+            with b.if_then(b.not_(first)):
+                last = b.load(b.gep(chunks, [b.sub(count, _ONE)], source_etype=PTR), typ=PTR)
+                last_size = b.load(last, typ=I64, name="last.size")
+                after_last = b.block
+            previous = b.phi(I64, name="previous.size")   # the kept block's, or the last's
+            previous.add_incoming(taken_size, after_free)
+            previous.add_incoming(last_size, after_last)
+            doubling = b.shl(previous, _ONE)
+            doubling = b.select(b.icmp_unsigned(">", doubling, ir.Constant(I64,
+                                                                           ARENA_FIRST_CHUNK)),
+                                doubling, ir.Constant(I64, ARENA_FIRST_CHUNK))
+            size = b.select(b.icmp_unsigned(">", wanted, doubling), wanted, doubling,
+                            name="size")
+            malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
+            fresh = b.call(malloc, [size], name="fresh")
+            with b.if_then(b.icmp_unsigned("==", fresh, ir.Constant(PTR, None))):
+                b.ret(ir.Constant(I1, 0))
+            b.store(size, fresh)
+            grown = b.block
+        chunk = b.phi(PTR, name="chunk")
+        chunk.add_incoming(taken, before)
+        chunk.add_incoming(fresh, grown)
+        chunk_size = b.phi(I64, name="chunk.size")
+        chunk_size.add_incoming(taken_size, before)
+        chunk_size.add_incoming(size, grown)
+        b.store(chunk, b.gep(chunks, [count], source_etype=PTR))
         b.store(end_count, top)
-        address = b.ptrtoint(chunk, I64)
+        address = b.add(b.ptrtoint(chunk, I64), ir.Constant(I64, 8))
         skip = b.and_(b.sub(_ZERO, address), ir.Constant(I64, ARENA_ALIGN - 1))
-        b.store(b.gep(chunk, [skip], source_etype=ir.IntType(8)), cur)
-        b.store(b.gep(chunk, [size], source_etype=ir.IntType(8)), end)
+        b.store(b.gep(chunk, [b.add(skip, ir.Constant(I64, 8))], source_etype=ir.IntType(8)),
+                cur)
+        b.store(b.gep(chunk, [chunk_size], source_etype=ir.IntType(8)), end)
         b.ret(ir.Constant(I1, 1))
         return fn
 
+    def kept_block(self):
+        """The global slot holding the block this function keeps between calls (null: none
+        kept): taken at a call's first chunk and put back at its exit with atomic
+        exchanges, so two threads in the same function never share a block."""
+        name = f"{self.fn.name}.arena_kept"
+        found = self.module.globals.get(name)
+        if found is None:
+            found = ir.GlobalVariable(self.module, PTR, name)
+            found.initializer = ir.Constant(PTR, None)
+            found.linkage = "internal"
+        return found
+
+    def free(self, b, pointer):
+        b.call(self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",)),
+               [pointer])
+
     def free_arena(self):
-        """At the exit: free every chunk of the arena, then its list."""
+        """At every exit: keep the call's largest chunk for the next call (if at most
+        ARENA_KEEP_MAX bytes: swapped into ``kept_block``, freeing what another thread put
+        there meanwhile), free the other chunks and the list."""
         if self.arena is None:
             return
         b = self.b
         base, top = self.arena[0], self.arena[1]
-        free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
-        list_base, count = b.load(base), b.load(top)
+        list_base, count = b.load(base, typ=PTR), b.load(top, typ=I64)
+        null = ir.Constant(PTR, None)
         with counted_loop(b, "arena_free", _ZERO, _ONE,
-                          lambda b, i: b.icmp_signed("<", i, count)) as loop:
-            b.call(free, [b.load(b.gep(list_base, [loop.index], source_etype=PTR), typ=PTR)])
-        b.call(free, [list_base])
+                          lambda b, i: b.icmp_signed("<", i, count),
+                          carried=[null, _ZERO], carried_names=["largest", "largest.size"]) \
+                as loop:
+            chunk = b.load(b.gep(list_base, [loop.index], source_etype=PTR), typ=PTR)
+            size = b.load(chunk, typ=I64, name="chunk.size")
+            larger = b.icmp_unsigned(">", size, loop.carried[1])
+            self.free(b, b.select(larger, loop.carried[0], chunk))
+            loop.next = [b.select(larger, chunk, loop.carried[0]),
+                         b.select(larger, size, loop.carried[1])]
+        largest, largest_size = loop.carried
+        self.free(b, list_base)
+        small = b.icmp_unsigned("<=", largest_size, ir.Constant(I64, ARENA_KEEP_MAX))
+        kept = b.select(small, largest, null)
+        self.free(b, b.select(small, null, largest))
+        with b.if_then(b.icmp_unsigned("!=", kept, null)):
+            self.free(b, b.atomic_rmw("xchg", self.kept_block(), kept, "acq_rel",
+                                      name="displaced"))
 
     def element_at(self, data, offset):
         return self.b.load(self.b.gep(data, [offset], source_etype=F64T), typ=F64T)
