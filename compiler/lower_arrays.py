@@ -607,12 +607,7 @@ class ArrayLowering:
         size = self.size_of(dims)
         if how in ("max", "min"):
             self.bail(b.icmp_signed(">", size, _ZERO), name="empty_reduction")   # ValueError
-            first = self.element_at(data, _ZERO)
-            with counted_loop(b, how, _ONE, _ONE, lambda b, i: b.icmp_signed("<", i, size),
-                              carried=[first]) as loop:
-                loop.next = [self.extremum(how, loop.carried[0],
-                                           self.element_at(data, loop.index))]
-            return self._value(loop.carried[0], Num("f64"))
+            return self._value(self.extremum_all(how, data, size), Num("f64"))
         with counted_loop(b, how, _ZERO, _ONE, lambda b, i: b.icmp_signed("<", i, size),
                           carried=[ir.Constant(F64T, 0.0)]) as loop:
             e = self.element_at(data, loop.index)
@@ -623,6 +618,40 @@ class ArrayLowering:
         elif how == "norm":
             total = self.math_call("sqrt", [total], "f64")
         return self._value(total, Num("f64"))
+
+    def extremum_all(self, how, data, size):
+        """The max/min of ``size`` (> 0) elements: NaN if any is NaN, else the largest
+        (smallest) value, as numpy's.  Eight running extrema (two vectors of four, element
+        ``i`` into lane ``i % 8``), then those lanes and the last ``size % 8`` elements in
+        order: a value does not depend on the order (only which of equal zeros, -0.0 or
+        0.0, is returned can), and the loop runs at vector speed where one running
+        extremum is a chain of dependent compares."""
+        b = self.b
+        v4 = ir.VectorType(F64T, 4)
+        first = self.element_at(data, _ZERO)
+        splat = b.shuffle_vector(b.insert_element(ir.Constant(v4, None), first, _ZERO),
+                                 ir.Constant(v4, None), ir.Constant(ir.VectorType(
+                                     ir.IntType(32), 4), [0, 0, 0, 0]), name=f"{how}.first")
+        whole = b.and_(size, ir.Constant(I64, -8), name=f"{how}.whole")
+        with counted_loop(b, f"{how}.lanes", _ZERO, ir.Constant(I64, 8),
+                          lambda b, i: b.icmp_signed("<", i, whole),
+                          carried=[splat, splat]) as loop:
+            lanes = []
+            for k, acc in enumerate(loop.carried):
+                at = b.gep(data, [b.add(loop.index, ir.Constant(I64, 4 * k))],
+                           source_etype=F64T)
+                four = b.load(at, typ=v4, name=f"{how}.four")
+                four.align = 8
+                lanes.append(self.extremum(how, acc, four))
+            loop.next = lanes
+        total = first
+        for acc in loop.carried:
+            for lane in range(4):
+                total = self.extremum(how, total, b.extract_element(acc, ir.Constant(I64, lane)))
+        with counted_loop(b, how, whole, _ONE, lambda b, i: b.icmp_signed("<", i, size),
+                          carried=[total]) as loop:
+            loop.next = [self.extremum(how, loop.carried[0], self.element_at(data, loop.index))]
+        return loop.carried[0]
 
     def extremum(self, how, a, c):
         from .lower_function import _ScalarMath
@@ -854,17 +883,21 @@ class ArrayLowering:
                     top = reduced(ans, at)
                     with counted_loop(b, "rule.count", _ZERO, _ONE,
                                       lambda b, k: b.icmp_signed("<", k, length),
-                                      carried=[ir.Constant(F64T, 0.0)]) as k:
+                                      carried=[_ZERO]) as k:   # exact: an integer count
                         hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
                             k.index)), top)
-                        k.next = [b.fadd(k.carried[0], b.uitofp(hit, F64T))]
-                    count = k.carried[0]
+                        k.next = [b.add(k.carried[0], b.zext(hit, I64))]
+                    count = b.sitofp(k.carried[0], F64T, name="count")
+                    # mask / count is 1 / count or 0 / count (0, or NaN for no hit): both
+                    # divided once, the same values as one division per element
+                    shares = [b.fmul(seed, b.fdiv(ir.Constant(F64T, m), count),
+                                     name=f"share{m:.0f}") for m in (0.0, 1.0)]
                 with self.loop(length, "rule.spread") as k:
                     value = seed
                     if how in ("max", "min"):
                         hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
                             k.index)), top)
-                        value = b.fmul(seed, b.fdiv(b.uitofp(hit, F64T), count))
+                        value = b.select(hit, shares[1], shares[0])
                     self.store_at(out_data, element_offset(k.index), value)
         return out
 
