@@ -608,16 +608,73 @@ class ArrayLowering:
         if how in ("max", "min"):
             self.bail(b.icmp_signed(">", size, _ZERO), name="empty_reduction")   # ValueError
             return self._value(self.extremum_all(how, data, size), Num("f64"))
-        with counted_loop(b, how, _ZERO, _ONE, lambda b, i: b.icmp_signed("<", i, size),
-                          carried=[ir.Constant(F64T, 0.0)]) as loop:
-            e = self.element_at(data, loop.index)
-            loop.next = [b.fadd(loop.carried[0], b.fmul(e, e) if how == "norm" else e)]
-        total = loop.carried[0]
+        total = b.fadd(ir.Constant(F64T, 0.0),   # numpy's: the identity, then the sum
+                       b.call(self.pairwise_sum(how == "norm"), [data, size]), name=how)
         if how == "mean":
             total = b.fdiv(total, b.sitofp(size, F64T))
         elif how == "norm":
             total = self.math_call("sqrt", [total], "f64")
         return self._value(total, Num("f64"))
+
+    def pairwise_sum(self, square):
+        """``double sum(ptr data, i64 n)``: numpy's pairwise sum of ``n`` elements (of their
+        squares), so a whole-array sum equals ``np.sum``'s bit for bit: under 8 elements in
+        order; up to 128, eight running sums (element ``i`` into ``i % 8``, two vectors of
+        four) added as ((0+1)+(2+3))+((4+5)+(6+7)), then the last ``n % 8`` in order;
+        above, the two halves (the first a multiple of 8) summed so and added."""
+        name = f"{self.fn.name}.pairwise_sum{'_squares' if square else ''}"
+        fn = self.module.globals.get(name)
+        if fn is not None:
+            return fn
+        fn = ir.Function(self.module, ir.FunctionType(F64T, [PTR, I64]), name=name)
+        fn.linkage = "internal"
+        for attribute in ("nounwind", "readonly"):
+            fn.attributes.add(attribute)
+        data, n = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        v4 = ir.VectorType(F64T, 4)
+
+        def element(b, at):
+            e = b.load(b.gep(data, [at], source_etype=F64T), typ=F64T)
+            return b.fmul(e, e) if square else e
+
+        def four(b, at):
+            v = b.load(b.gep(data, [at], source_etype=F64T), typ=v4)
+            v.align = 8
+            return b.fmul(v, v) if square else v
+
+        def in_order(b, start, total):
+            with counted_loop(b, "tail", start, _ONE, lambda b, i: b.icmp_signed("<", i, n),
+                              carried=[total]) as loop:
+                loop.next = [b.fadd(loop.carried[0], element(b, loop.index))]
+            b.ret(loop.carried[0])
+
+        small, middle, large = (fn.append_basic_block(x) for x in ("small", "middle", "large"))
+        b.cbranch(b.icmp_signed("<", n, ir.Constant(I64, 8)), small, middle)
+        b.position_at_end(small)
+        in_order(b, _ZERO, ir.Constant(F64T, 0.0))
+        b.position_at_end(middle)
+        eights = fn.append_basic_block("eights")
+        b.cbranch(b.icmp_signed("<=", n, ir.Constant(I64, 128)), eights, large)
+        b.position_at_end(eights)
+        whole = b.sub(n, b.srem(n, ir.Constant(I64, 8)), name="whole")
+        with counted_loop(b, "eights", ir.Constant(I64, 8), ir.Constant(I64, 8),
+                          lambda b, i: b.icmp_signed("<", i, whole),
+                          carried=[four(b, _ZERO), four(b, ir.Constant(I64, 4))]) as loop:
+            loop.next = [b.fadd(acc, four(b, b.add(loop.index, ir.Constant(I64, 4 * k))))
+                         for k, acc in enumerate(loop.carried)]
+        r = [b.extract_element(acc, ir.Constant(I64, j)) for acc in loop.carried
+             for j in range(4)]
+        total = b.fadd(b.fadd(b.fadd(r[0], r[1]), b.fadd(r[2], r[3])),
+                       b.fadd(b.fadd(r[4], r[5]), b.fadd(r[6], r[7])), name="eights.total")
+        in_order(b, whole, total)
+        b.position_at_end(large)
+        half = b.sdiv(n, ir.Constant(I64, 2))
+        half = b.sub(half, b.srem(half, ir.Constant(I64, 8)), name="half")
+        first = b.call(fn, [data, half])
+        second = b.call(fn, [b.gep(data, [half], source_etype=F64T), b.sub(n, half)])
+        b.ret(b.fadd(first, second))
+        return fn
 
     def extremum_all(self, how, data, size):
         """The max/min of ``size`` (> 0) elements: NaN if any is NaN, else the largest

@@ -365,3 +365,27 @@ def test_whole_array_max_and_min_every_length_ties_and_nan(monkeypatch, ties):
             assert np.isnan(on[0]) and np.isnan(off[0])
             for a, b in zip(on[1], off[1], strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+def whole_sums(x, w):
+    return np.sum(x) + np.mean(w) * 3.0
+
+
+def test_whole_array_sums_are_numpys_pairwise_sums(monkeypatch):
+    """``np.sum``/``np.mean`` of a whole array sum as numpy does (pairwise: blocks of up
+    to 128 as eight running sums): the native value equals numpy's bit for bit at every
+    length around the block sizes, and the gradients are the Python road's."""
+    rng = np.random.default_rng(12)
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+    for n in [*range(1, 20), 127, 128, 129, 135, 136, 255, 257, 1000, 4099, 160_003]:
+        x, w = rng.normal(size=n) * 1e3, rng.normal(size=n)
+        value, grads = pb.value_and_grad(whole_sums, (0, 1))(x, w)
+        assert "native (" in pb.explain(whole_sums)
+        assert float(value) == float(np.sum(x) + np.mean(w) * 3.0), n
+        off = _road(monkeypatch, whole_sums, (x, w), (0, 1), "0")
+        monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+        _agree((float(value), [np.asarray(g) for g in grads]), off)
+        if n < 8:
+            for k in (0, 1):
+                np.testing.assert_allclose(grads[k], central_gradient(whole_sums, (x, w), k),
+                                           rtol=1e-5, atol=1e-6)
