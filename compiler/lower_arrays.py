@@ -21,9 +21,11 @@ shape.
 
 What the code guarantees: numpy's broadcasting (a shape mismatch leaves for the Python road,
 which raises numpy's error), float64 arithmetic statement by statement as the Python road
-computes it (kernels through their scalar programs, as for numbers); reductions and
-``np.dot`` sum in index order, where numpy uses pairwise sums and BLAS (so those agree to
-rounding, not bit for bit); an index out of range or the max of an empty array leaves for
+computes it (kernels through their scalar programs, as for numbers); a whole-array sum
+is numpy's pairwise sum (``pairwise_sum``: equal to ``np.sum`` bit for bit), a whole-array
+max/min eight running extrema (``extremum_all``: numpy's value; only the sign of a zero
+can differ); sums over an axis and ``np.dot`` run in index order, where numpy uses
+pairwise sums and BLAS (so those agree to rounding, not bit for bit); an index out of range or the max of an empty array leaves for
 the Python road.  Element loops are scalar IR that LLVM's loop and SLP vectorisers (asked
 for by the module's ``native.VECTORISE_METADATA``) vectorise without changing a result: no
 fast-math, so sums carried across iterations stay sequential; exp, log, sin, cos, tan,
@@ -609,7 +611,7 @@ class ArrayLowering:
             self.bail(b.icmp_signed(">", size, _ZERO), name="empty_reduction")   # ValueError
             return self._value(self.extremum_all(how, data, size), Num("f64"))
         total = b.fadd(ir.Constant(F64T, 0.0),   # numpy's: the identity, then the sum
-                       b.call(self.pairwise_sum(how == "norm"), [data, size]), name=how)
+                       self.sum_all(data, size, how == "norm"), name=how)
         if how == "mean":
             total = b.fdiv(total, b.sitofp(size, F64T))
         elif how == "norm":
@@ -618,56 +620,23 @@ class ArrayLowering:
 
     def pairwise_sum(self, square):
         """``double sum(ptr data, i64 n)``: numpy's pairwise sum of ``n`` elements (of their
-        squares), so a whole-array sum equals ``np.sum``'s bit for bit: under 8 elements in
-        order; up to 128, eight running sums (element ``i`` into ``i % 8``, two vectors of
-        four) added as ((0+1)+(2+3))+((4+5)+(6+7)), then the last ``n % 8`` in order;
-        above, the two halves (the first a multiple of 8) summed so and added."""
+        squares), so a whole-array sum equals ``np.sum``'s bit for bit: up to 128 elements
+        ``block_sum``; above, the two halves (the first a multiple of 8) summed so and
+        added."""
         name = f"{self.fn.name}.pairwise_sum{'_squares' if square else ''}"
         fn = self.module.globals.get(name)
         if fn is not None:
             return fn
         fn = ir.Function(self.module, ir.FunctionType(F64T, [PTR, I64]), name=name)
         fn.linkage = "internal"
-        for attribute in ("nounwind", "readonly"):
+        for attribute in ("nounwind", "readonly", "noinline"):
             fn.attributes.add(attribute)
         data, n = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        v4 = ir.VectorType(F64T, 4)
-
-        def element(b, at):
-            e = b.load(b.gep(data, [at], source_etype=F64T), typ=F64T)
-            return b.fmul(e, e) if square else e
-
-        def four(b, at):
-            v = b.load(b.gep(data, [at], source_etype=F64T), typ=v4)
-            v.align = 8
-            return b.fmul(v, v) if square else v
-
-        def in_order(b, start, total):
-            with counted_loop(b, "tail", start, _ONE, lambda b, i: b.icmp_signed("<", i, n),
-                              carried=[total]) as loop:
-                loop.next = [b.fadd(loop.carried[0], element(b, loop.index))]
-            b.ret(loop.carried[0])
-
-        small, middle, large = (fn.append_basic_block(x) for x in ("small", "middle", "large"))
-        b.cbranch(b.icmp_signed("<", n, ir.Constant(I64, 8)), small, middle)
-        b.position_at_end(small)
-        in_order(b, _ZERO, ir.Constant(F64T, 0.0))
-        b.position_at_end(middle)
-        eights = fn.append_basic_block("eights")
-        b.cbranch(b.icmp_signed("<=", n, ir.Constant(I64, 128)), eights, large)
-        b.position_at_end(eights)
-        whole = b.sub(n, b.srem(n, ir.Constant(I64, 8)), name="whole")
-        with counted_loop(b, "eights", ir.Constant(I64, 8), ir.Constant(I64, 8),
-                          lambda b, i: b.icmp_signed("<", i, whole),
-                          carried=[four(b, _ZERO), four(b, ir.Constant(I64, 4))]) as loop:
-            loop.next = [b.fadd(acc, four(b, b.add(loop.index, ir.Constant(I64, 4 * k))))
-                         for k, acc in enumerate(loop.carried)]
-        r = [b.extract_element(acc, ir.Constant(I64, j)) for acc in loop.carried
-             for j in range(4)]
-        total = b.fadd(b.fadd(b.fadd(r[0], r[1]), b.fadd(r[2], r[3])),
-                       b.fadd(b.fadd(r[4], r[5]), b.fadd(r[6], r[7])), name="eights.total")
-        in_order(b, whole, total)
+        block, large = fn.append_basic_block("block"), fn.append_basic_block("large")
+        b.cbranch(b.icmp_signed("<=", n, ir.Constant(I64, 128)), block, large)
+        b.position_at_end(block)
+        b.ret(self.block_sum(b, data, n, square))
         b.position_at_end(large)
         half = b.sdiv(n, ir.Constant(I64, 2))
         half = b.sub(half, b.srem(half, ir.Constant(I64, 8)), name="half")
@@ -675,6 +644,55 @@ class ArrayLowering:
         second = b.call(fn, [b.gep(data, [half], source_etype=F64T), b.sub(n, half)])
         b.ret(b.fadd(first, second))
         return fn
+
+    @staticmethod
+    def block_sum(b, data, n, square):
+        """numpy's sum of ``n`` <= 128 elements (squares): under 8 in order from 0.0; else
+        eight running sums (element ``i`` into ``i % 8``: two vectors of four) added as
+        ((0+1)+(2+3))+((4+5)+(6+7)), then the last ``n % 8`` in order."""
+        v4 = ir.VectorType(F64T, 4)
+
+        def four(at):
+            v = b.load(b.gep(data, [at], source_etype=F64T), typ=v4)
+            v.align = 8
+            return b.fmul(v, v) if square else v
+
+        before = b.block
+        with b.if_then(b.icmp_signed(">=", n, ir.Constant(I64, 8))):
+            whole = b.sub(n, b.srem(n, ir.Constant(I64, 8)), name="whole")
+            with counted_loop(b, "eights", ir.Constant(I64, 8), ir.Constant(I64, 8),
+                              lambda b, i: b.icmp_signed("<", i, whole),
+                              carried=[four(_ZERO), four(ir.Constant(I64, 4))]) as loop:
+                loop.next = [b.fadd(acc, four(b.add(loop.index, ir.Constant(I64, 4 * k))))
+                             for k, acc in enumerate(loop.carried)]
+            r = [b.extract_element(acc, ir.Constant(I64, j)) for acc in loop.carried
+                 for j in range(4)]
+            eights = b.fadd(b.fadd(b.fadd(r[0], r[1]), b.fadd(r[2], r[3])),
+                            b.fadd(b.fadd(r[4], r[5]), b.fadd(r[6], r[7])), name="eights")
+            after = b.block
+        start, total = b.phi(I64, name="tail.start"), b.phi(F64T, name="tail.total")
+        start.add_incoming(_ZERO, before)
+        start.add_incoming(whole, after)
+        total.add_incoming(ir.Constant(F64T, 0.0), before)
+        total.add_incoming(eights, after)
+        with counted_loop(b, "tail", start, _ONE, lambda b, i: b.icmp_signed("<", i, n),
+                          carried=[total]) as loop:
+            e = b.load(b.gep(data, [loop.index], source_etype=F64T), typ=F64T)
+            loop.next = [b.fadd(loop.carried[0], b.fmul(e, e) if square else e)]
+        return loop.carried[0]
+
+    def sum_all(self, data, size, square):
+        """numpy's pairwise sum of a whole array: up to 128 elements inline, more through
+        ``pairwise_sum`` (a call only on that branch, so the function's other loops keep
+        their registers)."""
+        b = self.b
+        slot = self.alloca(F64T, "sum.total")
+        with b.if_else(b.icmp_signed("<=", size, ir.Constant(I64, 128))) as (block, large):
+            with block:
+                b.store(self.block_sum(b, data, size, square), slot)
+            with large:
+                b.store(b.call(self.pairwise_sum(square), [data, size]), slot)
+        return b.load(slot, typ=F64T)
 
     def extremum_all(self, how, data, size):
         """The max/min of ``size`` (> 0) elements: NaN if any is NaN, else the largest
