@@ -6,20 +6,26 @@ data and its shape.  Arrays are values: native code writes only into an array it
 allocated (or, one exception, into a *private accumulator*: a gradient no other name holds,
 ``lower_function.private_accumulators``, which receives outer products in place), so a
 name, a stack slot or a tuple can hold the same pointer, and ``x[i]`` is a view into ``x``.
-Every array native code creates is bumped from the call's *arena* (chunks of 64 KiB, each
-next one twice as large, 64-byte aligned arrays: a few mallocs per call, and memory glibc
-keeps between calls instead of returning it to the kernel) and freed on every exit;
-arguments are
-the caller's numpy arrays, read through their ``PyArrayObject`` header (data at byte 16,
+Every array native code creates is bumped from the call's *arena* (chunks of at least 64
+KiB, each next one at least twice the previous, 64-byte aligned arrays) and released on
+every exit: the call's largest chunk (up to ARENA_KEEP_MAX, 64 MiB) is *kept* for the
+function's next call in one global slot per function, taken and put back with atomic
+exchanges (a call running in another thread meanwhile mallocs its own), the others freed.
+So a function called again with arrays of the same sizes needs no malloc and touches pages
+that are already mapped (freed blocks of megabytes went back to the kernel, and every call
+page-faulted them in again), and growing sizes converge on one block in a few calls.
+Arguments are the caller's numpy arrays, read through their ``PyArrayObject`` header (data at byte 16,
 dimensions at 32: checked once by ``runtime/native_function.py``), and array gradients are
 copied into numpy arrays the caller allocated, after a check that each has its argument's
 shape.
 
 What the code guarantees: numpy's broadcasting (a shape mismatch leaves for the Python road,
 which raises numpy's error), float64 arithmetic statement by statement as the Python road
-computes it (kernels through their scalar programs, as for numbers); reductions and
-``np.dot`` sum in index order, where numpy uses pairwise sums and BLAS (so those agree to
-rounding, not bit for bit); an index out of range or the max of an empty array leaves for
+computes it (kernels through their scalar programs, as for numbers); a whole-array sum
+is numpy's pairwise sum (``pairwise_sum``: equal to ``np.sum`` bit for bit), a whole-array
+max/min eight running extrema (``extremum_all``: numpy's value; only the sign of a zero
+can differ); sums over an axis and ``np.dot`` run in index order, where numpy uses
+pairwise sums and BLAS (so those agree to rounding, not bit for bit); an index out of range or the max of an empty array leaves for
 the Python road.  Element loops are scalar IR that LLVM's loop and SLP vectorisers (asked
 for by the module's ``native.VECTORISE_METADATA``) vectorise without changing a result: no
 fast-math, so sums carried across iterations stay sequential; exp, log, sin, cos, tan,
@@ -44,9 +50,10 @@ F64T = ir.DoubleType()
 _ONE, _ZERO = ir.Constant(I64, 1), ir.Constant(I64, 0)
 #: byte offsets in numpy's PyArrayObject (checked at import by runtime/native_function.py)
 ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
-#: arrays are bumped from chunks (the first of ARENA_FIRST_CHUNK bytes, each next one twice
-#: as large): a few mallocs per call, and memory glibc keeps between calls
-ARENA_FIRST_CHUNK, ARENA_ALIGN = 1 << 16, 64
+#: arrays are bumped from chunks (the first at least ARENA_FIRST_CHUNK bytes, each next one
+#: at least twice the previous); the largest chunk of a call, if at most ARENA_KEEP_MAX
+#: bytes, is kept for the function's next call (``free_arena``)
+ARENA_FIRST_CHUNK, ARENA_ALIGN, ARENA_KEEP_MAX = 1 << 16, 64, 64 << 20
 #: libm functions an array loop computes with libmvec's AVX2 variant (``element_libm``)
 VECTOR_LIBM = frozenset({"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1"})
 
@@ -103,50 +110,128 @@ class ArrayLowering:
         return self.make_array(data, dims, t)
 
     def emit_arena_chunk(self):
-        """``i1 chunk(base, top, capacity, cur, end, i64 need)``: a new chunk of at least
-        ``need`` bytes (64 KiB doubling with each chunk) becomes the current one."""
+        """``i1 chunk(base, top, capacity, cur, end, i64 need)``: a chunk of at least
+        ``need`` bytes becomes the current one.  The call's first chunk is the function's
+        kept block (``kept_block``) when it is large enough; otherwise a new chunk of
+        ``max(need + 2 * ARENA_ALIGN, 2 * the previous chunk's size)`` bytes (at least
+        ARENA_FIRST_CHUNK) is malloc'd.  A chunk's first 8 bytes hold its size; its
+        arrays start at the next 64-byte boundary."""
         fn = ir.Function(self.module, ir.FunctionType(I1, [PTR] * 5 + [I64]),
                          name=f"{self.fn.name}.arena_chunk")
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         base, top, capacity, cur, end, need = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        kept_slot = self.kept_block()
+        wanted = b.add(need, ir.Constant(I64, 2 * ARENA_ALIGN), name="wanted")
         count = b.load(top, typ=I64, name="chunks")
-        shift = b.select(b.icmp_unsigned("<", count, ir.Constant(I64, 14)), count,
-                         ir.Constant(I64, 14))
-        doubling = b.shl(ir.Constant(I64, ARENA_FIRST_CHUNK), shift)
-        wanted = b.add(need, ir.Constant(I64, ARENA_ALIGN))
-        size = b.select(b.icmp_unsigned(">", wanted, doubling), wanted, doubling, name="size")
+        first = b.icmp_unsigned("==", count, _ZERO, name="first")
+        entry = b.block
+        with b.if_then(first):   # the block the last call kept, taken so no one shares it
+            kept = b.atomic_rmw("xchg", kept_slot, ir.Constant(PTR, None), "acquire",
+                                name="kept")
+            has_kept = b.icmp_unsigned("!=", kept, ir.Constant(PTR, None))
+            # its size from its header (when none is kept, 0.0's bits, read from pb.zero)
+            kept_size = b.load(b.select(has_kept, kept, self.zero_global()), typ=I64,
+                               name="kept.size")
+            take_block = b.block
+        taken = b.phi(PTR, name="taken")
+        taken.add_incoming(ir.Constant(PTR, None), entry)
+        taken.add_incoming(kept, take_block)
+        taken_size = b.phi(I64, name="taken.size")
+        taken_size.add_incoming(_ZERO, entry)
+        taken_size.add_incoming(kept_size, take_block)
         end_count = b.add(count, _ONE)
         with b.if_then(b.icmp_unsigned(">", end_count, b.load(capacity, typ=I64)),
                        likely=False):
             with b.if_then(b.not_(b.call(self.reserve, [base, capacity, end_count]))):
+                self.free(b, taken)
                 b.ret(ir.Constant(I1, 0))
-        malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
-        chunk = b.call(malloc, [size], name="chunk")
-        with b.if_then(b.icmp_unsigned("==", chunk, ir.Constant(PTR, None))):
-            b.ret(ir.Constant(I1, 0))
-        b.store(chunk, b.gep(b.load(base, typ=PTR), [count], source_etype=PTR))
+        chunks = b.load(base, typ=PTR, name="list")
+        fits = b.icmp_unsigned(">=", taken_size, wanted, name="fits")
+        before = b.block
+        with b.if_then(b.not_(fits)):
+            self.free(b, taken)   # too small for this array (or none): a bigger one
+            after_free = b.block
+            with b.if_then(b.not_(first)):
+                last = b.load(b.gep(chunks, [b.sub(count, _ONE)], source_etype=PTR), typ=PTR)
+                last_size = b.load(last, typ=I64, name="last.size")
+                after_last = b.block
+            previous = b.phi(I64, name="previous.size")   # the kept block's, or the last's
+            previous.add_incoming(taken_size, after_free)
+            previous.add_incoming(last_size, after_last)
+            doubling = b.shl(previous, _ONE)
+            doubling = b.select(b.icmp_unsigned(">", doubling, ir.Constant(I64,
+                                                                           ARENA_FIRST_CHUNK)),
+                                doubling, ir.Constant(I64, ARENA_FIRST_CHUNK))
+            size = b.select(b.icmp_unsigned(">", wanted, doubling), wanted, doubling,
+                            name="size")
+            malloc = self.function("malloc", ir.FunctionType(PTR, [I64]), ("nounwind",))
+            fresh = b.call(malloc, [size], name="fresh")
+            with b.if_then(b.icmp_unsigned("==", fresh, ir.Constant(PTR, None))):
+                b.ret(ir.Constant(I1, 0))
+            b.store(size, fresh)
+            grown = b.block
+        chunk = b.phi(PTR, name="chunk")
+        chunk.add_incoming(taken, before)
+        chunk.add_incoming(fresh, grown)
+        chunk_size = b.phi(I64, name="chunk.size")
+        chunk_size.add_incoming(taken_size, before)
+        chunk_size.add_incoming(size, grown)
+        b.store(chunk, b.gep(chunks, [count], source_etype=PTR))
         b.store(end_count, top)
-        address = b.ptrtoint(chunk, I64)
+        address = b.add(b.ptrtoint(chunk, I64), ir.Constant(I64, 8))
         skip = b.and_(b.sub(_ZERO, address), ir.Constant(I64, ARENA_ALIGN - 1))
-        b.store(b.gep(chunk, [skip], source_etype=ir.IntType(8)), cur)
-        b.store(b.gep(chunk, [size], source_etype=ir.IntType(8)), end)
+        b.store(b.gep(chunk, [b.add(skip, ir.Constant(I64, 8))], source_etype=ir.IntType(8)),
+                cur)
+        b.store(b.gep(chunk, [chunk_size], source_etype=ir.IntType(8)), end)
         b.ret(ir.Constant(I1, 1))
         return fn
 
+    def kept_block(self):
+        """The global slot holding the block this function keeps between calls (null: none
+        kept): taken at a call's first chunk and put back at its exit with atomic
+        exchanges, so two threads in the same function never share a block."""
+        name = f"{self.fn.name}.arena_kept"
+        found = self.module.globals.get(name)
+        if found is None:
+            found = ir.GlobalVariable(self.module, PTR, name)
+            found.initializer = ir.Constant(PTR, None)
+            found.linkage = "internal"
+        return found
+
+    def free(self, b, pointer):
+        b.call(self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",)),
+               [pointer])
+
     def free_arena(self):
-        """At the exit: free every chunk of the arena, then its list."""
+        """At every exit: keep the call's largest chunk for the next call (if at most
+        ARENA_KEEP_MAX bytes: swapped into ``kept_block``, freeing what another thread put
+        there meanwhile), free the other chunks and the list."""
         if self.arena is None:
             return
         b = self.b
         base, top = self.arena[0], self.arena[1]
-        free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
-        list_base, count = b.load(base), b.load(top)
+        list_base, count = b.load(base, typ=PTR), b.load(top, typ=I64)
+        null = ir.Constant(PTR, None)
         with counted_loop(b, "arena_free", _ZERO, _ONE,
-                          lambda b, i: b.icmp_signed("<", i, count)) as loop:
-            b.call(free, [b.load(b.gep(list_base, [loop.index], source_etype=PTR), typ=PTR)])
-        b.call(free, [list_base])
+                          lambda b, i: b.icmp_signed("<", i, count),
+                          carried=[null, _ZERO], carried_names=["largest", "largest.size"]) \
+                as loop:
+            chunk = b.load(b.gep(list_base, [loop.index], source_etype=PTR), typ=PTR)
+            size = b.load(chunk, typ=I64, name="chunk.size")
+            larger = b.icmp_unsigned(">", size, loop.carried[1])
+            self.free(b, b.select(larger, loop.carried[0], chunk))
+            loop.next = [b.select(larger, chunk, loop.carried[0]),
+                         b.select(larger, size, loop.carried[1])]
+        largest, largest_size = loop.carried
+        self.free(b, list_base)
+        small = b.icmp_unsigned("<=", largest_size, ir.Constant(I64, ARENA_KEEP_MAX))
+        kept = b.select(small, largest, null)
+        self.free(b, b.select(small, null, largest))
+        with b.if_then(b.icmp_unsigned("!=", kept, null)):
+            self.free(b, b.atomic_rmw("xchg", self.kept_block(), kept, "acq_rel",
+                                      name="displaced"))
 
     def element_at(self, data, offset):
         return self.b.load(self.b.gep(data, [offset], source_etype=F64T), typ=F64T)
@@ -524,22 +609,124 @@ class ArrayLowering:
         size = self.size_of(dims)
         if how in ("max", "min"):
             self.bail(b.icmp_signed(">", size, _ZERO), name="empty_reduction")   # ValueError
-            first = self.element_at(data, _ZERO)
-            with counted_loop(b, how, _ONE, _ONE, lambda b, i: b.icmp_signed("<", i, size),
-                              carried=[first]) as loop:
-                loop.next = [self.extremum(how, loop.carried[0],
-                                           self.element_at(data, loop.index))]
-            return self._value(loop.carried[0], Num("f64"))
-        with counted_loop(b, how, _ZERO, _ONE, lambda b, i: b.icmp_signed("<", i, size),
-                          carried=[ir.Constant(F64T, 0.0)]) as loop:
-            e = self.element_at(data, loop.index)
-            loop.next = [b.fadd(loop.carried[0], b.fmul(e, e) if how == "norm" else e)]
-        total = loop.carried[0]
+            return self._value(self.extremum_all(how, data, size), Num("f64"))
+        total = b.fadd(ir.Constant(F64T, 0.0),   # numpy's: the identity, then the sum
+                       self.sum_all(data, size, how == "norm"), name=how)
         if how == "mean":
             total = b.fdiv(total, b.sitofp(size, F64T))
         elif how == "norm":
             total = self.math_call("sqrt", [total], "f64")
         return self._value(total, Num("f64"))
+
+    def pairwise_sum(self, square):
+        """``double sum(ptr data, i64 n)``: numpy's pairwise sum of ``n`` elements (of their
+        squares), so a whole-array sum equals ``np.sum``'s bit for bit: up to 128 elements
+        ``block_sum``; above, the two halves (the first a multiple of 8) summed so and
+        added."""
+        name = f"{self.fn.name}.pairwise_sum{'_squares' if square else ''}"
+        fn = self.module.globals.get(name)
+        if fn is not None:
+            return fn
+        fn = ir.Function(self.module, ir.FunctionType(F64T, [PTR, I64]), name=name)
+        fn.linkage = "internal"
+        for attribute in ("nounwind", "readonly", "noinline"):
+            fn.attributes.add(attribute)
+        data, n = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        block, large = fn.append_basic_block("block"), fn.append_basic_block("large")
+        b.cbranch(b.icmp_signed("<=", n, ir.Constant(I64, 128)), block, large)
+        b.position_at_end(block)
+        b.ret(self.block_sum(b, data, n, square))
+        b.position_at_end(large)
+        half = b.sdiv(n, ir.Constant(I64, 2))
+        half = b.sub(half, b.srem(half, ir.Constant(I64, 8)), name="half")
+        first = b.call(fn, [data, half])
+        second = b.call(fn, [b.gep(data, [half], source_etype=F64T), b.sub(n, half)])
+        b.ret(b.fadd(first, second))
+        return fn
+
+    @staticmethod
+    def block_sum(b, data, n, square):
+        """numpy's sum of ``n`` <= 128 elements (squares): under 8 in order from 0.0; else
+        eight running sums (element ``i`` into ``i % 8``: two vectors of four) added as
+        ((0+1)+(2+3))+((4+5)+(6+7)), then the last ``n % 8`` in order."""
+        v4 = ir.VectorType(F64T, 4)
+
+        def four(at):
+            v = b.load(b.gep(data, [at], source_etype=F64T), typ=v4)
+            v.align = 8
+            return b.fmul(v, v) if square else v
+
+        before = b.block
+        with b.if_then(b.icmp_signed(">=", n, ir.Constant(I64, 8))):
+            whole = b.sub(n, b.srem(n, ir.Constant(I64, 8)), name="whole")
+            with counted_loop(b, "eights", ir.Constant(I64, 8), ir.Constant(I64, 8),
+                              lambda b, i: b.icmp_signed("<", i, whole),
+                              carried=[four(_ZERO), four(ir.Constant(I64, 4))]) as loop:
+                loop.next = [b.fadd(acc, four(b.add(loop.index, ir.Constant(I64, 4 * k))))
+                             for k, acc in enumerate(loop.carried)]
+            r = [b.extract_element(acc, ir.Constant(I64, j)) for acc in loop.carried
+                 for j in range(4)]
+            eights = b.fadd(b.fadd(b.fadd(r[0], r[1]), b.fadd(r[2], r[3])),
+                            b.fadd(b.fadd(r[4], r[5]), b.fadd(r[6], r[7])), name="eights")
+            after = b.block
+        start, total = b.phi(I64, name="tail.start"), b.phi(F64T, name="tail.total")
+        start.add_incoming(_ZERO, before)
+        start.add_incoming(whole, after)
+        total.add_incoming(ir.Constant(F64T, 0.0), before)
+        total.add_incoming(eights, after)
+        with counted_loop(b, "tail", start, _ONE, lambda b, i: b.icmp_signed("<", i, n),
+                          carried=[total]) as loop:
+            e = b.load(b.gep(data, [loop.index], source_etype=F64T), typ=F64T)
+            loop.next = [b.fadd(loop.carried[0], b.fmul(e, e) if square else e)]
+        return loop.carried[0]
+
+    def sum_all(self, data, size, square):
+        """numpy's pairwise sum of a whole array: up to 128 elements inline, more through
+        ``pairwise_sum`` (a call only on that branch, so the function's other loops keep
+        their registers)."""
+        b = self.b
+        slot = self.alloca(F64T, "sum.total")
+        with b.if_else(b.icmp_signed("<=", size, ir.Constant(I64, 128))) as (block, large):
+            with block:
+                b.store(self.block_sum(b, data, size, square), slot)
+            with large:
+                b.store(b.call(self.pairwise_sum(square), [data, size]), slot)
+        return b.load(slot, typ=F64T)
+
+    def extremum_all(self, how, data, size):
+        """The max/min of ``size`` (> 0) elements: NaN if any is NaN, else the largest
+        (smallest) value, as numpy's.  Eight running extrema (two vectors of four, element
+        ``i`` into lane ``i % 8``), then those lanes and the last ``size % 8`` elements in
+        order: a value does not depend on the order (only which of equal zeros, -0.0 or
+        0.0, is returned can), and the loop runs at vector speed where one running
+        extremum is a chain of dependent compares."""
+        b = self.b
+        v4 = ir.VectorType(F64T, 4)
+        first = self.element_at(data, _ZERO)
+        splat = b.shuffle_vector(b.insert_element(ir.Constant(v4, None), first, _ZERO),
+                                 ir.Constant(v4, None), ir.Constant(ir.VectorType(
+                                     ir.IntType(32), 4), [0, 0, 0, 0]), name=f"{how}.first")
+        whole = b.and_(size, ir.Constant(I64, -8), name=f"{how}.whole")
+        with counted_loop(b, f"{how}.lanes", _ZERO, ir.Constant(I64, 8),
+                          lambda b, i: b.icmp_signed("<", i, whole),
+                          carried=[splat, splat]) as loop:
+            lanes = []
+            for k, acc in enumerate(loop.carried):
+                at = b.gep(data, [b.add(loop.index, ir.Constant(I64, 4 * k))],
+                           source_etype=F64T)
+                four = b.load(at, typ=v4, name=f"{how}.four")
+                four.align = 8
+                lanes.append(self.extremum(how, acc, four))
+            loop.next = lanes
+        total = first
+        for acc in loop.carried:
+            for lane in range(4):
+                total = self.extremum(how, total, b.extract_element(acc, ir.Constant(I64, lane)))
+        with counted_loop(b, how, whole, _ONE, lambda b, i: b.icmp_signed("<", i, size),
+                          carried=[total]) as loop:
+            loop.next = [self.extremum(how, loop.carried[0], self.element_at(data, loop.index))]
+        return loop.carried[0]
 
     def extremum(self, how, a, c):
         from .lower_function import _ScalarMath
@@ -771,17 +958,21 @@ class ArrayLowering:
                     top = reduced(ans, at)
                     with counted_loop(b, "rule.count", _ZERO, _ONE,
                                       lambda b, k: b.icmp_signed("<", k, length),
-                                      carried=[ir.Constant(F64T, 0.0)]) as k:
+                                      carried=[_ZERO]) as k:   # exact: an integer count
                         hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
                             k.index)), top)
-                        k.next = [b.fadd(k.carried[0], b.uitofp(hit, F64T))]
-                    count = k.carried[0]
+                        k.next = [b.add(k.carried[0], b.zext(hit, I64))]
+                    count = b.sitofp(k.carried[0], F64T, name="count")
+                    # mask / count is 1 / count or 0 / count (0, or NaN for no hit): both
+                    # divided once, the same values as one division per element
+                    shares = [b.fmul(seed, b.fdiv(ir.Constant(F64T, m), count),
+                                     name=f"share{m:.0f}") for m in (0.0, 1.0)]
                 with self.loop(length, "rule.spread") as k:
                     value = seed
                     if how in ("max", "min"):
                         hit = b.fcmp_ordered("==", self.element_at(data, element_offset(
                             k.index)), top)
-                        value = b.fmul(seed, b.fdiv(b.uitofp(hit, F64T), count))
+                        value = b.select(hit, shares[1], shares[0])
                     self.store_at(out_data, element_offset(k.index), value)
         return out
 

@@ -329,3 +329,63 @@ def test_corpus_entries_that_type_agree_on_both_roads(monkeypatch):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12,
                                        err_msg=entry["fn"].__name__)
     assert len(native) >= 3, native   # most corpus entries are MXNet-style (nd.*): not yet
+
+
+def extremes_all(x, w):
+    return np.max(x) * 2.0 - np.min(w) * np.sum(x * w) + np.min(x)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_whole_array_max_and_min_every_length_ties_and_nan(monkeypatch, ties):
+    """``np.max``/``np.min`` of a whole array run as eight running extrema and a tail:
+    every length around the vector width, the extremum in each position, ties (the
+    gradient shared by the tied elements), NaN anywhere -- the same values and gradients
+    as the Python road, and central differences where there are no ties."""
+    rng = np.random.default_rng(11)
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+    for n in [*range(1, 20), 31, 32, 33, 1000]:
+        for where in sorted({0, n // 2, n - 1}):
+            x = rng.integers(-3, 3, size=n).astype(float) if ties else rng.normal(size=n)
+            x[where] = 10.0   # the max here (and ties with another 10.0 when ties)
+            if ties and n > 1:
+                x[(where + 1) % n] = 10.0
+            w = rng.uniform(0.5, 1.5, size=n)
+            on = _road(monkeypatch, extremes_all, (x, w), (0, 1), "1")
+            assert "native (" in pb.explain(extremes_all)
+            off = _road(monkeypatch, extremes_all, (x, w), (0, 1), "0")
+            _agree(on, off)
+            if not ties:
+                for k in (0, 1):
+                    np.testing.assert_allclose(on[1][k], central_gradient(
+                        extremes_all, (x, w), k), rtol=1e-5, atol=1e-6)
+            x[where] = np.nan
+            with np.errstate(invalid="ignore"):   # the Python road's 0 / 0 count
+                on = _road(monkeypatch, extremes_all, (x, w), (0, 1), "1")
+                off = _road(monkeypatch, extremes_all, (x, w), (0, 1), "0")
+            assert np.isnan(on[0]) and np.isnan(off[0])
+            for a, b in zip(on[1], off[1], strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
+def whole_sums(x, w):
+    return np.sum(x) + np.mean(w) * 3.0
+
+
+def test_whole_array_sums_are_numpys_pairwise_sums(monkeypatch):
+    """``np.sum``/``np.mean`` of a whole array sum as numpy does (pairwise: blocks of up
+    to 128 as eight running sums): the native value equals numpy's bit for bit at every
+    length around the block sizes, and the gradients are the Python road's."""
+    rng = np.random.default_rng(12)
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+    for n in [*range(1, 20), 127, 128, 129, 135, 136, 255, 257, 1000, 4099, 160_003]:
+        x, w = rng.normal(size=n) * 1e3, rng.normal(size=n)
+        value, grads = pb.value_and_grad(whole_sums, (0, 1))(x, w)
+        assert "native (" in pb.explain(whole_sums)
+        assert float(value) == float(np.sum(x) + np.mean(w) * 3.0), n
+        off = _road(monkeypatch, whole_sums, (x, w), (0, 1), "0")
+        monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "1")
+        _agree((float(value), [np.asarray(g) for g in grads]), off)
+        if n < 8:
+            for k in (0, 1):
+                np.testing.assert_allclose(grads[k], central_gradient(whole_sums, (x, w), k),
+                                           rtol=1e-5, atol=1e-6)
