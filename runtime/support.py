@@ -167,8 +167,16 @@ def batched_join(items, axis=0, stack=False):
     """``support.join``'s batched tangent: the pieces' tangents joined under the batch
     axis."""
     axis = axis + 1 if axis >= 0 else axis
-    parts = [np.asarray(i) for i in items]
+    parts = [_batched_array(i) for i in items]
     return np.stack(parts, axis=axis) if stack else np.concatenate(parts, axis=axis)
+
+
+def _batched_array(t):
+    """A batched tangent as one array: a list literal's (``[1.0, x]``: one tangent per
+    item, each with the directions' axis first) stacked after that axis."""
+    if isinstance(t, (list, tuple)):
+        return np.stack([_batched_array(item) for item in t], axis=1)
+    return np.asarray(t)
 
 
 def batched_rule(rule, t, ans, *args, **params):

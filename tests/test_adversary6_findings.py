@@ -72,7 +72,6 @@ def concat_list_before(x):
     return np.concatenate([[0.0], x * x])
 
 
-@pytest.mark.xfail(strict=True, reason="adv6 finding 3: jacfwd of concatenate with a list")
 @pytest.mark.parametrize("fn", [concat_list_after, concat_list_before])
 def test_jacfwd_of_concatenate_with_a_list_literal(fn):
     x = np.array([0.1, -0.2, 0.3])
