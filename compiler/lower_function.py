@@ -51,6 +51,7 @@ from . import infer
 from .infer import NONE, RANGE, STR, Arr, GList, Num, Opt, Parts, Rule, Tup, can_be_none, inner
 from .ir import dotted, is_atom
 from .lower_arrays import ArrayLowering, array_ltype
+from .lower_loops import LoopAhead
 from .lower import FUNCTIONS, _target_triple
 
 OK, PYTHON_ROAD, NO_MEMORY, UNPAIRED = 0, 1, 2, 3
@@ -181,13 +182,15 @@ class _ScalarMath:
         return self.b.call(fn, args, name=name_as)
 
     element_libm = None   # (function, args, name) -> value or None: in array loops
+    loop_libm = None   # the same in a for loop's body (lower_loops: computed ahead)
 
     def libm(self, function, *args, name):
         """The double libm function (float32: computed in double and rounded)."""
-        if self.element_libm is not None and self.scalar == F64T:
-            found = self.element_libm(function, args, name)
-            if found is not None:
-                return found
+        for hook in (self.element_libm, self.loop_libm):
+            if hook is not None and self.scalar == F64T:
+                found = hook(function, args, name)
+                if found is not None:
+                    return found
         fn = self.function(function, ir.FunctionType(F64T, [F64T] * len(args)),
                            ("nounwind", "readnone"))
         wide = [a if a.type == F64T else self.b.fpext(a, F64T, name=f"{name}.wide")
@@ -215,7 +218,7 @@ class _Value:
         self.v, self.t = v, t
 
 
-class _Lowering(ArrayLowering):
+class _Lowering(ArrayLowering, LoopAhead):
     _value = _Value
     ltype = staticmethod(ltype)
     NO_MEMORY = NO_MEMORY
@@ -442,6 +445,8 @@ class _Lowering(ArrayLowering):
         math = _ScalarMath(self.module, self.b, F32T if kind == "f32" else F64T)
         if getattr(self, "in_elements", False):   # an array loop's body: vectorisable
             math.element_libm = self.element_libm
+        elif self.loops:   # a for loop's body: computed ahead where it can be
+            math.loop_libm = self.loop_libm
         arity, lowering = FUNCTIONS[function]
         if lowering is None:   # pow: libm
             return math.libm("pow", *values, name="pow")
@@ -737,18 +742,24 @@ class _Lowering(ArrayLowering):
         start, step, length = (b.extract_value(r, k) for k in range(3))
         counter = self.alloca(I64, "for.k")
         b.store(ir.Constant(I64, 0), counter)
+        preheader = self.fn.append_basic_block("for.pre")
+        before = {id(block) for block in self.fn.blocks}
         head = self.fn.append_basic_block("for.head")
         body = self.fn.append_basic_block("for.body")
         done = self.fn.append_basic_block("for.done")
+        b.branch(preheader)
+        b.position_at_end(preheader)
         b.branch(head)
         b.position_at_end(head)
         k = b.load(counter, name="k")
         b.cbranch(b.icmp_signed("<", k, length), body, done)
+        loop = self.enter_loop(s, k, start, step, length, before)
         b.position_at_end(body)
         self.store(s.target.id, _Value(b.add(start, b.mul(k, step)), infer.INT))
         b.store(b.add(k, ir.Constant(I64, 1)), counter)
         self.block(s.body)
         b.branch(head)
+        self.leave_loop(loop, preheader)
         b.position_at_end(done)
 
     def stmt_return(self, s):
