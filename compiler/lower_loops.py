@@ -31,6 +31,7 @@ runs), in the loop's preheader.
 
 from __future__ import annotations
 
+import gast
 from llvmlite import ir
 
 from pullback.runtime.irhelpers import I64, counted_loop
@@ -51,26 +52,11 @@ _TO_FLOAT = frozenset({"sitofp", "uitofp", "fpext"})
 
 
 def assigned_names(statements) -> set:
-    """Every name a statement of ``statements`` (the IR's normalized form) assigns,
-    nested bodies included."""
-    names = set()
-    for s in statements:
-        kind = type(s).__name__
-        if kind == "Assign":
-            for target in s.targets:
-                _target_names(target, names)
-        elif kind == "For":
-            _target_names(s.target, names)
-        for field in ("body", "orelse"):
-            names |= assigned_names(getattr(s, field, ()) or ())
-    return names
-
-
-def _target_names(target, names):
-    if hasattr(target, "id"):
-        names.add(target.id)
-    for item in getattr(target, "elts", ()):   # a tuple target
-        _target_names(item, names)
+    """Every name a statement of ``statements`` (the IR's normalized form) stores to,
+    nested bodies included: any name in a store context (assignments, augmented
+    assignments, for targets, tuple targets)."""
+    return {node.id for s in statements for node in gast.walk(s)
+            if isinstance(node, gast.Name) and isinstance(node.ctx, gast.Store)}
 
 
 class _Loop:
