@@ -84,10 +84,10 @@ def assigned_after_the_call(x, y, n):
 
 def augmented_after_the_call(x, y, n):
     s = 0.0
-    z = x
+    c = 0.0
     for i in range(n):
-        s = s + np.cos(z * i)
-        z += y * 0.01
+        s = s + np.cos(x * i + c)
+        c += y * 0.01
     return s
 
 
