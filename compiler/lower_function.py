@@ -26,7 +26,8 @@ What the code guarantees:
   fast-math, no FMA contraction; kernels' statements, unfused primitives and inline
   derivatives use the scalar language (the table's ``scalar`` formulas) and
   ``lower.FUNCTIONS`` with scalar libm calls (inside array element loops libmvec's AVX2
-  variant, ``lower_arrays.element_libm``): transcendental functions within libm's or
+  variant, ``lower_arrays.element_libm``; in a ``for`` loop, a call depending only on the
+  index and invariants is computed ahead by libmvec, ``lower_loops``): transcendental functions within libm's or
   libmvec's ulp of numpy's, everything else bit-equal; int arithmetic is int64 with overflow checks.
 
 Where a new op's native lowering goes: an elementwise primitive needs nothing here (its
