@@ -47,6 +47,9 @@ V4I = ir.VectorType(I64, LANES)
 BATCH = 64
 #: the largest argument expression followed (instructions)
 MAX_NODES = 48
+#: call sites computed ahead per native function (each has a BATCH-double stack buffer;
+#: recursion multiplies them): later ones keep the scalar call
+MAX_SITES = 16
 _FLOAT_BINARY = frozenset({"fadd", "fsub", "fmul", "fdiv"})
 _TO_FLOAT = frozenset({"sitofp", "uitofp", "fpext"})
 
@@ -186,6 +189,7 @@ class LoopAhead:
     """The ``for`` loop context and the computed-ahead calls."""
 
     loops = ()
+    ahead_sites = 0
 
     def enter_loop(self, s, k, start, step, length, before):
         """``before``: the ids of the blocks that existed before the loop's own."""
@@ -213,8 +217,9 @@ class LoopAhead:
                 or function not in h.vector_math or "+avx2" not in h.features.split(",")):
             return None
         ahead = _Ahead(self, loop)
-        if not ahead.hoistable(args[0]):
+        if self.ahead_sites >= MAX_SITES or not ahead.hoistable(args[0]):
             return None
+        self.ahead_sites += 1
         vector_fn = self.function(f"_ZGVdN4v_{function}", ir.FunctionType(V4, [V4]),
                                   ("nounwind", "readnone"))
         b = self.b

@@ -29,7 +29,7 @@ from pullback.compiler import infer
 from pullback.compiler.api import _built_variant
 from pullback.compiler.ir import function_ir
 from pullback.compiler.lower_function import lower_function
-from pullback.compiler.lower_loops import BATCH
+from pullback.compiler.lower_loops import BATCH, MAX_SITES
 from pullback.runtime.native import host
 from tape_helpers import central_gradient
 
@@ -242,6 +242,26 @@ def test_an_index_beyond_exact_floats_still_takes_the_python_road(monkeypatch):
     native = _value_and_grads(shifted, (1e-16, 0.7, start), monkeypatch, True)
     python = _value_and_grads(shifted, (1e-16, 0.7, start), monkeypatch, False)
     assert native == python
+
+
+def many_sites(x, y, n):
+    s = 0.0
+    for i in range(n):
+        s = (s + np.sin(x * i) + np.sin(x * i + 0.1) + np.sin(x * i + 0.2)
+             + np.sin(x * i + 0.3) + np.sin(x * i + 0.4) + np.sin(x * i + 0.5)
+             + np.sin(x * i + 0.6) + np.sin(x * i + 0.7) + np.sin(x * i + 0.8)
+             + np.sin(x * i + 0.9) + np.sin(x * i + 1.0) * y)
+    return s
+
+
+@needs_libmvec
+def test_at_most_max_sites_per_function(monkeypatch):
+    # 11 sines forward and 11 (sin's derivative cos) in the adjoint: 22 candidates
+    text = _ir(many_sites, (0.3, 0.7, 10))
+    assert text.count('call <4 x double> @"_ZGVdN4v_') == MAX_SITES
+    native = _value_and_grads(many_sites, (0.3, 0.7, 70), monkeypatch, True)
+    python = _value_and_grads(many_sites, (0.3, 0.7, 70), monkeypatch, False)
+    _close(native, python)
 
 
 if __name__ == "__main__":
