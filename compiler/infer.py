@@ -621,6 +621,11 @@ class _Typer:
 
     def value_call(self, node):
         name = dotted(node.func)
+        head, _, attr = name.partition(".")
+        if attr in NUMPY_CONSTRUCTORS and self.namespace.get(head) is np:
+            if node.keywords:
+                raise NotTyped(f"keyword arguments to np.{attr}")
+            return NUMPY_CONSTRUCTORS[attr](node, [self.atom(a) for a in node.args])
         if name in ARRAY_CALLS:
             keywords = {}
             for k in node.keywords:
@@ -979,9 +984,11 @@ def array_kernel_outputs(kernel: FusedKernel, inputs) -> Tup:
     for k, o in enumerate(outputs):
         reduced = reduction is not None and o == reduction[0]
         kind = env[reduction[1] if reduced else o].kind
-        if kind != "f64":
+        if kind != "f64" and k not in numbers:
             raise NotTyped(f"{kernel.name} computes {kind} elements (native arrays: f64)")
         items.append(Num(kind) if k in numbers else Arr("f64", 1 if reduced else ndim))
+    if all(isinstance(item, Num) and item.kind != "f64" for item in items):
+        raise NotTyped(f"{kernel.name} computes no float64 array")
     return Tup(tuple(items))
 
 
@@ -1190,6 +1197,22 @@ def _accumulate(node, args, keywords):
     part = rule_type(rule.name, g, args[4:], keywords, args[3])
     return join(total, add_grads(total, part))
 
+
+def _linspace(node, args):
+    """``np.linspace(start, stop, num)``: numbers in, a float64 vector out (a negative
+    ``num``: numpy's ValueError, the Python road's)."""
+    if len(args) != 3:
+        raise NotTyped("np.linspace without exactly start, stop and num")
+    start, stop, num = (number(a, "an argument of np.linspace") for a in args)
+    if num.kind != "int" or start.kind == "bool" or stop.kind == "bool":
+        raise NotTyped("np.linspace of other than float/int start and stop and an int num")
+    return Arr("f64", 1)
+
+
+#: numpy functions of the user's module that make arrays from numbers (``np`` must be
+#: numpy in the function's namespace): a typing rule here, ``call_np_<name>`` in
+#: lower_arrays.py
+NUMPY_CONSTRUCTORS = {"linspace": _linspace}
 
 ARRAY_CALLS = {
     **{name: _reduction for name in (*SCALAR_REDUCTIONS, *NUMPY_REDUCTIONS)},

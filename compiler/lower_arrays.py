@@ -38,6 +38,8 @@ and a ``call_<name>`` method here (a VJP rule: ``infer.rule_type`` and ``rule_<n
 
 from __future__ import annotations
 
+import ast
+
 from llvmlite import ir
 
 from pullback.runtime.irhelpers import I1, I64, PTR, add_string_attribute, counted_loop
@@ -56,6 +58,17 @@ ARRAY_DATA_OFFSET, ARRAY_DIMS_OFFSET = 16, 32
 ARENA_FIRST_CHUNK, ARENA_ALIGN, ARENA_KEEP_MAX = 1 << 16, 64, 64 << 20
 #: libm functions an array loop computes with libmvec's AVX2 variant (``element_libm``)
 VECTOR_LIBM = frozenset({"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1"})
+
+
+def _slice(statements, name) -> list:
+    """The statements of a kernel program that ``name`` depends on, in order."""
+    needed, kept = {name}, []
+    for target, text in reversed(statements):
+        if target in needed:
+            kept.append((target, text))
+            needed |= {n.id for n in ast.walk(ast.parse(text.strip(), mode="eval"))
+                       if isinstance(n, ast.Name)}
+    return kept[::-1]
 
 
 def array_ltype(t: Arr):
@@ -397,17 +410,28 @@ class ArrayLowering:
         # a trailing reduction: its source as one more array, reduced after the loop
         names = [reduction[1] if reduction is not None and o == reduction[0] else o
                  for o in outputs]
+        typed = infer.array_kernel_outputs(kernel, [a.t for a in args]).items
+        # numbers of another kind than float64 beside the arrays (an int `m - 1` fused
+        # with `0 * t`): computed once from the number inputs, outside the element loop
+        side = {k for k, t in enumerate(typed) if isinstance(t, Num) and t.kind != "f64"}
+        looped = [n for k, n in enumerate(names) if k not in side]
 
         def compute(elements):
             env = self.program(statements, dict(zip(params, elements, strict=True)))
-            return [env[o] for o in names]
+            return [env[o] for o in looped]
 
-        arrays = self.elementwise(args, compute, len(outputs), kernel.name)
-        full = self.parts(arrays[0])[1]
+        computed = iter(self.elementwise(args, compute, len(looped), kernel.name))
+        numbers_env = {p: self.unwrap(a) for p, a in zip(params, args, strict=True)
+                       if not infer.is_array(a.t)}
+        arrays = [self.program(_slice(statements, o), numbers_env)[o] if k in side
+                  else next(computed) for k, o in enumerate(outputs)]
+        full = self.parts(next(a for k, a in enumerate(arrays) if k not in side))[1]
         numbers = infer.number_outputs(kernel, [a.t for a in args])
         for k, deps in enumerate(infer.output_sources(kernel)):   # else numpy's is smaller
             sources = [self.parts(self.unwrap(args[j])) for j in deps
                        if infer.is_array(args[j].t)]
+            if k in side:
+                continue
             if k in numbers:   # a number computed beside arrays: at any (the first) index
                 self.bail(self.b.icmp_signed(">", self.size_of(full), _ZERO), name="empty")
                 arrays[k] = self._value(self.element_at(self.parts(arrays[k])[0], _ZERO),
@@ -1167,6 +1191,39 @@ class ArrayLowering:
             part = self.as_kind(g, "f64") if isinstance(g.t, Num) else \
                 self.element_at(self.parts(g)[0], loop.index)
             self.store_at(out_data, at, b.fadd(self.element_at(out_data, at), part))
+        return out
+
+    def call_np_linspace(self, node, args):
+        """``np.linspace(start, stop, num)`` as numpy computes it: ``delta = stop - start``,
+        ``step = delta / (num - 1)``, element ``i`` is ``i * step + start`` (``(i / div) *
+        delta + start`` when the step underflows to 0; ``i * delta + start`` for num <= 1),
+        the last element ``stop``.  A negative num leaves for the Python road (numpy's
+        ValueError)."""
+        b = self.b
+        start, stop = (self.as_kind(self.unwrap(a), "f64") for a in args[:2])
+        num = self.unwrap(args[2]).v
+        self.bail(b.icmp_signed(">=", num, _ZERO), name="linspace_num")
+        out = self.new_array([num])
+        data = self.parts(out)[0]
+        delta = b.fsub(stop, start, name="linspace.delta")
+        div = b.sub(num, _ONE)
+        div_f = b.sitofp(div, F64T)
+        several = b.icmp_signed(">", div, _ZERO)
+        step = b.fdiv(delta, div_f, name="linspace.step")
+        underflow = b.and_(several, b.fcmp_ordered("==", step, ir.Constant(F64T, 0.0)))
+        factor = b.select(several, step, delta)
+        with b.if_else(underflow, likely=False) as (tiny, normal):
+            with tiny:
+                with self.loop(num, "linspace.tiny") as loop:
+                    i = b.sitofp(loop.index, F64T)
+                    self.store_at(data, loop.index, b.fadd(b.fmul(b.fdiv(i, div_f), delta),
+                                                           start))
+            with normal:
+                with self.loop(num, "linspace") as loop:
+                    i = b.sitofp(loop.index, F64T)
+                    self.store_at(data, loop.index, b.fadd(b.fmul(i, factor), start))
+        with b.if_then(b.icmp_signed(">", num, _ONE)):
+            self.store_at(data, div, stop)
         return out
 
     def call_support_numpy_scalar(self, node, args, keywords):

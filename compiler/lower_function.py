@@ -42,6 +42,7 @@ from __future__ import annotations
 import ast
 import hashlib
 
+import numpy as np
 from llvmlite import ir
 
 from pullback.runtime.irhelpers import I1, I32, I64, PTR
@@ -852,6 +853,8 @@ class _Lowering(ArrayLowering, LoopAhead):
         if attr in ("forward", "adjoint") and hasattr(target, "function"):
             return self.user_call(head, target, attr, node)
         args = [self.atom(a) for a in node.args]
+        if attr in infer.NUMPY_CONSTRUCTORS and target is np:
+            return getattr(self, f"call_np_{attr}")(node, args)
         if name in infer.ARRAY_CALLS:
             keywords = {k.arg: k.value.value for k in node.keywords}
             if name in infer.SCALAR_REDUCTIONS or name in infer.NUMPY_REDUCTIONS:
