@@ -185,3 +185,63 @@ def test_compiled_call_reads_a_rebound_global_number():
             np.testing.assert_allclose(W1.grad.asnumpy(), want, rtol=1e-6, atol=1e-8)
     finally:
         SCALE = 2.0
+
+
+# ----- a fused run with a broadcast bias, at least NATIVE_MIN_SIZE elements --------------
+B_VALUES = RNG.normal(size=64)
+WIDE_VALUES = RNG.normal(size=(5, 64))
+X_WIDE = RNG.normal(size=(16, 5))   # (16, 64) = 1024 elements >= NATIVE_MIN_SIZE
+OUT_VALUES = RNG.normal(size=(64, 3))
+WIDE = BIAS = OUT = None
+
+
+def biased_relu(X):
+    return nd.dot(nd.maximum(nd.dot(X, WIDE) + BIAS, 0.0), OUT)
+
+
+def numpy_biased_relu(X, W, b, V):
+    return np.maximum(X @ W + b, 0.0) @ V
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_large_fused_run_with_a_bias_takes_numpy_and_matches(monkeypatch, dtype):
+    """`dot + b` then `maximum` fuse; with a (64,) bias beside (16, 64) values no native
+    kernel applies, so forward and VJP take the numpy functions directly (no native
+    kernel is even looked up) and give the tape's gradients and central differences'."""
+    from pullback.runtime import fused
+
+    global WIDE, BIAS, OUT
+    assert X_WIDE.shape[0] * WIDE_VALUES.shape[1] >= fused.NATIVE_MIN_SIZE
+    looked_up, plain = [], []
+    native_kernel = fused.FusedKernel._native_kernel
+    plain_vjp = fused.FusedKernel._plain_numpy_vjp
+
+    def spy_native(self, *args):
+        looked_up.append(args)
+        return native_kernel(self, *args)
+
+    def spy_plain(self, *args):
+        plain.append(plain_vjp(self, *args))
+        return plain[-1]
+
+    monkeypatch.setattr(fused.FusedKernel, "_native_kernel", spy_native)
+    monkeypatch.setattr(fused.FusedKernel, "_plain_numpy_vjp", spy_plain)
+    grads = {}
+    for road in ("tape", "compiled"):
+        WIDE = nd.array(WIDE_VALUES, dtype=dtype)
+        BIAS = nd.array(B_VALUES, dtype=dtype)
+        OUT = nd.array(OUT_VALUES, dtype=dtype)
+        for p in (WIDE, BIAS):
+            p.attach_grad()
+        fn = biased_relu if road == "tape" else pb.compile(biased_relu)
+        step(fn, nd.array(X_WIDE, dtype=dtype))
+        grads[road] = [WIDE.grad.asnumpy(), BIAS.grad.asnumpy()]
+    compiled = pb.compile(biased_relu)
+    assert "kernel_1(" in pb.adjoint_source(compiled)   # the run is fused
+    assert looked_up == [] and plain == [True]   # the VJP's one-pass decision: numpy
+    want = [central_gradient(numpy_biased_relu, [X_WIDE, WIDE_VALUES, B_VALUES, OUT_VALUES], k)
+            for k in (1, 2)]
+    tol = dict(rtol=1e-6, atol=1e-8) if dtype == "float64" else dict(rtol=1e-4, atol=1e-4)
+    for t, c, w in zip(grads["tape"], grads["compiled"], want, strict=True):
+        np.testing.assert_allclose(c, t, **tol)
+        np.testing.assert_allclose(c, w, **tol)
