@@ -3,9 +3,9 @@ then one training step (forward under ``record()`` + ``backward()``, MXNet style
 examples' small models -- the MLP at batch 8/16/32/64 and the character RNN -- and of
 the MXNet chapter's 784-256-10 MLP (float32) at batch 8/16/64, without and with its SGD
 update, with ``@pb.compile`` on the chapters' own ``net``/loss functions
-(bench/small_models.py).  For the 784-256-10 steps, ``numpy`` is the same forward and
-backward written by hand in numpy (the BLAS products and the writes into the gradient
-buffers, no autograd): what a step costs with no overhead at all.
+(bench/small_models.py).  For the MLP steps, ``numpy`` is the same forward and backward
+written by hand in numpy (the BLAS products and the writes into the gradient buffers, no
+autograd): what a step costs with no overhead at all.
 
 Run from the repository root:  python bench/compiled_vs_tape.py [--repeat N] [--cpu]
 
@@ -67,10 +67,11 @@ def chapter_step(net, loss, X, y, update):
         models.sgd(models.CHAPTER_PARAMS, 0.1, X.shape[0])
 
 
-def numpy_chapter_step(X, y, update):
-    """The 784-256-10 step by hand in numpy: the same products, the gradients written
-    into the parameters' gradient buffers (the head gradient is ones, as backward())."""
-    W1, b1, W2, b2 = (p._data for p in models.CHAPTER_PARAMS)
+def numpy_chapter_step(X, y, update, params=models.CHAPTER_PARAMS):
+    """The step by hand in numpy (784-256-10, or ``params``' MLP): the same products, the
+    gradients written into the parameters' gradient buffers (the head gradient is ones, as
+    backward())."""
+    W1, b1, W2, b2 = (p._data for p in params)
     x, rows, labels = X._data, np.arange(X.shape[0]), y._data.astype(np.int64)
     a = np.dot(x, W1) + b1
     h = np.maximum(a, 0)
@@ -81,7 +82,7 @@ def numpy_chapter_step(X, y, update):
     loss = np.log(s)[:, 0] - z[rows, labels]   # noqa: F841 (computed, as the roads do)
     go = e / s
     go[rows, labels] -= 1
-    grads = [p.grad._data for p in models.CHAPTER_PARAMS]
+    grads = [p.grad._data for p in params]
     grads[2][...] = np.dot(h.T, go)
     grads[3][...] = go.sum(axis=0)
     ga = np.dot(go, W2.T) * (a >= 0)
@@ -102,7 +103,8 @@ def step_cases():
         yield f"MLP 2-64-3 step, batch {batch}", {
             "tape": lambda X=X, y=y: training_step(models.net, models.softmax_cross_entropy,
                                                    X, y),
-            "compiled": lambda X=X, y=y: training_step(*compiled_mlp, X, y)}
+            "compiled": lambda X=X, y=y: training_step(*compiled_mlp, X, y),
+            "numpy": lambda X=X, y=y: numpy_chapter_step(X, y, False, models.MLP_PARAMS)}
     shape = (models.rnn_batch, models.num_steps)
     X = nd.array(rng.integers(0, models.vocab_size, shape))
     Y = nd.array(rng.integers(0, models.vocab_size, shape))

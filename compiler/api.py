@@ -31,6 +31,7 @@ from . import native_road, nested
 from .bindings import Bindings
 from .errors import CompileError
 from .implicit import hidden_tracked, implicit_inputs, outside_containers, rewrite
+from .implicit import reader as implicit_reader
 from .parse import parameter_count, parameter_names, parse_function, signature_function
 from .pipeline import TangentVariant, Variant
 from .pytree import Kind, leaves_of, map_leaves, refuse_leaf, structure
@@ -50,6 +51,7 @@ class CompiledFunction:
         self.fallback = fallback
         self._parsed = None
         self._implicit = None
+        self._read_implicit = None   # implicit.reader of _implicit, made on the first call
         self._containers = None
         self._variants = {}
         self.last_variant = None
@@ -66,6 +68,7 @@ class CompiledFunction:
         if not bindings.changed():
             return False
         self._parsed = self._implicit = self._containers = self.last_variant = None
+        self._read_implicit = None
         self._variants = {}
         self.__dict__.pop("_tangent_variants", None)
         self.__dict__.pop("_second_order", None)   # forward-over-reverse (second.py)
@@ -149,7 +152,10 @@ class CompiledFunction:
         if kwargs or len(args) != fn.__code__.co_argcount or _takes_more(fn):
             args = complete_arguments(fn, args, kwargs)
         if self.implicit:
-            args = args + tuple([found.read() for found in self._implicit])
+            read = self._read_implicit
+            if read is None:
+                read = self._read_implicit = implicit_reader(self._implicit)
+            args = args + read()
         recording = tape._state.recording
         mask = _plain_mask(args, recording) if self._no_containers() else None
         if mask is not None:

@@ -28,7 +28,9 @@ Guarantees:
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
+import operator
 import types
 from dataclasses import dataclass
 
@@ -68,6 +70,28 @@ class ImplicitInput:
 
     def spelled(self) -> str:
         return ".".join(self.path)
+
+
+def reader(inputs) -> object:
+    """A function of no arguments returning the values of ``inputs`` now, as a tuple
+    (``ImplicitInput.read`` of each).  Plain globals of one module, the usual case, are
+    read by one ``operator.itemgetter`` call: a call's implicit inputs cost ~0.2 us, not
+    ~0.3 us each."""
+    inputs = tuple(inputs)
+    roots = {id(found.root) for found in inputs}
+    if len(roots) == 1 and isinstance(inputs[0].root, dict) \
+            and all(len(found.path) == 1 for found in inputs):
+        root, getter = inputs[0].root, operator.itemgetter(*(f.path[0] for f in inputs))
+        if len(inputs) > 1:
+            return functools.partial(getter, root)   # itemgetter of several: a tuple
+
+        def read_global():
+            return (getter(root),)
+        return read_global
+
+    def read_each():
+        return tuple([found.read() for found in inputs])
+    return read_each
 
 
 def is_data(value) -> bool:

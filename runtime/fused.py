@@ -420,9 +420,11 @@ class FusedKernel:
         return self._shapes(inputs)[0]
 
     def _shapes(self, inputs) -> tuple:
-        """``(uniform, count)`` for inputs of these shapes (cached per shapes): ``count`` is
-        how many elements a trailing reduction reduces, its operand's own size (what a mean
-        divides by), not the kernel's length."""
+        """``(uniform, count, flat)`` for inputs of these shapes (cached per shapes):
+        ``count`` is how many elements a trailing reduction reduces, its operand's own size
+        (what a mean divides by), not the kernel's length; ``flat`` whether every input has
+        the full shape or one element (``_layout``'s shape rule: else no native kernel can
+        take them, a bias ``b`` of shape ``(n,)`` beside ``(batch, n)`` values, say)."""
         key = tuple([shape_of(v) for v in inputs])
         found = self._uniform_cache.get(key)
         if found is None:
@@ -434,7 +436,9 @@ class FusedKernel:
         try:
             full = np.broadcast_shapes(*key)
         except ValueError:   # independent statements over unrelated shapes
-            return False, None
+            return False, None, False
+        flat = all(shape == full or (math.prod(shape) == 1 and len(shape) <= len(full))
+                   for shape in key)
         uniform = True
         for target, _, operands in self.steps:
             shape = np.broadcast_shapes(*(shapes.get(o, ()) for o in operands))
@@ -446,10 +450,10 @@ class FusedKernel:
         uniform = uniform and all(shapes[o] == full for o in live
                                   if reduction is None or o != reduction[0])
         if reduction is None:
-            return uniform, None
+            return uniform, None, flat
         operand = shapes[reduction[1]]
         spans = operand == full or math.prod(full) == 1
-        return uniform and spans, math.prod(operand)
+        return uniform and spans, math.prod(operand), flat
 
     def _integer_output(self, inputs) -> bool:
         """Whether an output is computed from Python ints only (a loop index ``i + 1``):
@@ -461,7 +465,12 @@ class FusedKernel:
 
     def __call__(self, *inputs):
         inputs = _lists_as_arrays(inputs)
-        layout = self._native_layout(inputs)   # cheap for small arrays: a size check
+        layout = None
+        for v in inputs:   # small arrays: numpy; large ones no native kernel takes: too
+            if type(v) is np.ndarray and v.size >= NATIVE_MIN_SIZE:
+                if self._shapes(inputs)[2]:   # (cached per shapes)
+                    layout = self._native_layout(inputs)
+                break
         if layout is not None and self._integer_output(inputs):
             layout = None
         if layout is not None and not self.uniform(inputs):
@@ -536,23 +545,28 @@ class FusedKernel:
         """Whether this call's VJP is the numpy adjoint and nothing else (the road the
         general code below reaches for it, decided in one pass): no trailing reduction or
         tie count, every output gradient present and a numpy array, the inputs arrays and
-        numbers (no lists), all below ``NATIVE_MIN_SIZE``, of uniform shapes.  Then the
+        numbers (no lists), all below ``NATIVE_MIN_SIZE`` or with inputs no native kernel
+        takes (``_shapes``' ``flat``: a broadcast bias), of uniform shapes.  Then the
         statement-by-statement fallbacks cannot apply: every gradient is present (nothing
         to recompute for absent ones: ``_exact``) and no native kernel is chosen."""
         if self._reduction_slot is not None or self._has_counts \
                 or len(outputs) != self._n_outputs:
             return False
+        large = False
         for g in grads:
-            if type(g) is not np.ndarray or g.size >= NATIVE_MIN_SIZE:
+            if type(g) is not np.ndarray:
                 return False
+            large = large or g.size >= NATIVE_MIN_SIZE
         for v in (*outputs, *inputs):
             kind = type(v)
             if kind is np.ndarray:
-                if v.size >= NATIVE_MIN_SIZE:
-                    return False
+                large = large or v.size >= NATIVE_MIN_SIZE
             elif kind is list or kind is tuple:
                 return False
-        return self.uniform(inputs)
+        uniform, _, flat = self._shapes(inputs)
+        # a large call whose inputs no native kernel takes (a broadcast bias) is numpy too:
+        # the output gradients and outputs of a uniform call have the inputs' full shape
+        return uniform and (not large or not flat)
 
     def _exact(self, present, grads, outputs, inputs, results) -> tuple:
         """``results``, computed with 0 standing for each absent output gradient, if

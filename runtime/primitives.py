@@ -223,6 +223,8 @@ def unbroadcast(g, x):
 
 def _sum_to_forward(g, shape):
     lead = g.ndim - len(shape)
+    if lead == 1 and shape and g.shape[1:] == shape:   # a bias's gradient: the sum over the rows
+        return np.add.reduce(g, axis=0)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
     # np.add.reduce is np.sum without its Python-level dispatch

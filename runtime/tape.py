@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import sys
 import threading
 
 import numpy as np
@@ -414,7 +415,9 @@ def _head_gradients(heads, head_grads):
     out = []
     for h, g in zip(heads, head_grads, strict=True):
         if g is None:
-            out.append(NDArray(np.ones_like(h._data)))
+            ones = np.empty(h._data.shape, h._data.dtype)   # np.ones_like, at half its cost
+            ones.fill(1)
+            out.append(NDArray(ones))
             continue
         g = g if isinstance(g, NDArray) else NDArray(as_data(g))
         check_head_gradient(g.shape, g._data.dtype, h.shape, h._data.dtype)
@@ -519,16 +522,43 @@ def backward(heads, head_grads=None, retain_graph=False, train_mode=True):
     """Accumulate d(heads)/d(variable) into each reached variable's ``.grad``."""
     heads = list(heads)
     reached = _run_backward(heads, head_grads, retain_graph, False, train_mode)
-    for arr, g in reached.values():
+    while reached:
+        arr, g = reached.popitem()[1]   # popped: the gradient's last holder is ``g``
         buffer = arr._grad
         if buffer is None:
             continue
-        data = g._data if g._data.shape == arr.shape else np.broadcast_to(g._data, arr.shape)
         if arr._grad_req == "add":
-            buffer._data += data
+            buffer._data += g._data if g._data.shape == arr.shape else \
+                np.broadcast_to(g._data, arr.shape)
+        elif _adoptable(buffer, g) == _ADOPTABLE:
+            buffer._data = g._data   # a fresh gradient nobody else sees: no copy
         else:
-            buffer._data[...] = data
+            buffer._data[...] = g._data if g._data.shape == arr.shape else \
+                np.broadcast_to(g._data, arr.shape)
         _owner(buffer)._version += 1
+
+
+def _adoptable(buffer, g):
+    """Whether a 'write' gradient buffer may take the gradient's array instead of a copy
+    of it (a product such as W1's gradient is 800 kB, copied every step): both arrays own
+    their memory and match in shape, dtype and layout, the buffer is no view, and nothing
+    but ``buffer`` holds the old array and nothing but ``g`` (the caller's local) holds
+    ``g`` and its array -- no numpy view, alias, user reference, node or stack that would
+    see the swap.  Returns ``_ADOPTABLE`` (the reference counts of a sole owner, measured
+    once by ``_calibrate`` through this same code) or something else."""
+    data, old = g._data, buffer._data
+    if type(data) is not np.ndarray or data.base is not None or old.base is not None \
+            or buffer._base is not None or g._base is not None or g._node is not None \
+            or data.shape != old.shape or data.dtype != old.dtype \
+            or not data.flags.c_contiguous or not data.flags.writeable:
+        return None
+    return sys.getrefcount(g), sys.getrefcount(data), sys.getrefcount(old)
+
+
+def _calibrate():
+    """``_adoptable``'s counts for arrays held as ``backward`` holds a sole-owned one."""
+    g, buffer = NDArray(np.zeros(1)), NDArray(np.zeros(1))
+    return _adoptable(buffer, g)
 
 
 def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=False,
@@ -571,3 +601,5 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
 # order works: each of the three modules imports the others at its end or uses them late).
 from . import primitives
 from .ndarray import NDArray, as_data
+
+_ADOPTABLE = _calibrate()
