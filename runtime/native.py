@@ -292,10 +292,16 @@ class _Engine:
 
     def _target_machine(self):
         llvm = self.llvm
-        # PIC object code with the default code model: it can be cached and linked anywhere.
+        # The large code model, static: every address in the object code is a 64-bit
+        # absolute relocation (R_X86_64_64), which the engine's linker resolves wherever
+        # it puts the sections.  The small model's 32-bit PC-relative relocations (to the
+        # constant pools, libm through the PLT) abort the process inside LLVM
+        # (RuntimeDyldELF: ``isInt<32>(RealOffset)``) when the engine's memory for code
+        # and for data land more than 2 GiB apart -- seen in a process that had loaded
+        # Warp, JAX and PyTorch.  ``object_file_problem`` refuses any other relocation.
         return llvm.Target.from_default_triple().create_target_machine(
-            cpu=self.host.cpu, features=self.host.features, opt=3, reloc="pic",
-            codemodel="default")
+            cpu=self.host.cpu, features=self.host.features, opt=3, reloc="static",
+            codemodel="large")
 
     def object_code(self, ir_text: str, speed_level: int = 3) -> bytes:
         """Optimise (O3 by default; a kernel's IR is already vectorised, so no loop
@@ -406,7 +412,7 @@ def _pullback_version() -> str:
 
 # ----- the disk cache -------------------------------------------------------------------
 
-_CACHE_FORMAT = "pullback-kernel-object-1"
+_CACHE_FORMAT = "pullback-kernel-object-2"   # 2: the large code model
 OBJECT_MAGIC = b"PBKOBJ1\n"
 _HEADER = struct.Struct("<8sQ32s")          # magic, payload length, SHA-256 of the payload
 _WARNED_DIRECTORIES: set = set()
@@ -503,6 +509,26 @@ _ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")   # ELF64: e_ident ... e_shstrn
 _ELF_SECTION = struct.Struct("<IIQQQQIIQQ")        # sh_name, sh_type, ..., sh_entsize
 _ELF_SYMBOL = struct.Struct("<IBBHQQ")             # st_name, st_info, st_other, st_shndx, ...
 _SHT_SYMTAB, _SHT_NOBITS, _STT_FUNC, _ET_REL = 2, 8, 2, 1
+_SHT_RELA, _SHT_REL, _ELF_RELA_SIZE = 4, 9, 24
+#: the relocations object code may carry (the large code model's, see _target_machine):
+#: R_X86_64_NONE, R_X86_64_64 (absolute) and R_X86_64_PC64 (PC-relative), all 64 bits
+_RELOCATIONS = frozenset({0, 1, 24})
+
+
+def relocation_types(data: bytes) -> set:
+    """The relocation types in a well-formed ELF64 object's RELA sections (REL: -1)."""
+    header = _ELF_HEADER.unpack_from(data)
+    offset, count = header[6], header[12]
+    found = set()
+    for k in range(count):
+        kind, start, size = (_ELF_SECTION.unpack_from(data, offset + k * _ELF_SECTION.size)[i]
+                             for i in (1, 4, 5))
+        if kind == _SHT_REL:
+            found.add(-1)
+        elif kind == _SHT_RELA:
+            for at in range(start, start + size - _ELF_RELA_SIZE + 1, _ELF_RELA_SIZE):
+                found.add(struct.unpack_from("<QQq", data, at)[1] & 0xFFFFFFFF)
+    return found
 
 
 def _elf_problem(data: bytes, symbol: str) -> str | None:
@@ -518,6 +544,8 @@ def _elf_problem(data: bytes, symbol: str) -> str | None:
     sections = [_ELF_SECTION.unpack_from(data, offset + i * entry_size) for i in range(count)]
     if any(s[1] != _SHT_NOBITS and s[4] + s[5] > len(data) for s in sections):
         return "an ELF section lies outside the file"
+    if not relocation_types(data) <= _RELOCATIONS:
+        return "relocations other than 64-bit absolute ones (another code model)"
     wanted = symbol.encode()
     for _, kind, _, _, start, size, link, _, _, entry_size in sections:
         if kind != _SHT_SYMTAB or entry_size != _ELF_SYMBOL.size or link >= count:
