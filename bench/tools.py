@@ -57,8 +57,16 @@ def numpy_manual(module, args):
 def pullback_compiled(module, args):
     import pullback as pb
 
+    import os
+
     gradient = pb.grad(pb.compile(module.loss), argnums=tuple(module.WRT))
-    return Impl(lambda: module.loss(*args), lambda: gradient(*args))
+
+    def run():   # pullback's defaults: the road tools below set PULLBACK_NATIVE_FUNCTIONS
+        if "PULLBACK_NATIVE_FUNCTIONS" in os.environ:   # and rounds interleave the tools
+            del os.environ["PULLBACK_NATIVE_FUNCTIONS"]
+        return gradient(*args)
+
+    return Impl(lambda: module.loss(*args), run)
 
 
 def _pullback_road(flag):
