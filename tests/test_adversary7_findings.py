@@ -1,0 +1,54 @@
+"""Findings of the seventh adversary (adv7): inputs where the compiled road (MXNet API calls
+under ``autograd.record()``, the native and Python roads of ``pb.grad``, second order) and
+the eager tape or central differences disagree.  Each test asserts the CORRECT behaviour
+(what the eager function gives under the same autograd state, central differences in
+float64) and is ``xfail(strict=True)`` while the finding is open (an XPASS fails the suite,
+so a fix must remove the marker).  Details: /work/briefs/adv7-report.md."""
+
+import numpy as np
+import pytest
+
+import pullback as pb
+from pullback import autograd as ag
+from pullback import nd
+
+
+# ----- 1: ag.is_recording() inside a compiled function called under record() is False -----
+# The compiled call's forward runs with the tape's recording switched off (its operations
+# are numpy), so a function that branches on ag.is_recording() takes the not-recording
+# branch under record(): value and gradients differ from the eager call.
+# W = [1.62, -0.61, -0.53], x = [-1.07, 0.87, -2.30]: loss expected 2 * x.W = 4.21 and
+# W.grad = 2 x, got x.W = 2.10 and W.grad = x.
+
+W_REC = nd.array([1.6243453636632417, -0.6117564136500754, -0.5281717522634557],
+                 dtype="float64")
+
+
+def scaled_when_recording(x):
+    if ag.is_recording():
+        return (x * W_REC * 2).sum()
+    return (x * W_REC).sum()
+
+
+def _loss_and_grads(fn, x_tracked):
+    W_REC.attach_grad()
+    x = nd.array([-1.0729686221561705, 0.8654076293246785, -2.3015386968802827],
+                 dtype="float64")
+    if x_tracked:
+        x.attach_grad()
+    with ag.record():
+        loss = fn(x)
+    loss.backward()
+    return loss.asnumpy(), W_REC.grad.asnumpy().copy(), x.asnumpy()
+
+
+@pytest.mark.xfail(strict=True, reason="adv7 finding 1: ag.is_recording() is False inside a "
+                   "compiled call under record()")
+@pytest.mark.parametrize("x_tracked", [False, True])
+def test_is_recording_inside_a_recorded_compiled_call(x_tracked):
+    eager_loss, eager_grad, x = _loss_and_grads(scaled_when_recording, x_tracked)
+    np.testing.assert_allclose(eager_loss, [2 * np.dot(x, W_REC.asnumpy())])
+    np.testing.assert_allclose(eager_grad, 2 * x)
+    loss, grad, _ = _loss_and_grads(pb.compile(scaled_when_recording), x_tracked)
+    np.testing.assert_allclose(loss, eager_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, eager_grad, rtol=1e-12)
