@@ -94,3 +94,42 @@ def test_create_graph_through_a_compiled_call_drawing_random_numbers():
     np.testing.assert_allclose(eager, numeric, rtol=1e-5, atol=1e-7)
     _, compiled = _squared_gradient_and_its_gradient(pb.compile(sin_of_random_scaling), x0)
     np.testing.assert_allclose(compiled, eager, rtol=1e-10)
+
+
+# ----- 3: .grad read inside compiled code is an AttributeError from numpy -----------------
+# A compiled SGD step (``p - lr * p.grad``, MXNet's pattern) fails at run time with
+# "'numpy.ndarray' object has no attribute 'grad'" (compiled code sees the argument's, or
+# the global's, numpy buffer): expected the eager value [0.8, 1.6, 2.4] or a CompileError
+# at the user's line.
+
+P_GLOBAL = nd.array([1.0, 2.0, 3.0], dtype="float64")
+
+
+def sgd_step(p, lr):
+    return p - lr * p.grad
+
+
+def sgd_step_of_a_global(lr):
+    return P_GLOBAL - lr * P_GLOBAL.grad
+
+
+def _with_gradient(p):
+    p.attach_grad()
+    with ag.record():
+        (p * p).sum().backward()
+    return p
+
+
+@pytest.mark.xfail(strict=True, reason="adv7 finding 3: .grad in compiled code crashes")
+@pytest.mark.parametrize("fn", [sgd_step, sgd_step_of_a_global])
+def test_reading_grad_in_compiled_code(fn):
+    p = _with_gradient(P_GLOBAL)
+    args = (p, 0.1) if fn is sgd_step else (0.1,)
+    expected = fn(*args).asnumpy()
+    np.testing.assert_allclose(expected, [0.8, 1.6, 2.4])
+    try:
+        got = pb.compile(fn)(*args)
+    except pb.CompileError as error:
+        assert "grad" in str(error) and "line" in str(error)
+        return
+    np.testing.assert_allclose(np.asarray(got.asnumpy()), expected)
