@@ -133,3 +133,52 @@ def test_reading_grad_in_compiled_code(fn):
         assert "grad" in str(error) and "line" in str(error)
         return
     np.testing.assert_allclose(np.asarray(got.asnumpy()), expected)
+
+
+# ----- 4: pb.compile of a bound method fails at its first call with a misleading error ----
+# pb.grad(obj.method) is refused with "... is a bound method: pass its function and the
+# object ..." (adv2 finding 4's fix), but pb.compile(obj.method)(x) raises
+# "TypeError: forward() takes 2 arguments, got 1" at the call: expected the same clear
+# refusal (or the method's value).
+
+class TwoLayer:
+    def __init__(self):
+        self.scale = 3.0
+
+    def forward(self, x):
+        return nd.tanh(x) * self.scale
+
+
+@pytest.mark.xfail(strict=True, reason="adv7 finding 4: pb.compile(bound method) misleads")
+def test_compile_of_a_bound_method_is_refused_clearly_or_works():
+    model = TwoLayer()
+    x = nd.array([0.5, -1.0], dtype="float64")
+    try:
+        compiled = pb.compile(model.forward)
+        got = compiled(x)
+    except TypeError as error:
+        assert "bound method" in str(error)
+        return
+    np.testing.assert_allclose(got.asnumpy(), model.forward(x).asnumpy())
+
+
+# ----- 5: pb.hessian of a float32 input is float64 (and computed with float64 vectors) ----
+# pb.grad, pb.hvp, pb.jvp(pb.grad), pb.jacfwd and pb.jacrev keep a float32 numpy input's
+# dtype, pb.hessian returns float64 (hessian_fn converts a numpy argument with
+# np.asarray(x, dtype=np.float64) before taking its dtype); an np.float32 number gets a
+# Python float.  Expected float32 as the other derivatives (and as for NDArray inputs).
+
+def cubic_sum(x):
+    return np.sum(np.sin(x) * x * x)
+
+
+@pytest.mark.xfail(strict=True, reason="adv7 finding 5: pb.hessian of float32 is float64")
+def test_hessian_keeps_a_float32_input_dtype():
+    x = np.array([0.3, -0.7, 1.1], dtype=np.float32)
+    hessian = np.asarray(pb.hessian(cubic_sum)(x))
+    assert pb.grad(cubic_sum)(x).dtype == np.float32
+    assert hessian.dtype == np.float32
+    products = np.stack([pb.hvp(cubic_sum, (x,), (e,))[1]
+                         for e in np.eye(3, dtype=np.float32)])
+    np.testing.assert_array_equal(hessian, products)
+    assert isinstance(pb.hessian(lambda a: a * a * a)(np.float32(2.0)), np.float32)
