@@ -229,7 +229,7 @@ class CompiledFunction:
                 if out is a:
                     out = out.copy()
                     break
-            output = NDArray(out)
+            output = NDArray(out) if out.base is None else _result_array(out, args)
             call = _CompiledCall(self, variant, stack, args, ((out.shape, out.dtype),), args,
                                  places)
             output._node = tape.Node(_COMPILED, args, {"call": call, "out_index": 0},
@@ -246,7 +246,7 @@ class CompiledFunction:
                                 "tuple under autograd.record(): a recorded compiled call "
                                 "returns arrays or a tuple of arrays (pb.grad/vjp take "
                                 "containers)")
-        outputs = [_fresh_output(o, raw_args) for o in outs]
+        outputs = [_fresh_output(o, raw_args, args) for o in outs]
         call = _CompiledCall(self, variant, stack, args,
                              tuple((o.shape, o._data.dtype) for o in outputs), inputs, places)
         tape.record_custom(_COMPILED, inputs, {"call": call}, outputs, tracked)
@@ -366,8 +366,9 @@ def _call_with(fn, args):
                                                    strict=True)))
 
 
-def _fresh_output(value, raw_args):
-    """A new NDArray for a raw result (copied if it is one of the inputs' buffers)."""
+def _fresh_output(value, raw_args, inputs):
+    """A new NDArray for a raw result (copied if it is one of the inputs' buffers; linked to
+    the input it views otherwise: ``_result_array``)."""
     ready = type(value) is np.ndarray and value.ndim and value.dtype.kind in "fc" \
         and value.flags.c_contiguous   # what generated code returns almost always
     if ready:
@@ -382,7 +383,23 @@ def _fresh_output(value, raw_args):
         if data is a:
             data = data.copy()
             break
-    return NDArray(data if ready else as_data(data))
+    return _result_array(data if ready else as_data(data), inputs)
+
+
+def _result_array(data, args):
+    """An NDArray over a compiled call's raw result ``data``.  A result viewing an NDArray
+    argument's buffer (``x.reshape(...)``, ``x[0]``, a global's ``W[1:]``, ``x`` itself
+    outside record()) shares that array's owner and so its version counter, as the tape's
+    views do: a write through it is seen by every node that saved the argument (an
+    InPlaceError in backward), never a silently different gradient."""
+    out = NDArray(data)
+    for leaf in args if all(type(a) is not dict and type(a) is not list
+                            and type(a) is not tuple for a in args) else leaves_of(list(args)):
+        if isinstance(leaf, NDArray) and (data is leaf._data or data.base is not None
+                                          and np.may_share_memory(data, leaf._data)):
+            out._base = leaf if leaf._base is None else leaf._base
+            break
+    return out
 
 
 class _CompiledCall:
@@ -667,7 +684,7 @@ def _convert_value(out, args, differentiated=False):
     kinds = (np.ndarray, float, np.floating) if differentiated else np.ndarray
     if numpy_mode or not isinstance(out, kinds):
         return out
-    return NDArray(as_data(out))
+    return _result_array(as_data(out), args)
 
 
 def _numpy_world(args) -> bool:

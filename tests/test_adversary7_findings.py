@@ -203,8 +203,8 @@ def first_row(x):
     return x[0]
 
 
-@pytest.mark.xfail(strict=True, reason="adv7 finding 6: a compiled result viewing an argument "
-                   "is not linked to its version counter")
+# fixed: api._result_array links such a result to the argument's owner (family tests:
+# tests/test_adversary7_fixes.py)
 @pytest.mark.parametrize("recorded", [False, True])
 @pytest.mark.parametrize("fn", [flat_view, first_row])
 def test_write_into_a_compiled_view_of_an_argument(fn, recorded):
