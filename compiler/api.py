@@ -189,7 +189,9 @@ class CompiledFunction:
         raw_args = [_raw_tree(a) if isinstance(m, Kind) else
                     a._data if isinstance(a, NDArray) else a for a, m in zip(args, mask)]
         stack = Stack()
+        seen = recording or tape._state.caller_recording   # autograd.is_recording() inside
         with tape.scope(recording=False, training=None):
+            tape._state.caller_recording = seen
             out = variant._forward(stack, *raw_args)
         inputs, places = _node_inputs(args, mask)
         return self._record_outputs(variant, stack, args, raw_args, out, inputs, places, None)
@@ -197,13 +199,16 @@ class CompiledFunction:
     def _plain(self, variant, args):
         """A call with nothing differentiated: the forward, nothing pushed, nothing
         recorded."""
-        raw_args = [a._data if type(a) is NDArray else a for a in args]
+        raw_args = [a._data if type(a) is NDArray else
+                    _raw_tree(a) if isinstance(a, (dict, list, tuple)) else a for a in args]
         state = tape._state
         recording, state.recording = state.recording, False
+        caller, state.caller_recording = state.caller_recording, recording or \
+            state.caller_recording
         try:
             out = variant._forward(Stack(), *raw_args)
         finally:
-            state.recording = recording
+            state.recording, state.caller_recording = recording, caller
         return _convert_value(out, args)
 
     def _record(self, variant, mask, args):
@@ -213,10 +218,11 @@ class CompiledFunction:
         stack = Stack()
         state = tape._state
         recording, state.recording = state.recording, False
+        caller, state.caller_recording = state.caller_recording, True
         try:
             out = variant._forward(stack, *raw_args)
         finally:
-            state.recording = recording
+            state.recording, state.caller_recording = recording, caller
         places = _PLACES.get(len(args))
         if places is None:
             places = _PLACES[len(args)] = tuple((i, ()) for i in range(len(args)))

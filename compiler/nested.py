@@ -118,6 +118,7 @@ class _SecondOrderState:
         dots[argument] = _placed(u._data, path, internal[argument])
         stack = Stack()
         with tape.scope(recording=False, training=None):
+            tape._state.caller_recording = True   # as the recorded call's forward saw it
             out, out_dot = self.second.forward_tangent(stack, *internal, *dots)
             _, grad_dots = self.second.adjoint_tangent(stack, self.head, None)
         results = [_as_ndarray(_at(grad_dots[i], p), a)

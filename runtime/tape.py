@@ -46,6 +46,10 @@ class _State(threading.local):
     recording = False
     training = False
     backward_pass = None   # the serial of the backward pass running in this thread
+    # inside a compiled call's forward (numpy code: ``recording`` is off so that nothing in
+    # it records) whether the call itself was made while recording: what the user's code
+    # there sees as ``autograd.is_recording()`` (``user_recording``), as it would eagerly
+    caller_recording = False
 
 
 _state = _State()
@@ -57,6 +61,12 @@ def is_recording() -> bool:
 
 def is_training() -> bool:
     return _state.training
+
+
+def user_recording() -> bool:
+    """``autograd.is_recording()``: whether the user's code runs recorded, inside a compiled
+    call's forward too (where the tape itself is off: ``_State.caller_recording``)."""
+    return _state.recording or _state.caller_recording
 
 
 def set_recording(is_recording: bool) -> bool:
@@ -89,15 +99,16 @@ class StateScope:
 
     def __enter__(self):
         state = _state
-        self._saved.append((state.recording, state.training))
-        if self.recording is not None:
+        self._saved.append((state.recording, state.training, state.caller_recording))
+        if self.recording is not None:   # record()/pause() decide for the code inside
             state.recording = self.recording
+            state.caller_recording = False
         if self.training is not None:
             state.training = self.training
         return self
 
     def __exit__(self, *exc_info) -> bool:
-        _state.recording, _state.training = self._saved.pop()
+        _state.recording, _state.training, _state.caller_recording = self._saved.pop()
         return False
 
 

@@ -42,8 +42,7 @@ def _loss_and_grads(fn, x_tracked):
     return loss.asnumpy(), W_REC.grad.asnumpy().copy(), x.asnumpy()
 
 
-@pytest.mark.xfail(strict=True, reason="adv7 finding 1: ag.is_recording() is False inside a "
-                   "compiled call under record()")
+# fixed: tape._State.caller_recording (family tests: tests/test_adversary7_fixes.py)
 @pytest.mark.parametrize("x_tracked", [False, True])
 def test_is_recording_inside_a_recorded_compiled_call(x_tracked):
     eager_loss, eager_grad, x = _loss_and_grads(scaled_when_recording, x_tracked)
@@ -224,3 +223,24 @@ def test_write_into_a_compiled_view_of_an_argument(fn, recorded):
     except pb.InPlaceError:
         return
     np.testing.assert_allclose(x.grad.asnumpy(), [[1.0, -4.0, 12.0]])
+
+
+# ----- 7: a compiled call with a container of NDArrays, outside record(), crashes ---------
+# net(params, X) with params = {'w': w} works under record() (the node's inputs are the
+# leaves) but outside record() -- evaluating a model between training steps -- the plain
+# call passed the dict's NDArrays into numpy code: "TypeError: operand 'NDArray' does not
+# support ufuncs".  Expected the eager value sum(tanh(x * w)) = 1.3985.
+# fixed: CompiledFunction._plain unwraps containers (family tests: test_adversary7_fixes.py)
+
+def dict_model(params, x):
+    return nd.tanh(x * params["w"]).sum()
+
+
+@pytest.mark.parametrize("attached", [False, True])
+def test_compiled_call_of_a_dict_of_ndarrays_outside_record(attached):
+    w = nd.array([0.7, -1.3, 0.4], dtype="float64")
+    if attached:
+        w.attach_grad()
+    x = nd.array([0.3, -0.8, 1.1], dtype="float64")
+    got = pb.compile(dict_model)({"w": w}, x)
+    np.testing.assert_allclose(got.asnumpy(), dict_model({"w": w}, x).asnumpy(), rtol=1e-12)

@@ -123,3 +123,185 @@ def test_results_of_fresh_values_stay_unlinked_and_gradients_unchanged():
     numeric = central_gradient(lambda a: float(np.sum((np.tanh(a.reshape(4)) * 2.0) ** 2)),
                                (x0,), 0)
     np.testing.assert_allclose(x.grad.asnumpy(), numeric, rtol=1e-6, atol=1e-8)
+
+
+# ----- finding 1: autograd.is_recording() inside compiled code is the caller's state -------
+
+W_STATE = nd.array([0.7, -1.3, 0.4], dtype="float64")
+
+
+def _recording_factor():
+    return 3.0 if ag.is_recording() else 1.0
+
+
+def branch_on_recording(x):
+    if ag.is_recording():
+        return nd.sin(x * W_STATE).sum() * 2.0
+    return nd.sin(x * W_STATE).sum()
+
+
+def branch_in_a_helper(x):
+    return (x * W_STATE * x).sum() * _recording_factor()
+
+
+def branch_inside_pause(x):
+    with ag.pause():
+        inside = ag.is_recording()
+    scale = 5.0 if inside else 1.0
+    return (nd.exp(x * W_STATE)).sum() * scale + (x * x).sum() * ag.is_recording()
+
+
+def branch_on_a_dict(params, x):
+    if ag.is_recording():
+        return (nd.tanh(x * params["w"]) * 2.0).sum()
+    return nd.tanh(x * params["w"]).sum()
+
+
+STATE_FUNCTIONS = [branch_on_recording, branch_in_a_helper, branch_inside_pause]
+
+
+def _run_state(fn, recorded, x_tracked, w_tracked):
+    W_STATE.attach_grad(grad_req="write" if w_tracked else "null")
+    x = nd.array([0.3, -0.8, 1.1], dtype="float64")
+    if x_tracked:
+        x.attach_grad()
+    if not recorded:
+        return [fn(x).asnumpy()]
+    with ag.record():
+        loss = fn(x)
+    if not (x_tracked or w_tracked):
+        return [loss.asnumpy()]
+    loss.backward()
+    found = [loss.asnumpy()]
+    if x_tracked:
+        found.append(x.grad.asnumpy().copy())
+    if w_tracked:
+        found.append(W_STATE.grad.asnumpy().copy())
+    return found
+
+
+@pytest.mark.parametrize("tracked", [(False, False), (True, False), (False, True),
+                                     (True, True)])
+@pytest.mark.parametrize("recorded", [False, True])
+@pytest.mark.parametrize("fn", STATE_FUNCTIONS)
+def test_is_recording_inside_compiled_code_follows_the_caller(fn, recorded, tracked):
+    eager = _run_state(fn, recorded, *tracked)
+    compiled = _run_state(pb.compile(fn), recorded, *tracked)
+    for a, b in zip(eager, compiled, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_is_recording_with_a_container_argument(recorded):
+    """A dict argument takes the general road (_call_slowly)."""
+    results = []
+    for fn in (branch_on_a_dict, pb.compile(branch_on_a_dict)):
+        w = nd.array([0.7, -1.3, 0.4], dtype="float64")
+        w.attach_grad()
+        x = nd.array([0.3, -0.8, 1.1], dtype="float64")
+        if recorded:
+            with ag.record():
+                loss = fn({"w": w}, x)
+            loss.backward()
+            results.append((loss.asnumpy(), w.grad.asnumpy().copy()))
+        else:
+            results.append((fn({"w": w}, x).asnumpy(),))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+    if recorded:   # the recorded branch (2 tanh) against central differences
+        numeric = central_gradient(
+            lambda w: 2.0 * np.sum(np.tanh(np.array([0.3, -0.8, 1.1]) * w)),
+            (np.array([0.7, -1.3, 0.4]),), 0)
+        np.testing.assert_allclose(results[1][1], numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_create_graph_through_a_branch_on_is_recording():
+    """The second-order re-run of the compiled forward takes the recorded call's branch:
+    x.grad of sum(grad(l)**2) equals the tape's and central differences."""
+    def run(fn, x0):
+        W_STATE.attach_grad()
+        x = nd.array(x0, dtype="float64")
+        x.attach_grad()
+        with ag.record():
+            loss = fn(x)
+            gx = ag.grad(loss, [x], create_graph=True)[0]
+            s = (gx * gx).sum()
+        s.backward()
+        return float(s.asnumpy()[0]), x.grad.asnumpy().copy()
+
+    x0 = np.array([0.3, -0.8, 1.1])
+    _, eager = run(branch_on_recording, x0)
+    _, compiled = run(pb.compile(branch_on_recording), x0)
+    eps = 1e-6
+    numeric = np.array([(run(branch_on_recording, x0 + e)[0]
+                         - run(branch_on_recording, x0 - e)[0]) / (2 * eps)
+                        for e in np.eye(3) * eps])
+    np.testing.assert_allclose(eager, numeric, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(compiled, eager, rtol=1e-10)
+
+
+# ----- finding 7: container arguments of a compiled call that records nothing -------------
+
+def mlp(params, x):
+    h = nd.tanh(nd.dot(x, params["layers"][0]["W"]) + params["layers"][0]["b"])
+    return nd.dot(h, params["layers"][1][0]) + params["scale"] * params["layers"][1][1]
+
+
+def _mlp_params(attach):
+    rs = np.random.RandomState(4)
+    leaves = [nd.array(rs.randn(*shape), dtype="float64") for shape in ((3, 4), (4,), (4, 2),
+                                                                       (2,))]
+    if attach:
+        for leaf in leaves:
+            leaf.attach_grad()
+    return {"layers": [{"W": leaves[0], "b": leaves[1]}, (leaves[2], leaves[3])],
+            "scale": 0.5}, leaves
+
+
+@pytest.mark.parametrize("state", ["plain", "plain_attached", "recorded_untracked",
+                                   "paused"])
+def test_container_arguments_without_a_recorded_node(state):
+    params, _ = _mlp_params(attach=state != "recorded_untracked")
+    x = nd.array(np.random.RandomState(5).randn(5, 3), dtype="float64")
+    compiled = pb.compile(mlp)
+    if state == "recorded_untracked":
+        with ag.record():
+            got = compiled(params, x)
+    elif state == "paused":
+        with ag.record():
+            with ag.pause():
+                got = compiled(params, x)
+    else:
+        got = compiled(params, x)
+    np.testing.assert_allclose(got.asnumpy(), mlp(params, x).asnumpy(), rtol=1e-12)
+
+
+def test_container_arguments_evaluated_between_recorded_steps():
+    """Train under record(), evaluate outside it, train again: gradients equal the tape's
+    and central differences, evaluations equal the eager values."""
+    results = []
+    for fn in (mlp, pb.compile(mlp)):
+        params, leaves = _mlp_params(attach=True)
+        x = nd.array(np.random.RandomState(5).randn(5, 3), dtype="float64")
+        found = []
+        for _ in range(2):
+            with ag.record():
+                loss = (fn(params, x) ** 2).sum()
+            loss.backward()
+            found += [leaf.grad.asnumpy().copy() for leaf in leaves]
+            for leaf in leaves:
+                leaf[:] = leaf - 0.01 * leaf.grad
+            found.append(fn(params, x).asnumpy())
+        results.append(found)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-10)
+    params, leaves = _mlp_params(attach=False)
+    x0 = np.random.RandomState(5).randn(5, 3)
+    w0 = leaves[0].asnumpy()
+
+    def loss_of_w(w):
+        h = np.tanh(x0 @ w + leaves[1].asnumpy())
+        return np.sum((h @ leaves[2].asnumpy() + 0.5 * leaves[3].asnumpy()) ** 2)
+
+    np.testing.assert_allclose(results[1][0], central_gradient(loss_of_w, (w0,), 0),
+                               rtol=1e-6, atol=1e-8)
