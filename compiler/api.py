@@ -15,13 +15,14 @@ eagerly on the tape, so higher derivatives stay exact.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
 
 import numpy as np
 
-from pullback.runtime import tape
+from pullback.runtime import rng, tape
 from pullback.runtime.errors import AutogradError, ComplexValueError, HeadGradientError
 from pullback.runtime.ndarray import NDArray, as_data
 from pullback.runtime.primitives import Primitive
@@ -190,11 +191,13 @@ class CompiledFunction:
                     a._data if isinstance(a, NDArray) else a for a, m in zip(args, mask)]
         stack = Stack()
         seen = recording or tape._state.caller_recording   # autograd.is_recording() inside
+        draws = rng._draws
         with tape.scope(recording=False, training=None):
             tape._state.caller_recording = seen
             out = variant._forward(stack, *raw_args)
         inputs, places = _node_inputs(args, mask)
-        return self._record_outputs(variant, stack, args, raw_args, out, inputs, places, None)
+        return self._record_outputs(variant, stack, args, raw_args, out, inputs, places, None,
+                                    draws)
 
     def _plain(self, variant, args):
         """A call with nothing differentiated: the forward, nothing pushed, nothing
@@ -219,6 +222,7 @@ class CompiledFunction:
         state = tape._state
         recording, state.recording = state.recording, False
         caller, state.caller_recording = state.caller_recording, True
+        draws = rng._draws
         try:
             out = variant._forward(stack, *raw_args)
         finally:
@@ -240,10 +244,15 @@ class CompiledFunction:
                                  places)
             output._node = tape.Node(_COMPILED, args, {"call": call, "out_index": 0},
                                      tracked, 0)
+            call.value = out
+            if rng._draws != draws:
+                call.replay = rng.state_before(draws + 1)
             return output
-        return self._record_outputs(variant, stack, args, raw_args, out, args, places, tracked)
+        return self._record_outputs(variant, stack, args, raw_args, out, args, places, tracked,
+                                    draws)
 
-    def _record_outputs(self, variant, stack, args, raw_args, out, inputs, places, tracked):
+    def _record_outputs(self, variant, stack, args, raw_args, out, inputs, places, tracked,
+                        draws):
         single = type(out) is not tuple
         outs = (out,) if single else out
         for o in outs:
@@ -255,6 +264,9 @@ class CompiledFunction:
         outputs = [_fresh_output(o, raw_args, args) for o in outs]
         call = _CompiledCall(self, variant, stack, args,
                              tuple((o.shape, o._data.dtype) for o in outputs), inputs, places)
+        call.value = out
+        if rng._draws != draws:
+            call.replay = rng.state_before(draws + 1)
         tape.record_custom(_COMPILED, inputs, {"call": call}, outputs, tracked)
         return outputs[0] if single else tuple(outputs)
 
@@ -409,7 +421,17 @@ def _result_array(data, args):
 
 
 class _CompiledCall:
-    """What one recorded call of a compiled function keeps for its backward."""
+    """What one recorded call of a compiled function keeps for its backward.
+
+    ``value``: the forward's raw result; ``replay``: the ``nd.random`` state before its
+    first draw (None: it drew nothing).  A second derivative re-runs the forward
+    (``nested``, ``_eager_gradients``): from that state, so it draws the same numbers, and
+    checked against ``value`` (``check_rerun``), so a forward that gives another value
+    (``np.random``, a Generator, state changed since) is an error, never another
+    function's derivative."""
+
+    value = None
+    replay = None
 
     def __init__(self, function, variant, stack, args, out_shapes, inputs, places):
         self.function, self.variant, self.stack = function, variant, stack
@@ -470,11 +492,34 @@ class _CompiledCall:
         return None if gr is None else NDArray(as_data(np.asarray(
             _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
 
+    def rerun(self):
+        """A context for re-running the forward: the call's random draws again."""
+        return rng.replaying(self.replay) if self.replay is not None else _NO_REPLAY
+
+    def check_rerun(self, out):
+        """Refuse a re-run of the forward whose value is not the call's."""
+        again = leaves_of(out if isinstance(out, tuple) else (out,))
+        before = leaves_of(self.value if isinstance(self.value, tuple) else (self.value,))
+        same = len(again) == len(before) and all(
+            np.shape(a) == np.shape(b) and _close_rerun(np.asarray(a), np.asarray(b))
+            for a, b in zip(again, before))
+        if not same:
+            raise AutogradError(
+                f"{self.function.fn.__qualname__}(): its forward, run again for a second "
+                "derivative (create_graph=True), gave another value than the recorded call: "
+                "it draws random numbers other than nd.random's (np.random, a Generator) or "
+                "reads state that changed since the call, so its derivatives would be another "
+                "function's. Draw them with nd.random, or pass them in as arguments.")
+
     def _eager_gradients(self, out_index, g):
         tracked = list({id(a): a for a in self.inputs
                         if isinstance(a, NDArray) and tape.is_tracked(a)}.values())
         fn = self.function.fn
-        out = _call_with(fn, self.args[:parameter_count(fn)])
+        with self.rerun():
+            out = _call_with(fn, self.args[:parameter_count(fn)])
+        self.check_rerun(tuple(o._data if isinstance(o, NDArray) else o for o in out)
+                         if isinstance(out, tuple) else
+                         out._data if isinstance(out, NDArray) else out)
         out = out if len(self.out_shapes) == 1 else out[out_index]
         grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
         by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
@@ -489,6 +534,20 @@ def _compiled_rule(g, ans, tracked, *args, call, out_index):
 
 
 _COMPILED = Primitive("compiled_call", None, None, vjp_all=_compiled_rule)
+
+
+def _close_rerun(again, before) -> bool:
+    """Equal up to rounding (fused and unfused code, sums in another order), scaled by the
+    values' size: a re-run drawing other numbers differs by far more."""
+    if again.size == 0:
+        return True
+    wide = np.result_type(again, before, np.float16)
+    tol = 1e-7 if wide == np.float64 else 1e-3
+    a, b = again.astype(np.float64), before.astype(np.float64)
+    finite = np.isfinite(b)
+    scale = float(np.max(np.abs(b[finite]))) if finite.any() else 0.0
+    return bool(np.allclose(a, b, rtol=tol, atol=tol * (1.0 + scale), equal_nan=True))
+_NO_REPLAY = contextlib.nullcontext()
 
 
 def _stack_copy(stack):

@@ -543,13 +543,14 @@ def backward(heads, head_grads=None, retain_graph=False, train_mode=True):
 
 
 def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=False,
-         train_mode=True):
+         train_mode=True, held=()):
     """Gradients of heads with respect to variables, as new arrays (``.grad`` untouched).
 
     With ``create_graph`` every returned gradient can be differentiated again: one that
     depends on no variable becomes a recorded constant (its derivative is zero).  Only
     the rules on a path from a head to a variable run (the gradient of anything else
-    would be thrown away).
+    would be thrown away).  ``held``: arrays taken as constants (their history is not
+    walked): a partial derivative, as a node's VJP for one of several inputs needs.
     """
     for v in variables:
         if not isinstance(v, NDArray) or not is_tracked(v):
@@ -562,6 +563,8 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
     # With one variable, the history behind it cannot matter: not walking it keeps
     # nested reverse mode (grad of an intermediate inside a loop) linear, not quadratic.
     stop = frozenset({id(variables[0])}) if len(variables) == 1 else frozenset()
+    if held:
+        stop = stop | {id(h) for h in held}
     reached = _run_backward(list(heads), head_grads, retain_graph, create_graph, train_mode,
                             stop, targets={id(v) for v in variables})
     out = []

@@ -305,3 +305,171 @@ def test_container_arguments_evaluated_between_recorded_steps():
 
     np.testing.assert_allclose(results[1][0], central_gradient(loss_of_w, (w0,), 0),
                                rtol=1e-6, atol=1e-8)
+
+
+# ----- finding 2: second derivatives through a compiled call drawing random numbers --------
+
+W_DRAWS = nd.array([1.764052345967664, 0.4001572083672233, 0.9787379841057392],
+                   dtype="float64")
+GENERATOR = np.random.default_rng(0)
+
+
+def scaled_by_uniform(x):
+    r = nd.random.uniform(0.5, 1.5, shape=(3,), dtype="float64")
+    return nd.sin(x * W_DRAWS * r).sum()
+
+
+def scaled_by_two_normals(x):
+    r = nd.random.normal(1.0, 0.2, shape=(3,), dtype="float64")
+    s = nd.random.normal(0.0, 0.1, shape=(3,), dtype="float64")
+    return (nd.exp(x * r) * W_DRAWS + x * x * s).sum()
+
+
+def masked_by_randint(x):
+    mask = nd.random.randint(0, 2, shape=(3,)).astype("float64")
+    return (nd.tanh(x * W_DRAWS) * (mask + 0.5)).sum()
+
+
+def two_outputs_drawing(x):
+    r = nd.random.uniform(0.5, 1.5, shape=(3,), dtype="float64")
+    return nd.sin(x * r), nd.cos(x * W_DRAWS) * r
+
+
+def drawn_by_numpy(x):
+    r = np.random.uniform(0.5, 1.5, size=3)
+    return nd.sin(x * W_DRAWS * r).sum()
+
+
+def drawn_by_a_generator(x):
+    r = GENERATOR.uniform(0.5, 1.5, size=3)
+    return nd.sin(x * W_DRAWS * r).sum()
+
+
+def _second_order(fn, x0, order=2):
+    """s = sum(grad(l)**2) (order 2) or the gradient of its gradient's sum (order 3):
+    its value, x.grad, W.grad and the next nd.random draw after the backward."""
+    W_DRAWS.attach_grad()
+    x = nd.array(x0, dtype="float64")
+    x.attach_grad()
+    nd.random.seed(3)
+    with ag.record():
+        out = fn(x)
+        loss = out if not isinstance(out, tuple) else (out[0] * out[1]).sum()
+        gx = ag.grad(loss, [x], create_graph=True)[0]
+        s = (gx * gx).sum()
+        if order == 3:
+            gxx = ag.grad(s, [x], create_graph=True)[0]
+            s = (gxx * gxx).sum()
+    s.backward()
+    return (float(s.asnumpy()[0]), x.grad.asnumpy().copy(), W_DRAWS.grad.asnumpy().copy(),
+            nd.random.uniform(shape=(2,), dtype="float64").asnumpy())
+
+
+X_DRAWS = np.array([1.6243453636632417, -0.6117564136500754, -0.5281717522634557])
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("fn", [scaled_by_uniform, scaled_by_two_normals, masked_by_randint,
+                                two_outputs_drawing])
+def test_second_and_third_order_through_nd_random_draws(fn, order):
+    eager = _second_order(fn, X_DRAWS, order)
+    compiled = _second_order(pb.compile(fn), X_DRAWS, order)
+    for a, b in zip(eager, compiled, strict=True):   # the next draw too: one draw per call
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+    if order == 2:
+        eps = 1e-6
+        numeric = np.array([(_second_order(fn, X_DRAWS + e)[0]
+                             - _second_order(fn, X_DRAWS - e)[0]) / (2 * eps)
+                            for e in np.eye(3) * eps])
+        np.testing.assert_allclose(compiled[1], numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fn", [drawn_by_numpy, drawn_by_a_generator])
+def test_other_random_sources_refuse_second_order_and_keep_first_order(fn):
+    """np.random and Generator objects cannot be replayed: create_graph through them is an
+    AutogradError naming the function; first-order gradients (one forward) stay exact."""
+    compiled = pb.compile(fn)
+    x = nd.array(X_DRAWS, dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        loss = compiled(x)
+        with pytest.raises(pb.AutogradError, match=fn.__name__):
+            ag.grad(loss, [x], create_graph=True)[0].sum().backward()
+    np.random.seed(1)
+    globals()["GENERATOR"] = np.random.default_rng(1)
+    with ag.record():
+        loss = compiled(x)
+    loss.backward()
+    np.random.seed(1)
+    globals()["GENERATOR"] = np.random.default_rng(1)
+    r = np.random.uniform(0.5, 1.5, size=3) if fn is drawn_by_numpy else \
+        GENERATOR.uniform(0.5, 1.5, size=3)
+    w = W_DRAWS.asnumpy()
+    np.testing.assert_allclose(x.grad.asnumpy(), np.cos(X_DRAWS * w * r) * w * r,
+                               rtol=1e-12)
+
+
+# ----- finding 8: recorded second (and third) derivatives with heads depending on x -------
+
+W_HEAD = nd.array([0.9, -0.4, 1.3], dtype="float64")
+
+
+def one_output(x):
+    return nd.sin(x * W_HEAD) * x
+
+
+def two_outputs(x):
+    return nd.tanh(x * W_HEAD), nd.exp(x * 0.5) * W_HEAD
+
+
+def looped(x):
+    h = x
+    for _ in range(2):
+        h = nd.sin(h * W_HEAD) + x
+    return h
+
+
+HEADS = {
+    "squared": lambda out: (out * out).sum() if not isinstance(out, tuple)
+    else (out[0] * out[0]).sum() + (out[1] * out[0]).sum(),
+    "product": lambda out: (out * nd.exp(out)).sum() if not isinstance(out, tuple)
+    else (out[0] * out[1]).sum(),
+    "constant": lambda out: out.sum() if not isinstance(out, tuple)
+    else out[0].sum() + 2 * out[1].sum(),
+}
+
+
+def _recorded_derivatives(fn, head, x0, order):
+    W_HEAD.attach_grad()
+    x = nd.array(x0, dtype="float64")
+    x.attach_grad()
+    with ag.record():
+        loss = HEADS[head](fn(x))
+        gx = ag.grad(loss, [x], create_graph=True)[0]
+        s = (gx * gx * x).sum()
+        gxx = ag.grad(s, [x], create_graph=True)[0]
+        t = (gxx * gxx).sum()
+    if order == 3:
+        t.backward()
+        return float(s.asnumpy()[0]), gxx.asnumpy(), x.grad.asnumpy().copy(), \
+            W_HEAD.grad.asnumpy().copy()
+    return float(s.asnumpy()[0]), gxx.asnumpy()
+
+
+X_HEAD = np.array([0.8, -0.3, 0.45])
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("fn", [one_output, two_outputs, looped])
+def test_recorded_higher_derivatives_through_compiled_calls(fn, head, order):
+    eager = _recorded_derivatives(fn, head, X_HEAD, order)
+    compiled = _recorded_derivatives(pb.compile(fn), head, X_HEAD, order)
+    for a, b in zip(eager, compiled, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+    if order == 2:   # the eager road itself against central differences of s
+        eps = 1e-6
+        numeric = np.array([(_recorded_derivatives(fn, head, X_HEAD + e, 2)[0]
+                             - _recorded_derivatives(fn, head, X_HEAD - e, 2)[0]) / (2 * eps)
+                            for e in np.eye(3) * eps])
+        np.testing.assert_allclose(compiled[1], numeric, rtol=1e-5, atol=1e-7)
