@@ -45,6 +45,7 @@ class CompiledFunction:
     def __init__(self, fn, native: bool = True, fallback: str | None = None):
         if fallback not in (None, "tape"):
             raise ValueError(f"fallback must be None or 'tape', got {fallback!r}")
+        _refuse_bound_method(fn)
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.native = native
@@ -561,15 +562,19 @@ def _stack_copy(stack):
 Stack.__copy__ = _stack_copy
 
 
+def _refuse_bound_method(fn) -> None:
+    if inspect.ismethod(fn):   # its __code__ is the function's, which also takes self
+        raise TypeError(f"{fn.__qualname__} is a bound method: pass its function and the "
+                        f"object, pb.grad({fn.__qualname__}, argnums=1)(obj, x), or a "
+                        "function of your own that calls it")
+
+
 def as_compiled(fn) -> CompiledFunction:
     """``fn`` as a CompiledFunction (plain functions are cached by code object)."""
     if isinstance(fn, CompiledFunction):
         fn.check_bindings()
         return fn
-    if inspect.ismethod(fn):   # its __code__ is the function's, which also takes self
-        raise TypeError(f"{fn.__qualname__} is a bound method: pass its function and the "
-                        f"object, pb.grad({fn.__qualname__}, argnums=1)(obj, x), or a "
-                        "function of your own that calls it")
+    _refuse_bound_method(fn)
     code = getattr(fn, "__code__", None)
     if code is None:
         raise CompileError(f"pullback can only differentiate Python functions, got {fn!r}")

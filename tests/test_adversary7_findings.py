@@ -119,7 +119,8 @@ def _with_gradient(p):
     return p
 
 
-@pytest.mark.xfail(strict=True, reason="adv7 finding 3: .grad in compiled code crashes")
+# fixed: a CompileError at the line (calls.describe); .context/.ctx work (support.context);
+# family tests: tests/test_adversary7_fixes.py
 @pytest.mark.parametrize("fn", [sgd_step, sgd_step_of_a_global])
 def test_reading_grad_in_compiled_code(fn):
     p = _with_gradient(P_GLOBAL)
@@ -148,7 +149,7 @@ class TwoLayer:
         return nd.tanh(x) * self.scale
 
 
-@pytest.mark.xfail(strict=True, reason="adv7 finding 4: pb.compile(bound method) misleads")
+# fixed (family tests: tests/test_adversary7_fixes.py)
 def test_compile_of_a_bound_method_is_refused_clearly_or_works():
     model = TwoLayer()
     x = nd.array([0.5, -1.0], dtype="float64")
@@ -171,7 +172,7 @@ def cubic_sum(x):
     return np.sum(np.sin(x) * x * x)
 
 
-@pytest.mark.xfail(strict=True, reason="adv7 finding 5: pb.hessian of float32 is float64")
+# fixed (family tests: tests/test_adversary7_fixes.py)
 def test_hessian_keeps_a_float32_input_dtype():
     x = np.array([0.3, -0.7, 1.1], dtype=np.float32)
     hessian = np.asarray(pb.hessian(cubic_sum)(x))

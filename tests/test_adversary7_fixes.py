@@ -473,3 +473,128 @@ def test_recorded_higher_derivatives_through_compiled_calls(fn, head, order):
                              - _recorded_derivatives(fn, head, X_HEAD - e, 2)[0]) / (2 * eps)
                             for e in np.eye(3) * eps])
         np.testing.assert_allclose(compiled[1], numeric, rtol=1e-5, atol=1e-7)
+
+
+# ----- finding 3: attributes of NDArrays that numpy arrays lack (.grad, .context, .ctx) ---
+
+from types import SimpleNamespace  # noqa: E402
+
+W_ATTR = nd.array([1.0, 2.0, 3.0], dtype="float64")
+SETTINGS = SimpleNamespace(context=2.5)
+
+
+def grad_of_argument(p, lr):
+    return p - lr * p.grad
+
+
+def grad_of_global(lr):
+    return W_ATTR - lr * W_ATTR.grad
+
+
+def grad_of_local(p):
+    q = p * 2.0
+    return q.grad
+
+
+def grad_in_a_helper_call(p):
+    return grad_of_local(p) + p
+
+
+@pytest.mark.parametrize("fn, args", [(grad_of_argument, ("W", 0.1)), (grad_of_global, (0.1,)),
+                                      (grad_of_local, ("W",)), (grad_in_a_helper_call, ("W",))])
+def test_grad_attribute_is_refused_at_its_line(fn, args):
+    W_ATTR.attach_grad()
+    args = tuple(W_ATTR if a == "W" else a for a in args)
+    with pytest.raises(pb.CompileError) as error:
+        pb.compile(fn)(*args)
+    text = str(error.value)
+    assert ".grad inside a compiled function" in text and "test_adversary7_fixes.py" in text
+
+
+def on_the_cpu(x):
+    zeros = nd.zeros(x.shape, ctx=x.context, dtype="float64")
+    scale = 2.0 if x.ctx == nd.cpu() else 0.0
+    return nd.sin(x + zeros) * W_ATTR * scale + SETTINGS.context * x
+
+
+def test_context_attributes_are_the_cpu_on_every_road():
+    x0 = np.array([0.3, -0.5, 1.2])
+    W_ATTR.attach_grad()
+    results = []
+    for fn in (on_the_cpu, pb.compile(on_the_cpu)):
+        x = nd.array(x0, dtype="float64")
+        x.attach_grad()
+        plain = fn(x).asnumpy()
+        with ag.record():
+            loss = fn(x).sum()
+        loss.backward()
+        results.append((plain, x.grad.asnumpy().copy(), W_ATTR.grad.asnumpy().copy()))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+    w = W_ATTR.asnumpy()
+    numeric = central_gradient(lambda v: np.sum(np.sin(v) * w * 2.0 + 2.5 * v), (x0,), 0)
+    np.testing.assert_allclose(results[1][1], numeric, rtol=1e-6, atol=1e-8)
+    # pb.grad of numpy arrays: the attributes read the CPU as well
+    np.testing.assert_allclose(pb.grad(lambda v: on_the_cpu(v).sum())(x0), numeric,
+                               rtol=1e-6, atol=1e-8)
+
+
+# ----- finding 4: bound methods are refused by every entry point alike --------------------
+
+class Scaled:
+    def __init__(self):
+        self.scale = 3.0
+
+    def forward(self, x):
+        return nd.tanh(x) * self.scale
+
+    @classmethod
+    def make(cls, x):
+        return x * 2.0
+
+
+@pytest.mark.parametrize("entry", [pb.compile, pb.grad, pb.value_and_grad,
+                                   lambda f: pb.compile(native=False)(f)])
+@pytest.mark.parametrize("method", ["forward", "make"])
+def test_bound_methods_are_refused_by_name(entry, method):
+    bound = getattr(Scaled(), method)
+    with pytest.raises(TypeError, match="is a bound method"):
+        entry(bound)(nd.array([0.5, -1.0], dtype="float64"))
+
+
+def test_the_function_of_a_method_compiles_with_its_object_as_an_argument():
+    model = Scaled()
+    x0 = np.array([0.5, -1.0])
+    compiled = pb.compile(Scaled.forward)
+    np.testing.assert_allclose(compiled(model, nd.array(x0, dtype="float64")).asnumpy(),
+                               np.tanh(x0) * 3.0, rtol=1e-12)
+    np.testing.assert_allclose(pb.grad(lambda m, v: np.sum(Scaled.forward(m, v)), 1)(model, x0),
+                               central_gradient(lambda v: np.tanh(v) * 3.0, (x0,), 0),
+                               rtol=1e-6, atol=1e-8)
+
+
+# ----- finding 5: pb.hessian keeps the input's float dtype as pb.grad and pb.hvp do --------
+
+def quartic(x):
+    return np.sum(x * x * x * x + np.sin(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
+def test_hessian_dtype_of_arrays_follows_the_gradient(dtype):
+    x = np.array([0.5, -1.0, 2.0]).astype(dtype) if dtype is not np.int64 else \
+        np.array([1, -1, 2])
+    hessian = np.asarray(pb.hessian(quartic)(x))
+    assert hessian.dtype == np.asarray(pb.grad(quartic)(x)).dtype
+    xf = x.astype(np.float64)
+    expected = np.diag(12 * xf * xf - np.sin(xf))
+    tol = {np.float16: 2e-2, np.float32: 1e-5}.get(dtype, 1e-12)
+    np.testing.assert_allclose(hessian.astype(np.float64), expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("x", [np.float32(1.5), np.float64(1.5), 1.5, 2])
+def test_hessian_of_a_number_is_the_hvp_kind(x):
+    cube = lambda a: a * a * a   # noqa: E731
+    hessian = pb.hessian(cube)(x)
+    product = pb.hvp(cube, (x,), (type(x)(1) if not isinstance(x, int) else 1.0,))[1]
+    assert type(hessian) is type(product) or (isinstance(x, int) and isinstance(hessian, float))
+    assert float(hessian) == pytest.approx(6 * float(x), rel=1e-6)
