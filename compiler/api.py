@@ -499,6 +499,8 @@ class _CompiledCall:
 
     def check_rerun(self, out):
         """Refuse a re-run of the forward whose value is not the call's."""
+        if self.value is None:
+            return
         again = leaves_of(out if isinstance(out, tuple) else (out,))
         before = leaves_of(self.value if isinstance(self.value, tuple) else (self.value,))
         same = len(again) == len(before) and all(
