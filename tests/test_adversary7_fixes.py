@@ -2,6 +2,8 @@
 each family checked on the compiled road against the eager tape (values, gradients, the
 tape's InPlaceError) and central differences in float64."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -477,7 +479,6 @@ def test_recorded_higher_derivatives_through_compiled_calls(fn, head, order):
 
 # ----- finding 3: attributes of NDArrays that numpy arrays lack (.grad, .context, .ctx) ---
 
-from types import SimpleNamespace  # noqa: E402
 
 W_ATTR = nd.array([1.0, 2.0, 3.0], dtype="float64")
 SETTINGS = SimpleNamespace(context=2.5)
