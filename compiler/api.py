@@ -245,7 +245,7 @@ class CompiledFunction:
                                  places)
             output._node = tape.Node(_COMPILED, args, {"call": call, "out_index": 0},
                                      tracked, 0)
-            call.value = out
+            call.value, call.training = out, state.training
             if rng._draws != draws:
                 call.replay = rng.state_before(draws + 1)
             return output
@@ -265,7 +265,7 @@ class CompiledFunction:
         outputs = [_fresh_output(o, raw_args, args) for o in outs]
         call = _CompiledCall(self, variant, stack, args,
                              tuple((o.shape, o._data.dtype) for o in outputs), inputs, places)
-        call.value = out
+        call.value, call.training = out, tape._state.training
         if rng._draws != draws:
             call.replay = rng.state_before(draws + 1)
         tape.record_custom(_COMPILED, inputs, {"call": call}, outputs, tracked)
@@ -425,7 +425,7 @@ class _CompiledCall:
     """What one recorded call of a compiled function keeps for its backward.
 
     ``value``: the forward's raw result; ``replay``: the ``nd.random`` state before its
-    first draw (None: it drew nothing).  A second derivative re-runs the forward
+    first draw (None: it drew nothing); ``training``: the training mode it ran in.  A second derivative re-runs the forward
     (``nested``, ``_eager_gradients``): from that state, so it draws the same numbers, and
     checked against ``value`` (``check_rerun``), so a forward that gives another value
     (``np.random``, a Generator, state changed since) is an error, never another
@@ -433,6 +433,7 @@ class _CompiledCall:
 
     value = None
     replay = None
+    training = None   # autograd.is_training() when the call ran (its re-runs see it again)
 
     def __init__(self, function, variant, stack, args, out_shapes, inputs, places):
         self.function, self.variant, self.stack = function, variant, stack
@@ -494,8 +495,15 @@ class _CompiledCall:
             _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
 
     def rerun(self):
-        """A context for re-running the forward: the call's random draws again."""
-        return rng.replaying(self.replay) if self.replay is not None else _NO_REPLAY
+        """A context for re-running the forward: the call's training mode and random
+        draws again."""
+        replay = rng.replaying(self.replay) if self.replay is not None else _NO_REPLAY
+        if self.training is None:
+            return replay
+        stack = contextlib.ExitStack()
+        stack.enter_context(tape.scope(recording=None, training=self.training))
+        stack.enter_context(replay)
+        return stack
 
     def check_rerun(self, out):
         """Refuse a re-run of the forward whose value is not the call's."""

@@ -599,3 +599,35 @@ def test_hessian_of_a_number_is_the_hvp_kind(x):
     product = pb.hvp(cube, (x,), (type(x)(1) if not isinstance(x, int) else 1.0,))[1]
     assert type(hessian) is type(product) or (isinstance(x, int) and isinstance(hessian, float))
     assert float(hessian) == pytest.approx(6 * float(x), rel=1e-6)
+
+
+# ----- finding 1/2's family: the create_graph re-run sees the call's training mode --------
+
+def scaled_when_training(x):
+    if ag.is_training():
+        return (nd.sin(x * W_STATE) * 2.0).sum()
+    return nd.sin(x * W_STATE).sum()
+
+
+@pytest.mark.parametrize("order", [2, 3])
+@pytest.mark.parametrize("record_training", [True, False])
+@pytest.mark.parametrize("backward_training", [True, False])
+def test_second_order_re_run_keeps_the_calls_training_mode(record_training,
+                                                           backward_training, order):
+    def run(fn):
+        W_STATE.attach_grad()
+        x = nd.array([0.3, -0.8, 1.1], dtype="float64")
+        x.attach_grad()
+        with ag.record(train_mode=record_training):
+            loss = fn(x)
+            gx = ag.grad(loss, [x], create_graph=True, train_mode=backward_training)[0]
+            s = (gx * gx).sum()
+            if order == 3:
+                gxx = ag.grad(s, [x], create_graph=True, train_mode=backward_training)[0]
+                s = (gxx * gxx).sum()
+        s.backward(train_mode=backward_training)
+        return x.grad.asnumpy().copy(), W_STATE.grad.asnumpy().copy()
+
+    for a, b in zip(run(scaled_when_training), run(pb.compile(scaled_when_training)),
+                    strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
