@@ -15,13 +15,14 @@ eagerly on the tape, so higher derivatives stay exact.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
 
 import numpy as np
 
-from pullback.runtime import tape
+from pullback.runtime import rng, tape
 from pullback.runtime.errors import AutogradError, ComplexValueError, HeadGradientError
 from pullback.runtime.ndarray import NDArray, as_data
 from pullback.runtime.primitives import Primitive
@@ -45,6 +46,7 @@ class CompiledFunction:
     def __init__(self, fn, native: bool = True, fallback: str | None = None):
         if fallback not in (None, "tape"):
             raise ValueError(f"fallback must be None or 'tape', got {fallback!r}")
+        _refuse_bound_method(fn)
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.native = native
@@ -195,21 +197,28 @@ class CompiledFunction:
         raw_args = [_raw_tree(a) if isinstance(m, Kind) else
                     a._data if isinstance(a, NDArray) else a for a, m in zip(args, mask)]
         stack = Stack()
+        seen = recording or tape._state.caller_recording   # autograd.is_recording() inside
+        draws = rng._draws
         with tape.scope(recording=False, training=None):
+            tape._state.caller_recording = seen
             out = variant._forward(stack, *raw_args)
         inputs, places = _node_inputs(args, mask)
-        return self._record_outputs(variant, stack, args, raw_args, out, inputs, places, None)
+        return self._record_outputs(variant, stack, args, raw_args, out, inputs, places, None,
+                                    draws)
 
     def _plain(self, variant, args):
         """A call with nothing differentiated: the forward, nothing pushed, nothing
         recorded."""
-        raw_args = [a._data if type(a) is NDArray else a for a in args]
+        raw_args = [a._data if type(a) is NDArray else
+                    _raw_tree(a) if isinstance(a, (dict, list, tuple)) else a for a in args]
         state = tape._state
         recording, state.recording = state.recording, False
+        caller, state.caller_recording = state.caller_recording, recording or \
+            state.caller_recording
         try:
             out = variant._forward(Stack(), *raw_args)
         finally:
-            state.recording = recording
+            state.recording, state.caller_recording = recording, caller
         return _convert_value(out, args)
 
     def _record(self, variant, mask, args):
@@ -219,10 +228,12 @@ class CompiledFunction:
         stack = Stack()
         state = tape._state
         recording, state.recording = state.recording, False
+        caller, state.caller_recording = state.caller_recording, True
+        draws = rng._draws
         try:
             out = variant._forward(stack, *raw_args)
         finally:
-            state.recording = recording
+            state.recording, state.caller_recording = recording, caller
         places = _PLACES.get(len(args))
         if places is None:
             places = _PLACES[len(args)] = tuple((i, ()) for i in range(len(args)))
@@ -235,15 +246,20 @@ class CompiledFunction:
                 if out is a:
                     out = out.copy()
                     break
-            output = NDArray(out)
+            output = NDArray(out) if out.base is None else _result_array(out, args)
             call = _CompiledCall(self, variant, stack, args, ((out.shape, out.dtype),), args,
                                  places)
             output._node = tape.Node(_COMPILED, args, {"call": call, "out_index": 0},
                                      tracked, 0)
+            call.value, call.training = out, state.training
+            if rng._draws != draws:
+                call.replay = rng.state_before(draws + 1)
             return output
-        return self._record_outputs(variant, stack, args, raw_args, out, args, places, tracked)
+        return self._record_outputs(variant, stack, args, raw_args, out, args, places, tracked,
+                                    draws)
 
-    def _record_outputs(self, variant, stack, args, raw_args, out, inputs, places, tracked):
+    def _record_outputs(self, variant, stack, args, raw_args, out, inputs, places, tracked,
+                        draws):
         single = type(out) is not tuple
         outs = (out,) if single else out
         for o in outs:
@@ -252,9 +268,12 @@ class CompiledFunction:
                                 "tuple under autograd.record(): a recorded compiled call "
                                 "returns arrays or a tuple of arrays (pb.grad/vjp take "
                                 "containers)")
-        outputs = [_fresh_output(o, raw_args) for o in outs]
+        outputs = [_fresh_output(o, raw_args, args) for o in outs]
         call = _CompiledCall(self, variant, stack, args,
                              tuple((o.shape, o._data.dtype) for o in outputs), inputs, places)
+        call.value, call.training = out, tape._state.training
+        if rng._draws != draws:
+            call.replay = rng.state_before(draws + 1)
         tape.record_custom(_COMPILED, inputs, {"call": call}, outputs, tracked)
         return outputs[0] if single else tuple(outputs)
 
@@ -372,8 +391,9 @@ def _call_with(fn, args):
                                                    strict=True)))
 
 
-def _fresh_output(value, raw_args):
-    """A new NDArray for a raw result (copied if it is one of the inputs' buffers)."""
+def _fresh_output(value, raw_args, inputs):
+    """A new NDArray for a raw result (copied if it is one of the inputs' buffers; linked to
+    the input it views otherwise: ``_result_array``)."""
     ready = type(value) is np.ndarray and value.ndim and value.dtype.kind in "fc" \
         and value.flags.c_contiguous   # what generated code returns almost always
     if ready:
@@ -388,11 +408,38 @@ def _fresh_output(value, raw_args):
         if data is a:
             data = data.copy()
             break
-    return NDArray(data if ready else as_data(data))
+    return _result_array(data if ready else as_data(data), inputs)
+
+
+def _result_array(data, args):
+    """An NDArray over a compiled call's raw result ``data``.  A result viewing an NDArray
+    argument's buffer (``x.reshape(...)``, ``x[0]``, a global's ``W[1:]``, ``x`` itself
+    outside record()) shares that array's owner and so its version counter, as the tape's
+    views do: a write through it is seen by every node that saved the argument (an
+    InPlaceError in backward), never a silently different gradient."""
+    out = NDArray(data)
+    for leaf in args if all(type(a) is not dict and type(a) is not list
+                            and type(a) is not tuple for a in args) else leaves_of(list(args)):
+        if isinstance(leaf, NDArray) and (data is leaf._data or data.base is not None
+                                          and np.may_share_memory(data, leaf._data)):
+            out._base = leaf if leaf._base is None else leaf._base
+            break
+    return out
 
 
 class _CompiledCall:
-    """What one recorded call of a compiled function keeps for its backward."""
+    """What one recorded call of a compiled function keeps for its backward.
+
+    ``value``: the forward's raw result; ``replay``: the ``nd.random`` state before its
+    first draw (None: it drew nothing); ``training``: the training mode it ran in.  A second derivative re-runs the forward
+    (``nested``, ``_eager_gradients``): from that state, so it draws the same numbers, and
+    checked against ``value`` (``check_rerun``), so a forward that gives another value
+    (``np.random``, a Generator, state changed since) is an error, never another
+    function's derivative."""
+
+    value = None
+    replay = None
+    training = None   # autograd.is_training() when the call ran (its re-runs see it again)
 
     def __init__(self, function, variant, stack, args, out_shapes, inputs, places):
         self.function, self.variant, self.stack = function, variant, stack
@@ -453,11 +500,43 @@ class _CompiledCall:
         return None if gr is None else NDArray(as_data(np.asarray(
             _in_dtype_of(gr, a._data if isinstance(a, NDArray) else a))))
 
+    def rerun(self):
+        """A context for re-running the forward: the call's training mode and random
+        draws again."""
+        replay = rng.replaying(self.replay) if self.replay is not None else _NO_REPLAY
+        if self.training is None:
+            return replay
+        stack = contextlib.ExitStack()
+        stack.enter_context(tape.scope(recording=None, training=self.training))
+        stack.enter_context(replay)
+        return stack
+
+    def check_rerun(self, out):
+        """Refuse a re-run of the forward whose value is not the call's."""
+        if self.value is None:
+            return
+        again = leaves_of(out if isinstance(out, tuple) else (out,))
+        before = leaves_of(self.value if isinstance(self.value, tuple) else (self.value,))
+        same = len(again) == len(before) and all(
+            np.shape(a) == np.shape(b) and _close_rerun(np.asarray(a), np.asarray(b))
+            for a, b in zip(again, before))
+        if not same:
+            raise AutogradError(
+                f"{self.function.fn.__qualname__}(): its forward, run again for a second "
+                "derivative (create_graph=True), gave another value than the recorded call: "
+                "it draws random numbers other than nd.random's (np.random, a Generator) or "
+                "reads state that changed since the call, so its derivatives would be another "
+                "function's. Draw them with nd.random, or pass them in as arguments.")
+
     def _eager_gradients(self, out_index, g):
         tracked = list({id(a): a for a in self.inputs
                         if isinstance(a, NDArray) and tape.is_tracked(a)}.values())
         fn = self.function.fn
-        out = _call_with(fn, self.args[:parameter_count(fn)])
+        with self.rerun():
+            out = _call_with(fn, self.args[:parameter_count(fn)])
+        self.check_rerun(tuple(o._data if isinstance(o, NDArray) else o for o in out)
+                         if isinstance(out, tuple) else
+                         out._data if isinstance(out, NDArray) else out)
         out = out if len(self.out_shapes) == 1 else out[out_index]
         grads = tape.grad([out], tracked, head_grads=[g], retain_graph=True, create_graph=True)
         by_id = {id(a): gr for a, gr in zip(tracked, grads, strict=True)}
@@ -474,6 +553,20 @@ def _compiled_rule(g, ans, tracked, *args, call, out_index):
 _COMPILED = Primitive("compiled_call", None, None, vjp_all=_compiled_rule)
 
 
+def _close_rerun(again, before) -> bool:
+    """Equal up to rounding (fused and unfused code, sums in another order), scaled by the
+    values' size: a re-run drawing other numbers differs by far more."""
+    if again.size == 0:
+        return True
+    wide = np.result_type(again, before, np.float16)
+    tol = 1e-7 if wide == np.float64 else 1e-3
+    a, b = again.astype(np.float64), before.astype(np.float64)
+    finite = np.isfinite(b)
+    scale = float(np.max(np.abs(b[finite]))) if finite.any() else 0.0
+    return bool(np.allclose(a, b, rtol=tol, atol=tol * (1.0 + scale), equal_nan=True))
+_NO_REPLAY = contextlib.nullcontext()
+
+
 def _stack_copy(stack):
     clone = Stack(debug=stack.debug)
     clone._items = list(stack._items)
@@ -485,15 +578,19 @@ def _stack_copy(stack):
 Stack.__copy__ = _stack_copy
 
 
+def _refuse_bound_method(fn) -> None:
+    if inspect.ismethod(fn):   # its __code__ is the function's, which also takes self
+        raise TypeError(f"{fn.__qualname__} is a bound method: pass its function and the "
+                        f"object, pb.grad({fn.__qualname__}, argnums=1)(obj, x), or a "
+                        "function of your own that calls it")
+
+
 def as_compiled(fn) -> CompiledFunction:
     """``fn`` as a CompiledFunction (plain functions are cached by code object)."""
     if isinstance(fn, CompiledFunction):
         fn.check_bindings()
         return fn
-    if inspect.ismethod(fn):   # its __code__ is the function's, which also takes self
-        raise TypeError(f"{fn.__qualname__} is a bound method: pass its function and the "
-                        f"object, pb.grad({fn.__qualname__}, argnums=1)(obj, x), or a "
-                        "function of your own that calls it")
+    _refuse_bound_method(fn)
     code = getattr(fn, "__code__", None)
     if code is None:
         raise CompileError(f"pullback can only differentiate Python functions, got {fn!r}")
@@ -673,7 +770,7 @@ def _convert_value(out, args, differentiated=False):
     kinds = (np.ndarray, float, np.floating) if differentiated else np.ndarray
     if numpy_mode or not isinstance(out, kinds):
         return out
-    return NDArray(as_data(out))
+    return _result_array(as_data(out), args)
 
 
 def _numpy_world(args) -> bool:

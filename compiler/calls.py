@@ -34,6 +34,7 @@ All op-specific knowledge of the compiler is in the tables of this module.
 
 from __future__ import annotations
 
+import ast
 import builtins
 import inspect
 import math
@@ -103,7 +104,7 @@ METHODS = {name: name for name in (
     "repeat", "broadcast_to", "clip", "softmax", "log_softmax", "copy", "astype", "reshape",
     "pick", "take", "slice_axis", *P.COVERAGE_METHODS)}
 ATTRIBUTES = {"T": "transpose"}
-INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx", "grad"}
+INERT_ATTRIBUTES = {"shape", "ndim", "size", "dtype", "context", "ctx"}
 INERT_METHODS = {"argmax", "argmin", "wait_to_read", "zeros_like", "ones_like", "detach"}
 # conversions to Python or numpy values outside autograd (MXNet: no gradient through them)
 SEVERING_METHODS = {"asscalar", "asnumpy", "item", "tolist"}
@@ -274,6 +275,12 @@ def describe(parsed, value, locals_=frozenset()) -> Operation:
     if isinstance(value, gast.Compare):
         return Operation("inert", cut=[value])
     if isinstance(value, gast.Attribute):
+        if value.attr == "grad":
+            spelled = ast.unparse(gast.gast_to_ast(value))
+            raise error_at(parsed, value, f"{spelled} inside a compiled function: compiled "
+                           "code holds arrays' values (numpy), not their gradient buffers",
+                           f"pass {spelled} as an argument of its own, or do the update "
+                           "outside the compiled function")
         return _describe_attribute(value)
     if isinstance(value, gast.Subscript):
         return Operation("index", args=[value.value], params=[value.slice],

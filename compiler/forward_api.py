@@ -332,8 +332,8 @@ def hessian(fn, argnums=0):
         if isinstance(x, (dict, list, tuple)):
             raise TypeError(f"hessian: argument {n} is a {type(x).__name__}; Hessians with "
                             "respect to arrays and numbers only (pb.hvp takes containers)")
-        data = x._data if isinstance(x, NDArray) else np.asarray(x, dtype=np.float64)
-        dtype = data.dtype if data.dtype.kind == "f" else np.float64
+        data = x._data if isinstance(x, NDArray) else np.asarray(x)
+        dtype = data.dtype if data.dtype.kind == "f" else np.float64   # pb.grad's dtype
         rows = []
         for k in range(data.size):
             basis = np.zeros(data.size, dtype)
@@ -345,7 +345,10 @@ def hessian(fn, argnums=0):
                                    else product, dtype=dtype).reshape(-1))
         jac = np.stack(rows).reshape(data.shape + data.shape) if rows else \
             np.zeros(data.shape + data.shape, dtype)
-        return _jacobian_result(jac, args)
+        result = _jacobian_result(jac, args)
+        if isinstance(x, np.floating) and not isinstance(x, float):   # np.float32: as hvp
+            return x.dtype.type(result)
+        return result
 
     return hessian_fn
 

@@ -117,8 +117,10 @@ class _SecondOrderState:
         dots = [None] * len(internal)
         dots[argument] = _placed(u._data, path, internal[argument])
         stack = Stack()
-        with tape.scope(recording=False, training=None):
+        with tape.scope(recording=False, training=None), call.rerun():
+            tape._state.caller_recording = True   # as the recorded call's forward saw it
             out, out_dot = self.second.forward_tangent(stack, *internal, *dots)
+            call.check_rerun(out)
             _, grad_dots = self.second.adjoint_tangent(stack, self.head, None)
         results = [_as_ndarray(_at(grad_dots[i], p), a)
                    for a, (i, p) in zip(call.inputs, call.places, strict=True)]
@@ -136,8 +138,11 @@ class _SecondOrderState:
         if target is None or not isinstance(variable, NDArray) \
                 or not tape.is_tracked(variable):
             return None
+        # input x's part is the partial derivative at this g: the path from x through g
+        # (a head gradient that depends on x) is g's own input slot, not x's
+        held = () if variable is self.g else (self.g,)
         return tape.grad([target], [variable], head_grads=[u], retain_graph=True,
-                         create_graph=True)[0]
+                         create_graph=True, held=held)[0]
 
 
 def _gradient_rule(index):

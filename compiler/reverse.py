@@ -277,6 +277,9 @@ class ReverseTransform:
             return f"support.numpy_scalar({unparse(value)})"
         if op.kind in ("inert", "severs") and isinstance(value, gast.Call):
             return self.inert_call(value)
+        if op.kind == "inert" and isinstance(value, gast.Attribute) \
+                and value.attr in ("context", "ctx"):   # numpy arrays have no device
+            return f"support.context({unparse(value.value)}, {value.attr!r})"
         if op.kind == "setitem":   # in place into an array, a new dict or list
             helper = "setitem_copied" if id(value) in self.copied_values else "setitem"
             items, item = op.args

@@ -10,7 +10,8 @@ from .ndarray import NDArray, check_float_gradient
 from .primitives import Primitive
 from .tape import backward as _backward
 from .tape import grad as _grad
-from .tape import is_recording, is_training, set_recording, set_training  # noqa: F401
+from .tape import is_training, set_recording, set_training  # noqa: F401
+from .tape import user_recording as is_recording  # noqa: F401  (compiled forwards too)
 
 
 def record(train_mode: bool = True) -> tape.StateScope:

@@ -829,6 +829,16 @@ def detach(value):
     return value
 
 
+def context(value, name):
+    """``x.context`` / ``x.ctx`` of a value compiled code holds: an array's is the CPU
+    (pullback's only device; numpy arrays have no such attribute), any other object's its
+    own attribute."""
+    if isinstance(value, (np.ndarray, np.generic, NDArray)):
+        from .ndarray import cpu
+        return cpu()
+    return getattr(value, name)
+
+
 def wait_to_read(value):
     return None
 

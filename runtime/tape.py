@@ -47,6 +47,10 @@ class _State(threading.local):
     recording = False
     training = False
     backward_pass = None   # the serial of the backward pass running in this thread
+    # inside a compiled call's forward (numpy code: ``recording`` is off so that nothing in
+    # it records) whether the call itself was made while recording: what the user's code
+    # there sees as ``autograd.is_recording()`` (``user_recording``), as it would eagerly
+    caller_recording = False
 
 
 _state = _State()
@@ -58,6 +62,12 @@ def is_recording() -> bool:
 
 def is_training() -> bool:
     return _state.training
+
+
+def user_recording() -> bool:
+    """``autograd.is_recording()``: whether the user's code runs recorded, inside a compiled
+    call's forward too (where the tape itself is off: ``_State.caller_recording``)."""
+    return _state.recording or _state.caller_recording
 
 
 def set_recording(is_recording: bool) -> bool:
@@ -90,15 +100,16 @@ class StateScope:
 
     def __enter__(self):
         state = _state
-        self._saved.append((state.recording, state.training))
-        if self.recording is not None:
+        self._saved.append((state.recording, state.training, state.caller_recording))
+        if self.recording is not None:   # record()/pause() decide for the code inside
             state.recording = self.recording
+            state.caller_recording = False
         if self.training is not None:
             state.training = self.training
         return self
 
     def __exit__(self, *exc_info) -> bool:
-        _state.recording, _state.training = self._saved.pop()
+        _state.recording, _state.training, _state.caller_recording = self._saved.pop()
         return False
 
 
@@ -562,13 +573,14 @@ def _calibrate():
 
 
 def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=False,
-         train_mode=True):
+         train_mode=True, held=()):
     """Gradients of heads with respect to variables, as new arrays (``.grad`` untouched).
 
     With ``create_graph`` every returned gradient can be differentiated again: one that
     depends on no variable becomes a recorded constant (its derivative is zero).  Only
     the rules on a path from a head to a variable run (the gradient of anything else
-    would be thrown away).
+    would be thrown away).  ``held``: arrays taken as constants (their history is not
+    walked): a partial derivative, as a node's VJP for one of several inputs needs.
     """
     for v in variables:
         if not isinstance(v, NDArray) or not is_tracked(v):
@@ -581,6 +593,8 @@ def grad(heads, variables, head_grads=None, retain_graph=None, create_graph=Fals
     # With one variable, the history behind it cannot matter: not walking it keeps
     # nested reverse mode (grad of an intermediate inside a loop) linear, not quadratic.
     stop = frozenset({id(variables[0])}) if len(variables) == 1 else frozenset()
+    if held:
+        stop = stop | {id(h) for h in held}
     reached = _run_backward(list(heads), head_grads, retain_graph, create_graph, train_mode,
                             stop, targets={id(v) for v in variables})
     out = []
