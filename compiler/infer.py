@@ -1204,7 +1204,8 @@ def _linspace(node, args):
     if len(args) != 3:
         raise NotTyped("np.linspace without exactly start, stop and num")
     start, stop, num = (number(a, "an argument of np.linspace") for a in args)
-    if num.kind != "int" or start.kind == "bool" or stop.kind == "bool":
+    if num.kind != "int" or {start.kind, stop.kind} & {"bool", "f32"}:
+        # (a float32 end makes numpy's result float32, computed in float32)
         raise NotTyped("np.linspace of other than float/int start and stop and an int num")
     return Arr("f64", 1)
 

@@ -60,6 +60,11 @@ ARENA_FIRST_CHUNK, ARENA_ALIGN, ARENA_KEEP_MAX = 1 << 16, 64, 64 << 20
 VECTOR_LIBM = frozenset({"exp", "log", "sin", "cos", "tan", "tanh", "log1p", "expm1"})
 
 
+#: np.linspace's num from which the native road leaves for the Python road (with negative
+#: ones): 2**56 float64s are far beyond any memory, and 8 * num stays far from wrapping
+LINSPACE_MAX = 1 << 56
+
+
 def _slice(statements, name) -> list:
     """The statements of a kernel program that ``name`` depends on, in order."""
     needed, kept = {name}, []
@@ -1198,11 +1203,13 @@ class ArrayLowering:
         ``step = delta / (num - 1)``, element ``i`` is ``i * step + start`` (``(i / div) *
         delta + start`` when the step underflows to 0; ``i * delta + start`` for num <= 1),
         the last element ``stop``.  A negative num leaves for the Python road (numpy's
-        ValueError)."""
+        ValueError), and so does a num of LINSPACE_MAX or more (numpy's MemoryError or
+        ValueError; its byte count would wrap around in ``new_array``)."""
         b = self.b
         start, stop = (self.as_kind(self.unwrap(a), "f64") for a in args[:2])
         num = self.unwrap(args[2]).v
-        self.bail(b.icmp_signed(">=", num, _ZERO), name="linspace_num")
+        self.bail(b.icmp_unsigned("<", num, ir.Constant(I64, LINSPACE_MAX)),
+                  name="linspace_num")
         out = self.new_array([num])
         data = self.parts(out)[0]
         delta = b.fsub(stop, start, name="linspace.delta")
