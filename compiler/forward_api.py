@@ -154,7 +154,8 @@ def jacfwd(fn, argnums=0):
             with tape.scope(recording=False, training=None):
                 out, out_dot = variant.tangent(size, *internal, basis)
             _check_array_output(out, "jacfwd")
-            columns = np.asarray(out_dot).reshape(size, -1)
+            # the output's size spelled out: -1 over zero directions is ambiguous
+            columns = np.asarray(out_dot).reshape(size, int(np.prod(np.shape(out))))
             jac = columns.T.reshape(np.shape(out) + np.shape(x)).astype(
                 _float_dtype(out, x), copy=False)
             results.append(_jacobian_result(jac, args))
@@ -469,6 +470,11 @@ class JacobianTangent:
                                    else np.asarray(column_dot).reshape(-1))
         _check_array_output(out, "jacfwd")
         full = np.shape(out) + shape
+        if not columns:   # an empty argument: an empty Jacobian (out is g's value at it)
+            (out, _), _ = twice(*internal, np.zeros(shape, dtype), *outer_dots)
+            full = np.shape(out) + shape
+            return (_jacobian_result(np.zeros(full, dtype), args),
+                    _jacobian_result(np.zeros(full, dtype), args))
         jac = np.stack(columns, axis=-1).reshape(full)
         jac_dot = np.stack(column_dots, axis=-1).reshape(full)
         return _jacobian_result(jac, args), _jacobian_result(jac_dot, args)
