@@ -12,6 +12,7 @@ in, numpy out; NDArrays in, NDArrays out; Python numbers are differentiated as n
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from pullback.runtime.stack import Stack
 
 from .api import (
     _convert_value, _differentiated, _external_gradient, _in_dtype_of, _internal_arguments,
-    _is_position, _ones, _positions, _to_internal, as_compiled, complete_arguments,
+    _is_position, _ones, _positions, _takes_more, _to_internal, as_compiled,
+    complete_arguments,
 )
 from .parse import parameter_count
 from .pytree import structure
@@ -133,24 +135,29 @@ def jacfwd(fn, argnums=0):
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)
 
+    variants = {}   # (compiled, generation, argument count) -> the built batched variant
+
     def jacobian(*args, **kwargs):
+        if single and not kwargs and all(type(a) is np.ndarray for a in args):
+            found = _numpy_jacobian(fn, nums[0], args, variants)
+            if found is not None:
+                return found
         args = complete_arguments(user_fn, args, kwargs)
         if not all(0 <= n < len(args) for n in nums):   # as grad / jacrev / vjp say it
             raise ValueError(f"argnums {argnums} out of range for {len(args)} arguments")
         results = []
+        compiled = as_compiled(fn)
         for n in nums:
             if isinstance(args[n], (dict, list, tuple)):
                 raise TypeError(f"jacfwd: argument {n} is a {type(args[n]).__name__}; "
                                 "Jacobians with respect to arrays and numbers only (for now)")
             mask = tuple(i == n for i in range(len(args)))
-            compiled = as_compiled(fn)
             variant = compiled.tangent_variant(mask + (False,) * len(compiled.implicit),
                                                batched=True)
             internal = _internal_arguments(fn, args, (n,))
             x = internal[n]
-            size = int(np.prod(np.shape(x)))
-            dtype = getattr(x, "dtype", np.dtype(np.float64))
-            basis = np.eye(size, dtype=dtype).reshape((size,) + np.shape(x))
+            basis = _bases(np.shape(x), getattr(x, "dtype", np.dtype(np.float64)))[0]
+            size = len(basis)
             with tape.scope(recording=False, training=None):
                 out, out_dot = variant.tangent(size, *internal, basis)
             _check_array_output(out, "jacfwd")
@@ -165,6 +172,41 @@ def jacfwd(fn, argnums=0):
     if single:   # a call of it in code pb.jvp transforms: forward over forward
         jacobian.pullback_jacfwd_of = (fn, argnums)
     return jacobian
+
+
+def _numpy_jacobian(fn, n, args, variants):
+    """``pb.jacfwd(fn, n)(*args)`` for numpy arrays only, every parameter given (what a
+    solver loop calls at every step, nested derivatives in generated code too): the
+    batched variant looked up once per compiled generation, no conversions beyond the
+    arguments' own.  None where the general path must decide (an argument out of range,
+    a container or tuple result, an integer array)."""
+    compiled = as_compiled(fn)   # checks the bindings: a rebinding is a new generation
+    if len(args) != compiled.fn.__code__.co_argcount or n >= len(args) or \
+            args[n].dtype.kind != "f" or args[n].ndim == 0:
+        return None
+    key = (compiled, compiled.generation, len(args))
+    variant = variants.get(key)
+    if variant is None:
+        if _takes_more(compiled.fn):
+            return None
+        mask = tuple(i == n for i in range(len(args))) + (False,) * len(compiled.implicit)
+        variant = compiled.tangent_variant(mask, batched=True)
+        variant._build()
+        variants[key] = variant
+    internal = [_to_internal(a, i == n) for i, a in enumerate(args)]
+    if compiled.implicit:
+        internal.extend(_to_internal(v, False) for v in compiled.implicit_values())
+    x = internal[n]
+    basis = _bases(x.shape, x.dtype)[0]
+    with tape.scope(recording=False, training=None):
+        out, out_dot = variant._tangent(len(basis), *internal, basis)
+    _check_array_output(out, "jacfwd")
+    if type(out_dot) is not np.ndarray:
+        return None
+    out_shape = np.shape(out)
+    columns = out_dot.reshape(len(basis), math.prod(out_shape))
+    jac = columns.T.reshape(out_shape + x.shape)
+    return jac.astype(_float_dtype(out, x), copy=False) if jac.dtype != x.dtype else jac
 
 
 def _float_dtype(out, x):
@@ -373,6 +415,7 @@ class _NestedRun:
 
     def __init__(self, fn, nums, what):
         self.fn, self.nums, self.what = fn, tuple(nums), what
+        self._seconds = {}
 
     def __call__(self, primals, dots):
         """``(internal arguments, gradients, their tangents)``; ``dots``: a tangent or
@@ -384,8 +427,12 @@ class _NestedRun:
             if isinstance(primals[n], (dict, list, tuple)):
                 raise TypeError(f"{self.what}: argument {n} is a {type(primals[n]).__name__};"
                                 " nested derivatives take arrays and numbers only (for now)")
-        mask = tuple(i in self.nums for i in range(len(primals)))
-        second = second_order_for(self.fn, mask + (False,) * len(compiled.implicit))
+        key = (compiled, compiled.generation, len(primals))
+        second = self._seconds.get(key)
+        if second is None:   # looked up once: this runs at every step of a solver loop
+            mask = tuple(i in self.nums for i in range(len(primals)))
+            second = self._seconds[key] = second_order_for(
+                self.fn, mask + (False,) * len(compiled.implicit))
         internal = [_to_internal(a, i in self.nums) for i, a in enumerate(primals)]
         internal += [_to_internal(v, False) for v in compiled.implicit_values()]
         given = [None] * len(internal)
@@ -429,55 +476,94 @@ class JacobianTangent:
     """The tangent rule of a call of ``pb.jacfwd(g, argnums)`` inside forward-mode code:
     forward over forward -- the tangent of ``g``'s own tangent function
     (``second.forward_over_forward``), run once per basis direction of the Jacobian's
-    argument, each run giving one column of the Jacobian and that column's tangent."""
+    argument, each run giving one column of the Jacobian and that column's tangent.
+
+    It runs once per call of the nested derivative (every step of a solver loop), so what
+    does not depend on the values is looked up once per compiled generation and argument
+    signature (``_plan``) and the basis directions are made once per shape."""
 
     def __init__(self, derivative, mask):
         self.derivative, self.mask = derivative, tuple(mask)
         self.fn, self.argnums = derivative.pullback_jacfwd_of
+        self._plans = {}
+
+    def _plan(self, compiled, args, dots):
+        """``(twice, k, positions of the outer tangents)`` for these arguments."""
+        outer = tuple(d is not None for d in dots)
+        key = (compiled, compiled.generation, len(args), outer)
+        plan = self._plans.get(key)
+        if plan is None:
+            from .second import forward_over_forward
+
+            k = int(self.argnums)
+            inner = tuple(i == k for i in range(len(args)))
+            hidden = (False,) * len(compiled.implicit)
+            twice = forward_over_forward(self.fn, inner + hidden, outer + hidden)
+            active = tuple(i for i, m in enumerate(outer) if m or i == k)
+            plan = self._plans[key] = (twice, k, active)
+        return plan
 
     def tangent(self, *args):
         n = len(self.mask)
         primals, given = args[:n], iter(args[n:])
         if not any(self.mask):
             return self.derivative(*primals), None
-        from .second import forward_over_forward
-
         dots = [next(given) if m else None for m in self.mask]
-        user_fn = getattr(self.fn, "fn", self.fn)
-        args = complete_arguments(user_fn, primals, {})
+        compiled = as_compiled(self.fn)   # checks the bindings: a new generation replans
+        args = complete_arguments(compiled.fn, primals, {})
         dots += [None] * (len(args) - len(dots))
-        k = int(self.argnums)
-        inner = tuple(i == k for i in range(len(args)))
-        outer = tuple(d is not None for d in dots)
-        hidden = (False,) * len(as_compiled(self.fn).implicit)
-        twice = forward_over_forward(self.fn, inner + hidden, outer + hidden)
-        internal = _internal_arguments(self.fn, args, tuple(i for i, m in enumerate(outer)
-                                                            if m or i == k))
+        twice, k, active = self._plan(compiled, args, dots)
+        internal = _internal_arguments(self.fn, args, active)
         x = internal[k]
         shape = np.shape(x)
-        dtype = getattr(x, "dtype", np.dtype(np.float64))
         outer_dots = [_internal_tangent(d, internal[i], f"argument {i}")
                       for i, d in enumerate(dots) if d is not None]
-        columns, column_dots, out = [], [], None
+        directions = _basis(shape, getattr(x, "dtype", np.dtype(np.float64)))
+        if not directions:   # an empty argument: an empty Jacobian (out is g's value at it)
+            with tape.scope(recording=False, training=None):
+                (out, _), _ = twice(*internal, np.zeros(shape), *outer_dots)
+            _check_array_output(out, "jacfwd")
+            zeros = np.zeros(np.shape(out) + shape)
+            return _jacobian_result(zeros, args), _jacobian_result(zeros.copy(), args)
+        jac = jac_dot = out = None
         with tape.scope(recording=False, training=None):
-            for i in range(int(np.prod(shape))):
-                basis = np.zeros(shape, dtype)
-                basis.reshape(-1)[i] = 1
-                (out, column), (_, column_dot) = twice(*internal, basis if shape else
-                                                       basis[()], *outer_dots)
-                columns.append(np.asarray(column).reshape(-1))
-                column_dots.append(np.zeros(np.size(column)) if column_dot is None
-                                   else np.asarray(column_dot).reshape(-1))
-        _check_array_output(out, "jacfwd")
+            for i, basis in enumerate(directions):
+                (out, column), (_, column_dot) = twice(*internal, basis, *outer_dots)
+                if jac is None:
+                    _check_array_output(out, "jacfwd")
+                    size = int(np.size(column))
+                    dtype = np.result_type(column, np.float32)
+                    jac = np.empty((size, len(directions)), dtype)
+                    jac_dot = np.zeros((size, len(directions)), dtype)
+                jac[:, i] = np.reshape(column, -1)
+                if column_dot is not None:
+                    jac_dot[:, i] = np.reshape(column_dot, -1)
         full = np.shape(out) + shape
-        if not columns:   # an empty argument: an empty Jacobian (out is g's value at it)
-            (out, _), _ = twice(*internal, np.zeros(shape, dtype), *outer_dots)
-            full = np.shape(out) + shape
-            return (_jacobian_result(np.zeros(full, dtype), args),
-                    _jacobian_result(np.zeros(full, dtype), args))
-        jac = np.stack(columns, axis=-1).reshape(full)
-        jac_dot = np.stack(column_dots, axis=-1).reshape(full)
+        jac, jac_dot = jac.reshape(full), jac_dot.reshape(full)
         return _jacobian_result(jac, args), _jacobian_result(jac_dot, args)
+
+
+_BASES = {}
+
+
+def _bases(shape, dtype):
+    """``(every basis direction of an argument of shape ``shape`` stacked, the list of
+    them)``, read-only and shared by every call (generated code never writes into an
+    argument)."""
+    key = (shape, np.dtype(dtype))
+    found = _BASES.get(key)
+    if found is None:
+        size = int(np.prod(shape))
+        eye = np.eye(size, dtype=key[1]).reshape((size,) + shape)
+        eye.flags.writeable = False
+        found = (eye, [eye[i] if shape else eye[i][()] for i in range(size)])
+        if len(_BASES) < 256:
+            _BASES[key] = found
+    return found
+
+
+def _basis(shape, dtype):
+    return _bases(shape, dtype)[1]
 
 
 def derivative_tangent(derivative, mask):
@@ -511,6 +597,10 @@ class DerivativeAdjoint:
     def vjp(self, u, *primals):
         if u is None:
             return (None,) * len(self.mask)
+        if np.size(u) != np.size(primals[self.k]):   # a Jacobian's cotangent, not a gradient's
+            raise TypeError(f"reverse mode over {self.derivative.pullback_derivative}() of a "
+                            f"function with several outputs is not supported yet (its "
+                            f"derivative has shape {np.shape(u)})")
         dots = [u if i == self.k else None for i in range(len(primals))]
         internal, out, _, grad_dots = self.run(primals, dots)
         if np.size(out) != 1:
