@@ -25,6 +25,7 @@ from .api import (
     _is_position, _ones, _positions, _takes_more, _to_internal, as_compiled,
     complete_arguments,
 )
+from .errors import CompileError
 from .parse import parameter_count
 from .pytree import structure
 from .second import second_order_for
@@ -43,6 +44,9 @@ def _tangent_variant(fn, mask):
 
 def _internal_tangent(t, primal, name):
     """A tangent as the tangent code takes it: the primal's shape and float dtype."""
+    if type(t) is np.ndarray and type(primal) is np.ndarray and t.shape == primal.shape \
+            and t.dtype == primal.dtype and primal.ndim:
+        return t   # the common case, as nested derivatives meet it
     data = t._data if isinstance(t, NDArray) else np.asarray(t)
     shape = np.shape(primal)
     if data.shape != shape and not (data.size == 1 and int(np.prod(shape)) == 1):
@@ -109,6 +113,8 @@ def tangent_source(fn, argnums=None) -> str:
 def _jacobian_result(jac, args):
     """A raw Jacobian as the arguments' kind: NDArray if any is one, else numpy (a number
     for a number's derivative of a number)."""
+    if jac.ndim and all(type(a) is np.ndarray for a in args):
+        return jac   # numpy in, numpy out
     if any(isinstance(a, NDArray) for a in args):
         return NDArray(as_data(np.array(jac)))
     if jac.ndim == 0 and all(not isinstance(a, np.ndarray) for a in args):
@@ -499,8 +505,13 @@ class JacobianTangent:
             inner = tuple(i == k for i in range(len(args)))
             hidden = (False,) * len(compiled.implicit)
             twice = forward_over_forward(self.fn, inner + hidden, outer + hidden)
+            batched = forward_over_forward(self.fn, inner + hidden, outer + hidden, True)
+            try:   # code the batched tangent cannot follow: one run per direction
+                batched.build()
+            except CompileError:
+                batched = None
             active = tuple(i for i, m in enumerate(outer) if m or i == k)
-            plan = self._plans[key] = (twice, k, active)
+            plan = self._plans[key] = (twice, batched, k, active)
         return plan
 
     def tangent(self, *args):
@@ -512,13 +523,24 @@ class JacobianTangent:
         compiled = as_compiled(self.fn)   # checks the bindings: a new generation replans
         args = complete_arguments(compiled.fn, primals, {})
         dots += [None] * (len(args) - len(dots))
-        twice, k, active = self._plan(compiled, args, dots)
+        twice, batched, k, active = self._plan(compiled, args, dots)
         internal = _internal_arguments(self.fn, args, active)
         x = internal[k]
         shape = np.shape(x)
         outer_dots = [_internal_tangent(d, internal[i], f"argument {i}")
                       for i, d in enumerate(dots) if d is not None]
-        directions = _basis(shape, getattr(x, "dtype", np.dtype(np.float64)))
+        eye, directions = _bases(shape, getattr(x, "dtype", np.dtype(np.float64)))
+        if batched is not None and directions:   # every direction in one run
+            with tape.scope(recording=False, training=None):
+                (out, columns), (_, column_dots) = batched(len(directions), *internal, eye,
+                                                           *outer_dots)
+            _check_array_output(out, "jacfwd")
+            full = np.shape(out) + shape
+            size = math.prod(np.shape(out))
+            jac = np.asarray(columns).reshape(len(directions), size).T.reshape(full)
+            jac_dot = np.zeros(full, jac.dtype) if column_dots is None else \
+                np.asarray(column_dots).reshape(len(directions), size).T.reshape(full)
+            return _jacobian_result(jac, args), _jacobian_result(jac_dot, args)
         if not directions:   # an empty argument: an empty Jacobian (out is g's value at it)
             with tape.scope(recording=False, training=None):
                 (out, _), _ = twice(*internal, np.zeros(shape), *outer_dots)

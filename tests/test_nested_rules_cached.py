@@ -103,3 +103,41 @@ def test_nested_jacobian_of_an_empty_argument():
     assert float(value) == pytest.approx(0.25)
     assert float(tangent) == pytest.approx(1.0)
     np.testing.assert_array_equal(np.asarray(ROW_JACOBIAN(x)), np.zeros((0, 0, 2)))
+
+
+def joined(x, c):
+    """np.concatenate's batched tangent (support.batched_joint) has no forward-over-forward
+    rule: the nested Jacobian's tangent runs once per direction instead (the fallback)."""
+    y = np.concatenate([x * x, c * x])
+    return np.sum(np.sin(y) * y)
+
+
+JOINED_JACOBIAN = pb.jacfwd(joined)
+
+
+def uses_the_joined_jacobian(x, c):
+    return np.sum(JOINED_JACOBIAN(x, c) * c * x)
+
+
+def indexed(x, c):
+    return x[0] * x[1] * c[2] + np.sum(np.cos(x * c)[1:]) * x[2]
+
+
+INDEXED_JACOBIAN = pb.jacfwd(indexed)
+
+
+def uses_the_indexed_jacobian(x, c):
+    return np.sum(INDEXED_JACOBIAN(x, c) * x)
+
+
+@pytest.mark.parametrize("fn", [uses_the_joined_jacobian, uses_the_indexed_jacobian])
+def test_forward_over_forward_batched_or_per_direction(fn):
+    direction = np.array([0.4, -1.2, 0.9])
+    numeric = _central(lambda x: fn(x, C), X, direction)
+    _, tangent = pb.jvp(fn, (X, C), (direction, None))
+    assert float(tangent) == pytest.approx(numeric, rel=1e-6)
+    # the outer tangent along the data argument c as well
+    dc = np.array([1.0, 0.3, -0.2])
+    numeric = (fn(X + H * direction, C + H * dc) - fn(X - H * direction, C - H * dc)) / (2 * H)
+    _, tangent = pb.jvp(fn, (X, C), (direction, dc))
+    assert float(tangent) == pytest.approx(numeric, rel=1e-6)
