@@ -451,7 +451,34 @@ class _NestedRun:
         return internal, out, grads, grad_dots
 
 
-class GradientTangent:
+class _BatchedRule:
+    """``batched_tangent(_batch, *args, *batched_dots)``: a nested derivative's tangent
+    rule over a batch of directions (a batched ``pb.jacfwd`` of the caller), the rule's
+    ``tangent`` once per direction, the tangents stacked under the batch axis."""
+
+    def batched_tangent(self, batch, *args):
+        n = len(self.mask)
+        primals, dots = args[:n], args[n:]
+        if not dots:
+            return self.tangent(*primals)
+        value, tangents = None, []
+        for b in range(batch):
+            value, dot = self.tangent(*primals, *(d[b] for d in dots))
+            tangents.append(dot)
+        return value, _stack_tangents(tangents, value, batch)
+
+
+def _stack_tangents(tangents, value, batch):
+    if isinstance(value, tuple):
+        return tuple(_stack_tangents([t[i] for t in tangents], v, batch)
+                     for i, v in enumerate(value))
+    if batch == 0:
+        return np.zeros((0,) + np.shape(value))
+    return np.stack([np.zeros(np.shape(value)) if t is None else np.asarray(t)
+                     for t in tangents])
+
+
+class GradientTangent(_BatchedRule):
     """The tangent rule of a call of ``pb.grad(g, argnums)`` inside forward-mode code:
     forward over reverse, one run of ``g``'s second-order functions (as ``pb.jvp`` of
     ``pb.grad(g)``).  ``tangent(*args, *dots)`` -> ``(gradient, its tangent)``, one dot
@@ -478,7 +505,7 @@ class GradientTangent:
         return tuple(value), tuple(dot)
 
 
-class JacobianTangent:
+class JacobianTangent(_BatchedRule):
     """The tangent rule of a call of ``pb.jacfwd(g, argnums)`` inside forward-mode code:
     forward over forward -- the tangent of ``g``'s own tangent function
     (``second.forward_over_forward``), run once per basis direction of the Jacobian's
