@@ -187,7 +187,7 @@ def _numpy_jacobian(fn, n, args, variants):
     arguments' own.  None where the general path must decide (an argument out of range,
     a container or tuple result, an integer array)."""
     compiled = as_compiled(fn)   # checks the bindings: a rebinding is a new generation
-    if len(args) != compiled.fn.__code__.co_argcount or n >= len(args) or \
+    if len(args) != compiled.fn.__code__.co_argcount or not 0 <= n < len(args) or \
             args[n].dtype.kind != "f" or args[n].ndim == 0:
         return None
     key = (compiled, compiled.generation, len(args))
