@@ -521,7 +521,8 @@ class JacobianTangent(_BatchedRule):
         self._plans = {}
 
     def _plan(self, compiled, args, dots):
-        """``(twice, k, positions of the outer tangents)`` for these arguments."""
+        """``(twice, batched twice or None, k, the differentiated positions)`` for these
+        arguments."""
         outer = tuple(d is not None for d in dots)
         key = (compiled, compiled.generation, len(args), outer)
         plan = self._plans.get(key)
@@ -609,10 +610,6 @@ def _bases(shape, dtype):
         if len(_BASES) < 256:
             _BASES[key] = found
     return found
-
-
-def _basis(shape, dtype):
-    return _bases(shape, dtype)[1]
 
 
 def derivative_tangent(derivative, mask):
