@@ -74,6 +74,7 @@ class CompiledFunction:
         self._variants = {}
         self.__dict__.pop("_tangent_variants", None)
         self.__dict__.pop("_second_order", None)   # forward-over-reverse (second.py)
+        self.__dict__.pop("_forward_over_forward", None)
         self._bindings = Bindings(self.fn)
         self.generation += 1
         return True
@@ -617,6 +618,9 @@ def compile(fn=None, *, native: bool = True, fallback: str | None = None):
 
 def _to_internal(value, active):
     """An argument as compiled code sees it: a numpy array (or an inactive Python value)."""
+    if type(value) is np.ndarray and value.ndim and value.flags.c_contiguous and \
+            value.dtype.kind in "fc":   # the common case, as nested derivatives meet it
+        return value
     if isinstance(value, NDArray):
         return value._data
     if active and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -626,7 +630,7 @@ def _to_internal(value, active):
     if isinstance(value, np.ndarray):
         # numpy's shapes: a 0-d array stays 0-d (only NDArrays are never 0-d)
         data = value if value.ndim == 0 else as_data(value)
-        if active and not np.issubdtype(data.dtype, np.inexact):
+        if active and data.dtype.kind not in "fc":
             data = data.astype(np.float64)   # integers are differentiated as float64
         return data
     if active and isinstance(value, (np.floating, np.integer)):

@@ -76,7 +76,8 @@ NUMPY.update({name: name for name in (
     "log10", "exp2", "cbrt", "sinc", "arctan2", "hypot", "logaddexp",
     # structural: numpy's signatures (np.einsum and np.pad: _describe_coverage)
     "cumsum", "cumprod", "atleast_1d", "atleast_2d", "atleast_3d", "flip", "roll", "diag",
-    "trace", "triu", "tril", "pad", "take_along_axis", "outer", "inner", "tensordot",
+    "trace", "triu", "tril", "pad", "take_along_axis", "outer", "inner", "vdot",
+    "tensordot",
     "asarray")})
 NUMPY["array"] = "asarray"   # np.array(x) of a (nested) list holding differentiated values
 # numpy.linalg functions that are primitives (linear algebra on stacks of matrices)
@@ -264,7 +265,9 @@ def describe(parsed, value, locals_=frozenset()) -> Operation:
         prim_name = BINARY.get(type(value.op))
         if prim_name is None:   # a // b, bit operations: piecewise constant
             return Operation("inert", cut=[value.left, value.right])
-        return Operation("prim", P.REGISTRY[prim_name], [value.left, value.right])
+        # numpy's `@` of two vectors is a 0-d number, not MXNet's (1,)
+        return Operation("prim", P.REGISTRY[prim_name], [value.left, value.right],
+                         numpy=prim_name == "matmul")
     if isinstance(value, gast.UnaryOp):
         if isinstance(value.op, gast.UAdd):
             return Operation("copy", args=[value.operand])   # +x is x

@@ -12,6 +12,7 @@ in, numpy out; NDArrays in, NDArrays out; Python numbers are differentiated as n
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
@@ -21,8 +22,10 @@ from pullback.runtime.stack import Stack
 
 from .api import (
     _convert_value, _differentiated, _external_gradient, _in_dtype_of, _internal_arguments,
-    _is_position, _ones, _positions, _to_internal, as_compiled, complete_arguments,
+    _is_position, _ones, _positions, _takes_more, _to_internal, as_compiled,
+    complete_arguments,
 )
+from .errors import CompileError
 from .parse import parameter_count
 from .pytree import structure
 from .second import second_order_for
@@ -41,6 +44,9 @@ def _tangent_variant(fn, mask):
 
 def _internal_tangent(t, primal, name):
     """A tangent as the tangent code takes it: the primal's shape and float dtype."""
+    if type(t) is np.ndarray and type(primal) is np.ndarray and t.shape == primal.shape \
+            and t.dtype == primal.dtype and primal.ndim:
+        return t   # the common case, as nested derivatives meet it
     data = t._data if isinstance(t, NDArray) else np.asarray(t)
     shape = np.shape(primal)
     if data.shape != shape and not (data.size == 1 and int(np.prod(shape)) == 1):
@@ -107,6 +113,8 @@ def tangent_source(fn, argnums=None) -> str:
 def _jacobian_result(jac, args):
     """A raw Jacobian as the arguments' kind: NDArray if any is one, else numpy (a number
     for a number's derivative of a number)."""
+    if jac.ndim and all(type(a) is np.ndarray for a in args):
+        return jac   # numpy in, numpy out
     if any(isinstance(a, NDArray) for a in args):
         return NDArray(as_data(np.array(jac)))
     if jac.ndim == 0 and all(not isinstance(a, np.ndarray) for a in args):
@@ -133,28 +141,34 @@ def jacfwd(fn, argnums=0):
     nums = _positions(argnums)
     user_fn = getattr(fn, "fn", fn)
 
+    variants = {}   # (compiled, generation, argument count) -> the built batched variant
+
     def jacobian(*args, **kwargs):
+        if single and not kwargs and all(type(a) is np.ndarray for a in args):
+            found = _numpy_jacobian(fn, nums[0], args, variants)
+            if found is not None:
+                return found
         args = complete_arguments(user_fn, args, kwargs)
         if not all(0 <= n < len(args) for n in nums):   # as grad / jacrev / vjp say it
             raise ValueError(f"argnums {argnums} out of range for {len(args)} arguments")
         results = []
+        compiled = as_compiled(fn)
         for n in nums:
             if isinstance(args[n], (dict, list, tuple)):
                 raise TypeError(f"jacfwd: argument {n} is a {type(args[n]).__name__}; "
                                 "Jacobians with respect to arrays and numbers only (for now)")
             mask = tuple(i == n for i in range(len(args)))
-            compiled = as_compiled(fn)
             variant = compiled.tangent_variant(mask + (False,) * len(compiled.implicit),
                                                batched=True)
             internal = _internal_arguments(fn, args, (n,))
             x = internal[n]
-            size = int(np.prod(np.shape(x)))
-            dtype = getattr(x, "dtype", np.dtype(np.float64))
-            basis = np.eye(size, dtype=dtype).reshape((size,) + np.shape(x))
+            basis = _bases(np.shape(x), getattr(x, "dtype", np.dtype(np.float64)))[0]
+            size = len(basis)
             with tape.scope(recording=False, training=None):
                 out, out_dot = variant.tangent(size, *internal, basis)
             _check_array_output(out, "jacfwd")
-            columns = np.asarray(out_dot).reshape(size, -1)
+            # the output's size spelled out: -1 over zero directions is ambiguous
+            columns = np.asarray(out_dot).reshape(size, int(np.prod(np.shape(out))))
             jac = columns.T.reshape(np.shape(out) + np.shape(x)).astype(
                 _float_dtype(out, x), copy=False)
             results.append(_jacobian_result(jac, args))
@@ -164,6 +178,41 @@ def jacfwd(fn, argnums=0):
     if single:   # a call of it in code pb.jvp transforms: forward over forward
         jacobian.pullback_jacfwd_of = (fn, argnums)
     return jacobian
+
+
+def _numpy_jacobian(fn, n, args, variants):
+    """``pb.jacfwd(fn, n)(*args)`` for numpy arrays only, every parameter given (what a
+    solver loop calls at every step, nested derivatives in generated code too): the
+    batched variant looked up once per compiled generation, no conversions beyond the
+    arguments' own.  None where the general path must decide (an argument out of range,
+    a container or tuple result, an integer array)."""
+    compiled = as_compiled(fn)   # checks the bindings: a rebinding is a new generation
+    if len(args) != compiled.fn.__code__.co_argcount or not 0 <= n < len(args) or \
+            args[n].dtype.kind != "f" or args[n].ndim == 0:
+        return None
+    key = (compiled, compiled.generation, len(args))
+    variant = variants.get(key)
+    if variant is None:
+        if _takes_more(compiled.fn):
+            return None
+        mask = tuple(i == n for i in range(len(args))) + (False,) * len(compiled.implicit)
+        variant = compiled.tangent_variant(mask, batched=True)
+        variant._build()
+        variants[key] = variant
+    internal = [_to_internal(a, i == n) for i, a in enumerate(args)]
+    if compiled.implicit:
+        internal.extend(_to_internal(v, False) for v in compiled.implicit_values())
+    x = internal[n]
+    basis = _bases(x.shape, x.dtype)[0]
+    with tape.scope(recording=False, training=None):
+        out, out_dot = variant._tangent(len(basis), *internal, basis)
+    _check_array_output(out, "jacfwd")
+    if type(out_dot) is not np.ndarray:
+        return None
+    out_shape = np.shape(out)
+    columns = out_dot.reshape(len(basis), math.prod(out_shape))
+    jac = columns.T.reshape(out_shape + x.shape)
+    return jac.astype(_float_dtype(out, x), copy=False) if jac.dtype != x.dtype else jac
 
 
 def _float_dtype(out, x):
@@ -375,6 +424,7 @@ class _NestedRun:
 
     def __init__(self, fn, nums, what):
         self.fn, self.nums, self.what = fn, tuple(nums), what
+        self._seconds = {}
 
     def __call__(self, primals, dots):
         """``(internal arguments, gradients, their tangents)``; ``dots``: a tangent or
@@ -386,8 +436,12 @@ class _NestedRun:
             if isinstance(primals[n], (dict, list, tuple)):
                 raise TypeError(f"{self.what}: argument {n} is a {type(primals[n]).__name__};"
                                 " nested derivatives take arrays and numbers only (for now)")
-        mask = tuple(i in self.nums for i in range(len(primals)))
-        second = second_order_for(self.fn, mask + (False,) * len(compiled.implicit))
+        key = (compiled, compiled.generation, len(primals))
+        second = self._seconds.get(key)
+        if second is None:   # looked up once: this runs at every step of a solver loop
+            mask = tuple(i in self.nums for i in range(len(primals)))
+            second = self._seconds[key] = second_order_for(
+                self.fn, mask + (False,) * len(compiled.implicit))
         internal = [_to_internal(a, i in self.nums) for i, a in enumerate(primals)]
         internal += [_to_internal(v, False) for v in compiled.implicit_values()]
         given = [None] * len(internal)
@@ -400,7 +454,34 @@ class _NestedRun:
         return internal, out, grads, grad_dots
 
 
-class GradientTangent:
+class _BatchedRule:
+    """``batched_tangent(_batch, *args, *batched_dots)``: a nested derivative's tangent
+    rule over a batch of directions (a batched ``pb.jacfwd`` of the caller), the rule's
+    ``tangent`` once per direction, the tangents stacked under the batch axis."""
+
+    def batched_tangent(self, batch, *args):
+        n = len(self.mask)
+        primals, dots = args[:n], args[n:]
+        if not dots:
+            return self.tangent(*primals)
+        value, tangents = None, []
+        for b in range(batch):
+            value, dot = self.tangent(*primals, *(d[b] for d in dots))
+            tangents.append(dot)
+        return value, _stack_tangents(tangents, value, batch)
+
+
+def _stack_tangents(tangents, value, batch):
+    if isinstance(value, tuple):
+        return tuple(_stack_tangents([t[i] for t in tangents], v, batch)
+                     for i, v in enumerate(value))
+    if batch == 0:
+        return np.zeros((0,) + np.shape(value))
+    return np.stack([np.zeros(np.shape(value)) if t is None else np.asarray(t)
+                     for t in tangents])
+
+
+class GradientTangent(_BatchedRule):
     """The tangent rule of a call of ``pb.grad(g, argnums)`` inside forward-mode code:
     forward over reverse, one run of ``g``'s second-order functions (as ``pb.jvp`` of
     ``pb.grad(g)``).  ``tangent(*args, *dots)`` -> ``(gradient, its tangent)``, one dot
@@ -427,54 +508,111 @@ class GradientTangent:
         return tuple(value), tuple(dot)
 
 
-class JacobianTangent:
+class JacobianTangent(_BatchedRule):
     """The tangent rule of a call of ``pb.jacfwd(g, argnums)`` inside forward-mode code:
     forward over forward -- the tangent of ``g``'s own tangent function
     (``second.forward_over_forward``), run once per basis direction of the Jacobian's
-    argument, each run giving one column of the Jacobian and that column's tangent."""
+    argument, each run giving one column of the Jacobian and that column's tangent.
+
+    It runs once per call of the nested derivative (every step of a solver loop), so what
+    does not depend on the values is looked up once per compiled generation and argument
+    signature (``_plan``) and the basis directions are made once per shape."""
 
     def __init__(self, derivative, mask):
         self.derivative, self.mask = derivative, tuple(mask)
         self.fn, self.argnums = derivative.pullback_jacfwd_of
+        self._plans = {}
+
+    def _plan(self, compiled, args, dots):
+        """``(twice, batched twice or None, k, the differentiated positions)`` for these
+        arguments."""
+        outer = tuple(d is not None for d in dots)
+        key = (compiled, compiled.generation, len(args), outer)
+        plan = self._plans.get(key)
+        if plan is None:
+            from .second import forward_over_forward
+
+            k = int(self.argnums)
+            inner = tuple(i == k for i in range(len(args)))
+            hidden = (False,) * len(compiled.implicit)
+            twice = forward_over_forward(self.fn, inner + hidden, outer + hidden)
+            batched = forward_over_forward(self.fn, inner + hidden, outer + hidden, True)
+            try:   # code the batched tangent cannot follow: one run per direction
+                batched.build()
+            except CompileError:
+                batched = None
+            active = tuple(i for i, m in enumerate(outer) if m or i == k)
+            plan = self._plans[key] = (twice, batched, k, active)
+        return plan
 
     def tangent(self, *args):
         n = len(self.mask)
         primals, given = args[:n], iter(args[n:])
         if not any(self.mask):
             return self.derivative(*primals), None
-        from .second import forward_over_forward
-
         dots = [next(given) if m else None for m in self.mask]
-        user_fn = getattr(self.fn, "fn", self.fn)
-        args = complete_arguments(user_fn, primals, {})
+        compiled = as_compiled(self.fn)   # checks the bindings: a new generation replans
+        args = complete_arguments(compiled.fn, primals, {})
         dots += [None] * (len(args) - len(dots))
-        k = int(self.argnums)
-        inner = tuple(i == k for i in range(len(args)))
-        outer = tuple(d is not None for d in dots)
-        hidden = (False,) * len(as_compiled(self.fn).implicit)
-        twice = forward_over_forward(self.fn, inner + hidden, outer + hidden)
-        internal = _internal_arguments(self.fn, args, tuple(i for i, m in enumerate(outer)
-                                                            if m or i == k))
+        twice, batched, k, active = self._plan(compiled, args, dots)
+        internal = _internal_arguments(self.fn, args, active)
         x = internal[k]
         shape = np.shape(x)
-        dtype = getattr(x, "dtype", np.dtype(np.float64))
         outer_dots = [_internal_tangent(d, internal[i], f"argument {i}")
                       for i, d in enumerate(dots) if d is not None]
-        columns, column_dots, out = [], [], None
+        eye, directions = _bases(shape, getattr(x, "dtype", np.dtype(np.float64)))
+        if batched is not None and directions:   # every direction in one run
+            with tape.scope(recording=False, training=None):
+                (out, columns), (_, column_dots) = batched(len(directions), *internal, eye,
+                                                           *outer_dots)
+            _check_array_output(out, "jacfwd")
+            full = np.shape(out) + shape
+            size = math.prod(np.shape(out))
+            jac = np.asarray(columns).reshape(len(directions), size).T.reshape(full)
+            jac_dot = np.zeros(full, jac.dtype) if column_dots is None else \
+                np.asarray(column_dots).reshape(len(directions), size).T.reshape(full)
+            return _jacobian_result(jac, args), _jacobian_result(jac_dot, args)
+        if not directions:   # an empty argument: an empty Jacobian (out is g's value at it)
+            with tape.scope(recording=False, training=None):
+                (out, _), _ = twice(*internal, np.zeros(shape), *outer_dots)
+            _check_array_output(out, "jacfwd")
+            zeros = np.zeros(np.shape(out) + shape)
+            return _jacobian_result(zeros, args), _jacobian_result(zeros.copy(), args)
+        jac = jac_dot = out = None
         with tape.scope(recording=False, training=None):
-            for i in range(int(np.prod(shape))):
-                basis = np.zeros(shape, dtype)
-                basis.reshape(-1)[i] = 1
-                (out, column), (_, column_dot) = twice(*internal, basis if shape else
-                                                       basis[()], *outer_dots)
-                columns.append(np.asarray(column).reshape(-1))
-                column_dots.append(np.zeros(np.size(column)) if column_dot is None
-                                   else np.asarray(column_dot).reshape(-1))
-        _check_array_output(out, "jacfwd")
+            for i, basis in enumerate(directions):
+                (out, column), (_, column_dot) = twice(*internal, basis, *outer_dots)
+                if jac is None:
+                    _check_array_output(out, "jacfwd")
+                    size = int(np.size(column))
+                    dtype = np.result_type(column, np.float32)
+                    jac = np.empty((size, len(directions)), dtype)
+                    jac_dot = np.zeros((size, len(directions)), dtype)
+                jac[:, i] = np.reshape(column, -1)
+                if column_dot is not None:
+                    jac_dot[:, i] = np.reshape(column_dot, -1)
         full = np.shape(out) + shape
-        jac = np.stack(columns, axis=-1).reshape(full)
-        jac_dot = np.stack(column_dots, axis=-1).reshape(full)
+        jac, jac_dot = jac.reshape(full), jac_dot.reshape(full)
         return _jacobian_result(jac, args), _jacobian_result(jac_dot, args)
+
+
+_BASES = {}
+
+
+def _bases(shape, dtype):
+    """``(every basis direction of an argument of shape ``shape`` stacked, the list of
+    them)``, read-only and shared by every call (generated code never writes into an
+    argument)."""
+    key = (shape, np.dtype(dtype))
+    found = _BASES.get(key)
+    if found is None:
+        size = int(np.prod(shape))
+        eye = np.eye(size, dtype=key[1]).reshape((size,) + shape)
+        eye.flags.writeable = False
+        found = (eye, [eye[i] if shape else eye[i][()] for i in range(size)])
+        if len(_BASES) < 256:
+            _BASES[key] = found
+    return found
 
 
 def derivative_tangent(derivative, mask):
@@ -508,6 +646,10 @@ class DerivativeAdjoint:
     def vjp(self, u, *primals):
         if u is None:
             return (None,) * len(self.mask)
+        if np.size(u) != np.size(primals[self.k]):   # a Jacobian's cotangent, not a gradient's
+            raise TypeError(f"reverse mode over {self.derivative.pullback_derivative}() of a "
+                            f"function with several outputs is not supported yet (its "
+                            f"derivative has shape {np.shape(u)})")
         dots = [u if i == self.k else None for i in range(len(primals))]
         internal, out, _, grad_dots = self.run(primals, dots)
         if np.size(out) != 1:

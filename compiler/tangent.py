@@ -286,13 +286,11 @@ class TangentTransform(ReverseTransform):
         out = Lines()
         active = target in self.a.active
         mask = tuple(active and self.a.is_active_atom(a) for a in op.args)
-        if op.kind == "derivative" and self.batched:
-            raise error_at(self.parsed, s, f"pb.jacfwd does not differentiate the nested "
-                           f"derivative {op.label}() yet", "What to do: take pb.jvp along "
-                           "each direction, or pb.jacrev.")
         args = (["_batch"] if self.batched else []) + [unparse(a) for a in op.args]
         args += [self.dot(a.id) for a, m in zip(op.args, mask, strict=True) if m]
-        call = f"{self.callee_ref(op.callee, mask)}.tangent({', '.join(args)})"
+        # a nested derivative's rule takes a batch of tangents by its own method
+        method = "batched_tangent" if op.kind == "derivative" and self.batched else "tangent"
+        call = f"{self.callee_ref(op.callee, mask)}.{method}({', '.join(args)})"
         if not active:
             out.add(f"{target} = {call}[0]")
             return out

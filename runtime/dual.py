@@ -242,9 +242,11 @@ LINEAR = {
     "setitem_copied": ((0, 2), True),
     # forward-mode code read again (forward over forward): a tangent takes its value's shape
     "tangent_like": ((0,), False),
+    # batched forward-mode code read again (pb.jacfwd's directions at once): the same
+    "batched_like": ((0,), False), "lift": ((0,), False), "batched_index": ((0,), False),
 }
 #: helpers with a tangent rule of their own in ``support`` below
-SPECIAL = {"setitem", "restore"}
+SPECIAL = {"setitem", "restore", "batched_rule"}
 #: helpers whose result carries no tangent (shapes, keys, conditions, checks)
 NO_TANGENT = {"like", "keys", "nth_key", "check_rebind", "assertion_failed",
               "zero_tangent"} | {
@@ -257,14 +259,43 @@ def support(name, dots, *args, **params):
         name = "setitem_copied"
     if name == "restore":
         return _restore_tangent(dots, *args)
+    if name == "batched_rule":
+        return _batched_rule_tangent(dots, *args, **params)
     positions, zeros = LINEAR[name]
-    if all(dots[i] is None for i in positions if i < len(dots)):
+    for i in positions:
+        if i < len(dots) and dots[i] is not None:
+            break
+    else:   # no tangent reaches it
         return None
     given = list(args)
     for i in positions:
         if i < len(given):
             given[i] = dense(dots[i], args[i]) if zeros else dots[i]
     return getattr(S, name)(*given, **params)
+
+
+def _batched_rule_tangent(dots, rule, t, ans, *args, **params):
+    """The tangent of ``support.batched_rule(rule, t, ans, *args, **params)`` (batched
+    forward-mode code read again): a JVP rule is linear in its tangent ``t``, so that part
+    is the batched rule of ``t``'s tangent; where a tangent reaches the rule's other
+    operands (a rule that reads them: ``matmul``'s the other factor), each direction's
+    rule is read again as ``jvp_rule`` does, on Dual values."""
+    t_dot, rest = dots[1], dots[2:]
+    if all(d is None for d in rest) or _linear_rule(rule):
+        return None if t_dot is None else S.batched_rule(rule, t_dot, ans, *args, **params)
+    shape = P.shape_of(ans)
+    directions = []
+    for b in range(len(t)):
+        given = (None if t_dot is None else t_dot[b],) + tuple(rest)
+        d = jvp_rule(rule, given, t[b], ans, *args, **params)
+        directions.append(np.zeros(shape) if d is None else np.asarray(S.tangent_like(d, ans)))
+    return np.stack(directions)
+
+
+def _linear_rule(rule) -> bool:
+    """A JVP rule of an op linear in its argument (``_linear_jvp``): it reads its other
+    operands for their shapes only."""
+    return getattr(rule, "__qualname__", "").startswith("_linear_jvp.")
 
 
 def _restore_tangent(dots, items, key, saved):

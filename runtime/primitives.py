@@ -2025,7 +2025,7 @@ def _contraction(name, forward, subscripts_of, doc):
     ``einsum(subscripts_of(a_shape, b_shape, **params), a, b)`` on its operands' shapes
     (``outer`` flattens them first): its rules are the einsum's."""
     def operands(a, b, params):
-        if name == "outer":
+        if name in ("outer", "vdot"):
             return reshape_raw(a, shape=(-1,)), reshape_raw(b, shape=(-1,))
         return a, b
 
@@ -2058,6 +2058,10 @@ def _contraction(name, forward, subscripts_of, doc):
 
 def _outer_subscripts(a_shape, b_shape):
     return "i,j->ij"
+
+
+def _vdot_subscripts(a_shape, b_shape):
+    return "z,z->"
 
 
 def _inner_subscripts(a_shape, b_shape):
@@ -2097,10 +2101,16 @@ def _inner_forward(a, b):
     return np.inner(a, b)
 
 
+def _vdot_forward(a, b):
+    return np.vdot(a, b)
+
+
 outer = _contraction("outer", _outer_forward, _outer_subscripts,
                      "numpy's outer: a and b flattened, every product a[i] * b[j].")
 inner = _contraction("inner", _inner_forward, _inner_subscripts,
                      "numpy's inner: a sum over the last axes of a and b.")
+vdot = _contraction("vdot", _vdot_forward, _vdot_subscripts,
+                    "numpy's vdot of real arrays: a and b flattened, the sum of a[i] * b[i].")
 
 
 def _tensordot_forward(a, b, axes=2):

@@ -135,6 +135,8 @@ def lift(t, ans):
     """A batched operand tangent with ones inserted after its batch axis, so that it
     broadcasts against the result ``ans`` as its operand does (a number's against an
     array, a row against a matrix)."""
+    if type(t) is np.ndarray and type(ans) is np.ndarray and t.ndim - 1 >= ans.ndim:
+        return t   # the common case first: nothing to insert
     missing = np.ndim(ans) - (np.ndim(t) - 1)
     if missing <= 0:
         return t
@@ -144,6 +146,9 @@ def lift(t, ans):
 
 def batched_like(t, ans, batch):
     """A batched tangent of shape ``(batch,) + shape(ans)`` (broadcast or reshaped)."""
+    if type(t) is np.ndarray and type(ans) is np.ndarray and t.shape[1:] == ans.shape \
+            and t.ndim and t.shape[0] == batch:
+        return t   # the common case first: already of the batched shape
     if isinstance(t, (list, tuple, dict)):   # a container's tangent: its items' own
         return t
     shape = (batch,) + P.shape_of(ans)

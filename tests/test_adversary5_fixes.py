@@ -60,6 +60,7 @@ def _samples():
         "pad": lambda: (np.pad(v, 0), v),
         "take_along_axis": lambda: (np.take_along_axis(v, np.array([1, 0]), 0), v),
         "outer": lambda: (np.outer(v, v), v), "inner": lambda: (np.inner(v, v), v),
+        "vdot": lambda: (np.vdot(m, m), m),
         "tensordot": lambda: (np.tensordot(m, m, 1), m),
         "maximum": lambda: (np.maximum(v, 0.0), v), "minimum": lambda: (np.minimum(v, 0.0), v),
         "mod": lambda: (np.mod(v, 0.7), v), "remainder": lambda: (np.remainder(v, 0.7), v),

@@ -108,6 +108,21 @@ def test_tangent_source_names_the_nested_rule():
     assert "potential_grad_11.tangent(x, c, x_dot, c_dot)" in source
 
 
-def test_batched_forward_over_a_nested_derivative_is_refused():
-    with pytest.raises(pb.CompileError, match="nested derivative"):
-        pb.jacfwd(STEPPERS["grad"])(np.array([0.2]), C0)
+@pytest.mark.parametrize("inner", ["grad", "jacfwd"])
+def test_batched_forward_over_a_nested_derivative(inner):
+    """pb.jacfwd of the stepper: the nested rule once per direction of the batch, the
+    Jacobian in the data argument against central differences and against pb.jvp."""
+    run = STEPPERS[inner]
+    w = np.array([0.2])
+    jac = np.asarray(pb.jacfwd(run, argnums=1)(w, C0))
+    assert jac.shape == C0.shape
+    for i in np.ndindex(C0.shape):
+        e = np.zeros_like(C0)
+        e[i] = 1.0
+        assert jac[i] == pytest.approx(_central(lambda c: run(w, c), C0, e), rel=1e-6,
+                                       abs=1e-9)
+        assert jac[i] == pytest.approx(float(pb.jvp(run, (w, C0), (None, e))[1]),
+                                       rel=1e-12, abs=1e-15)
+    gw = np.asarray(pb.jacfwd(run)(w, C0))
+    assert gw.shape == (1,)
+    assert gw[0] == pytest.approx(_central(lambda v: run(v, C0), w, np.ones(1)), rel=1e-6)

@@ -66,7 +66,7 @@ COVERED += (
     "log10", "exp2", "cbrt", "sinc", "arctan2", "hypot", "logaddexp",
     "cumsum", "cumprod", "atleast_1d", "atleast_2d", "atleast_3d", "flip", "roll", "diag",
     "trace", "triu", "tril", "pad", "take_along_axis", "outer", "inner", "tensordot", "einsum",
-    "asarray",
+    "asarray", "vdot",
 )
 
 NOT_DIFFERENTIABLE = (
@@ -643,6 +643,7 @@ def numpy_coverage_cases():
             x, np.array([3, 0, 3, 11]), None), x34, covers="take_along_axis"),
         case("outer", nd.outer, x34, uniform((2,)), covers="outer"),
         case("inner", nd.inner, x34, uniform((2, 4)), covers="inner"),
+        case("vdot", nd.vdot, x34, uniform((4, 3)), covers="vdot"),
         case("tensordot", lambda a, b: nd.tensordot(a, b, axes=([1, 2], [0, 2])), x234,
              uniform((3, 2, 4)), covers="tensordot"),
         case("tensordot-1", lambda a, b: nd.tensordot(a, b, 1), x34, v4, covers="tensordot"),
