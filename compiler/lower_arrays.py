@@ -76,6 +76,14 @@ def _slice(statements, name) -> list:
     return kept[::-1]
 
 
+def has_vector_libm(function) -> bool:
+    """Whether libmvec's 4-lane AVX2 variant ``_ZGVdN4v_<function>`` is used here: one of
+    ``VECTOR_LIBM``, present in this host's libmvec, and the CPU has AVX2."""
+    h = native_host()
+    return (function in VECTOR_LIBM and function in h.vector_math
+            and "+avx2" in h.features.split(","))
+
+
 def array_ltype(t: Arr):
     return ir.LiteralStructType([PTR] + [I64] * t.ndim)
 
@@ -375,9 +383,7 @@ class ArrayLowering:
         result does not depend on whether its iteration was vectorised (the vector body,
         the remainder, a broadcasting loop nest).  None: scalar libm (no AVX2 or no
         libmvec variant)."""
-        h = native_host()
-        if (function not in VECTOR_LIBM or function not in h.vector_math or len(args) != 1
-                or "+avx2" not in h.features.split(",")):
+        if len(args) != 1 or not has_vector_libm(function):
             return None
         vector = f"_ZGVdN4v_{function}"
         # external (a local function's constant argument would be propagated into it and

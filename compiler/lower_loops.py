@@ -35,9 +35,8 @@ import gast
 from llvmlite import ir
 
 from pullback.runtime.irhelpers import I64, counted_loop
-from pullback.runtime.native import host as native_host
 
-from .lower_arrays import VECTOR_LIBM
+from .lower_arrays import has_vector_libm
 
 F64T = ir.DoubleType()
 LANES = 4
@@ -212,9 +211,7 @@ class LoopAhead:
         if not self.loops or getattr(self, "in_elements", False) or len(args) != 1:
             return None
         loop = self.loops[-1]
-        h = native_host()
-        if (loop.prefix != self.prefix or function not in VECTOR_LIBM
-                or function not in h.vector_math or "+avx2" not in h.features.split(",")):
+        if loop.prefix != self.prefix or not has_vector_libm(function):
             return None
         ahead = _Ahead(self, loop)
         if self.ahead_sites >= MAX_SITES or not ahead.hoistable(args[0]):

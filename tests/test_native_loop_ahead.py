@@ -30,10 +30,10 @@ from pullback.compiler.api import _built_variant
 from pullback.compiler.ir import function_ir
 from pullback.compiler.lower_function import lower_function
 from pullback.compiler.lower_loops import BATCH, MAX_SITES
-from pullback.runtime.native import host
+from pullback.compiler.lower_arrays import has_vector_libm
 from tape_helpers import central_gradient
 
-LIBMVEC = "+avx2" in host().features.split(",") and "sin" in host().vector_math
+LIBMVEC = has_vector_libm("sin") and has_vector_libm("cos")
 needs_libmvec = pytest.mark.skipif(not LIBMVEC, reason="no AVX2 libmvec on this CPU: "
                                    "the loop keeps scalar libm (checked by the roads tests)")
 RTOL = 1e-12
