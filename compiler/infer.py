@@ -1413,16 +1413,43 @@ def _zero_tangent(node, args):
 def _tangent_like(node, args):
     """``support.tangent_like(t, ans)``: a number's tangent of a number is itself; an
     array tangent of an array of as many axes is itself (its shape checked when lowered:
-    a broadcast one leaves for the Python road)."""
+    a broadcast one leaves for the Python road); a float tangent of an array (a trailing
+    reduction's of its (1,)-array) is a float64 array of the array's shape holding it."""
     t, ans = args
     if isinstance(t, Num) and isinstance(ans, Num):
         return t
     if is_array(t) and is_array(ans) and t == ans:
         return t
+    if isinstance(t, Num) and t.kind in ("f64", "pyfloat", "float") and isinstance(ans, Arr):
+        return ans   # numpy reshapes or broadcasts the number: float64 of ans's shape
     raise NotTyped(f"support.tangent_like of a {t} for a {ans} (a broadcast tangent: "
                    f"not lowered natively)")
 
 
+#: the reductions' JVP rules lowered natively (whole-array, float64): what the tangent of a
+#: fused run's trailing reduction and of an unfused ``np.max``/``np.min`` calls
+TANGENT_REDUCTION_RULES = {"jvp.sum_0": "sum", "jvp.mean_0": "mean", "jvp.max_0": "max",
+                           "jvp.min_0": "min"}
+
+
+def _reduction_rule(node, args):
+    """``jvp.sum_0(t, ans, x)`` (and mean, max, min) over a whole float64 array: the
+    primitive's rule (``primitives._linear_jvp``, ``_extremum_jvp``) gives numpy's float64
+    scalar.  Over an axis, or of a number: NotTyped."""
+    name = dotted(node.func)
+    if node.keywords or len(args) != 3:
+        raise NotTyped(f"{name} over an axis (not lowered natively)")
+    t, ans, x = args
+    if not (isinstance(t, Arr) and t.kind == "f64"):
+        raise NotTyped(f"{name} of a {t} tangent (native: of a float64 array)")
+    if TANGENT_REDUCTION_RULES[name] in ("max", "min") and not (
+            x == t and isinstance(ans, Num) and ans.kind == "f64"):
+        raise NotTyped(f"{name} of a {x} reaching {ans}")
+    return F64
+
+
+for _name in TANGENT_REDUCTION_RULES:
+    _CALLS[_name] = _reduction_rule
 _CALLS["support.zero_tangent"] = _zero_tangent
 _CALLS["support.tangent_like"] = _tangent_like
 

@@ -1322,6 +1322,9 @@ def _call_support_tangent_like(self, node, args):
     """The tangent itself (infer typed it as its value's type); an array tangent whose shape
     is not its value's (numpy would broadcast or reshape it) leaves for the Python road."""
     t, ans = args
+    if isinstance(t.t, Num) and infer.is_array(ans.t):   # numpy's reshape or broadcast
+        number = _Value(self.as_kind(self.unwrap(t), "f64"), infer.F64)
+        return self.elementwise([ans], lambda elements: [number], 1, name="spread")[0]
     if infer.is_array(t.t):
         b, same = self.b, ir.Constant(I1, 1)
         for d, e in zip(self.parts(t)[1], self.parts(ans)[1], strict=True):
@@ -1330,6 +1333,34 @@ def _call_support_tangent_like(self, node, args):
     return t
 
 
+def _reduction_rule(self, how, args):
+    """``jvp.<how>_0(t, ans, x)`` over a whole float64 array, the rule's numpy operations
+    one by one: sum and mean are the reduction of the tangent (numpy's pairwise sum);
+    max and min are ``sum(t * (mask / sum(mask)))`` with ``mask = (x == ans)`` as 0/1,
+    each product an element of a fresh array, so the sum is numpy's, bit for bit."""
+    t, ans, x = args
+    if how in ("sum", "mean"):
+        return self.reduce_all(how, t)
+    b = self.b
+
+    def equal(elements):
+        hit = b.fcmp_ordered("==", elements[0].v, elements[1].v, name="mask")
+        return [_Value(b.uitofp(hit, F64T), infer.F64)]
+
+    mask = self.elementwise([x, ans], equal, 1, name="mask")[0]
+    count = self.reduce_all("sum", mask)
+
+    def share(elements):
+        part = b.fdiv(elements[1].v, elements[2].v, name="share")
+        return [_Value(b.fmul(elements[0].v, part, name="shared"), infer.F64)]
+
+    return self.reduce_all("sum", self.elementwise([t, mask, count], share, 1,
+                                                   name="shares")[0])
+
+
+for _rule, _how in infer.TANGENT_REDUCTION_RULES.items():
+    setattr(_Lowering, f"call_{_rule.replace('.', '_')}",
+            lambda self, node, args, how=_how: _reduction_rule(self, how, args))
 _Lowering.call_support_zero_tangent = _call_support_zero_tangent
 _Lowering.call_support_tangent_like = _call_support_tangent_like
 
