@@ -1,6 +1,7 @@
 """pb.jvp's cost relative to the primal (the compiled forward), on W1..W7.
 
     python3.11 bench/forward_ratio.py [--quick] [--cpu]
+    python3.11 bench/forward_ratio.py --roads [--quick]   # W6/W7: native vs Python tangent vs JAX
 
 For each workload (the three calls interleaved in every round): the median time of the
 compiled primal (``pb.compile(loss)`` outside ``record()``: no stack), of ``pb.jvp`` with
@@ -77,5 +78,41 @@ def main():
               f"{reverse * 1e6:9.1f}u {forward / primal:10.2f} {reverse / primal:11.2f}")
 
 
+def roads(quick):
+    """W6/W7: ``pb.jvp`` on the native road vs the Python road (``PULLBACK_NATIVE_FUNCTIONS=0``)
+    vs JAX's ``jit(jvp)`` of the workload's ``lax.fori_loop`` form, interleaved, same run."""
+    import os
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    print(f"{'workload':44s} {'native':>10s} {'python':>10s} {'jax':>10s} "
+          f"{'python/native':>13s} {'jax/native':>10s}")
+    for name in ("w6_lotka_volterra", "w7_sin_loop"):
+        module = importlib.import_module(f"workloads.{name}")
+        size = module.CASES["quick" if quick else "full"][0]
+        args = module.make_inputs(**size)
+        tangents = tuple(0.5 if i in module.WRT else None for i in range(len(args)))
+        primals = args[:-1]   # the last argument is the int trip count
+        jitted = jax.jit(lambda *p: jax.jvp(lambda *q: module.jax_jit_loss()(*q, args[-1]),
+                                            p, tuple(0.5 for _ in p)))
+
+        def python_road():
+            os.environ["PULLBACK_NATIVE_FUNCTIONS"] = "0"
+            try:
+                return pb.jvp(module.loss, args, tangents)
+            finally:
+                del os.environ["PULLBACK_NATIVE_FUNCTIONS"]
+
+        native, python, peer = median_times(
+            [lambda: pb.jvp(module.loss, args, tangents), python_road,
+             lambda: jax.block_until_ready(jitted(*primals))], 5 if quick else 21)
+        print(f"{module.label(size):44s} {native * 1e6:9.1f}u {python * 1e6:9.1f}u "
+              f"{peer * 1e6:9.1f}u {python / native:13.2f} {peer / native:10.2f}")
+
+
 if __name__ == "__main__":
+    if "--roads" in sys.argv:
+        roads("--quick" in sys.argv)
+        sys.exit(0)
     main()

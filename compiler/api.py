@@ -1021,6 +1021,13 @@ def explain(fn, *args, argnums=None) -> str:
         wrt = ", ".join(p for p, m in zip(params, mask, strict=True) if m) or "nothing"
         for line in native_road.explain(variant) or ["not called through grad/vjp yet"]:
             lines.append(f"{compiled.fn.__name__} differentiating {wrt}: {line}")
+    names = parameter_names(compiled.fn) + tuple(f.spelled() for f in compiled.implicit)
+    for (mask, batched), variant in compiled.__dict__.get("_tangent_variants", {}).items():
+        wrt = ", ".join(p for p, m in zip(names, mask, strict=True) if m) or "nothing"
+        found = ["Python road (batched tangents, pb.jacfwd, are not lowered)"] if batched \
+            else native_road.explain(variant)
+        for line in found:
+            lines.append(f"{compiled.fn.__name__} tangents of {wrt}: {line}")
     return "\n".join(lines) or f"{compiled.fn.__name__}: no variant built yet"
 
 

@@ -637,7 +637,7 @@ class _Typer:
             raise NotTyped(f"keyword arguments to {name}")
         head, _, attr = name.partition(".")
         target = self.namespace.get(head)
-        if attr in ("forward", "adjoint") and hasattr(target, "function"):
+        if attr in ("forward", "adjoint", "tangent") and hasattr(target, "function"):
             if self.functions is not None:
                 return self.user_call(head, target, attr, node)
             user = getattr(getattr(target.function, "fn", None), "__name__", head)
@@ -693,8 +693,8 @@ class _Typer:
         types of every forward call of ``ref`` in this function (one native signature per
         callee and caller); ``ref.adjoint(_stack, g)``: its gradients for that signature and
         the type of ``g``."""
-        if attr == "forward":
-            args = tuple(self.atom(a) for a in node.args[1:])
+        if attr in ("forward", "tangent"):   # a tangent variant's call: no _stack argument
+            args = tuple(self.atom(a) for a in node.args[attr == "forward":])
             known = self.calls.get(ref)
             joined = args if known is None else tuple(
                 join(a, b) for a, b in zip(known, args, strict=True))
@@ -1282,6 +1282,9 @@ class Functions:
             from .ir import function_ir
 
             variant._build()
+            if getattr(variant, "_tangent", None) is not None:   # a tangent variant
+                found = self._ir[id(variant)] = tangent_callee_ir(variant)
+                return found[:4]
             name = variant._forward.__name__[:-len("_forward")]
             forward, adjoint = function_ir(variant.source, name)
             found = self._ir[id(variant)] = (forward, adjoint, variant._forward.__globals__,
@@ -1378,3 +1381,103 @@ class _in_callee:
                                f"{error.reason}")
             raise wrapped from error
         return False
+
+
+# ----- forward mode (issue 12): a tangent variant's function typed as a forward -------------
+# ``ir.tangent_ir`` reads ``<f>_tangent`` back as a forward that never pushes; it is typed by
+# the same ``_Typer`` (its result is the pair ``(value, value_dot)``), with rules for the two
+# helpers only tangent code calls.  A call of another user function's tangent variant
+# (``g_10.tangent(x, x_dot)``) is a native call of that variant's tangent, typed as a
+# forward part by ``Functions``.
+
+def tangent_callee_ir(variant) -> tuple:
+    """``(tangent IR, None, namespace, name, variant)`` of a tangent variant (built)."""
+    from .ir import tangent_ir
+
+    name = variant._tangent.__name__[:-len("_tangent")]
+    return (tangent_ir(variant.source, name), None, variant._tangent.__globals__, name,
+            variant)
+
+
+def _zero_tangent(node, args):
+    """``support.zero_tangent(value)``: numpy's zero of the value's float dtype (float32
+    stays float32, every other number is float64), zeros of a float64 array's shape."""
+    if len(args) != 1:
+        raise NotTyped("support.zero_tangent with a batch (batched tangents are not lowered)")
+    t = args[0]
+    if is_array(t):
+        return t
+    return F32 if number(t, "the value of support.zero_tangent").kind == "f32" else F64
+
+
+def _tangent_like(node, args):
+    """``support.tangent_like(t, ans)``: a number's tangent of a number is itself; an
+    array tangent of an array of as many axes is itself (its shape checked when lowered:
+    a broadcast one leaves for the Python road); a float tangent of an array (a trailing
+    reduction's of its (1,)-array) is a float64 array of the array's shape holding it."""
+    t, ans = args
+    if isinstance(t, Num) and isinstance(ans, Num):
+        return t
+    if is_array(t) and is_array(ans) and t == ans:
+        return t
+    if isinstance(t, Num) and t.kind in ("f64", "pyfloat", "float") and isinstance(ans, Arr):
+        return ans   # numpy reshapes or broadcasts the number: float64 of ans's shape
+    raise NotTyped(f"support.tangent_like of a {t} for a {ans} (a broadcast tangent: "
+                   f"not lowered natively)")
+
+
+#: the reductions' JVP rules lowered natively (whole-array, float64): what the tangent of a
+#: fused run's trailing reduction and of an unfused ``np.max``/``np.min`` calls
+TANGENT_REDUCTION_RULES = {"jvp.sum_0": "sum", "jvp.mean_0": "mean", "jvp.max_0": "max",
+                           "jvp.min_0": "min"}
+
+
+def _reduction_rule(node, args):
+    """``jvp.sum_0(t, ans, x)`` (and mean, max, min) over a whole float64 array: the
+    primitive's rule (``primitives._linear_jvp``, ``_extremum_jvp``) gives numpy's float64
+    scalar.  Over an axis, or of a number: NotTyped."""
+    name = dotted(node.func)
+    if node.keywords or len(args) != 3:
+        raise NotTyped(f"{name} over an axis (not lowered natively)")
+    t, ans, x = args
+    if not (isinstance(t, Arr) and t.kind == "f64"):
+        raise NotTyped(f"{name} of a {t} tangent (native: of a float64 array)")
+    if TANGENT_REDUCTION_RULES[name] in ("max", "min") and not (
+            x == t and isinstance(ans, Num) and ans.kind == "f64"):
+        raise NotTyped(f"{name} of a {x} reaching {ans}")
+    return F64
+
+
+for _name in TANGENT_REDUCTION_RULES:
+    _CALLS[_name] = _reduction_rule
+_CALLS["support.zero_tangent"] = _zero_tangent
+_CALLS["support.tangent_like"] = _tangent_like
+
+
+def infer_tangent(tangent, namespace: dict, arguments: tuple, variant=None) -> Typing:
+    """Type the tangent IR ``tangent`` (``ir.tangent_ir``) for ``arguments`` (the primals'
+    types, then the tangents'); the Typing's ``forward`` holds its names, ``result`` the
+    pair ``Tup((value, value_dot))``, both numbers of a float kind (native: the value is
+    a number).
+
+    Raises:
+        NotTyped: the first statement that does not type, and why.
+    """
+    params = [a.id for a in tangent.args.args[1:]]   # after _stack
+    if len(params) != len(arguments):
+        raise NotTyped(f"{len(arguments)} arguments for {len(params)} parameters")
+    env = dict(zip(params, arguments, strict=True))
+    tags, calls = {}, {}
+    functions = None if variant is None else Functions()
+    with _active(functions, ("forward", id(variant), tuple(arguments)), env, tangent):
+        _Typer(namespace, env, tags, "tangent", functions=functions, calls=calls).run(
+            tangent.body)
+    if tags:
+        raise NotTyped("the tangent function pushes", None, "tangent")
+    result = _returned(tangent, env)
+    if not (isinstance(result, Tup) and len(result.items) == 2 and all(
+            isinstance(t, Num) and t.kind in FLOAT_KINDS for t in result.items)):
+        raise NotTyped(f"the function returns a {result} with its tangent (native: a float "
+                       f"and its tangent)", tangent.body[-1], "tangent")
+    return Typing(params, tuple(arguments), env, {}, tags, result, None, (), namespace,
+                  functions, calls)

@@ -60,6 +60,21 @@ def function_ir(source: str, name: str) -> tuple:
                  for part in ("forward", "adjoint"))
 
 
+def tangent_ir(source: str, name: str) -> gast.FunctionDef:
+    """The forward-mode function ``<name>_tangent`` of the generated module ``source``
+    (``compiler/tangent.py``) in the same statement forms, shaped as a forward that never
+    pushes: a leading ``_stack`` parameter it does not use, then the primals and their
+    tangents; its final return is ``return (value, value_dot)``."""
+    import ast
+
+    module = ast.parse(source)
+    found = {node.name: node for node in module.body if isinstance(node, ast.FunctionDef)}
+    fn = _Flatten().function(gast.ast_to_gast(found[f"{name}_tangent"]))
+    stack = gast.Name(id="_stack", ctx=gast.Param(), annotation=None, type_comment=None)
+    fn.args.args.insert(0, stack)
+    return fn
+
+
 def _name(identifier: str, store: bool = False) -> gast.Name:
     return gast.Name(id=identifier, ctx=gast.Store() if store else gast.Load(),
                      annotation=None, type_comment=None)

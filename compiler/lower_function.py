@@ -850,7 +850,7 @@ class _Lowering(ArrayLowering, LoopAhead):
             return self.pop(node.args[0].value)
         head, _, attr = name.partition(".")
         target = self.namespace.get(head)
-        if attr in ("forward", "adjoint") and hasattr(target, "function"):
+        if attr in ("forward", "adjoint", "tangent") and hasattr(target, "function"):
             return self.user_call(head, target, attr, node)
         args = [self.atom(a) for a in node.args]
         if attr in infer.NUMPY_CONSTRUCTORS and target is np:
@@ -1195,10 +1195,10 @@ def _user_call(self, ref, variant, attr, node):
     callee's part (typed by ``infer.Functions``, for the signature ``infer`` recorded)."""
     b, functions = self.b, self.typing.functions
     signature = self.typing.calls[ref]
-    if attr == "forward":
+    if attr in ("forward", "tangent"):   # a tangent variant's call: no _stack argument
         part = functions.forward_part(variant, signature)
-        args = [self.coerce(self.atom(a), t) for a, t in zip(node.args[1:], signature,
-                                                             strict=True)]
+        args = [self.coerce(self.atom(a), t) for a, t in zip(node.args[attr == "forward":],
+                                                             signature, strict=True)]
     else:
         seed = self.atom(node.args[1])
         part = functions.adjoint_part(variant, signature, seed.t)
@@ -1224,6 +1224,145 @@ def _user_call(self, ref, variant, attr, node):
 
 
 _Lowering.user_call = _user_call
+
+
+# ----- forward mode (issue 12): a tangent function, forward only ----------------------------
+
+def lower_tangent(tangent, typing: infer.Typing) -> tuple:
+    """``(ir_text, symbol)`` of the native tangent function of a typed tangent IR
+    (``ir.tangent_ir``, ``infer.infer_tangent``):
+
+        i32 pb_native_<digest>(<one argument per primal, then per tangent>, ptr results)
+
+    ``results`` (doubles) receives the value and its tangent; statuses as the gradient's
+    (a failed check: ``PYTHON_ROAD``).  The body is the tangent IR lowered by the same
+    statement and value rules as a forward (it has no stack: the stack slots stay empty;
+    native calls of other user functions' tangents are callee parts as forwards are)."""
+    key = repr(("tangent", ast.dump(tangent), typing.arguments,
+                sorted(k for k, v in typing.namespace.items()
+                       if isinstance(v, infer.FusedKernel))))
+    symbol = f"pb_native_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    module = ir.Module(name=f"pullback native tangent {symbol}")
+    module.triple = _target_triple()
+    lowering = _TangentLowering(module, symbol, tangent, None, typing)
+    lowering.emit()
+    text = str(module)
+    if lowering.callees.functions:   # the callees' code is part of what the symbol names
+        renamed = f"pb_native_{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        text, symbol = text.replace(symbol, renamed), renamed
+    return text, symbol
+
+
+class _TangentLowering(_Lowering):
+    """The top-level tangent function: the forward's entry (arguments stored, arrays read)
+    and body, then the value and its tangent written to ``results``."""
+
+    def make_function(self, module, symbol, typing):
+        params = [PTR if isinstance(t, Arr) else I64 if t.kind in ("int", "bool") else F64T
+                  for t in typing.arguments]
+        fn = ir.Function(module, ir.FunctionType(I32, [*params, PTR]), name=symbol)
+        for arg, name in zip(fn.args, [*typing.params, "results"], strict=True):
+            arg.name = name
+        return fn
+
+    def emit(self):
+        b = self.b
+        self.base = self.alloca(PTR, "stack.base_slot")
+        self.top = self.alloca(I64, "stack.top_slot")
+        self.capacity = self.alloca(I64, "stack.capacity_slot")
+        self.depth = self.alloca(I64, "calls.depth_slot")   # native calls in progress
+        self.reserve = self.callees.reserve = self.emit_reserve()
+        body = self.fn.append_basic_block("tangent")
+        b.position_at_end(body)
+        self.env, self.prefix = self.typing.forward, "tangent."
+        for arg, name, t in zip(self.fn.args, self.typing.params, self.typing.arguments,
+                                strict=False):
+            if isinstance(t, Arr):
+                self.arguments[name] = self.argument_array(arg, t)
+                self.store(name, self.arguments[name])
+                continue
+            value = b.icmp_signed("!=", arg, ir.Constant(I64, 0)) if t.kind == "bool" else arg
+            if t.kind == "f32":   # passed as a double (exact)
+                value = b.fptrunc(arg, F32T)
+            self.store(name, _Value(value, t))
+        self.block(self.forward.body)
+        pair, results = self.returned, self.fn.args[len(self.typing.params)]
+        for k, t in enumerate(self.typing.result.items):
+            item = _Value(b.extract_value(pair.v, k), t)
+            b.store(self.as_double(item), b.gep(results, [ir.Constant(I64, k)],
+                                                source_etype=F64T))
+        self.status.add_incoming(ir.Constant(I32, OK), b.block)
+        b.branch(self.exit)
+        b.position_at_end(self.exit)
+        self.free_arena()
+        free = self.function("free", ir.FunctionType(ir.VoidType(), [PTR]), ("nounwind",))
+        b.call(free, [b.load(self.base, typ=PTR)])
+        b.ret(self.status)
+        if self.arena is not None and VECTORISE_METADATA not in self.module.namedmetadata:
+            self.module.add_named_metadata(VECTORISE_METADATA)   # array loops: vectorised
+        with b.goto_block(self.entry):   # the allocas are placed; now enter the body
+            b.position_at_end(self.entry)
+            b.branch(body)
+        self.callees.emit_pending(self)
+
+
+def _call_support_zero_tangent(self, node, args):
+    """numpy's zero of the value's float dtype; an array's: fresh zeros of its shape."""
+    value = args[0]
+    if infer.is_array(value.t):
+        return self.elementwise([value], lambda elements: [_Value(ir.Constant(F64T, 0.0), infer.F64)],
+                                1,
+                                name="zeros")[0]
+    if value.t.kind == "f32":
+        return _Value(ir.Constant(F32T, 0.0), infer.F32)
+    return _Value(ir.Constant(F64T, 0.0), infer.F64)
+
+
+def _call_support_tangent_like(self, node, args):
+    """The tangent itself (infer typed it as its value's type); an array tangent whose shape
+    is not its value's (numpy would broadcast or reshape it) leaves for the Python road."""
+    t, ans = args
+    if isinstance(t.t, Num) and infer.is_array(ans.t):   # numpy's reshape or broadcast
+        number = _Value(self.as_kind(self.unwrap(t), "f64"), infer.F64)
+        return self.elementwise([ans], lambda elements: [number], 1, name="spread")[0]
+    if infer.is_array(t.t):
+        b, same = self.b, ir.Constant(I1, 1)
+        for d, e in zip(self.parts(t)[1], self.parts(ans)[1], strict=True):
+            same = b.and_(same, b.icmp_signed("==", d, e))
+        self.bail(same, name="tangent_shape")
+    return t
+
+
+def _reduction_rule(self, how, args):
+    """``jvp.<how>_0(t, ans, x)`` over a whole float64 array, the rule's numpy operations
+    one by one: sum and mean are the reduction of the tangent (numpy's pairwise sum);
+    max and min are ``sum(t * (mask / sum(mask)))`` with ``mask = (x == ans)`` as 0/1,
+    each product an element of a fresh array, so the sum is numpy's, bit for bit."""
+    t, ans, x = args
+    if how in ("sum", "mean"):
+        return self.reduce_all(how, t)
+    b = self.b
+
+    def equal(elements):
+        hit = b.fcmp_ordered("==", elements[0].v, elements[1].v, name="mask")
+        return [_Value(b.uitofp(hit, F64T), infer.F64)]
+
+    mask = self.elementwise([x, ans], equal, 1, name="mask")[0]
+    count = self.reduce_all("sum", mask)
+
+    def share(elements):
+        part = b.fdiv(elements[1].v, elements[2].v, name="share")
+        return [_Value(b.fmul(elements[0].v, part, name="shared"), infer.F64)]
+
+    return self.reduce_all("sum", self.elementwise([t, mask, count], share, 1,
+                                                   name="shares")[0])
+
+
+for _rule, _how in infer.TANGENT_REDUCTION_RULES.items():
+    setattr(_Lowering, f"call_{_rule.replace('.', '_')}",
+            lambda self, node, args, how=_how: _reduction_rule(self, how, args))
+_Lowering.call_support_zero_tangent = _call_support_zero_tangent
+_Lowering.call_support_tangent_like = _call_support_tangent_like
 
 
 import gast  # noqa: E402  (after the class: only the node types are needed)

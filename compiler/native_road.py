@@ -17,12 +17,12 @@ import os
 import numpy as np
 
 from pullback.runtime import native
-from pullback.runtime.native_function import (ARRAYS_SUPPORTED, NativeGradient, key_name,
-                                              signature_key)
+from pullback.runtime.native_function import (ARRAYS_SUPPORTED, NativeGradient,
+                                              NativeTangent, key_name, signature_key)
 
 from . import infer
-from .ir import NotInIR, function_ir
-from .lower_function import lower_function
+from .ir import NotInIR, function_ir, tangent_ir
+from .lower_function import lower_function, lower_tangent
 
 
 class Refused:
@@ -67,14 +67,61 @@ def gradient_function(variant, args):
     return found if found.accepts(args) else None
 
 
-def _build(variant, args):
+def _argument_types(args):
+    """The infer types of ``args``, or the Refused of the first the native road takes not."""
     types = tuple(infer.argument_type(a) for a in args)
     for a, t in zip(args, types, strict=True):
         if t is None or (isinstance(t, infer.Arr) and not ARRAYS_SUPPORTED):
             return Refused(f"an argument of type {key_name(signature_key(a))} (native: "
                            f"Python and numpy float/int/bool scalars, float64 arrays of 1 to "
                            f"{infer.MAX_NDIM} axes)")
+    return types
+
+
+def _build(variant, args):
+    types = _argument_types(args)
+    if isinstance(types, Refused):
+        return types
     return build_for_types(variant, tuple(map(signature_key, args)), types)
+
+
+def tangent_function(variant, args):
+    """The native tangent function of the tangent variant ``variant`` (not batched) for
+    ``args`` (internal primals, then their tangents), or None: the Python road.  Decided
+    and remembered per signature as ``gradient_function`` does (``explain`` reports it);
+    lowered in each process (no manifest yet; the object code is cached on disk)."""
+    if not enabled(variant) or variant.batched:
+        return None
+    roads = _roads(variant)
+    key = tuple(map(signature_key, args))
+    found = roads.get(key)
+    if found is None:
+        found = roads[key] = _build_tangent(variant, args)
+    if isinstance(found, Refused):
+        return None
+    return found if found.accepts(args) else None
+
+
+def _build_tangent(variant, args):
+    types = _argument_types(args)
+    if isinstance(types, Refused):
+        return types
+    variant._build()
+    name = variant._tangent.__name__[:-len("_tangent")]
+    try:
+        tangent = tangent_ir(variant.source, name)
+        typing = infer.infer_tangent(tangent, variant._tangent.__globals__, types, variant)
+        ir_text, symbol = lower_tangent(tangent, typing)
+        value, dot = typing.result.items
+        return NativeTangent(ir_text, symbol, tuple(map(signature_key, args)), value.kind,
+                             dot.kind)
+    except infer.NotTyped as error:
+        return _refusal(variant, error)
+    except NotInIR as error:
+        return Refused(str(error))
+    except Exception as error:   # noqa: BLE001  a bug here must not fail a call Python runs
+        return Refused(f"internal error of the native road ({type(error).__name__}: "
+                       f"{error}); please report it")
 
 
 def build_for_types(variant, signature: tuple, types: tuple):
@@ -299,7 +346,7 @@ def _kernel_line(statement, variant) -> int:
 
     from pullback.runtime.fused import FusedKernel
 
-    namespace = getattr(variant._forward, "__globals__", {})
+    namespace = _namespace(variant)
     for node in gast.walk(statement):
         if isinstance(node, gast.Name) and isinstance(namespace.get(node.id), FusedKernel):
             doc = getattr(namespace[node.id].forward, "__doc__", None) or ""
@@ -307,6 +354,12 @@ def _kernel_line(statement, variant) -> int:
             if found:
                 return int(found.group(1))
     return 0
+
+
+def _namespace(variant) -> dict:
+    """The generated module's names of a variant (a gradient's or a tangent's)."""
+    code = getattr(variant, "_forward", None) or getattr(variant, "_tangent", None)
+    return getattr(code, "__globals__", {})
 
 
 def _carried_line(statement, filename) -> int:
@@ -344,9 +397,9 @@ def _callee_line(statement, tree, variant) -> int:
 
     value = getattr(statement, "value", None)
     if not (isinstance(value, gast.Call) and isinstance(value.func, gast.Attribute)
-            and value.func.attr in ("forward", "adjoint")):
+            and value.func.attr in ("forward", "adjoint", "tangent")):
         return 0
-    target = variant._forward.__globals__.get(getattr(value.func.value, "id", ""))
+    target = _namespace(variant).get(getattr(value.func.value, "id", ""))
     callee = getattr(getattr(getattr(target, "function", None), "fn", None), "__name__", None)
     if callee is None:
         return 0

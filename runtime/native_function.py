@@ -68,6 +68,18 @@ def key_name(key) -> str:
     return key.__name__
 
 
+def _accepts(signature, arrays, args) -> bool:
+    """Whether ``args`` have exactly the types of ``signature`` (arrays at the positions
+    ``arrays`` C-contiguous and aligned, ints within int64): else the Python road."""
+    if tuple(map(signature_key, args)) != signature:
+        return False
+    for k in arrays:   # native code reads them as C-contiguous aligned data
+        flags = args[k].flags
+        if not (flags.c_contiguous and flags.aligned):
+            return False
+    return all(_INT64[0] <= a < _INT64[1] for a in args if type(a) is int)
+
+
 class NativeGradient:
     """``call(args, seed) -> (value, gradients) | None`` for one argument signature.
 
@@ -124,13 +136,7 @@ class NativeGradient:
         return self._entry
 
     def accepts(self, args) -> bool:
-        if tuple(map(signature_key, args)) != self.signature:
-            return False
-        for k in self._arrays:   # native code reads them as C-contiguous aligned data
-            flags = args[k].flags
-            if not (flags.c_contiguous and flags.aligned):
-                return False
-        return all(_INT64[0] <= a < _INT64[1] for a in args if type(a) is int)
+        return _accepts(self.signature, self._arrays, args)
 
     def call(self, args, seed):
         """(value, gradients) or None (run the Python road); raises MemoryError."""
@@ -200,3 +206,45 @@ class NativeGradient:
             grads[k] = out if self._boxes[k] is not None and results[1 + 2 * k] else None
         grads = tuple(grads)
         return self._value_box(results[0]), grads
+
+
+class NativeTangent:
+    """``call(args) -> (value, value tangent) | None`` for one argument signature of a
+    tangent function (``compiler/lower_function.lower_tangent``; ``args``: the primals,
+    then their tangents): the same exact argument checks as ``NativeGradient``, one
+    ctypes call, the two numbers boxed by their kinds as the Python road computes them;
+    None when the native code asks for the Python road.
+
+    Args:
+        ir_text, symbol: the function's IR and name.
+        signature: the exact Python type of each argument it accepts.
+        value_kind, tangent_kind: the number kinds of the value and of its tangent.
+    """
+
+    def __init__(self, ir_text, symbol, signature, value_kind, tangent_kind):
+        address, self.how = native._engine().load(ir_text, symbol)
+        argtypes = [ctypes.py_object if isinstance(t, tuple) else
+                    ctypes.c_int64 if t in (int, bool) else ctypes.c_double for t in signature]
+        self._arrays = [k for k, t in enumerate(signature) if isinstance(t, tuple)]
+        self._fn = ctypes.CFUNCTYPE(ctypes.c_int32, *argtypes, ctypes.c_void_p)(address)
+        self.signature, self.symbol, self.ir_text = tuple(signature), symbol, ir_text
+        self.value_kind, self.tangent_kind = value_kind, tangent_kind
+        self._boxes = (_BOX[value_kind], _BOX[tangent_kind])
+        self.address = address
+        self.how += ", ctypes"
+
+    def accepts(self, args) -> bool:
+        return _accepts(self.signature, self._arrays, args)
+
+    def call(self, args):
+        """(value, tangent) or None (run the Python road); raises MemoryError."""
+        results = (ctypes.c_double * 2)()
+        status = self._fn(*args, results)
+        if status == PYTHON_ROAD:
+            return None
+        if status == NO_MEMORY:
+            raise MemoryError("pullback: native memory could not be allocated")
+        if status != OK:
+            raise RuntimeError(f"pullback bug: native tangent {self.symbol} returned "
+                               f"status {status}")
+        return self._boxes[0](results[0]), self._boxes[1](results[1])

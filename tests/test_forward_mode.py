@@ -453,8 +453,13 @@ FUSED = [(fused_sum, 2), (fused_mean_and_rows, 2), (fused_norm, 1), (fused_max, 
 
 
 @pytest.mark.parametrize("fn, n_args", FUSED, ids=[f.__name__ for f, _ in FUSED])
-def test_fused_tangent_kernels_run_natively_and_match_differences_and_vjp(fn, n_args):
+def test_fused_tangent_kernels_run_natively_and_match_differences_and_vjp(monkeypatch, fn,
+                                                                          n_args):
     from pullback.runtime import fused
+
+    # the kernels' own native road: the whole tangent function on the Python road (on the
+    # native road the kernels are inlined into it; tests/test_native_tangent.py)
+    monkeypatch.setenv("PULLBACK_NATIVE_FUNCTIONS", "0")
 
     rng = np.random.default_rng(7)
     size = 4 * fused.NATIVE_MIN_SIZE + 3   # the native road (and a masked tail)
