@@ -281,9 +281,38 @@ def _check_complex(parsed, assignments, active) -> None:
                            "values (|a + bi| = sqrt(a*a + b*b)).")
 
 
+def _kernel_item_inputs(assignments, ops) -> dict:
+    """``id(v = fusedK[i])`` -> the positions of the kernel's arguments that its output
+    ``i`` is computed from: a kernel's items are varied one by one (``x * 0.5`` and
+    ``n - 1`` fused into one run: the int ``n - 1`` is not differentiated with ``x``)."""
+    from .fuse import _depends_on   # fuse reads this module's shared_updates
+    kernels = {t: ops[id(node)].callee for node, t, _ in assignments
+               if isinstance(node, gast.Assign) and ops[id(node)].kind == "kernel"}
+    found = {}
+    for node, _, _ in assignments:
+        op = ops.get(id(node))
+        if not (isinstance(node, gast.Assign) and op.kind == "index" and op.params
+                and isinstance(op.args[0], gast.Name) and op.args[0].id in kernels
+                and isinstance(op.params[0], gast.Constant)
+                and type(op.params[0].value) is int):
+            continue
+        kernel = kernels[op.args[0].id]
+        if not 0 <= op.params[0].value < len(kernel.outputs):
+            continue
+        output = kernel.outputs[op.params[0].value]
+        if kernel.reduction is not None and output == kernel.reduction[0]:
+            output = kernel.reduction[1]
+        inputs = [output] if output in kernel.inputs else _depends_on(kernel, output)
+        found[id(node)] = {kernel.inputs.index(name) for name in inputs}
+    return found
+
+
 def _varied(assignments, ops, seeds, through_severs) -> set:
     """Variables that depend on ``seeds`` through differentiable operations (fixpoint)."""
     varied = set(seeds)
+    items = _kernel_item_inputs(assignments, ops)
+    kernel_args = {t: ops[id(node)].args for node, t, _ in assignments
+                   if isinstance(node, gast.Assign) and ops[id(node)].kind == "kernel"}
     changed = True
     while changed:
         changed = False
@@ -291,6 +320,13 @@ def _varied(assignments, ops, seeds, through_severs) -> set:
             if target is None or target in varied or not isinstance(node, gast.Assign):
                 continue
             op = ops[id(node)]
+            if id(node) in items:   # one output of a fused run: the inputs it reads
+                args = kernel_args[op.args[0].id]
+                if any(isinstance(args[k], gast.Name) and args[k].id in varied
+                       for k in items[id(node)]) and op.args[0].id in varied:
+                    varied.add(target)
+                    changed = True
+                continue
             if any(isinstance(a, gast.Name) and a.id in varied and _flows(op, i, through_severs)
                    for i, a in enumerate(op.args)):
                 varied.add(target)

@@ -366,7 +366,7 @@ class ReverseTransform:
 
     def forward_for(self, s) -> Lines:
         out = Lines()
-        record = bool(self.reverse_block(s.body))
+        record = bool(self.reverse_for_body(s))
         target = s.target.id
         if id(s) in self.a.pushes:
             out.add(self.push(target, s))
@@ -431,9 +431,22 @@ class ReverseTransform:
             out.extend(body, 1)
         return out
 
+    def reverse_for_body(self, s) -> Lines:
+        """One iteration's adjoint: the body's, then the target's assignment's: the loop
+        binds its target to an int of the range, so a gradient that reached the target
+        stops there (``for x in range(2)`` over a differentiated ``x``: the loop's ``x`` is
+        not the parameter's, whose gradient survives only a loop that runs zero times)."""
+        body = self.reverse_block(s.body)
+        if s.target.id not in self.a.active:
+            return body
+        out = Lines()
+        out.extend(body)
+        out.add(f"{self.grad(s.target.id)} = None")
+        return out
+
     def reverse_for(self, s) -> Lines:
         out = Lines()
-        body = self.reverse_block(s.body)
+        body = self.reverse_for_body(s)
         target = s.target.id
         if body:
             out.add(f"for {target} in reversed(_stack.pop({self.tag('range', s)})):")

@@ -206,6 +206,8 @@ class _Tangent:
     def stmt_for(self, s) -> Lines:
         out = Lines()
         out.add(f"for {s.target.id} in {unparse(s.iter)}:")
+        if s.target.id in self.varied:   # the target is an int of the range: no tangent
+            out.add(f"{self.dot(s.target.id)} = None", 1)
         out.extend(self.block(s.body), 1)
         return out
 

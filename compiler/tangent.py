@@ -321,7 +321,10 @@ class TangentTransform(ReverseTransform):
 
     def forward_for(self, s) -> Lines:
         out = Lines()
-        out.add(f"for {s.target.id} in {unparse(s.iter)}:")
+        target = s.target.id
+        out.add(f"for {target} in {unparse(s.iter)}:")
+        if target in self.a.active:   # the target is an int of the range: no tangent
+            out.add(f"{self.dot(target)} = {self.zero(target)}", 1)
         out.extend(self.forward_block(s.body) or self._pass(), 1)
         return out
 

@@ -3,9 +3,10 @@ ahead (compiler/lower_loops.py), np.linspace (lower_arrays.call_np_linspace) and
 numbers fused beside arrays (lower_arrays.array_kernel's ``side``) -- against the Python
 road (``PULLBACK_NATIVE=0``), plain Python/numpy and central differences (float64).
 
-A strict xfail is a finding still open (expected vs got in its comment); the other tests
-pin what was probed and found right, and the two findings fixed on this branch (a huge
-linspace num crashed native code; a float32 linspace end was computed in float64).
+The other tests pin what was probed and found right, the two findings fixed on that
+branch (a huge linspace num crashed native code; a float32 linspace end was computed in
+float64) and the two its strict xfails recorded, fixed by adv9 (a loop target shadowing a
+parameter; a recursive helper's int count refused).
 """
 
 import math
@@ -186,11 +187,10 @@ def shadowed_by_the_loop(x, y):
     return y * x
 
 
-@pytest.mark.xfail(strict=True, reason="a for loop's target that rebinds a differentiated "
-                   "parameter still sends the gradient to the parameter (both roads)")
 def test_a_loop_target_shadowing_a_parameter_has_no_gradient():
-    # after the loop x is the int 1: d(y * x)/dx_param = 0, d/dy = 1.
-    # expected (0.0, 1.0); got (0.7, 1.0) (y flows into the parameter x)
+    # after the loop x is the int 1: d(y * x)/dx_param = 0, d/dy = 1.  Fixed by adv9 (was
+    # (0.7, 1.0) on both roads: y flowed into the parameter x); the family of such
+    # rebindings is in tests/test_adversary9_findings.py
     assert central_gradient(shadowed_by_the_loop, (0.5, 0.7), 0) == pytest.approx(0.0)
     assert pb.grad(shadowed_by_the_loop, (0, 1))(0.5, 0.7) == (0.0, 1.0)
 
@@ -208,12 +208,11 @@ def calls_a_recursive_helper(x, y, n):
     return _recursive_with_a_loop(x, n) * y
 
 
-@pytest.mark.xfail(strict=True, raises=pb.CompileError, reason="a recursive helper whose "
-                   "int parameter is a range's count is refused: 'n carries a gradient into "
-                   "range()' although only x and y are differentiated")
 def test_a_recursive_helper_looping_over_its_int_parameter():
-    # expected: d/dx = y * sum_k (k + 1) * 0.5**(n - k) ... here checked against central
-    # differences; got: CompileError at `for i in range(n)` (not recursive: compiles)
+    # checked against central differences.  Fixed by adv9: was a CompileError at `for i in
+    # range(n)`: the recursive call's `x * 0.5` and `n - 1` were fused into one kernel,
+    # whose every item counted as differentiated, so the callee was built with n
+    # differentiated (analysis._kernel_item_inputs: items are varied one by one now)
     args = (0.3, 0.7, 4)
     grads = pb.grad(calls_a_recursive_helper, (0, 1))(*args)
     for k in (0, 1):

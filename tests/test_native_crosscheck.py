@@ -122,6 +122,13 @@ def int_and_float(x, y, n):
     return s * (n // 2 + 1)
 
 
+def float_modulo(x, y, n):
+    s = x
+    for i in range(n):
+        s = s * 0.5 + (y * 3.0 + i) % 7.0
+    return s
+
+
 def int_modulo_of_a_sum(x, y, n):
     total = 0
     for i in range(n):
@@ -160,6 +167,8 @@ PROGRAMS = [
     (smooth_math, lambda r: (r.uniform(0.2, 2), r.uniform(0.2, 2)), (0, 1), True),
     (kinks, lambda r: (r.uniform(-1, 1), r.uniform(-1, 1)), (0, 1), True),
     (int_and_float, lambda r: (r.uniform(-1, 1), r.uniform(-1, 1), int(r.integers(0, 15))),
+     (0, 1), True),   # the int (i * i) % 7 fused beside floats carries no gradient (adv9)
+    (float_modulo, lambda r: (r.uniform(-1, 1), r.uniform(-1, 1), int(r.integers(0, 15))),
      (0, 1), False),   # the gradient rule of % (vjp.mod_0) is not lowered
     (int_modulo_of_a_sum, lambda r: (r.uniform(-1, 1), r.uniform(-1, 1),
                                      int(r.integers(0, 15))), (0, 1), True),
