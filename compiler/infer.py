@@ -16,7 +16,8 @@ Types (numba's idea, kept small):
 - ``NONE`` (``None``, a zero gradient), ``Opt(T)`` (None or a T: gradients, values
   before a loop's first trip), ``Tup(T...)`` (a tuple: a kernel's outputs, the saved
   values), ``GList(T...)`` (a list of per-item gradients, ``support.index_grad``),
-  ``Parts(T...)`` (a kernel VJP's result: all None or all numbers), ``RANGE``.
+  ``Parts(T...)`` (a kernel VJP's result: all None or all numbers), ``RANGE``,
+  ``Slice(T, T, T)`` (``slice(start, stop, step)`` of ints and Nones: an array index).
 
 Names are typed flow-insensitively: the type of a name is the join of every value
 assigned to it (``None`` then a float is ``Opt(float)``), computed to a fixed point.
@@ -96,6 +97,17 @@ class Arr:
 
     def __str__(self):
         return f"{self.kind}[{self.ndim}d]"
+
+
+@dataclass(frozen=True)
+class Slice:
+    """``slice(start, stop, step)``: each item NONE (absent), INT or Opt(INT) (absent
+    where None at run time)."""
+
+    items: tuple
+
+    def __str__(self):
+        return f"slice({', '.join(map(str, self.items))})"
 
 
 @dataclass(frozen=True)
@@ -592,6 +604,8 @@ class _Typer:
 
     def value_subscript(self, node):
         t = self.atom(node.value)
+        if is_array(t) and isinstance(self.atom(node.slice), Slice):
+            return inner(t)   # x[a:b:c]: the same dtype and axes
         if is_array(t):
             return array_item(t, self.atom(node.slice))
         if isinstance(node.slice, gast.Name):   # range[i] of a normalized loop
@@ -675,7 +689,7 @@ class _Typer:
             return Num(ufunc(attr, kinds))
         if rule is False:
             raise NotTyped(f"a call of {name} (not lowered natively)")
-        if name in ("range", "reversed", "len") and self.namespace.get(name, getattr(
+        if name in ("range", "reversed", "len", "slice") and self.namespace.get(name, getattr(
                 builtins, name)) is not getattr(builtins, name):
             raise NotTyped(f"{name} is rebound")
         if name == "_stack.pop":
@@ -777,8 +791,17 @@ def _like(node, args):
     raise NotTyped(f"support.like of a {t}")
 
 
+def _slice_call(node, args):
+    """``slice(stop)`` / ``slice(start, stop[, step])`` of ints, Nones and ints that may
+    be None (bools and floats are the Python road's)."""
+    if not 1 <= len(args) <= 3 or any(a not in (NONE, INT, Opt(INT)) for a in args):
+        raise NotTyped(f"slice({', '.join(map(str, args))}) (native: of ints and None)")
+    items = [NONE, args[0], NONE] if len(args) == 1 else [*args, NONE][:3]
+    return Slice(tuple(items))
+
+
 _CALLS = {
-    "range": _range, "reversed": _reversed, "len": _len,
+    "range": _range, "slice": _slice_call, "reversed": _reversed, "len": _len,
     "support.like": _like, "support.item_grad_into": _item_grad_into,
     "support.add_grads": lambda node, args: add_grads(*args),
     "support.unbroadcast": _unbroadcast, "support.item_grad": _item_grad,
@@ -1118,6 +1141,10 @@ def _array_index_grad(node, args, keywords):
     if g is NONE:
         return total
     v = inner(value)
+    if isinstance(key, Slice):   # the gradient of x[a:b:c] has x's axes
+        if inner(g) != v:
+            raise NotTyped(f"the gradient of slicing a {value} typed {g}")
+        return join(total, add_grads(total, v))
     if number(key, "an index").kind != "int" or (
             array_item(v, key) != inner(g) and not (v.ndim == 1 and isinstance(inner(g), Num))):
         raise NotTyped(f"the gradient of indexing a {value} typed {g}")
@@ -1213,7 +1240,56 @@ def _linspace(node, args):
 #: numpy functions of the user's module that make arrays from numbers (``np`` must be
 #: numpy in the function's namespace): a typing rule here, ``call_np_<name>`` in
 #: lower_arrays.py
-NUMPY_CONSTRUCTORS = {"linspace": _linspace}
+def _filled(node, args):
+    """``np.ones(shape)`` / ``np.zeros(shape)``: an int or a tuple of 1 to MAX_NDIM ints
+    (a negative size: numpy's ValueError, the Python road's)."""
+    shape = args[0] if len(args) == 1 else None
+    dims = shape.items if isinstance(shape, Tup) else (shape,)
+    if not 1 <= len(dims) <= MAX_NDIM or any(d != INT for d in dims):
+        raise NotTyped(f"np.{dotted(node.func).rpartition('.')[2]} of other than a shape of "
+                       "ints (native: float64)")
+    return Arr("f64", len(dims))
+
+
+NUMPY_CONSTRUCTORS = {"linspace": _linspace, "ones": _filled, "zeros": _filled}
+
+
+def _join_items(items, what):
+    """The arrays of ``support.join``/``join_grad`` (a tuple of float64 arrays of the same
+    axes) and their number of axes."""
+    base = inner(items)   # (None: the Python road's TypeError, checked at run time)
+    if not (isinstance(base, Tup) and base.items
+            and all(isinstance(t, Arr) for t in base.items)
+            and len({t.ndim for t in base.items}) == 1):
+        raise NotTyped(f"{what} of a {items} (native: a tuple of arrays of the same axes)")
+    return base.items[0].ndim
+
+
+def _join_keywords(keywords, what):
+    if keywords.get("stack") is not False or keywords.get("axis") != 0 \
+            or set(keywords) != {"axis", "stack"}:
+        raise NotTyped(f"{what} with {keywords} (native: np.concatenate along axis 0)")
+
+
+def _join(node, args, keywords):
+    """``support.join(items, axis=0, stack=False)``: np.concatenate of arrays along the
+    first axis."""
+    _join_keywords(keywords, "support.join")
+    return Arr("f64", _join_items(args[0], "support.join"))
+
+
+def _join_grad(node, args, keywords):
+    """``support.join_grad(g, items, axis=0, stack=False)``: per item, its rows of ``g``."""
+    _join_keywords(keywords, "support.join_grad")
+    g, items = args
+    ndim = _join_items(items, "support.join_grad")
+    if g is NONE:
+        return NONE
+    if inner(g) != Arr("f64", ndim):
+        raise NotTyped(f"support.join_grad of a {g}")
+    parts = GList(tuple(inner(items).items))
+    return Opt(parts) if can_be_none(g) else parts
+
 
 ARRAY_CALLS = {
     **{name: _reduction for name in (*SCALAR_REDUCTIONS, *NUMPY_REDUCTIONS)},
@@ -1221,6 +1297,7 @@ ARRAY_CALLS = {
     "support.double": _double_array, "support.numpy_scalar": _numpy_scalar,
     "support.unbroadcast": _array_unbroadcast, "support.index_grad": _array_index_grad,
     "support.accumulate": _accumulate,
+    "support.join": _join, "support.join_grad": _join_grad,
 }
 # ----- calls of other user functions: native calls ----------------------------------------------
 

@@ -17,8 +17,10 @@ whose bodies contain only these statements (``atom`` is a Name or a Constant):
 - ``name = f(atom, ...)`` where ``f`` is a Name or a dotted name of Names
   (``kernel_1``, ``kernel_1.vjp``, ``support.add_grads``, ``ops.sin``, ``_np.cos``,
   ``range``, ``reversed``); keyword arguments have atom values
-- ``name = atom[atom]`` (a tuple by a constant, a range by an int) and
-  ``name = (atom, ...)``
+- ``name = atom[atom]`` (a tuple by a constant, a range by an int, an array by an int
+  or a slice) and ``name = (atom, ...)``; a slice ``x[a:b:c]`` becomes ``_irN =
+  slice(a, b, c)`` (absent bounds None) and ``x[_irN]``, as the adjoint's
+  ``support.index_grad(..., slice(a, b, c))`` spells it
 - ``name = _stack.pop('tag')`` and the statement ``_stack.push(atom, 'tag')``: the
   explicit stack operations, paired by tag (``reverse.py`` guarantees one pop per push
   on every path)
@@ -227,8 +229,14 @@ class _Flatten:
                         for k in node.keywords]
             return gast.Call(func=node.func, args=args, keywords=keywords)
         if isinstance(node, gast.Subscript):
-            if isinstance(node.slice, (gast.Slice, gast.Tuple)):
-                raise NotInIR(f"line {line}: a slice in emitted code")
+            if isinstance(node.slice, gast.Tuple):
+                raise NotInIR(f"line {line}: a tuple index (several axes) in emitted code")
+            if isinstance(node.slice, gast.Slice):   # x[a:b:c] -> x[slice(a, b, c)]
+                bounds = [gast.Constant(value=None, kind=None) if part is None else part
+                          for part in (node.slice.lower, node.slice.upper, node.slice.step)]
+                key = gast.Call(func=_name("slice"), args=bounds, keywords=[])
+                return gast.Subscript(value=self.atom(node.value, line),
+                                      slice=self.atom(key, line), ctx=gast.Load())
             return gast.Subscript(value=self.atom(node.value, line),
                                   slice=self.atom(node.slice, line), ctx=gast.Load())
         if isinstance(node, gast.Tuple):

@@ -1167,6 +1167,9 @@ class ArrayLowering:
         rt = infer._array_index_grad(node, [a.t for a in args], {})
         if g.t is NONE:
             return total
+        if isinstance(key.t, infer.Slice):
+            return self.if_present(g, rt, lambda g: self.slice_added(total, g, value, key),
+                                   lambda: total)
         return self.if_present(g, rt, lambda g: self.row_added(total, g, value, key),
                                lambda: total)
 
@@ -1244,3 +1247,201 @@ class ArrayLowering:
         data, dims = self.parts(x)
         self.bail(self.b.icmp_signed("==", dims[0], _ONE), name="numpy_scalar")
         return self._value(self.element_at(data, _ZERO), Num(x.t.kind))
+
+    # ----- slices, concatenate, np.ones/np.zeros -------------------------------------------
+    def slice_bounds(self, key, length):
+        """``(start, step, count)`` of the slice ``key`` (an ``infer.Slice`` value) over
+        ``length`` rows, as Python's ``PySlice_AdjustIndices`` clamps them (numpy's basic
+        slicing; a bound None at run time is absent); a step of 0 (Python's ValueError) or
+        of -2**63 leaves for the Python road."""
+        b = self.b
+
+        def item(k):   # (value, present) of a bound; None: absent
+            t = key.t.items[k]
+            if t is NONE:
+                return None
+            v = self._value(b.extract_value(key.v, k), t)
+            return self.content(v).v, self.present(v)
+
+        start, stop, step = item(0), item(1), item(2)
+        if step is None:
+            step, negative = _ONE, ir.Constant(I1, 0)
+        else:
+            step, given = step
+            step = b.select(given, step, _ONE)
+            self.bail(b.and_(b.icmp_signed("!=", step, _ZERO),
+                             b.icmp_signed("!=", step, ir.Constant(I64, -(1 << 63)))),
+                      name="slice_step")
+            negative = b.icmp_signed("<", step, _ZERO)
+        minus_one = ir.Constant(I64, -1)
+        last = b.sub(length, _ONE)
+        low, high = b.select(negative, minus_one, _ZERO), b.select(negative, last, length)
+
+        def adjust(bound, absent):
+            if bound is None:
+                return absent
+            bound, given = bound
+            # a negative bound counts from the end (bound + length < length: no overflow)
+            v = b.select(b.icmp_signed("<", bound, _ZERO), b.add(bound, length), bound)
+            v = b.select(b.icmp_signed("<", v, _ZERO), low, v)
+            v = b.select(b.icmp_signed(">=", v, length), high, v)
+            return b.select(given, v, absent, name="slice.bound")
+
+        start = adjust(start, b.select(negative, last, _ZERO))
+        stop = adjust(stop, b.select(negative, minus_one, length))
+        span = b.select(negative, b.sub(start, stop), b.sub(stop, start))
+        magnitude = b.select(negative, b.neg(step), step)
+        count = b.select(b.icmp_signed(">", span, _ZERO),
+                         b.add(b.sdiv(b.sub(span, _ONE), magnitude), _ONE), _ZERO,
+                         name="slice.count")
+        return start, step, count
+
+    def array_slice(self, value, key):
+        """``x[a:b:c]`` along the first axis: without a step a view (arrays are values),
+        with one a copy of the rows taken."""
+        b = self.b
+        x = self.unwrap(value)
+        data, dims = self.parts(x)
+        start, step, count = self.slice_bounds(key, dims[0])
+        row = self.size_of(dims[1:])
+        if key.t.items[2] is NONE:   # step 1: start is within [0, length]
+            view = b.gep(data, [b.mul(start, row)], source_etype=F64T, name="slice")
+            return self.make_array(view, [count, *dims[1:]], x.t)
+        out = self.new_array([count, *dims[1:]], x.t)
+        out_data = self.parts(out)[0]
+        with self.loop(count, "slice.row") as k:
+            source = b.mul(b.add(start, b.mul(k.index, step)), row)
+            target = b.mul(k.index, row)
+            with self.loop(row, "slice.copy") as j:
+                self.store_at(out_data, b.add(target, j.index),
+                              self.element_at(data, b.add(source, j.index)))
+        return out
+
+    def slice_added(self, total, g, value, key):
+        """``support.index_grad(total, g, value, key)`` for a slice ``key``, as the Python
+        road computes it: ``total + part`` (``part`` alone when ``total`` is None) where
+        ``part`` is zeros of ``value``'s shape and ``0.0 + g`` at the rows taken.  A ``g``
+        or ``total`` of another shape leaves for the Python road (numpy reshapes and
+        broadcasts)."""
+        b = self.b
+        value = self.unwrap(value)
+        _, dims = self.parts(value)
+        start, step, count = self.slice_bounds(key, dims[0])
+        g_data, g_dims = self.parts(g)
+        fits = b.icmp_signed("==", g_dims[0], count)
+        for x, y in zip(g_dims[1:], dims[1:], strict=True):
+            fits = b.and_(fits, b.icmp_signed("==", x, y))
+        present = self.present(total)
+        if total.t is not NONE:
+            _, t_dims = self.parts(self.content(total))
+            same = ir.Constant(I1, 1)
+            for x, y in zip(t_dims, dims, strict=True):
+                same = b.and_(same, b.icmp_signed("==", x, y))
+            fits = b.and_(fits, b.or_(b.not_(present), same))
+        self.bail(fits, name="slice_gradient")
+        out = self.new_array(dims)
+        out_data, size, row = self.parts(out)[0], self.size_of(dims), self.size_of(dims[1:])
+        zero = ir.Constant(F64T, 0.0)
+        with b.if_else(present) as (have, zeros):
+            with have:
+                if total.t is not NONE:
+                    t_data = self.parts(self.content(total))[0]
+                    with self.loop(size, "slice_grad.total") as loop:
+                        self.store_at(out_data, loop.index,
+                                      b.fadd(self.element_at(t_data, loop.index), zero))
+            with zeros:
+                with self.loop(size, "slice_grad.zeros") as loop:
+                    self.store_at(out_data, loop.index, zero)
+        # (total + 0.0) + (0.0 + g) is total + (0.0 + g) bit for bit: 0.0 + g is never -0.0
+        with self.loop(count, "slice_grad.row") as k:
+            target = b.mul(b.add(start, b.mul(k.index, step)), row)
+            source = b.mul(k.index, row)
+            with self.loop(row, "slice_grad.add") as j:
+                at = b.add(target, j.index)
+                part = b.fadd(zero, self.element_at(g_data, b.add(source, j.index)))
+                self.store_at(out_data, at, b.fadd(self.element_at(out_data, at), part))
+        return out
+
+    def items_of(self, value):
+        """``(data, dims)`` of each array of a tuple value (None: the Python road)."""
+        value = self.unwrap(value)
+        return [self.parts(self._value(self.b.extract_value(value.v, k), t))
+                for k, t in enumerate(value.t.items)]
+
+    def call_support_join(self, node, args, keywords):
+        """``np.concatenate(items)`` along the first axis: the other axes must agree (else
+        the Python road raises numpy's error)."""
+        b = self.b
+        items = self.items_of(args[0])
+        first_dims = items[0][1]
+        rows = _ZERO
+        for _, dims in items:
+            for x, y in zip(dims[1:], first_dims[1:], strict=True):
+                self.bail(b.icmp_signed("==", x, y), name="concatenate_shape")
+            rows = b.add(rows, dims[0], name="concatenate.rows")
+        out = self.new_array([rows, *first_dims[1:]])
+        out_data = self.parts(out)[0]
+        at = _ZERO
+        for data, dims in items:
+            size = self.size_of(dims)
+            with self.loop(size, "concatenate.copy") as loop:
+                self.store_at(out_data, b.add(at, loop.index), self.element_at(data, loop.index))
+            at = b.add(at, size)
+        return out
+
+    def call_support_join_grad(self, node, args, keywords):
+        """The gradient of each item of ``np.concatenate(items)``: views of its rows of
+        ``g`` (a ``g`` of another shape leaves for the Python road)."""
+        g, items = args
+        rt = infer._join_grad(node, [g.t, items.t], dict(keywords))
+        if g.t is NONE:
+            return g
+        parts_t = inner(rt)
+
+        def views(g):
+            b = self.b
+            g_data, g_dims = self.parts(g)
+            v = ir.Constant(self.ltype(parts_t), None)
+            start = _ZERO
+            for k, (_, dims) in enumerate(self.items_of(items)):
+                for x, y in zip(g_dims[1:], dims[1:], strict=True):
+                    self.bail(b.icmp_signed("==", x, y), name="concatenate_gradient")
+                view = b.gep(g_data, [start], source_etype=F64T, name="rows")
+                v = b.insert_value(v, self.make_array(view, dims, parts_t.items[k]).v, k)
+                start = b.add(start, self.size_of(dims))
+            self.bail(b.icmp_signed("==", start, self.size_of(g_dims)),
+                      name="concatenate_gradient")
+            return self._value(v, parts_t)
+
+        return self.if_present(g, rt, views,
+                               lambda: self._value(ir.Constant(self.ltype(NONE), None), NONE))
+
+    def filled(self, args, value):
+        """A float64 array of the shape ``args[0]`` (an int or a tuple of ints) holding
+        ``value``; a negative size, or one of LINSPACE_MAX elements or more, leaves for the
+        Python road (numpy's ValueError or MemoryError)."""
+        b = self.b
+        shape = self.unwrap(args[0])
+        if isinstance(shape.t, Tup):
+            dims = [b.extract_value(shape.v, k) for k in range(len(shape.t.items))]
+        else:
+            dims = [shape.v]
+        size, ok = _ONE, ir.Constant(I1, 1)
+        for d in dims:
+            ok = b.and_(ok, b.icmp_unsigned("<", d, ir.Constant(I64, LINSPACE_MAX)))
+            product = b.smul_with_overflow(size, d)
+            ok = b.and_(ok, b.not_(b.extract_value(product, 1)))
+            size = b.extract_value(product, 0)
+        self.bail(b.and_(ok, b.icmp_unsigned("<", size, ir.Constant(I64, LINSPACE_MAX))),
+                  name="filled_size")
+        out = self.new_array(dims)
+        data = self.parts(out)[0]
+        with self.loop(size, "filled") as loop:
+            self.store_at(data, loop.index, ir.Constant(F64T, value))
+        return out
+
+    def call_np_ones(self, node, args):
+        return self.filled(args, 1.0)
+
+    def call_np_zeros(self, node, args):
+        return self.filled(args, 0.0)

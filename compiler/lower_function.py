@@ -50,7 +50,8 @@ from pullback.runtime.native import VECTORISE_METADATA
 from pullback.runtime.primitives import REGISTRY
 
 from . import infer
-from .infer import NONE, RANGE, STR, Arr, GList, Num, Opt, Parts, Rule, Tup, can_be_none, inner
+from .infer import (NONE, RANGE, STR, Arr, GList, Num, Opt, Parts, Rule, Slice, Tup,
+                    can_be_none, inner)
 from .ir import dotted, is_atom
 from .lower_arrays import ArrayLowering, array_ltype
 from .lower_loops import LoopAhead
@@ -82,7 +83,7 @@ def ltype(t):
         return ir.LiteralStructType([I64, I64, I64])   # start, step, length
     if isinstance(t, Opt):
         return ir.LiteralStructType([I1, ltype(t.inner)])
-    if isinstance(t, (Tup, GList)):
+    if isinstance(t, (Tup, GList, Slice)):
         return ir.LiteralStructType([ltype(x) for x in t.items])
     if isinstance(t, Parts):
         return ir.LiteralStructType([I1] + [ltype(x) for x in t.items])
@@ -531,8 +532,9 @@ class _Lowering(ArrayLowering, LoopAhead):
         if t is RANGE:
             return [b.extract_value(value.v, k) for k in range(3)]
         items = {Opt: lambda: [t.inner], Tup: lambda: list(t.items),
-                 GList: lambda: list(t.items), Parts: lambda: list(t.items)}[type(t)]()
-        first = 0 if isinstance(t, (Tup, GList)) else 1
+                 GList: lambda: list(t.items), Parts: lambda: list(t.items),
+                 Slice: lambda: list(t.items)}[type(t)]()
+        first = 0 if isinstance(t, (Tup, GList, Slice)) else 1
         out = [] if first == 0 else [b.extract_value(value.v, 0)]
         for k, item in enumerate(items):
             out += self.leaves(_Value(b.extract_value(value.v, k + first), item))
@@ -819,6 +821,9 @@ class _Lowering(ArrayLowering, LoopAhead):
 
     def value_subscript(self, node):
         if infer.is_array(self.env.get(getattr(node.value, "id", None))):
+            key = self.atom(node.slice)
+            if isinstance(key.t, Slice):
+                return self.array_slice(self.atom(node.value), key)
             return self.array_item(self.atom(node.value), self.atom(node.slice))
         if isinstance(node.slice, gast_Name):
             return self.range_item(self.unwrap(self.atom(node.value)),
@@ -970,6 +975,15 @@ class _Lowering(ArrayLowering, LoopAhead):
                         b.icmp_signed("<", index.v, length), name="range.inside")
         self.bail(inside, name="range_index")
         return _Value(b.add(start, b.mul(index.v, step), name="range.item"), infer.INT)
+
+    def call_slice(self, node, args):
+        t = infer._slice_call(node, [a.t for a in args])
+        given = [*args, None][:3] if len(args) > 1 else [None, args[0], None]
+        v = ir.Constant(ltype(t), None)
+        for k, item in enumerate(given):
+            if item is not None and item.t is not NONE:
+                v = self.b.insert_value(v, item.v, k)
+        return _Value(v, t)
 
     def call_len(self, node, args):
         return _Value(self.b.extract_value(self.unwrap(args[0]).v, 2, name="len"), infer.INT)

@@ -62,8 +62,7 @@ def ode(x, s):
 
 
 def ode_last(x, s):
-    # a length-1 slice, not [-1]: a float head gradient reaching getitem's rule crashes
-    return ode(x, s)[-1:]
+    return ode(x, s)[-1]
 
 
 # ----- det: expansion by minors along the first row, one level of minors at a time ----------
