@@ -57,11 +57,17 @@ def gradient_function(variant, args):
     """The native value-and-gradient function for ``args`` (internal values), or None."""
     if not enabled(variant):
         return None
+    return _remembered(variant, args, _build)
+
+
+def _remembered(variant, args, build):
+    """The road for ``args``' signature, built by ``build(variant, args)`` once and then
+    remembered: the native function if it accepts these arguments, else None."""
     roads = _roads(variant)
     key = tuple(map(signature_key, args))
     found = roads.get(key)
     if found is None:
-        found = roads[key] = _build(variant, args)
+        found = roads[key] = build(variant, args)
     if isinstance(found, Refused):
         return None
     return found if found.accepts(args) else None
@@ -92,14 +98,7 @@ def tangent_function(variant, args):
     lowered in each process (no manifest yet; the object code is cached on disk)."""
     if not enabled(variant) or variant.batched:
         return None
-    roads = _roads(variant)
-    key = tuple(map(signature_key, args))
-    found = roads.get(key)
-    if found is None:
-        found = roads[key] = _build_tangent(variant, args)
-    if isinstance(found, Refused):
-        return None
-    return found if found.accepts(args) else None
+    return _remembered(variant, args, _build_tangent)
 
 
 def _build_tangent(variant, args):
